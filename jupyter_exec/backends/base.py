@@ -1,0 +1,141 @@
+"""The backend contract every target (local, seccomp, docker, ray) implements.
+
+A backend takes a ``Submission`` (one run, fully described) and returns a ``TaskHandle``
+at once; the run goes on in the background, streaming output to the submission's sink.
+``get_result`` waits for it and returns the raw ``Envelope`` or raises the ``TaskError``
+that says how it ended. Backends never import IPython.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable
+
+from ..errors import TaskError
+from ..runner.protocol import Envelope, OutputSink
+from ..spec import RunSpec
+
+__all__ = ["Availability", "ExecutorBackend", "Outcome", "Submission", "TaskHandle"]
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here; if not, why and what to do."""
+
+    ok: bool
+    reason: str = ""
+    fix: str = ""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class Submission:
+    """One run, as a backend needs it."""
+
+    run_id: int
+    kernel_id: str
+    code: str
+    spec: RunSpec
+    inputs: str | None          # packed by runner.transfer.pack_inputs
+    scratch: Path               # the run's own writable directory, removed afterwards
+    sink: OutputSink
+
+
+@dataclass
+class Outcome:
+    """How a run ended, as recorded in the store."""
+
+    status: str                                   # succeeded failed timeout oom cancelled
+    envelope: Envelope | None = None
+    error: TaskError | None = None
+    exit_code: int | None = None
+    peak_memory: int | None = None                # bytes
+    cpu_seconds: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class TaskHandle:
+    """A submitted run. Finished exactly once, by the backend."""
+
+    def __init__(self, submission: Submission, backend: "ExecutorBackend") -> None:
+        self.submission = submission
+        self.backend = backend
+        self.started = time.time()
+        self.outcome: Outcome | None = None
+        self._done = threading.Event()
+
+    @property
+    def run_id(self) -> int:
+        return self.submission.run_id
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def finish(self, outcome: Outcome) -> None:
+        if not self._done.is_set():
+            self.outcome = outcome
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait in short slices so a KeyboardInterrupt reaches the waiting thread promptly."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done.is_set():
+            remaining = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if remaining <= 0:
+                return False
+            self._done.wait(remaining)
+        return True
+
+
+class ExecutorBackend(abc.ABC):
+    """One way of running a cell. Subclasses register themselves in ``factory``."""
+
+    name: ClassVar[str]
+    isolation: ClassVar[str]      # none | subprocess | seccomp | docker | ray
+
+    @classmethod
+    @abc.abstractmethod
+    def availability(cls) -> Availability:
+        """Cheap check that this backend can run here (used by ``doctor`` and ``auto``)."""
+
+    def initialize(self) -> None:
+        """Start what the backend needs (pools, connections). Called once before use."""
+
+    @abc.abstractmethod
+    def submit(self, submission: Submission) -> TaskHandle:
+        """Start the run and return at once."""
+
+    @abc.abstractmethod
+    def cancel(self, handle: TaskHandle) -> bool:
+        """Stop the run; True if it was still running."""
+
+    def get_result(self, handle: TaskHandle, timeout: float | None = None) -> Envelope:
+        """The run's envelope, or its ``TaskError``."""
+        if not handle.wait(timeout):
+            raise TimeoutError(f"run {handle.run_id} still running after {timeout} s")
+        assert handle.outcome is not None
+        if handle.outcome.error is not None:
+            raise handle.outcome.error
+        assert handle.outcome.envelope is not None
+        return handle.outcome.envelope
+
+    def wait(self, handles: Iterable[TaskHandle], timeout: float | None = None
+             ) -> tuple[list[TaskHandle], list[TaskHandle]]:
+        """Split ``handles`` into (done, pending), waiting until one is done or ``timeout``."""
+        handles = list(handles)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            done = [h for h in handles if h.done()]
+            if done or (deadline is not None and time.monotonic() >= deadline):
+                return done, [h for h in handles if not h.done()]
+            time.sleep(0.01)
+
+    def shutdown(self) -> None:
+        """Release what ``initialize`` started. Runs still going are cancelled."""
+
+    def get_available_resources(self) -> dict[str, Any]:
+        return {}

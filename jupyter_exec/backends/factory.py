@@ -1,0 +1,48 @@
+"""Backend names to backend classes, and what ``auto`` picks.
+
+``auto`` prefers the strongest isolation that works here: Docker when a daemon answers,
+else seccomp. It never falls back to an unconfined process on its own: ``local`` must be
+asked for by name.
+"""
+
+from __future__ import annotations
+
+from ..errors import BackendUnavailableError
+from .base import Availability, ExecutorBackend
+from .process import LocalBackend, SeccompBackend
+
+__all__ = ["BACKENDS", "AUTO_ORDER", "availability_report", "backend_class", "resolve_name"]
+
+BACKENDS: dict[str, type[ExecutorBackend]] = {
+    LocalBackend.name: LocalBackend,
+    SeccompBackend.name: SeccompBackend,
+}
+AUTO_ORDER = ("docker", "seccomp")
+
+
+def backend_class(name: str) -> type[ExecutorBackend]:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise BackendUnavailableError(name, "no such backend", f"choose one of: auto, {', '.join(BACKENDS)}") from None
+
+
+def resolve_name(name: str) -> str:
+    """The backend ``name`` stands for (``auto`` resolved), or the error saying why none."""
+    if name != "auto":
+        backend_class(name)
+        return name
+    reasons = []
+    for candidate in AUTO_ORDER:
+        if candidate not in BACKENDS:
+            continue
+        availability = BACKENDS[candidate].availability()
+        if availability.ok:
+            return candidate
+        reasons.append(f"{candidate}: {availability.reason}")
+    raise BackendUnavailableError("auto", "no sandbox works here (" + "; ".join(reasons) + ")",
+                                  "run `jupyter-exec doctor` for fixes, or pass --backend local for an unconfined process")
+
+
+def availability_report() -> dict[str, Availability]:
+    return {name: cls.availability() for name, cls in BACKENDS.items()}

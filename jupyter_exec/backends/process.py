@@ -1,0 +1,310 @@
+"""Run a cell in a separate local process: ``local`` (rlimits) and ``seccomp`` (confined).
+
+Both use the same pre-started workers, the same limits and the same clean-up; ``seccomp``
+adds the confinement the bootstrap applies to itself (Landlock, dropped capabilities,
+a seccomp denylist) and new pid/mount/net namespaces where the host allows them.
+Limits that rlimits cannot express (pids as root, exact memory, CPU share) use a cgroup
+per run; a limit that cannot be enforced here refuses the run instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import os
+import selectors
+import signal
+import sys
+import sysconfig
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import (
+    BackendUnavailableError,
+    NodeFailedError,
+    ResourceLimitError,
+    TaskCancelledError,
+    TaskError,
+    TaskTimeoutError,
+)
+from ..runner import confine as confinement
+from ..runner.protocol import ProtocolReader, build_request
+from ..spec import Limits
+from .base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
+from .cgroups import RunCgroup, cgroup_support
+from .workers import Worker, WorkerKey, WorkerPool, namespace_support
+
+__all__ = ["LocalBackend", "SeccompBackend"]
+
+_SYSTEM_READABLE = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/sys")
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+_KILL_GRACE = 2.0
+
+
+@functools.cache
+def python_readable_paths() -> tuple[str, ...]:
+    """The interpreter's installation and the environment's packages (read-only in a run)."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    paths.update(sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib"))
+    paths.update(p for p in sys.path if p and os.path.isdir(p) and "site-packages" in p)
+    return tuple(sorted(p for p in paths if p))
+
+
+class LocalBackend(ExecutorBackend):
+    """A subprocess in its own session, with rlimits, a cgroup where possible, and a
+    wall-clock timeout that kills everything the run started."""
+
+    name: ClassVar[str] = "local"
+    isolation: ClassVar[str] = "subprocess"
+
+    def __init__(self, pool_size: int = 1) -> None:
+        self.pool = WorkerPool(pool_size)
+        self._handles: dict[int, _ProcessRun] = {}
+
+    @classmethod
+    def availability(cls) -> Availability:
+        if not sys.platform.startswith("linux"):
+            return Availability(False, f"needs Linux, this is {sys.platform}", "use --backend docker")
+        notes = []
+        if (why := cgroup_support()) is not None:
+            notes.append(f"no per-run cgroup ({why}): --pids uses RLIMIT_NPROC, --mem RLIMIT_AS, --cpus refused")
+        return Availability(True, notes=tuple(notes))
+
+    def _worker_key(self, limits: Limits) -> WorkerKey:
+        return WorkerKey(sys.executable, namespaces=False, network=True)
+
+    def initialize(self) -> None:
+        self.pool.warm(self._worker_key(Limits()))
+
+    def confine_plan(self, submission: Submission) -> dict[str, Any]:
+        return {"rlimits": self._rlimits(submission.spec.limits)}
+
+    def _rlimits(self, limits: Limits) -> dict[str, Any]:
+        use_cgroup = cgroup_support() is None
+        rlimits: dict[str, Any] = {"cpu": limits.cpu_time and max(1, round(limits.cpu_time)), "fsize": limits.fsize}
+        if not use_cgroup:
+            rlimits["as"] = limits.memory
+            if limits.pids is not None:
+                if os.geteuid() == 0:
+                    raise BackendUnavailableError(
+                        self.name, "--pids cannot be enforced: RLIMIT_NPROC does not bind root and no cgroup "
+                        f"can be made ({cgroup_support()})", "use --backend docker, or run the kernel as a normal user")
+                rlimits["nproc"] = limits.pids
+            if limits.cpus is not None:
+                raise BackendUnavailableError(
+                    self.name, f"--cpus needs a cgroup ({cgroup_support()})", "use --backend docker or drop --cpus")
+        return rlimits
+
+    def submit(self, submission: Submission) -> TaskHandle:
+        limits = submission.spec.limits
+        plan = self.confine_plan(submission)
+        request = build_request(
+            submission.code, inputs=submission.inputs, outputs=submission.spec.outputs,
+            trust=submission.spec.trust, cwd=str(submission.scratch), confine=plan,
+            env={"HOME": str(submission.scratch), "TMPDIR": str(submission.scratch), **submission.spec.env})
+        worker = self.pool.take(self._worker_key(limits))
+        run = _ProcessRun(submission, self, worker)
+        try:
+            run.start(request)
+        except BaseException:
+            run.kill()
+            run.release()
+            raise
+        self._handles[submission.run_id] = run
+        return run.handle
+
+    def cancel(self, handle: TaskHandle) -> bool:
+        run = self._handles.get(handle.run_id)
+        if run is None or handle.done():
+            return False
+        run.cancel_requested = True
+        run.kill()
+        return True
+
+    def shutdown(self) -> None:
+        for run in list(self._handles.values()):
+            self.cancel(run.handle)
+        self.pool.close()
+
+    def get_available_resources(self) -> dict[str, Any]:
+        return {"cpus": os.cpu_count(), "memory": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+                "idle_workers": self.pool.idle_count()}
+
+    def forget(self, run_id: int) -> None:
+        self._handles.pop(run_id, None)
+
+
+class SeccompBackend(LocalBackend):
+    """``local`` plus Landlock, dropped capabilities, a seccomp denylist and namespaces."""
+
+    name: ClassVar[str] = "seccomp"
+    isolation: ClassVar[str] = "seccomp"
+
+    @classmethod
+    def availability(cls) -> Availability:
+        base = LocalBackend.availability()
+        if not base.ok:
+            return base
+        if confinement.machine() not in confinement._AUDIT_ARCH:
+            return Availability(False, f"no seccomp filter for {confinement.machine()}", "use --backend docker")
+        if confinement.landlock_abi() < 1:
+            return Availability(False, "Landlock is not enabled in this kernel (needed to confine files)",
+                                "boot with lsm=landlock,... or use --backend docker")
+        notes = list(base.notes) + [f"landlock abi {confinement.landlock_abi()}"]
+        if (why := namespace_support()) is not None:
+            notes.append(f"no new namespaces ({why}); seccomp and Landlock still apply")
+        return Availability(True, notes=tuple(notes))
+
+    def _worker_key(self, limits: Limits) -> WorkerKey:
+        return WorkerKey(sys.executable, namespaces=namespace_support() is None, network=limits.network)
+
+    def confine_plan(self, submission: Submission) -> dict[str, Any]:
+        spec = submission.spec
+        for mount in spec.mounts:
+            if mount.target != str(mount.source):
+                raise BackendUnavailableError(
+                    self.name, f"--mount {mount.source}:{mount.target}: this backend shows a mount at its host path",
+                    f"write --mount {mount.source} (or use --backend docker to place it elsewhere)")
+        readable = [*_SYSTEM_READABLE, *python_readable_paths(), *(str(m.source) for m in spec.mounts if m.read_only)]
+        writable = [str(submission.scratch), *_DEVICES, *(str(m.source) for m in spec.mounts if not m.read_only)]
+        return {**super().confine_plan(submission), "landlock": True, "seccomp": True,
+                "network": spec.limits.network, "readable": readable, "writable": writable}
+
+
+class _ProcessRun:
+    """One run in one worker: feeds the request, pumps the pipes, enforces the clock."""
+
+    def __init__(self, submission: Submission, backend: LocalBackend, worker: Worker) -> None:
+        self.submission, self.backend, self.worker = submission, backend, worker
+        self.handle = TaskHandle(submission, backend)
+        self.reader = ProtocolReader(submission.sink, submission.spec.trust)
+        self.cgroup: RunCgroup | None = None
+        self.cancel_requested = False
+        self.timed_out = False
+
+    def start(self, request: bytes) -> None:
+        limits = self.submission.spec.limits
+        self.reader.feed(self.worker.wait_ready())
+        if cgroup_support() is None:
+            self.cgroup = RunCgroup(f"jx-{os.getpid()}-{self.submission.run_id}-{self.worker.pid}")
+            self.cgroup.set_limits(memory=limits.memory, pids=limits.pids, cpus=limits.cpus)
+            self.cgroup.add(self.worker.tree())
+        stdin = self.worker.process.stdin
+        assert stdin is not None
+        stdin.write(request)
+        stdin.close()
+        self.handle.started = time.time()
+        threading.Thread(target=self._pump, daemon=True, name=f"jx-run-{self.submission.run_id}").start()
+
+    def kill(self) -> None:
+        self.worker.kill()
+        if self.cgroup is not None:
+            for pid in self.cgroup.procs():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def release(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.kill_and_remove()
+        self.worker.close()
+
+    def _pump(self) -> None:
+        outcome: Outcome
+        try:
+            status, rusage = self._stream_until_exit()
+            outcome = self._outcome(status, rusage)
+        except BaseException as error:        # never leave a handle unfinished
+            self.kill()
+            outcome = Outcome("failed", error=NodeFailedError(f"lost the run: {error!r}"))
+        finally:
+            self.release()
+            self.backend.forget(self.submission.run_id)
+        self.handle.finish(outcome)
+
+    def _stream_until_exit(self) -> tuple[int, Any]:
+        process = self.worker.process
+        timeout = self.submission.spec.limits.timeout
+        deadline = time.monotonic() + timeout if timeout else None
+        killed_at: float | None = None
+        selector = selectors.DefaultSelector()
+        decoders = {}
+        for stream_name, fileobj in (("stdout", process.stdout), ("stderr", process.stderr)):
+            selector.register(fileobj.fileno(), selectors.EVENT_READ, stream_name)
+            decoders[stream_name] = codecs.getincrementaldecoder("utf-8")("replace")
+        selector.register(self.worker.protocol_fd, selectors.EVENT_READ, "protocol")
+        sink = self.submission.sink
+        while selector.get_map():
+            wait = 0.1
+            if deadline is not None and killed_at is None:
+                wait = max(0.0, min(wait, deadline - time.monotonic()))
+            for key, _ in selector.select(wait):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fd)
+                elif key.data == "protocol":
+                    self.reader.feed(chunk)
+                else:
+                    text = decoders[key.data].decode(chunk)
+                    if text:
+                        sink.output(key.data, text)
+            now = time.monotonic()
+            if killed_at is None and deadline is not None and now >= deadline:
+                self.timed_out = True
+                self.kill()
+            if killed_at is None and (self.timed_out or self.cancel_requested):
+                killed_at = now
+            if killed_at is not None and now - killed_at > _KILL_GRACE:
+                break      # something outside our reach holds a pipe open; stop waiting for it
+        selector.close()
+        for stream_name, decoder in decoders.items():
+            if tail := decoder.decode(b"", final=True):
+                sink.output(stream_name, tail)
+        _, status, rusage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        return status, rusage
+
+    def _outcome(self, status: int, rusage: Any) -> Outcome:
+        limits = self.submission.spec.limits
+        envelope = self.reader.envelope
+        if self.reader.exit_status is not None:
+            status = self.reader.exit_status       # the cell's own process, not unshare's
+        exit_code = os.waitstatus_to_exitcode(status)
+        term_signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        usage = envelope.usage if envelope else {}
+        peak = self.cgroup.peak_memory() if self.cgroup else None
+        outcome = Outcome(
+            "succeeded", envelope=envelope, exit_code=exit_code,
+            peak_memory=peak or usage.get("max_rss") or rusage.ru_maxrss * 1024,
+            cpu_seconds=usage.get("cpu_seconds", rusage.ru_utime + rusage.ru_stime))
+        context = {"run_id": self.submission.run_id, "exit_code": exit_code}
+        error: TaskError | None = None
+        if self.cancel_requested:
+            error = TaskCancelledError(f"run {self.submission.run_id} was cancelled", **context)
+        elif self.timed_out:
+            error = TaskTimeoutError(f"timed out after {limits.timeout:g} s (--timeout); the run was killed", **context)
+        elif (self.cgroup and self.cgroup.oom_killed()) or (envelope and envelope.error
+                                                             and envelope.error["type"] == "MemoryError"):
+            error = ResourceLimitError(f"out of memory: the run needed more than --mem {_size(limits.memory)}",
+                                       status="oom", **context)
+        elif term_signal == signal.SIGXCPU or (limits.cpu_time and term_signal == signal.SIGKILL
+                                               and outcome.cpu_seconds >= limits.cpu_time):
+            error = TaskTimeoutError(f"CPU time limit of {limits.cpu_time:g} s reached (--cpu-time)", **context)
+        elif envelope is None:
+            how = f"signal {signal.Signals(term_signal).name}" if term_signal else f"exit code {exit_code}"
+            error = NodeFailedError(f"the sandbox process ended ({how}) before reporting a result", **context)
+        elif envelope.confine_error:
+            error = NodeFailedError(f"could not confine the sandbox: {envelope.confine_error}", **context)
+        elif envelope.error:
+            error = envelope.remote_error(**context)
+        if error is not None:
+            outcome.status, outcome.error = error.status, error
+        outcome.details["confinement"] = envelope.confine_notes if envelope else []
+        return outcome
+
+
+def _size(size: int | None) -> str:
+    return "(unset)" if size is None else f"{size / 2**20:g}m"

@@ -1,0 +1,104 @@
+"""Settings, as traitlets configurables: ``%config``, Jupyter config files, ``JX_*`` variables.
+
+One class per layer. ``ExecConfig`` holds the defaults every run starts from; a magic's
+options override them for one run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import platformdirs
+from traitlets import Int, Unicode, default
+from traitlets.config import Configurable
+
+from .spec import Limits, parse_size
+
+__all__ = ["ExecConfig"]
+
+
+def _env(name: str, fallback: str) -> str:
+    return os.environ.get(name, fallback)
+
+
+class ExecConfig(Configurable):
+    """Defaults for runs. Each can be set with ``%config ExecConfig.NAME = ...``."""
+
+    backend = Unicode(help="Backend when a cell names none: auto, docker, seccomp or local. "
+                           "auto picks docker if a daemon answers, else seccomp. Env: JX_BACKEND.").tag(config=True)
+    mem = Unicode(help="Default memory limit, e.g. '2g'; '' for none. Env: JX_MEM.").tag(config=True)
+    cpus = Unicode(help="Default CPU share, e.g. '1.5'; '' for none. Env: JX_CPUS.").tag(config=True)
+    timeout = Unicode(help="Default wall-clock limit, e.g. '10m'; '' for none. Env: JX_TIMEOUT.").tag(config=True)
+    cpu_time = Unicode(help="Default CPU-time limit, e.g. '5m'; '' for none. Env: JX_CPU_TIME.").tag(config=True)
+    pids = Unicode(help="Default process/thread limit, e.g. '256'; '' for none. Env: JX_PIDS.").tag(config=True)
+    fsize = Unicode(help="Default largest file a run may write, e.g. '1g'; '' for none. Env: JX_FSIZE.").tag(config=True)
+    output_limit = Unicode(help="Output shown in the notebook per run before it is cut, e.g. '1m'. "
+                                "The whole output is always kept in the run's log. Env: JX_OUTPUT_LIMIT."
+                           ).tag(config=True)
+    pool_size = Int(help="Pre-started sandbox processes kept ready per kind; 0 starts one per run. "
+                         "Env: JX_POOL_SIZE.").tag(config=True)
+    data_dir = Unicode(help="Where the run store and logs live. Env: JX_DATA_DIR.").tag(config=True)
+    scratch_dir = Unicode(help="Where each run's private scratch directory is made (removed after the run). "
+                               "Env: JX_SCRATCH_DIR.").tag(config=True)
+
+    @default("backend")
+    def _backend(self) -> str:
+        return _env("JX_BACKEND", "auto")
+
+    @default("mem")
+    def _mem(self) -> str:
+        return _env("JX_MEM", "2g")
+
+    @default("cpus")
+    def _cpus(self) -> str:
+        return _env("JX_CPUS", "")
+
+    @default("timeout")
+    def _timeout(self) -> str:
+        return _env("JX_TIMEOUT", "10m")
+
+    @default("cpu_time")
+    def _cpu_time(self) -> str:
+        return _env("JX_CPU_TIME", "")
+
+    @default("pids")
+    def _pids(self) -> str:
+        return _env("JX_PIDS", "256")
+
+    @default("fsize")
+    def _fsize(self) -> str:
+        return _env("JX_FSIZE", "1g")
+
+    @default("output_limit")
+    def _output_limit(self) -> str:
+        return _env("JX_OUTPUT_LIMIT", "1m")
+
+    @default("pool_size")
+    def _pool_size(self) -> int:
+        return int(_env("JX_POOL_SIZE", "1"))
+
+    @default("data_dir")
+    def _data_dir(self) -> str:
+        return _env("JX_DATA_DIR", platformdirs.user_data_dir("jupyter-exec"))
+
+    @default("scratch_dir")
+    def _scratch_dir(self) -> str:
+        return _env("JX_SCRATCH_DIR", os.path.join(tempfile.gettempdir(), f"jupyter-exec-{os.getuid()}"))
+
+    def default_limits(self) -> Limits:
+        return Limits.parse(**{
+            "memory": self.mem or None, "cpus": self.cpus or None, "timeout": self.timeout or None,
+            "cpu_time": self.cpu_time or None, "pids": self.pids or None, "fsize": self.fsize or None})
+
+    def output_limit_bytes(self) -> int:
+        return parse_size(self.output_limit, "ExecConfig.output_limit")
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.data_dir) / "runs.sqlite3"
+
+    @property
+    def logs_dir(self) -> Path:
+        return Path(self.data_dir) / "logs"

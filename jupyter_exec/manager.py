@@ -1,0 +1,169 @@
+"""The kernel-side manager: one per kernel, the single way a cell gets run.
+
+``Manager.run(code, spec)`` records the run, picks the backend, hands the backend a
+``Submission``, waits (an interrupt cancels the run), binds nothing itself and returns
+a ``RunResult``. The row in the store is finished whatever happens.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
+from .backends.cgroups import reap_cgroups
+from .backends.factory import backend_class, resolve_name
+from .backends.workers import reap_workers
+from .config import ExecConfig
+from .errors import JupyterExecError, TaskCancelledError, TaskError
+from .output import ConsoleSink, RunOutput
+from .runner.protocol import OutputSink
+from .runner.transfer import pack_inputs
+from .spec import RunSpec
+from .store import Store
+
+__all__ = ["Manager", "RunResult"]
+
+
+@dataclass
+class RunResult:
+    """A finished, successful run: the last value and the ``--out`` values, as data."""
+
+    run_id: int
+    status: str
+    value: Any = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def _pid_alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() if Path("/proc").is_dir() else True
+
+
+class Manager:
+    """Runs cells for one kernel and keeps the record."""
+
+    def __init__(self, config: ExecConfig | None = None, kernel_id: str | None = None) -> None:
+        self.config = config or ExecConfig()
+        self.kernel_id = kernel_id or f"pid-{os.getpid()}"
+        self.store = Store(self.config.store_path)
+        self.config.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.scratch_root = Path(self.config.scratch_dir)
+        self.scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._backends: dict[str, ExecutorBackend] = {}
+        self._active: dict[int, TaskHandle] = {}
+        self._lock = threading.Lock()
+        self.reaped = self.reap()
+        atexit.register(self.shutdown)
+
+    def reap(self) -> dict[str, int]:
+        """Remove what dead kernels left behind: processes, cgroups, unfinished rows."""
+        return {"workers": reap_workers(), "cgroups": reap_cgroups(),
+                "runs": self.store.close_orphans(_pid_alive)}
+
+    def backend(self, name: str) -> ExecutorBackend:
+        """The initialised backend called ``name`` (``auto`` resolved), made once per kernel."""
+        resolved = resolve_name(name if name != "auto" else self.config.backend)
+        with self._lock:
+            backend = self._backends.get(resolved)
+            if backend is None:
+                backend = backend_class(resolved)(pool_size=self.config.pool_size)
+                backend.initialize()
+                self._backends[resolved] = backend
+        return backend
+
+    def run(self, code: str, spec: RunSpec, *, namespace: Mapping[str, Any] | None = None,
+            sink: OutputSink | None = None) -> RunResult:
+        """Run ``code`` as ``spec`` says; raise the ``TaskError`` that ends it otherwise."""
+        spec = _with_defaults(spec, self.config)
+        inputs = pack_inputs(spec.inputs, namespace or {})
+        backend = self.backend(spec.backend)
+        run_id = self.store.create_run(
+            kernel=self.kernel_id, owner_pid=os.getpid(), name=spec.name, backend=backend.name,
+            isolation=backend.isolation, spec=spec.describe(), code=code,
+            code_hash=hashlib.sha256(code.encode()).hexdigest())
+        scratch = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self.scratch_root))
+        log_path = self.config.logs_dir / f"{run_id}.log"
+        output = RunOutput(run_id, log_path, sink or ConsoleSink(), self.config.output_limit_bytes())
+        outcome: Outcome | None = None
+        try:
+            handle = backend.submit(Submission(run_id, self.kernel_id, code, spec, inputs, scratch, output))
+            self._active[run_id] = handle
+            self.store.mark_running(run_id, str(log_path))
+            try:
+                envelope = backend.get_result(handle)
+            except KeyboardInterrupt:
+                backend.cancel(handle)
+                handle.wait(10)
+                raise
+            outcome = handle.outcome
+            result = RunResult(run_id, "succeeded", envelope.decoded_value(spec.trust),
+                               envelope.decoded_outputs(spec.trust))
+        except BaseException as error:
+            outcome = outcome or (self._active.get(run_id) and self._active[run_id].outcome)
+            self._finish(run_id, _status_of(error), outcome, error)
+            raise
+        else:
+            self._finish(run_id, "succeeded", outcome, None)
+            return result
+        finally:
+            self._active.pop(run_id, None)
+            output.close()
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _finish(self, run_id: int, status: str, outcome: Outcome | None, error: BaseException | None) -> None:
+        if isinstance(error, TaskError):
+            error.run_id = run_id
+            error.log_path = str(self.config.logs_dir / f"{run_id}.log")
+        self.store.finish_run(
+            run_id, status, error=_describe(error),
+            exit_code=outcome.exit_code if outcome else None,
+            peak_memory=outcome.peak_memory if outcome else None,
+            cpu_seconds=outcome.cpu_seconds if outcome else None,
+            details=outcome.details if outcome else None)
+
+    def cancel(self, run_id: int) -> bool:
+        """Cancel a run of this kernel that is still going."""
+        handle = self._active.get(run_id)
+        return bool(handle and handle.backend.cancel(handle))
+
+    def log_text(self, run_id: int) -> str:
+        row = self.store.get(run_id)
+        if row is None:
+            raise JupyterExecError(f"no run {run_id}; `%jx runs` lists them")
+        path = row["log_path"]
+        if not path or not Path(path).exists():
+            return ""
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+
+    def shutdown(self) -> None:
+        for backend in list(self._backends.values()):
+            backend.shutdown()
+        self._backends.clear()
+
+
+def _with_defaults(spec: RunSpec, config: ExecConfig) -> RunSpec:
+    from dataclasses import replace
+    return replace(spec, limits=spec.limits.merged_over(config.default_limits()))
+
+
+def _status_of(error: BaseException) -> str:
+    if isinstance(error, TaskError):
+        return error.status
+    if isinstance(error, (KeyboardInterrupt, TaskCancelledError)):
+        return "cancelled"
+    return "failed"
+
+
+def _describe(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,277 @@
+"""The in-target side of the CodeRunner: stdlib only, one file, runs the cell.
+
+Started by a backend as ``python -I bootstrap.py PROTOCOL_FD``. It says ``ready`` on the
+protocol channel, reads one request (JSON) from stdin until EOF, confines itself if the
+request says so, runs the cell and writes the envelope.
+
+Channels: the cell's stdout/stderr are the process's fd 1 and 2, untouched, so they
+stream live and whatever the cell prints is only ever output. Protocol messages go to a
+separate descriptor as JSON lines; it is close-on-exec so children never inherit it.
+Results are written as tagged JSON data (see ``encode``); pickle only when the request
+says the user trusts the cell.
+"""
+
+import ast
+import base64
+import builtins
+import io
+import json
+import linecache
+import math
+import os
+import resource
+import sys
+import traceback
+
+CELL = "<cell>"
+SAFE_MIME = ("text/plain", "text/html", "image/png", "image/jpeg")
+_channel = None
+
+
+def send(message):
+    data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(_channel, view):]
+
+
+class Untransferable(Exception):
+    """A value has no data encoding; the host turns this into a message naming --trust."""
+
+
+def encode(value, trust, path="value"):
+    """Tagged JSON for a value: data only, never code (unless ``trust``)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**53 else {"$t": "int", "v": str(value)}
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"$t": "float", "v": repr(value)}
+    if isinstance(value, (bytes, bytearray)):
+        return {"$t": "bytes", "b64": base64.b64encode(bytes(value)).decode()}
+    if type(value) in (list, tuple, set, frozenset):
+        items = [encode(v, trust, f"{path}[{i}]") for i, v in enumerate(value)]
+        return items if type(value) is list else {"$t": type(value).__name__, "v": items}
+    if type(value) is dict:
+        if all(type(k) is str for k in value):
+            if "$t" not in value:
+                return {k: encode(v, trust, f"{path}[{k!r}]") for k, v in value.items()}
+        return {"$t": "dict", "v": [[encode(k, trust, path), encode(v, trust, f"{path}[{k!r}]")]
+                                     for k, v in value.items()]}
+    special = _encode_library_value(value)
+    if special is not None:
+        return special
+    if trust:
+        import pickle
+        return {"$t": "pickle", "b64": base64.b64encode(pickle.dumps(value)).decode()}
+    raise Untransferable(f"{path} is a {type(value).__module__}.{type(value).__qualname__}")
+
+
+def _encode_library_value(value):
+    """numpy arrays and pandas frames, without pickle; None for anything else."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        if isinstance(value, numpy.ndarray) and not value.dtype.hasobject and value.dtype.names is None:
+            array = numpy.ascontiguousarray(value)
+            return {"$t": "ndarray", "dtype": array.dtype.str, "shape": list(array.shape),
+                    "b64": base64.b64encode(array.tobytes()).decode()}
+        if isinstance(value, numpy.generic) and not isinstance(value, numpy.object_):
+            return encode(value.item(), False)
+    pandas = sys.modules.get("pandas")
+    if pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series)):
+        frame = value.to_frame() if isinstance(value, pandas.Series) else value
+        try:
+            import pyarrow
+        except ImportError:
+            return {"$t": "dataframe", "json": frame.to_json(orient="table", date_format="iso"),
+                    "series": isinstance(value, pandas.Series)}
+        table = pyarrow.Table.from_pandas(frame)
+        sink = pyarrow.BufferOutputStream()
+        with pyarrow.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return {"$t": "dataframe", "arrow": base64.b64encode(sink.getvalue().to_pybytes()).decode(),
+                "series": isinstance(value, pandas.Series)}
+    return None
+
+
+def mime_bundle(obj):
+    """A display bundle of the safe MIME types, from the object's ``_repr_*_`` methods."""
+    data = {}
+    if hasattr(obj, "_repr_mimebundle_"):
+        try:
+            result = obj._repr_mimebundle_()
+            data.update((result[0] if isinstance(result, tuple) else result) or {})
+        except Exception:
+            pass
+    for mime, method in (("text/html", "_repr_html_"), ("image/png", "_repr_png_"),
+                         ("image/jpeg", "_repr_jpeg_")):
+        if mime not in data and hasattr(obj, method):
+            try:
+                rendered = getattr(obj, method)()
+            except Exception:
+                continue
+            if rendered is not None:
+                data[mime] = rendered
+    bundle = {"text/plain": repr(obj)}
+    for mime, rendered in data.items():
+        if mime not in SAFE_MIME or mime == "text/plain":
+            continue
+        if isinstance(rendered, bytes):
+            rendered = base64.b64encode(rendered).decode()
+        if isinstance(rendered, str):
+            bundle[mime] = rendered
+    return bundle
+
+
+def display(*objs, **_ignored):
+    """Send each object's display bundle to the notebook, like IPython's ``display``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for obj in objs:
+        send({"t": "display", "data": mime_bundle(obj)})
+
+
+def _show_open_figures():
+    """Display matplotlib figures the cell left open, as the inline backend would."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None:
+        return
+    for number in pyplot.get_fignums():
+        buffer = io.BytesIO()
+        pyplot.figure(number).savefig(buffer, format="png", bbox_inches="tight")
+        send({"t": "display", "data": {"text/plain": f"<Figure {number}>",
+                                        "image/png": base64.b64encode(buffer.getvalue()).decode()}})
+    pyplot.close("all")
+
+
+def describe_error(error):
+    """Type, message and the traceback of the cell's own frames."""
+    tb_exc = traceback.TracebackException.from_exception(error)
+    frames = list(tb_exc.stack)
+    for i, frame in enumerate(frames):
+        if frame.filename == CELL:
+            tb_exc.stack = traceback.StackSummary.from_list(frames[i:])
+            break
+    else:
+        tb_exc.stack = traceback.StackSummary.from_list([])
+    text = "".join(tb_exc.format())
+    return {"type": type(error).__name__, "module": type(error).__module__,
+            "message": str(error), "traceback": text}
+
+
+def run_cell(code, namespace):
+    """Execute ``code``; return the value of its last expression, as IPython would."""
+    tree = ast.parse(code, CELL, "exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    exec(compile(tree, CELL, "exec"), namespace)
+    return eval(compile(last, CELL, "eval"), namespace) if last is not None else None
+
+
+def load_inputs(request):
+    if not request.get("inputs"):
+        return {}
+    import pickle
+    return pickle.loads(base64.b64decode(request["inputs"]))
+
+
+def usage():
+    self_usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu_seconds": self_usage.ru_utime + self_usage.ru_stime + children.ru_utime + children.ru_stime,
+            "max_rss": max(self_usage.ru_maxrss, children.ru_maxrss) * 1024}
+
+
+def _import_confine():
+    """The confinement module, when it was shipped beside this file (local backends)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if not os.path.exists(os.path.join(here, "confine.py")):
+        return None
+    sys.path.insert(0, here)
+    try:
+        import confine
+    finally:
+        sys.path.remove(here)
+    sys.modules.pop("confine", None)
+    return confine
+
+
+def _become_init_if_pid_one():
+    """In a new pid namespace we start as pid 1, which ignores signals it has no handler
+    for (so a CPU-time SIGXCPU would not end the cell). Fork: the child runs the cell,
+    this process only reaps and reports the child's wait status."""
+    if os.getpid() != 1:
+        return
+    child = os.fork()
+    if child == 0:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(1)
+        if pid == child:
+            send({"t": "exit", "status": status})
+            os._exit(0)
+
+
+def main():
+    global _channel
+    _channel = int(sys.argv[1])
+    os.set_inheritable(_channel, False)
+    confine = _import_confine()
+    _become_init_if_pid_one()
+    main_pid = os.getpid()
+    send({"t": "ready"})
+    request = json.loads(sys.stdin.buffer.read())
+    if request.get("confine"):
+        try:
+            if confine is None:
+                raise OSError("confine.py is not beside the bootstrap in this target")
+            notes = confine.confine(request["confine"])
+        except OSError as error:
+            send({"t": "result", "confine_error": str(error)})
+            return
+        send({"t": "confined", "notes": notes})
+    os.environ.update(request.get("env", {}))
+    if request.get("cwd"):
+        os.chdir(request["cwd"])
+    sys.stdin = open(os.devnull)
+    linecache.cache[CELL] = (len(request["code"]), None, request["code"].splitlines(True), CELL)
+    namespace = {"__name__": "__main__", "__builtins__": builtins, "display": display}
+    trust = bool(request.get("trust"))
+    envelope = {"t": "result", "value": None, "outputs": {}, "error": None}
+    try:
+        namespace.update(load_inputs(request))
+        value = run_cell(request["code"], namespace)
+        _show_open_figures()
+        if value is not None:
+            try:
+                envelope["value"] = {"data": encode(value, trust)}
+            except Untransferable:
+                envelope["value"] = {"display": mime_bundle(value)}
+        for name in request.get("outputs", []):
+            if name not in namespace:
+                raise NameError(f"--out {name}: the cell did not define {name!r}")
+            try:
+                envelope["outputs"][name] = encode(namespace[name], trust, name)
+            except Untransferable as why:
+                envelope["untransferable"] = str(why)
+                break
+    except BaseException as error:        # the cell's exceptions, SystemExit included
+        envelope["error"] = describe_error(error)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    if os.getpid() != main_pid:
+        os._exit(0)                       # a child the cell forked: only the cell's own process reports
+    envelope["usage"] = usage()
+    send(envelope)
+
+
+if __name__ == "__main__":
+    main()

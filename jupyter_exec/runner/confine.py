@@ -1,0 +1,282 @@
+"""Confine the current process before it runs a cell: stdlib only, runs inside the target.
+
+Applied by the bootstrap in this order, while the process is still single-threaded
+(Landlock and seccomp bind the calling thread and what it later creates):
+
+1. resource limits (``setrlimit``),
+2. Landlock: the system and the Python installation read-only, the run's scratch
+   directory and its mounts as given, nothing else of the user's files, and (ABI >= 6)
+   no signals to processes outside the sandbox,
+3. capabilities dropped (when running as root) so root in the sandbox is not root,
+4. ``no_new_privs`` and a seccomp BPF denylist, built here by hand so no binding has to
+   be imported (``pyseccomp`` costs ~50 ms a run).
+
+Each step reports what it did or why it could not, so the host can say so instead of
+pretending.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import resource
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_MODE_FILTER = 2
+
+# --- syscall numbers ------------------------------------------------------------------
+
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+
+# Calls a notebook cell has no business making. Names missing from an arch are skipped.
+_SYSCALLS = {
+    "x86_64": {
+        "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
+        "mount": 165, "umount2": 166, "unshare": 272, "setns": 308, "pivot_root": 155,
+        "chroot": 161, "kexec_load": 246, "kexec_file_load": 320, "bpf": 321,
+        "keyctl": 250, "add_key": 248, "request_key": 249, "perf_event_open": 298,
+        "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
+        "io_uring_register": 427, "init_module": 175, "finit_module": 313,
+        "delete_module": 176, "open_by_handle_at": 304, "name_to_handle_at": 303,
+        "swapon": 167, "swapoff": 168, "reboot": 169, "acct": 163, "iopl": 172,
+        "ioperm": 173, "open_tree": 428, "move_mount": 429, "fsopen": 430,
+        "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+        "quotactl": 179, "settimeofday": 164, "clock_settime": 227, "adjtimex": 159,
+        "clock_adjtime": 305, "vhangup": 153, "uselib": 134, "lookup_dcookie": 212,
+        # handled with argument checks below
+        "socket": 41, "clone": 56, "clone3": 435,
+        # used by this module itself
+        "capset": 126, "landlock_create_ruleset": 444, "landlock_add_rule": 445,
+        "landlock_restrict_self": 446,
+    },
+    "aarch64": {
+        "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
+        "mount": 40, "umount2": 39, "unshare": 97, "setns": 268, "pivot_root": 41,
+        "chroot": 51, "kexec_load": 104, "kexec_file_load": 294, "bpf": 280,
+        "keyctl": 219, "add_key": 217, "request_key": 218, "perf_event_open": 241,
+        "userfaultfd": 282, "io_uring_setup": 425, "io_uring_enter": 426,
+        "io_uring_register": 427, "init_module": 105, "finit_module": 273,
+        "delete_module": 106, "open_by_handle_at": 265, "name_to_handle_at": 264,
+        "swapon": 224, "swapoff": 225, "reboot": 142, "acct": 89,
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
+        "fsmount": 432, "fspick": 433, "mount_setattr": 442, "quotactl": 60,
+        "settimeofday": 170, "clock_settime": 112, "adjtimex": 171, "clock_adjtime": 266,
+        "vhangup": 58, "lookup_dcookie": 18,
+        "socket": 198, "clone": 220, "clone3": 435,
+        "capset": 91, "landlock_create_ruleset": 444, "landlock_add_rule": 445,
+        "landlock_restrict_self": 446,
+    },
+}
+_SPECIAL = {"socket", "clone", "clone3", "capset", "landlock_create_ruleset",
+            "landlock_add_rule", "landlock_restrict_self"}
+_CLONE_NEW_NAMESPACES = 0x7E020080   # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
+_X32_SYSCALL_BIT = 0x40000000
+AF_UNIX = 1
+
+
+def machine() -> str:
+    return platform.machine()
+
+
+def _nr(name: str) -> int:
+    return _SYSCALLS[machine()][name]
+
+
+def _syscall(name: str, *args) -> int:
+    result = _libc.syscall(_nr(name), *args)
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+    return result
+
+
+# --- rlimits --------------------------------------------------------------------------
+
+def apply_rlimits(limits: dict) -> None:
+    """``{"as": bytes, "cpu": seconds, "fsize": bytes, "nproc": n, "nofile": n}``; no cores."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    names = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU, "fsize": resource.RLIMIT_FSIZE,
+             "nproc": resource.RLIMIT_NPROC, "nofile": resource.RLIMIT_NOFILE}
+    for key, value in limits.items():
+        if value is None:
+            continue
+        soft = int(value)
+        # CPU: SIGXCPU at the soft limit, SIGKILL a second later if it is caught.
+        hard = soft + 1 if key == "cpu" else soft
+        resource.setrlimit(names[key], (soft, hard))
+
+
+# --- Landlock -------------------------------------------------------------------------
+
+_LL_EXECUTE, _LL_WRITE_FILE, _LL_READ_FILE, _LL_READ_DIR = 1, 2, 4, 8
+_LL_FILE_RIGHTS_V1 = _LL_EXECUTE | _LL_WRITE_FILE | _LL_READ_FILE
+_LL_TRUNCATE, _LL_IOCTL_DEV = 1 << 14, 1 << 15
+_LL_SCOPE_ABSTRACT_UNIX, _LL_SCOPE_SIGNAL = 1, 2
+_LL_NET_BIND_TCP, _LL_NET_CONNECT_TCP = 1, 2
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, or 0 where Landlock is off or unknown."""
+    if machine() not in _SYSCALLS:
+        return 0
+    result = _libc.syscall(_nr("landlock_create_ruleset"), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return max(int(result), 0)
+
+
+def _fs_rights(abi: int) -> int:
+    rights = (1 << 13) - 1                      # v1: execute .. make_sym
+    if abi >= 2:
+        rights |= 1 << 13                       # refer
+    if abi >= 3:
+        rights |= _LL_TRUNCATE
+    if abi >= 5:
+        rights |= _LL_IOCTL_DEV
+    return rights
+
+
+def apply_landlock(readable: list[str], writable: list[str], network: bool) -> str:
+    """Restrict file access to the given trees. Returns a note of what was done."""
+    abi = landlock_abi()
+    if abi < 1:
+        raise OSError(errno.ENOSYS, "Landlock is not available in this kernel")
+    handled = _fs_rights(abi)
+    read = _LL_EXECUTE | _LL_READ_FILE | _LL_READ_DIR
+    file_only = _LL_FILE_RIGHTS_V1 | (_LL_TRUNCATE if abi >= 3 else 0) | (_LL_IOCTL_DEV if abi >= 5 else 0)
+    if abi >= 6:
+        attr = struct.pack("QQQ", handled, 0 if network else _LL_NET_BIND_TCP | _LL_NET_CONNECT_TCP,
+                           _LL_SCOPE_SIGNAL | (0 if network else _LL_SCOPE_ABSTRACT_UNIX))
+    elif abi >= 4:
+        attr = struct.pack("QQ", handled, 0 if network else _LL_NET_BIND_TCP | _LL_NET_CONNECT_TCP)
+    else:
+        attr = struct.pack("Q", handled)
+    buffer = ctypes.create_string_buffer(attr, len(attr))
+    ruleset = _syscall("landlock_create_ruleset", buffer, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
+    try:
+        for paths, access in ((readable, read), (writable, handled)):
+            for path in paths:
+                try:
+                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue
+                try:
+                    allowed = access if os.path.isdir(path) else access & file_only
+                    rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, fd), 12)
+                    _syscall("landlock_add_rule", ctypes.c_int(ruleset), ctypes.c_int(1), rule, ctypes.c_uint32(0))
+                finally:
+                    os.close(fd)
+        _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        _syscall("landlock_restrict_self", ctypes.c_int(ruleset), ctypes.c_uint32(0))
+    finally:
+        os.close(ruleset)
+    return f"landlock abi {abi}"
+
+
+# --- capabilities ---------------------------------------------------------------------
+
+def drop_capabilities() -> None:
+    """Leave root without privileges: empty bounding, ambient and process sets."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last = int(f.read())
+    except OSError:
+        last = 40
+    for cap in range(last + 1):
+        _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = struct.pack("Ii", 0x20080522, 0)       # _LINUX_CAPABILITY_VERSION_3, this process
+    data = bytes(24)                                # two zeroed cap_user_data structs
+    _syscall("capset", ctypes.create_string_buffer(header, 8), ctypes.create_string_buffer(data, 24))
+
+
+# --- seccomp --------------------------------------------------------------------------
+
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_JSET_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
+_RET_ALLOW = 0x7FFF0000
+_RET_KILL_PROCESS = 0x80000000
+_RET_ERRNO = 0x00050000
+_OFF_NR, _OFF_ARCH, _OFF_ARG0 = 0, 4, 16
+
+
+def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
+    return struct.pack("HBBI", code, jt, jf, k)
+
+
+def seccomp_program(network: bool) -> bytes:
+    """A BPF denylist: EPERM for dangerous calls, non-UNIX sockets (unless ``network``)
+    and namespace-creating clones; ENOSYS for clone3 so libc falls back to clone."""
+    arch = machine()
+    table = _SYSCALLS[arch]
+    denied = sorted(nr for name, nr in table.items() if name not in _SPECIAL)
+    eperm = _RET_ERRNO | errno.EPERM
+    prog = [
+        _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARCH),
+        _insn(_BPF_JEQ_K, 1, 0, _AUDIT_ARCH[arch]),
+        _insn(_BPF_RET_K, 0, 0, _RET_KILL_PROCESS),
+        _insn(_BPF_LD_W_ABS, 0, 0, _OFF_NR),
+    ]
+    if arch == "x86_64":
+        prog += [_insn(_BPF_JGE_K, 0, 1, _X32_SYSCALL_BIT), _insn(_BPF_RET_K, 0, 0, eperm)]
+    for nr in denied:
+        prog += [_insn(_BPF_JEQ_K, 0, 1, nr), _insn(_BPF_RET_K, 0, 0, eperm)]
+    prog += [_insn(_BPF_JEQ_K, 0, 1, table["clone3"]), _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.ENOSYS)]
+    # clone(flags, ...): refuse any CLONE_NEW* flag.
+    prog += [
+        _insn(_BPF_JEQ_K, 0, 4, table["clone"]),
+        _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG0),
+        _insn(_BPF_JSET_K, 0, 1, _CLONE_NEW_NAMESPACES),
+        _insn(_BPF_RET_K, 0, 0, eperm),
+        _insn(_BPF_RET_K, 0, 0, _RET_ALLOW),
+    ]
+    if not network:
+        # socket(family, ...): only AF_UNIX (multiprocessing, local IPC).
+        prog += [
+            _insn(_BPF_JEQ_K, 0, 4, table["socket"]),
+            _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG0),
+            _insn(_BPF_JEQ_K, 1, 0, AF_UNIX),
+            _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES),
+            _insn(_BPF_RET_K, 0, 0, _RET_ALLOW),
+        ]
+    prog.append(_insn(_BPF_RET_K, 0, 0, _RET_ALLOW))
+    return b"".join(prog)
+
+
+def apply_seccomp(network: bool) -> None:
+    program = seccomp_program(network)
+    count = len(program) // 8
+    filters = ctypes.create_string_buffer(program, len(program))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = SockFprog(count, ctypes.addressof(filters))
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"seccomp filter refused: {os.strerror(err)}")
+
+
+def confine(plan: dict) -> list[str]:
+    """Apply ``plan`` (built by the host) and return notes on what was applied."""
+    notes = []
+    apply_rlimits(plan.get("rlimits", {}))
+    if plan.get("landlock"):
+        notes.append(apply_landlock(plan["readable"], plan["writable"], plan.get("network", False)))
+    if plan.get("seccomp"):
+        if os.geteuid() == 0:
+            drop_capabilities()
+            notes.append("capabilities dropped")
+        apply_seccomp(plan.get("network", False))
+        notes.append("seccomp denylist")
+    return notes

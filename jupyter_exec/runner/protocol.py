@@ -1,0 +1,119 @@
+"""The CodeRunner's wire format, kernel side: the request out, the envelope back.
+
+A request is one JSON document written to the bootstrap's stdin. The bootstrap answers
+with JSON lines on its protocol channel: ``ready``, ``confined``, any number of
+``display``, and one ``result`` (the envelope). ``ProtocolReader`` turns those bytes
+into calls on an ``OutputSink`` and an ``Envelope``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import RemoteError, TransferError, remote_error
+from .sanitize import sanitize_bundle
+from .transfer import decode
+
+__all__ = ["BOOTSTRAP_PATH", "Envelope", "OutputSink", "ProtocolReader", "build_request"]
+
+BOOTSTRAP_PATH = Path(__file__).with_name("bootstrap.py")
+MAX_MESSAGE = 1 << 30
+
+
+class OutputSink(Protocol):
+    """Where a run's live output goes: the notebook, a widget, a test."""
+
+    def output(self, stream: str, text: str) -> None: ...
+
+    def display(self, bundle: dict[str, str]) -> None: ...
+
+
+def build_request(code: str, *, inputs: str | None, outputs: tuple[str, ...], trust: bool,
+                  env: dict[str, str], cwd: str | None, confine: dict | None = None) -> bytes:
+    return json.dumps({"code": code, "inputs": inputs, "outputs": list(outputs), "trust": trust,
+                       "env": env, "cwd": cwd, "confine": confine}).encode()
+
+
+@dataclass
+class Envelope:
+    """What the bootstrap reported: result data, error, resource usage (all raw JSON)."""
+
+    value: dict | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: dict | None = None
+    untransferable: str | None = None
+    confine_error: str | None = None
+    usage: dict = field(default_factory=dict)
+    confine_notes: list[str] = field(default_factory=list)
+
+    def remote_error(self, **context: Any) -> RemoteError | None:
+        if self.error is None:
+            return None
+        return remote_error(self.error["type"], self.error["message"], self.error["traceback"], **context)
+
+    def decoded_outputs(self, trust: bool) -> dict[str, Any]:
+        if self.untransferable:
+            raise TransferError(f"--out {self.untransferable} cannot come back as data; "
+                                "pass --trust to pickle it (only if you trust the cell's code)")
+        return {name: decode(value, trust) for name, value in self.outputs.items()}
+
+    def decoded_value(self, trust: bool) -> Any:
+        """The last expression's value: data if it had a data form, else its display."""
+        if not self.value:
+            return None
+        if "data" in self.value:
+            return decode(self.value["data"], trust)
+        return DisplayedValue(sanitize_bundle(self.value["display"], trust))
+
+
+class DisplayedValue:
+    """A value that could not come back as data, shown by its (sanitised) display bundle."""
+
+    def __init__(self, bundle: dict[str, str]) -> None:
+        self.bundle = bundle
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        return self.bundle
+
+    def __repr__(self) -> str:
+        return self.bundle.get("text/plain", "")
+
+
+class ProtocolReader:
+    """Feeds protocol bytes; displays go to the sink as they come, the result is kept."""
+
+    def __init__(self, sink: OutputSink, trust: bool) -> None:
+        self.sink, self.trust = sink, trust
+        self.buffer = bytearray()
+        self.ready = False
+        self.envelope: Envelope | None = None
+        self.notes: list[str] = []
+        self.exit_status: int | None = None     # the cell process's wait status, when an init reported it
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > MAX_MESSAGE:
+            raise TransferError("the sandbox sent more than 1 GiB of result data")
+        while (end := self.buffer.find(b"\n")) >= 0:
+            line, self.buffer = bytes(self.buffer[:end]), self.buffer[end + 1:]
+            self._handle(json.loads(line))
+
+    def _handle(self, message: dict) -> None:
+        kind = message.get("t")
+        if kind == "ready":
+            self.ready = True
+        elif kind == "exit":
+            self.exit_status = int(message["status"])
+        elif kind == "confined":
+            self.notes = list(message.get("notes", []))
+        elif kind == "display" and self.envelope is None:
+            self.sink.display(sanitize_bundle(message.get("data", {}), self.trust))
+        elif kind == "result" and self.envelope is None:
+            self.envelope = Envelope(
+                value=message.get("value"), outputs=message.get("outputs", {}),
+                error=message.get("error"), untransferable=message.get("untransferable"),
+                confine_error=message.get("confine_error"), usage=message.get("usage", {}),
+                confine_notes=self.notes)

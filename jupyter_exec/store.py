@@ -1,0 +1,117 @@
+"""The embedded SQLite store: every run, from before it starts to after it ends.
+
+One file (WAL mode, so a side panel or another kernel can read while a kernel writes)
+in the user's data directory. A run's row is inserted as ``queued`` before anything is
+started and finished whatever happens; rows a dead kernel left unfinished are closed
+as ``failed`` by ``close_orphans``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["FINAL_STATUSES", "Store"]
+
+FINAL_STATUSES = ("succeeded", "failed", "timeout", "oom", "cancelled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kernel      TEXT NOT NULL,
+    owner_pid   INTEGER NOT NULL,
+    name        TEXT,
+    backend     TEXT NOT NULL,
+    isolation   TEXT,
+    spec        TEXT NOT NULL,
+    code        TEXT NOT NULL,
+    code_hash   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    error       TEXT,
+    exit_code   INTEGER,
+    created     REAL NOT NULL,
+    started     REAL,
+    ended       REAL,
+    duration    REAL,
+    peak_memory INTEGER,
+    cpu_seconds REAL,
+    log_path    TEXT,
+    details     TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+"""
+
+COLUMNS = ("id", "name", "status", "backend", "isolation", "created", "duration", "peak_memory",
+           "cpu_seconds", "exit_code", "error", "kernel", "code_hash", "log_path")
+
+
+class Store:
+    """Thread-safe access to the runs table."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+
+    def _execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    def create_run(self, *, kernel: str, owner_pid: int, name: str | None, backend: str, isolation: str,
+                   spec: dict[str, Any], code: str, code_hash: str) -> int:
+        cursor = self._execute(
+            "INSERT INTO runs (kernel, owner_pid, name, backend, isolation, spec, code, code_hash, status, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+            (kernel, owner_pid, name, backend, isolation, json.dumps(spec), code, code_hash, time.time()))
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def mark_running(self, run_id: int, log_path: str) -> None:
+        self._execute("UPDATE runs SET status='running', started=?, log_path=? WHERE id=?",
+                      (time.time(), log_path, run_id))
+
+    def finish_run(self, run_id: int, status: str, *, error: str | None = None, exit_code: int | None = None,
+                   peak_memory: int | None = None, cpu_seconds: float | None = None,
+                   details: dict[str, Any] | None = None) -> None:
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"not a final status: {status}")
+        now = time.time()
+        self._execute(
+            "UPDATE runs SET status=?, error=?, exit_code=?, peak_memory=?, cpu_seconds=?, ended=?,"
+            " duration=? - COALESCE(started, created), details=? WHERE id=? AND status NOT IN"
+            " ('succeeded','failed','timeout','oom','cancelled')",
+            (status, error, exit_code, peak_memory, cpu_seconds, now, now, json.dumps(details or {}), run_id))
+
+    def get(self, run_id: int) -> dict[str, Any] | None:
+        row = self._execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        return dict(row) if row else None
+
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._execute(f"SELECT {', '.join(COLUMNS)} FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) for r in rows.fetchall()]
+
+    def unfinished(self) -> Iterator[dict[str, Any]]:
+        rows = self._execute("SELECT id, owner_pid FROM runs WHERE status IN ('queued', 'running')").fetchall()
+        return (dict(r) for r in rows)
+
+    def close_orphans(self, is_alive) -> int:
+        """Finish runs whose kernel died mid-run. ``is_alive(pid)`` says if an owner lives."""
+        closed = 0
+        for row in self.unfinished():
+            if not is_alive(row["owner_pid"]):
+                self.finish_run(row["id"], "failed", error="the kernel running it exited before it finished")
+                closed += 1
+        return closed
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,165 @@
+"""``%%sandbox`` and ``%jx``: parse, merge with config, call the manager. Nothing else.
+
+Options are declared once per group and stacked, so later magics (``%%rayrun``) reuse
+them and help text never drifts. User mistakes raise ``UsageError`` (one line, no
+traceback); errors from the run render themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ..config import ExecConfig
+from ..doctor import diagnose
+from ..errors import BackendUnavailableError, JupyterExecError, SpecError
+from ..manager import Manager
+from ..output import ConsoleSink
+from ..spec import Limits, Mount, RunSpec, parse_env, parse_names
+
+__all__ = ["ExecMagics"]
+
+
+def _stack(*decorators: Callable) -> Callable:
+    def apply(function: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+    return apply
+
+
+transfer_options = _stack(
+    argument("--in", dest="inputs", metavar="A,B", help="notebook variables to send in (pickled)"),
+    argument("--out", dest="outputs", metavar="X,Y", help="variables to bring back, as data"),
+    argument("--trust", action="store_true",
+             help="allow results to come back as pickle and HTML unsanitised (only for code you trust)"),
+    argument("--env", action="append", metavar="K=V", help="environment variable for the run (repeatable)"),
+    argument("--name", help="a name for this run in %%jx runs"),
+    argument("--quiet", action="store_true", help="do not stream output into the cell (it is still logged)"),
+    argument("--timeout", metavar="T", help="wall-clock limit, e.g. 30s or 5m"),
+)
+
+limit_options = _stack(
+    argument("--backend", help="auto (default), docker, seccomp or local"),
+    argument("--mem", metavar="SIZE", help="memory limit, e.g. 512m or 2g"),
+    argument("--cpus", metavar="N", help="CPU share, e.g. 1 or 0.5"),
+    argument("--cpu-time", metavar="T", help="CPU-time limit, e.g. 10s"),
+    argument("--pids", metavar="N", help="most processes and threads at once"),
+    argument("--fsize", metavar="SIZE", help="largest file the cell may write, e.g. 100m"),
+    argument("--network", action="store_true", help="allow network access (off by default)"),
+    argument("--mount", action="append", metavar="HOST[:TARGET][:ro|rw]",
+             help="a host path the cell may see, read-only unless :rw (repeatable)"),
+)
+
+
+def _kernel_id() -> str | None:
+    try:
+        from ipykernel.connect import get_connection_file
+        name = Path(get_connection_file()).stem
+    except (ImportError, RuntimeError, AttributeError):
+        return None
+    return name.removeprefix("kernel-")
+
+
+@magics_class
+class ExecMagics(Magics):
+    """The magics of one shell, sharing one ``Manager``."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.manager = Manager(ExecConfig(parent=shell), kernel_id=_kernel_id())
+
+    def _spec(self, args: Any) -> RunSpec:
+        base_dir = Path(os.getcwd())
+        try:
+            return RunSpec(
+                backend=args.backend or "auto",
+                limits=Limits.parse(memory=args.mem, cpus=args.cpus, timeout=args.timeout,
+                                    cpu_time=args.cpu_time, pids=args.pids, fsize=args.fsize,
+                                    network=args.network or None),
+                inputs=parse_names(args.inputs, "--in"),
+                outputs=parse_names(args.outputs, "--out"),
+                env=parse_env(args.env),
+                mounts=tuple(Mount.parse(m, base_dir) for m in args.mount or ()),
+                trust=args.trust,
+                name=args.name,
+            )
+        except SpecError as error:
+            raise UsageError(str(error)) from None
+
+    @magic_arguments()
+    @limit_options
+    @transfer_options
+    @cell_magic
+    def sandbox(self, line: str, cell: str) -> Any:
+        """Run this cell in a sandbox: a fresh process or container with limits, no network."""
+        args = parse_argstring(self.sandbox, line)
+        spec = self._spec(args)
+        try:
+            result = self.manager.run(cell, spec, namespace=self.shell.user_ns,
+                                      sink=_QuietSink() if args.quiet else None)
+        except (SpecError, BackendUnavailableError) as error:
+            raise UsageError(str(error)) from None
+        self.shell.user_ns.update(result.outputs)
+        return result.value
+
+    @line_magic
+    def jx(self, line: str) -> Any:
+        """%jx runs | show N | logs N | cancel N | doctor"""
+        command, _, rest = line.strip().partition(" ")
+        handler = getattr(self, f"_jx_{command}", None)
+        if handler is None:
+            raise UsageError(f"%jx {command}: unknown command; use one of: runs, show N, logs N, cancel N, doctor")
+        try:
+            return handler(rest.strip())
+        except JupyterExecError as error:
+            raise UsageError(str(error)) from None
+
+    def _run_id(self, text: str, command: str) -> int:
+        if not text.isdigit():
+            raise UsageError(f"%jx {command} needs a run id, e.g. %jx {command} 12 (see %jx runs)")
+        return int(text)
+
+    def _jx_runs(self, rest: str) -> Any:
+        rows = self.manager.store.runs(limit=int(rest) if rest.isdigit() else 50)
+        try:
+            import pandas
+        except ImportError:
+            return rows
+        frame = pandas.DataFrame(rows)
+        if not frame.empty:
+            frame["created"] = pandas.to_datetime(frame["created"], unit="s")
+            frame = frame.set_index("id")
+        return frame
+
+    def _jx_show(self, rest: str) -> None:
+        row = self.manager.store.get(self._run_id(rest, "show"))
+        if row is None:
+            raise UsageError(f"no run {rest}; `%jx runs` lists them")
+        for key in ("spec", "details"):
+            row[key] = json.loads(row[key]) if row[key] else None
+        print(json.dumps(row, indent=2, default=str))
+
+    def _jx_logs(self, rest: str) -> None:
+        print(self.manager.log_text(self._run_id(rest, "logs")), end="")
+
+    def _jx_cancel(self, rest: str) -> None:
+        run_id = self._run_id(rest, "cancel")
+        cancelled = self.manager.cancel(run_id)
+        print(f"run {run_id} cancelled" if cancelled else f"run {run_id} is not running in this kernel")
+
+    def _jx_doctor(self, rest: str) -> None:
+        print(diagnose()[0])
+
+
+class _QuietSink(ConsoleSink):
+    """Shows displays but not streamed text (which still goes to the log)."""
+
+    def output(self, stream: str, text: str) -> None:
+        pass

@@ -1,0 +1,141 @@
+"""Shared fixtures: a real IPython kernel with the extension loaded, started once.
+
+Tests talk to it the way a notebook does (jupyter_client over ZeroMQ) and read what a
+user would see: iopub messages, the namespace, the run store.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from jupyter_client.manager import KernelManager
+
+from jupyter_exec.store import Store
+
+REQUIRE_ALL = os.environ.get("JX_REQUIRE_ALL") == "1"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a part is missing on a developer's machine; fail in CI (JX_REQUIRE_ALL=1)."""
+    if condition:
+        return
+    if REQUIRE_ALL:
+        pytest.fail(f"required part missing: {reason}")
+    pytest.skip(reason)
+
+
+@dataclass
+class CellResult:
+    """What a notebook would show for one executed cell."""
+
+    stdout: str = ""
+    stderr: str = ""
+    displays: list[dict] = field(default_factory=list)
+    result: dict | None = None
+    error: dict | None = None
+    stream_times: list[float] = field(default_factory=list)
+    finished_at: float = 0.0
+
+    @property
+    def result_text(self) -> str:
+        return (self.result or {}).get("text/plain", "")
+
+
+class Kernel:
+    """A running kernel and a client to drive it."""
+
+    def __init__(self, data_dir: Path, cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.cwd = cwd
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(cwd=str(cwd), env={**os.environ, "JX_DATA_DIR": str(data_dir), **(env or {})})
+        self.client = self.km.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+        self.run("%load_ext jupyter_exec", check=True)
+
+    @property
+    def pid(self) -> int:
+        return self.km.provisioner.process.pid
+
+    def run(self, code: str, timeout: float = 120, check: bool = False, on_stream=None) -> CellResult:
+        msg_id = self.client.execute(code)
+        cell = CellResult()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self.client.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.1))
+            except queue.Empty:
+                raise TimeoutError(f"cell did not finish in {timeout} s: {code[:80]!r}") from None
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                setattr(cell, content["name"], getattr(cell, content["name"]) + content["text"])
+                cell.stream_times.append(time.monotonic())
+                if on_stream:
+                    on_stream(content["text"])
+            elif kind == "display_data":
+                cell.displays.append(content["data"])
+            elif kind == "execute_result":
+                cell.result = content["data"]
+            elif kind == "error":
+                cell.error = content
+            elif kind == "status" and content["execution_state"] == "idle":
+                cell.finished_at = time.monotonic()
+                break
+        if check and cell.error:
+            raise AssertionError(f"cell failed: {cell.error['ename']}: {cell.error['evalue']}\n{code}")
+        return cell
+
+    def eval(self, expression: str):
+        """A value from the kernel's namespace, via repr -> literal."""
+        import ast
+        cell = self.run(f"print(repr({expression}))", check=True)
+        return ast.literal_eval(cell.stdout.strip())
+
+    def store(self) -> Store:
+        return Store(self.data_dir / "runs.sqlite3")
+
+    def last_run(self) -> dict:
+        return self.store().runs(limit=1)[0]
+
+    def shutdown(self) -> None:
+        self.client.stop_channels()
+        self.km.shutdown_kernel(now=False)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("jx-data")
+
+
+@pytest.fixture(scope="session")
+def notebook_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("notebook")
+
+
+@pytest.fixture(scope="session")
+def kernel(data_dir, notebook_dir):
+    k = Kernel(data_dir, notebook_dir)
+    yield k
+    k.shutdown()
+
+
+def owned_processes(owner_pid: int) -> list[int]:
+    """Processes started by jupyter-exec for the kernel with this pid."""
+    found = []
+    marker = f"JX_OWNER_PID={owner_pid}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found

@@ -1,0 +1,227 @@
+"""``%%sandbox`` through a real kernel: results, output, errors, limits, hostile cells."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import owned_processes
+
+pytestmark = pytest.mark.kernel
+SECCOMP = "%%sandbox --backend seccomp"
+
+
+def test_last_value_out_and_display(kernel):
+    cell = kernel.run(f"{SECCOMP} --out total,frame\n"
+                      "import pandas as pd, numpy as np\n"
+                      "total = sum(range(10))\n"
+                      "frame = pd.DataFrame({'a': np.arange(3), 'b': ['x', 'y', 'z']})\n"
+                      "class Table:\n"
+                      "    def _repr_html_(self): return '<b>bold</b><script>alert(1)</script>'\n"
+                      "display(Table())\n"
+                      "print('printed')\n"
+                      "{'k': (1, 2.5), 'arr': np.ones((2, 2))}", check=True)
+    assert cell.stdout == "printed\n"
+    assert "'k': (1, 2.5)" in cell.result_text and "array([[1., 1.]" in cell.result_text
+    assert kernel.eval("total") == 45
+    assert kernel.eval("frame.to_dict('list')") == {"a": [0, 1, 2], "b": ["x", "y", "z"]}
+    html = cell.displays[0]["text/html"]
+    assert "<b>bold</b>" in html and "script" not in html   # sanitised: no scripts from the sandbox
+
+
+def test_exception_reraised_with_remote_traceback(kernel):
+    cell = kernel.run(f"{SECCOMP}\ndef inner():\n    return 1 / 0\ninner()")
+    assert cell.error["ename"] == "ZeroDivisionError"
+    traceback = "\n".join(cell.error["traceback"])
+    assert "inner()" in traceback and "return 1 / 0" in traceback and "bootstrap" not in traceback
+    assert kernel.last_run()["status"] == "failed"
+    catch = kernel.run(f"try:\n    get_ipython().run_cell_magic('sandbox', '--backend seccomp', 'int(\"x\")')\n"
+                       "except ValueError as e:\n    print('caught', type(e).__name__)", check=True)
+    assert catch.stdout == "caught ValueError\n"
+
+
+def test_output_streams_live(kernel):
+    cell = kernel.run(f"{SECCOMP}\nimport time\nfor i in range(8):\n    print('tick', i, flush=True)\n"
+                      "    time.sleep(0.25)")
+    assert cell.stdout.splitlines() == [f"tick {i}" for i in range(8)]
+    assert cell.finished_at - cell.stream_times[0] > 1.0     # the first line came long before the end
+
+
+def test_output_flood_is_capped_and_logged(kernel):
+    rss_before = _rss(kernel.pid)
+    cell = kernel.run(f"{SECCOMP}\nimport sys\nline = 'x' * 999 + '\\n'\n"
+                      "for _ in range(50_000):\n    sys.stdout.write(line)", timeout=300)
+    run = kernel.last_run()
+    assert run["status"] == "succeeded"
+    assert len(cell.stdout) < 1.1 * 2**20
+    assert f"output truncated at 1,048,576 bytes; full log: %jx logs {run['id']}" in cell.stdout
+    assert os.path.getsize(run["log_path"]) == 50_000_000
+    assert _rss(kernel.pid) - rss_before < 100 * 2**20
+
+
+def test_interrupt_cancels_the_run(kernel):
+    msg_id = kernel.client.execute(f"{SECCOMP}\nimport time\nprint('started', flush=True)\ntime.sleep(60)")
+    deadline = time.monotonic() + 20
+    while kernel.store().runs(1)[0]["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    kernel.km.interrupt_kernel()
+    reply = kernel.client.get_shell_msg(timeout=20)
+    while reply["parent_header"]["msg_id"] != msg_id:
+        reply = kernel.client.get_shell_msg(timeout=20)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    assert kernel.last_run()["status"] == "cancelled"
+    _assert_no_run_processes(kernel)
+
+
+@pytest.mark.parametrize(("name", "options", "code", "status", "ename"), [
+    ("socket", "", "import socket\nsocket.socket()", "failed", "PermissionError"),
+    ("connect", "", "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=2)", "failed",
+     "PermissionError"),
+    ("fork bomb", "--pids 64 --timeout 30",
+     "import os\nwhile True:\n    os.fork()", "failed", "BlockingIOError"),
+    ("memory", "--mem 256m", "block = bytearray(2 * 1024**3)\nblock[::4096] = b'x' * len(block[::4096])",
+     "oom", "ResourceLimitError"),
+    ("spin", "--timeout 2", "while True:\n    pass", "timeout", "TaskTimeoutError"),
+    ("ignores SIGTERM", "--timeout 1",
+     "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)", "timeout",
+     "TaskTimeoutError"),
+    ("cpu time", "--cpu-time 1 --timeout 30", "while True:\n    pass", "timeout", "TaskTimeoutError"),
+    ("big file", "--fsize 1m", "open('big', 'wb').write(b'x' * 10_000_000)", "failed", "OSError"),
+    ("ptrace", "", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                   "if libc.ptrace(16, 1, 0, 0) != 0:\n    raise OSError(ctypes.get_errno(), 'ptrace refused')",
+     "failed", "PermissionError"),
+    ("new namespace", "", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                          "if libc.unshare(0x10000000) != 0:\n    raise OSError(ctypes.get_errno(), 'unshare refused')",
+     "failed", "PermissionError"),
+])
+def test_hostile_cell_is_contained(kernel, name, options, code, status, ename):
+    started = time.monotonic()
+    cell = kernel.run(f"{SECCOMP} {options}\n{code}")
+    elapsed = time.monotonic() - started
+    assert cell.error is not None, f"{name}: the cell succeeded"
+    assert cell.error["ename"] == ename, f"{name}: {cell.error['ename']}: {cell.error['evalue']}"
+    assert kernel.last_run()["status"] == status
+    if name == "spin":
+        assert elapsed < 3.0
+    assert kernel.run("print('alive')", check=True).stdout == "alive\n"
+    _assert_no_run_processes(kernel)
+
+
+def test_printed_fake_frame_cannot_forge_result(kernel):
+    fake = '{"t":"result","value":{"data":"forged"},"outputs":{"x":"forged"},"error":null}'
+    cell = kernel.run(f"{SECCOMP} --out x\nimport sys\nprint({fake!r})\nprint({fake!r}, file=sys.stderr)\n"
+                      "x = 'real'\n'real'", check=True)
+    assert cell.result_text == "'real'"
+    assert kernel.eval("x") == "real"
+    assert fake in cell.stdout
+
+
+def test_unsafe_result_needs_trust(kernel):
+    evil = ("class Evil:\n    def __reduce__(self):\n        import os\n"
+            "        return (os.system, ('touch /tmp/jx-pwned',))\nx = Evil()")
+    cell = kernel.run(f"{SECCOMP} --out x\n{evil}")
+    assert cell.error["ename"] == "TransferError" and "--trust" in cell.error["evalue"]
+    assert kernel.last_run()["status"] == "failed"
+    assert not Path("/tmp/jx-pwned").exists()
+
+
+def test_trust_brings_back_pickles(kernel):
+    cell = kernel.run(f"{SECCOMP} --trust --out when\nimport datetime\nwhen = datetime.date(2024, 1, 2)", check=True)
+    assert cell.error is None
+    assert kernel.eval("when.isoformat()") == "2024-01-02"
+
+
+def test_inputs_go_in(kernel):
+    kernel.run("base = [1, 2, 3]\nsquare = lambda v: v * v", check=True)
+    cell = kernel.run(f"{SECCOMP} --in base,square\n[square(v) for v in base]", check=True)
+    assert cell.result_text == "[1, 4, 9]"
+
+
+def test_files_outside_the_sandbox_are_invisible(kernel, notebook_dir):
+    secret = Path.home() / f".jx-test-secret-{uuid.uuid4().hex}"
+    secret.write_text("home secret")
+    local = notebook_dir / "data.txt"
+    local.write_text("notebook data")
+    try:
+        for path in (secret, local):
+            cell = kernel.run(f"{SECCOMP}\nopen({str(path)!r}).read()")
+            assert cell.error["ename"] == "PermissionError", path
+            cell = kernel.run(f"{SECCOMP}\nopen({str(path.parent / 'written')!r}, 'w').write('x')")
+            assert cell.error["ename"] == "PermissionError", path
+        cell = kernel.run(f"{SECCOMP} --mount data.txt\nopen({str(local)!r}).read()", check=True)
+        assert cell.result_text == "'notebook data'"
+        cell = kernel.run(f"{SECCOMP} --mount data.txt\nopen({str(local)!r}, 'a').write('x')")
+        assert cell.error["ename"] == "PermissionError"      # read-only unless :rw
+        kernel.run(f"{SECCOMP} --mount data.txt:rw\nopen({str(local)!r}, 'a').write('!')", check=True)
+        assert local.read_text() == "notebook data!"
+    finally:
+        secret.unlink()
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("--mem lots", "--mem: cannot read 'lots' as a size"),
+    ("--timeout -3", "--timeout"),
+    ("--cpus zero", "--cpus: expected a number"),
+    ("--env NOEQUALS", "--env: cannot read 'NOEQUALS'"),
+    ("--backend nope", "no such backend"),
+    ("--out 1x", "--out: '1x' is not a variable name"),
+    ("--mount /does/not/exist", "does not exist"),
+    ("--in undefined_variable", "no variable 'undefined_variable'"),
+    ("--frobnicate", "unrecognized arguments"),
+])
+def test_bad_options_are_one_line_errors_and_nothing_runs(kernel, line, message):
+    before = kernel.store().runs(1)
+    cell = kernel.run(f"%%sandbox {line}\nprint('ran')")
+    assert cell.stderr.startswith("UsageError: ") and message in cell.stderr, cell
+    assert cell.stderr.count("\n") == 1
+    assert "ran" not in cell.stdout
+    assert kernel.store().runs(1) == before
+
+
+def test_jx_commands(kernel):
+    kernel.run(f"{SECCOMP} --name listed\nprint('in the log')", check=True)
+    run_id = kernel.last_run()["id"]
+    runs = kernel.run(f"df = %jx runs\nprint(df.loc[{run_id}, 'status'], df.loc[{run_id}, 'name'])", check=True)
+    assert runs.stdout == "succeeded listed\n"
+    assert kernel.run(f"%jx logs {run_id}", check=True).stdout == "in the log\n"
+    shown = kernel.run(f"%jx show {run_id}", check=True).stdout
+    assert '"status": "succeeded"' in shown and '"isolation": "seccomp"' in shown
+    doctor = kernel.run("%jx doctor", check=True).stdout
+    assert "ok   seccomp" in doctor and "%%sandbox uses:" in doctor
+    assert kernel.run("%jx logs").stderr.startswith("UsageError: %jx logs needs a run id")
+
+
+def test_every_run_is_finished_in_the_store(kernel):
+    rows = kernel.store().runs(limit=10_000)
+    assert rows and all(r["status"] in ("succeeded", "failed", "timeout", "oom", "cancelled") for r in rows)
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _assert_no_run_processes(kernel) -> None:
+    """Only idle pool workers (waiting for a request) may remain."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        busy = [p for p in owned_processes(kernel.pid) if not _is_idle_worker(p)]
+        if not busy:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes of finished runs remain: {busy}")
+
+
+def _is_idle_worker(pid: int) -> bool:
+    """A pooled worker not yet given a run has no scratch directory as its cwd."""
+    try:
+        return os.readlink(f"/proc/{pid}/cwd") == "/"
+    except OSError:
+        return True
