@@ -1,7 +1,9 @@
 """The in-target side of the CodeRunner: stdlib only, one file, runs the cell.
 
-Started by a backend as ``python -I bootstrap.py PROTOCOL_FD``. It says ``ready`` on the
-protocol channel, reads one request (JSON) from stdin until EOF, confines itself if the
+Started by a backend as ``python -I bootstrap.py CHANNEL [REQUEST]``. CHANNEL is the
+protocol channel: a file descriptor number, or a path (a FIFO, e.g. in a container) to
+open for writing. REQUEST is a path to read the request from (default: stdin). It says
+``ready`` on the channel, reads one request (JSON) until EOF, confines itself if the
 request says so, runs the cell and writes the envelope.
 
 Channels: the cell's stdout/stderr are the process's fd 1 and 2, untouched, so they
@@ -221,13 +223,18 @@ def _become_init_if_pid_one():
 
 def main():
     global _channel
-    _channel = int(sys.argv[1])
+    target = sys.argv[1]
+    _channel = int(target) if target.isdigit() else os.open(target, os.O_WRONLY | os.O_CLOEXEC)
     os.set_inheritable(_channel, False)
     confine = _import_confine()
     _become_init_if_pid_one()
     main_pid = os.getpid()
     send({"t": "ready"})
-    request = json.loads(sys.stdin.buffer.read())
+    if len(sys.argv) > 2:
+        with open(sys.argv[2], "rb") as source:
+            request = json.loads(source.read())
+    else:
+        request = json.loads(sys.stdin.buffer.read())
     if request.get("confine"):
         try:
             if confine is None:
