@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -149,7 +149,6 @@ class Manager:
 
 
 def _with_defaults(spec: RunSpec, config: ExecConfig) -> RunSpec:
-    from dataclasses import replace
     return replace(spec, limits=spec.limits.merged_over(config.default_limits()))
 
 

@@ -60,6 +60,7 @@ class Store:
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")     # WAL stays consistent; no fsync per run
             self._db.executescript(_SCHEMA)
 
     def _execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:

@@ -33,7 +33,7 @@ from ..runner import confine as confinement
 from ..runner.protocol import ProtocolReader, build_request
 from ..spec import Limits
 from .base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
-from .cgroups import RunCgroup, cgroup_support
+from .cgroups import cgroup_support
 from .workers import Worker, WorkerKey, WorkerPool, namespace_support
 
 __all__ = ["LocalBackend", "SeccompBackend"]
@@ -180,17 +180,15 @@ class _ProcessRun:
         self.submission, self.backend, self.worker = submission, backend, worker
         self.handle = TaskHandle(submission, backend)
         self.reader = ProtocolReader(submission.sink, submission.spec.trust)
-        self.cgroup: RunCgroup | None = None
+        self.cgroup = worker.cgroup
         self.cancel_requested = False
         self.timed_out = False
 
     def start(self, request: bytes) -> None:
         limits = self.submission.spec.limits
         self.reader.feed(self.worker.wait_ready())
-        if cgroup_support() is None:
-            self.cgroup = RunCgroup(f"jx-{os.getpid()}-{self.submission.run_id}-{self.worker.pid}")
+        if self.cgroup is not None:
             self.cgroup.set_limits(memory=limits.memory, pids=limits.pids, cpus=limits.cpus)
-            self.cgroup.add(self.worker.tree())
         stdin = self.worker.process.stdin
         assert stdin is not None
         stdin.write(request)
@@ -200,16 +198,8 @@ class _ProcessRun:
 
     def kill(self) -> None:
         self.worker.kill()
-        if self.cgroup is not None:
-            for pid in self.cgroup.procs():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
     def release(self) -> None:
-        if self.cgroup is not None:
-            self.cgroup.kill_and_remove()
         self.worker.close()
 
     def _pump(self) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import NodeFailedError
 from ..runner.protocol import BOOTSTRAP_PATH
+from .cgroups import RunCgroup, cgroup_support
 
 __all__ = ["Worker", "WorkerPool", "namespace_support", "reap_workers"]
 
@@ -61,7 +62,8 @@ class WorkerKey:
 
 
 class Worker:
-    """One started bootstrap: its process and the three pipes the host reads."""
+    """One started bootstrap: its process, the three pipes the host reads, and (where the
+    host allows) its own cgroup, joined while it waits so a run only sets the limits."""
 
     def __init__(self, key: WorkerKey) -> None:
         self.key = key
@@ -77,6 +79,14 @@ class Worker:
             os.close(write_fd)
         self.protocol_fd = read_fd
         self.ready_bytes = b""
+        self.cgroup: RunCgroup | None = None
+
+    def prepare(self) -> None:
+        """Wait for the bootstrap, then put its whole tree in a cgroup of its own."""
+        self.wait_ready()
+        if cgroup_support() is None and self.cgroup is None:
+            self.cgroup = RunCgroup(f"jx-{os.getpid()}-w{self.pid}")
+            self.cgroup.add(self.tree())
 
     @property
     def pid(self) -> int:
@@ -113,13 +123,21 @@ class Worker:
         return pids
 
     def kill(self) -> None:
+        """SIGKILL the process group and everything in the cgroup (setsid cannot escape it)."""
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        for pid in self.cgroup.procs() if self.cgroup else ():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def close(self) -> None:
         self.kill()
+        if self.cgroup is not None:
+            self.cgroup.kill_and_remove()
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None and not stream.closed:
                 stream.close()
@@ -152,7 +170,14 @@ class WorkerPool:
                     candidate.close()
         if self.size > 0:
             threading.Thread(target=self._refill, args=(key,), daemon=True, name="jx-pool-refill").start()
-        return worker or Worker(key)
+        if worker is None:
+            worker = Worker(key)
+            try:
+                worker.prepare()
+            except BaseException:
+                worker.close()
+                raise
+        return worker
 
     def _refill(self, key: WorkerKey) -> None:
         while True:
@@ -160,6 +185,11 @@ class WorkerPool:
                 if self._closed or len(self._idle[key]) >= self.size:
                     return
             worker = Worker(key)
+            try:
+                worker.prepare()
+            except NodeFailedError:
+                worker.close()
+                return
             with self._lock:
                 if self._closed:
                     worker.close()

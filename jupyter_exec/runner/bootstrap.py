@@ -278,6 +278,7 @@ def main():
         os._exit(0)                       # a child the cell forked: only the cell's own process reports
     envelope["usage"] = usage()
     send(envelope)
+    os._exit(0)       # the cell is over: skip interpreter teardown, the host tears the rest down
 
 
 if __name__ == "__main__":

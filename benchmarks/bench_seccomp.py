@@ -1,0 +1,65 @@
+"""Median wall time of a trivial ``%%sandbox --backend seccomp`` cell against a bare subprocess.
+
+    .venv/bin/python benchmarks/bench_seccomp.py [--runs 40]
+
+Both are measured in this run on this machine. The cell goes through IPython's magic,
+the Manager, the store, a confined worker and back. ``pool warm`` waits for the pool
+to refill between cells (cells typed by a person are seconds apart); ``no pool`` starts a
+worker per cell. Target: warm ≤ 1.5× ``subprocess.run([python, "-c", ...])``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def median_ms(fn, runs: int, between=None) -> float:
+    times = []
+    for _ in range(runs):
+        if between:
+            between()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=40)
+    runs = parser.parse_args().runs
+    os.environ.setdefault("JX_DATA_DIR", tempfile.mkdtemp(prefix="jx-bench-"))
+
+    from IPython.testing.globalipapp import start_ipython
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "jupyter_exec")
+    magics = shell.magics_manager.registry["ExecMagics"]
+
+    def cell() -> None:
+        shell.run_cell_magic("sandbox", "--backend seccomp --quiet", "x = 1")
+
+    def pool_ready() -> None:
+        pool = magics.manager.backend("seccomp").pool
+        while pool.idle_count() < pool.size:
+            time.sleep(0.005)
+        time.sleep(0.05)
+
+    raw = median_ms(lambda: subprocess.run([sys.executable, "-c", "x = 1"], check=True), runs)
+    cell()
+    warm = median_ms(cell, runs, between=pool_ready)
+    magics.manager.shutdown()
+    magics.manager.config.pool_size = 0
+    cold = median_ms(cell, runs)
+    print(f"subprocess.run([python, -c]):         {raw:7.1f} ms")
+    print(f"%%sandbox --backend seccomp, warm:    {warm:7.1f} ms   ratio {warm / raw:.2f}x  (target <= 1.5x)")
+    print(f"%%sandbox --backend seccomp, no pool: {cold:7.1f} ms   ratio {cold / raw:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The Docker connection: one client per process, daemon errors mapped, transient ones retried.
+
+Every call into the daemon that creates or starts something goes through ``retry``:
+a connection reset or a 5xx from the daemon is tried again with backoff; a 4xx (a bad
+request, a missing image) is not, and a failing cell is never retried because cells
+never reach this layer.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+from ..errors import BackendUnavailableError
+
+__all__ = ["client", "daemon_address", "is_transient", "retry"]
+
+T = TypeVar("T")
+_lock = threading.Lock()
+_client: Any = None
+
+
+def daemon_address() -> str:
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+def _unreachable(error: BaseException) -> BackendUnavailableError:
+    return BackendUnavailableError(
+        "docker", f"Docker daemon not reachable at {daemon_address()} ({error})",
+        "start it (e.g. `dockerd &` as root, or `systemctl start docker`) or pass --backend seccomp")
+
+
+def client(timeout: float = 60) -> Any:
+    """The shared ``docker.DockerClient``; ``BackendUnavailableError`` when there is none."""
+    global _client
+    with _lock:
+        if _client is not None:
+            return _client
+        try:
+            import docker
+        except ImportError as error:
+            raise BackendUnavailableError("docker", "the Docker SDK is not installed",
+                                          "pip install 'jupyter-exec[docker]'") from error
+        try:
+            candidate = docker.DockerClient(base_url=daemon_address(), version="auto", timeout=timeout,
+                                            max_pool_size=32)
+        except docker.errors.DockerException as error:
+            raise _unreachable(error) from error
+        _client = candidate
+        return _client
+
+
+def is_transient(error: BaseException) -> bool:
+    """A connection problem or a daemon-side (5xx) failure: worth trying again."""
+    import docker.errors
+    import requests.exceptions
+    if isinstance(error, docker.errors.APIError):
+        return error.status_code is not None and error.status_code >= 500 and error.status_code != 501
+    return isinstance(error, (requests.exceptions.ConnectionError, ConnectionError))
+
+
+def retry(call: Callable[[], T], *, attempts: int = 4, wait: float = 0.2, what: str = "docker call") -> T:
+    """``call()``, tried again with doubling waits while it fails transiently."""
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except Exception as error:
+            if attempt >= attempts or not is_transient(error):
+                raise
+        time.sleep(wait * 2 ** (attempt - 1))
+        attempt += 1
+
+
+@functools.cache
+def has_nvidia_runtime() -> bool:
+    """Whether the daemon can hand GPUs to a container (the NVIDIA runtime is registered)."""
+    info = client().info()
+    return "nvidia" in (info.get("Runtimes") or {})
