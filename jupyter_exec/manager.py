@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from ._proc import pid_alive
 from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
 from .backends.cgroups import reap_cgroups
 from .backends.factory import backend_class, resolve_name
@@ -42,10 +43,6 @@ class RunResult:
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
-def _pid_alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists() if Path("/proc").is_dir() else True
-
-
 class Manager:
     """Runs cells for one kernel and keeps the record."""
 
@@ -65,7 +62,7 @@ class Manager:
     def reap(self) -> dict[str, int]:
         """Remove what dead kernels left behind: processes, cgroups, unfinished rows."""
         return {"workers": reap_workers(), "cgroups": reap_cgroups(),
-                "runs": self.store.close_orphans(_pid_alive)}
+                "runs": self.store.close_orphans(pid_alive)}
 
     def backend(self, name: str) -> ExecutorBackend:
         """The initialised backend called ``name`` (``auto`` resolved), made once per kernel."""

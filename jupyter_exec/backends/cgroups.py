@@ -16,6 +16,8 @@ import signal
 import time
 from pathlib import Path
 
+from .._proc import pid_alive
+
 __all__ = ["RunCgroup", "cgroup_support", "reap_cgroups"]
 
 ROOT = Path("/sys/fs/cgroup")
@@ -144,16 +146,6 @@ class RunCgroup:
                 pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap_cgroups() -> int:
     """Kill and remove the groups of kernels that no longer exist. Returns how many."""
     if cgroup_support() is not None:
@@ -162,7 +154,7 @@ def reap_cgroups() -> int:
     for parent in set(_parents().values()):
         for path in parent.glob("jx-*"):
             match = _NAME_RE.match(path.name)
-            if match and not _alive(int(match.group(1))):
+            if match and not pid_alive(int(match.group(1))):
                 RunCgroup(path.name).kill_and_remove()
                 reaped.add(path.name)
     return len(reaped)

@@ -19,6 +19,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._proc import pid_alive
 from ..errors import NodeFailedError
 from ..runner.protocol import BOOTSTRAP_PATH
 from .cgroups import RunCgroup, cgroup_support
@@ -225,7 +226,7 @@ def reap_workers() -> int:
         except OSError:
             continue
         owner = next((v[len(OWNER_VAR) + 1:] for v in environ if v.startswith(OWNER_VAR.encode() + b"=")), None)
-        if owner is None or not owner.isdigit() or Path(f"/proc/{int(owner)}").exists():
+        if owner is None or not owner.isdigit() or pid_alive(int(owner)):
             continue
         try:
             os.kill(int(entry.name), signal.SIGKILL)

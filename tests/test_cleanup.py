@@ -1,0 +1,64 @@
+"""Nothing leaks: a kernel that exits, or is killed mid-run, leaves no process, cgroup or open row."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Kernel, owned_processes
+from jupyter_exec.backends.cgroups import cgroup_support, _parents
+
+pytestmark = pytest.mark.kernel
+
+
+def _cgroups_of(pid: int) -> list[Path]:
+    if cgroup_support() is not None:
+        return []
+    return [p for parent in set(_parents().values()) for p in parent.glob(f"jx-{pid}-*")]
+
+
+def _wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_kernel_shutdown_leaves_nothing(tmp_path):
+    kernel = Kernel(tmp_path / "data", tmp_path)
+    pid = kernel.pid
+    kernel.run("%%sandbox --backend seccomp\nprint('hi')", check=True)
+    assert owned_processes(pid), "a warm worker should be waiting"
+    kernel.shutdown()
+    assert _wait_until(lambda: not owned_processes(pid)), owned_processes(pid)
+    assert _wait_until(lambda: not _cgroups_of(pid)), _cgroups_of(pid)
+
+
+def test_killed_kernel_mid_run_is_reaped_by_the_next(tmp_path):
+    kernel = Kernel(tmp_path / "data", tmp_path)
+    pid = kernel.pid
+    kernel.client.execute("%%sandbox --backend seccomp\nimport time, subprocess\n"
+                          "subprocess.Popen(['sleep', '300'], start_new_session=True)\ntime.sleep(300)")
+    store = kernel.store()
+    assert _wait_until(lambda: store.runs(1) and store.runs(1)[0]["status"] == "running")
+    run_id = store.runs(1)[0]["id"]
+    os.kill(pid, signal.SIGKILL)
+    kernel.client.stop_channels()
+    time.sleep(0.5)
+    assert owned_processes(pid), "the killed kernel's run should still be alive until reaped"
+
+    successor = Kernel(tmp_path / "data", tmp_path)     # its Manager reaps on start
+    try:
+        assert _wait_until(lambda: not owned_processes(pid)), owned_processes(pid)
+        assert _wait_until(lambda: not _cgroups_of(pid)), _cgroups_of(pid)
+        row = successor.store().get(run_id)
+        assert row["status"] == "failed" and "kernel" in row["error"]
+    finally:
+        successor.shutdown()
+        kernel.km.cleanup_resources()
