@@ -1,0 +1,47 @@
+"""Settings reach runs (``%config``, ``JX_*``), the local backend, and ``doctor`` tells the truth."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from jupyter_exec.config import ExecConfig
+from jupyter_exec.spec import Limits
+
+
+def test_defaults_come_from_environment(monkeypatch):
+    monkeypatch.setenv("JX_TIMEOUT", "7s")
+    monkeypatch.setenv("JX_MEM", "")
+    monkeypatch.setenv("JX_POOL_SIZE", "0")
+    config = ExecConfig()
+    assert config.default_limits() == Limits(timeout=7.0, pids=256, fsize=2**30)
+    assert config.pool_size == 0
+
+
+def test_doctor_cli_tells_the_truth():
+    done = subprocess.run([sys.executable, "-m", "jupyter_exec.cli", "doctor"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ok   seccomp" in done.stdout and "landlock abi" in done.stdout
+    assert "ok   local" in done.stdout
+
+
+@pytest.mark.kernel
+def test_config_magic_changes_the_default_limits(kernel):
+    kernel.run("%config ExecConfig.timeout = '1s'", check=True)
+    try:
+        cell = kernel.run("%%sandbox --backend seccomp\nimport time\ntime.sleep(10)")
+        assert cell.error["ename"] == "TaskTimeoutError" and "1 s" in cell.error["evalue"]
+    finally:
+        kernel.run("%config ExecConfig.timeout = '10m'", check=True)
+
+
+@pytest.mark.kernel
+def test_local_backend_runs_with_limits_but_no_confinement(kernel, notebook_dir):
+    (notebook_dir / "visible.txt").write_text("plain subprocess")
+    cell = kernel.run("%%sandbox --backend local\nopen('" + str(notebook_dir / "visible.txt") + "').read()", check=True)
+    assert cell.result_text == "'plain subprocess'"
+    assert kernel.last_run()["isolation"] == "subprocess"
+    cell = kernel.run("%%sandbox --backend local --timeout 1\nwhile True:\n    pass")
+    assert cell.error["ename"] == "TaskTimeoutError"
