@@ -124,7 +124,12 @@ def notebook_dir(tmp_path_factory) -> Path:
 def kernel(data_dir, notebook_dir):
     k = Kernel(data_dir, notebook_dir)
     yield k
+    pid = k.pid
     k.shutdown()
+    deadline = time.monotonic() + 10
+    while owned_processes(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not owned_processes(pid), f"processes of the session's runs remain: {owned_processes(pid)}"
 
 
 def owned_processes(owner_pid: int) -> list[int]:
