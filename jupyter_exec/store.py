@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["FINAL_STATUSES", "Store"]
+__all__ = ["FINAL_STATUSES", "Database", "Store"]
 
 FINAL_STATUSES = ("succeeded", "failed", "timeout", "oom", "cancelled")
 
@@ -49,8 +49,11 @@ COLUMNS = ("id", "name", "status", "backend", "isolation", "created", "duration"
            "cpu_seconds", "exit_code", "error", "kernel", "code_hash", "log_path")
 
 
-class Store:
-    """Thread-safe access to the runs table."""
+class Database:
+    """One thread-safe connection to the store's file; each part (runs, traces, envs)
+    subclasses it with its own ``SCHEMA`` of tables."""
+
+    SCHEMA = ""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -60,12 +63,22 @@ class Store:
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")     # WAL stays consistent; no fsync per run
-            self._db.executescript(_SCHEMA)
+            self._db.execute("PRAGMA synchronous=NORMAL")     # WAL stays consistent; no fsync per write
+            self._db.executescript(self.SCHEMA)
 
     def _execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:
             return self._db.execute(sql, args)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class Store(Database):
+    """The runs table."""
+
+    SCHEMA = _SCHEMA
 
     def create_run(self, *, kernel: str, owner_pid: int, name: str | None, backend: str, isolation: str,
                    spec: dict[str, Any], code: str, code_hash: str) -> int:
@@ -112,7 +125,3 @@ class Store:
                 self.finish_run(row["id"], "failed", error="the kernel running it exited before it finished")
                 closed += 1
         return closed
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
