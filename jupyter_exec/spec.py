@@ -95,6 +95,18 @@ def parse_cpus(value: str | int | float) -> float:
     return cpus
 
 
+def parse_gpus(value: str | int) -> str:
+    """``all``, a count like ``1`` or device ids like ``0,1`` (normalised, validated)."""
+    text = str(value).strip().lower().replace(" ", "")
+    if text == "all" or (text.isdigit() and int(text) > 0):
+        return text
+    if text.startswith("device="):
+        text = text.removeprefix("device=")
+    if text and all(part.isdigit() or (len(part) > 4 and part.startswith("gpu-")) for part in text.split(",")):
+        return "device=" + text
+    raise SpecError(f"--gpus: cannot read {value!r}; write all, a count like 1, or device ids like device=0,1")
+
+
 @dataclass(frozen=True)
 class Limits:
     """Resource limits. ``None`` means "no limit of this kind".
@@ -110,6 +122,7 @@ class Limits:
     pids: int | None = None            # processes and threads
     fsize: int | None = None           # largest file the run may write, bytes
     network: bool = False              # any network at all (off by default)
+    gpus: str | None = None            # "all", a count ("2") or device ids ("0,1")
 
     @classmethod
     def parse(cls, **values: Any) -> "Limits":
@@ -122,6 +135,7 @@ class Limits:
             "pids": lambda v: parse_positive_int(v, "--pids"),
             "fsize": lambda v: parse_size(v, "--fsize"),
             "network": bool,
+            "gpus": parse_gpus,
         }
         unknown = set(values) - set(parsers)
         if unknown:

@@ -53,6 +53,7 @@ limit_options = _stack(
     argument("--pids", metavar="N", help="most processes and threads at once"),
     argument("--fsize", metavar="SIZE", help="largest file the cell may write, e.g. 100m"),
     argument("--network", action="store_true", help="allow network access (off by default)"),
+    argument("--gpus", metavar="all|N|device=IDS", help="GPUs for the run (docker: needs the NVIDIA runtime)"),
     argument("--mount", action="append", metavar="HOST[:TARGET][:ro|rw]",
              help="a host path the cell may see, read-only unless :rw (repeatable)"),
 )
@@ -82,7 +83,7 @@ class ExecMagics(Magics):
                 backend=args.backend or "auto",
                 limits=Limits.parse(memory=args.mem, cpus=args.cpus, timeout=args.timeout,
                                     cpu_time=args.cpu_time, pids=args.pids, fsize=args.fsize,
-                                    network=args.network or None),
+                                    network=args.network or None, gpus=args.gpus),
                 inputs=parse_names(args.inputs, "--in"),
                 outputs=parse_names(args.outputs, "--out"),
                 env=parse_env(args.env),

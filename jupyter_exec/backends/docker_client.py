@@ -12,15 +12,27 @@ import functools
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from ..errors import BackendUnavailableError
 
-__all__ = ["client", "daemon_address", "is_transient", "retry"]
+__all__ = ["POLICY", "RetryPolicy", "client", "daemon_address", "has_nvidia_runtime", "is_transient", "retry"]
 
 T = TypeVar("T")
 _lock = threading.Lock()
 _client: Any = None
+
+
+@dataclass
+class RetryPolicy:
+    """How often a transient daemon failure is retried: ``attempts`` in all, ``wait`` s doubling."""
+
+    attempts: int = 4
+    wait: float = 0.2
+
+
+POLICY = RetryPolicy()
 
 
 def daemon_address() -> str:
@@ -62,8 +74,9 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, (requests.exceptions.ConnectionError, ConnectionError))
 
 
-def retry(call: Callable[[], T], *, attempts: int = 4, wait: float = 0.2, what: str = "docker call") -> T:
-    """``call()``, tried again with doubling waits while it fails transiently."""
+def retry(call: Callable[[], T], *, what: str = "docker call", policy: RetryPolicy | None = None) -> T:
+    """``call()`` (``what`` names it for tracebacks), tried again while it fails transiently."""
+    attempts, wait = (policy or POLICY).attempts, (policy or POLICY).wait
     attempt = 1
     while True:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..errors import BackendUnavailableError
 from .base import Availability, ExecutorBackend
+from .docker import DockerBackend
 from .process import LocalBackend, SeccompBackend
 
 __all__ = ["BACKENDS", "AUTO_ORDER", "availability_report", "backend_class", "resolve_name"]
@@ -16,6 +17,7 @@ __all__ = ["BACKENDS", "AUTO_ORDER", "availability_report", "backend_class", "re
 BACKENDS: dict[str, type[ExecutorBackend]] = {
     LocalBackend.name: LocalBackend,
     SeccompBackend.name: SeccompBackend,
+    DockerBackend.name: DockerBackend,
 }
 AUTO_ORDER = ("docker", "seccomp")
 

@@ -21,14 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import (
-    BackendUnavailableError,
-    NodeFailedError,
-    ResourceLimitError,
-    TaskCancelledError,
-    TaskError,
-    TaskTimeoutError,
-)
+from ..errors import BackendUnavailableError, NodeFailedError
 from ..runner import confine as confinement
 from ..runner.protocol import ProtocolReader, build_request
 from ..spec import Limits
@@ -82,6 +75,9 @@ class LocalBackend(ExecutorBackend):
         return {"rlimits": self._rlimits(submission.spec.limits)}
 
     def _rlimits(self, limits: Limits) -> dict[str, Any]:
+        if limits.gpus is not None:
+            raise BackendUnavailableError(self.name, f"--gpus {limits.gpus}: a local process has no GPU placement",
+                                          "use --backend docker (with the NVIDIA runtime) or %%rayrun --num-gpus")
         use_cgroup = cgroup_support() is None
         rlimits: dict[str, Any] = {"cpu": limits.cpu_time and max(1, round(limits.cpu_time)), "fsize": limits.fsize}
         if not use_cgroup:
@@ -258,43 +254,12 @@ class _ProcessRun:
         return status, rusage
 
     def _outcome(self, status: int, rusage: Any) -> Outcome:
-        limits = self.submission.spec.limits
         envelope = self.reader.envelope
-        if self.reader.exit_status is not None:
-            status = self.reader.exit_status       # the cell's own process, not unshare's
-        exit_code = os.waitstatus_to_exitcode(status)
-        term_signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         usage = envelope.usage if envelope else {}
         peak = self.cgroup.peak_memory() if self.cgroup else None
-        outcome = Outcome(
-            "succeeded", envelope=envelope, exit_code=exit_code,
+        return classify(
+            run_id=self.submission.run_id, limits=self.submission.spec.limits, reader=self.reader,
+            wait_status=status, cancelled=self.cancel_requested, timed_out=self.timed_out,
+            oom_killed=bool(self.cgroup and self.cgroup.oom_killed()),
             peak_memory=peak or usage.get("max_rss") or rusage.ru_maxrss * 1024,
             cpu_seconds=usage.get("cpu_seconds", rusage.ru_utime + rusage.ru_stime))
-        context = {"run_id": self.submission.run_id, "exit_code": exit_code}
-        error: TaskError | None = None
-        if self.cancel_requested:
-            error = TaskCancelledError(f"run {self.submission.run_id} was cancelled", **context)
-        elif self.timed_out:
-            error = TaskTimeoutError(f"timed out after {limits.timeout:g} s (--timeout); the run was killed", **context)
-        elif (self.cgroup and self.cgroup.oom_killed()) or (envelope and envelope.error
-                                                             and envelope.error["type"] == "MemoryError"):
-            error = ResourceLimitError(f"out of memory: the run needed more than --mem {_size(limits.memory)}",
-                                       status="oom", **context)
-        elif term_signal == signal.SIGXCPU or (limits.cpu_time and term_signal == signal.SIGKILL
-                                               and outcome.cpu_seconds >= limits.cpu_time):
-            error = TaskTimeoutError(f"CPU time limit of {limits.cpu_time:g} s reached (--cpu-time)", **context)
-        elif envelope is None:
-            how = f"signal {signal.Signals(term_signal).name}" if term_signal else f"exit code {exit_code}"
-            error = NodeFailedError(f"the sandbox process ended ({how}) before reporting a result", **context)
-        elif envelope.confine_error:
-            error = NodeFailedError(f"could not confine the sandbox: {envelope.confine_error}", **context)
-        elif envelope.error:
-            error = envelope.remote_error(**context)
-        if error is not None:
-            outcome.status, outcome.error = error.status, error
-        outcome.details["confinement"] = envelope.confine_notes if envelope else []
-        return outcome
-
-
-def _size(size: int | None) -> str:
-    return "(unset)" if size is None else f"{size / 2**20:g}m"

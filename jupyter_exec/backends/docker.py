@@ -1,0 +1,373 @@
+"""``docker``: each cell in a fresh, locked-down container that is removed afterwards.
+
+Lock-down by default: no network (``--network`` gives the default bridge), a read-only
+root with a size-limited tmpfs at ``/tmp`` (the cell's working directory and ``HOME``),
+no capabilities, ``no-new-privileges``, a non-root user, never the Docker socket.
+Limits map to the daemon's own: ``--mem`` to ``mem_limit`` = ``memswap_limit`` (no
+swap on top), ``--cpus`` to ``nano_cpus``, ``--pids``, ``--cpu-time`` and ``--fsize`` to
+ulimits, ``--gpus`` to device requests (refused up front without the NVIDIA runtime);
+``--timeout`` is enforced from the host by killing the container. ``--mount`` paths
+appear at their target, read-only unless ``:rw``.
+
+The cell talks to the kernel through the same bootstrap and protocol as the process
+backends, over FIFOs in a read-only bind mount (see ``docker_pool``); stdout and stderr
+come separately over the container's attach stream. Containers come from a warm pool,
+each used once.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import math
+import os
+import select
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from traitlets import Float, Int, Unicode, default
+from traitlets.config import Configurable
+
+from ..errors import BackendUnavailableError, NodeFailedError
+from ..runner.protocol import ProtocolReader, build_request
+from ..spec import Limits, RunSpec, parse_size
+from . import docker_client
+from .base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
+from .docker_pool import LABEL, ContainerPool, PoolKey, Slot, bind, boot_id
+from .docker_stats import Sampler
+from .outcomes import classify
+
+__all__ = ["DockerBackend", "DockerConfig"]
+
+_KILL_GRACE = 2.0
+_SAMPLE_AFTER = 0.3          # seconds: shorter runs are measured by the bootstrap alone
+_AVAILABILITY_TTL = 10.0
+_availability_cache: tuple[float, Availability] | None = None
+
+
+class DockerConfig(Configurable):
+    """Settings of the Docker backend (``%config DockerConfig.NAME = ...`` or ``JX_DOCKER_*``)."""
+
+    image = Unicode(help="Image cells run in. Env: JX_DOCKER_IMAGE. Build the default with "
+                         "`jupyter-exec images build base [--offline]`.").tag(config=True)
+    tmp_size = Unicode(help="Size of the writable tmpfs at /tmp (counts towards --mem), e.g. '256m'. "
+                            "Env: JX_DOCKER_TMP_SIZE.").tag(config=True)
+    shm_size = Unicode(help="Size of /dev/shm, e.g. '64m'. Env: JX_DOCKER_SHM_SIZE.").tag(config=True)
+    nofile = Int(help="Open-file limit (ulimit nofile) in the container. Env: JX_DOCKER_NOFILE.").tag(config=True)
+    user = Unicode(help="uid:gid the cell runs as; never root. Default: the kernel's own uid, or 65534 "
+                        "(nobody) when the kernel is root. Env: JX_DOCKER_USER.").tag(config=True)
+    retries = Int(help="Attempts for a daemon call that fails transiently (connection reset, 5xx); "
+                       "1 turns retrying off. Env: JX_DOCKER_RETRIES.").tag(config=True)
+    retry_wait = Float(help="Seconds before the first retry, doubled each time. Env: JX_DOCKER_RETRY_WAIT."
+                       ).tag(config=True)
+    ca_bundle = Unicode(help="CA bundle a --network cell should trust (TLS-intercepting proxies), mounted "
+                             "read-only with SSL_CERT_FILE/PIP_CERT pointing at it; '' for none. "
+                             "Env: JX_DOCKER_CA_BUNDLE.").tag(config=True)
+
+    @default("image")
+    def _image(self) -> str:
+        return os.environ.get("JX_DOCKER_IMAGE", "jupyter-exec/base:latest")
+
+    @default("tmp_size")
+    def _tmp_size(self) -> str:
+        return os.environ.get("JX_DOCKER_TMP_SIZE", "256m")
+
+    @default("shm_size")
+    def _shm_size(self) -> str:
+        return os.environ.get("JX_DOCKER_SHM_SIZE", "64m")
+
+    @default("nofile")
+    def _nofile(self) -> int:
+        return int(os.environ.get("JX_DOCKER_NOFILE", "1024"))
+
+    @default("user")
+    def _user(self) -> str:
+        uid = os.getuid()
+        return os.environ.get("JX_DOCKER_USER", f"{uid}:{os.getgid()}" if uid else "65534:65534")
+
+    @default("retries")
+    def _retries(self) -> int:
+        return int(os.environ.get("JX_DOCKER_RETRIES", "4"))
+
+    @default("retry_wait")
+    def _retry_wait(self) -> float:
+        return float(os.environ.get("JX_DOCKER_RETRY_WAIT", "0.2"))
+
+    @default("ca_bundle")
+    def _ca_bundle(self) -> str:
+        return os.environ.get("JX_DOCKER_CA_BUNDLE", "")
+
+
+class DockerBackend(ExecutorBackend):
+    """Runs each cell in its own container from a warm pool; see the module docstring."""
+
+    name: ClassVar[str] = "docker"
+    isolation: ClassVar[str] = "docker"
+
+    def __init__(self, pool_size: int = 1, config: DockerConfig | None = None) -> None:
+        self.config = config or DockerConfig()
+        if self.config.user.split(":")[0] in ("0", "root"):
+            raise BackendUnavailableError(self.name, "DockerConfig.user must not be root", "set a uid like 65534:65534")
+        docker_client.POLICY.attempts = max(1, self.config.retries)
+        docker_client.POLICY.wait = self.config.retry_wait
+        self.kernel_id = f"pid-{os.getpid()}"
+        self.pool = ContainerPool(pool_size, self._make_slot)
+        self._runs: dict[int, _DockerRun] = {}
+
+    @classmethod
+    def availability(cls) -> Availability:
+        """A daemon answers and the configured image is there (cached for a few seconds)."""
+        global _availability_cache
+        if _availability_cache and time.monotonic() - _availability_cache[0] < _AVAILABILITY_TTL:
+            return _availability_cache[1]
+        image = DockerConfig().image
+        try:
+            docker = docker_client.client()
+            docker.ping()
+            found = docker.images.list(name=image)
+        except BackendUnavailableError as error:
+            result = Availability(False, error.reason, error.fix)
+        except Exception as error:     # any failure to talk to the daemon means "not here"
+            result = Availability(False, f"Docker daemon not reachable at {docker_client.daemon_address()} "
+                                         f"({type(error).__name__}: {error})",
+                                  "start it (e.g. `dockerd &` as root) or pass --backend seccomp")
+        else:
+            result = Availability(True, notes=(f"image {image}",)) if found else Availability(
+                False, f"image {image} is missing", f"build it: {_build_command(image)}")
+        _availability_cache = (time.monotonic(), result)
+        return result
+
+    def initialize(self) -> None:
+        from ..config import ExecConfig
+        self.pool.warm(self._key(RunSpec(limits=ExecConfig().default_limits())))
+
+    def _key(self, spec: RunSpec) -> PoolKey:
+        return PoolKey(self.config.image, dataclasses.replace(spec.limits, timeout=None), spec.mounts)
+
+    def _make_slot(self, key: PoolKey, run_label: str) -> Slot:
+        labels = {f"{LABEL}.run": run_label, f"{LABEL}.kernel": self.kernel_id,
+                  f"{LABEL}.owner-pid": str(os.getpid()), f"{LABEL}.boot-id": boot_id()}
+        return Slot(key.image, self._create_options(key), labels, self.config.user)
+
+    def _create_options(self, key: PoolKey) -> dict[str, Any]:
+        """Everything fixed at ``docker create``: lock-down, limits, mounts."""
+        from docker.types import DeviceRequest, Ulimit
+        limits: Limits = key.limits
+        ulimits = [Ulimit(name="nofile", soft=self.config.nofile, hard=self.config.nofile)]
+        if limits.fsize is not None:
+            ulimits.append(Ulimit(name="fsize", soft=limits.fsize, hard=limits.fsize))
+        if limits.cpu_time is not None:
+            seconds = max(1, math.ceil(limits.cpu_time))
+            ulimits.append(Ulimit(name="cpu", soft=seconds, hard=seconds + 1))
+        tmp = parse_size(self.config.tmp_size, "DockerConfig.tmp_size")
+        options: dict[str, Any] = {
+            "network_mode": "bridge" if limits.network else "none",
+            "read_only": True,
+            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={tmp},mode=1777"},
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "shm_size": parse_size(self.config.shm_size, "DockerConfig.shm_size"),
+            "ulimits": ulimits,
+            "working_dir": "/tmp",
+            "environment": {"HOME": "/tmp", "TMPDIR": "/tmp", "PYTHONUNBUFFERED": "1",
+                            "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "LANG": "C.UTF-8"},
+            "mounts": [bind(m.source, m.target, m.read_only) for m in key.mounts],
+        }
+        if limits.memory is not None:
+            options.update(mem_limit=limits.memory, memswap_limit=limits.memory)
+        if limits.cpus is not None:
+            options["nano_cpus"] = int(limits.cpus * 1e9)
+        if limits.pids is not None:
+            options["pids_limit"] = limits.pids
+        if limits.gpus is not None:
+            options["device_requests"] = [_device_request(DeviceRequest, limits.gpus)]
+        if limits.network and self.config.ca_bundle:
+            options["mounts"].append(bind(Path(self.config.ca_bundle), "/etc/ssl/certs/jupyter-exec-ca.crt", True))
+            for name in ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE"):
+                options["environment"][name] = "/etc/ssl/certs/jupyter-exec-ca.crt"
+        return options
+
+    def _refuse_gpus(self, limits: Limits) -> None:
+        if limits.gpus is not None and not docker_client.has_nvidia_runtime():
+            raise BackendUnavailableError(
+                self.name, f"--gpus {limits.gpus}: this Docker daemon has no NVIDIA runtime, so it cannot give "
+                           "a container GPUs (the cell was not run)",
+                "install the NVIDIA Container Toolkit and restart dockerd, drop --gpus, or use %%rayrun --num-gpus")
+
+    def submit(self, submission: Submission) -> TaskHandle:
+        import docker.errors
+        import requests.exceptions
+        spec = submission.spec
+        self._refuse_gpus(spec.limits)
+        request = build_request(
+            submission.code, inputs=submission.inputs, outputs=spec.outputs, trust=spec.trust, cwd="/tmp",
+            env={"HOME": "/tmp", "TMPDIR": "/tmp", **spec.env})
+        self.kernel_id = submission.kernel_id
+        try:
+            slot = self.pool.take(self._key(spec), str(submission.run_id))
+        except docker.errors.ImageNotFound as error:
+            raise BackendUnavailableError(self.name, f"image {self.config.image} is missing",
+                                          f"build it: {_build_command(self.config.image)}") from error
+        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as error:
+            raise BackendUnavailableError(
+                self.name, f"the Docker daemon at {docker_client.daemon_address()} failed: {error}",
+                "check `docker info`, or pass --backend seccomp") from error
+        run = _DockerRun(submission, self, slot)
+        try:
+            run.start(request)
+        except BaseException:
+            self.pool.discard(slot)
+            raise
+        self._runs[submission.run_id] = run
+        return run.handle
+
+    def cancel(self, handle: TaskHandle) -> bool:
+        run = self._runs.get(handle.run_id)
+        if run is None or handle.done():
+            return False
+        run.cancel_requested = True
+        run.kill()
+        return True
+
+    def forget(self, run_id: int) -> None:
+        self._runs.pop(run_id, None)
+
+    def shutdown(self) -> None:
+        for run in list(self._runs.values()):
+            self.cancel(run.handle)
+        for run in list(self._runs.values()):
+            run.handle.wait(10)
+        self.pool.close()
+
+    def get_available_resources(self) -> dict[str, Any]:
+        info = docker_client.client().info()
+        return {"cpus": info.get("NCPU"), "memory": info.get("MemTotal"), "idle_containers": self.pool.idle_count(),
+                "gpus": "nvidia" in (info.get("Runtimes") or {})}
+
+
+def _device_request(device_request: Any, gpus: str) -> Any:
+    if gpus == "all":
+        return device_request(count=-1, capabilities=[["gpu"]])
+    if gpus.startswith("device="):
+        return device_request(device_ids=gpus.removeprefix("device=").split(","), capabilities=[["gpu"]])
+    return device_request(count=int(gpus), capabilities=[["gpu"]])
+
+
+def _build_command(image: str) -> str:
+    from ..images import build_command
+    return build_command(image)
+
+
+class _DockerRun:
+    """One run in one container: sends the request, pumps the streams, enforces the clock."""
+
+    def __init__(self, submission: Submission, backend: DockerBackend, slot: Slot) -> None:
+        self.submission, self.backend, self.slot = submission, backend, slot
+        self.container = slot.container
+        self.handle = TaskHandle(submission, backend)
+        self.reader = ProtocolReader(submission.sink, submission.spec.trust)
+        self.sampler = Sampler(self.container.id)
+        self.cancel_requested = False
+        self.timed_out = False
+        self._output_thread: threading.Thread | None = None
+
+    def start(self, request: bytes) -> None:
+        self.reader.feed(self.slot.wait_ready())
+        stream = docker_client.retry(lambda: self.container.attach(stdout=True, stderr=True, stream=True,
+                                                                   demux=True, logs=False), what="docker attach")
+        self._output_thread = threading.Thread(target=self._forward_output, args=(stream,), daemon=True,
+                                               name=f"jx-docker-out-{self.submission.run_id}")
+        self._output_thread.start()
+        self.slot.send_request(request)
+        self.handle.started = time.time()
+        threading.Thread(target=self._pump, daemon=True, name=f"jx-docker-run-{self.submission.run_id}").start()
+
+    def _forward_output(self, stream: Any) -> None:
+        """stdout and stderr, each decoded incrementally (a character split across chunks stays whole)."""
+        decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
+        sink = self.submission.sink
+        try:
+            for chunks in stream:
+                for name, chunk in zip(("stdout", "stderr"), chunks):
+                    if chunk and (text := decoders[name].decode(chunk)):
+                        sink.output(name, text)
+        except Exception:         # the stream broke with the container; what arrived is shown
+            pass
+        for name, decoder in decoders.items():
+            if tail := decoder.decode(b"", final=True):
+                sink.output(name, tail)
+
+    def kill(self) -> None:
+        import docker.errors
+        try:
+            docker_client.retry(self.container.kill, what="docker kill")
+        except docker.errors.APIError:
+            pass                  # not running any more: nothing to kill
+
+    def _pump(self) -> None:
+        try:
+            self._stream_until_exit()
+            outcome = self._outcome()
+        except BaseException as error:       # never leave a handle unfinished
+            self.kill()
+            outcome = Outcome("failed", error=NodeFailedError(f"lost the run: {error!r}"))
+        finally:
+            self.sampler.stop()
+            self.backend.pool.discard(self.slot)
+            self.backend.forget(self.submission.run_id)
+        self.handle.finish(outcome)
+
+    def _stream_until_exit(self) -> None:
+        timeout = self.submission.spec.limits.timeout
+        started = time.monotonic()
+        deadline = started + timeout if timeout else None
+        killed_at: float | None = None
+        fd = self.slot.protocol_fd
+        while True:
+            wait = 0.1 if deadline is None or killed_at is not None else max(0.0, min(0.1, deadline - time.monotonic()))
+            readable, _, _ = select.select([fd], [], [], wait)
+            if readable:
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    chunk = None
+                if chunk == b"":
+                    break
+                if chunk:
+                    self.reader.feed(chunk)
+            now = time.monotonic()
+            if not self.sampler.started and now - started > _SAMPLE_AFTER:
+                self.sampler.start()
+            if killed_at is None and deadline is not None and now >= deadline:
+                self.timed_out = True
+                self.kill()
+            if killed_at is None and (self.timed_out or self.cancel_requested):
+                killed_at = now
+            if killed_at is not None and now - killed_at > _KILL_GRACE:
+                break
+        assert self._output_thread is not None
+        self._output_thread.join(_KILL_GRACE if killed_at is not None else 30)
+
+    def _outcome(self) -> Outcome:
+        reader = self.reader
+        clean_exit = (reader.envelope is not None and reader.exit_status is not None
+                      and os.WIFEXITED(reader.exit_status) and not (self.timed_out or self.cancel_requested))
+        oom_killed, wait_status = False, reader.exit_status or 0
+        if not clean_exit:         # ask the daemon how the container ended
+            code = docker_client.retry(lambda: self.container.wait(timeout=30), what="docker wait")["StatusCode"]
+            wait_status = code - 128 if code > 128 else code << 8
+            self.container.reload()
+            oom_killed = bool(self.container.attrs["State"].get("OOMKilled"))
+        usage = reader.envelope.usage if reader.envelope else {}
+        peaks = [p for p in (self.sampler.peak_memory, usage.get("max_rss")) if p]
+        outcome = classify(
+            run_id=self.submission.run_id, limits=self.submission.spec.limits, reader=reader,
+            wait_status=wait_status, cancelled=self.cancel_requested, timed_out=self.timed_out,
+            oom_killed=oom_killed, peak_memory=max(peaks) if peaks else None,
+            cpu_seconds=max(self.sampler.cpu_seconds or 0, usage.get("cpu_seconds") or 0) or None,
+            what="the sandbox container")
+        outcome.details["container"] = self.container.id[:12]
+        outcome.details["resources"] = self.sampler.summary()
+        return outcome

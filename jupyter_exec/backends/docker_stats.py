@@ -1,0 +1,69 @@
+"""Resource samples of a running container from the daemon's stats stream (about 1/s).
+
+Peak memory, CPU seconds, CPU % and pids, gathered on a thread while the run goes on.
+On cgroup v1 the daemon also reports the cgroup's own high-water mark (``max_usage``),
+which catches peaks between samples.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .docker_client import client
+
+__all__ = ["Sampler"]
+
+
+class Sampler:
+    """Reads ``docker stats`` for one container until it ends or ``stop`` is called."""
+
+    def __init__(self, container_id: str) -> None:
+        self.container_id = container_id
+        self.started = False
+        self.samples = 0
+        self.peak_memory: int | None = None
+        self.cpu_seconds: float | None = None
+        self.peak_pids: int | None = None
+        self.peak_cpu_percent: float | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self.started = True
+        threading.Thread(target=self._run, daemon=True, name=f"jx-docker-stats-{self.container_id[:12]}").start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        try:
+            for sample in client().api.stats(self.container_id, stream=True, decode=True):
+                if self._stop.is_set():
+                    return
+                self._take(sample)
+        except Exception:          # the container went away under the stream: sampling is over
+            return
+
+    def _take(self, sample: dict[str, Any]) -> None:
+        memory = sample.get("memory_stats") or {}
+        cpu, before = sample.get("cpu_stats") or {}, sample.get("precpu_stats") or {}
+        total = (cpu.get("cpu_usage") or {}).get("total_usage")
+        if not total and not memory:
+            return                 # the container is not running (yet, or any more)
+        self.samples += 1
+        used = max(memory.get("max_usage") or 0, memory.get("usage") or 0)
+        self.peak_memory = max(self.peak_memory or 0, used) or None
+        if total:
+            self.cpu_seconds = total / 1e9
+            used_delta = total - ((before.get("cpu_usage") or {}).get("total_usage") or 0)
+            system_delta = (cpu.get("system_cpu_usage") or 0) - (before.get("system_cpu_usage") or 0)
+            if before.get("system_cpu_usage") and system_delta > 0:
+                percent = used_delta / system_delta * (cpu.get("online_cpus") or 1) * 100
+                self.peak_cpu_percent = max(self.peak_cpu_percent or 0.0, round(percent, 1))
+        pids = (sample.get("pids_stats") or {}).get("current")
+        if pids is not None:
+            self.peak_pids = max(self.peak_pids or 0, pids)
+
+    def summary(self) -> dict[str, Any]:
+        return {"samples": self.samples, "peak_memory": self.peak_memory, "cpu_seconds": self.cpu_seconds,
+                "peak_pids": self.peak_pids, "peak_cpu_percent": self.peak_cpu_percent}

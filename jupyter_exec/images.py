@@ -1,0 +1,187 @@
+"""Sandbox images: build them from ``dockerfiles/`` (online or fully offline) and list them.
+
+``build("base", offline=True)`` needs no registry: it makes a Debian root filesystem with
+debootstrap from the mirror this machine's own apt already uses, imports it, and builds
+the base Dockerfile on top. Each image is labelled with a hash of its Dockerfile folder,
+so building again is a no-op until that folder changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import platformdirs
+
+from .backends.docker_client import client, retry
+from .errors import JupyterExecError
+
+__all__ = ["DEFAULT_IMAGE", "IMAGES", "build", "build_command", "image_tag", "list_images"]
+
+DOCKERFILES = Path(__file__).with_name("dockerfiles")
+IMAGES = ("base", "datascience", "gpu", "ray")
+DEFAULT_IMAGE = "jupyter-exec/base:latest"
+HASH_LABEL = "jupyter-exec.source-hash"
+OFFLINE_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "ca-certificates")
+Progress = Callable[[str], None]
+
+
+def image_tag(name: str) -> str:
+    return f"jupyter-exec/{name}:latest"
+
+
+def build_command(image: str) -> str:
+    """The command that makes ``image``, for error messages."""
+    match = re.fullmatch(r"jupyter-exec/([a-z]+)(:latest)?", image)
+    if match and match.group(1) in IMAGES:
+        return f"jupyter-exec images build {match.group(1)}" + (" --offline" if match.group(1) == "base" else "")
+    return f"docker pull {image}  (or docker build -t {image} ...)"
+
+
+def source_hash(name: str, offline: bool) -> str:
+    digest = hashlib.sha256(f"offline={offline};{','.join(OFFLINE_PACKAGES) if offline else ''}".encode())
+    folder = DOCKERFILES / name
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def apt_mirror() -> tuple[str, str]:
+    """(mirror URL, suite) of this machine's main Debian source, read from /etc/apt."""
+    codename = ""
+    if Path("/etc/os-release").exists():
+        found = re.search(r"^VERSION_CODENAME=(\S+)", Path("/etc/os-release").read_text(), re.M)
+        codename = found.group(1).strip('"') if found else ""
+    candidates: list[tuple[str, list[str]]] = []
+    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+        for stanza in re.split(r"\n\s*\n", path.read_text()):
+            fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.M))
+            if "deb" in fields.get("Types", "").split() and fields.get("Enabled", "yes") != "no":
+                candidates += [(uri, fields.get("Suites", "").split()) for uri in fields.get("URIs", "").split()]
+    lists = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
+    for path in (p for p in lists if p.exists()):
+        for line in path.read_text().splitlines():
+            found = re.match(r"^\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)", line)
+            if found:
+                candidates.append((found.group(1), [found.group(2)]))
+    for uri, suites in candidates:
+        if codename and codename in suites:
+            return uri, codename
+    raise JupyterExecError("no Debian mirror for this release in /etc/apt sources; "
+                           "build online instead: jupyter-exec images build base")
+
+
+def _rootfs_image(progress: Progress, cache_dir: Path) -> str:
+    """A Debian root filesystem as an image, made with debootstrap (tarball cached)."""
+    mirror, suite = apt_mirror()
+    tag = f"jupyter-exec/rootfs:{suite}-{hashlib.sha256(','.join(OFFLINE_PACKAGES).encode()).hexdigest()[:8]}"
+    docker = client()
+    if docker.images.list(name=tag):
+        return tag
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tarball = cache_dir / f"{tag.split(':')[1]}.tar"
+    if not tarball.exists():
+        if shutil.which("debootstrap") is None or os.geteuid() != 0:
+            raise JupyterExecError("--offline needs debootstrap, run as root (apt-get install debootstrap)")
+        rootfs = cache_dir / "rootfs.tmp"
+        shutil.rmtree(rootfs, ignore_errors=True)
+        progress(f"debootstrap {suite} with {', '.join(OFFLINE_PACKAGES)} (about a minute or two)")
+        _stream([ "debootstrap", "--variant=minbase", f"--include={','.join(OFFLINE_PACKAGES)}",
+                  suite, str(rootfs), mirror], progress)
+        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for entry in (rootfs / leftover).glob("*"):
+                if entry.is_file():
+                    entry.unlink()
+        progress(f"packing the root filesystem into {tarball.name}")
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball) + ".part", "."], check=True)
+        os.replace(str(tarball) + ".part", tarball)
+        shutil.rmtree(rootfs, ignore_errors=True)
+    progress(f"docker import {tarball.name} as {tag}")
+    repository, _, version = tag.partition(":")
+    retry(lambda: docker.api.import_image_from_file(
+        str(tarball), repository=repository, tag=version,
+        changes=["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ENV LANG=C.UTF-8"]),
+        what="docker import")
+    return tag
+
+
+def _stream(command: list[str], progress: Progress) -> None:
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith(("I: Retrieving", "I: Validating")):
+            continue          # one line per package: too much for a progress display
+        progress("  " + line.rstrip())
+    if process.wait() != 0:
+        raise JupyterExecError(f"{command[0]} failed (exit {process.returncode}); see the lines above")
+
+
+def _context(name: str, ca_bundle: Path | None) -> io.BytesIO:
+    """The build context: the Dockerfile folder plus the CA bundle (empty when none)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(DOCKERFILES / name, arcname=".")
+        data = ca_bundle.read_bytes() if ca_bundle else b""
+        info = tarfile.TarInfo("extra-ca.crt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def build(name: str, *, offline: bool = False, ca_bundle: Path | None = None, force: bool = False,
+          rootfs_cache: Path | None = None, progress: Progress = print) -> str:
+    """Build ``jupyter-exec/NAME:latest``; returns its tag. A no-op when already up to date."""
+    if name not in IMAGES:
+        raise JupyterExecError(f"no image {name!r}; choose one of: {', '.join(IMAGES)}")
+    if offline and name != "base":
+        raise JupyterExecError("--offline makes the base image only; build base with --offline, then "
+                               f"`jupyter-exec images build {name}` (its packages come from the network)")
+    tag, digest = image_tag(name), source_hash(name, offline)
+    docker = client()
+    existing = docker.images.list(name=tag)
+    if existing and not force and (existing[0].labels or {}).get(HASH_LABEL) == digest:
+        progress(f"{tag} is up to date ({HASH_LABEL}={digest})")
+        return tag
+    buildargs = {}
+    if offline:
+        buildargs["BASE_IMAGE"] = _rootfs_image(progress, rootfs_cache or Path(
+            platformdirs.user_cache_dir("jupyter-exec")) / "rootfs")
+    progress(f"building {tag} from dockerfiles/{name}" + (f" on {buildargs['BASE_IMAGE']}" if buildargs else ""))
+    stream = docker.api.build(fileobj=_context(name, ca_bundle), custom_context=True, tag=tag, rm=True,
+                              forcerm=True, buildargs=buildargs, labels={HASH_LABEL: digest}, decode=True)
+    for chunk in stream:
+        if "error" in chunk:
+            raise JupyterExecError(f"building {tag} failed: {chunk['error'].strip()}")
+        text = chunk.get("stream", "").rstrip()
+        if text:
+            progress("  " + text)
+    progress(f"built {tag}")
+    return tag
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    tag: str
+    size_mb: float
+    created: str
+    source_hash: str
+
+
+def list_images() -> list[ImageRow]:
+    """The jupyter-exec images this daemon has."""
+    rows = []
+    for image in client().images.list():
+        for tag in image.tags:
+            if tag.startswith("jupyter-exec/"):
+                rows.append(ImageRow(tag, image.attrs.get("Size", 0) / 2**20, image.attrs.get("Created", "")[:19],
+                                     (image.labels or {}).get(HASH_LABEL, "")))
+    return sorted(rows, key=lambda r: r.tag)
