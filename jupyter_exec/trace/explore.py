@@ -1,0 +1,236 @@
+"""``explore``: let a scheduler grow a trace, running K children at a time on a backend.
+
+``propose(parent)`` writes the code of a child (``parent`` is None for a new root). Each
+child runs through ``Manager.run`` like any cell — recorded, limited, sandboxed — in a
+worker thread; the main thread alone touches the trace and the scheduler, so neither
+needs locks. The trace lives in the store, so calling ``explore`` again (after a kernel
+restart, say) carries on from what is there.
+"""
+
+from __future__ import annotations
+
+import numbers
+import sys
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
+from contextlib import suppress
+from typing import Any, Callable, Iterable, Mapping, Tuple, Union
+
+from ..errors import SpecError, TaskError
+from ..manager import Manager, RunResult, _describe, _status_of
+from ..runner.protocol import OutputSink
+from ..spec import Limits, RunSpec
+from .model import Node, Trace
+from .schedulers import MCTS, Scheduler
+from .store import TraceStore
+from .timer import Timer
+
+__all__ = ["explore", "metrics_of", "record_outcome", "resolve_parent", "run_in_trace", "trace_store"]
+
+Proposal = Union[str, Tuple[str, Mapping[str, Any]], Mapping[str, Any]]
+
+_stores: dict[str, TraceStore] = {}
+_default: list[Manager] = []
+_lock = threading.Lock()
+
+
+def trace_store(manager: Manager) -> TraceStore:
+    """The trace tables in ``manager``'s store file, opened once per process."""
+    key = str(manager.store.path)
+    with _lock:
+        if key not in _stores:
+            _stores[key] = TraceStore(manager.store.path)
+        return _stores[key]
+
+
+def _default_manager() -> Manager:
+    """The manager of the loaded extension, so its runs show in ``%jx runs``; else our own."""
+    try:
+        from IPython import get_ipython
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    magics = shell.magics_manager.registry.get("ExecMagics") if shell is not None else None
+    if magics is not None:
+        return magics.manager
+    with _lock:
+        if not _default:
+            _default.append(Manager())
+        return _default[0]
+
+
+def metrics_of(result: RunResult, metric: str) -> dict[str, float]:
+    """Numbers from a run: a numeric last value is ``metric``; a dict's numbers and numeric --out values by name."""
+    found: dict[str, float] = {}
+    value = result.value
+    sources = [result.outputs]
+    if isinstance(value, Mapping):
+        sources.insert(0, value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        found[metric] = float(value)
+    for source in sources:
+        found.update({str(k): float(v) for k, v in source.items()
+                      if isinstance(v, numbers.Real) and not isinstance(v, bool)})
+    return found
+
+
+def record_outcome(store: TraceStore, trace: Trace, node: Node, result: RunResult | None,
+                   error: BaseException | None) -> Node:
+    """Finish ``node`` from its run: a run that succeeded without the metric counts as failed."""
+    if error is not None:
+        return store.finish(trace, node, _status_of(error), error=_describe(error),
+                            run_id=getattr(error, "run_id", None))
+    assert result is not None
+    metrics = metrics_of(result, trace.metric)
+    missing = None if trace.metric in metrics else (
+        f"the run's result has no number {trace.metric!r}; end the cell with e.g. {{'{trace.metric}': 0.93}}")
+    return store.finish(trace, node, "failed" if missing else "succeeded", metrics, error=missing,
+                        run_id=result.run_id)
+
+
+def resolve_parent(trace: Trace, ref: str | int | None) -> int | None:
+    """``root`` → a new root; ``best`` / ``latest`` → that SOTA node (a new root if none); or a node id."""
+    if ref is None or ref == "root":
+        return None
+    if ref in ("best", "latest"):
+        sota = trace.sota(ref)  # type: ignore[arg-type]
+        return sota.id if sota else None
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        if int(ref) not in trace.nodes:
+            raise SpecError(f"trace {trace.name!r} has no node {ref}; `%jx tree {trace.name}` lists them")
+        return int(ref)
+    raise SpecError(f"--parent: {ref!r} is not a node id, best, latest or root")
+
+
+def run_in_trace(manager: Manager, code: str, spec: RunSpec, *, trace: str, parent: str | int | None = "latest",
+                 metric: str | None = None, maximize: bool | None = None,
+                 namespace: Mapping[str, Any] | None = None, sink: OutputSink | None = None) -> tuple[Node, RunResult]:
+    """Run one cell as a node of ``trace`` (what ``%%sandbox --trace`` does); errors are re-raised."""
+    store = trace_store(manager)
+    model = store.open(trace, metric, maximize)
+    node = store.add(model, resolve_parent(model, parent), code, spec=spec.describe())
+    try:
+        result = manager.run(code, spec, namespace=namespace, sink=sink)
+    except BaseException as error:
+        record_outcome(store, model, node, None, error)
+        raise
+    record_outcome(store, model, node, result, None)
+    return node, result
+
+
+class _Silent:
+    """Children's output goes to their logs only (``%jx logs N``), not into the cell."""
+
+    def output(self, stream: str, text: str) -> None:
+        pass
+
+    def display(self, bundle: dict[str, str]) -> None:
+        pass
+
+
+def _proposal(proposed: Proposal) -> tuple[str, dict[str, Any]]:
+    if isinstance(proposed, str):
+        return proposed, {}
+    if isinstance(proposed, tuple) and len(proposed) == 2 and isinstance(proposed[0], str):
+        return proposed[0], dict(proposed[1])
+    if isinstance(proposed, Mapping) and isinstance(proposed.get("code"), str):
+        return proposed["code"], dict(proposed.get("params") or {})
+    raise SpecError(f"propose() must return code, (code, params) or {{'code': ..., 'params': ...}}; "
+                    f"got {type(proposed).__name__}")
+
+
+def _progress(trace: Trace, budget: int | None, running: int, end: str = "") -> None:
+    best = trace.sota()
+    shown = f"best {trace.metric}={best.metrics[trace.metric]:.6g} (node {best.id})" if best else "no success yet"
+    total = budget if budget is not None else "?"
+    sys.stdout.write(f"\rexplore {trace.name!r}: {trace.finished_count}/{total} done, {running} running · "
+                     f"{shown}   {end}")
+    sys.stdout.flush()
+
+
+def explore(propose: Callable[[Node | None], Proposal], *, budget: int | None = None,
+            time_budget: str | float | None = None, scheduler: Scheduler | None = None, max_parallel: int = 1,
+            backend: str = "auto", limits: Limits | Mapping[str, Any] | None = None, trace: str = "explore",
+            metric: str = "score", maximize: bool = True, manager: Manager | None = None,
+            progress: bool = True) -> Trace:
+    """Grow trace ``trace`` until it holds ``budget`` finished nodes or ``time_budget`` runs out.
+
+    ``budget`` counts the nodes already stored (those a dead kernel left unfinished
+    included), so a second call after a restart finishes the job rather than starting
+    it again. ``propose(parent)`` returns the child's code,
+    ``(code, params)`` or ``{"code": ..., "params": ...}``; the child's cell ends with a
+    number or a dict holding ``metric``. No run starts after the time budget; runs still
+    going are cancelled. The default scheduler is ``MCTS`` with one root.
+    """
+    if budget is None and time_budget is None:
+        raise SpecError("explore needs budget=N (nodes), time_budget='30m', or both")
+    if budget is not None and (not isinstance(budget, int) or budget < 1):
+        raise SpecError(f"budget must be a whole number ≥ 1, got {budget!r}")
+    if not isinstance(max_parallel, int) or max_parallel < 1:
+        raise SpecError(f"max_parallel must be a whole number ≥ 1, got {max_parallel!r}")
+    timer = Timer(time_budget)
+    manager = manager or _default_manager()
+    store = trace_store(manager)
+    model = store.open(trace, metric, maximize)
+    scheduler = scheduler or MCTS()
+    spec = RunSpec(backend=backend, limits=limits if isinstance(limits, Limits) else Limits.parse(**(limits or {})))
+    in_flight: dict[Future, Node] = {}
+
+    def launch() -> bool:
+        if timer.expired or (budget is not None and len(model) >= budget):
+            return False
+        selection = scheduler.next(model)
+        if selection is None:
+            return False
+        parent = None if selection.parent is None else model.nodes[selection.parent]
+        try:
+            code, params = _proposal(propose(parent))
+        except BaseException:
+            scheduler.release(selection)
+            raise
+        node = store.add(model, selection.parent, code, params=params, spec=spec.describe())
+        scheduler.observe(node)
+        child_spec = replace(spec, name=f"{trace}/{node.id}")
+        in_flight[pool.submit(manager.run, code, child_spec, sink=_Silent())] = node
+        return True
+
+    with ThreadPoolExecutor(max_parallel, thread_name_prefix=f"explore-{trace}") as pool:
+        try:
+            while True:
+                while len(in_flight) < max_parallel and launch():
+                    pass
+                if progress:
+                    _progress(model, budget, len(in_flight))
+                if not in_flight:
+                    break
+                done, _ = wait(in_flight, timeout=timer.remaining, return_when=FIRST_COMPLETED)
+                if not done:
+                    _cancel(manager, store, trace, in_flight.values())
+                    done, _ = wait(in_flight)
+                for future in done:
+                    _settle(store, model, scheduler, in_flight.pop(future), future)
+        except BaseException:
+            _cancel(manager, store, trace, in_flight.values())
+            for future in list(in_flight):
+                wait([future])
+                with suppress(Exception):       # recorded in the node; the first error is the one raised
+                    _settle(store, model, scheduler, in_flight.pop(future), future)
+            raise
+        finally:
+            if progress:
+                _progress(model, budget, len(in_flight), end="\n")
+    return model
+
+
+def _settle(store: TraceStore, trace: Trace, scheduler: Scheduler, node: Node, future: Future) -> None:
+    error = future.exception()
+    record_outcome(store, trace, node, None if error else future.result(), error)
+    scheduler.observe(node)
+    if error is not None and not isinstance(error, TaskError):
+        raise error             # the backend or the spec is wrong: every further run would fail too
+
+
+def _cancel(manager: Manager, store: TraceStore, trace: str, nodes: Iterable[Node]) -> None:
+    for run_id in store.active_runs([f"{trace}/{n.id}" for n in nodes]):
+        manager.cancel(run_id)

@@ -1,0 +1,149 @@
+"""Traces in the run store's SQLite file, in tables of their own.
+
+``trace_meta`` names each trace with its metric and direction; ``trace_nodes`` holds
+one row per node, written when the node starts and finished whatever happens. A trace
+is loaded back (after a kernel restart, say) by replaying its rows into a ``Trace``;
+nodes a dead kernel left running are closed as ``failed`` first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import SpecError
+from .._proc import pid_alive
+from .model import Node, Trace
+
+__all__ = ["TraceStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS trace_meta (
+    name     TEXT PRIMARY KEY,
+    metric   TEXT NOT NULL,
+    maximize INTEGER NOT NULL,
+    created  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trace_nodes (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    trace     TEXT NOT NULL REFERENCES trace_meta(name),
+    parent    INTEGER,
+    status    TEXT NOT NULL,
+    code      TEXT NOT NULL,
+    params    TEXT NOT NULL,
+    spec      TEXT NOT NULL,
+    metrics   TEXT NOT NULL DEFAULT '{}',
+    error     TEXT,
+    run_id    INTEGER,
+    owner_pid INTEGER NOT NULL,
+    created   REAL NOT NULL,
+    ended     REAL
+);
+CREATE INDEX IF NOT EXISTS trace_nodes_trace ON trace_nodes(trace, id);
+"""
+
+
+class TraceStore:
+    """Thread-safe reads and writes of traces; every change goes to the DB and the model."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+
+    def _execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    def names(self) -> list[str]:
+        """Trace names, the most recently grown first."""
+        rows = self._execute(
+            "SELECT m.name FROM trace_meta m LEFT JOIN trace_nodes n ON n.trace = m.name"
+            " GROUP BY m.name ORDER BY MAX(COALESCE(n.created, m.created)) DESC").fetchall()
+        return [r["name"] for r in rows]
+
+    def open(self, name: str, metric: str | None = None, maximize: bool | None = None) -> Trace:
+        """Load trace ``name``, creating it if new (default metric ``score``, maximised).
+
+        A stored trace keeps its metric and direction: asking for others is an error.
+        """
+        if not name:
+            raise SpecError("a trace needs a name, e.g. trace='tuning'")
+        row = self._execute("SELECT metric, maximize FROM trace_meta WHERE name=?", (name,)).fetchone()
+        if row is None:
+            metric, maximize = metric or "score", True if maximize is None else maximize
+            self._execute("INSERT INTO trace_meta (name, metric, maximize, created) VALUES (?, ?, ?, ?)",
+                          (name, metric, int(maximize), time.time()))
+            return Trace(name, metric, maximize)
+        stored = (row["metric"], bool(row["maximize"]))
+        if (metric or stored[0], stored[1] if maximize is None else maximize) != stored:
+            raise SpecError(f"trace {name!r} records {stored[0]} "
+                            f"({'maximised' if stored[1] else 'minimised'}); use another trace name for "
+                            f"{metric} ({'maximised' if maximize else 'minimised'})")
+        return self._load(name, *stored)
+
+    def _load(self, name: str, metric: str, maximize: bool) -> Trace:
+        self._close_orphans(name)
+        trace = Trace(name, metric, maximize)
+        rows = [dict(r) for r in self._execute("SELECT * FROM trace_nodes WHERE trace=? ORDER BY id", (name,))]
+        for row in rows:
+            trace.add(Node(id=row["id"], parent=row["parent"], code=row["code"], params=json.loads(row["params"]),
+                           spec=json.loads(row["spec"]), run_id=row["run_id"], created=row["created"],
+                           owner_pid=row["owner_pid"]))
+        for row in sorted((r for r in rows if r["ended"] is not None), key=lambda r: (r["ended"], r["id"])):
+            trace.finish(row["id"], row["status"], json.loads(row["metrics"]), error=row["error"],
+                         run_id=row["run_id"], ended=row["ended"])
+        return trace
+
+    def _close_orphans(self, name: str) -> None:
+        rows = self._execute("SELECT id, owner_pid FROM trace_nodes WHERE trace=? AND ended IS NULL",
+                             (name,)).fetchall()
+        for row in rows:
+            if row["owner_pid"] != os.getpid() and not pid_alive(row["owner_pid"]):
+                self._execute("UPDATE trace_nodes SET status='failed', ended=?, error=? WHERE id=?",
+                              (time.time(), "the kernel running it exited before it finished", row["id"]))
+
+    def add(self, trace: Trace, parent: int | None, code: str, *, params: dict[str, Any] | None = None,
+            spec: dict[str, Any] | None = None) -> Node:
+        """A new running node under ``parent`` (None: a new root), stored before it runs."""
+        if parent is not None and parent not in trace.nodes:
+            raise SpecError(f"trace {trace.name!r} has no node {parent}; `%jx tree {trace.name}` shows it")
+        params, spec, created = dict(params or {}), dict(spec or {}), time.time()
+        cursor = self._execute(
+            "INSERT INTO trace_nodes (trace, parent, status, code, params, spec, owner_pid, created)"
+            " VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+            (trace.name, parent, code, json.dumps(params, default=str), json.dumps(spec, default=str),
+             os.getpid(), created))
+        assert cursor.lastrowid is not None
+        return trace.add(Node(id=cursor.lastrowid, parent=parent, code=code, params=params, spec=spec,
+                              created=created, owner_pid=os.getpid()))
+
+    def finish(self, trace: Trace, node: Node, status: str, metrics: dict[str, float] | None = None, *,
+               error: str | None = None, run_id: int | None = None) -> Node:
+        """Record a node's outcome in the DB and the model."""
+        trace.finish(node.id, status, metrics, error=error, run_id=run_id)
+        self._execute("UPDATE trace_nodes SET status=?, metrics=?, error=?, run_id=?, ended=? WHERE id=?",
+                      (node.status, json.dumps(node.metrics), node.error, node.run_id, node.ended, node.id))
+        return node
+
+    def active_runs(self, names: list[str]) -> list[int]:
+        """Ids of unfinished runs (in the runs table) with these names: what to cancel."""
+        if not names:
+            return []
+        rows = self._execute(f"SELECT id FROM runs WHERE status IN ('queued', 'running') AND name IN "
+                             f"({', '.join('?' * len(names))})", tuple(names)).fetchall()
+        return [r["id"] for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
