@@ -27,6 +27,7 @@ from ..runner.protocol import ProtocolReader, build_request
 from ..spec import Limits
 from .base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
 from .cgroups import cgroup_support
+from .outcomes import classify
 from .workers import Worker, WorkerKey, WorkerPool, namespace_support
 
 __all__ = ["LocalBackend", "SeccompBackend"]
