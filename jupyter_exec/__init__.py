@@ -24,6 +24,7 @@ from .errors import (
 )
 from .manager import Manager, RunResult
 from .spec import Limits, Mount, RunSpec
+from .trace import explore
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,7 @@ __all__ = [
     "TaskError",
     "TaskTimeoutError",
     "TransferError",
+    "explore",
     "load_ipython_extension",
     "unload_ipython_extension",
 ]
