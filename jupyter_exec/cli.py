@@ -27,9 +27,19 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--force", action="store_true", help="rebuild even when the image is up to date")
     build.add_argument("--rootfs-cache", type=Path, metavar="DIR", help="where the debootstrap tarball is kept")
     image_commands.add_parser("list", help="list the jupyter-exec images this Docker daemon has")
+    envs = commands.add_parser("envs", help="list, garbage-collect or remove cached runtime environments")
+    env_commands = envs.add_subparsers(dest="envs_command", required=True)
+    env_commands.add_parser("list", help="the cached envs, most recently used first")
+    gc = env_commands.add_parser("gc", help="remove least-recently-used envs beyond the size cap, and old ones")
+    gc.add_argument("--max-size", metavar="SIZE", help="size cap, e.g. 5g (default: ExecConfig.envs_max_size)")
+    gc.add_argument("--max-age", metavar="AGE", help="remove envs unused this long, e.g. 7d")
+    remove = env_commands.add_parser("rm", help="remove one env")
+    remove.add_argument("hash", help="the env's hash (a unique prefix will do)")
     args = parser.parse_args(argv)
     if args.command == "images":
         return _images(args)
+    if args.command == "envs":
+        return _envs(args)
     if args.command == "doctor":
         text, ok = diagnose()
         print(text)
@@ -48,6 +58,34 @@ def _images(args: argparse.Namespace) -> int:
                 print(f"{row.tag:40} {row.size_mb:8.0f} MB  {row.created}  {row.source_hash}")
     except JupyterExecError as error:
         print(f"jupyter-exec images: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _envs(args: argparse.Namespace) -> int:
+    from .config import ExecConfig
+    from .envs import EnvCache
+    from .spec import parse_duration, parse_size
+
+    config = ExecConfig()
+    cache = EnvCache(config.envs_dir, config.store_path)
+    try:
+        if args.envs_command == "list":
+            for row in cache.index.all():
+                print(f"{row['hash']}  {row['status']:8} {row['size'] / 2**20:8.1f} MB  uses {row['uses']:<5} "
+                      f"builds {row['builds']:<3} {row['target']}")
+        elif args.envs_command == "gc":
+            removed = cache.gc(parse_size(args.max_size or config.envs_max_size, "--max-size"),
+                               parse_duration(args.max_age or config.envs_max_age, "--max-age"))
+            print(f"removed {len(removed)} env(s)" + "".join(f"\n  {h}" for h in removed))
+        else:
+            matches = [r["hash"] for r in cache.index.all() if r["hash"].startswith(args.hash)]
+            if len(matches) != 1:
+                raise JupyterExecError(f"{len(matches)} envs match {args.hash!r}; `jupyter-exec envs list` shows them")
+            cache.remove(matches[0])
+            print(f"removed {matches[0]}")
+    except JupyterExecError as error:
+        print(f"jupyter-exec envs: {error}", file=sys.stderr)
         return 1
     return 0
 

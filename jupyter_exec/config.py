@@ -40,8 +40,30 @@ class ExecConfig(Configurable):
     pool_size = Int(help="Pre-started sandbox processes kept ready per kind; 0 starts one per run. "
                          "Env: JX_POOL_SIZE.").tag(config=True)
     data_dir = Unicode(help="Where the run store and logs live. Env: JX_DATA_DIR.").tag(config=True)
+    ray_address = Unicode(help="Ray cluster for %%rayrun and jupyter_exec.map when no --address is given: "
+                               "auto, IP:PORT or ray://HOST:PORT; '' starts a local Ray once per kernel. "
+                               "Env: JX_RAY_ADDRESS.").tag(config=True)
     scratch_dir = Unicode(help="Where each run's private scratch directory is made (removed after the run). "
                                "Env: JX_SCRATCH_DIR.").tag(config=True)
+
+    ca_bundle = Unicode(help="CA bundle (PEM file) that env builds and pip trust, for hosts behind a "
+                             "TLS-intercepting proxy; '' uses the defaults. Env: JX_CA_BUNDLE.").tag(config=True)
+    envs_max_size = Unicode(help="Size cap of the runtime-env cache; `jupyter-exec envs gc` evicts the least "
+                                 "recently used envs beyond it, e.g. '20g'. Env: JX_ENVS_MAX_SIZE.").tag(config=True)
+    envs_max_age = Unicode(help="Envs unused this long are removed by gc, e.g. '30d'. Env: JX_ENVS_MAX_AGE."
+                           ).tag(config=True)
+
+    @default("ca_bundle")
+    def _ca_bundle(self) -> str:
+        return _env("JX_CA_BUNDLE", "")
+
+    @default("envs_max_size")
+    def _envs_max_size(self) -> str:
+        return _env("JX_ENVS_MAX_SIZE", "20g")
+
+    @default("envs_max_age")
+    def _envs_max_age(self) -> str:
+        return _env("JX_ENVS_MAX_AGE", "30d")
 
     @default("backend")
     def _backend(self) -> str:
@@ -83,6 +105,10 @@ class ExecConfig(Configurable):
     def _data_dir(self) -> str:
         return _env("JX_DATA_DIR", platformdirs.user_data_dir("jupyter-exec"))
 
+    @default("ray_address")
+    def _ray_address(self) -> str:
+        return _env("JX_RAY_ADDRESS", "")
+
     @default("scratch_dir")
     def _scratch_dir(self) -> str:
         return _env("JX_SCRATCH_DIR", os.path.join(tempfile.gettempdir(), f"jupyter-exec-{os.getuid()}"))
@@ -102,3 +128,7 @@ class ExecConfig(Configurable):
     @property
     def logs_dir(self) -> Path:
         return Path(self.data_dir) / "logs"
+
+    @property
+    def envs_dir(self) -> Path:
+        return Path(self.data_dir) / "envs"

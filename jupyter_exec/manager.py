@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,14 +21,16 @@ from typing import Any, Mapping
 from ._proc import pid_alive
 from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
 from .backends.cgroups import reap_cgroups
+from .backends.docker_pool import reap_containers
 from .backends.factory import backend_class, resolve_name
 from .backends.workers import reap_workers
 from .config import ExecConfig
-from .errors import JupyterExecError, TaskCancelledError, TaskError
+from .envs import BuiltEnv, EnvCache, EnvSpec
+from .errors import BackendUnavailableError, JupyterExecError, TaskCancelledError, TaskError
 from .output import ConsoleSink, RunOutput
 from .runner.protocol import OutputSink
 from .runner.transfer import pack_inputs
-from .spec import RunSpec
+from .spec import Limits, RunSpec
 from .store import Store
 
 __all__ = ["Manager", "RunResult"]
@@ -54,14 +57,16 @@ class Manager:
         self.scratch_root = Path(self.config.scratch_dir)
         self.scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._backends: dict[str, ExecutorBackend] = {}
+        self.envs = EnvCache(self.config.envs_dir, self.config.store_path)
+        self.default_env: EnvSpec | None = None        # %jx env: inherited by every run
         self._active: dict[int, TaskHandle] = {}
         self._lock = threading.Lock()
         self.reaped = self.reap()
         atexit.register(self.shutdown)
 
     def reap(self) -> dict[str, int]:
-        """Remove what dead kernels left behind: processes, cgroups, unfinished rows."""
-        return {"workers": reap_workers(), "cgroups": reap_cgroups(),
+        """Remove what dead kernels left behind: processes, cgroups, containers, unfinished rows."""
+        return {"workers": reap_workers(), "cgroups": reap_cgroups(), "containers": reap_containers(),
                 "runs": self.store.close_orphans(pid_alive)}
 
     def backend(self, name: str) -> ExecutorBackend:
@@ -78,19 +83,25 @@ class Manager:
     def run(self, code: str, spec: RunSpec, *, namespace: Mapping[str, Any] | None = None,
             sink: OutputSink | None = None) -> RunResult:
         """Run ``code`` as ``spec`` says; raise the ``TaskError`` that ends it otherwise."""
-        spec = _with_defaults(spec, self.config)
-        inputs = pack_inputs(spec.inputs, namespace or {})
         backend = self.backend(spec.backend)
+        spec = _with_defaults(spec, self.config, backend)
+        inputs = pack_inputs(spec.inputs, namespace or {})
         run_id = self.store.create_run(
             kernel=self.kernel_id, owner_pid=os.getpid(), name=spec.name, backend=backend.name,
             isolation=backend.isolation, spec=spec.describe(), code=code,
             code_hash=hashlib.sha256(code.encode()).hexdigest())
         scratch = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self.scratch_root))
         log_path = self.config.logs_dir / f"{run_id}.log"
-        output = RunOutput(run_id, log_path, sink or ConsoleSink(), self.config.output_limit_bytes())
+        shown = sink or ConsoleSink()
+        output = RunOutput(run_id, log_path, shown, self.config.output_limit_bytes())
         outcome: Outcome | None = None
+        leases = ExitStack()
         try:
-            handle = backend.submit(Submission(run_id, self.kernel_id, code, spec, inputs, scratch, output))
+            spec, environment = self._environment(spec, backend, shown, leases)
+            if environment is not None and environment.working_dir is not None:
+                shutil.copytree(environment.working_dir, scratch, dirs_exist_ok=True)
+            handle = backend.submit(Submission(run_id, self.kernel_id, code, spec, inputs, scratch, output,
+                                               environment))
             self._active[run_id] = handle
             self.store.mark_running(run_id, str(log_path))
             try:
@@ -110,9 +121,36 @@ class Manager:
             self._finish(run_id, "succeeded", outcome, None)
             return result
         finally:
+            leases.close()
             self._active.pop(run_id, None)
             output.close()
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _environment(self, spec: RunSpec, backend: ExecutorBackend, shown: OutputSink,
+                     leases: ExitStack) -> tuple[RunSpec, BuiltEnv | None]:
+        """The run's runtime env (kernel default inherited), built or found in the cache.
+
+        Its env_vars join the run's environment variables; the env is leased for the run.
+        """
+        wanted: EnvSpec | None = spec.runtime_env
+        if self.default_env is not None:
+            wanted = wanted.inherit(self.default_env) if wanted else self.default_env
+        if wanted is None or wanted.is_empty():
+            return spec, None
+        spec = replace(spec, runtime_env=wanted, env={**wanted.env_vars, **spec.env})
+        builder = backend.env_builder(self.config.ca_bundle or None)
+        if builder is None:
+            if backend.native_runtime_env:
+                return spec, None
+            raise BackendUnavailableError(backend.name, "runtime environments (--pip, --working-dir, ...) "
+                                          "are not supported by this backend yet", "use --backend seccomp")
+
+        def progress(line: str) -> None:
+            shown.output("stderr", f"[jupyter-exec] {line}\n")
+
+        environment = self.envs.ensure(wanted, builder, progress)
+        leases.enter_context(self.envs.lease(environment.hash))
+        return spec, environment
 
     def _finish(self, run_id: int, status: str, outcome: Outcome | None, error: BaseException | None) -> None:
         if isinstance(error, TaskError):
@@ -145,8 +183,13 @@ class Manager:
         self._backends.clear()
 
 
-def _with_defaults(spec: RunSpec, config: ExecConfig) -> RunSpec:
-    return replace(spec, limits=spec.limits.merged_over(config.default_limits()))
+def _with_defaults(spec: RunSpec, config: ExecConfig, backend: ExecutorBackend) -> RunSpec:
+    """The configured default limits under the spec's, only those the backend enforces
+    (a Ray task gets the default timeout, not the sandbox's pids or file-size limits)."""
+    defaults = config.default_limits()
+    if backend.enforced_limits is not None:
+        defaults = replace(Limits(), **{k: v for k, v in defaults.as_dict().items() if k in backend.enforced_limits})
+    return replace(spec, limits=spec.limits.merged_over(defaults))
 
 
 def _status_of(error: BaseException) -> str:

@@ -14,9 +14,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError
+
+if TYPE_CHECKING:
+    from .envs.spec import EnvSpec
 
 __all__ = ["Limits", "Mount", "RunSpec", "parse_duration", "parse_size"]
 
@@ -215,6 +218,8 @@ class RunSpec:
     mounts: tuple[Mount, ...] = ()
     trust: bool = False
     name: str | None = None
+    placement: dict[str, Any] = field(default_factory=dict)   # backend's own options (Ray: resources, node)
+    runtime_env: "EnvSpec | None" = None   # packages, files, env vars (envs/; Ray applies it natively)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able view for the store."""
@@ -227,4 +232,5 @@ class RunSpec:
             "mounts": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in self.mounts],
             "trust": self.trust,
             "name": self.name,
+            "placement": self.placement,
         }

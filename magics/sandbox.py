@@ -21,6 +21,7 @@ from ..doctor import diagnose
 from ..errors import BackendUnavailableError, JupyterExecError, SpecError
 from ..manager import Manager
 from ..output import ConsoleSink
+from ..envs import EnvSpec
 from ..spec import Limits, Mount, RunSpec, parse_env, parse_names
 
 __all__ = ["ExecMagics"]
@@ -58,6 +59,33 @@ limit_options = _stack(
              help="a host path the cell may see, read-only unless :rw (repeatable)"),
 )
 
+env_options = _stack(
+    argument("--pip", action="append", metavar="REQ[,REQ]",
+             help="packages for the run, built once into a cached env (repeatable; local wheels allowed)"),
+    argument("--requirements", metavar="FILE", help="a requirements file for the run's env"),
+    argument("--env-spec", metavar="FILE", help="a runtime env in YAML or JSON (Ray's field names)"),
+    argument("--working-dir", metavar="DIR", help="a directory copied in as the run's working directory"),
+    argument("--py-modules", action="append", metavar="PATH", help="a local package put on sys.path (repeatable)"),
+    argument("--excludes", action="append", metavar="PATTERN",
+             help="files left out of --working-dir and --py-modules (repeatable; .gitignore is honoured too)"),
+)
+
+
+def runtime_env(args: Any, base_dir: Path) -> EnvSpec | None:
+    """The EnvSpec the env options describe (``--env-spec`` first, options on top), or None."""
+    from_options = EnvSpec.from_options(
+        base_dir=base_dir, pip=args.pip, requirements=args.requirements, working_dir=args.working_dir,
+        py_modules=args.py_modules, excludes=args.excludes)
+    if args.env_spec:
+        return from_options.inherit(EnvSpec.from_file((base_dir / args.env_spec).resolve()))
+    return None if from_options.is_empty() else from_options
+
+
+@magic_arguments()
+@env_options
+def jx_env(line: str) -> None:
+    """%jx env [options]: the runtime env every run of this kernel inherits."""
+
 
 def _kernel_id() -> str | None:
     try:
@@ -90,6 +118,7 @@ class ExecMagics(Magics):
                 mounts=tuple(Mount.parse(m, base_dir) for m in args.mount or ()),
                 trust=args.trust,
                 name=args.name,
+                runtime_env=runtime_env(args, base_dir),
             )
         except SpecError as error:
             raise UsageError(str(error)) from None
@@ -97,6 +126,7 @@ class ExecMagics(Magics):
     @magic_arguments()
     @limit_options
     @transfer_options
+    @env_options
     @cell_magic
     def sandbox(self, line: str, cell: str) -> Any:
         """Run this cell in a sandbox: a fresh process or container with limits, no network."""
@@ -112,11 +142,11 @@ class ExecMagics(Magics):
 
     @line_magic
     def jx(self, line: str) -> Any:
-        """%jx runs | show N | logs N | cancel N | doctor"""
+        """%jx runs | show N | logs N | cancel N | doctor | envs | env [--pip ...|clear]"""
         command, _, rest = line.strip().partition(" ")
         handler = getattr(self, f"_jx_{command}", None)
         if handler is None:
-            raise UsageError(f"%jx {command}: unknown command; use one of: runs, show N, logs N, cancel N, doctor")
+            raise UsageError(f"%jx {command}: unknown command; use one of: runs, show N, logs N, cancel N, doctor, envs, env")
         try:
             return handler(rest.strip())
         except JupyterExecError as error:
@@ -154,6 +184,31 @@ class ExecMagics(Magics):
         run_id = self._run_id(rest, "cancel")
         cancelled = self.manager.cancel(run_id)
         print(f"run {run_id} cancelled" if cancelled else f"run {run_id} is not running in this kernel")
+
+    def _jx_envs(self, rest: str) -> Any:
+        """The runtime-env cache: what is built, how big, when last used."""
+        rows = self.manager.envs.index.all()
+        try:
+            import pandas
+        except ImportError:
+            return rows
+        frame = pandas.DataFrame(rows, columns=["hash", "status", "target", "size", "uses", "builds", "last_used",
+                                                "created", "spec", "build_log"])
+        for column in ("last_used", "created"):
+            frame[column] = pandas.to_datetime(frame[column], unit="s")
+        return frame.set_index("hash")
+
+    def _jx_env(self, rest: str) -> None:
+        """Set (options), clear (``clear``) or show (nothing) the kernel's default runtime env."""
+        if rest == "clear":
+            self.manager.default_env = None
+        elif rest:
+            try:
+                self.manager.default_env = runtime_env(parse_argstring(jx_env, rest), Path(os.getcwd()))
+            except SpecError as error:
+                raise UsageError(str(error)) from None
+        current = self.manager.default_env
+        print(json.dumps(current.describe(), indent=2) if current else "no default runtime env")
 
     def _jx_doctor(self, rest: str) -> None:
         print(diagnose()[0])

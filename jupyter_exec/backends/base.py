@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 from ..errors import TaskError
+from ..envs.cache import BuiltEnv, EnvBuilder
 from ..runner.protocol import Envelope, OutputSink
 from ..spec import RunSpec
 
@@ -43,6 +44,7 @@ class Submission:
     inputs: str | None          # packed by runner.transfer.pack_inputs
     scratch: Path               # the run's own writable directory, removed afterwards
     sink: OutputSink
+    environment: BuiltEnv | None = None    # a built runtime env (its python, sys.path additions)
 
 
 @dataclass
@@ -96,6 +98,7 @@ class ExecutorBackend(abc.ABC):
 
     name: ClassVar[str]
     isolation: ClassVar[str]      # none | subprocess | seccomp | docker | ray
+    enforced_limits: ClassVar[frozenset[str] | None] = None   # Limits fields it enforces; None: all
 
     @classmethod
     @abc.abstractmethod
@@ -139,3 +142,10 @@ class ExecutorBackend(abc.ABC):
 
     def get_available_resources(self) -> dict[str, Any]:
         return {}
+
+    #: True if the backend applies ``RunSpec.runtime_env`` itself (Ray's own runtime_env).
+    native_runtime_env: ClassVar[bool] = False
+
+    def env_builder(self, ca_bundle: str | None) -> EnvBuilder | None:
+        """What builds runtime envs for this backend; None if it cannot use them."""
+        return None

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .._proc import pid_alive
 from ..errors import NodeFailedError
 from ..runner.protocol import BOOTSTRAP_PATH
 from .docker_client import client, retry
@@ -266,20 +267,21 @@ def reap_containers() -> int:
     if "DOCKER_HOST" not in os.environ and not Path("/var/run/docker.sock").exists():
         return 0
     try:
-        containers = client(timeout=10).containers.list(all=True, filters={"label": f"{LABEL}.kernel"})
+        docker = client(timeout=10)
+        containers = docker.api.containers(all=True, filters={"label": f"{LABEL}.kernel"})
     except Exception:                  # no daemon, no SDK: nothing of ours can be running
         return 0
     this_boot, reaped = boot_id(), 0
     for container in containers:
-        labels = container.labels or {}
+        labels = container.get("Labels") or {}
         owner = labels.get(f"{LABEL}.owner-pid", "")
         same_boot = labels.get(f"{LABEL}.boot-id") == this_boot
-        if same_boot and owner.isdigit() and Path(f"/proc/{owner}").exists():
+        if same_boot and owner.isdigit() and pid_alive(int(owner)):
             continue
-        if not same_boot and container.status == "running":
+        if not same_boot and container.get("State") == "running":
             continue                   # another machine's kernel sharing this daemon
         try:
-            container.remove(force=True)
+            docker.api.remove_container(container["Id"], force=True)
             reaped += 1
         except Exception:              # already gone, or removal in progress elsewhere
             pass

@@ -28,6 +28,7 @@ from ..spec import Limits
 from .base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
 from .cgroups import cgroup_support
 from .outcomes import classify
+from ..envs.venv import VenvBuilder
 from .workers import Worker, WorkerKey, WorkerPool, namespace_support
 
 __all__ = ["LocalBackend", "SeccompBackend"]
@@ -66,11 +67,14 @@ class LocalBackend(ExecutorBackend):
             notes.append(f"no per-run cgroup ({why}): --pids uses RLIMIT_NPROC, --mem RLIMIT_AS, --cpus refused")
         return Availability(True, notes=tuple(notes))
 
-    def _worker_key(self, limits: Limits) -> WorkerKey:
-        return WorkerKey(sys.executable, namespaces=False, network=True)
+    def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
+        return WorkerKey(python, namespaces=False, network=True)
+
+    def env_builder(self, ca_bundle: str | None) -> VenvBuilder:
+        return VenvBuilder(sys.executable, ca_bundle)
 
     def initialize(self) -> None:
-        self.pool.warm(self._worker_key(Limits()))
+        self.pool.warm(self._worker_key(Limits(), sys.executable))
 
     def confine_plan(self, submission: Submission) -> dict[str, Any]:
         return {"rlimits": self._rlimits(submission.spec.limits)}
@@ -100,8 +104,11 @@ class LocalBackend(ExecutorBackend):
         request = build_request(
             submission.code, inputs=submission.inputs, outputs=submission.spec.outputs,
             trust=submission.spec.trust, cwd=str(submission.scratch), confine=plan,
-            env={"HOME": str(submission.scratch), "TMPDIR": str(submission.scratch), **submission.spec.env})
-        worker = self.pool.take(self._worker_key(limits))
+            env={"HOME": str(submission.scratch), "TMPDIR": str(submission.scratch), **submission.spec.env},
+            sys_path=submission.environment.sys_path if submission.environment else ())
+        environment = submission.environment
+        worker = self.pool.take(self._worker_key(limits, environment.python if environment and environment.python
+                                                 else sys.executable))
         run = _ProcessRun(submission, self, worker)
         try:
             run.start(request)
@@ -154,8 +161,8 @@ class SeccompBackend(LocalBackend):
             notes.append(f"no new namespaces ({why}); seccomp and Landlock still apply")
         return Availability(True, notes=tuple(notes))
 
-    def _worker_key(self, limits: Limits) -> WorkerKey:
-        return WorkerKey(sys.executable, namespaces=namespace_support() is None, network=limits.network)
+    def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
+        return WorkerKey(python, namespaces=namespace_support() is None, network=limits.network)
 
     def confine_plan(self, submission: Submission) -> dict[str, Any]:
         spec = submission.spec
@@ -165,6 +172,8 @@ class SeccompBackend(LocalBackend):
                     self.name, f"--mount {mount.source}:{mount.target}: this backend shows a mount at its host path",
                     f"write --mount {mount.source} (or use --backend docker to place it elsewhere)")
         readable = [*_SYSTEM_READABLE, *python_readable_paths(), *(str(m.source) for m in spec.mounts if m.read_only)]
+        if submission.environment is not None:
+            readable.append(str(submission.environment.path))
         writable = [str(submission.scratch), *_DEVICES, *(str(m.source) for m in spec.mounts if not m.read_only)]
         return {**super().confine_plan(submission), "landlock": True, "seccomp": True,
                 "network": spec.limits.network, "readable": readable, "writable": writable}

@@ -125,15 +125,17 @@ def mime_bundle(obj):
     return bundle
 
 
-def display(*objs, **_ignored):
-    """Send each object's display bundle to the notebook, like IPython's ``display``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    for obj in objs:
-        send({"t": "display", "data": mime_bundle(obj)})
+def displayer(emit):
+    """The cell's ``display``, like IPython's: each object's bundle goes to ``emit``."""
+    def display(*objs, **_ignored):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for obj in objs:
+            emit({"t": "display", "data": mime_bundle(obj)})
+    return display
 
 
-def _show_open_figures():
+def _show_open_figures(emit):
     """Display matplotlib figures the cell left open, as the inline backend would."""
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is None:
@@ -141,7 +143,7 @@ def _show_open_figures():
     for number in pyplot.get_fignums():
         buffer = io.BytesIO()
         pyplot.figure(number).savefig(buffer, format="png", bbox_inches="tight")
-        send({"t": "display", "data": {"text/plain": f"<Figure {number}>",
+        emit({"t": "display", "data": {"text/plain": f"<Figure {number}>",
                                         "image/png": base64.b64encode(buffer.getvalue()).decode()}})
     pyplot.close("all")
 
@@ -247,15 +249,32 @@ def main():
     os.environ.update(request.get("env", {}))
     if request.get("cwd"):
         os.chdir(request["cwd"])
+    sys.path[:0] = request.get("sys_path") or []          # the env's py_modules
     sys.stdin = open(os.devnull)
-    linecache.cache[CELL] = (len(request["code"]), None, request["code"].splitlines(True), CELL)
-    namespace = {"__name__": "__main__", "__builtins__": builtins, "display": display}
+    envelope = run_request(request, send)
+    if os.getpid() != main_pid:
+        os._exit(0)                       # a child the cell forked: only the cell's own process reports
+    envelope["usage"] = usage()
+    send(envelope)
+    os._exit(0)       # the cell is over: skip interpreter teardown, the host tears the rest down
+
+
+def run_request(request, emit):
+    """Run the request's cell in this process and return its envelope (``result`` message).
+
+    The process set-up (channel, confinement, env, cwd) is the caller's, so a host that
+    already is the target process (a Ray worker) runs cells with the same code.
+    ``emit`` takes the display messages.
+    """
+    code = request["code"]
+    linecache.cache[CELL] = (len(code), None, code.splitlines(True), CELL)
+    namespace = {"__name__": "__main__", "__builtins__": builtins, "display": displayer(emit)}
     trust = bool(request.get("trust"))
     envelope = {"t": "result", "value": None, "outputs": {}, "error": None}
     try:
         namespace.update(load_inputs(request))
-        value = run_cell(request["code"], namespace)
-        _show_open_figures()
+        value = run_cell(code, namespace)
+        _show_open_figures(emit)
         if value is not None:
             try:
                 envelope["value"] = {"data": encode(value, trust)}
@@ -274,11 +293,7 @@ def main():
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-    if os.getpid() != main_pid:
-        os._exit(0)                       # a child the cell forked: only the cell's own process reports
-    envelope["usage"] = usage()
-    send(envelope)
-    os._exit(0)       # the cell is over: skip interpreter teardown, the host tears the rest down
+    return envelope
 
 
 if __name__ == "__main__":

@@ -32,9 +32,10 @@ class OutputSink(Protocol):
 
 
 def build_request(code: str, *, inputs: str | None, outputs: tuple[str, ...], trust: bool,
-                  env: dict[str, str], cwd: str | None, confine: dict | None = None) -> bytes:
+                  env: dict[str, str], cwd: str | None, confine: dict | None = None,
+                  sys_path: tuple[str, ...] = ()) -> bytes:
     return json.dumps({"code": code, "inputs": inputs, "outputs": list(outputs), "trust": trust,
-                       "env": env, "cwd": cwd, "confine": confine}).encode()
+                       "env": env, "cwd": cwd, "confine": confine, "sys_path": list(sys_path)}).encode()
 
 
 @dataclass
