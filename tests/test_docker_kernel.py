@@ -1,0 +1,249 @@
+"""``%%sandbox --backend docker`` through a real kernel, against the real Docker daemon.
+
+Results, output, errors, lock-down, limits, mounts, resources and clean-up. In CI
+(JX_REQUIRE_ALL=1) a missing daemon or image fails these tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import Kernel, require
+from jupyter_exec.backends.docker import DockerBackend
+
+pytestmark = pytest.mark.kernel
+DOCKER = "%%sandbox --backend docker"
+
+
+@pytest.fixture(scope="module")
+def docker_client():
+    availability = DockerBackend.availability()
+    require(availability.ok, f"Docker backend: {availability.reason} — {availability.fix}")
+    import docker
+    return docker.from_env(version="auto")
+
+
+@pytest.fixture
+def kernel(kernel, docker_client):
+    """The session kernel, once Docker is known to be there."""
+    return kernel
+
+
+def _containers(docker_client, **labels: str) -> list[dict]:
+    """Containers with these ``jupyter-exec.*`` labels, as the daemon lists them (Labels, State)."""
+    filters = [f"jupyter-exec.{k.replace('_', '-')}={v}" for k, v in labels.items()] or ["jupyter-exec.run"]
+    return docker_client.api.containers(all=True, filters={"label": filters})
+
+
+def _assert_no_run_containers(docker_client, timeout: float = 10) -> None:
+    """Only idle pool containers (run label ``pool``) may remain once runs are over."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [c["Names"] for c in _containers(docker_client) if c["Labels"].get("jupyter-exec.run") != "pool"]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not left, f"containers of finished runs remain: {left}"
+
+
+def test_last_value_out_and_display(kernel):
+    cell = kernel.run(f"{DOCKER} --out total,frame\n"
+                      "import pandas as pd, numpy as np\n"
+                      "total = sum(range(10))\n"
+                      "frame = pd.DataFrame({'a': np.arange(3), 'b': ['x', 'y', 'z']})\n"
+                      "class Table:\n"
+                      "    def _repr_html_(self): return '<b>bold</b><script>alert(1)</script>'\n"
+                      "display(Table())\n"
+                      "print('printed')\n"
+                      "{'k': (1, 2.5), 'arr': np.ones((2, 2))}", check=True)
+    assert cell.stdout == "printed\n"
+    assert "'k': (1, 2.5)" in cell.result_text and "array([[1., 1.]" in cell.result_text
+    assert kernel.eval("total") == 45
+    assert kernel.eval("frame.to_dict('list')") == {"a": [0, 1, 2], "b": ["x", "y", "z"]}
+    html = cell.displays[0]["text/html"]
+    assert "<b>bold</b>" in html and "script" not in html
+    run = kernel.last_run()
+    assert (run["status"], run["backend"], run["isolation"]) == ("succeeded", "docker", "docker")
+
+
+def test_exception_reraised_with_remote_traceback(kernel):
+    cell = kernel.run(f"{DOCKER}\ndef inner():\n    return 1 / 0\ninner()")
+    assert cell.error["ename"] == "ZeroDivisionError"
+    traceback = "\n".join(cell.error["traceback"])
+    assert "inner()" in traceback and "return 1 / 0" in traceback and "bootstrap" not in traceback
+    assert kernel.last_run()["status"] == "failed"
+
+
+def test_stdout_and_stderr_stream_separately_and_decode_split_characters(kernel):
+    code = ("import sys, time\n"
+            "for i in range(6):\n"
+            "    print('tick', i, flush=True)\n"
+            "    time.sleep(0.25)\n"
+            "data = 'héllo wörld ✓ 🐍\\n'.encode()\n"
+            "for i in range(len(data)):\n"
+            "    sys.stdout.buffer.write(data[i:i + 1]); sys.stdout.buffer.flush(); time.sleep(0.002)\n"
+            "print('to stderr', file=sys.stderr)")
+    cell = kernel.run(f"{DOCKER}\n{code}", check=True)
+    assert cell.stdout == "".join(f"tick {i}\n" for i in range(6)) + "héllo wörld ✓ 🐍\n"
+    assert cell.stderr == "to stderr\n"
+    assert cell.finished_at - cell.stream_times[0] > 1.0      # the first line came long before the end
+
+
+def test_container_is_locked_down(kernel):
+    cell = kernel.run(f"{DOCKER}\nimport os, subprocess\n"
+                      "status = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
+                      "{'uid': int(subprocess.check_output(['id', '-u'])), 'socket': os.path.exists('/var/run/docker.sock'),\n"
+                      " 'caps': status['CapEff'].strip(), 'nnp': status['NoNewPrivs'].strip(),\n"
+                      " 'net': sorted(os.listdir('/sys/class/net')), 'cwd': os.getcwd()}", check=True)
+    facts = eval(cell.result_text)   # a dict literal printed by the kernel
+    assert facts["uid"] != 0
+    assert facts["socket"] is False
+    assert int(facts["caps"], 16) == 0 and facts["nnp"] == "1"
+    assert facts["net"] == ["lo"] and facts["cwd"] == "/tmp"
+
+
+@pytest.fixture(scope="module")
+def listening_port():
+    server = socket.socket()
+    server.bind(("0.0.0.0", 0))
+    server.listen()
+    threading.Thread(target=lambda: [server.accept()[0].close() for _ in iter(int, 1)], daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+
+
+def test_host_port_and_dns_are_unreachable(kernel, listening_port, docker_client):
+    config = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    gateway = config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+    with socket.create_connection(("127.0.0.1", listening_port), timeout=2):
+        pass                          # the port does answer from the host
+    for host in ("127.0.0.1", gateway):
+        cell = kernel.run(f"{DOCKER}\nimport socket\nsocket.create_connection(({host!r}, {listening_port}), timeout=2)")
+        assert cell.error and cell.error["ename"] in ("OSError", "ConnectionRefusedError"), (host, cell.error)
+        assert kernel.last_run()["status"] == "failed"
+    cell = kernel.run(f"{DOCKER}\nimport socket\nsocket.getaddrinfo('pypi.org', 443)")
+    assert cell.error and "gaierror" in cell.error["evalue"] + cell.error["ename"], cell.error
+    assert kernel.last_run()["status"] == "failed"
+
+
+@pytest.mark.parametrize(("name", "options", "code", "status", "ename", "within"), [
+    ("write /", "", "open('/probe', 'w')", "failed", "OSError", None),
+    ("fork bomb", "--pids 64 --timeout 30", "import os\nwhile True:\n    os.fork()", "failed", "BlockingIOError", None),
+    ("memory", "--mem 256m", "block = bytearray(2 * 1024**3)\nblock[::4096] = b'x' * len(block[::4096])",
+     "oom", "ResourceLimitError", None),
+    ("sleep", "--timeout 2", "import time\ntime.sleep(60)", "timeout", "TaskTimeoutError", 4.0),
+    ("ignores SIGTERM", "--timeout 1",
+     "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)", "timeout",
+     "TaskTimeoutError", 4.0),
+    ("cpu time", "--cpu-time 1 --timeout 30", "while True:\n    pass", "timeout", "TaskTimeoutError", None),
+    ("big file", "--fsize 1m", "open('big', 'wb').write(b'x' * 10_000_000)", "failed", "OSError", None),
+])
+def test_hostile_cell_is_contained(kernel, docker_client, name, options, code, status, ename, within):
+    started = time.monotonic()
+    cell = kernel.run(f"{DOCKER} {options}\n{code}")
+    elapsed = time.monotonic() - started
+    assert cell.error is not None, f"{name}: the cell succeeded"
+    assert cell.error["ename"] == ename, f"{name}: {cell.error['ename']}: {cell.error['evalue']}"
+    assert kernel.last_run()["status"] == status
+    if within is not None:
+        assert elapsed < within, f"{name}: took {elapsed:.1f} s"
+    assert kernel.run("print('alive')", check=True).stdout == "alive\n"
+    _assert_no_run_containers(docker_client)
+
+
+def test_filling_tmp_stops_at_the_tmpfs_size(kernel):
+    cell = kernel.run(f"{DOCKER}\nwritten, error = 0, None\n"
+                      "try:\n"
+                      "    with open('/tmp/fill', 'wb') as f:\n"
+                      "        while True:\n"
+                      "            f.write(b'x' * 2**20); f.flush(); written += 2**20\n"
+                      "except OSError as e:\n"
+                      "    error = e.strerror\n"
+                      "(written, error)", check=True)
+    written, error = eval(cell.result_text)
+    assert error == "No space left on device"
+    assert 200 * 2**20 <= written <= 256 * 2**20        # DockerConfig.tmp_size, 256m by default
+
+
+def test_gpu_request_fails_at_once_with_the_reason(kernel):
+    started = time.monotonic()
+    cell = kernel.run(f"{DOCKER} --gpus 1\nprint('ran on a CPU')")
+    assert time.monotonic() - started < 2.0
+    assert cell.stderr.startswith("UsageError: ") and "no NVIDIA runtime" in cell.stderr, cell
+    assert "ran on a CPU" not in cell.stdout
+    assert kernel.run(f"{DOCKER} --gpus two\npass").stderr.startswith("UsageError: --gpus: cannot read")
+
+
+def test_mounts_are_read_only_unless_rw(kernel, notebook_dir):
+    (notebook_dir / "data.txt").write_text("notebook data")
+    os.chmod(notebook_dir / "data.txt", 0o666)          # writable for the cell's unprivileged uid, but for the mount
+    cell = kernel.run(f"{DOCKER} --mount data.txt:/data/data.txt\nopen('/data/data.txt').read()", check=True)
+    assert cell.result_text == "'notebook data'"
+    cell = kernel.run(f"{DOCKER} --mount data.txt:/data/data.txt\nopen('/data/data.txt', 'a').write('x')")
+    assert cell.error["ename"] == "OSError" and "Read-only" in cell.error["evalue"]
+    kernel.run(f"{DOCKER} --mount data.txt:/data/data.txt:rw\nopen('/data/data.txt', 'a').write('!')", check=True)
+    assert (notebook_dir / "data.txt").read_text() == "notebook data!"
+
+
+def test_resources_are_sampled_and_stored(kernel):
+    kernel.run(f"{DOCKER}\nimport time\nblock = bytearray(150 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])\n"
+               "end = time.time() + 2.5\nwhile time.time() < end:\n    pass", check=True)
+    run = kernel.last_run()
+    assert run["peak_memory"] >= 150 * 2**20
+    assert run["cpu_seconds"] >= 1.0
+    shown = kernel.run(f"%jx show {run['id']}", check=True).stdout
+    assert '"samples": ' in shown and '"samples": 0' not in shown
+
+
+def test_interrupt_cancels_and_removes_the_container(kernel, docker_client):
+    msg_id = kernel.client.execute(f"{DOCKER}\nimport time\nprint('started', flush=True)\ntime.sleep(60)")
+    deadline = time.monotonic() + 20
+    while kernel.store().runs(1)[0]["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    kernel.km.interrupt_kernel()
+    reply = kernel.client.get_shell_msg(timeout=20)
+    while reply["parent_header"]["msg_id"] != msg_id:
+        reply = kernel.client.get_shell_msg(timeout=20)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    assert kernel.last_run()["status"] == "cancelled"
+    _assert_no_run_containers(docker_client)
+
+
+def test_containers_of_a_killed_kernel_are_reaped(docker_client, tmp_path):
+    doomed = Kernel(tmp_path / "data", tmp_path)
+    try:
+        doomed.client.execute(f"{DOCKER} --timeout 5m\nimport time\nprint('started', flush=True)\ntime.sleep(300)")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            running = [c for c in _containers(docker_client, owner_pid=str(doomed.pid))
+                       if c["Labels"]["jupyter-exec.run"] != "pool" and c["State"] == "running"]
+            if running:
+                break
+            time.sleep(0.1)
+        assert running, "the long cell never started a container"
+        os.kill(doomed.pid, signal.SIGKILL)
+        assert _containers(docker_client, owner_pid=str(doomed.pid)), "the orphan should outlive its kernel"
+    finally:
+        doomed.client.stop_channels()
+        doomed.km.cleanup_resources()
+    fresh = Kernel(tmp_path / "data", tmp_path)       # its manager reaps at start-up
+    fresh_pid = fresh.pid
+    try:
+        assert _containers(docker_client, owner_pid=str(doomed.pid)) == []
+        row = fresh.store().runs(limit=1)[0]
+        assert row["status"] != "running"
+    finally:
+        fresh.shutdown()
+    assert _containers(docker_client, owner_pid=str(fresh_pid)) == []    # its pool went with it
+
+
+def test_no_run_containers_remain(docker_client):
+    _assert_no_run_containers(docker_client)
