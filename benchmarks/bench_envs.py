@@ -21,19 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import median_ms
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import make_wheel  # noqa: E402  (the tests' hand-made wheels)
 
-
-def median_ms(fn, runs: int, between=None) -> float:
-    times = []
-    for _ in range(runs):
-        if between:
-            between()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:

@@ -12,22 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from timing import median_ms
 
-def median_ms(fn, runs: int, between=None) -> float:
-    times = []
-    for _ in range(runs):
-        if between:
-            between()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:

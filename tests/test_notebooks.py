@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import builtins
 from pathlib import Path
 
 import nbformat
@@ -25,7 +25,8 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     assert len(errors) == len(expected), [f"{e.ename}: {e.evalue}" for e in errors]
     if path.name == "quickstart.ipynb":
         names = [e.ename for e in errors]
-        refusals = {"PermissionError", "OSError", "FileNotFoundError"}   # seccomp vs. container wording
-        assert names[0] == "TaskTimeoutError" and set(names[1:]) <= refusals, names
+        assert names[0] == "TaskTimeoutError", names
+        # refused as the backend words it: PermissionError under seccomp, ConnectionRefused... in a container
+        assert all(issubclass(getattr(builtins, name), OSError) for name in names[1:]), names
         text = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
         assert "hello from Python" in text and "step 4" in text and "computed {'mean': 5.5" in text

@@ -39,7 +39,7 @@ def test_exception_reraised_with_remote_traceback(kernel):
     traceback = "\n".join(cell.error["traceback"])
     assert "inner()" in traceback and "return 1 / 0" in traceback and "bootstrap" not in traceback
     assert kernel.last_run()["status"] == "failed"
-    catch = kernel.run(f"try:\n    get_ipython().run_cell_magic('sandbox', '--backend seccomp', 'int(\"x\")')\n"
+    catch = kernel.run("try:\n    get_ipython().run_cell_magic('sandbox', '--backend seccomp', 'int(\"x\")')\n"
                        "except ValueError as e:\n    print('caught', type(e).__name__)", check=True)
     assert catch.stdout == "caught ValueError\n"
 

@@ -13,12 +13,10 @@ import codecs
 import functools
 import os
 import selectors
-import signal
 import sys
 import sysconfig
 import threading
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import BackendUnavailableError, NodeFailedError
