@@ -98,8 +98,6 @@ class Manager:
         leases = ExitStack()
         try:
             spec, environment = self._environment(spec, backend, shown, leases)
-            if environment is not None and environment.working_dir is not None:
-                shutil.copytree(environment.working_dir, scratch, dirs_exist_ok=True)
             handle = backend.submit(Submission(run_id, self.kernel_id, code, spec, inputs, scratch, output,
                                                environment))
             self._active[run_id] = handle
@@ -124,7 +122,10 @@ class Manager:
             leases.close()
             self._active.pop(run_id, None)
             output.close()
-            shutil.rmtree(scratch, ignore_errors=True)
+            try:
+                scratch.rmdir()         # the usual case (the cell left nothing), and far cheaper than rmtree
+            except OSError:
+                shutil.rmtree(scratch, ignore_errors=True)
 
     def _environment(self, spec: RunSpec, backend: ExecutorBackend, shown: OutputSink,
                      leases: ExitStack) -> tuple[RunSpec, BuiltEnv | None]:

@@ -99,12 +99,13 @@ class LocalBackend(ExecutorBackend):
     def submit(self, submission: Submission) -> TaskHandle:
         limits = submission.spec.limits
         plan = self.confine_plan(submission)
+        environment = submission.environment
         request = build_request(
             submission.code, inputs=submission.inputs, outputs=submission.spec.outputs,
             trust=submission.spec.trust, cwd=str(submission.scratch), confine=plan,
             env={"HOME": str(submission.scratch), "TMPDIR": str(submission.scratch), **submission.spec.env},
-            sys_path=submission.environment.sys_path if submission.environment else ())
-        environment = submission.environment
+            sys_path=environment.sys_path if environment else (),
+            working_dir=str(environment.working_dir) if environment and environment.working_dir else None)
         worker = self.pool.take(self._worker_key(limits, environment.python if environment and environment.python
                                                  else sys.executable))
         run = _ProcessRun(submission, self, worker)

@@ -249,6 +249,9 @@ def main():
     os.environ.update(request.get("env", {}))
     if request.get("cwd"):
         os.chdir(request["cwd"])
+    if request.get("working_dir"):                         # the env's files, a fresh copy per run
+        import shutil
+        shutil.copytree(request["working_dir"], ".", dirs_exist_ok=True)
     sys.path[:0] = request.get("sys_path") or []          # the env's py_modules
     sys.stdin = open(os.devnull)
     envelope = run_request(request, send)

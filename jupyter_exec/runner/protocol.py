@@ -33,9 +33,12 @@ class OutputSink(Protocol):
 
 def build_request(code: str, *, inputs: str | None, outputs: tuple[str, ...], trust: bool,
                   env: dict[str, str], cwd: str | None, confine: dict | None = None,
-                  sys_path: tuple[str, ...] = ()) -> bytes:
+                  sys_path: tuple[str, ...] = (), working_dir: str | None = None) -> bytes:
+    """The request document. ``sys_path`` goes first on the cell's ``sys.path``;
+    ``working_dir`` (a directory in the target) is copied into ``cwd`` before the cell runs."""
     return json.dumps({"code": code, "inputs": inputs, "outputs": list(outputs), "trust": trust,
-                       "env": env, "cwd": cwd, "confine": confine, "sys_path": list(sys_path)}).encode()
+                       "env": env, "cwd": cwd, "confine": confine, "sys_path": list(sys_path),
+                       "working_dir": working_dir}).encode()
 
 
 @dataclass

@@ -1,0 +1,94 @@
+"""Derived Docker images for runtime envs: ``jupyter-exec/env:<hash>`` built FROM the cell's image.
+
+Packages are installed on the host with ``uv pip install --target`` for the image's Python
+version and platform, then copied in with a two-line Dockerfile. So the image needs no
+pip and no network during the build, a host behind a TLS-intercepting proxy only needs
+its CA bundle set once (``ExecConfig.ca_bundle``), and rebuilding is as fast as uv.
+Inside the container the env lives in ``/opt/jupyter-exec-env`` (``site`` on ``sys.path``,
+``py_modules``, ``working_dir`` copied into the cell's working directory).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import platform
+import tarfile
+from pathlib import Path
+
+from .cache import BuiltEnv, EnvBuildError, Progress
+from .spec import EnvSpec
+from .venv import VenvBuilder
+
+__all__ = ["ImageEnvBuilder", "ENV_ROOT"]
+
+ENV_ROOT = "/opt/jupyter-exec-env"
+
+
+@functools.cache
+def _image_python(image_id: str) -> str:
+    """``major.minor`` of the image's python3 (asked once per image)."""
+    from ..backends.docker_client import client
+    output = client().containers.run(image_id, ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                     remove=True, network_mode="none", labels={"jupyter-exec.probe": "1"})
+    return output.decode().strip()
+
+
+class ImageEnvBuilder:
+    """Builds ``EnvSpec`` into a derived image of ``base_image``."""
+
+    def __init__(self, base_image: str, ca_bundle: str | None = None) -> None:
+        self.base_image = base_image
+        self.ca_bundle = ca_bundle
+        self.target = f"docker:{base_image}"
+
+    def describe(self, spec: EnvSpec, hash_: str, path: Path) -> BuiltEnv:
+        return BuiltEnv(
+            hash=hash_, path=path, python=None,
+            sys_path=(f"{ENV_ROOT}/site", f"{ENV_ROOT}/py_modules"),
+            working_dir=Path(f"{ENV_ROOT}/working_dir") if spec.working_dir else None,
+            image=f"jupyter-exec/env:{hash_}")
+
+    def build(self, spec: EnvSpec, path: Path, log: Path, progress: Progress) -> BuiltEnv:
+        from ..backends.docker_client import client
+        docker = client()
+        base = docker.images.get(spec.image or self.base_image)
+        path.mkdir(parents=True)
+        staging = path / "context" / "env"
+        (staging / "site").mkdir(parents=True)
+        VenvBuilder.copy_files(spec, staging)
+        log.write_text("")
+        if spec.needs_packages:
+            VenvBuilder(ca_bundle=self.ca_bundle).install_target(
+                spec, staging / "site", _image_python(base.id), f"{platform.machine()}-manylinux_2_28", log, progress)
+        built = self.describe(spec, path.name, path)
+        dockerfile = f"FROM {base.id}\nCOPY env {ENV_ROOT}\n"
+        context = io.BytesIO()
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            data = dockerfile.encode()
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            tar.add(staging, arcname="env")
+        context.seek(0)
+        progress(f"building image {built.image}")
+        try:
+            docker.images.build(fileobj=context, custom_context=True, tag=built.image, rm=True,
+                                labels={"jupyter-exec.env": path.name})
+        except Exception as error:                 # docker.errors.BuildError / APIError
+            with open(log, "a") as log_file:
+                log_file.write(f"docker build failed: {error}\n")
+            raise EnvBuildError(f"building {built.image} failed: {error}", log, str(error)) from error
+        return built
+
+    @staticmethod
+    def delete(path: Path) -> None:
+        """Remove the derived image along with the env's directory."""
+        import shutil
+
+        from ..backends.docker_client import client
+        try:
+            client().images.remove(f"jupyter-exec/env:{path.name}", force=True)
+        except Exception:                          # already gone, or the daemon is away: the dir still goes
+            pass
+        shutil.rmtree(path, ignore_errors=True)
