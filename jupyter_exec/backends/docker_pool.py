@@ -169,6 +169,7 @@ class ContainerPool:
         self._lock = threading.Lock()
         self._closed = False
         self._filling: set[PoolKey] = set()
+        self._refills: list[threading.Thread] = []
         self._trash: queue.Queue[Slot | None] = queue.Queue()
         self._janitor = threading.Thread(target=self._remove_loop, daemon=True, name="jx-docker-janitor")
         self._janitor.start()
@@ -204,13 +205,15 @@ class ContainerPool:
             if self._closed or key in self._filling:
                 return
             self._filling.add(key)
+            refill = threading.Thread(target=self._refill, args=(key,), daemon=True, name="jx-docker-refill")
+            self._refills = [t for t in self._refills if t.is_alive()] + [refill]
             self._idle.setdefault(key, deque())
             self._idle.move_to_end(key)
             while len(self._idle) > self.max_keys:
                 _, evicted = self._idle.popitem(last=False)
                 for slot in evicted:
                     self._trash.put(slot)
-        threading.Thread(target=self._refill, args=(key,), daemon=True, name="jx-docker-refill").start()
+        refill.start()
 
     def _refill(self, key: PoolKey) -> None:
         try:
@@ -225,10 +228,12 @@ class ContainerPool:
                     self.discard(slot)
                     raise
                 with self._lock:
-                    if self._closed or key not in self._idle:
-                        self._trash.put(slot)
-                        return
-                    self._idle[key].append(slot)
+                    keep = not self._closed and key in self._idle
+                    if keep:
+                        self._idle[key].append(slot)
+                if not keep:
+                    slot.discard()         # made while the pool closed: the janitor may be gone
+                    return
         except Exception:            # a failed refill only costs the next run its warm start
             return
         finally:
@@ -251,9 +256,12 @@ class ContainerPool:
             return sum(len(q) for q in self._idle.values())
 
     def close(self, timeout: float = 60.0) -> None:
-        """Remove every idle slot and wait for pending removals."""
+        """Remove every idle slot and wait for pending removals (and for refills under way)."""
         with self._lock:
             self._closed = True
+        for refill in self._refills:
+            refill.join(timeout)
+        with self._lock:
             for slots in self._idle.values():
                 for slot in slots:
                     self._trash.put(slot)
