@@ -99,10 +99,12 @@ def parse_cpus(value: str | int | float) -> float:
 
 
 def parse_gpus(value: str | int) -> str:
-    """``all``, a count like ``1`` or device ids like ``0,1`` (normalised, validated)."""
+    """``all``, a count like ``1``, or device ids like ``0,1`` / ``device=0`` (normalised, validated)."""
     text = str(value).strip().lower().replace(" ", "")
     if text == "all" or (text.isdigit() and int(text) > 0):
         return text
+    if text.isdigit():
+        raise SpecError(f"--gpus: a count must be at least 1, got {value!r}; for device 0 write device=0")
     if text.startswith("device="):
         text = text.removeprefix("device=")
     if text and all(part.isdigit() or (len(part) > 4 and part.startswith("gpu-")) for part in text.split(",")):
