@@ -2,7 +2,10 @@
 
 ``Manager.run(code, spec)`` records the run, picks the backend, hands the backend a
 ``Submission``, waits (an interrupt cancels the run), binds nothing itself and returns
-a ``RunResult``. The row in the store is finished whatever happens.
+a ``RunResult``. The row in the store is finished whatever happens. An ``on_event``
+callback, if given, hears the run's life as plain dicts: ``created`` (id, backend,
+limits, log path), ``running``, ``sample`` (resources, about 1/s) and ``finished``
+(status, duration, error, peak memory); output chunks go to the sink as always.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import threading
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ._proc import pid_alive
 from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
@@ -26,6 +29,7 @@ from .backends.factory import backend_class, resolve_name
 from .backends.workers import reap_workers
 from .config import ExecConfig
 from .envs import BuiltEnv, EnvCache, EnvSpec
+from .monitor import Monitor
 from .errors import BackendUnavailableError, JupyterExecError, TaskCancelledError, TaskError
 from .output import ConsoleSink, RunOutput
 from .runner.protocol import OutputSink
@@ -33,7 +37,10 @@ from .runner.transfer import pack_inputs
 from .spec import Limits, RunSpec
 from .store import Store
 
-__all__ = ["Manager", "RunResult"]
+__all__ = ["EventCallback", "Manager", "RunResult"]
+
+#: ``on_event(kind, data)``: called from the waiting thread and the monitor thread.
+EventCallback = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
@@ -81,8 +88,9 @@ class Manager:
         return backend
 
     def run(self, code: str, spec: RunSpec, *, namespace: Mapping[str, Any] | None = None,
-            sink: OutputSink | None = None) -> RunResult:
+            sink: OutputSink | None = None, on_event: EventCallback | None = None) -> RunResult:
         """Run ``code`` as ``spec`` says; raise the ``TaskError`` that ends it otherwise."""
+        emit = on_event or _ignore
         backend = self.backend(spec.backend)
         spec = _with_defaults(spec, self.config, backend)
         inputs = pack_inputs(spec.inputs, namespace or {})
@@ -92,9 +100,12 @@ class Manager:
             code_hash=hashlib.sha256(code.encode()).hexdigest())
         scratch = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self.scratch_root))
         log_path = self.config.logs_dir / f"{run_id}.log"
+        emit("created", {"run_id": run_id, "backend": backend.name, "isolation": backend.isolation,
+                         "limits": spec.limits.as_dict(), "log_path": str(log_path), "name": spec.name})
         shown = sink or ConsoleSink()
         output = RunOutput(run_id, log_path, shown, self.config.output_limit_bytes())
         outcome: Outcome | None = None
+        monitor: Monitor | None = None
         leases = ExitStack()
         try:
             spec, environment = self._environment(spec, backend, shown, leases)
@@ -102,6 +113,8 @@ class Manager:
                                                environment))
             self._active[run_id] = handle
             self.store.mark_running(run_id, str(log_path))
+            emit("running", {"started": handle.started})
+            monitor = Monitor(lambda: backend.sample(handle), lambda sample: emit("sample", sample)).start()
             try:
                 envelope = backend.get_result(handle)
             except KeyboardInterrupt:
@@ -113,10 +126,10 @@ class Manager:
                                envelope.decoded_outputs(spec.trust))
         except BaseException as error:
             outcome = outcome or (self._active.get(run_id) and self._active[run_id].outcome)
-            self._finish(run_id, _status_of(error), outcome, error)
+            self._finish(run_id, _status_of(error), outcome, error, monitor, emit)
             raise
         else:
-            self._finish(run_id, "succeeded", outcome, None)
+            self._finish(run_id, "succeeded", outcome, None, monitor, emit)
             return result
         finally:
             leases.close()
@@ -153,16 +166,24 @@ class Manager:
         leases.enter_context(self.envs.lease(environment.hash))
         return spec, environment
 
-    def _finish(self, run_id: int, status: str, outcome: Outcome | None, error: BaseException | None) -> None:
+    def _finish(self, run_id: int, status: str, outcome: Outcome | None, error: BaseException | None,
+                monitor: Monitor | None, emit: EventCallback) -> None:
+        if monitor is not None:
+            monitor.stop()
         if isinstance(error, TaskError):
             error.run_id = run_id
             error.log_path = str(self.config.logs_dir / f"{run_id}.log")
+        peak = (outcome.peak_memory if outcome else None) or (monitor.peak_memory if monitor else None)
         self.store.finish_run(
             run_id, status, error=_describe(error),
             exit_code=outcome.exit_code if outcome else None,
-            peak_memory=outcome.peak_memory if outcome else None,
+            peak_memory=peak,
             cpu_seconds=outcome.cpu_seconds if outcome else None,
             details=outcome.details if outcome else None)
+        row = self.store.get(run_id) or {}
+        emit("finished", {"status": status, "error": _describe(error), "peak_memory": peak,
+                          "cpu_seconds": outcome.cpu_seconds if outcome else None,
+                          "duration": row.get("duration")})
 
     def cancel(self, run_id: int) -> bool:
         """Cancel a run of this kernel that is still going."""
@@ -191,6 +212,10 @@ def _with_defaults(spec: RunSpec, config: ExecConfig, backend: ExecutorBackend) 
     if backend.enforced_limits is not None:
         defaults = replace(Limits(), **{k: v for k, v in defaults.as_dict().items() if k in backend.enforced_limits})
     return replace(spec, limits=spec.limits.merged_over(defaults))
+
+
+def _ignore(kind: str, data: dict[str, Any]) -> None:
+    """The event callback of a run nobody watches."""
 
 
 def _status_of(error: BaseException) -> str:

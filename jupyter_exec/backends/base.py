@@ -143,6 +143,11 @@ class ExecutorBackend(abc.ABC):
     def get_available_resources(self) -> dict[str, Any]:
         return {}
 
+    def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
+        """What the run uses now: ``memory`` (bytes), ``cpu_seconds`` so far, and ``gpu`` (%)
+        / ``gpu_memory`` (bytes) where known; None when this backend cannot tell."""
+        return None
+
     #: True if the backend applies ``RunSpec.runtime_env`` itself (Ray's own runtime_env).
     native_runtime_env: ClassVar[bool] = False
 

@@ -112,6 +112,10 @@ class RunCgroup:
         match = re.search(r"^oom_kill (\d+)", text, re.M)
         return bool(match and int(match.group(1)) > 0)
 
+    def memory_current(self) -> int | None:
+        text = self._read("memory", "memory.current" if _is_v2() else "memory.usage_in_bytes")
+        return int(text) if text.strip().isdigit() else None
+
     def peak_memory(self) -> int | None:
         text = self._read("memory", "memory.peak" if _is_v2() else "memory.max_usage_in_bytes")
         return int(text) if text.strip().isdigit() else None

@@ -231,6 +231,12 @@ class DockerBackend(ExecutorBackend):
         run.kill()
         return True
 
+    def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
+        run = self._runs.get(handle.run_id)
+        if run is None or not run.sampler.samples:
+            return None
+        return {"memory": run.sampler.memory, "cpu_seconds": run.sampler.cpu_seconds}
+
     def forget(self, run_id: int) -> None:
         self._runs.pop(run_id, None)
 

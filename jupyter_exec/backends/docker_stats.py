@@ -23,6 +23,7 @@ class Sampler:
         self.started = False
         self.samples = 0
         self.peak_memory: int | None = None
+        self.memory: int | None = None          # the latest reading
         self.cpu_seconds: float | None = None
         self.peak_pids: int | None = None
         self.peak_cpu_percent: float | None = None
@@ -51,6 +52,7 @@ class Sampler:
         if not total and not memory:
             return                 # the container is not running (yet, or any more)
         self.samples += 1
+        self.memory = memory.get("usage") or self.memory
         used = max(memory.get("max_usage") or 0, memory.get("usage") or 0)
         self.peak_memory = max(self.peak_memory or 0, used) or None
         if total:

@@ -20,6 +20,7 @@ import time
 from typing import Any, ClassVar
 
 from ..errors import BackendUnavailableError, NodeFailedError
+from ..monitor import proc_usage
 from ..runner import confine as confinement
 from ..runner.protocol import ProtocolReader, build_request
 from ..spec import Limits
@@ -135,6 +136,10 @@ class LocalBackend(ExecutorBackend):
         return {"cpus": os.cpu_count(), "memory": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
                 "idle_workers": self.pool.idle_count()}
 
+    def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
+        run = self._handles.get(handle.run_id)
+        return None if run is None else run.usage()
+
     def forget(self, run_id: int) -> None:
         self._handles.pop(run_id, None)
 
@@ -206,6 +211,14 @@ class _ProcessRun:
 
     def release(self) -> None:
         self.worker.close()
+
+    def usage(self) -> dict[str, Any]:
+        """Memory (the cgroup's count where there is one) and CPU seconds of the run's processes."""
+        pids = self.cgroup.procs() if self.cgroup else self.worker.tree()
+        usage = proc_usage(pids)
+        if self.cgroup is not None and (memory := self.cgroup.memory_current()):
+            usage["memory"] = memory
+        return usage
 
     def _pump(self) -> None:
         outcome: Outcome
