@@ -11,8 +11,7 @@ appear at their target, read-only unless ``:rw``.
 
 The cell talks to the kernel through the same bootstrap and protocol as the process
 backends, over FIFOs in a read-only bind mount (see ``docker_pool``); stdout and stderr
-come separately over the container's attach stream. Containers come from a warm pool,
-each used once.
+come over FIFOs of their own. Containers come from a warm pool, each used once.
 """
 
 from __future__ import annotations
@@ -277,33 +276,12 @@ class _DockerRun:
         self.sampler = Sampler(self.container.id)
         self.cancel_requested = False
         self.timed_out = False
-        self._output_thread: threading.Thread | None = None
 
     def start(self, request: bytes) -> None:
         self.reader.feed(self.slot.wait_ready())
-        stream = docker_client.retry(lambda: self.container.attach(stdout=True, stderr=True, stream=True,
-                                                                   demux=True, logs=False), what="docker attach")
-        self._output_thread = threading.Thread(target=self._forward_output, args=(stream,), daemon=True,
-                                               name=f"jx-docker-out-{self.submission.run_id}")
-        self._output_thread.start()
         self.slot.send_request(request)
         self.handle.started = time.time()
         threading.Thread(target=self._pump, daemon=True, name=f"jx-docker-run-{self.submission.run_id}").start()
-
-    def _forward_output(self, stream: Any) -> None:
-        """stdout and stderr, each decoded incrementally (a character split across chunks stays whole)."""
-        decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
-        sink = self.submission.sink
-        try:
-            for chunks in stream:
-                for name, chunk in zip(("stdout", "stderr"), chunks):
-                    if chunk and (text := decoders[name].decode(chunk)):
-                        sink.output(name, text)
-        except Exception:         # the stream broke with the container; what arrived is shown
-            pass
-        for name, decoder in decoders.items():
-            if tail := decoder.decode(b"", final=True):
-                sink.output(name, tail)
 
     def kill(self) -> None:
         import docker.errors
@@ -324,25 +302,35 @@ class _DockerRun:
             self.backend.pool.discard(self.slot)
             self.backend.forget(self.submission.run_id)
         self.handle.finish(outcome)
+        self.backend.pool.warm(self.backend._key(self.submission.spec))
 
     def _stream_until_exit(self) -> None:
+        """Protocol, stdout and stderr until every process in the container has let go of them.
+
+        Output is decoded incrementally, so a character split across reads stays whole.
+        """
         timeout = self.submission.spec.limits.timeout
         started = time.monotonic()
         deadline = started + timeout if timeout else None
         killed_at: float | None = None
-        fd = self.slot.protocol_fd
-        while True:
+        streams = {self.slot.protocol_fd: "protocol", self.slot.stdout_fd: "stdout", self.slot.stderr_fd: "stderr"}
+        decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
+        sink = self.submission.sink
+        while streams:
             wait = 0.1 if deadline is None or killed_at is not None else max(0.0, min(0.1, deadline - time.monotonic()))
-            readable, _, _ = select.select([fd], [], [], wait)
-            if readable:
+            readable, _, _ = select.select(list(streams), [], [], wait)
+            for fd in readable:
                 try:
                     chunk = os.read(fd, 65536)
                 except BlockingIOError:
-                    chunk = None
-                if chunk == b"":
-                    break
-                if chunk:
+                    continue
+                name = streams[fd]
+                if not chunk:
+                    del streams[fd]
+                elif name == "protocol":
                     self.reader.feed(chunk)
+                elif text := decoders[name].decode(chunk):
+                    sink.output(name, text)
             now = time.monotonic()
             if not self.sampler.started and now - started > _SAMPLE_AFTER:
                 self.sampler.start()
@@ -353,8 +341,9 @@ class _DockerRun:
                 killed_at = now
             if killed_at is not None and now - killed_at > _KILL_GRACE:
                 break
-        assert self._output_thread is not None
-        self._output_thread.join(_KILL_GRACE if killed_at is not None else 30)
+        for name, decoder in decoders.items():
+            if tail := decoder.decode(b"", final=True):
+                sink.output(name, tail)
 
     def _outcome(self) -> Outcome:
         reader = self.reader

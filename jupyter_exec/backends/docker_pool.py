@@ -1,10 +1,12 @@
 """Sandbox containers: made, kept warm, handed out once, and always removed.
 
 A ``Slot`` is one container plus the host folder bind-mounted read-only at ``/jx``: the
-bootstrap and two FIFOs, ``protocol`` (bootstrap -> kernel) and ``request`` (kernel ->
-bootstrap). The protocol never shares a stream with the cell's stdout/stderr, so nothing
-a cell prints can pass for a result. A started container's bootstrap says ``ready`` and
-then blocks opening ``request``: a pooled slot is a Python already past start-up.
+bootstrap and four FIFOs, ``protocol`` (bootstrap -> kernel), ``request`` (kernel ->
+bootstrap), and the cell's ``stdout`` and ``stderr``. The protocol never shares a stream
+with what the cell prints, so nothing printed can pass for a result; and output ends
+exactly when the cell's processes do, with no round trip through the daemon's log
+stream. A started container's bootstrap says ``ready`` and then blocks opening
+``request``: a pooled slot is a Python already past start-up.
 
 ``ContainerPool`` keeps ``size`` started slots per key (image, limits, network, mounts),
 each used for exactly one run; taking one starts a refill in the background. Every
@@ -36,6 +38,7 @@ __all__ = ["POOLED", "ContainerPool", "PoolKey", "Slot", "bind", "boot_id", "rea
 LABEL = "jupyter-exec"
 POOLED = "pool"              # the run label of a pooled container not yet given a run
 _SLOT_ROOT = Path(tempfile.gettempdir()) / f"jupyter-exec-docker-{os.getuid()}"
+_COMMAND = "exec python3 -I /jx/bootstrap.py /jx/protocol /jx/request >/jx/stdout 2>/jx/stderr"
 
 
 def boot_id() -> str:
@@ -64,17 +67,19 @@ class Slot:
         shutil.copyfile(BOOTSTRAP_PATH, self.folder / "bootstrap.py")
         (self.folder / "bootstrap.py").chmod(0o644)
         uid, _, gid = user.partition(":")
-        for name in ("protocol", "request"):
+        for name in ("protocol", "request", "stdout", "stderr"):
             os.mkfifo(self.folder / name, 0o600)
             if os.geteuid() == 0:
                 os.chown(self.folder / name, int(uid), int(gid or uid))
-        self.protocol_fd = os.open(self.folder / "protocol", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.protocol_fd, self.stdout_fd, self.stderr_fd = (
+            os.open(self.folder / name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            for name in ("protocol", "stdout", "stderr"))
         self.ready_bytes = b""
         self.container: Any = None
         options = {**options, "mounts": [bind(self.folder, "/jx", True), *options.get("mounts", ())]}
         try:
             self.container = retry(lambda: client().containers.create(
-                image, ["python3", "-I", "/jx/bootstrap.py", "/jx/protocol", "/jx/request"],
+                image, ["/bin/sh", "-c", _COMMAND],
                 labels=labels, user=user, detach=True, **options), what="docker create")
         except BaseException:
             self.discard()
@@ -141,10 +146,10 @@ class Slot:
             if not isinstance(error, docker.errors.NotFound):
                 raise
         finally:
-            try:
-                os.close(self.protocol_fd)
-            except (OSError, AttributeError):
-                pass
+            for fd in (getattr(self, "protocol_fd", None), getattr(self, "stdout_fd", None),
+                       getattr(self, "stderr_fd", None)):
+                if fd is not None:
+                    os.close(fd)
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -175,7 +180,11 @@ class ContainerPool:
         self._janitor.start()
 
     def take(self, key: PoolKey, run_label: str) -> Slot:
-        """A started slot for ``key``: a warm one if there is one, else one made now for ``run_label``."""
+        """A started slot for ``key``: a warm one if there is one, else one made now for ``run_label``.
+
+        The caller ``warm``-s the key once its run is over, so that making the next
+        container never competes with the run for the CPU and the daemon.
+        """
         slot = None
         with self._lock:
             idle = self._idle.get(key)
@@ -187,7 +196,6 @@ class ContainerPool:
                     slot = candidate
                 else:
                     self._trash.put(candidate)
-        self.warm(key)
         if slot is None:
             slot = self.make(key, run_label)
             try:
@@ -213,7 +221,7 @@ class ContainerPool:
                 _, evicted = self._idle.popitem(last=False)
                 for slot in evicted:
                     self._trash.put(slot)
-        refill.start()
+            refill.start()
 
     def _refill(self, key: PoolKey) -> None:
         try:
