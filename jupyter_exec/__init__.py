@@ -22,6 +22,7 @@ from .errors import (
     TaskTimeoutError,
     TransferError,
 )
+from .fanout import map
 from .manager import Manager, RunResult
 from .spec import Limits, Mount, RunSpec
 from .trace import explore
@@ -46,12 +47,13 @@ __all__ = [
     "TransferError",
     "explore",
     "load_ipython_extension",
+    "map",
     "unload_ipython_extension",
 ]
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext jupyter_exec``: register ``%%sandbox`` and ``%jx``."""
+    """``%load_ext jupyter_exec``: register ``%%sandbox``, ``%%rayrun`` and ``%jx``."""
     from .magics import register
     register(ipython)
 

@@ -11,12 +11,14 @@ from ..errors import BackendUnavailableError
 from .base import Availability, ExecutorBackend
 from .docker import DockerBackend
 from .process import LocalBackend, SeccompBackend
+from .ray import RayBackend
 
 __all__ = ["BACKENDS", "AUTO_ORDER", "availability_report", "backend_class", "resolve_name"]
 
 BACKENDS: dict[str, type[ExecutorBackend]] = {
     LocalBackend.name: LocalBackend,
     SeccompBackend.name: SeccompBackend,
+    RayBackend.name: RayBackend,
     DockerBackend.name: DockerBackend,
 }
 AUTO_ORDER = ("docker", "seccomp")

@@ -1,0 +1,179 @@
+"""What runs inside a Ray worker: one cell, or one batch of fan-out items.
+
+The cell runs in the worker process itself (no subprocess per task) through the
+bootstrap's ``run_request``, so results come back as the same tagged-JSON envelope every
+backend returns. This module and the bootstrap are shipped to the workers by value: a
+cluster needs Ray and the same Python, not jupyter-exec.
+
+Live output: while the cell runs, its stdout/stderr and displays are batched every
+``FLUSH_EVERY`` seconds into numbered chunks pushed to the kernel's ``OutputRelay`` actor.
+A cell that prints nothing costs nothing extra (a plain task, no generator). The task's
+return value says how many chunks it pushed, so the kernel knows when it has them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import linecache
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from ..runner import bootstrap
+
+__all__ = ["OutputRelay", "run_batch", "run_cell"]
+
+FLUSH_EVERY = 0.05
+_relays: dict[tuple[str, str], Any] = {}
+
+
+class OutputRelay:
+    """A kernel's mailbox (an async Ray actor): workers push numbered chunks, the kernel long-polls."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, int, list]] = []
+        self.arrived = asyncio.Event()
+
+    async def push(self, run_id: int, seq: int, items: list) -> None:
+        self.pending.append((run_id, seq, items))
+        self.arrived.set()
+
+    async def pull(self, timeout: float) -> list[tuple[int, int, list]]:
+        if not self.pending:
+            try:
+                await asyncio.wait_for(self.arrived.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        self.arrived.clear()
+        batch, self.pending = self.pending, []
+        return batch
+
+
+class _Outbox:
+    """Collects a run's output and pushes it to the relay in the background, in order."""
+
+    def __init__(self, run_id: int, relay: tuple[str, str]) -> None:
+        self.run_id, self.relay_name = run_id, relay
+        self.items: list[list] = []
+        self.sent = 0
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, kind: str, payload: Any) -> None:
+        with self._lock:
+            if kind != "display" and self.items and self.items[-1][0] == kind:
+                self.items[-1][1] += payload
+            else:
+                self.items.append([kind, payload])
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="jx-outbox")
+                self._thread.start()
+
+    def display(self, message: dict) -> None:
+        self.add("display", message["data"])
+
+    def _loop(self) -> None:
+        while not self._stop.wait(FLUSH_EVERY):
+            self.flush()
+
+    def flush(self) -> None:
+        with self._send_lock:
+            with self._lock:
+                batch, self.items = self.items, []
+            if not batch:
+                return
+            import ray
+            relay = _relays.get(self.relay_name)
+            if relay is None:
+                relay = _relays[self.relay_name] = ray.get_actor(self.relay_name[0], namespace=self.relay_name[1])
+            self.sent += 1
+            relay.push.remote(self.run_id, self.sent, batch)
+
+    def close(self) -> int:
+        """Push what is left; the number of chunks pushed in all."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.flush()
+        return self.sent
+
+
+class _Capture(io.TextIOBase):
+    """A text stream that feeds one of the outbox's streams."""
+
+    def __init__(self, name: str, outbox: _Outbox) -> None:
+        self.name, self.outbox = name, outbox
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.outbox.add(self.name, str(text))
+        return len(text)
+
+
+def run_cell(request: dict, relay: tuple[str, str]) -> dict:
+    """Run one cell here, streaming its output; the envelope and where it ran.
+
+    The cell runs in the worker's working directory (Ray's ``working_dir`` when given);
+    a per-run scratch directory would cost more than the task itself.
+    """
+    import ray
+    outbox = _Outbox(request["run_id"], relay)
+    saved_streams, saved_cwd = (sys.stdout, sys.stderr), os.getcwd()
+    saved_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if request.get("cuda_visible_devices") is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = request["cuda_visible_devices"]
+    sys.stdout, sys.stderr = _Capture("stdout", outbox), _Capture("stderr", outbox)
+    cpu_started = time.process_time()
+    try:
+        envelope = bootstrap.run_request(request, outbox.display)
+    finally:
+        sys.stdout, sys.stderr = saved_streams
+        os.chdir(saved_cwd)               # the worker runs later cells too
+        if request.get("cuda_visible_devices") is not None:
+            if saved_devices is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = saved_devices
+    envelope["usage"] = {"cpu_seconds": time.process_time() - cpu_started}
+    context = ray.get_runtime_context()
+    return {"envelope": envelope, "chunks": outbox.close(), "node_id": context.get_node_id(),
+            "task_id": context.get_task_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "pid": os.getpid(),
+            "cuda_visible_devices": request.get("cuda_visible_devices") or os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def run_batch(work: Any, items: list, start: int, trust: bool) -> dict:
+    """Apply ``work`` (a function, or cell code that sees ``item``) to each item, as data.
+
+    Stops at the first item that raises and reports its index and traceback.
+    """
+    results = []
+    is_code = isinstance(work, str)
+    if is_code:
+        linecache.cache[bootstrap.CELL] = (len(work), None, work.splitlines(True), bootstrap.CELL)
+    for offset, item in enumerate(items):
+        try:
+            value = bootstrap.run_cell(work, {"item": item, "__name__": "__main__"}) if is_code else work(item)
+            results.append(bootstrap.encode(value, trust, f"result[{start + offset}]"))
+        except bootstrap.Untransferable as why:
+            return {"results": results, "untransferable": str(why)}
+        except Exception as error:
+            described = bootstrap.describe_error(error)
+            if not is_code:       # a function: its own frames, not this loop's
+                frames = traceback.extract_tb(error.__traceback__)[1:]
+                described["traceback"] = "Traceback (most recent call last):\n" + "".join(
+                    traceback.format_list(frames)) + "".join(traceback.format_exception_only(error))
+            return {"results": results, "error": described, "index": start + offset}
+    return {"results": results}

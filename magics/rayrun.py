@@ -1,0 +1,87 @@
+"""``%%rayrun``: a cell as a Ray task. Parses, merges with config, calls the manager.
+
+The transfer options (``--in --out --trust --env --name --quiet --timeout``) are the
+ones ``%%sandbox`` declares, so both magics move values the same safe way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ..backends.ray import RayOptions
+from ..envs import EnvSpec
+from ..errors import BackendUnavailableError, SpecError
+from ..manager import Manager
+from ..spec import Limits, RunSpec, parse_env, parse_names
+from .sandbox import _QuietSink, _stack, transfer_options
+
+__all__ = ["RayMagics"]
+
+ray_options = _stack(
+    argument("--address", metavar="auto|IP:PORT|ray://HOST:PORT",
+             help="the Ray cluster to use (default: ExecConfig.ray_address, else a local Ray started once per kernel)"),
+    argument("--num-cpus", metavar="N", help="CPUs the task reserves (default 1)"),
+    argument("--num-gpus", metavar="N", help="GPUs the task reserves (default 0)"),
+    argument("--memory", metavar="SIZE", help="memory the task reserves for scheduling, e.g. 4g (Ray does not cap it)"),
+    argument("--node", metavar="ID|IP|HOST|local", help="run on this node: id (or prefix), IP, hostname or local"),
+    argument("--soft", action="store_true", help="with --node: prefer that node, run elsewhere if it cannot"),
+    argument("--gpu-id", metavar="I,J", help="pin these GPU ids through CUDA_VISIBLE_DEVICES"),
+    argument("--pip", action="append", metavar="REQ", help="a package for the task's env (repeatable); Ray builds it once"),
+    argument("--working-dir", metavar="DIR", help="a local directory shipped as the task's working directory"),
+    argument("--retries", metavar="N", help="times Ray retries the task if its worker dies (default 0)"),
+    argument("--wait-for-resources", action="store_true",
+             help="queue until the cluster has the resources (autoscaling) instead of failing at once"),
+)
+
+
+@magics_class
+class RayMagics(Magics):
+    """``%%rayrun``, sharing the kernel's ``Manager`` with ``%%sandbox``."""
+
+    def __init__(self, shell: Any, manager: Manager) -> None:
+        super().__init__(shell)
+        self.manager = manager
+
+    def _spec(self, args: Any) -> RunSpec:
+        try:
+            options = RayOptions.parse(
+                address=args.address or self.manager.config.ray_address or None, num_cpus=args.num_cpus,
+                num_gpus=args.num_gpus, memory=args.memory, node=args.node, soft=args.soft or None,
+                gpu_ids=args.gpu_id, retries=args.retries, wait_for_resources=args.wait_for_resources or None)
+            runtime_env = None
+            if args.pip or args.working_dir:
+                runtime_env = EnvSpec.from_options(base_dir=Path.cwd(), pip=args.pip, working_dir=args.working_dir)
+            return RunSpec(
+                backend="ray",
+                limits=Limits.parse(timeout=args.timeout),
+                inputs=parse_names(args.inputs, "--in"),
+                outputs=parse_names(args.outputs, "--out"),
+                env=parse_env(args.env),
+                trust=args.trust,
+                name=args.name,
+                placement=options.placement(),
+                runtime_env=runtime_env,
+            )
+        except SpecError as error:
+            raise UsageError(str(error)) from None
+
+    @magic_arguments()
+    @ray_options
+    @transfer_options
+    @cell_magic
+    def rayrun(self, line: str, cell: str) -> Any:
+        """Run this cell as a Ray task, with the resources it asks for; output streams live."""
+        args = parse_argstring(self.rayrun, line)
+        spec = self._spec(args)
+        try:
+            result = self.manager.run(cell, spec, namespace=self.shell.user_ns,
+                                      sink=_QuietSink() if args.quiet else None)
+        except (SpecError, BackendUnavailableError) as error:
+            raise UsageError(str(error)) from None
+        self.shell.user_ns.update(result.outputs)
+        return result.value

@@ -1,0 +1,190 @@
+"""``%%rayrun`` and ``jupyter_exec.map`` through a real kernel, on a real local Ray.
+
+One Ray for the whole session: the first ``%%rayrun`` in ``ray_kernel`` starts the
+embedded local Ray (the progress message is checked); a second kernel connects to it by
+address and must neither start nor stop it. In CI (JX_REQUIRE_ALL=1) a missing Ray fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import time
+
+import pytest
+
+from conftest import Kernel, require
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(scope="session")
+def ray_kernel(tmp_path_factory):
+    require(importlib.util.find_spec("ray") is not None, "Ray is not installed (pip install -e '.[ray]')")
+    kernel = Kernel(tmp_path_factory.mktemp("jx-ray-data"), tmp_path_factory.mktemp("ray-notebook"),
+                    env={"JX_RAY_ADDRESS": ""})
+    started = time.monotonic()
+    cell = kernel.run("%%rayrun\n40 + 2", timeout=180, check=True)
+    kernel.start_seconds = time.monotonic() - started
+    kernel.start_message = cell.stderr
+    assert cell.result_text == "42"
+    yield kernel
+    kernel.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_kernel) -> str:
+    return ray_kernel.eval("__import__('jupyter_exec.backends.ray').backends.ray.connection().address")
+
+
+def _details(kernel: Kernel) -> dict:
+    return json.loads(kernel.store().get(kernel.last_run()["id"])["details"] or "{}")
+
+
+def test_embedded_ray_starts_once_with_a_message(ray_kernel):
+    assert "starting a local Ray for this kernel" in ray_kernel.start_message
+    assert "local Ray ready" in ray_kernel.start_message
+    again = ray_kernel.run("%%rayrun\n1", check=True)
+    assert "starting" not in again.stderr      # reused, not started again
+
+
+def test_last_value_out_and_record(ray_kernel):
+    ray_kernel.run("base = 10", check=True)
+    cell = ray_kernel.run("%%rayrun --in base --out total,frame --name ray-sum\n"
+                          "import pandas as pd\n"
+                          "total = sum(range(base))\n"
+                          "frame = pd.DataFrame({'a': [1, 2]})\n"
+                          "print('printed')\n"
+                          "{'k': (1, 2.5)}", check=True)
+    assert cell.stdout == "printed\n"
+    assert cell.result_text == "{'k': (1, 2.5)}"
+    assert ray_kernel.eval("total") == 45
+    assert ray_kernel.eval("frame.to_dict('list')") == {"a": [1, 2]}
+    run = ray_kernel.last_run()
+    assert (run["backend"], run["isolation"], run["status"], run["name"]) == ("ray", "ray", "succeeded", "ray-sum")
+    details = _details(ray_kernel)
+    assert len(details["node_id"]) == 56 and details["gpu_ids"] == []
+
+
+def test_values_come_back_as_data_only(ray_kernel):
+    cell = ray_kernel.run("%%rayrun --out thing\nclass Thing: pass\nthing = Thing()")
+    assert cell.error["ename"] == "TransferError" and "--trust" in cell.error["evalue"]
+
+
+def test_exception_with_remote_traceback(ray_kernel):
+    cell = ray_kernel.run("%%rayrun\ndef inner():\n    return 1 / 0\ninner()")
+    assert cell.error["ename"] == "ZeroDivisionError"
+    traceback = "\n".join(cell.error["traceback"])
+    assert "inner()" in traceback and "return 1 / 0" in traceback and "ray_task" not in traceback
+    assert ray_kernel.last_run()["status"] == "failed"
+
+
+def test_output_streams_live(ray_kernel):
+    cell = ray_kernel.run("%%rayrun\nimport sys, time\nfor i in range(6):\n    print('tick', i, flush=True)\n"
+                          "    time.sleep(0.3)\nprint('warn', file=sys.stderr)")
+    assert cell.stdout.splitlines() == [f"tick {i}" for i in range(6)]
+    assert cell.stderr == "warn\n"
+    assert cell.finished_at - cell.stream_times[0] > 1.0      # the first line came long before the end
+    log = open(ray_kernel.last_run()["log_path"]).read()
+    assert "tick 5" in log
+
+
+def test_env_vars_reach_the_task(ray_kernel):
+    cell = ray_kernel.run("%%rayrun --env JX_GREETING=hello\nimport os\nos.environ['JX_GREETING']", check=True)
+    assert cell.result_text == "'hello'"
+
+
+def test_interrupt_cancels_the_task(ray_kernel):
+    msg_id = ray_kernel.client.execute("%%rayrun\nimport time\nprint('started', flush=True)\ntime.sleep(60)")
+    deadline = time.monotonic() + 30
+    while ray_kernel.store().runs(1)[0]["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    ray_kernel.km.interrupt_kernel()
+    interrupted = time.monotonic()
+    reply = ray_kernel.client.get_shell_msg(timeout=30)
+    while reply["parent_header"]["msg_id"] != msg_id:
+        reply = ray_kernel.client.get_shell_msg(timeout=30)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    assert time.monotonic() - interrupted < 15
+    assert ray_kernel.last_run()["status"] == "cancelled"
+
+
+def test_timeout_cancels_the_task(ray_kernel):
+    started = time.monotonic()
+    cell = ray_kernel.run("%%rayrun --timeout 2\nimport time\ntime.sleep(60)")
+    assert cell.error["ename"] == "TaskTimeoutError" and "2 s" in cell.error["evalue"]
+    assert time.monotonic() - started < 20
+    assert ray_kernel.last_run()["status"] == "timeout"
+
+
+def test_infeasible_gpu_request_fails_at_once(ray_kernel):
+    started = time.monotonic()
+    cell = ray_kernel.run("%%rayrun --num-gpus 1\n1")
+    assert time.monotonic() - started < 10
+    message = cell.stderr        # IPython shows a UsageError as one line, no traceback
+    assert message.startswith("UsageError:")
+    assert "can ever run this task" in message and "1 GPU" in message and "CPU" in message
+    assert "--wait-for-resources" in message
+    assert ray_kernel.last_run()["status"] == "failed"
+
+
+def test_node_affinity_to_the_local_node(ray_kernel):
+    node_id = ray_kernel.eval("__import__('ray').get_runtime_context().get_node_id()")
+    for node in (node_id, node_id[:12], "local"):
+        cell = ray_kernel.run(f"%%rayrun --node {node}\nimport ray\nray.get_runtime_context().get_node_id()",
+                              check=True)
+        assert cell.result_text == repr(node_id)
+    assert _details(ray_kernel)["node_affinity"] == node_id
+    soft = ray_kernel.run(f"%%rayrun --node {node_id} --soft\n1", check=True)
+    assert soft.result_text == "1"
+    missing = ray_kernel.run("%%rayrun --node 10.255.255.1\n1")
+    assert missing.stderr.startswith("UsageError:") and "no live node" in missing.stderr
+
+
+def test_limits_ray_cannot_enforce_are_refused(ray_kernel):
+    cell = ray_kernel.run("from jupyter_exec import RunSpec, Limits\n"
+                          "get_ipython().find_magic('rayrun', 'cell').__self__.manager.run("
+                          "'1', RunSpec(backend='ray', limits=Limits.parse(pids=10)))")
+    assert cell.error["ename"] == "BackendUnavailableError" and "pids" in cell.error["evalue"]
+
+
+def test_map_fans_out_in_order(ray_kernel):
+    cell = ray_kernel.run("import jupyter_exec\n"
+                          "squares = jupyter_exec.map(lambda x: x * x, range(200), max_in_flight=2)\n"
+                          "from_code = jupyter_exec.map('item + 1', [1, 2, 3])\n"
+                          "squares == [x * x for x in range(200)] and from_code == [2, 3, 4]", check=True)
+    assert cell.result_text == "True"
+    assert "map: 200/200 items" in cell.stderr
+    failing = ray_kernel.run("jupyter_exec.map(lambda x: 1 // (x - 7), range(10), progress=False)")
+    assert failing.error["ename"] == "ZeroDivisionError" and "item 7" in failing.error["evalue"]
+
+
+def test_second_kernel_connects_by_address_without_starting_or_stopping(ray_kernel, ray_address, tmp_path):
+    # Ray sends its auth token to an explicit address only when told to (RAY_AUTH_MODE=token)
+    other = Kernel(tmp_path / "data", tmp_path, env={"JX_RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"})
+    try:
+        cell = other.run(f"%%rayrun --address {ray_address}\nimport ray\nray.get_runtime_context().gcs_address",
+                         timeout=120, check=True)
+        assert cell.result_text == repr(ray_address)
+        assert "connecting to Ray at" in cell.stderr and "starting a local Ray" not in cell.stderr
+        assert other.eval("__import__('jupyter_exec.backends.ray').backends.ray.connection().started_cluster") \
+            is False
+    finally:
+        other.shutdown()
+    time.sleep(1)
+    after = ray_kernel.run("%%rayrun\n'still up'", check=True)      # the first kernel's Ray was not stopped
+    assert after.result_text == "'still up'"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="no GPU on this machine")
+def test_one_gpu_is_visible(ray_kernel):
+    cell = ray_kernel.run("%%rayrun --num-gpus 1\nimport os\n"
+                          "devices = os.environ['CUDA_VISIBLE_DEVICES'].split(',')\n"
+                          "try:\n    import torch\n    count = torch.cuda.device_count()\n"
+                          "except ImportError:\n    count = len(devices)\n"
+                          "(len(devices), count)", check=True)
+    assert cell.result_text == "(1, 1)"
+    assert len(_details(ray_kernel)["gpu_ids"]) == 1
