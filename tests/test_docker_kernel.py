@@ -96,6 +96,16 @@ def test_stdout_and_stderr_stream_separately_and_decode_split_characters(kernel)
     assert cell.finished_at - cell.stream_times[0] > 1.0      # the first line came long before the end
 
 
+def test_output_flood_is_capped_and_logged_whole(kernel):
+    cell = kernel.run(f"{DOCKER}\nimport sys\nline = 'x' * 999 + '\\n'\n"
+                      "for _ in range(3_000):\n    sys.stdout.write(line)", timeout=120)
+    run = kernel.last_run()
+    assert run["status"] == "succeeded"
+    assert len(cell.stdout) < 1.1 * 2**20
+    assert f"output truncated at 1,048,576 bytes; full log: %jx logs {run['id']}" in cell.stdout
+    assert os.path.getsize(run["log_path"]) == 3_000_000
+
+
 def test_container_is_locked_down(kernel):
     cell = kernel.run(f"{DOCKER}\nimport os, subprocess\n"
                       "status = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
