@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import platformdirs
-from traitlets import Int, Unicode, default
+from traitlets import Enum, Int, Unicode, default
 from traitlets.config import Configurable
 
 from .spec import Limits, parse_size
@@ -46,12 +46,20 @@ class ExecConfig(Configurable):
     scratch_dir = Unicode(help="Where each run's private scratch directory is made (removed after the run). "
                                "Env: JX_SCRATCH_DIR.").tag(config=True)
 
+    widgets = Enum(("auto", "on", "off"), help="The live run panel in the cell: 'auto' shows it when a widget "
+                                                 "frontend (JupyterLab, Notebook 7) is connected and streams plain "
+                                                 "text otherwise (terminal, nbconvert); 'on' always; 'off' never "
+                                                 "(--quiet also hides it). Env: JX_WIDGETS.").tag(config=True)
     ca_bundle = Unicode(help="CA bundle (PEM file) that env builds and pip trust, for hosts behind a "
                              "TLS-intercepting proxy; '' uses the defaults. Env: JX_CA_BUNDLE.").tag(config=True)
     envs_max_size = Unicode(help="Size cap of the runtime-env cache; `jupyter-exec envs gc` evicts the least "
                                  "recently used envs beyond it, e.g. '20g'. Env: JX_ENVS_MAX_SIZE.").tag(config=True)
     envs_max_age = Unicode(help="Envs unused this long are removed by gc, e.g. '30d'. Env: JX_ENVS_MAX_AGE."
                            ).tag(config=True)
+
+    @default("widgets")
+    def _widgets(self) -> str:
+        return _env("JX_WIDGETS", "auto")
 
     @default("ca_bundle")
     def _ca_bundle(self) -> str:

@@ -87,6 +87,10 @@ class Manager:
                 self._backends[resolved] = backend
         return backend
 
+    def started_backend(self, name: str) -> ExecutorBackend | None:
+        """The backend ``name`` if this kernel has started it (nothing is started by asking)."""
+        return self._backends.get(name)
+
     def run(self, code: str, spec: RunSpec, *, namespace: Mapping[str, Any] | None = None,
             sink: OutputSink | None = None, on_event: EventCallback | None = None) -> RunResult:
         """Run ``code`` as ``spec`` says; raise the ``TaskError`` that ends it otherwise."""

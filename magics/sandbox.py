@@ -18,11 +18,11 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from ..config import ExecConfig
 from ..doctor import diagnose
-from ..errors import BackendUnavailableError, JupyterExecError, SpecError
+from ..errors import JupyterExecError, SpecError, TaskError
 from ..manager import Manager
-from ..output import ConsoleSink
 from ..envs import EnvSpec
 from ..spec import Limits, Mount, RunSpec, parse_env, parse_names
+from .cells import _QuietSink, background_runs, run_cell, widgets_wanted  # noqa: F401 (_QuietSink: rayrun)
 
 __all__ = ["ExecMagics"]
 
@@ -127,28 +127,26 @@ class ExecMagics(Magics):
     @limit_options
     @transfer_options
     @env_options
+    @argument("--bg", action="store_true",
+              help="return at once with a handle; outputs are bound when the run ends (%%jx wait N)")
     @cell_magic
     def sandbox(self, line: str, cell: str) -> Any:
         """Run this cell in a sandbox: a fresh process or container with limits, no network."""
         args = parse_argstring(self.sandbox, line)
-        spec = self._spec(args)
-        try:
-            result = self.manager.run(cell, spec, namespace=self.shell.user_ns,
-                                      sink=_QuietSink() if args.quiet else None)
-        except (SpecError, BackendUnavailableError) as error:
-            raise UsageError(str(error)) from None
-        self.shell.user_ns.update(result.outputs)
-        return result.value
+        return run_cell(self.shell, self.manager, cell, self._spec(args), quiet=args.quiet, background=args.bg)
 
     @line_magic
     def jx(self, line: str) -> Any:
-        """%jx runs | show N | logs N | cancel N | doctor | envs | env [--pip ...|clear]"""
+        """%jx runs | show N | logs N | cancel N | wait N [SECONDS] | tree [NAME] | resources | doctor | envs | env"""
         command, _, rest = line.strip().partition(" ")
         handler = getattr(self, f"_jx_{command}", None)
         if handler is None:
-            raise UsageError(f"%jx {command}: unknown command; use one of: runs, show N, logs N, cancel N, doctor, envs, env")
+            raise UsageError(f"%jx {command}: unknown command; use one of: runs, show N, logs N, cancel N, wait N, "
+                             "tree, resources, doctor, envs, env")
         try:
             return handler(rest.strip())
+        except TaskError:
+            raise                   # a run's own error (from %jx wait) renders itself
         except JupyterExecError as error:
             raise UsageError(str(error)) from None
 
@@ -185,6 +183,43 @@ class ExecMagics(Magics):
         cancelled = self.manager.cancel(run_id)
         print(f"run {run_id} cancelled" if cancelled else f"run {run_id} is not running in this kernel")
 
+    def _jx_wait(self, rest: str) -> Any:
+        """Wait for a --bg run (at most SECONDS); its value, or its error raised."""
+        run_text, _, seconds = rest.partition(" ")
+        run = background_runs(self.manager).get(self._run_id(run_text, "wait"))
+        try:
+            return run.wait(float(seconds) if seconds.strip() else None).value
+        except TimeoutError as error:
+            raise UsageError(str(error)) from None
+        except ValueError:
+            raise UsageError(f"%jx wait N [SECONDS]: {seconds!r} is not a number of seconds") from None
+
+    def _jx_tree(self, rest: str) -> Any:
+        """The experiment tree NAME (default: the latest): a widget, or text without a widget frontend."""
+        from ..trace.explore import trace_store
+        from ..trace.view import render
+        store = trace_store(self.manager)
+        names = store.names()
+        if not names or (rest and rest not in names):
+            raise UsageError(f"no trace {rest!r}; traces here: {', '.join(names) or 'none yet (see explore)'}")
+        trace = store.open(rest or names[0])
+        if widgets_wanted(self.manager):
+            from ..widgets import TreeWidget
+            return TreeWidget.of(trace, self.manager)
+        print(render(trace))
+        return None
+
+    def _jx_resources(self, rest: str) -> Any:
+        """What each backend can offer now."""
+        from ..resources import resources_report
+        report = resources_report(self.manager)
+        if widgets_wanted(self.manager):
+            from ..widgets import ResourcesWidget
+            return ResourcesWidget(backends=report)
+        from ..resources import format_report
+        print(format_report(report))
+        return None
+
     def _jx_envs(self, rest: str) -> Any:
         """The runtime-env cache: what is built, how big, when last used."""
         rows = self.manager.envs.index.all()
@@ -213,9 +248,3 @@ class ExecMagics(Magics):
     def _jx_doctor(self, rest: str) -> None:
         print(diagnose()[0])
 
-
-class _QuietSink(ConsoleSink):
-    """Shows displays but not streamed text (which still goes to the log)."""
-
-    def output(self, stream: str, text: str) -> None:
-        pass

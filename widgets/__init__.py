@@ -1,4 +1,15 @@
-"""Notebook views of runs (live run panel, experiment tree). Installed as ``jupyter_exec.widgets``.
+"""Notebook views of runs: the live run panel, the experiment tree, backend resources.
 
-Until the widgets land, runs show as plain streamed text through ``jupyter_exec.output``.
+Installed as ``jupyter_exec.widgets``. Built on anywidget (ipywidgets 8), so no separate
+JavaScript build; each widget's ``.js``/``.css`` sits next to its Python. Every widget
+also carries a text/plain and text/html copy of its state for places without widgets.
 """
+
+from __future__ import annotations
+
+from ._common import frontend_connected, route_to_subshell
+from .resources import ResourcesWidget
+from .run import RunWidget
+from .tree import TreeWidget
+
+__all__ = ["ResourcesWidget", "RunWidget", "TreeWidget", "frontend_connected", "route_to_subshell"]

@@ -1,0 +1,90 @@
+"""Runs that go on after their cell returns (``--bg``), and waiting for them (``%jx wait``).
+
+A background run is an ordinary ``Manager.run`` on a thread of its own: recorded,
+limited and cancellable (``Manager.cancel``) like any other. When it succeeds its
+``--out`` values are handed to ``bind`` (the magic binds them in the namespace).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Mapping
+
+from .errors import JupyterExecError
+from .manager import EventCallback, Manager, RunResult
+from .runner.protocol import OutputSink
+from .spec import RunSpec
+
+__all__ = ["BackgroundRun", "BackgroundRuns"]
+
+
+class BackgroundRun:
+    """A handle on one background run: ``wait()`` for its result, ``done()`` to ask."""
+
+    def __init__(self, run_id: int, future: "Future[RunResult]") -> None:
+        self.run_id, self.future = run_id, future
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def wait(self, timeout: float | None = None) -> RunResult:
+        """The result (or the run's error, raised); ``TimeoutError`` if still running after ``timeout``."""
+        try:
+            return self.future.result(timeout)
+        except TimeoutError:
+            raise TimeoutError(f"run {self.run_id} is still running; %jx wait {self.run_id} again, "
+                               f"or %jx cancel {self.run_id}") from None
+
+    def __repr__(self) -> str:
+        state = "finished" if self.done() else "running in the background"
+        return f"<run {self.run_id} {state}: %jx wait {self.run_id} for its result>"
+
+
+class BackgroundRuns:
+    """The background runs of one kernel, by run id."""
+
+    def __init__(self, manager: Manager) -> None:
+        self.manager = manager
+        self._runs: dict[int, BackgroundRun] = {}
+
+    def start(self, code: str, spec: RunSpec, *, namespace: Mapping[str, Any] | None = None,
+              sink: OutputSink | None = None, on_event: EventCallback | None = None,
+              bind: Callable[[RunResult], None] | None = None) -> BackgroundRun:
+        """Start the run on its own thread; return once it is recorded (it has an id)."""
+        future: Future[RunResult] = Future()
+        created: list[int] = []
+        recorded = threading.Event()
+
+        def events(kind: str, data: dict[str, Any]) -> None:
+            if kind == "created":
+                created.append(data["run_id"])
+                recorded.set()
+            if on_event is not None:
+                on_event(kind, data)
+
+        def work() -> None:
+            try:
+                result = self.manager.run(code, spec, namespace=namespace, sink=sink, on_event=events)
+                if bind is not None:
+                    bind(result)
+            except BaseException as error:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+            finally:
+                recorded.set()
+
+        threading.Thread(target=work, daemon=True, name="jx-background").start()
+        recorded.wait()
+        if not created:            # refused before it was recorded (bad spec, no backend)
+            future.result()
+        run = BackgroundRun(created[0], future)
+        self._runs[run.run_id] = run
+        return run
+
+    def get(self, run_id: int) -> BackgroundRun:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise JupyterExecError(f"run {run_id} was not started with --bg in this kernel")
+        return run

@@ -1,0 +1,55 @@
+"""What each backend can offer now, for ``%jx resources`` (widget or text).
+
+Each available backend is asked for its figures (``get_available_resources``): the
+instance this kernel already started, else a fresh one that is never initialised, so
+looking does not start Ray or fill a container pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backends.factory import BACKENDS
+from .manager import Manager
+
+__all__ = ["format_report", "resources_report"]
+
+
+def resources_report(manager: Manager) -> list[dict[str, Any]]:
+    """One dict per backend: name, isolation, ok, reason, fix, notes, started, resources."""
+    report = []
+    for name, cls in BACKENDS.items():
+        availability = cls.availability()
+        started = manager.started_backend(name)
+        entry: dict[str, Any] = {"name": name, "isolation": cls.isolation, "ok": availability.ok,
+                                 "reason": availability.reason, "fix": availability.fix,
+                                 "notes": list(availability.notes), "started": started is not None, "resources": {}}
+        if availability.ok:
+            try:
+                entry["resources"] = (started or cls(pool_size=0)).get_available_resources()
+            except Exception as error:          # a daemon that went away: say so, keep the rest
+                entry["reason"] = f"resources unavailable: {error}"
+        report.append(entry)
+    return report
+
+
+def _value(key: str, value: Any) -> str:
+    if isinstance(value, int) and "memory" in key and value > 1 << 20:
+        return f"{value / (1 << 30):.1f} GiB"
+    return str(value)
+
+
+def format_report(report: list[dict[str, Any]]) -> str:
+    """The report as aligned text, one backend per block."""
+    lines = []
+    for entry in report:
+        state = "available" if entry["ok"] else f"unavailable: {entry['reason']}"
+        if entry["ok"] and not entry["started"]:
+            state += " (not started in this kernel)"
+        lines.append(f"{entry['name']:<8} {entry['isolation']:<10} {state}")
+        if not entry["ok"] and entry["fix"]:
+            lines.append(f"{'':<8} fix: {entry['fix']}")
+        for key, value in entry["resources"].items():
+            lines.append(f"{'':<8} {key}: {_value(key, value)}")
+        lines += [f"{'':<8} note: {note}" for note in entry["notes"]]
+    return "\n".join(lines)

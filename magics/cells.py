@@ -1,0 +1,81 @@
+"""One cell run as the notebook shows it: the live panel or plain text, in front or in the background.
+
+Shared by ``%%sandbox`` and ``%%rayrun``. The panel is the run's sink and event callback;
+its display is updated by display id when the run ends, so a saved notebook or
+nbconvert keeps a plain copy of the final state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.display import display
+
+from ..background import BackgroundRun, BackgroundRuns
+from ..errors import BackendUnavailableError, SpecError
+from ..manager import Manager, RunResult
+from ..output import ConsoleSink
+from ..spec import RunSpec
+
+__all__ = ["background_runs", "run_cell", "widgets_wanted"]
+
+_background: dict[int, BackgroundRuns] = {}
+
+
+def background_runs(manager: Manager) -> BackgroundRuns:
+    """The background runs of ``manager`` (one registry per manager, whichever magic started them)."""
+    return _background.setdefault(id(manager), BackgroundRuns(manager))
+
+
+def widgets_wanted(manager: Manager, quiet: bool = False) -> bool:
+    """Whether to show widgets: ``ExecConfig.widgets``, with ``auto`` meaning "a widget frontend is connected"."""
+    mode = manager.config.widgets
+    if quiet or mode == "off":
+        return False
+    if mode == "on":
+        return True
+    try:
+        from ..widgets import frontend_connected
+    except ImportError:            # anywidget / ipywidgets not installed: plain text
+        return False
+    return frontend_connected()
+
+
+def run_cell(shell: Any, manager: Manager, cell: str, spec: RunSpec, *, quiet: bool = False,
+             background: bool = False) -> Any:
+    """Run ``cell``; bind its ``--out`` values; return its value (or a ``BackgroundRun``)."""
+    sink: Any = _QuietSink() if quiet else None
+    on_event = None
+    if widgets_wanted(manager, quiet):
+        from ..widgets import RunWidget
+        panel = RunWidget(cancel=manager.cancel, read_log=manager.log_text, background=background)
+        shown = display(panel, display_id=True)
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            panel.event(kind, data)
+            if kind == "finished":
+                shown.update(panel)
+
+        sink = panel
+
+    def bind(result: RunResult) -> None:
+        shell.user_ns.update(result.outputs)
+
+    try:
+        if background:
+            run: BackgroundRun = background_runs(manager).start(
+                cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event, bind=bind)
+            return run
+        result = manager.run(cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event)
+    except (SpecError, BackendUnavailableError) as error:
+        raise UsageError(str(error)) from None
+    bind(result)
+    return result.value
+
+
+class _QuietSink(ConsoleSink):
+    """Shows displays but not streamed text (which still goes to the log)."""
+
+    def output(self, stream: str, text: str) -> None:
+        pass

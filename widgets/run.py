@@ -1,0 +1,160 @@
+"""The live run panel shown in a ``%%sandbox`` / ``%%rayrun`` cell.
+
+It is the run's output sink (log tail) and its event callback (status, resource
+samples); every change is a trait update, which ipykernel sends from whichever thread
+makes it. Output is batched: at most about five updates a second however fast a cell
+prints. The Cancel and "full log" buttons call back into the manager.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+import traitlets
+
+from ._common import FallbackWidget, route_to_subshell
+
+__all__ = ["RunWidget", "format_bytes"]
+
+FINAL = ("succeeded", "failed", "timeout", "oom", "cancelled")
+_FLUSH_EVERY = 0.2
+_FULL_LOG_CAP = 2_000_000
+
+
+def format_bytes(size: float | None) -> str:
+    """1536 -> '1.5 KiB'; None -> '-'."""
+    if size is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+class RunWidget(FallbackWidget):
+    """Status, limits, elapsed time, CPU/memory/GPU sparklines, log tail, Cancel."""
+
+    _esm = Path(__file__).with_name("run.js")
+    _css = Path(__file__).with_name("run.css")
+
+    run_id = traitlets.Int(0).tag(sync=True)
+    title = traitlets.Unicode("").tag(sync=True)
+    backend = traitlets.Unicode("").tag(sync=True)
+    limits = traitlets.Dict().tag(sync=True)
+    status = traitlets.Unicode("starting").tag(sync=True)
+    started = traitlets.Float(0.0).tag(sync=True)           # epoch seconds; the page counts elapsed
+    duration = traitlets.Float(None, allow_none=True).tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    samples = traitlets.List().tag(sync=True)               # [{"t", "cpu", "memory", "gpu", ...}]
+    peak_memory = traitlets.Int(None, allow_none=True).tag(sync=True)
+    log = traitlets.List().tag(sync=True)                   # [[stream, line], ...], the tail
+    log_lines = traitlets.Int(0).tag(sync=True)             # lines seen in all
+    full_log = traitlets.Unicode("").tag(sync=True)
+    background = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(self, *, title: str = "", tail: int = 200, max_samples: int = 600,
+                 cancel: Callable[[int], bool] | None = None, read_log: Callable[[int], str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(title=title, **kwargs)
+        self._tail, self._max_samples = tail, max_samples
+        self._cancel, self._read_log = cancel, read_log
+        self._pending: deque[list[str]] = deque(maxlen=tail)
+        self._partial = {"stdout": "", "stderr": ""}
+        self._new_lines = 0
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self.on_msg(self._on_click)
+        route_to_subshell(self)
+
+    # -- the sink ---------------------------------------------------------------------------
+    def output(self, stream: str, text: str) -> None:
+        """A chunk of the run's stdout/stderr; whole lines reach the page in batches."""
+        with self._lock:
+            lines = (self._partial[stream] + text).split("\n")
+            self._partial[stream] = lines.pop()
+            self._pending.extend([stream, line] for line in lines)
+            self._new_lines += len(lines)
+            if self._timer is None:
+                self._timer = threading.Timer(_FLUSH_EVERY, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def display(self, bundle: dict[str, str]) -> None:
+        """Rich output of the run is shown below the panel, as a cell would show it."""
+        from IPython.display import publish_display_data
+        publish_display_data(bundle)
+
+    def flush(self) -> None:
+        """Send the lines gathered since the last flush (and, at the end, any unfinished one)."""
+        with self._lock:
+            self._timer = None
+            if self.status in FINAL:
+                for stream, rest in self._partial.items():
+                    if rest:
+                        self._pending.append([stream, rest])
+                        self._new_lines += 1
+                        self._partial[stream] = ""
+            if not self._new_lines:
+                return
+            log = (self.log + list(self._pending))[-self._tail:]
+            self._pending.clear()
+            total, self._new_lines = self.log_lines + self._new_lines, 0
+        self.set_state({"log": log, "log_lines": total})
+
+    # -- the event callback ----------------------------------------------------------------
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        """``Manager.run``'s ``on_event``."""
+        if kind == "created":
+            self.set_state({"run_id": data["run_id"], "backend": f"{data['backend']} ({data['isolation']})",
+                            "limits": {k: v for k, v in data["limits"].items() if v not in (None, False)},
+                            "title": self.title or data.get("name") or ""})
+        elif kind == "running":
+            self.set_state({"status": "running", "started": data["started"]})
+        elif kind == "sample":
+            self.samples = (self.samples + [data])[-self._max_samples:]
+        elif kind == "finished":
+            self.status = data["status"]
+            self.flush()
+            self.set_state({"duration": data.get("duration") or (time.time() - self.started if self.started else None),
+                            "error": data.get("error") or "", "peak_memory": data.get("peak_memory")})
+
+    # -- clicks from the page --------------------------------------------------------------
+    def _on_click(self, widget: Any, content: dict[str, Any], buffers: list) -> None:
+        action = content.get("action")
+        if action == "cancel" and self._cancel is not None and self.status not in FINAL:
+            if self._cancel(self.run_id):
+                self.status = "cancelling"
+        elif action == "full_log" and self._read_log is not None:
+            text = self._read_log(self.run_id)
+            self.full_log = text if len(text) <= _FULL_LOG_CAP else (
+                f"[first {len(text) - _FULL_LOG_CAP:,} characters left out; %jx logs {self.run_id}]\n"
+                + text[-_FULL_LOG_CAP:])
+
+    # -- fallbacks ---------------------------------------------------------------------------
+    def summary(self) -> str:
+        """One line: run, status, backend, duration, peak memory."""
+        parts = [f"run {self.run_id}" + (f" {self.title}" if self.title else ""), self.status, self.backend]
+        if self.duration is not None:
+            parts.append(f"{self.duration:.1f} s")
+        if self.peak_memory:
+            limit = self.limits.get("memory")
+            parts.append(f"peak {format_bytes(self.peak_memory)}" + (f" of {format_bytes(limit)}" if limit else ""))
+        if self.error:
+            parts.append(self.error)
+        return " · ".join(p for p in parts if p)
+
+    def text_fallback(self) -> str:
+        lines = [f"{'!' if stream == 'stderr' else ' '} {line}" for stream, line in self.log[-20:]]
+        return "\n".join([self.summary(), *lines])
+
+    def html_fallback(self) -> str:
+        rows = "".join(f'<span style="color:#b00">{html.escape(line)}</span>\n' if stream == "stderr"
+                       else f"{html.escape(line)}\n" for stream, line in self.log[-20:])
+        return (f'<div class="jx-run-fallback"><b>{html.escape(self.summary())}</b>'
+                + (f"<pre>{rows}</pre>" if rows else "") + "</div>")

@@ -1,0 +1,91 @@
+"""The experiment tree as a picture: ``%jx tree`` and ``TreeWidget.of(trace)``.
+
+The tree goes to the page as a few flat columns (id, parent, status, metric, a short
+label) — about 20 bytes a node — and the page draws only the rows in view, so 5,000
+nodes stay smooth. Clicking a node sets ``selected``; the kernel answers with its
+details (code, params, metrics, limits, log tail) in ``detail``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import traitlets
+
+from ..trace.model import Node, Trace
+from ._common import FallbackWidget, route_to_subshell
+
+__all__ = ["TreeWidget"]
+
+_LABEL = 60
+_TAIL = 30
+
+
+def _label(node: Node) -> str:
+    text = " ".join(f"{k}={v}" for k, v in node.params.items())
+    return text if len(text) <= _LABEL else text[:_LABEL - 1] + "…"
+
+
+class TreeWidget(FallbackWidget):
+    """Nodes coloured by status, the SOTA highlighted, metric per node, collapsible, clickable."""
+
+    _esm = Path(__file__).with_name("tree.js")
+    _css = Path(__file__).with_name("tree.css")
+
+    name = traitlets.Unicode("").tag(sync=True)
+    metric = traitlets.Unicode("score").tag(sync=True)
+    maximize = traitlets.Bool(True).tag(sync=True)
+    columns = traitlets.Dict().tag(sync=True)       # {"id": [...], "parent": [...], "status", "value", "label"}
+    sota = traitlets.Int(-1).tag(sync=True)
+    selected = traitlets.Int(-1).tag(sync=True)
+    detail = traitlets.Dict().tag(sync=True)
+
+    def __init__(self, trace: Trace, read_log: Callable[[int], str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._read_log = read_log
+        self.trace = trace
+        self.refresh()
+        route_to_subshell(self)
+
+    @classmethod
+    def of(cls, trace: Trace, manager: Any = None) -> "TreeWidget":
+        """The widget for ``trace``; with a ``Manager``, node details include the run's log tail."""
+        return cls(trace, read_log=manager.log_text if manager is not None else None)
+
+    def refresh(self, trace: Trace | None = None) -> None:
+        """Redraw from ``trace`` (or the same trace, grown since): call it while ``explore`` runs."""
+        self.trace = trace or self.trace
+        nodes = [self.trace.nodes[i] for i in sorted(self.trace.nodes)]
+        best = self.trace.sota()
+        with self.hold_sync():
+            self.name, self.metric, self.maximize = self.trace.name, self.trace.metric, self.trace.maximize
+            self.columns = {
+                "id": [n.id for n in nodes],
+                "parent": [-1 if n.parent is None else n.parent for n in nodes],
+                "status": [n.status for n in nodes],
+                "value": [n.metrics.get(self.trace.metric) for n in nodes],
+                "label": [_label(n) for n in nodes],
+            }
+            self.sota = best.id if best else -1
+
+    @traitlets.observe("selected")
+    def _on_selected(self, change: dict[str, Any]) -> None:
+        node = self.trace.nodes.get(change["new"])
+        self.detail = {} if node is None else self.describe(node)
+
+    def describe(self, node: Node) -> dict[str, Any]:
+        """What the page shows for a clicked node."""
+        log = ""
+        if self._read_log is not None and node.run_id is not None:
+            try:
+                log = "\n".join(self._read_log(node.run_id).splitlines()[-_TAIL:])
+            except Exception as error:      # the run's row or log is gone: say so in place of the tail
+                log = f"(log unavailable: {error})"
+        return {"id": node.id, "parent": node.parent, "status": node.status, "code": node.code,
+                "params": node.params, "metrics": node.metrics, "limits": node.spec.get("limits", {}),
+                "error": node.error or "", "run_id": node.run_id, "duration": node.duration, "log": log}
+
+    def text_fallback(self) -> str:
+        from ..trace.view import render
+        return render(self.trace)
