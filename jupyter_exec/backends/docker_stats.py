@@ -22,6 +22,7 @@ class Sampler:
         self.container_id = container_id
         self.started = False
         self.samples = 0
+        self.memory: int | None = None            # latest, without the page cache (as `docker stats`)
         self.peak_memory: int | None = None
         self.memory: int | None = None          # the latest reading
         self.cpu_seconds: float | None = None
@@ -54,6 +55,9 @@ class Sampler:
         self.samples += 1
         self.memory = memory.get("usage") or self.memory
         used = max(memory.get("max_usage") or 0, memory.get("usage") or 0)
+        if memory.get("usage") is not None:
+            cache = (memory.get("stats") or {}).get("cache") or (memory.get("stats") or {}).get("inactive_file") or 0
+            self.memory = max(0, memory["usage"] - cache)
         self.peak_memory = max(self.peak_memory or 0, used) or None
         if total:
             self.cpu_seconds = total / 1e9
