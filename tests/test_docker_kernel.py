@@ -250,6 +250,13 @@ def test_containers_of_a_killed_kernel_are_reaped(docker_client, tmp_path):
         assert _containers(docker_client, owner_pid=str(doomed.pid)) == []
         row = fresh.store().runs(limit=1)[0]
         assert row["status"] != "running"
+        fresh.run("%config DockerConfig.tmp_size = '64m'", check=True)
+        cell = fresh.run(f"{DOCKER}\nimport os\ns = os.statvfs('/tmp')\ns.f_blocks * s.f_frsize // 2**20", check=True)
+        assert cell.result_text == "64"                # %config reaches the backend's settings
+        deadline = time.monotonic() + 10
+        while not _containers(docker_client, owner_pid=str(fresh_pid), run="pool") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _containers(docker_client, owner_pid=str(fresh_pid), run="pool"), "the pool did not refill"
     finally:
         fresh.shutdown()
     assert _containers(docker_client, owner_pid=str(fresh_pid)) == []    # its pool went with it

@@ -47,7 +47,8 @@ _availability_cache: tuple[float, Availability] | None = None
 
 
 class DockerConfig(Configurable):
-    """Settings of the Docker backend (``%config DockerConfig.NAME = ...`` or ``JX_DOCKER_*``)."""
+    """Settings of the Docker backend: ``%config DockerConfig.NAME = ...`` (before the kernel's
+    first Docker cell), Jupyter config files, or ``JX_DOCKER_*`` variables."""
 
     image = Unicode(help="Image cells run in. Env: JX_DOCKER_IMAGE. Build the default with "
                          "`jupyter-exec images build base [--offline]`.").tag(config=True)
@@ -106,7 +107,7 @@ class DockerBackend(ExecutorBackend):
     isolation: ClassVar[str] = "docker"
 
     def __init__(self, pool_size: int = 1, config: DockerConfig | None = None) -> None:
-        self.config = config or DockerConfig()
+        self.config = config or DockerConfig(config=_application_config())
         if self.config.user.split(":")[0] in ("0", "root"):
             raise BackendUnavailableError(self.name, "DockerConfig.user must not be root", "set a uid like 65534:65534")
         docker_client.POLICY.attempts = max(1, self.config.retries)
@@ -250,6 +251,16 @@ class DockerBackend(ExecutorBackend):
         info = docker_client.client().info()
         return {"cpus": info.get("NCPU"), "memory": info.get("MemTotal"), "idle_containers": self.pool.idle_count(),
                 "gpus": "nvidia" in (info.get("Runtimes") or {})}
+
+
+def _application_config() -> Any:
+    """The running Jupyter application's config (files, command line, ``%config``), if any.
+
+    In a kernel the shell shares this object, so ``%config DockerConfig.image = ...``
+    lands here too.
+    """
+    from traitlets.config import Application
+    return Application.instance().config if Application.initialized() else None
 
 
 def _device_request(device_request: Any, gpus: str) -> Any:
