@@ -23,6 +23,7 @@ A free leaf is a finished node without children that is not pending. Up to
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 import random
 from collections import Counter, deque
@@ -299,6 +300,7 @@ class MCTS(Scheduler):
         self._reward: dict[int, float] = {}
         self._seen: list[float] = []                # metrics so far, larger = better
         self._in_flight: set[int] = set()           # nodes whose selection holds a virtual loss
+        self._queued: dict[int, list[float]] = {}   # node -> [visits, reward] still to back up
 
     def reward(self, trace: Trace, node: Node) -> float:
         value = trace.value(node)
@@ -317,8 +319,9 @@ class MCTS(Scheduler):
             self._sync(self._trace)
         if node.id not in self._reward:
             raise ValueError(f"node {node.id} has not finished in the scheduled trace")
-        self._backup(node.id, 0, reward - self._reward[node.id])
+        self._queue(node.id, 0, reward - self._reward[node.id])
         self._reward[node.id] = reward
+        self._flush()
 
     def _path(self, node_id: int | None) -> list[int]:
         assert self._trace is not None
@@ -328,14 +331,38 @@ class MCTS(Scheduler):
             node_id = self._trace.nodes[node_id].parent
         return path
 
-    def _backup(self, node_id: int, visits: int, reward: float) -> None:
-        for ancestor in self._path(node_id):
-            self._visits[ancestor] += visits
-            self._total[ancestor] += reward
+    def _queue(self, node_id: int, visits: int, reward: float) -> None:
+        entry = self._queued.setdefault(node_id, [0, 0.0])
+        entry[0] += visits
+        entry[1] += reward
+
+    def _flush(self) -> None:
+        """Back queued results up to every ancestor, deepest first, merging at shared ancestors.
+
+        Catching up with a whole stored trace so costs O(n log n), not O(n · depth).
+        """
+        assert self._trace is not None
+        nodes = self._trace.nodes
+        heap = [(-nodes[n].depth, n) for n in self._queued]
+        heapq.heapify(heap)
+        while heap:
+            _, node_id = heapq.heappop(heap)
+            visits, reward = self._queued.pop(node_id)
+            self._visits[node_id] += int(visits)
+            self._total[node_id] += reward
+            parent = nodes[node_id].parent
+            if parent is not None:
+                if parent not in self._queued:
+                    heapq.heappush(heap, (-nodes[parent].depth, parent))
+                self._queue(parent, int(visits), reward)
 
     def _virtual_loss(self, node_id: int, amount: int) -> None:
         for ancestor in self._path(node_id):
             self._virtual[ancestor] += amount
+
+    def _sync(self, trace: Trace) -> None:
+        super()._sync(trace)
+        self._flush()
 
     def next(self, trace: Trace) -> Selection | None:
         selection = super().next(trace)
@@ -384,7 +411,7 @@ class MCTS(Scheduler):
     def _on_finish(self, trace: Trace, node: Node) -> None:
         reward = self.reward(trace, node)
         self._reward[node.id] = reward
-        self._backup(node.id, 1, reward)
+        self._queue(node.id, 1, reward)
         if node.id in self._in_flight:
             self._in_flight.discard(node.id)
             self._virtual_loss(node.parent, -1)

@@ -1,0 +1,81 @@
+"""``explore`` through a real kernel on the seccomp backend: it improves, and survives a SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+
+import pytest
+
+from conftest import Kernel
+
+pytestmark = pytest.mark.kernel
+
+SETUP = '''
+import jupyter_exec
+from jupyter_exec.trace import RoundRobin
+
+def propose(parent):
+    """Hill-climb x from 0; the score peaks at x = 4."""
+    x = 0 if parent is None else parent.params["x"] + 1
+    return f"import time\\ntime.sleep(0.4)\\n{{'score': -({x} - 4) ** 2}}", {"x": x}
+'''
+EXPLORE = ("trace = jupyter_exec.explore(propose, budget=12, max_parallel=2, backend='seccomp', "
+           "scheduler=RoundRobin(max_trace_num=2), trace='hill', limits={'timeout': '60s'})")
+
+
+def _nodes(data_dir) -> list[dict]:
+    """The stored nodes of trace 'hill' (none before the kernel has made the tables)."""
+    with sqlite3.connect(data_dir / "runs.sqlite3") as db:
+        db.row_factory = sqlite3.Row
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name='trace_nodes'").fetchone():
+            return []
+        return [dict(r) for r in db.execute("SELECT * FROM trace_nodes WHERE trace='hill' ORDER BY id")]
+
+
+def test_explore_improves_then_resumes_after_the_kernel_is_killed(tmp_path):
+    data_dir = tmp_path / "data"
+    first = Kernel(data_dir, tmp_path)
+    try:
+        first.run(SETUP, check=True)
+        first.client.execute(EXPLORE)
+        deadline = time.monotonic() + 120
+        while sum(n["status"] == "succeeded" for n in _nodes(data_dir)) < 5:
+            assert time.monotonic() < deadline, _nodes(data_dir)
+            time.sleep(0.1)
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        first.client.stop_channels()
+        first.km.shutdown_kernel(now=True)
+    before = _nodes(data_dir)
+    assert 5 <= len(before) < 12
+
+    second = Kernel(data_dir, tmp_path)
+    try:
+        second.run(SETUP, check=True)
+        cell = second.run(EXPLORE, check=True, timeout=240)
+        assert "explore 'hill': 12/12 done, 0 running · best score=0 " in cell.stdout
+        assert second.eval("(len(trace), trace.finished_count)") == (12, 12)
+        assert second.eval("trace.nodes[trace.roots[0]].metrics['score']") == -16.0
+        assert second.eval("(trace.sota().metrics['score'], trace.sota().params['x'])") == (0.0, 4)
+        assert second.eval("[n.id for n in trace.ancestors(trace.sota().id)][0] in trace.roots")
+        tree = second.run("%jx tree hill", check=True).stdout
+        assert tree.startswith("trace 'hill': maximise score, 12 nodes") and "★ SOTA" in tree
+    finally:
+        second.shutdown()
+
+    after = {n["id"]: n for n in _nodes(data_dir)}
+    assert {n["id"] for n in before} < set(after)           # resumed: nothing stored was lost or redone
+    orphans = [n for n in before if n["status"] == "running"]      # in flight when the kernel died
+    assert orphans and all(after[n["id"]]["status"] == "failed" and "exited" in after[n["id"]]["error"] for n in orphans)
+    resumed = [n for n in after.values() if n["id"] > max(b["id"] for b in before)]
+    assert resumed and all(n["parent"] in after for n in resumed if n["parent"] is not None)
+
+    with sqlite3.connect(data_dir / "runs.sqlite3") as db:
+        runs = db.execute("SELECT started, ended, isolation FROM runs WHERE name LIKE 'hill/%' "
+                          "AND status='succeeded' ORDER BY started").fetchall()
+    assert {isolation for _, _, isolation in runs} == {"seccomp"}
+    overlapping = sum(1 for (s1, e1, _), (s2, _, _) in zip(runs, runs[1:]) if s2 < e1)
+    assert overlapping >= 3                 # two at a time, not one after the other
