@@ -202,6 +202,13 @@ def test_mounts_are_read_only_unless_rw(kernel, notebook_dir):
     assert (notebook_dir / "data.txt").read_text() == "notebook data!"
 
 
+def test_runtime_env_becomes_a_derived_image(kernel):
+    cell = kernel.run(f"{DOCKER} --pip tomli-w==1.0.0\nimport tomli_w\ntomli_w.dumps({{'a': 1}})", timeout=300,
+                      check=True)
+    assert cell.result_text == "'a = 1\\n'"
+    assert kernel.run(f"{DOCKER}\nimport tomli_w").error["ename"] == "ModuleNotFoundError"   # the base is untouched
+
+
 def test_resources_are_sampled_and_stored(kernel):
     kernel.run(f"{DOCKER}\nimport time\nblock = bytearray(150 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])\n"
                "end = time.time() + 2.5\nwhile time.time() < end:\n    pass", check=True)

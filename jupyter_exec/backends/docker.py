@@ -122,7 +122,7 @@ class DockerBackend(ExecutorBackend):
         global _availability_cache
         if _availability_cache and time.monotonic() - _availability_cache[0] < _AVAILABILITY_TTL:
             return _availability_cache[1]
-        image = DockerConfig().image
+        image = DockerConfig(config=_application_config()).image
         try:
             docker = docker_client.client()
             docker.ping()
@@ -141,10 +141,15 @@ class DockerBackend(ExecutorBackend):
 
     def initialize(self) -> None:
         from ..config import ExecConfig
-        self.pool.warm(self._key(RunSpec(limits=ExecConfig().default_limits())))
+        self.pool.warm(self._key(RunSpec(limits=ExecConfig().default_limits()), self.config.image))
 
-    def _key(self, spec: RunSpec) -> PoolKey:
-        return PoolKey(self.config.image, dataclasses.replace(spec.limits, timeout=None), spec.mounts)
+    def env_builder(self, ca_bundle: str | None) -> Any:
+        """Runtime envs (``--pip`` ...) become derived images of this backend's image."""
+        from ..envs.image import ImageEnvBuilder
+        return ImageEnvBuilder(self.config.image, ca_bundle)
+
+    def _key(self, spec: RunSpec, image: str) -> PoolKey:
+        return PoolKey(image, dataclasses.replace(spec.limits, timeout=None), spec.mounts)
 
     def _make_slot(self, key: PoolKey, run_label: str) -> Slot:
         labels = {f"{LABEL}.run": run_label, f"{LABEL}.kernel": self.kernel_id,
@@ -199,28 +204,32 @@ class DockerBackend(ExecutorBackend):
     def submit(self, submission: Submission) -> TaskHandle:
         import docker.errors
         import requests.exceptions
-        spec = submission.spec
+        spec, environment = submission.spec, submission.environment
         self._refuse_gpus(spec.limits)
         request = build_request(
             submission.code, inputs=submission.inputs, outputs=spec.outputs, trust=spec.trust, cwd="/tmp",
-            env={"HOME": "/tmp", "TMPDIR": "/tmp", **spec.env})
+            env=dict(spec.env), sys_path=environment.sys_path if environment else (),
+            working_dir=str(environment.working_dir) if environment and environment.working_dir else None)
+        image = environment.image if environment and environment.image else self.config.image
+        key = self._key(spec, image)
         self.kernel_id = submission.kernel_id
         try:
-            slot = self.pool.take(self._key(spec), str(submission.run_id))
+            slot = self.pool.take(key, str(submission.run_id))
         except docker.errors.ImageNotFound as error:
-            raise BackendUnavailableError(self.name, f"image {self.config.image} is missing",
-                                          f"build it: {_build_command(self.config.image)}") from error
+            raise BackendUnavailableError(self.name, f"image {image} is missing",
+                                          f"build it: {_build_command(image)}") from error
         except (docker.errors.DockerException, requests.exceptions.ConnectionError) as error:
             raise BackendUnavailableError(
                 self.name, f"the Docker daemon at {docker_client.daemon_address()} failed: {error}",
                 "check `docker info`, or pass --backend seccomp") from error
-        run = _DockerRun(submission, self, slot)
+        run = _DockerRun(submission, self, slot, key)
+        self._runs[submission.run_id] = run
         try:
             run.start(request)
         except BaseException:
+            self.forget(submission.run_id)
             self.pool.discard(slot)
             raise
-        self._runs[submission.run_id] = run
         return run.handle
 
     def cancel(self, handle: TaskHandle) -> bool:
@@ -279,8 +288,8 @@ def _build_command(image: str) -> str:
 class _DockerRun:
     """One run in one container: sends the request, pumps the streams, enforces the clock."""
 
-    def __init__(self, submission: Submission, backend: DockerBackend, slot: Slot) -> None:
-        self.submission, self.backend, self.slot = submission, backend, slot
+    def __init__(self, submission: Submission, backend: DockerBackend, slot: Slot, key: PoolKey) -> None:
+        self.submission, self.backend, self.slot, self.key = submission, backend, slot, key
         self.container = slot.container
         self.handle = TaskHandle(submission, backend)
         self.reader = ProtocolReader(submission.sink, submission.spec.trust)
@@ -313,7 +322,7 @@ class _DockerRun:
             self.backend.pool.discard(self.slot)
             self.backend.forget(self.submission.run_id)
         self.handle.finish(outcome)
-        self.backend.pool.warm(self.backend._key(self.submission.spec))
+        self.backend.pool.warm(self.key)
 
     def _stream_until_exit(self) -> None:
         """Protocol, stdout and stderr until every process in the container has let go of them.
