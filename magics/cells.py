@@ -7,7 +7,7 @@ nbconvert keeps a plain copy of the final state.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from IPython.core.error import UsageError
 from IPython.display import display
@@ -43,8 +43,11 @@ def widgets_wanted(manager: Manager, quiet: bool = False) -> bool:
 
 
 def run_cell(shell: Any, manager: Manager, cell: str, spec: RunSpec, *, quiet: bool = False,
-             background: bool = False) -> Any:
-    """Run ``cell``; bind its ``--out`` values; return its value (or a ``BackgroundRun``)."""
+             background: bool = False, runner: Callable[..., RunResult] | None = None) -> Any:
+    """Run ``cell``; bind its ``--out`` values; return its value (or a ``BackgroundRun``).
+
+    ``runner`` replaces ``manager.run`` for a run in front (``--trace`` records a node around it).
+    """
     sink: Any = _QuietSink() if quiet else None
     on_event = None
     if widgets_wanted(manager, quiet):
@@ -67,7 +70,7 @@ def run_cell(shell: Any, manager: Manager, cell: str, spec: RunSpec, *, quiet: b
             run: BackgroundRun = background_runs(manager).start(
                 cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event, bind=bind)
             return run
-        result = manager.run(cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event)
+        result = (runner or manager.run)(cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event)
     except (SpecError, BackendUnavailableError) as error:
         raise UsageError(str(error)) from None
     bind(result)

@@ -7,6 +7,7 @@ traceback); errors from the run render themselves.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -71,6 +72,17 @@ env_options = _stack(
 )
 
 
+trace_options = _stack(
+    argument("--trace", metavar="NAME", help="record the run as a node of experiment trace NAME (%%jx tree NAME)"),
+    argument("--parent", metavar="ID|best|latest|root",
+             help="the node the run extends: an id, the best, the latest accepted (default) or a new root"),
+    argument("--metric", metavar="NAME", help="the number in the cell's result that ranks nodes (default: score)"),
+    argument("--maximize", dest="maximize", action="store_const", const=True, default=None,
+             help="larger metric is better (the default for a new trace)"),
+    argument("--minimize", dest="maximize", action="store_const", const=False, help="smaller metric is better"),
+)
+
+
 def runtime_env(args: Any, base_dir: Path) -> EnvSpec | None:
     """The EnvSpec the env options describe (``--env-spec`` first, options on top), or None."""
     from_options = EnvSpec.from_options(
@@ -127,13 +139,27 @@ class ExecMagics(Magics):
     @limit_options
     @transfer_options
     @env_options
+    @trace_options
     @argument("--bg", action="store_true",
               help="return at once with a handle; outputs are bound when the run ends (%%jx wait N)")
     @cell_magic
     def sandbox(self, line: str, cell: str) -> Any:
         """Run this cell in a sandbox: a fresh process or container with limits, no network."""
         args = parse_argstring(self.sandbox, line)
-        return run_cell(self.shell, self.manager, cell, self._spec(args), quiet=args.quiet, background=args.bg)
+        return run_cell(self.shell, self.manager, cell, self._spec(args), quiet=args.quiet, background=args.bg,
+                        runner=self._trace_run(args))
+
+    def _trace_run(self, args: Any) -> Callable[..., Any] | None:
+        """With ``--trace``: a ``manager.run`` that records the run as a node of that trace."""
+        if not args.trace:
+            if args.parent or args.metric or args.maximize is not None:
+                raise UsageError("--parent, --metric, --maximize and --minimize need --trace NAME")
+            return None
+        if args.bg:
+            raise UsageError("--trace runs in front for now: drop --bg")
+        from ..trace.explore import run_in_trace
+        return functools.partial(run_in_trace, self.manager, trace=args.trace, parent=args.parent or "latest",
+                                 metric=args.metric, maximize=args.maximize)
 
     @line_magic
     def jx(self, line: str) -> Any:

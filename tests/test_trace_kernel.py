@@ -79,3 +79,36 @@ def test_explore_improves_then_resumes_after_the_kernel_is_killed(tmp_path):
     assert {isolation for _, _, isolation in runs} == {"seccomp"}
     overlapping = sum(1 for (s1, e1, _), (s2, _, _) in zip(runs, runs[1:]) if s2 < e1)
     assert overlapping >= 3                 # two at a time, not one after the other
+
+
+def test_sandbox_cells_as_trace_nodes(kernel):
+    magic = "%%sandbox --backend seccomp --trace cells"
+    kernel.run(f"{magic} --metric loss --minimize\n{{'loss': 3.0}}", check=True)
+    kernel.run(f"{magic} --parent best\n{{'loss': 2.0}}", check=True)
+    kernel.run(f"{magic}\n{{'loss': 2.5}}", check=True)             # extends the latest accepted
+    failed = kernel.run(f"{magic} --parent root\n1 / 0")
+    assert failed.error["ename"] == "ZeroDivisionError"
+    tree = kernel.run("%jx tree cells", check=True).stdout.splitlines()
+    assert tree[0].startswith("trace 'cells': minimise loss, 4 nodes, best #") and tree[0].endswith(" loss=2")
+    assert "succeeded  loss=3" in tree[1] and "└─ " in tree[2] and "★ SOTA" in tree[2]
+    assert "   └─ " in tree[3] and "loss=2.5" in tree[3]
+    assert "failed" in tree[4] and "ZeroDivisionError" in tree[4]
+    frame = kernel.run("from jupyter_exec.trace.explore import trace_store\n"
+                       "m = get_ipython().magics_manager.registry['ExecMagics'].manager\n"
+                       "df = trace_store(m).open('cells').to_dataframe()\n"
+                       "print(list(df['status']), df['run_id'].notna().all())", check=True)
+    assert frame.stdout == "['succeeded', 'succeeded', 'succeeded', 'failed'] True\n"
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("--trace cells --parent 99999", "trace 'cells' has no node 99999"),
+    ("--trace cells --parent first", "--parent: 'first' is not a node id"),
+    ("--trace cells --maximize", "trace 'cells' records loss (minimised)"),
+    ("--parent best", "need --trace NAME"),
+    ("--trace cells --bg", "drop --bg"),
+])
+def test_bad_trace_options_are_one_line_errors(kernel, line, message):
+    before = kernel.store().runs(1)
+    cell = kernel.run(f"%%sandbox --backend seccomp {line}\nprint('ran')")
+    assert cell.stderr.startswith("UsageError: ") and message in cell.stderr, cell
+    assert "ran" not in cell.stdout and kernel.store().runs(1) == before

@@ -19,7 +19,6 @@ from typing import Any, Callable, Iterable, Mapping, Tuple, Union
 
 from ..errors import SpecError, TaskError
 from ..manager import Manager, RunResult, _describe, _status_of
-from ..runner.protocol import OutputSink
 from ..spec import Limits, RunSpec
 from .model import Node, Trace
 from .schedulers import MCTS, Scheduler
@@ -104,19 +103,22 @@ def resolve_parent(trace: Trace, ref: str | int | None) -> int | None:
 
 
 def run_in_trace(manager: Manager, code: str, spec: RunSpec, *, trace: str, parent: str | int | None = "latest",
-                 metric: str | None = None, maximize: bool | None = None,
-                 namespace: Mapping[str, Any] | None = None, sink: OutputSink | None = None) -> tuple[Node, RunResult]:
-    """Run one cell as a node of ``trace`` (what ``%%sandbox --trace`` does); errors are re-raised."""
+                 metric: str | None = None, maximize: bool | None = None, **run_options: Any) -> RunResult:
+    """``manager.run`` that also records the run as a node of ``trace`` (``%%sandbox --trace``).
+
+    ``parent`` is a node id, ``best``, ``latest`` (the default: carry on the current line)
+    or ``root``. The run's errors are re-raised once the node is finished.
+    """
     store = trace_store(manager)
     model = store.open(trace, metric, maximize)
     node = store.add(model, resolve_parent(model, parent), code, spec=spec.describe())
     try:
-        result = manager.run(code, spec, namespace=namespace, sink=sink)
+        result = manager.run(code, spec, **run_options)
     except BaseException as error:
         record_outcome(store, model, node, None, error)
         raise
     record_outcome(store, model, node, result, None)
-    return node, result
+    return result
 
 
 class _Silent:
