@@ -2,10 +2,11 @@
 
     .venv/bin/python benchmarks/bench_scheduler.py [--nodes 100000] [--calls 2000]
 
-Two shapes: ``bushy`` (each node under a uniformly random earlier node: depth ~30,
-many leaves) and ``lines`` (8 roots, each node under the newest node of a random line
-or, one time in ten, under a random node of it: long chains with short side branches).
-5 % of the nodes fail. Each timed ``next()`` is followed by an untimed ``release`` so
+Three shapes: ``bushy`` (each node under a uniformly random earlier node: depth ~20,
+many leaves), ``lines`` (8 roots, each node under the newest node of a random line or,
+one time in ten, under a random node of it: long chains with short side branches) and
+``chain`` (the last of 8 roots grows one line ~100,000 deep, scores rising: a
+hill-climb that never branched, the worst case for MCTS's descent). 5 % of the nodes fail. Each timed ``next()`` is followed by an untimed ``release`` so
 the trace stays the same; the first call, which indexes the whole trace once, is
 reported apart as "catch-up". Target: median ≤ 1 ms.
 """
@@ -41,13 +42,16 @@ def build(shape: str, size: int, rng: random.Random) -> Trace:
             lines.append([node_id])
         elif shape == "bushy":
             parent = rng.randint(1, node_id - 1)
+        elif shape == "chain":
+            parent = node_id - 1
         else:
             line = rng.choice(lines)
             parent = line[-1] if rng.random() < 0.9 else rng.choice(line)
             line.append(node_id)
         trace.add(Node(node_id, parent, ""))
         failed = rng.random() < 0.05
-        trace.finish(node_id, "failed" if failed else "succeeded", {} if failed else {"score": rng.random()})
+        score = node_id + rng.random() * 1000 if shape == "chain" else rng.random()
+        trace.finish(node_id, "failed" if failed else "succeeded", {} if failed else {"score": score})
     return trace
 
 
@@ -70,8 +74,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--shapes", default="bushy,lines,chain")
     options = parser.parse_args()
-    for shape in ("bushy", "lines"):
+    for shape in options.shapes.split(","):
         trace = build(shape, options.nodes, random.Random(0))
         depth = max(n.depth for n in trace.nodes.values())
         print(f"\n{shape}: {len(trace):,} nodes, {len(trace.leaves()):,} leaves, depth {depth}")
