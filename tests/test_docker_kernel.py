@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from conftest import Kernel, require
+from conftest import Kernel, make_wheel, require
+from jupyter_exec.envs import EnvCache
 from jupyter_exec.backends.docker import DockerBackend
 
 pytestmark = pytest.mark.kernel
@@ -202,11 +203,17 @@ def test_mounts_are_read_only_unless_rw(kernel, notebook_dir):
     assert (notebook_dir / "data.txt").read_text() == "notebook data!"
 
 
-def test_runtime_env_becomes_a_derived_image(kernel):
-    cell = kernel.run(f"{DOCKER} --pip tomli-w==1.0.0\nimport tomli_w\ntomli_w.dumps({{'a': 1}})", timeout=300,
-                      check=True)
-    assert cell.result_text == "'a = 1\\n'"
-    assert kernel.run(f"{DOCKER}\nimport tomli_w").error["ename"] == "ModuleNotFoundError"   # the base is untouched
+def test_runtime_env_becomes_a_derived_image(kernel, notebook_dir, docker_client):
+    (notebook_dir / "imagewheel").mkdir()
+    wheel = make_wheel(notebook_dir / "imagewheel", "jximage", "1.0", "def dumps(d):\n    return repr(sorted(d))\n")
+    cell = kernel.run(f"{DOCKER} --pip {wheel}\nimport jximage\njximage.dumps({{'a': 1}})", timeout=300, check=True)
+    assert cell.result_text == '"[\'a\']"'
+    assert kernel.run(f"{DOCKER}\nimport jximage").error["ename"] == "ModuleNotFoundError"   # the base is untouched
+    kernel.run("envs = %jx envs", check=True)
+    [image_env] = kernel.eval("[h for h, t in zip(envs.index, envs.target) if t.startswith('docker:')]")
+    assert docker_client.images.list(name=f"jupyter-exec/env:{image_env}")
+    EnvCache(kernel.data_dir / "envs", kernel.data_dir / "runs.sqlite3").remove(image_env)
+    assert not docker_client.images.list(name=f"jupyter-exec/env:{image_env}")   # the image goes with the env
 
 
 def test_resources_are_sampled_and_stored(kernel):

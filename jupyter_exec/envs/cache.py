@@ -109,6 +109,14 @@ class EnvIndex(Database):
         self._execute("DELETE FROM envs WHERE hash=?", (hash_,))
 
 
+def _deleter(target: str) -> Callable[[Path], None]:
+    """How an env of ``target`` is deleted: a derived image goes with its directory."""
+    if target.startswith("docker:"):
+        from .image import ImageEnvBuilder
+        return ImageEnvBuilder.delete
+    return lambda path: shutil.rmtree(path, ignore_errors=True)
+
+
 def _tree_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
@@ -198,21 +206,20 @@ class EnvCache:
         leases = self.root / f"{hash_}.leases"
         return any(pid_alive(int(t.name.split("-")[0])) for t in leases.glob("*-*")) if leases.is_dir() else False
 
-    def remove(self, hash_: str, delete: Callable[[Path], None] = lambda p: shutil.rmtree(p, ignore_errors=True)
-               ) -> None:
+    def remove(self, hash_: str) -> None:
+        """Delete one env (its image too, for Docker targets) unless a running cell holds it."""
         row = self.index.get(hash_)
         if row is None:
             raise JupyterExecError(f"no env {hash_}; `jupyter-exec envs list` shows them")
         if self.in_use(hash_):
             raise JupyterExecError(f"env {hash_} is in use by a running cell; try again when it ends")
-        delete(Path(row["path"]))
+        _deleter(row["target"])(Path(row["path"]))
         for extra in (f"{hash_}.log", f"{hash_}.lock"):
             (self.root / extra).unlink(missing_ok=True)
         shutil.rmtree(self.root / f"{hash_}.leases", ignore_errors=True)
         self.index.remove(hash_)
 
-    def gc(self, max_bytes: int | None = None, max_age: float | None = None,
-           delete: Callable[[Path], None] = lambda p: shutil.rmtree(p, ignore_errors=True)) -> list[str]:
+    def gc(self, max_bytes: int | None = None, max_age: float | None = None) -> list[str]:
         """Remove least-recently-used envs until under ``max_bytes``, and any unused for
         ``max_age`` seconds; never one in use, never one building. Returns removed hashes."""
         rows = sorted(self.index.all(), key=lambda r: r["last_used"] or r["created"])
@@ -225,7 +232,7 @@ class EnvCache:
             too_old = max_age is not None and now - (row["last_used"] or row["created"]) > max_age
             too_big = max_bytes is not None and total > max_bytes
             if row["status"] == "failed" or too_old or too_big:
-                self.remove(row["hash"], delete)
+                self.remove(row["hash"])
                 total -= row["size"] if row["status"] == "ready" else 0
                 removed.append(row["hash"])
         return removed
