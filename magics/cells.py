@@ -18,7 +18,7 @@ from ..manager import Manager, RunResult
 from ..output import ConsoleSink
 from ..spec import RunSpec
 
-__all__ = ["background_runs", "run_cell", "widgets_wanted"]
+__all__ = ["background_runs", "probe_widgets", "run_cell", "widgets_wanted"]
 
 _background: dict[int, BackgroundRuns] = {}
 
@@ -26,6 +26,15 @@ _background: dict[int, BackgroundRuns] = {}
 def background_runs(manager: Manager) -> BackgroundRuns:
     """The background runs of ``manager`` (one registry per manager, whichever magic started them)."""
     return _background.setdefault(id(manager), BackgroundRuns(manager))
+
+
+def probe_widgets() -> None:
+    """Find out early whether the frontend draws widgets (see ``widgets.probe_frontend``)."""
+    try:
+        from ..widgets import probe_frontend
+    except ImportError:            # anywidget / ipywidgets not installed: plain text
+        return
+    probe_frontend()
 
 
 def widgets_wanted(manager: Manager, quiet: bool = False) -> bool:

@@ -23,7 +23,7 @@ from ..errors import JupyterExecError, SpecError, TaskError
 from ..manager import Manager
 from ..envs import EnvSpec
 from ..spec import Limits, Mount, RunSpec, parse_env, parse_names
-from .cells import _QuietSink, background_runs, run_cell, widgets_wanted  # noqa: F401 (_QuietSink: rayrun)
+from .cells import _QuietSink, background_runs, probe_widgets, run_cell, widgets_wanted  # noqa: F401 (_QuietSink: rayrun)
 
 __all__ = ["ExecMagics"]
 
@@ -115,6 +115,7 @@ class ExecMagics(Magics):
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self.manager = Manager(ExecConfig(parent=shell), kernel_id=_kernel_id())
+        probe_widgets()
 
     def _spec(self, args: Any) -> RunSpec:
         base_dir = Path(os.getcwd())

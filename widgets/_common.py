@@ -8,27 +8,50 @@ which subshell its messages go to. ``route_to_subshell`` answers "ours" for a wi
 comm, so its clicks are handled on a subshell thread while the cell is still running.
 Where that is not available (older ipykernel, no kernel) the widget still works; its
 clicks are simply handled when the cell ends (background runs are unaffected).
+
+Whether anything can draw widgets at all is asked, not guessed: ``probe_frontend``
+(run when the extension loads) opens a tiny invisible widget whose JavaScript says
+hello when a frontend creates it. JupyterLab, Notebook 7 and VS Code answer; terminal
+IPython, nbclient and nbconvert do not, and get plain text.
 """
 
 from __future__ import annotations
 
 import html
 import threading
+import time
 from typing import Any
 
 import anywidget
 
-__all__ = ["FallbackWidget", "frontend_connected", "route_to_subshell"]
+__all__ = ["FallbackWidget", "frontend_connected", "probe_frontend", "route_to_subshell"]
 
 _subshells: dict[int, str] = {}
 _lock = threading.Lock()
+_hello = threading.Event()
+_probes: list[tuple[float, anywidget.AnyWidget]] = []     # (when sent, the probe): kept alive
 
 
-def frontend_connected() -> bool:
-    """True once a widget frontend (JupyterLab, Notebook 7) has opened ipywidgets' control
-    comm with this kernel; false in terminal IPython, nbclient and nbconvert runs."""
-    from ipywidgets import Widget
-    return getattr(Widget, "_control_comm", None) is not None
+class _Probe(anywidget.AnyWidget):
+    _esm = "export default { initialize({ model }) { model.send({ hello: true }); } };"
+
+
+def probe_frontend() -> None:
+    """Ask whatever frontend is attached to say hello if it can draw widgets (no-op outside a kernel)."""
+    if _kernel() is None or _probes:
+        return
+    probe = _Probe()
+    probe.on_msg(lambda widget, content, buffers: _hello.set())
+    route_to_subshell(probe)
+    _probes.append((time.monotonic(), probe))
+
+
+def frontend_connected(wait: float = 2.0) -> bool:
+    """True if a widget frontend answered the probe; waits for the answer at most ``wait``
+    seconds after the probe was sent (a cell run right after ``%load_ext``)."""
+    if _hello.is_set() or not _probes:
+        return _hello.is_set()
+    return _hello.wait(max(0.0, _probes[0][0] + wait - time.monotonic()))
 
 
 def _kernel() -> Any:

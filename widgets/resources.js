@@ -37,6 +37,7 @@ function card(entry) {
     table.appendChild(tr);
   }
   if (table.childElementCount) box.appendChild(table);
+  else if (entry.ok && !entry.started) box.appendChild(element("div", "jx-card-note", "not started in this kernel; starts on first use"));
   for (const note of entry.notes || []) box.appendChild(element("div", "jx-card-note", note));
   return box;
 }
