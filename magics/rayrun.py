@@ -15,10 +15,11 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from ..backends.ray import RayOptions
 from ..envs import EnvSpec
-from ..errors import BackendUnavailableError, SpecError
+from ..errors import SpecError
 from ..manager import Manager
 from ..spec import Limits, RunSpec, parse_env, parse_names
-from .sandbox import _QuietSink, _stack, transfer_options
+from .cells import run_cell
+from .sandbox import _stack, transfer_options
 
 __all__ = ["RayMagics"]
 
@@ -77,11 +78,4 @@ class RayMagics(Magics):
     def rayrun(self, line: str, cell: str) -> Any:
         """Run this cell as a Ray task, with the resources it asks for; output streams live."""
         args = parse_argstring(self.rayrun, line)
-        spec = self._spec(args)
-        try:
-            result = self.manager.run(cell, spec, namespace=self.shell.user_ns,
-                                      sink=_QuietSink() if args.quiet else None)
-        except (SpecError, BackendUnavailableError) as error:
-            raise UsageError(str(error)) from None
-        self.shell.user_ns.update(result.outputs)
-        return result.value
+        return run_cell(self.shell, self.manager, cell, self._spec(args), quiet=args.quiet)

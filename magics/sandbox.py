@@ -23,7 +23,7 @@ from ..errors import JupyterExecError, SpecError, TaskError
 from ..manager import Manager
 from ..envs import EnvSpec
 from ..spec import Limits, Mount, RunSpec, parse_env, parse_names
-from .cells import _QuietSink, background_runs, probe_widgets, run_cell, widgets_wanted  # noqa: F401 (_QuietSink: rayrun)
+from .cells import background_runs, probe_widgets, run_cell, widgets_wanted
 
 __all__ = ["ExecMagics"]
 

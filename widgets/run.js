@@ -13,7 +13,8 @@ function seconds(s) {
   if (s == null) return "";
   if (s < 60) return `${s.toFixed(1)} s`;
   const m = Math.floor(s / 60);
-  return `${m} min ${Math.round(s - m * 60)} s`;
+  const rest = Math.round(s - m * 60);
+  return rest ? `${m} min ${rest} s` : `${m} min`;
 }
 
 function element(tag, className, text) {
