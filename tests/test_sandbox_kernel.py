@@ -15,52 +15,10 @@ pytestmark = pytest.mark.kernel
 SECCOMP = "%%sandbox --backend seccomp"
 
 
-def test_last_value_out_and_display(kernel):
-    cell = kernel.run(f"{SECCOMP} --out total,frame\n"
-                      "import pandas as pd, numpy as np\n"
-                      "total = sum(range(10))\n"
-                      "frame = pd.DataFrame({'a': np.arange(3), 'b': ['x', 'y', 'z']})\n"
-                      "class Table:\n"
-                      "    def _repr_html_(self): return '<b>bold</b><script>alert(1)</script>'\n"
-                      "display(Table())\n"
-                      "print('printed')\n"
-                      "{'k': (1, 2.5), 'arr': np.ones((2, 2))}", check=True)
-    assert cell.stdout == "printed\n"
-    assert "'k': (1, 2.5)" in cell.result_text and "array([[1., 1.]" in cell.result_text
-    assert kernel.eval("total") == 45
-    assert kernel.eval("frame.to_dict('list')") == {"a": [0, 1, 2], "b": ["x", "y", "z"]}
-    html = cell.displays[0]["text/html"]
-    assert "<b>bold</b>" in html and "script" not in html   # sanitised: no scripts from the sandbox
-
-
-def test_exception_reraised_with_remote_traceback(kernel):
-    cell = kernel.run(f"{SECCOMP}\ndef inner():\n    return 1 / 0\ninner()")
-    assert cell.error["ename"] == "ZeroDivisionError"
-    traceback = "\n".join(cell.error["traceback"])
-    assert "inner()" in traceback and "return 1 / 0" in traceback and "bootstrap" not in traceback
-    assert kernel.last_run()["status"] == "failed"
+def test_remote_exception_is_also_the_builtin_type(kernel):
     catch = kernel.run("try:\n    get_ipython().run_cell_magic('sandbox', '--backend seccomp', 'int(\"x\")')\n"
                        "except ValueError as e:\n    print('caught', type(e).__name__)", check=True)
     assert catch.stdout == "caught ValueError\n"
-
-
-def test_output_streams_live(kernel):
-    cell = kernel.run(f"{SECCOMP}\nimport time\nfor i in range(8):\n    print('tick', i, flush=True)\n"
-                      "    time.sleep(0.25)")
-    assert cell.stdout.splitlines() == [f"tick {i}" for i in range(8)]
-    assert cell.finished_at - cell.stream_times[0] > 1.0     # the first line came long before the end
-
-
-def test_output_flood_is_capped_and_logged(kernel):
-    rss_before = _rss(kernel.pid)
-    cell = kernel.run(f"{SECCOMP}\nimport sys\nline = 'x' * 999 + '\\n'\n"
-                      "for _ in range(50_000):\n    sys.stdout.write(line)", timeout=300)
-    run = kernel.last_run()
-    assert run["status"] == "succeeded"
-    assert len(cell.stdout) < 1.1 * 2**20
-    assert f"output truncated at 1,048,576 bytes; full log: %jx logs {run['id']}" in cell.stdout
-    assert os.path.getsize(run["log_path"]) == 50_000_000
-    assert _rss(kernel.pid) - rss_before < 100 * 2**20
 
 
 def test_interrupt_cancels_the_run(kernel):
@@ -199,13 +157,6 @@ def test_jx_commands(kernel):
 def test_every_run_is_finished_in_the_store(kernel):
     rows = kernel.store().runs(limit=10_000)
     assert rows and all(r["status"] in ("succeeded", "failed", "timeout", "oom", "cancelled") for r in rows)
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def _assert_no_run_processes(kernel) -> None:

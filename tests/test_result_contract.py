@@ -1,0 +1,86 @@
+"""What every sandbox backend owes a cell, through a real kernel: results, output, errors.
+
+The same cells run on each backend; a backend that is missing fails in CI (JX_REQUIRE_ALL=1).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import require
+from jupyter_exec.backends.factory import backend_class
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(params=["seccomp", "docker"])
+def sandbox(request, kernel) -> str:
+    """The magic line for one backend, once that backend is known to work here."""
+    availability = backend_class(request.param).availability()
+    require(availability.ok, f"{request.param} backend: {availability.reason} — {availability.fix}")
+    return f"%%sandbox --backend {request.param}"
+
+
+def test_last_value_out_and_display(kernel, sandbox):
+    cell = kernel.run(f"{sandbox} --out total,frame\n"
+                      "import pandas as pd, numpy as np\n"
+                      "total = sum(range(10))\n"
+                      "frame = pd.DataFrame({'a': np.arange(3), 'b': ['x', 'y', 'z']})\n"
+                      "class Table:\n"
+                      "    def _repr_html_(self): return '<b>bold</b><script>alert(1)</script>'\n"
+                      "display(Table())\n"
+                      "print('printed')\n"
+                      "{'k': (1, 2.5), 'arr': np.ones((2, 2))}", check=True)
+    assert cell.stdout == "printed\n"
+    assert "'k': (1, 2.5)" in cell.result_text and "array([[1., 1.]" in cell.result_text
+    assert kernel.eval("total") == 45
+    assert kernel.eval("frame.to_dict('list')") == {"a": [0, 1, 2], "b": ["x", "y", "z"]}
+    html = cell.displays[0]["text/html"]
+    assert "<b>bold</b>" in html and "script" not in html   # sanitised: no scripts from the sandbox
+    run = kernel.last_run()
+    assert (run["status"], run["backend"]) == ("succeeded", sandbox.split()[-1])
+
+
+def test_exception_reraised_with_remote_traceback(kernel, sandbox):
+    cell = kernel.run(f"{sandbox}\ndef inner():\n    return 1 / 0\ninner()")
+    assert cell.error["ename"] == "ZeroDivisionError"
+    traceback = "\n".join(cell.error["traceback"])
+    assert "inner()" in traceback and "return 1 / 0" in traceback and "bootstrap" not in traceback
+    assert kernel.last_run()["status"] == "failed"
+
+
+def test_stdout_and_stderr_stream_live_and_decode_split_characters(kernel, sandbox):
+    code = ("import sys, time\n"
+            "for i in range(6):\n"
+            "    print('tick', i, flush=True)\n"
+            "    time.sleep(0.25)\n"
+            "data = 'héllo wörld ✓ 🐍\\n'.encode()\n"
+            "for i in range(len(data)):\n"
+            "    sys.stdout.buffer.write(data[i:i + 1]); sys.stdout.buffer.flush(); time.sleep(0.002)\n"
+            "print('to stderr', file=sys.stderr)")
+    cell = kernel.run(f"{sandbox}\n{code}", check=True)
+    assert cell.stdout == "".join(f"tick {i}\n" for i in range(6)) + "héllo wörld ✓ 🐍\n"
+    assert cell.stderr == "to stderr\n"
+    assert cell.finished_at - cell.stream_times[0] > 1.0      # the first line came long before the end
+
+
+def test_output_flood_is_capped_in_the_cell_and_logged_whole(kernel, sandbox):
+    rss_before = _rss(kernel.pid)
+    cell = kernel.run(f"{sandbox}\nimport sys\nline = 'x' * 999 + '\\n'\n"
+                      "for _ in range(50_000):\n    sys.stdout.write(line)", timeout=300)
+    run = kernel.last_run()
+    assert run["status"] == "succeeded"
+    assert len(cell.stdout) < 1.1 * 2**20
+    assert f"output truncated at 1,048,576 bytes; full log: %jx logs {run['id']}" in cell.stdout
+    assert os.path.getsize(run["log_path"]) == 50_000_000
+    assert _rss(kernel.pid) - rss_before < 100 * 2**20        # 50 MB went to disk, not into the kernel
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
