@@ -118,7 +118,8 @@ class Manager:
             self._active[run_id] = handle
             self.store.mark_running(run_id, str(log_path))
             emit("running", {"started": handle.started})
-            monitor = Monitor(lambda: backend.sample(handle), lambda sample: emit("sample", sample)).start()
+            if type(backend).sample is not ExecutorBackend.sample:      # no thread for a backend that cannot tell
+                monitor = Monitor(lambda: backend.sample(handle), lambda sample: emit("sample", sample)).start()
             try:
                 envelope = backend.get_result(handle)
             except KeyboardInterrupt:

@@ -103,7 +103,7 @@ class RayOptions:
         return cls(**{k: tuple(x) if isinstance(x, list) else x for k, x in placement.items()})
 
     def placement(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def resources(self) -> dict[str, float]:
         """What one task reserves, in Ray's resource names."""
@@ -327,14 +327,13 @@ class RayBackend(ExecutorBackend):
         node_id = conn.resolve_node(options.node) if options.node else None
         if not options.wait_for_resources:
             conn.check_feasible(options, node_id)
-        request = {"run_id": submission.run_id, "code": submission.code, "inputs": submission.inputs,
-                   "outputs": list(submission.spec.outputs), "trust": submission.spec.trust,
-                   "cuda_visible_devices": ",".join(options.gpu_ids) or None}
+        request = json.dumps({"run_id": submission.run_id, "code": submission.code, "inputs": submission.inputs,
+                              "outputs": list(submission.spec.outputs), "trust": submission.spec.trust,
+                              "cuda_visible_devices": ",".join(options.gpu_ids) or None, "relay": conn.relay_key})
         run = _RayRun(submission, self, conn, node_id)
         conn.runs[submission.run_id] = self._runs[submission.run_id] = run
         try:
-            run.ref = conn.cell_task_for(options, node_id, ray_runtime_env(submission.spec)).remote(
-                request, conn.relay_key)
+            run.ref = conn.cell_task_for(options, node_id, ray_runtime_env(submission.spec)).remote(request)
         except BaseException:
             conn.runs.pop(submission.run_id, None)
             self._runs.pop(submission.run_id, None)
@@ -458,7 +457,7 @@ class _RayRun:
         context = {"run_id": self.submission.run_id}
         waits = [t for t in (wait, self.deadline and max(0.0, self.deadline - time.monotonic())) if t is not None]
         try:
-            result = ray.get(self.ref, timeout=min(waits) if waits else None)
+            result = json.loads(ray.get(self.ref, timeout=min(waits) if waits else None))
         except GetTimeoutError:
             if self.deadline is None or time.monotonic() < self.deadline:
                 raise _StillRunning from None
@@ -535,7 +534,7 @@ def fan_out(work: Any, items: list, options: RayOptions, *, spec: RunSpec,
             for ref in ready:
                 start = in_flight.pop(ref)
                 try:
-                    batch = ray.get(ref)
+                    batch = json.loads(ray.get(ref))
                 except RayError as error:
                     raise NodeFailedError(f"map: the task for items {start}.. failed: {error}") from error
                 _raise_batch_error(batch)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import linecache
 import os
 import sys
@@ -123,14 +124,18 @@ class _Capture(io.TextIOBase):
         return len(text)
 
 
-def run_cell(request: dict, relay: tuple[str, str]) -> dict:
-    """Run one cell here, streaming its output; the envelope and where it ran.
+def run_cell(request_json: str) -> str:
+    """Run one cell here, streaming its output; the envelope and where it ran, as JSON.
+
+    JSON text both ways: Ray moves a string without pickle (and faster than a dict), so
+    nothing the cell's process wrote is unpickled in the kernel.
 
     The cell runs in the worker's working directory (Ray's ``working_dir`` when given);
     a per-run scratch directory would cost more than the task itself.
     """
     import ray
-    outbox = _Outbox(request["run_id"], relay)
+    request = json.loads(request_json)
+    outbox = _Outbox(request["run_id"], tuple(request["relay"]))
     saved_streams, saved_cwd = (sys.stdout, sys.stderr), os.getcwd()
     saved_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
     if request.get("cuda_visible_devices") is not None:
@@ -149,16 +154,21 @@ def run_cell(request: dict, relay: tuple[str, str]) -> dict:
                 os.environ["CUDA_VISIBLE_DEVICES"] = saved_devices
     envelope["usage"] = {"cpu_seconds": time.process_time() - cpu_started}
     context = ray.get_runtime_context()
-    return {"envelope": envelope, "chunks": outbox.close(), "node_id": context.get_node_id(),
-            "task_id": context.get_task_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "pid": os.getpid(),
-            "cuda_visible_devices": request.get("cuda_visible_devices") or os.environ.get("CUDA_VISIBLE_DEVICES")}
+    return json.dumps({
+        "envelope": envelope, "chunks": outbox.close(), "node_id": context.get_node_id(),
+        "task_id": context.get_task_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "pid": os.getpid(),
+        "cuda_visible_devices": request.get("cuda_visible_devices") or os.environ.get("CUDA_VISIBLE_DEVICES")})
 
 
-def run_batch(work: Any, items: list, start: int, trust: bool) -> dict:
-    """Apply ``work`` (a function, or cell code that sees ``item``) to each item, as data.
+def run_batch(work: Any, items: list, start: int, trust: bool) -> str:
+    """Apply ``work`` (a function, or cell code that sees ``item``) to each item, as data (JSON).
 
     Stops at the first item that raises and reports its index and traceback.
     """
+    return json.dumps(_apply(work, items, start, trust))
+
+
+def _apply(work: Any, items: list, start: int, trust: bool) -> dict:
     results = []
     is_code = isinstance(work, str)
     if is_code:
