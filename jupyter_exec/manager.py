@@ -67,6 +67,8 @@ class Manager:
         self.envs = EnvCache(self.config.envs_dir, self.config.store_path)
         self.default_env: EnvSpec | None = None        # %jx env: inherited by every run
         self._active: dict[int, TaskHandle] = {}
+        self._starting: set[int] = set()           # recorded, not yet submitted (env being built)
+        self._cancel_asked: set[int] = set()       # cancelled while starting: cancelled once submitted
         self._lock = threading.Lock()
         self.reaped = self.reap()
         atexit.register(self.shutdown)
@@ -108,6 +110,7 @@ class Manager:
                          "limits": spec.limits.as_dict(), "log_path": str(log_path), "name": spec.name})
         shown = sink or ConsoleSink()
         output = RunOutput(run_id, log_path, shown, self.config.output_limit_bytes())
+        self._starting.add(run_id)
         outcome: Outcome | None = None
         monitor: Monitor | None = None
         leases = ExitStack()
@@ -115,7 +118,11 @@ class Manager:
             spec, environment = self._environment(spec, backend, shown, leases)
             handle = backend.submit(Submission(run_id, self.kernel_id, code, spec, inputs, scratch, output,
                                                environment))
-            self._active[run_id] = handle
+            with self._lock:
+                self._active[run_id] = handle
+                cancel_now = run_id in self._cancel_asked
+            if cancel_now:
+                backend.cancel(handle)
             self.store.mark_running(run_id, str(log_path))
             emit("running", {"started": handle.started})
             if type(backend).sample is not ExecutorBackend.sample:      # no thread for a backend that cannot tell
@@ -139,6 +146,8 @@ class Manager:
         finally:
             leases.close()
             self._active.pop(run_id, None)
+            self._starting.discard(run_id)
+            self._cancel_asked.discard(run_id)
             output.close()
             try:
                 scratch.rmdir()         # the usual case (the cell left nothing), and far cheaper than rmtree
@@ -191,8 +200,13 @@ class Manager:
                           "duration": row.get("duration")})
 
     def cancel(self, run_id: int) -> bool:
-        """Cancel a run of this kernel that is still going."""
-        handle = self._active.get(run_id)
+        """Cancel a run of this kernel that is still going (or still starting: it is
+        cancelled as soon as it is submitted)."""
+        with self._lock:
+            handle = self._active.get(run_id)
+            if handle is None and run_id in self._starting:
+                self._cancel_asked.add(run_id)
+                return True
         return bool(handle and handle.backend.cancel(handle))
 
     def log_text(self, run_id: int) -> str:

@@ -207,3 +207,28 @@ def test_plain_text_without_a_widget_frontend(kernel):
     cell = kernel.run(f"%%sandbox --backend {BACKEND}\nprint('plain')", check=True)
     assert cell.stdout == "plain\n" and not any(WIDGET_VIEW in d for d in cell.displays)
     assert "seccomp" in kernel.run("%jx resources", check=True).stdout
+
+
+@pytest.mark.kernel
+def test_cancel_command_stops_a_background_run(widget_kernel):
+    widget_kernel.run(f"%%sandbox --bg --backend {BACKEND}\nimport time\ntime.sleep(60)", check=True)
+    run_id = widget_kernel.last_run()["id"]
+    assert "cancelled" in widget_kernel.run(f"%jx cancel {run_id}", check=True).stdout
+    waited = widget_kernel.run(f"%jx wait {run_id} 20")
+    assert waited.error["ename"] == "TaskCancelledError"
+    assert widget_kernel.last_run()["status"] == "cancelled"
+
+
+def test_terminal_ipython_gets_plain_text(tmp_path, monkeypatch):
+    """No kernel, no widgets: output streams as text and %jx resources prints a table."""
+    import subprocess
+    import sys
+    monkeypatch.setenv("JX_DATA_DIR", str(tmp_path))
+    script = ("from IPython.terminal.interactiveshell import TerminalInteractiveShell\n"
+              "shell = TerminalInteractiveShell.instance()\n"
+              "shell.run_line_magic('load_ext', 'jupyter_exec')\n"
+              f"shell.run_cell_magic('sandbox', '--backend {BACKEND}', \"print('from the sandbox')\")\n"
+              "shell.run_line_magic('jx', 'resources')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "from the sandbox" in done.stdout, done.stderr
+    assert "local" in done.stdout and "cpus:" in done.stdout
