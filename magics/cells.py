@@ -39,16 +39,13 @@ def probe_widgets() -> None:
 
 def widgets_wanted(manager: Manager, quiet: bool = False) -> bool:
     """Whether to show widgets: ``ExecConfig.widgets``, with ``auto`` meaning "a widget frontend is connected"."""
-    mode = manager.config.widgets
-    if quiet or mode == "off":
+    if quiet:
         return False
-    if mode == "on":
-        return True
     try:
-        from ..widgets import frontend_connected
+        from ..widgets import widgets_enabled
     except ImportError:            # anywidget / ipywidgets not installed: plain text
         return False
-    return frontend_connected()
+    return widgets_enabled(manager.config.widgets)
 
 
 def run_cell(shell: Any, manager: Manager, cell: str, spec: RunSpec, *, quiet: bool = False,

@@ -112,7 +112,7 @@ CELLS = [
     # 6: a real explore, then the tree
     "from jupyter_exec import explore\nscores = iter([0.3, 0.9, 0.5, 0.7, 0.2, 0.95, 0.4, 0.8, 0.1])\n"
     "t = explore(lambda parent: f'score = {next(scores)}\\nscore', budget=9, trace='ui', "
-    f"backend='{BACKEND}', progress=False)\nprint('best', t.sota().id, 'of', len(t))",
+    f"backend='{BACKEND}')\nprint('best', t.sota().id, 'of', len(t))",
     "%jx tree ui",
     # 8: many nodes stay smooth
     "from jupyter_exec.trace import Node, Trace\nfrom jupyter_exec.widgets import TreeWidget\nbig = Trace('big')\n"
@@ -196,7 +196,9 @@ def test_widgets_in_jupyterlab(lab, browser):
         # 6-7: a real explore, then its tree: every node drawn, the SOTA marked
         run(6)
         expect(cells.nth(6)).to_contain_text("best", timeout=60_000)
-        best = int(cells.nth(6).locator(".jp-OutputArea-output").inner_text().split()[1])
+        printed = cells.nth(6).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']")
+        best = int(re.search(r"best (\d+) of 9", printed.inner_text()).group(1))
+        expect(cells.nth(6).locator(".jx-tree-summary")).to_contain_text("9 nodes")    # followed live
         run(7)
         tree = cells.nth(7).locator(".jx-tree")
         expect(tree.locator(".jx-tree-summary")).to_contain_text("9 nodes")

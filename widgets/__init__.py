@@ -7,10 +7,10 @@ also carries a text/plain and text/html copy of its state for places without wid
 
 from __future__ import annotations
 
-from ._common import frontend_connected, probe_frontend, route_to_subshell
+from ._common import frontend_connected, probe_frontend, route_to_subshell, widgets_enabled
 from .resources import ResourcesWidget
 from .run import RunWidget
 from .tree import TreeWidget
 
 __all__ = ["ResourcesWidget", "RunWidget", "TreeWidget", "frontend_connected", "probe_frontend",
-           "route_to_subshell"]
+           "route_to_subshell", "widgets_enabled"]

@@ -24,7 +24,7 @@ from typing import Any
 
 import anywidget
 
-__all__ = ["FallbackWidget", "frontend_connected", "probe_frontend", "route_to_subshell"]
+__all__ = ["FallbackWidget", "frontend_connected", "probe_frontend", "route_to_subshell", "widgets_enabled"]
 
 _subshells: dict[int, str] = {}
 _lock = threading.Lock()
@@ -52,6 +52,11 @@ def frontend_connected(wait: float = 2.0) -> bool:
     if _hello.is_set() or not _probes:
         return _hello.is_set()
     return _hello.wait(max(0.0, _probes[0][0] + wait - time.monotonic()))
+
+
+def widgets_enabled(mode: str) -> bool:
+    """``ExecConfig.widgets`` applied: ``on``, ``off``, or ``auto`` = a widget frontend answered."""
+    return mode == "on" or (mode == "auto" and frontend_connected())
 
 
 def _kernel() -> Any:

@@ -8,6 +8,7 @@ details (code, params, metrics, limits, log tail) in ``detail``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,6 +45,7 @@ class TreeWidget(FallbackWidget):
     def __init__(self, trace: Trace, read_log: Callable[[int], str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._read_log = read_log
+        self._refreshed = 0.0
         self.trace = trace
         self.refresh()
         route_to_subshell(self)
@@ -53,8 +55,12 @@ class TreeWidget(FallbackWidget):
         """The widget for ``trace``; with a ``Manager``, node details include the run's log tail."""
         return cls(trace, read_log=manager.log_text if manager is not None else None)
 
-    def refresh(self, trace: Trace | None = None) -> None:
-        """Redraw from ``trace`` (or the same trace, grown since): call it while ``explore`` runs."""
+    def refresh(self, trace: Trace | None = None, *, min_interval: float = 0.0) -> None:
+        """Redraw from ``trace`` (or the same trace, grown since), unless the last redraw was
+        under ``min_interval`` seconds ago: ``explore`` calls it as the trace grows."""
+        if time.monotonic() - self._refreshed < min_interval:
+            return
+        self._refreshed = time.monotonic()
         self.trace = trace or self.trace
         nodes = [self.trace.nodes[i] for i in sorted(self.trace.nodes)]
         best = self.trace.sota()

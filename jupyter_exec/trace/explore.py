@@ -12,6 +12,7 @@ from __future__ import annotations
 import numbers
 import sys
 import threading
+import weakref
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from contextlib import suppress
@@ -30,6 +31,7 @@ __all__ = ["explore", "metrics_of", "record_outcome", "resolve_parent", "run_in_
 Proposal = Union[str, Tuple[str, Mapping[str, Any]], Mapping[str, Any]]
 
 _stores: dict[str, TraceStore] = {}
+_live: "weakref.WeakKeyDictionary[Trace, Any]" = weakref.WeakKeyDictionary()     # trace -> its TreeWidget
 _default: list[Manager] = []
 _lock = threading.Lock()
 
@@ -142,7 +144,21 @@ def _proposal(proposed: Proposal) -> tuple[str, dict[str, Any]]:
                     f"got {type(proposed).__name__}")
 
 
+def _follow(trace: Trace, manager: Manager) -> None:
+    """Show ``trace`` as a tree widget that ``_progress`` keeps current, where a widget frontend is attached."""
+    try:
+        from IPython.display import display
+        from ..widgets import TreeWidget, widgets_enabled
+    except ImportError:            # no IPython or no widget packages: the text line alone
+        return
+    if widgets_enabled(manager.config.widgets):
+        _live[trace] = view = TreeWidget.of(trace, manager)
+        display(view)
+
+
 def _progress(trace: Trace, budget: int | None, running: int, end: str = "") -> None:
+    if (view := _live.get(trace)) is not None:
+        view.refresh(min_interval=0.0 if end else 0.5)
     best = trace.sota()
     shown = f"best {trace.metric}={best.metrics[trace.metric]:.6g} (node {best.id})" if best else "no success yet"
     total = budget if budget is not None else "?"
@@ -175,6 +191,8 @@ def explore(propose: Callable[[Node | None], Proposal], *, budget: int | None = 
     manager = manager or _default_manager()
     store = trace_store(manager)
     model = store.open(trace, metric, maximize)
+    if progress:
+        _follow(model, manager)
     scheduler = scheduler or MCTS()
     spec = RunSpec(backend=backend, limits=limits if isinstance(limits, Limits) else Limits.parse(**(limits or {})))
     in_flight: dict[Future, Node] = {}
