@@ -26,13 +26,13 @@ EXPLORE = ("trace = jupyter_exec.explore(propose, budget=12, max_parallel=2, bac
            "scheduler=RoundRobin(max_trace_num=2), trace='hill', limits={'timeout': '60s'})")
 
 
-def _nodes(data_dir) -> list[dict]:
-    """The stored nodes of trace 'hill' (none before the kernel has made the tables)."""
+def _nodes(data_dir, trace: str = "hill") -> list[dict]:
+    """The stored nodes of ``trace`` (none before the kernel has made the tables)."""
     with sqlite3.connect(data_dir / "runs.sqlite3") as db:
         db.row_factory = sqlite3.Row
         if not db.execute("SELECT 1 FROM sqlite_master WHERE name='trace_nodes'").fetchone():
             return []
-        return [dict(r) for r in db.execute("SELECT * FROM trace_nodes WHERE trace='hill' ORDER BY id")]
+        return [dict(r) for r in db.execute("SELECT * FROM trace_nodes WHERE trace=? ORDER BY id", (trace,))]
 
 
 def test_explore_improves_then_resumes_after_the_kernel_is_killed(tmp_path):
@@ -112,3 +112,23 @@ def test_bad_trace_options_are_one_line_errors(kernel, line, message):
     cell = kernel.run(f"%%sandbox --backend seccomp {line}\nprint('ran')")
     assert cell.stderr.startswith("UsageError: ") and message in cell.stderr, cell
     assert "ran" not in cell.stdout and kernel.store().runs(1) == before
+
+
+def test_interrupt_cancels_the_runs_of_explore(kernel):
+    kernel.run(SETUP.replace("time.sleep(0.4)", "time.sleep(60)"), check=True)
+    msg_id = kernel.client.execute(EXPLORE.replace("'hill'", "'stuck'"))
+    deadline = time.monotonic() + 30
+    while len(_nodes(kernel.data_dir, "stuck")) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1)
+    started = time.monotonic()
+    kernel.km.interrupt_kernel()
+    reply = kernel.client.get_shell_msg(timeout=30)
+    while reply["parent_header"]["msg_id"] != msg_id:
+        reply = kernel.client.get_shell_msg(timeout=30)
+    assert reply["content"]["ename"] == "KeyboardInterrupt" and time.monotonic() - started < 15
+    with sqlite3.connect(kernel.data_dir / "runs.sqlite3") as db:
+        nodes = db.execute("SELECT status FROM trace_nodes WHERE trace='stuck'").fetchall()
+        runs = db.execute("SELECT status FROM runs WHERE name LIKE 'stuck/%'").fetchall()
+    assert nodes == [("cancelled",), ("cancelled",)] and runs == [("cancelled",), ("cancelled",)]

@@ -220,10 +220,10 @@ def explore(propose: Callable[[Node | None], Proposal], *, budget: int | None = 
             while True:
                 while len(in_flight) < max_parallel and launch():
                     pass
-                if progress:
-                    _progress(model, budget, len(in_flight))
                 if not in_flight:
                     break
+                if progress:
+                    _progress(model, budget, len(in_flight))
                 done, _ = wait(in_flight, timeout=timer.remaining, return_when=FIRST_COMPLETED)
                 if not done:
                     _cancel(manager, store, trace, in_flight.values())
