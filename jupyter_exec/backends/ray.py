@@ -18,6 +18,7 @@ The connection is one per process, shared by every ``RayBackend`` and by ``map``
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import importlib.util
 import json
@@ -211,12 +212,14 @@ class _Connection:
         self.batch_task = ray.remote(ray_task.run_batch)
         self.connected = True
         self._closed = threading.Event()
-        threading.Thread(target=self._pump, args=(ray, self.relay, self._closed), daemon=True,
-                         name="jx-ray-output").start()
+        self._pump_thread = threading.Thread(target=self._pump, args=(ray, self.relay, self._closed), daemon=True,
+                                             name="jx-ray-output")
+        self._pump_thread.start()
+        atexit.register(self.close)         # runs before Ray's own exit hook, registered earlier
 
     def _pump(self, ray: Any, relay: Any, closed: threading.Event) -> None:
         """Deliver output chunks from the relay to the runs they belong to, as they come."""
-        while not closed.is_set():
+        while not closed.is_set() and ray.is_initialized():     # never let a call re-initialise Ray
             try:
                 batch = ray.get(relay.pull.remote(1.0))
             except Exception:          # the connection went away (shutdown, cluster lost): retry or stop
@@ -288,10 +291,14 @@ class _Connection:
         with self._lock:
             if not self.connected:
                 return
+            import ray
             self.connected = False
             self._closed.set()
+            if not ray.is_initialized():    # Ray's own exit hook came first: nothing left to close
+                return
+            ray.kill(self.relay)            # ends the pump's pending pull, so it never outlives the connection
+            self._pump_thread.join(_CANCEL_GRACE)
             if self.owned:
-                import ray
                 ray.shutdown()
 
 
