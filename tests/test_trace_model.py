@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -124,6 +125,7 @@ class FakeManager:
 
     def __init__(self, path: Path, delay: float = 0.02) -> None:
         self.store = Store(path)
+        self.config = SimpleNamespace(widgets="off")
         self.delay, self.running, self.most = delay, 0, 0
         self.lock = threading.Lock()
         self.ids = iter(range(1, 10**6))

@@ -14,8 +14,8 @@ import sys
 import threading
 import weakref
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import replace
 from contextlib import suppress
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping, Tuple, Union
 
 from ..errors import SpecError, TaskError
