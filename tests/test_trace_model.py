@@ -169,6 +169,14 @@ def test_explore_runs_in_parallel_to_the_budget_and_resumes(tmp_path, capsys):
     assert resumed.sota().metrics["score"] == 0.0
 
 
+def test_explore_keeps_a_stored_traces_metric(tmp_path):
+    manager = FakeManager(tmp_path / "runs.sqlite3")
+    explore(lambda parent: "{'loss': 1.0}", budget=1, trace="l", metric="loss", maximize=False, manager=manager,
+            progress=False)
+    trace = explore(lambda parent: "{'loss': 0.5}", budget=2, trace="l", manager=manager, progress=False)
+    assert (trace.metric, trace.maximize, trace.sota().metrics["loss"]) == ("loss", False, 0.5)
+
+
 def test_explore_records_failures_and_missing_metrics(tmp_path):
     manager = FakeManager(tmp_path / "runs.sqlite3")
     proposals = iter(["1 / 0", "{'other': 1}", "7", "{'score': 9}"])

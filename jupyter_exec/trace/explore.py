@@ -170,7 +170,7 @@ def _progress(trace: Trace, budget: int | None, running: int, end: str = "") -> 
 def explore(propose: Callable[[Node | None], Proposal], *, budget: int | None = None,
             time_budget: str | float | None = None, scheduler: Scheduler | None = None, max_parallel: int = 1,
             backend: str = "auto", limits: Limits | Mapping[str, Any] | None = None, trace: str = "explore",
-            metric: str = "score", maximize: bool = True, manager: Manager | None = None,
+            metric: str | None = None, maximize: bool | None = None, manager: Manager | None = None,
             progress: bool = True) -> Trace:
     """Grow trace ``trace`` until it holds ``budget`` finished nodes or ``time_budget`` runs out.
 
@@ -178,7 +178,8 @@ def explore(propose: Callable[[Node | None], Proposal], *, budget: int | None = 
     included), so a second call after a restart finishes the job rather than starting
     it again. ``propose(parent)`` returns the child's code,
     ``(code, params)`` or ``{"code": ..., "params": ...}``; the child's cell ends with a
-    number or a dict holding ``metric``. No run starts after the time budget; runs still
+    number or a dict holding ``metric`` (a new trace: ``score``, maximised; a stored one
+    keeps its own). No run starts after the time budget; runs still
     going are cancelled. The default scheduler is ``MCTS`` with one root.
     """
     if budget is None and time_budget is None:

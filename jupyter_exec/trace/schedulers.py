@@ -302,7 +302,8 @@ class MCTS(Scheduler):
         self._in_flight: set[int] = set()           # nodes whose selection holds a virtual loss
         self._queued: dict[int, list[float]] = {}   # node -> [visits, reward] still to back up
 
-    def reward(self, trace: Trace, node: Node) -> float:
+    def _reward_of(self, trace: Trace, node: Node) -> float:
+        """The reward of a node finishing now (its rank among the metrics so far)."""
         value = trace.value(node)
         if value is None:
             return 0.0
@@ -409,7 +410,7 @@ class MCTS(Scheduler):
             self._in_flight.add(node.id)
 
     def _on_finish(self, trace: Trace, node: Node) -> None:
-        reward = self.reward(trace, node)
+        reward = self._reward_of(trace, node)
         self._reward[node.id] = reward
         self._queue(node.id, 1, reward)
         if node.id in self._in_flight:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from ..spec import parse_duration
 
@@ -15,7 +16,7 @@ class Timer:
     A string that is not a duration raises ``SpecError`` rather than meaning "no limit".
     """
 
-    def __init__(self, budget: str | float | None, clock=time.monotonic) -> None:
+    def __init__(self, budget: str | float | None, clock: Callable[[], float] = time.monotonic) -> None:
         self.budget = None if budget is None else parse_duration(budget, "time_budget")
         self._clock = clock
         self.started = clock()
