@@ -122,11 +122,27 @@ CELLS = [
 ]
 
 
-def _notebook(root: Path) -> str:
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS], metadata={
+def _notebook(root: Path, name: str, cells: list[str]) -> str:
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells], metadata={
         "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}})
-    nbformat.write(notebook, root / "widgets.ipynb")
-    return "widgets.ipynb"
+    nbformat.write(notebook, root / name)
+    return name
+
+
+def _runner(page, cells):
+    """run(i): run cell i with Ctrl+Enter (and wait for it); done(i): wait for its execution count."""
+    from playwright.sync_api import expect
+
+    def done(index: int, timeout: float = 60_000) -> None:
+        expect(cells.nth(index).locator(".jp-InputPrompt")).to_contain_text(re.compile(r"\[\d+\]"), timeout=timeout)
+
+    def run(index: int, wait: bool = True) -> None:
+        cells.nth(index).locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Control+Enter")
+        if wait:
+            done(index)
+
+    return run, done
 
 
 def _shot(locator, name: str) -> None:
@@ -139,24 +155,14 @@ def _shot(locator, name: str) -> None:
 def test_widgets_in_jupyterlab(lab, browser):
     from playwright.sync_api import expect
 
-    name = _notebook(lab["root"])
+    name = _notebook(lab["root"], "widgets.ipynb", CELLS)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
     cells = page.locator(".jp-Notebook .jp-CodeCell")
     expect(cells).to_have_count(len(CELLS), timeout=60_000)
     expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
 
-    def run(index: int, wait: bool = True) -> None:
-        cell = cells.nth(index)
-        cell.locator(".jp-InputArea-editor").click()
-        page.keyboard.press("Control+Enter")
-        if wait:
-            done(index)
-
-    def done(index: int, timeout: float = 60_000) -> None:
-        """The cell's prompt shows its execution count: it has finished."""
-        expect(cells.nth(index).locator(".jp-InputPrompt")).to_contain_text(re.compile(r"\[\d+\]"), timeout=timeout)
-
+    run, done = _runner(page, cells)
     try:
         run(0)
         # 1: lines appear while the run is going; it ends succeeded
@@ -169,6 +175,9 @@ def test_widgets_in_jupyterlab(lab, browser):
         expect(panel.locator(".jx-status")).to_have_text("succeeded", timeout=10_000)
         expect(panel.locator(".jx-stderr")).to_have_text("a warning")
         expect(panel.locator(".jx-foot")).to_contain_text("succeeded in")
+        panel.locator(".jx-full-button").click()
+        expect(panel.locator(".jx-full-log")).to_contain_text("tick 7\na warning")
+        panel.locator(".jx-full-button").click()
         _shot(panel, "widget-run")
         # 2: timeout
         run(2)
@@ -228,3 +237,24 @@ def test_widgets_in_jupyterlab(lab, browser):
         page.screenshot(path=str(SHOTS / "notebook.png"), full_page=True)
         page.close()
 
+
+def test_run_panel_in_notebook_7(lab, browser):
+    """The same panel in Notebook 7 (served by the same server when the notebook package is installed)."""
+    from playwright.sync_api import expect
+
+    require(importlib.util.find_spec("notebook") is not None, "notebook 7 not installed (pip install -e .[test])")
+    name = _notebook(lab["root"], "nb7.ipynb", [CELLS[0], CELLS[2]])
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        page.goto(f"{lab['url']}/notebooks/{name}?token={lab['token']}")
+        cells = page.locator(".jp-Notebook .jp-CodeCell")
+        expect(cells).to_have_count(2, timeout=60_000)
+        run, _ = _runner(page, cells)
+        run(0)
+        run(1)
+        panel = cells.nth(1).locator(".jx-run")
+        expect(panel.locator(".jx-status")).to_have_text("timeout", timeout=10_000)
+        expect(panel.locator(".jx-log")).to_contain_text("started")
+    finally:
+        page.screenshot(path=str(SHOTS / "notebook7.png"))
+        page.close()
