@@ -172,15 +172,15 @@ def explore(propose: Callable[[Node | None], Proposal], *, budget: int | None = 
             backend: str = "auto", limits: Limits | Mapping[str, Any] | None = None, trace: str = "explore",
             metric: str | None = None, maximize: bool | None = None, manager: Manager | None = None,
             progress: bool = True) -> Trace:
-    """Grow trace ``trace`` until it holds ``budget`` finished nodes or ``time_budget`` runs out.
+    """Grow trace ``trace`` until it holds ``budget`` nodes or ``time_budget`` runs out.
 
     ``budget`` counts the nodes already stored (those a dead kernel left unfinished
-    included), so a second call after a restart finishes the job rather than starting
-    it again. ``propose(parent)`` returns the child's code,
-    ``(code, params)`` or ``{"code": ..., "params": ...}``; the child's cell ends with a
-    number or a dict holding ``metric`` (a new trace: ``score``, maximised; a stored one
-    keeps its own). No run starts after the time budget; runs still
-    going are cancelled. The default scheduler is ``MCTS`` with one root.
+    included), so a second call after a restart finishes the job rather than starting it
+    again. ``propose(parent)`` returns the child's code, ``(code, params)`` or
+    ``{"code": ..., "params": ...}``; the child's cell ends with a number or a dict holding
+    ``metric`` (for a new trace ``score``, maximised; a stored trace keeps its own). No run
+    starts after the time budget and runs still going are cancelled. The default
+    scheduler is ``MCTS`` with one root.
     """
     if budget is None and time_budget is None:
         raise SpecError("explore needs budget=N (nodes), time_budget='30m', or both")

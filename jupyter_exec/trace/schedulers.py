@@ -82,6 +82,7 @@ class Scheduler:
         return frozenset(self._pending)
 
     def next(self, trace: Trace) -> Selection | None:
+        """What to run next, or None while every candidate is in flight (wait for a result)."""
         self._sync(trace)
         if len(trace.roots) + self._pending_roots < self.max_trace_num:
             self._pending_roots += 1
