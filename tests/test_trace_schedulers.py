@@ -83,20 +83,22 @@ def test_probabilistic_frequencies_match_the_softmax(inverse):
         assert abs(counts[node_id] / draws - p) < 4 * sigma, (node_id, counts[node_id] / draws, p)
 
 
-def test_round_robin_is_fair_across_branches():
+@settings(max_examples=50, deadline=None)
+@given(width=st.integers(1, 8), steps=st.integers(0, 120), fail_every=st.integers(2, 7))
+def test_round_robin_is_fair_across_branches(width, steps, fail_every):
     g = Grower()
     root = g.grow(None)
-    branches = [g.grow(root) for _ in range(5)]
+    branches = [g.grow(root) for _ in range(width)]
     branch_of = {b: b for b in branches}
     scheduler = RoundRobin()
-    turns: Counter[int] = Counter()
-    for _ in range(53):
+    turns: Counter[int] = Counter({b: 0 for b in branches})
+    for step in range(steps):
         selection = scheduler.next(g.trace)
         branch = branch_of[selection.parent]
         turns[branch] += 1
-        branch_of[g.grow(selection.parent)] = branch
+        branch_of[g.grow(selection.parent, None if step % fail_every == 0 else 1.0)] = branch
     assert max(turns.values()) - min(turns.values()) <= 1
-    assert sum(turns.values()) == 53
+    assert sum(turns.values()) == steps
 
 
 @pytest.mark.parametrize("make", ALL, ids=IDS)
