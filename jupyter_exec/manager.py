@@ -187,7 +187,9 @@ class Manager:
         if isinstance(error, TaskError):
             error.run_id = run_id
             error.log_path = str(self.config.logs_dir / f"{run_id}.log")
-        peak = (outcome.peak_memory if outcome else None) or (monitor.peak_memory if monitor else None)
+        # The backend's peak can miss memory charged before the run's cgroup was joined; samples
+        # can miss a short spike: the larger of the two is the better answer.
+        peak = max((outcome.peak_memory if outcome else None) or 0, (monitor.peak_memory if monitor else None) or 0) or None
         self.store.finish_run(
             run_id, status, error=_describe(error),
             exit_code=outcome.exit_code if outcome else None,

@@ -14,7 +14,7 @@ from IPython.display import display
 
 from ..background import BackgroundRun, BackgroundRuns
 from ..errors import BackendUnavailableError, SpecError
-from ..manager import Manager, RunResult
+from ..manager import EventCallback, Manager, RunResult
 from ..output import ConsoleSink
 from ..spec import RunSpec
 
@@ -55,18 +55,11 @@ def run_cell(shell: Any, manager: Manager, cell: str, spec: RunSpec, *, quiet: b
     ``runner`` replaces ``manager.run`` for a run in front (``--trace`` records a node around it).
     """
     sink: Any = _QuietSink() if quiet else None
-    on_event = None
+    on_event: EventCallback | None = None
     if widgets_wanted(manager, quiet):
         from ..widgets import RunWidget
         panel = RunWidget(cancel=manager.cancel, read_log=manager.log_text, background=background)
-        shown = display(panel, display_id=True)
-
-        def on_event(kind: str, data: dict[str, Any]) -> None:
-            panel.event(kind, data)
-            if kind == "finished":
-                shown.update(panel)
-
-        sink = panel
+        sink, on_event = panel, _following(panel, display(panel, display_id=True))
 
     def bind(result: RunResult) -> None:
         shell.user_ns.update(result.outputs)
@@ -81,6 +74,15 @@ def run_cell(shell: Any, manager: Manager, cell: str, spec: RunSpec, *, quiet: b
         raise UsageError(str(error)) from None
     bind(result)
     return result.value
+
+
+def _following(panel: Any, shown: Any) -> EventCallback:
+    """The panel's event callback that also updates its display with the final state when the run ends."""
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        panel.event(kind, data)
+        if kind == "finished":
+            shown.update(panel)
+    return on_event
 
 
 class _QuietSink(ConsoleSink):

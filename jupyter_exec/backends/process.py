@@ -213,11 +213,12 @@ class _ProcessRun:
         self.worker.close()
 
     def usage(self) -> dict[str, Any]:
-        """Memory (the cgroup's count where there is one) and CPU seconds of the run's processes."""
+        """Memory and CPU seconds of the run's processes. Memory is the larger of their resident
+        size and the cgroup's count (which leaves out what the worker allocated before joining it)."""
         pids = self.cgroup.procs() if self.cgroup else self.worker.tree()
         usage = proc_usage(pids)
-        if self.cgroup is not None and (memory := self.cgroup.memory_current()):
-            usage["memory"] = memory
+        if self.cgroup is not None:
+            usage["memory"] = max(usage["memory"], self.cgroup.memory_current() or 0)
         return usage
 
     def _pump(self) -> None:

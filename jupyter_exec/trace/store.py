@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
 from .._proc import pid_alive
+from ..store import Database
 from .model import Node, Trace
 
 __all__ = ["TraceStore"]
@@ -48,22 +46,10 @@ CREATE INDEX IF NOT EXISTS trace_nodes_trace ON trace_nodes(trace, id);
 """
 
 
-class TraceStore:
+class TraceStore(Database):
     """Thread-safe reads and writes of traces; every change goes to the DB and the model."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-
-    def _execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
-        with self._lock:
-            return self._db.execute(sql, args)
+    SCHEMA = _SCHEMA
 
     def names(self) -> list[str]:
         """Trace names, the most recently grown first."""
@@ -143,7 +129,3 @@ class TraceStore:
         rows = self._execute(f"SELECT id FROM runs WHERE status IN ('queued', 'running') AND name IN "
                              f"({', '.join('?' * len(names))})", tuple(names)).fetchall()
         return [r["id"] for r in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
