@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import time
 
@@ -90,6 +91,15 @@ def test_output_streams_live(ray_kernel):
     assert "tick 5" in log
 
 
+def test_output_flood_is_capped_and_logged(ray_kernel):
+    cell = ray_kernel.run("%%rayrun\nimport sys\nline = 'x' * 999 + '\\n'\n"
+                          "for _ in range(20_000):\n    sys.stdout.write(line)", timeout=120)
+    run = ray_kernel.last_run()
+    assert run["status"] == "succeeded"
+    assert len(cell.stdout) < 1.1 * 2**20 and "output truncated at 1,048,576 bytes" in cell.stdout
+    assert os.path.getsize(run["log_path"]) == 20_000_000
+
+
 def test_env_vars_reach_the_task(ray_kernel):
     cell = ray_kernel.run("%%rayrun --env JX_GREETING=hello\nimport os\nos.environ['JX_GREETING']", check=True)
     assert cell.result_text == "'hello'"
@@ -128,6 +138,9 @@ def test_infeasible_gpu_request_fails_at_once(ray_kernel):
     assert "can ever run this task" in message and "1 GPU" in message and "CPU" in message
     assert "--wait-for-resources" in message
     assert ray_kernel.last_run()["status"] == "failed"
+    waiting = ray_kernel.run("%%rayrun --num-gpus 1 --wait-for-resources --timeout 2\n1")   # queued, then cancelled
+    assert waiting.error["ename"] == "TaskTimeoutError"
+    assert ray_kernel.last_run()["status"] == "timeout"
 
 
 def test_node_affinity_to_the_local_node(ray_kernel):

@@ -68,10 +68,12 @@ class _Outbox:
 
     def add(self, kind: str, payload: Any) -> None:
         with self._lock:
-            if kind != "display" and self.items and self.items[-1][0] == kind:
-                self.items[-1][1] += payload
-            else:
+            if kind == "display":
                 self.items.append([kind, payload])
+            elif self.items and self.items[-1][0] == kind:
+                self.items[-1][1].append(payload)       # joined at flush: no quadratic concatenation
+            else:
+                self.items.append([kind, [payload]])
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, daemon=True, name="jx-outbox")
                 self._thread.start()
@@ -89,6 +91,7 @@ class _Outbox:
                 batch, self.items = self.items, []
             if not batch:
                 return
+            batch = [[kind, payload if kind == "display" else "".join(payload)] for kind, payload in batch]
             import ray
             relay = _relays.get(self.relay_name)
             if relay is None:
