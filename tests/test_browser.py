@@ -87,7 +87,8 @@ def lab(tmp_path_factory):
 def browser():
     require(Path(CHROMIUM).exists(), "Chromium not installed (apt-get install chromium)")
     require(importlib.util.find_spec("playwright") is not None, "playwright not installed (pip install -e .[test])")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=15_000)          # 2 shared cores: give the page time, never a fixed sleep
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium

@@ -46,7 +46,7 @@ def probe_frontend() -> None:
     _probes.append((time.monotonic(), probe))
 
 
-def frontend_connected(wait: float = 2.0) -> bool:
+def frontend_connected(wait: float = 1.0) -> bool:
     """True if a widget frontend answered the probe; waits for the answer at most ``wait``
     seconds after the probe was sent (a cell run right after ``%load_ext``)."""
     if _hello.is_set() or not _probes:
