@@ -121,6 +121,7 @@ function render({ model, el }) {
 
   function drawGauges() {
     const samples = model.get("samples");
+    gauges.hidden = samples.length === 0;      // a backend that cannot sample (Ray) shows no empty gauges
     const last = samples[samples.length - 1] || {};
     const memLimit = model.get("limits").memory;
     gauges.replaceChildren(

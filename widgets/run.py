@@ -58,7 +58,7 @@ class RunWidget(FallbackWidget):
     full_log = traitlets.Unicode("").tag(sync=True)
     background = traitlets.Bool(False).tag(sync=True)
 
-    def __init__(self, *, title: str = "", tail: int = 200, max_samples: int = 600,
+    def __init__(self, *, title: str = "", tail: int = 200, max_samples: int = 120,
                  cancel: Callable[[int], bool] | None = None, read_log: Callable[[int], str] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(title=title, **kwargs)
