@@ -216,6 +216,12 @@ def test_widgets_in_jupyterlab(lab, browser):
         expect(tree.locator(".jx-node.jx-sota")).to_have_attribute("data-id", str(best))
         tree.locator(f".jx-node[data-id='{best}']").click()
         expect(tree.locator(".jx-tree-detail")).to_contain_text("score = ")
+        if best != 1:                                   # navigate up: the parent's details, the parent selected
+            tree.locator(".jx-parent").click()
+            expect(tree.locator(".jx-node.jx-selected")).not_to_have_attribute("data-id", str(best))
+            expect(tree.locator(".jx-tree-detail .jx-detail-title")).not_to_contain_text(f"#{best} ")
+        tree.locator(".jx-to-sota").click()
+        expect(tree.locator(".jx-node.jx-selected")).to_have_attribute("data-id", str(best))
         _shot(tree, "widget-tree")
         # 8: 5,000 nodes: only the rows in view are in the page, scrolling stays quick
         run(8)

@@ -125,6 +125,11 @@ function render({ model, el }) {
     if (!d || d.id == null) { detail.replaceChildren(element("div", "jx-hint", "Click a node for its code, params, metrics and log.")); return; }
     const parts = [element("div", "jx-detail-title", `#${d.id} · ${d.status}` + (d.run_id != null ? ` · run ${d.run_id}` : "") +
       (d.duration != null ? ` · ${d.duration.toFixed(1)} s` : ""))];
+    if (d.parent != null) {
+      const up = element("button", "jx-parent", `↑ parent #${d.parent}`);
+      up.addEventListener("click", () => select(d.parent));
+      parts.push(up);
+    }
     const section = (title, text) => { if (text) parts.push(element("div", "jx-detail-label", title), element("pre", "jx-detail-pre", text)); };
     section("metrics", Object.entries(d.metrics || {}).map(([k, v]) => `${k} = ${v}`).join("\n"));
     section("params", Object.entries(d.params || {}).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join("\n"));
@@ -133,6 +138,19 @@ function render({ model, el }) {
     section("code", d.code);
     section("log (tail)", d.log);
     detail.replaceChildren(...parts);
+  }
+
+  // Select a node and bring it into view (its ancestors expanded).
+  function select(id) {
+    pathTo(id);
+    depthFirst();
+    const k = visible.findIndex(([shown]) => shown === id);
+    if (k * ROW < viewport.scrollTop || (k + 1) * ROW > viewport.scrollTop + viewport.clientHeight) {
+      viewport.scrollTop = Math.max(0, k * ROW - viewport.clientHeight / 2);
+    }
+    model.set("selected", id);
+    model.save_changes();
+    draw();
   }
 
   spacer.addEventListener("click", (event) => {
@@ -151,15 +169,7 @@ function render({ model, el }) {
   viewport.addEventListener("scroll", () => requestAnimationFrame(draw));
   expandAll.addEventListener("click", () => { expanded = new Set(tree.children.keys()); depthFirst(); draw(); });
   collapseAll.addEventListener("click", () => { expanded = new Set(); depthFirst(); draw(); });
-  toSota.addEventListener("click", () => {
-    const best = model.get("sota");
-    if (best < 0) return;
-    pathTo(best);
-    depthFirst();
-    const k = visible.findIndex(([id]) => id === best);
-    viewport.scrollTop = Math.max(0, k * ROW - viewport.clientHeight / 2);
-    draw();
-  });
+  toSota.addEventListener("click", () => { if (model.get("sota") >= 0) select(model.get("sota")); });
 
   const handlers = [["change:columns change:sota change:name", load], ["change:detail", showDetail], ["change:selected", draw]];
   for (const [events, handler] of handlers) model.on(events, handler);
