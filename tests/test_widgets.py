@@ -19,7 +19,7 @@ from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.trace.model import Node, Trace
 from jupyter_exec.widgets import ResourcesWidget, RunWidget, TreeWidget
 
-from conftest import Kernel
+from conftest import Kernel, require
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 BACKEND = "local"
@@ -55,6 +55,18 @@ def test_run_panel_follows_a_run(manager):
     data, _ = panel._repr_mimebundle_()
     assert WIDGET_VIEW in data and "succeeded" in data["text/plain"] and "! careful" in data["text/plain"]
     assert '<span style="color:#b00">careful</span>' in data["text/html"]
+
+
+def test_run_panel_samples_a_docker_run(manager):
+    from jupyter_exec.backends.docker import DockerBackend
+    availability = DockerBackend.availability()
+    require(availability.ok, f"Docker backend: {availability.reason} — {availability.fix}")
+    panel = RunWidget()
+    code = "import time\nblock = bytearray(50 << 20)\nstart = time.time()\nwhile time.time() - start < 3: pass"
+    manager.run(code, RunSpec(backend="docker", limits=Limits.parse(memory="256m")), sink=panel, on_event=panel.event)
+    assert panel.status == "succeeded" and panel.backend.startswith("docker")
+    assert max(s["memory"] for s in panel.samples) > 50 << 20
+    assert max(s.get("cpu", 0) for s in panel.samples) > 50
 
 
 def test_run_panel_batches_fast_output_and_keeps_a_tail(manager):

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import traitlets
 
 from ..trace.model import Node, Trace
 from ._common import FallbackWidget, route_to_subshell
+
+if TYPE_CHECKING:
+    from ..manager import Manager
 
 __all__ = ["TreeWidget"]
 
@@ -51,7 +54,7 @@ class TreeWidget(FallbackWidget):
         route_to_subshell(self)
 
     @classmethod
-    def of(cls, trace: Trace, manager: Any = None) -> "TreeWidget":
+    def of(cls, trace: Trace, manager: "Manager | None" = None) -> "TreeWidget":
         """The widget for ``trace``; with a ``Manager``, node details include the run's log tail."""
         return cls(trace, read_log=manager.log_text if manager is not None else None)
 
