@@ -93,6 +93,28 @@ class TaskHandle:
         return True
 
 
+class KillableRun(abc.ABC):
+    """A run a backend started in a process or container it can kill; its pump thread
+    reads ``cancel_requested`` / ``timed_out`` to say how the run ended."""
+
+    handle: TaskHandle
+    cancel_requested: bool = False
+    timed_out: bool = False
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """Kill everything the run started, at once."""
+
+
+def cancel_run(run: KillableRun | None) -> bool:
+    """Cancel ``run`` if it is still going; True if it was."""
+    if run is None or run.handle.done():
+        return False
+    run.cancel_requested = True
+    run.kill()
+    return True
+
+
 class ExecutorBackend(abc.ABC):
     """One way of running a cell. Subclasses register themselves in ``factory``."""
 

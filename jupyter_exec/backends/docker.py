@@ -33,7 +33,7 @@ from ..errors import BackendUnavailableError, NodeFailedError
 from ..runner.protocol import ProtocolReader, build_request
 from ..spec import Limits, RunSpec, parse_size
 from . import docker_client
-from .base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
+from .base import Availability, ExecutorBackend, KillableRun, Outcome, Submission, TaskHandle, cancel_run
 from .docker_pool import LABEL, ContainerPool, PoolKey, Slot, bind, boot_id
 from .docker_stats import Sampler
 from .outcomes import classify
@@ -233,12 +233,7 @@ class DockerBackend(ExecutorBackend):
         return run.handle
 
     def cancel(self, handle: TaskHandle) -> bool:
-        run = self._runs.get(handle.run_id)
-        if run is None or handle.done():
-            return False
-        run.cancel_requested = True
-        run.kill()
-        return True
+        return cancel_run(self._runs.get(handle.run_id))
 
     def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
         run = self._runs.get(handle.run_id)
@@ -251,7 +246,7 @@ class DockerBackend(ExecutorBackend):
 
     def shutdown(self) -> None:
         for run in list(self._runs.values()):
-            self.cancel(run.handle)
+            cancel_run(run)
         for run in list(self._runs.values()):
             run.handle.wait(10)
         self.pool.close()
@@ -285,7 +280,7 @@ def _build_command(image: str) -> str:
     return build_command(image)
 
 
-class _DockerRun:
+class _DockerRun(KillableRun):
     """One run in one container: sends the request, pumps the streams, enforces the clock."""
 
     def __init__(self, submission: Submission, backend: DockerBackend, slot: Slot, key: PoolKey) -> None:
@@ -294,8 +289,6 @@ class _DockerRun:
         self.handle = TaskHandle(submission, backend)
         self.reader = ProtocolReader(submission.sink, submission.spec.trust)
         self.sampler = Sampler(self.container.id)
-        self.cancel_requested = False
-        self.timed_out = False
 
     def start(self, request: bytes) -> None:
         self.reader.feed(self.slot.wait_ready())

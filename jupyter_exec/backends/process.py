@@ -24,7 +24,7 @@ from ..monitor import proc_usage
 from ..runner import confine as confinement
 from ..runner.protocol import ProtocolReader, build_request
 from ..spec import Limits
-from .base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
+from .base import Availability, ExecutorBackend, KillableRun, Outcome, Submission, TaskHandle, cancel_run
 from .cgroups import cgroup_support
 from .outcomes import classify
 from ..envs.venv import VenvBuilder
@@ -55,7 +55,7 @@ class LocalBackend(ExecutorBackend):
 
     def __init__(self, pool_size: int = 1) -> None:
         self.pool = WorkerPool(pool_size)
-        self._handles: dict[int, _ProcessRun] = {}
+        self._runs: dict[int, _ProcessRun] = {}
 
     @classmethod
     def availability(cls) -> Availability:
@@ -116,20 +116,15 @@ class LocalBackend(ExecutorBackend):
             run.kill()
             run.release()
             raise
-        self._handles[submission.run_id] = run
+        self._runs[submission.run_id] = run
         return run.handle
 
     def cancel(self, handle: TaskHandle) -> bool:
-        run = self._handles.get(handle.run_id)
-        if run is None or handle.done():
-            return False
-        run.cancel_requested = True
-        run.kill()
-        return True
+        return cancel_run(self._runs.get(handle.run_id))
 
     def shutdown(self) -> None:
-        for run in list(self._handles.values()):
-            self.cancel(run.handle)
+        for run in list(self._runs.values()):
+            cancel_run(run)
         self.pool.close()
 
     def get_available_resources(self) -> dict[str, Any]:
@@ -137,11 +132,11 @@ class LocalBackend(ExecutorBackend):
                 "idle_workers": self.pool.idle_count()}
 
     def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
-        run = self._handles.get(handle.run_id)
+        run = self._runs.get(handle.run_id)
         return None if run is None else run.usage()
 
     def forget(self, run_id: int) -> None:
-        self._handles.pop(run_id, None)
+        self._runs.pop(run_id, None)
 
 
 class SeccompBackend(LocalBackend):
@@ -183,7 +178,7 @@ class SeccompBackend(LocalBackend):
                 "network": spec.limits.network, "readable": readable, "writable": writable}
 
 
-class _ProcessRun:
+class _ProcessRun(KillableRun):
     """One run in one worker: feeds the request, pumps the pipes, enforces the clock."""
 
     def __init__(self, submission: Submission, backend: LocalBackend, worker: Worker) -> None:
@@ -191,8 +186,6 @@ class _ProcessRun:
         self.handle = TaskHandle(submission, backend)
         self.reader = ProtocolReader(submission.sink, submission.spec.trust)
         self.cgroup = worker.cgroup
-        self.cancel_requested = False
-        self.timed_out = False
 
     def start(self, request: bytes) -> None:
         limits = self.submission.spec.limits
