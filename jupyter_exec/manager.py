@@ -104,7 +104,8 @@ class Manager:
             kernel=self.kernel_id, owner_pid=os.getpid(), name=spec.name, backend=backend.name,
             isolation=backend.isolation, spec=spec.describe(), code=code,
             code_hash=hashlib.sha256(code.encode()).hexdigest())
-        scratch = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self.scratch_root))
+        scratch = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self.scratch_root)) if backend.needs_scratch \
+            else None
         log_path = self.config.logs_dir / f"{run_id}.log"
         emit("created", {"run_id": run_id, "backend": backend.name, "isolation": backend.isolation,
                          "limits": spec.limits.as_dict(), "log_path": str(log_path), "name": spec.name})
@@ -149,10 +150,11 @@ class Manager:
             self._starting.discard(run_id)
             self._cancel_asked.discard(run_id)
             output.close()
-            try:
-                scratch.rmdir()         # the usual case (the cell left nothing), and far cheaper than rmtree
-            except OSError:
-                shutil.rmtree(scratch, ignore_errors=True)
+            if scratch is not None:
+                try:
+                    scratch.rmdir()     # the usual case (the cell left nothing), and far cheaper than rmtree
+                except OSError:
+                    shutil.rmtree(scratch, ignore_errors=True)
 
     def _environment(self, spec: RunSpec, backend: ExecutorBackend, shown: OutputSink,
                      leases: ExitStack) -> tuple[RunSpec, BuiltEnv | None]:

@@ -42,7 +42,7 @@ class Submission:
     code: str
     spec: RunSpec
     inputs: str | None          # packed by runner.transfer.pack_inputs
-    scratch: Path               # the run's own writable directory, removed afterwards
+    scratch: Path | None        # the run's own host directory (backends with needs_scratch), removed after
     sink: OutputSink
     environment: BuiltEnv | None = None    # a built runtime env (its python, sys.path additions)
 
@@ -169,6 +169,10 @@ class ExecutorBackend(abc.ABC):
         """What the run uses now: ``memory`` (bytes), ``cpu_seconds`` so far, and ``gpu`` (%)
         / ``gpu_memory`` (bytes) where known; None when this backend cannot tell."""
         return None
+
+    #: True if runs need a private host directory (``Submission.scratch``); containers and
+    #: Ray tasks have their own, so they skip the cost of making and removing one.
+    needs_scratch: ClassVar[bool] = False
 
     #: True if the backend applies ``RunSpec.runtime_env`` itself (Ray's own runtime_env).
     native_runtime_env: ClassVar[bool] = False

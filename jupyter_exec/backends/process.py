@@ -52,6 +52,7 @@ class LocalBackend(ExecutorBackend):
 
     name: ClassVar[str] = "local"
     isolation: ClassVar[str] = "subprocess"
+    needs_scratch: ClassVar[bool] = True
 
     def __init__(self, pool_size: int = 1) -> None:
         self.pool = WorkerPool(pool_size)
