@@ -81,6 +81,12 @@ def test_exception_with_remote_traceback(ray_kernel):
     assert ray_kernel.last_run()["status"] == "failed"
 
 
+def test_worker_death_is_a_node_failure(ray_kernel):
+    cell = ray_kernel.run("%%rayrun\nimport os\nos._exit(3)")
+    assert cell.error["ename"] == "NodeFailedError" and "Ray worker" in cell.error["evalue"]
+    assert ray_kernel.last_run()["status"] == "failed"
+
+
 def test_output_streams_live(ray_kernel):
     cell = ray_kernel.run("%%rayrun\nimport sys, time\nfor i in range(6):\n    print('tick', i, flush=True)\n"
                           "    time.sleep(0.3)\nprint('warn', file=sys.stderr)")

@@ -421,7 +421,7 @@ class _RayRun:
         self.cancel_requested = False
         self.received = 0
         self._output = threading.Condition()
-        self._resolving = threading.Lock()
+        self._resolving = threading.RLock()     # cancel() resolves too, maybe from the interrupted thread
         self.deadline = None if submission.spec.limits.timeout is None else (
             time.monotonic() + submission.spec.limits.timeout)
         self.details: dict[str, Any] = {"address": conn.address, "node_affinity": node_id}
@@ -462,19 +462,25 @@ class _RayRun:
         from ray.exceptions import GetTimeoutError, RayError
         timeout = self.submission.spec.limits.timeout
         context = {"run_id": self.submission.run_id}
-        waits = [t for t in (wait, self.deadline and max(0.0, self.deadline - time.monotonic())) if t is not None]
-        try:
-            result = json.loads(ray.get(self.ref, timeout=min(waits) if waits else None))
-        except GetTimeoutError:
-            if self.deadline is None or time.monotonic() < self.deadline:
-                raise _StillRunning from None
-            ray.cancel(self.ref, force=True)
-            error = TaskTimeoutError(f"timed out after {timeout:g} s (--timeout); the Ray task was cancelled",
-                                     **context)
-            return Outcome(error.status, error=error)
-        except RayError as ray_error:
-            error = self._map_error(ray_error)
-            return Outcome(error.status, error=error)
+        until = None if wait is None else time.monotonic() + wait
+        while True:
+            waits = [max(0.0, t - time.monotonic()) for t in (until, self.deadline) if t is not None]
+            try:
+                result = json.loads(ray.get(self.ref, timeout=min(waits) if waits else None))
+                break
+            except GetTimeoutError:
+                now = time.monotonic()
+                if self.deadline is not None and now >= self.deadline:
+                    ray.cancel(self.ref, force=True)
+                    error = TaskTimeoutError(
+                        f"timed out after {timeout:g} s (--timeout); the Ray task was cancelled", **context)
+                    return Outcome(error.status, error=error)
+                if until is not None and now >= until:
+                    raise _StillRunning from None
+                # ray.get can time out at once after an interrupted get (seen with Ray 2.60): wait again
+            except RayError as ray_error:
+                error = self._map_error(ray_error)
+                return Outcome(error.status, error=error)
         with self._output:
             self._output.wait_for(lambda: self.received >= result["chunks"], _OUTPUT_GRACE)
         raw = result["envelope"]
