@@ -24,8 +24,6 @@ import importlib.util
 import json
 import logging
 import math
-import os
-import sys
 import threading
 import time
 import uuid
@@ -40,18 +38,16 @@ from ..errors import (
     TaskCancelledError,
     TaskError,
     TaskTimeoutError,
-    TransferError,
     remote_error,
 )
 from ..runner import bootstrap
 from ..runner.protocol import Envelope
 from ..runner.sanitize import sanitize_bundle
-from ..runner.transfer import decode
 from ..spec import Limits, RunSpec, parse_size
 from . import ray_task
 from .base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
 
-__all__ = ["RayBackend", "RayOptions", "connection"]
+__all__ = ["RayBackend", "RayOptions", "connection", "ray_runtime_env"]
 
 _NODE_CACHE_SECONDS = 10.0
 _OUTPUT_GRACE = 10.0
@@ -512,64 +508,3 @@ class _RayRun:
             return remote_error(type(cause).__name__, str(cause), error.traceback_str, **context)
         return NodeFailedError(f"the Ray worker or node running the cell failed: {type(error).__name__}: {error}",
                                **context)
-
-
-def fan_out(work: Any, items: list, options: RayOptions, *, spec: RunSpec,
-            batch_size: int | None, max_in_flight: int | None, say: Say | None) -> list:
-    """``work`` over ``items`` in batches, at most ``max_in_flight`` tasks at once; results in order."""
-    import ray
-    from ray.exceptions import RayError
-    conn = connection()
-    conn.ensure(options.address, say or (lambda text: sys.stderr.write(text)))
-    if not options.wait_for_resources:
-        conn.check_feasible(options, None)
-    total, trust = len(items), spec.trust
-    if not total:
-        return []
-    if max_in_flight is None:
-        cpus = ray.cluster_resources().get("CPU", 1.0)
-        max_in_flight = max(1, int(cpus // options.num_cpus) if options.num_cpus else int(cpus))
-    batch_size = batch_size or max(1, math.ceil(total / (max_in_flight * 4)))
-    task = conn.batch_task.options(num_cpus=options.num_cpus, num_gpus=options.num_gpus,
-                                   max_retries=options.retries, runtime_env=ray_runtime_env(spec),
-                                   **({"memory": options.memory} if options.memory else {}))
-    work_ref = ray.put(work)
-    starts = list(range(0, total, batch_size))
-    results: list[Any] = [None] * total
-    in_flight: dict[Any, int] = {}
-    done, shown = 0, 0.0
-    try:
-        while starts or in_flight:
-            while starts and len(in_flight) < max_in_flight:
-                start = starts.pop(0)
-                in_flight[task.remote(work_ref, items[start:start + batch_size], start, trust)] = start
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in ready:
-                start = in_flight.pop(ref)
-                try:
-                    batch = json.loads(ray.get(ref))
-                except RayError as error:
-                    raise NodeFailedError(f"map: the task for items {start}.. failed: {error}") from error
-                _raise_batch_error(batch)
-                for offset, encoded in enumerate(batch["results"]):
-                    results[start + offset] = decode(encoded, trust)
-                done += len(batch["results"])
-            if say and (time.monotonic() - shown > 0.2 or done == total):
-                shown = time.monotonic()
-                say(f"\r[jupyter-exec] map: {done}/{total} items" + ("\n" if done == total else ""))
-    except BaseException:
-        for ref in in_flight:
-            ray.cancel(ref, force=True)
-        raise
-    return results
-
-
-def _raise_batch_error(batch: dict) -> None:
-    if "untransferable" in batch:
-        raise TransferError(f"map: {batch['untransferable']} and cannot come back as data; "
-                            "return data, or pass trust=True to pickle it (only for code you trust)")
-    if "error" in batch:
-        described = batch["error"]
-        raise remote_error(described["type"], f"item {batch['index']}: {described['message']}",
-                           described["traceback"])
-
