@@ -162,6 +162,16 @@ def test_node_affinity_to_the_local_node(ray_kernel):
     assert missing.stderr.startswith("UsageError:") and "no live node" in missing.stderr
 
 
+def test_available_resources_come_from_the_live_nodes(ray_kernel):
+    resources = ray_kernel.eval("get_ipython().find_magic('rayrun', 'cell').__self__.manager"
+                                ".backend('ray').get_available_resources()")
+    (node,) = resources["nodes"]
+    assert node["resources"]["CPU"] >= 1 and node["resources"]["memory"] > 0
+    assert resources["address"] == ray_kernel.eval(
+        "__import__('jupyter_exec.backends.ray').backends.ray.connection().address")
+    assert "ray      ray        available" in ray_kernel.run("%jx resources", check=True).stdout
+
+
 def test_limits_ray_cannot_enforce_are_refused(ray_kernel):
     cell = ray_kernel.run("from jupyter_exec import RunSpec, Limits\n"
                           "get_ipython().find_magic('rayrun', 'cell').__self__.manager.run("
