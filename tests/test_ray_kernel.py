@@ -192,12 +192,13 @@ def test_map_fans_out_in_order(ray_kernel):
 
 def test_second_kernel_connects_by_address_without_starting_or_stopping(ray_kernel, ray_address, tmp_path):
     # Ray sends its auth token to an explicit address only when told to (RAY_AUTH_MODE=token)
-    other = Kernel(tmp_path / "data", tmp_path, env={"JX_RAY_ADDRESS": "", "RAY_AUTH_MODE": "token"})
+    other = Kernel(tmp_path / "data", tmp_path, env={"JX_RAY_ADDRESS": ray_address, "RAY_AUTH_MODE": "token"})
     try:
-        cell = other.run(f"%%rayrun --address {ray_address}\nimport ray\nray.get_runtime_context().gcs_address",
-                         timeout=120, check=True)
-        assert cell.result_text == repr(ray_address)
+        cell = other.run("%%rayrun\nimport ray\nray.get_runtime_context().gcs_address", timeout=120, check=True)
+        assert cell.result_text == repr(ray_address)             # ExecConfig.ray_address, from JX_RAY_ADDRESS
         assert "connecting to Ray at" in cell.stderr and "starting a local Ray" not in cell.stderr
+        again = other.run(f"%%rayrun --address {ray_address}\n'same cluster'", check=True)
+        assert again.result_text == "'same cluster'" and "connecting" not in again.stderr
         assert other.eval("__import__('jupyter_exec.backends.ray').backends.ray.connection().started_cluster") \
             is False
     finally:
