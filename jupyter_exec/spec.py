@@ -235,4 +235,5 @@ class RunSpec:
             "trust": self.trust,
             "name": self.name,
             "placement": self.placement,
+            "runtime_env": self.runtime_env.describe() if self.runtime_env else None,
         }

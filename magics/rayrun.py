@@ -14,12 +14,11 @@ from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..backends.ray import RayOptions
-from ..envs import EnvSpec
 from ..errors import SpecError
 from ..manager import Manager
-from ..spec import Limits, RunSpec, parse_env, parse_names
+from ..spec import Limits, RunSpec
 from .cells import run_cell
-from .sandbox import _stack, transfer_options
+from .sandbox import _stack, common_fields, env_options, transfer_options
 
 __all__ = ["RayMagics"]
 
@@ -32,8 +31,6 @@ ray_options = _stack(
     argument("--node", metavar="ID|IP|HOST|local", help="run on this node: id (or prefix), IP, hostname or local"),
     argument("--soft", action="store_true", help="with --node: prefer that node, run elsewhere if it cannot"),
     argument("--gpu-id", metavar="I,J", help="pin these GPU ids through CUDA_VISIBLE_DEVICES"),
-    argument("--pip", action="append", metavar="REQ", help="a package for the task's env (repeatable); Ray builds it once"),
-    argument("--working-dir", metavar="DIR", help="a local directory shipped as the task's working directory"),
     argument("--retries", metavar="N", help="times Ray retries the task if its worker dies (default 0)"),
     argument("--wait-for-resources", action="store_true",
              help="queue until the cluster has the resources (autoscaling) instead of failing at once"),
@@ -54,26 +51,15 @@ class RayMagics(Magics):
                 address=args.address or self.manager.config.ray_address or None, num_cpus=args.num_cpus,
                 num_gpus=args.num_gpus, memory=args.memory, node=args.node, soft=args.soft or None,
                 gpu_ids=args.gpu_id, retries=args.retries, wait_for_resources=args.wait_for_resources or None)
-            runtime_env = None
-            if args.pip or args.working_dir:
-                runtime_env = EnvSpec.from_options(base_dir=Path.cwd(), pip=args.pip, working_dir=args.working_dir)
-            return RunSpec(
-                backend="ray",
-                limits=Limits.parse(timeout=args.timeout),
-                inputs=parse_names(args.inputs, "--in"),
-                outputs=parse_names(args.outputs, "--out"),
-                env=parse_env(args.env),
-                trust=args.trust,
-                name=args.name,
-                placement=options.placement(),
-                runtime_env=runtime_env,
-            )
+            return RunSpec(backend="ray", limits=Limits.parse(timeout=args.timeout), placement=options.placement(),
+                           **common_fields(args, Path.cwd()))
         except SpecError as error:
             raise UsageError(str(error)) from None
 
     @magic_arguments()
     @ray_options
     @transfer_options
+    @env_options
     @cell_magic
     def rayrun(self, line: str, cell: str) -> Any:
         """Run this cell as a Ray task, with the resources it asks for; output streams live."""

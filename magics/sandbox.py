@@ -83,6 +83,13 @@ trace_options = _stack(
 )
 
 
+def common_fields(args: Any, base_dir: Path) -> dict[str, Any]:
+    """The RunSpec fields every cell magic takes the same way: transfer and env options."""
+    return {"inputs": parse_names(args.inputs, "--in"), "outputs": parse_names(args.outputs, "--out"),
+            "env": parse_env(args.env), "trust": args.trust, "name": args.name,
+            "runtime_env": runtime_env(args, base_dir)}
+
+
 def runtime_env(args: Any, base_dir: Path) -> EnvSpec | None:
     """The EnvSpec the env options describe (``--env-spec`` first, options on top), or None."""
     from_options = EnvSpec.from_options(
@@ -125,13 +132,8 @@ class ExecMagics(Magics):
                 limits=Limits.parse(memory=args.mem, cpus=args.cpus, timeout=args.timeout,
                                     cpu_time=args.cpu_time, pids=args.pids, fsize=args.fsize,
                                     network=args.network or None, gpus=args.gpus),
-                inputs=parse_names(args.inputs, "--in"),
-                outputs=parse_names(args.outputs, "--out"),
-                env=parse_env(args.env),
                 mounts=tuple(Mount.parse(m, base_dir) for m in args.mount or ()),
-                trust=args.trust,
-                name=args.name,
-                runtime_env=runtime_env(args, base_dir),
+                **common_fields(args, base_dir),
             )
         except SpecError as error:
             raise UsageError(str(error)) from None

@@ -218,3 +218,18 @@ def test_one_gpu_is_visible(ray_kernel):
                           "(len(devices), count)", check=True)
     assert cell.result_text == "(1, 1)"
     assert len(_details(ray_kernel)["gpu_ids"]) == 1
+
+
+def test_runtime_env_becomes_rays_own(ray_kernel):
+    """The env options %%sandbox takes reach Ray's runtime_env: files shipped, env vars set."""
+    project = ray_kernel.cwd / "rayproject"
+    (project / "helpers").mkdir(parents=True)
+    (project / "config.txt").write_text("shipped by ray")
+    (project / "helpers" / "__init__.py").write_text("def greet():\n    return 'hi from py_modules'\n")
+    (ray_kernel.cwd / "ray-env.yaml").write_text("env_vars: {STAGE: ray}\n")
+    cell = ray_kernel.run("%%rayrun --working-dir rayproject --py-modules rayproject/helpers --env-spec ray-env.yaml\n"
+                          "import os, helpers\n(open('config.txt').read(), helpers.greet(), os.environ['STAGE'])",
+                          timeout=180, check=True)
+    assert cell.result_text == "('shipped by ray', 'hi from py_modules', 'ray')"
+    spec = json.loads(ray_kernel.store().get(ray_kernel.last_run()["id"])["spec"])
+    assert spec["runtime_env"]["working_dir"].endswith("rayproject")

@@ -117,6 +117,21 @@ def ray_runtime_env(spec: RunSpec) -> dict[str, Any] | None:
     return runtime_env or None
 
 
+def ship_local_files(runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Upload a local ``working_dir`` / ``py_modules`` to the cluster and name them by URI.
+
+    Ray takes local paths only for a whole job (``ray.init``); a task needs URIs. Ray's own
+    upload helpers (what ``ray.init`` uses) name a package by a hash of its content and skip
+    the upload when the cluster has it, so an unchanged directory is shipped once.
+    """
+    if not runtime_env or not {"working_dir", "py_modules"} & runtime_env.keys():
+        return runtime_env
+    from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
+    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+    return upload_py_modules_if_needed(upload_working_dir_if_needed(dict(runtime_env), include_gitignore=True),
+                                       include_gitignore=True)
+
+
 def _non_negative(value: Any, option: str) -> float:
     try:
         number = float(value)
@@ -336,7 +351,8 @@ class RayBackend(ExecutorBackend):
         run = _RayRun(submission, self, conn, node_id)
         conn.runs[submission.run_id] = self._runs[submission.run_id] = run
         try:
-            run.ref = conn.cell_task_for(options, node_id, ray_runtime_env(submission.spec)).remote(request)
+            runtime_env = ship_local_files(ray_runtime_env(submission.spec))
+            run.ref = conn.cell_task_for(options, node_id, runtime_env).remote(request)
         except BaseException:
             conn.runs.pop(submission.run_id, None)
             self._runs.pop(submission.run_id, None)
