@@ -6,6 +6,7 @@ options override them for one run.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -21,6 +22,12 @@ __all__ = ["ExecConfig"]
 
 def _env(name: str, fallback: str) -> str:
     return os.environ.get(name, fallback)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_limits(mem: str, cpus: str, timeout: str, cpu_time: str, pids: str, fsize: str) -> Limits:
+    return Limits.parse(memory=mem or None, cpus=cpus or None, timeout=timeout or None,
+                        cpu_time=cpu_time or None, pids=pids or None, fsize=fsize or None)
 
 
 class ExecConfig(Configurable):
@@ -122,9 +129,8 @@ class ExecConfig(Configurable):
         return _env("JX_SCRATCH_DIR", os.path.join(tempfile.gettempdir(), f"jupyter-exec-{os.getuid()}"))
 
     def default_limits(self) -> Limits:
-        return Limits.parse(**{
-            "memory": self.mem or None, "cpus": self.cpus or None, "timeout": self.timeout or None,
-            "cpu_time": self.cpu_time or None, "pids": self.pids or None, "fsize": self.fsize or None})
+        """The default limits, parsed once per distinct setting (this is on every run's path)."""
+        return _parsed_limits(self.mem, self.cpus, self.timeout, self.cpu_time, self.pids, self.fsize)
 
     def output_limit_bytes(self) -> int:
         return parse_size(self.output_limit, "ExecConfig.output_limit")

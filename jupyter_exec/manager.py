@@ -126,9 +126,11 @@ class Manager:
                 backend.cancel(handle)
             self.store.mark_running(run_id, str(log_path))
             emit("running", {"started": handle.started})
-            if type(backend).sample is not ExecutorBackend.sample:      # no thread for a backend that cannot tell
-                monitor = Monitor(lambda: backend.sample(handle), lambda sample: emit("sample", sample)).start()
             try:
+                # Sample only runs that last: a short cell never pays for a monitor thread, and
+                # no thread at all for a backend that cannot tell.
+                if type(backend).sample is not ExecutorBackend.sample and not handle.wait(_FIRST_SAMPLE):
+                    monitor = Monitor(lambda: backend.sample(handle), lambda sample: emit("sample", sample)).start()
                 envelope = backend.get_result(handle)
             except KeyboardInterrupt:
                 backend.cancel(handle)
@@ -226,6 +228,9 @@ class Manager:
         for backend in list(self._backends.values()):
             backend.shutdown()
         self._backends.clear()
+
+
+_FIRST_SAMPLE = 0.3      # seconds a run goes before its resources are sampled
 
 
 def _with_defaults(spec: RunSpec, config: ExecConfig, backend: ExecutorBackend) -> RunSpec:
