@@ -93,6 +93,20 @@ class Kernel:
             raise AssertionError(f"cell failed: {cell.error['ename']}: {cell.error['evalue']}\n{code}")
         return cell
 
+    def interrupt_run(self, code: str) -> dict:
+        """Execute ``code``, press Kernel → Interrupt once its run is going; the execute reply."""
+        msg_id = self.client.execute(code)
+        deadline = time.monotonic() + 20
+        while not (self.store().runs(1) and self.store().runs(1)[0]["status"] == "running") \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        self.km.interrupt_kernel()
+        reply = self.client.get_shell_msg(timeout=20)
+        while reply["parent_header"]["msg_id"] != msg_id:
+            reply = self.client.get_shell_msg(timeout=20)
+        return reply["content"]
+
     def eval(self, expression: str):
         """A value from the kernel's namespace, via repr -> literal."""
         import ast

@@ -174,16 +174,8 @@ def test_resources_are_sampled_and_stored(kernel):
 
 
 def test_interrupt_cancels_and_removes_the_container(kernel, docker_client):
-    msg_id = kernel.client.execute(f"{DOCKER}\nimport time\nprint('started', flush=True)\ntime.sleep(60)")
-    deadline = time.monotonic() + 20
-    while kernel.store().runs(1)[0]["status"] != "running" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    kernel.km.interrupt_kernel()
-    reply = kernel.client.get_shell_msg(timeout=20)
-    while reply["parent_header"]["msg_id"] != msg_id:
-        reply = kernel.client.get_shell_msg(timeout=20)
-    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    reply = kernel.interrupt_run(f"{DOCKER}\nimport time\nprint('started', flush=True)\ntime.sleep(60)")
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     assert kernel.last_run()["status"] == "cancelled"
     _assert_no_run_containers(docker_client)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import docker.errors as docker_errors
 import pytest
 import requests
 
-docker_errors = pytest.importorskip("docker.errors")
-
-from jupyter_exec.backends.docker_client import RetryPolicy, retry  # noqa: E402
-from jupyter_exec.errors import SpecError  # noqa: E402
-from jupyter_exec.spec import Limits  # noqa: E402
+from jupyter_exec.backends.docker_client import RetryPolicy, retry
+from jupyter_exec.errors import SpecError
+from jupyter_exec.spec import Limits
 
 
 def _api_error(status: int) -> Exception:
