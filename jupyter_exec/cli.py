@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     envs = commands.add_parser("envs", help="list, garbage-collect or remove cached runtime environments")
     env_commands = envs.add_subparsers(dest="envs_command", required=True)
     env_commands.add_parser("list", help="the cached envs, most recently used first")
+    build = env_commands.add_parser("build", help="build (or find) an env ahead of time, with progress")
+    build.add_argument("--backend", default="seccomp", help="whose env to build: seccomp/local (venv) or docker (image)")
+    build.add_argument("--pip", action="append", metavar="REQ[,REQ]", help="requirements or local wheels (repeatable)")
+    build.add_argument("--requirements", metavar="FILE", help="a requirements file")
+    build.add_argument("--env-spec", metavar="FILE", help="a runtime env in YAML or JSON (Ray's field names)")
     gc = env_commands.add_parser("gc", help="remove least-recently-used envs beyond the size cap, and old ones")
     gc.add_argument("--max-size", metavar="SIZE", help="size cap, e.g. 5g (default: ExecConfig.envs_max_size)")
     gc.add_argument("--max-age", metavar="AGE", help="remove envs unused this long, e.g. 7d")
@@ -74,6 +79,17 @@ def _envs(args: argparse.Namespace) -> int:
             for row in cache.index.all():
                 print(f"{row['hash']}  {row['status']:8} {row['size'] / 2**20:8.1f} MB  uses {row['uses']:<5} "
                       f"builds {row['builds']:<3} {row['target']}")
+        elif args.envs_command == "build":
+            from .backends.factory import backend_class
+            from .envs import EnvSpec
+            spec = EnvSpec.from_options(base_dir=Path.cwd(), pip=args.pip, requirements=args.requirements)
+            if args.env_spec:
+                spec = spec.inherit(EnvSpec.from_file(Path(args.env_spec).resolve()))
+            builder = backend_class(args.backend)(pool_size=0).env_builder(config.ca_bundle or None)
+            if builder is None:
+                raise JupyterExecError(f"the {args.backend} backend builds no envs of its own (Ray builds them itself)")
+            built = cache.ensure(spec, builder, lambda line: print(line, flush=True))
+            print(f"{built.hash}  {built.image or built.python or built.path}")
         elif args.envs_command == "gc":
             removed = cache.gc(parse_size(args.max_size or config.envs_max_size, "--max-size"),
                                parse_duration(args.max_age or config.envs_max_age, "--max-age"))

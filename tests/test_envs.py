@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -130,3 +133,22 @@ def test_four_kernels_asking_at_once_build_once(tmp_path):
     assert row["builds"] == 1 and row["uses"] == 4 and row["status"] == "ready"
     for manager in managers:
         manager.shutdown()
+
+
+def test_cli_builds_with_progress_then_finds_it_cached(tmp_path):
+    wheel = make_wheel(tmp_path, "jxcli", "1.0", "")
+    env = {**os.environ, "JX_DATA_DIR": str(tmp_path / "data")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "jupyter_exec.cli", "envs", *args], capture_output=True,
+                              text=True, env=env, cwd=tmp_path)
+
+    first = cli("build", "--pip", str(wheel))
+    assert first.returncode == 0 and "installing" in first.stdout and "Installed 1 package" in first.stdout
+    second = cli("build", "--pip", str(wheel))
+    assert second.returncode == 0 and "installing" not in second.stdout
+    assert first.stdout.splitlines()[-1] == second.stdout.splitlines()[-1]        # the same env
+    bad = cli("build", "--pip", "jxcli>>1")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "is not a requirement" in bad.stderr
+    listed = cli("list").stdout
+    assert "ready" in listed and "builds 1" in listed and "uses 2" in listed
