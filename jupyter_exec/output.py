@@ -46,17 +46,23 @@ class ConsoleSink:
 
 
 class RunOutput:
-    """Tee to the log file (everything) and the visible sink (up to ``limit`` bytes)."""
+    """Tee to the log file (everything) and the visible sink (up to ``limit`` bytes).
+
+    The log file is made on the first output, so a silent run costs no file.
+    """
 
     def __init__(self, run_id: int, log_path: Path, shown: OutputSink, limit: int) -> None:
         self.run_id, self.shown, self.limit = run_id, shown, limit
-        self.log: IO[str] = open(log_path, "w", encoding="utf-8", errors="replace")
+        self.log_path = log_path
+        self.log: IO[str] | None = None
         self.shown_bytes = 0
         self.truncated = False
         self._lock = threading.Lock()
 
     def output(self, stream: str, text: str) -> None:
         with self._lock:
+            if self.log is None:
+                self.log = open(self.log_path, "w", encoding="utf-8", errors="replace")
             self.log.write(text)
             if self.truncated:
                 return
@@ -76,4 +82,5 @@ class RunOutput:
 
     def close(self) -> None:
         with self._lock:
-            self.log.close()
+            if self.log is not None:
+                self.log.close()

@@ -9,6 +9,7 @@ option and an example of a good one.
 from __future__ import annotations
 
 import dataclasses
+from decimal import Decimal
 import math
 import os
 import re
@@ -44,13 +45,15 @@ def parse_size(value: str | int | float, option: str = "size") -> int:
     if isinstance(value, bool):
         raise SpecError(f"{option}: expected a size like 512m or 2g, got {value!r}")
     if isinstance(value, (int, float)):
-        number, unit = float(value), ""
+        if not math.isfinite(value):
+            raise SpecError(f"{option}: expected a size like 512m or 2g, got {value!r}")
+        number, unit = Decimal(repr(value)), ""
     else:
         match = _SIZE_RE.match(value)
         if not match or match.group(2).lower() not in _SIZE_UNITS:
             raise SpecError(f"{option}: cannot read {value!r} as a size; write it like 512m, 2g or 1.5GiB")
-        number, unit = float(match.group(1)), match.group(2).lower()
-    size = int(number * _SIZE_UNITS[unit])
+        number, unit = Decimal(match.group(1)), match.group(2).lower()
+    size = int(number * _SIZE_UNITS[unit])      # Decimal: exact for any size a user can type
     if size <= 0:
         raise SpecError(f"{option}: a size must be positive, got {value!r}")
     return size
@@ -155,7 +158,8 @@ class Limits:
         })
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Field name to value (all plain values: no deep copy needed)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)
