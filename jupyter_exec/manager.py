@@ -200,10 +200,10 @@ class Manager:
             peak_memory=peak,
             cpu_seconds=outcome.cpu_seconds if outcome else None,
             details=outcome.details if outcome else None)
-        row = self.store.get(run_id) or {}
-        emit("finished", {"status": status, "error": _describe(error), "peak_memory": peak,
-                          "cpu_seconds": outcome.cpu_seconds if outcome else None,
-                          "duration": row.get("duration")})
+        if emit is not _ignore:               # the row is read back only for someone watching
+            emit("finished", {"status": status, "error": _describe(error), "peak_memory": peak,
+                              "cpu_seconds": outcome.cpu_seconds if outcome else None,
+                              "duration": (self.store.get(run_id) or {}).get("duration")})
 
     def cancel(self, run_id: int) -> bool:
         """Cancel a run of this kernel that is still going (or still starting: it is
