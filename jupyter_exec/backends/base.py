@@ -9,16 +9,21 @@ that says how it ended. Backends never import IPython.
 from __future__ import annotations
 
 import abc
+import codecs
+import os
+import select
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 from ..errors import TaskError
 from ..envs.cache import BuiltEnv, EnvBuilder
-from ..runner.protocol import Envelope, OutputSink
+from ..runner.protocol import Envelope, OutputSink, ProtocolReader
 from ..spec import RunSpec
+
+KILL_GRACE = 2.0      # seconds a killed run's descriptors may stay open before we stop reading
 
 __all__ = ["Availability", "ExecutorBackend", "Outcome", "Submission", "TaskHandle"]
 
@@ -94,16 +99,61 @@ class TaskHandle:
 
 
 class KillableRun(abc.ABC):
-    """A run a backend started in a process or container it can kill; its pump thread
-    reads ``cancel_requested`` / ``timed_out`` to say how the run ended."""
+    """A run a backend started in a process or container it can kill, read through
+    file descriptors (stdout, stderr, the protocol channel) by its pump thread."""
 
     handle: TaskHandle
+    submission: Submission
+    reader: ProtocolReader
     cancel_requested: bool = False
     timed_out: bool = False
 
     @abc.abstractmethod
     def kill(self) -> None:
         """Kill everything the run started, at once."""
+
+    def stream(self, fds: dict[int, str], tick: Callable[[float], None] = lambda elapsed: None) -> None:
+        """Read ``fds`` (named stdout, stderr or protocol) until every holder lets go.
+
+        Output is decoded incrementally, so a character split across reads stays whole. The
+        wall-clock limit is enforced here: past it the run is killed and ``timed_out`` set.
+        After a kill, something outside our reach may hold a descriptor open; it gets
+        ``KILL_GRACE`` seconds, then we stop waiting. ``tick`` is called each pass.
+        """
+        timeout = self.submission.spec.limits.timeout
+        started = time.monotonic()
+        deadline = started + timeout if timeout else None
+        killed_at: float | None = None
+        streams = dict(fds)
+        decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
+        sink = self.submission.sink
+        while streams:
+            wait = 0.1 if deadline is None or killed_at is not None else max(0.0, min(0.1, deadline - time.monotonic()))
+            readable, _, _ = select.select(list(streams), [], [], wait)
+            for fd in readable:
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                name = streams[fd]
+                if not chunk:
+                    del streams[fd]
+                elif name == "protocol":
+                    self.reader.feed(chunk)
+                elif text := decoders[name].decode(chunk):
+                    sink.output(name, text)
+            now = time.monotonic()
+            tick(now - started)
+            if killed_at is None and deadline is not None and now >= deadline:
+                self.timed_out = True
+                self.kill()
+            if killed_at is None and (self.timed_out or self.cancel_requested):
+                killed_at = now
+            if killed_at is not None and now - killed_at > KILL_GRACE:
+                break
+        for name, decoder in decoders.items():
+            if tail := decoder.decode(b"", final=True):
+                sink.output(name, tail)
 
 
 def cancel_run(run: KillableRun | None) -> bool:

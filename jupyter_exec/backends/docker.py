@@ -16,11 +16,9 @@ come over FIFOs of their own. Containers come from a warm pool, each used once.
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import math
 import os
-import select
 import threading
 import time
 from pathlib import Path
@@ -40,7 +38,6 @@ from .outcomes import classify
 
 __all__ = ["DockerBackend", "DockerConfig"]
 
-_KILL_GRACE = 2.0
 _SAMPLE_AFTER = 0.3          # seconds: shorter runs are measured by the bootstrap alone
 _AVAILABILITY_TTL = 10.0
 _availability_cache: tuple[float, Availability] | None = None
@@ -318,45 +315,14 @@ class _DockerRun(KillableRun):
         self.backend.pool.warm(self.key)
 
     def _stream_until_exit(self) -> None:
-        """Protocol, stdout and stderr until every process in the container has let go of them.
-
-        Output is decoded incrementally, so a character split across reads stays whole.
-        """
-        timeout = self.submission.spec.limits.timeout
-        started = time.monotonic()
-        deadline = started + timeout if timeout else None
-        killed_at: float | None = None
-        streams = {self.slot.protocol_fd: "protocol", self.slot.stdout_fd: "stdout", self.slot.stderr_fd: "stderr"}
-        decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
-        sink = self.submission.sink
-        while streams:
-            wait = 0.1 if deadline is None or killed_at is not None else max(0.0, min(0.1, deadline - time.monotonic()))
-            readable, _, _ = select.select(list(streams), [], [], wait)
-            for fd in readable:
-                try:
-                    chunk = os.read(fd, 65536)
-                except BlockingIOError:
-                    continue
-                name = streams[fd]
-                if not chunk:
-                    del streams[fd]
-                elif name == "protocol":
-                    self.reader.feed(chunk)
-                elif text := decoders[name].decode(chunk):
-                    sink.output(name, text)
-            now = time.monotonic()
-            if not self.sampler.started and now - started > _SAMPLE_AFTER:
+        """Protocol, stdout and stderr until every process in the container has let go of them;
+        resource sampling starts once the run has lasted a moment."""
+        def start_sampling(elapsed: float) -> None:
+            if not self.sampler.started and elapsed > _SAMPLE_AFTER:
                 self.sampler.start()
-            if killed_at is None and deadline is not None and now >= deadline:
-                self.timed_out = True
-                self.kill()
-            if killed_at is None and (self.timed_out or self.cancel_requested):
-                killed_at = now
-            if killed_at is not None and now - killed_at > _KILL_GRACE:
-                break
-        for name, decoder in decoders.items():
-            if tail := decoder.decode(b"", final=True):
-                sink.output(name, tail)
+
+        self.stream({self.slot.protocol_fd: "protocol", self.slot.stdout_fd: "stdout",
+                     self.slot.stderr_fd: "stderr"}, start_sampling)
 
     def _outcome(self) -> Outcome:
         reader = self.reader

@@ -9,16 +9,15 @@ per run; a limit that cannot be enforced here refuses the run instead of being i
 
 from __future__ import annotations
 
-import codecs
 import functools
 import os
-import selectors
 import sys
 import sysconfig
 import threading
 import time
 from typing import Any, ClassVar
 
+from ..envs.venv import VenvBuilder
 from ..errors import BackendUnavailableError, NodeFailedError
 from ..monitor import proc_usage
 from ..runner import confine as confinement
@@ -27,14 +26,12 @@ from ..spec import Limits
 from .base import Availability, ExecutorBackend, KillableRun, Outcome, Submission, TaskHandle, cancel_run
 from .cgroups import cgroup_support
 from .outcomes import classify
-from ..envs.venv import VenvBuilder
 from .workers import Worker, WorkerKey, WorkerPool, namespace_support
 
 __all__ = ["LocalBackend", "SeccompBackend"]
 
 _SYSTEM_READABLE = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/sys")
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
-_KILL_GRACE = 2.0
 
 
 @functools.cache
@@ -229,43 +226,10 @@ class _ProcessRun(KillableRun):
         self.handle.finish(outcome)
 
     def _stream_until_exit(self) -> tuple[int, Any]:
+        """Stream the run's pipes until they close, then reap it: (wait status, rusage)."""
         process = self.worker.process
-        timeout = self.submission.spec.limits.timeout
-        deadline = time.monotonic() + timeout if timeout else None
-        killed_at: float | None = None
-        selector = selectors.DefaultSelector()
-        decoders = {}
-        for stream_name, fileobj in (("stdout", process.stdout), ("stderr", process.stderr)):
-            selector.register(fileobj.fileno(), selectors.EVENT_READ, stream_name)
-            decoders[stream_name] = codecs.getincrementaldecoder("utf-8")("replace")
-        selector.register(self.worker.protocol_fd, selectors.EVENT_READ, "protocol")
-        sink = self.submission.sink
-        while selector.get_map():
-            wait = 0.1
-            if deadline is not None and killed_at is None:
-                wait = max(0.0, min(wait, deadline - time.monotonic()))
-            for key, _ in selector.select(wait):
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    selector.unregister(key.fd)
-                elif key.data == "protocol":
-                    self.reader.feed(chunk)
-                else:
-                    text = decoders[key.data].decode(chunk)
-                    if text:
-                        sink.output(key.data, text)
-            now = time.monotonic()
-            if killed_at is None and deadline is not None and now >= deadline:
-                self.timed_out = True
-                self.kill()
-            if killed_at is None and (self.timed_out or self.cancel_requested):
-                killed_at = now
-            if killed_at is not None and now - killed_at > _KILL_GRACE:
-                break      # something outside our reach holds a pipe open; stop waiting for it
-        selector.close()
-        for stream_name, decoder in decoders.items():
-            if tail := decoder.decode(b"", final=True):
-                sink.output(stream_name, tail)
+        self.stream({process.stdout.fileno(): "stdout", process.stderr.fileno(): "stderr",
+                     self.worker.protocol_fd: "protocol"})
         _, status, rusage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         return status, rusage
