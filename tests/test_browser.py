@@ -138,8 +138,17 @@ def _runner(page, cells):
         expect(cells.nth(index).locator(".jp-InputPrompt")).to_contain_text(re.compile(r"\[\d+\]"), timeout=timeout)
 
     def run(index: int, wait: bool = True) -> None:
-        cells.nth(index).locator(".jp-InputArea-editor").click()
-        page.keyboard.press("Control+Enter")
+        prompt = cells.nth(index).locator(".jp-InputPrompt")
+        for _ in range(4):
+            cells.nth(index).locator(".jp-InputArea-editor").click()
+            page.keyboard.press("Control+Enter")
+            # A key pressed before the kernel has connected is dropped; the prompt then stays
+            # "[ ]:". Press again until the cell is queued or running ("[*]") or done ("[n]").
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and prompt.inner_text().strip() in ("[ ]:", ""):
+                page.wait_for_timeout(100)
+            if prompt.inner_text().strip() not in ("[ ]:", ""):
+                break
         if wait:
             done(index)
 
