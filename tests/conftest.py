@@ -63,23 +63,27 @@ class Kernel:
     def pid(self) -> int:
         return self.km.provisioner.process.pid
 
-    def run(self, code: str, timeout: float = 120, check: bool = False, on_stream=None) -> CellResult:
-        msg_id = self.client.execute(code)
-        cell = CellResult()
+    def messages(self, msg_id: str, timeout: float):
+        """The iopub messages of one execute request, up to and including its final idle."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 msg = self.client.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.1))
             except queue.Empty:
-                raise TimeoutError(f"cell did not finish in {timeout} s: {code[:80]!r}") from None
+                raise TimeoutError(f"cell did not finish in {timeout} s") from None
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
+            yield msg
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return
+
+    def run(self, code: str, timeout: float = 120, check: bool = False) -> CellResult:
+        cell = CellResult()
+        for msg in self.messages(self.client.execute(code), timeout):
             kind, content = msg["msg_type"], msg["content"]
             if kind == "stream":
                 setattr(cell, content["name"], getattr(cell, content["name"]) + content["text"])
                 cell.stream_times.append(time.monotonic())
-                if on_stream:
-                    on_stream(content["text"])
             elif kind == "display_data":
                 cell.displays.append(content["data"])
             elif kind == "execute_result":
@@ -88,7 +92,6 @@ class Kernel:
                 cell.error = content
             elif kind == "status" and content["execution_state"] == "idle":
                 cell.finished_at = time.monotonic()
-                break
         if check and cell.error:
             raise AssertionError(f"cell failed: {cell.error['ename']}: {cell.error['evalue']}\n{code}")
         return cell

@@ -5,7 +5,6 @@ the Cancel click handled while the cell is still executing."""
 from __future__ import annotations
 
 import json
-import queue
 import threading
 import time
 
@@ -160,22 +159,6 @@ def widget_kernel(tmp_path_factory):
     k.shutdown()
 
 
-def iopub_until_idle(kernel: Kernel, msg_id: str, timeout: float, on_message=None) -> list[dict]:
-    messages, deadline = [], time.monotonic() + timeout
-    while True:
-        try:
-            msg = kernel.client.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.1))
-        except queue.Empty:
-            raise TimeoutError(f"no idle after {timeout} s") from None
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        messages.append(msg)
-        if on_message:
-            on_message(msg)
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return messages
-
-
 @pytest.mark.kernel
 def test_cancel_message_is_handled_while_the_cell_is_busy(widget_kernel):
     """The frontend's Cancel reaches the kernel while the cell waits (ipykernel 7 subshell)."""
@@ -192,7 +175,10 @@ def test_cancel_message_is_handled_while_the_cell_is_busy(widget_kernel):
                 "comm_id": comm_id, "data": {"method": "custom", "content": {"action": "cancel"}}}))
             sent.append(time.monotonic())
 
-    messages = iopub_until_idle(widget_kernel, msg_id, 30, cancel_once_shown)
+    messages = []
+    for msg in widget_kernel.messages(msg_id, 30):
+        cancel_once_shown(msg)
+        messages.append(msg)
     assert sent and time.monotonic() - sent[0] < 15
     errors = [m["content"]["ename"] for m in messages if m["msg_type"] == "error"]
     assert errors == ["TaskCancelledError"]
