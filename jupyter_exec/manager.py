@@ -27,6 +27,7 @@ from .backends.cgroups import reap_cgroups
 from .backends.docker_pool import reap_containers
 from .backends.factory import backend_class, resolve_name
 from .backends.workers import reap_workers
+from .cancel_watch import CancelWatcher
 from .config import ExecConfig
 from .envs import BuiltEnv, EnvCache, EnvSpec
 from .monitor import Monitor
@@ -70,6 +71,8 @@ class Manager:
         self._starting: set[int] = set()           # recorded, not yet submitted (env being built)
         self._cancel_asked: set[int] = set()       # cancelled while starting: cancelled once submitted
         self._lock = threading.Lock()
+        # Cancel requests from the side panel or other kernels, for runs past a fraction of a second.
+        self._cancel_watch = CancelWatcher(self.store, lambda: (*self._starting, *self._active), self.cancel)
         self.reaped = self.reap()
         atexit.register(self.shutdown)
 
@@ -112,6 +115,7 @@ class Manager:
         shown = sink or ConsoleSink()
         output = RunOutput(run_id, log_path, shown, self.config.output_limit_bytes())
         self._starting.add(run_id)
+        self._cancel_watch.run_started()
         outcome: Outcome | None = None
         monitor: Monitor | None = None
         leases = ExitStack()
@@ -225,6 +229,7 @@ class Manager:
         return Path(path).read_text(encoding="utf-8", errors="replace")
 
     def shutdown(self) -> None:
+        self._cancel_watch.stop()
         for backend in list(self._backends.values()):
             backend.shutdown()
         self._backends.clear()

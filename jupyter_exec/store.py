@@ -3,7 +3,8 @@
 One file (WAL mode, so a side panel or another kernel can read while a kernel writes)
 in the user's data directory. A run's row is inserted as ``queued`` before anything is
 started and finished whatever happens; rows a dead kernel left unfinished are closed
-as ``failed`` by ``close_orphans``.
+as ``failed`` by ``close_orphans``. Anyone may ask for a run to be cancelled
+(``request_cancel``); the kernel running it watches for that (``cancel_watch``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 __all__ = ["FINAL_STATUSES", "Database", "Store"]
 
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS runs (
     cpu_seconds REAL,
     log_path    TEXT,
     details     TEXT
+    -- columns added later are in Store.ADDED_COLUMNS
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 """
@@ -54,6 +56,9 @@ class Database:
     subclasses it with its own ``SCHEMA`` of tables."""
 
     SCHEMA = ""
+    #: Columns added after a table first shipped, as (table, column, declaration): a store
+    #: file made before them gets them on opening, so old files keep working.
+    ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = ()
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -65,6 +70,17 @@ class Database:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")     # WAL stays consistent; no fsync per write
             self._db.executescript(self.SCHEMA)
+            self._add_columns()
+
+    def _add_columns(self) -> None:
+        for table, column, declaration in self.ADDED_COLUMNS:
+            if column in {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                continue
+            try:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            except sqlite3.OperationalError as error:     # another process added it first
+                if "duplicate column" not in str(error):
+                    raise
 
     def _execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -79,6 +95,7 @@ class Store(Database):
     """The runs table."""
 
     SCHEMA = _SCHEMA
+    ADDED_COLUMNS = (("runs", "cancel_requested", "REAL"),)     # when someone asked (epoch seconds)
 
     def create_run(self, *, kernel: str, owner_pid: int, name: str | None, backend: str, isolation: str,
                    spec: dict[str, Any], code: str, code_hash: str) -> int:
@@ -109,9 +126,26 @@ class Store(Database):
         row = self._execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return dict(row) if row else None
 
-    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
-        rows = self._execute(f"SELECT {', '.join(COLUMNS)} FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+    def runs(self, limit: int = 50, *, statuses: Collection[str] = (),
+             columns: Collection[str] = COLUMNS) -> list[dict[str, Any]]:
+        """The newest ``limit`` runs, newest first; only those in ``statuses`` if any are given."""
+        where = f" WHERE status IN ({', '.join('?' * len(statuses))})" if statuses else ""
+        rows = self._execute(f"SELECT {', '.join(columns)} FROM runs{where} ORDER BY id DESC LIMIT ?",
+                             (*statuses, limit))
         return [dict(r) for r in rows.fetchall()]
+
+    def request_cancel(self, run_id: int) -> dict[str, Any] | None:
+        """Ask for an unfinished run to be cancelled, whichever kernel runs it (its ``Manager``
+        watches for this); the row as it is now, or None if there is no such run."""
+        self._execute("UPDATE runs SET cancel_requested=? WHERE id=? AND cancel_requested IS NULL"
+                      " AND status IN ('queued', 'running')", (time.time(), run_id))
+        return self.get(run_id)
+
+    def cancel_requests(self, run_ids: Collection[int]) -> list[int]:
+        """Which of ``run_ids`` someone asked to cancel (primary-key lookups: cheap to poll)."""
+        rows = self._execute(f"SELECT id FROM runs WHERE id IN ({', '.join('?' * len(run_ids))})"
+                             " AND cancel_requested IS NOT NULL", tuple(run_ids))
+        return [r["id"] for r in rows.fetchall()]
 
     def unfinished(self) -> Iterator[dict[str, Any]]:
         rows = self._execute("SELECT id, owner_pid FROM runs WHERE status IN ('queued', 'running')").fetchall()

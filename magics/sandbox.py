@@ -17,6 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from ..cancel_watch import cancel_elsewhere
 from ..config import ExecConfig
 from ..doctor import diagnose
 from ..errors import JupyterExecError, SpecError, TaskError
@@ -208,9 +209,12 @@ class ExecMagics(Magics):
         print(self.manager.log_text(self._run_id(rest, "logs")), end="")
 
     def _jx_cancel(self, rest: str) -> None:
+        """Cancel a run of this kernel at once; a run of another kernel through a request in the store."""
         run_id = self._run_id(rest, "cancel")
-        cancelled = self.manager.cancel(run_id)
-        print(f"run {run_id} cancelled" if cancelled else f"run {run_id} is not running in this kernel")
+        if self.manager.cancel(run_id):
+            print(f"run {run_id} cancelled")
+        else:
+            print(cancel_elsewhere(self.manager.store, run_id))
 
     def _jx_wait(self, rest: str) -> Any:
         """Wait for a --bg run (at most SECONDS); its value, or its error raised."""
