@@ -64,6 +64,7 @@ class RunOutput:
             if self.log is None:
                 self.log = open(self.log_path, "w", encoding="utf-8", errors="replace")
             self.log.write(text)
+            self.log.flush()            # readers (the side panel) tail the file while the run goes on
             if self.truncated:
                 return
             size = len(text.encode("utf-8", "replace"))

@@ -53,10 +53,16 @@ class TraceStore(Database):
 
     def names(self) -> list[str]:
         """Trace names, the most recently grown first."""
+        return [s["name"] for s in self.summaries()]
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """Each trace's name, metric, direction, node counts and last growth, the most recently grown first."""
         rows = self._execute(
-            "SELECT m.name FROM trace_meta m LEFT JOIN trace_nodes n ON n.trace = m.name"
-            " GROUP BY m.name ORDER BY MAX(COALESCE(n.created, m.created)) DESC").fetchall()
-        return [r["name"] for r in rows]
+            "SELECT m.name, m.metric, m.maximize, m.created, COUNT(n.id) AS nodes,"
+            " COALESCE(SUM(n.ended IS NULL), 0) AS running, MAX(COALESCE(n.created, m.created)) AS updated"
+            " FROM trace_meta m LEFT JOIN trace_nodes n ON n.trace = m.name"
+            " GROUP BY m.name ORDER BY updated DESC").fetchall()
+        return [{**dict(r), "maximize": bool(r["maximize"])} for r in rows]
 
     def open(self, name: str, metric: str | None = None, maximize: bool | None = None) -> Trace:
         """Load trace ``name``, creating it if new (default metric ``score``, maximised).
@@ -65,21 +71,33 @@ class TraceStore(Database):
         """
         if not name:
             raise SpecError("a trace needs a name, e.g. trace='tuning'")
-        row = self._execute("SELECT metric, maximize FROM trace_meta WHERE name=?", (name,)).fetchone()
-        if row is None:
+        stored = self._meta(name)
+        if stored is None:
             metric, maximize = metric or "score", True if maximize is None else maximize
             self._execute("INSERT INTO trace_meta (name, metric, maximize, created) VALUES (?, ?, ?, ?)",
                           (name, metric, int(maximize), time.time()))
             return Trace(name, metric, maximize)
-        stored = (row["metric"], bool(row["maximize"]))
         if (metric or stored[0], stored[1] if maximize is None else maximize) != stored:
             raise SpecError(f"trace {name!r} records {stored[0]} "
                             f"({'maximised' if stored[1] else 'minimised'}); use another trace name for "
                             f"{metric} ({'maximised' if maximize else 'minimised'})")
         return self._load(name, *stored)
 
+    def read(self, name: str) -> Trace | None:
+        """Trace ``name`` as stored, or None; nothing is written (for readers such as the side panel)."""
+        stored = self._meta(name)
+        return None if stored is None else self._replay(name, *stored)
+
+    def _meta(self, name: str) -> tuple[str, bool] | None:
+        """The stored (metric, maximize) of trace ``name``, or None."""
+        row = self._execute("SELECT metric, maximize FROM trace_meta WHERE name=?", (name,)).fetchone()
+        return None if row is None else (row["metric"], bool(row["maximize"]))
+
     def _load(self, name: str, metric: str, maximize: bool) -> Trace:
         self._close_orphans(name)
+        return self._replay(name, metric, maximize)
+
+    def _replay(self, name: str, metric: str, maximize: bool) -> Trace:
         trace = Trace(name, metric, maximize)
         rows = [dict(r) for r in self._execute("SELECT * FROM trace_nodes WHERE trace=? ORDER BY id", (name,))]
         for row in rows:

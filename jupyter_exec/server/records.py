@@ -1,0 +1,138 @@
+"""What the side panel reads and asks for, as plain data, from the store file the kernels write.
+
+The server opens the store only once a kernel has made it (until then every list is empty),
+and writes nothing but cancel requests. Failures the client can act on are ``ApiError``
+with the HTTP status to answer and a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Collection
+
+from ..cancel_watch import ask_cancel
+from ..envs.cache import EnvIndex
+from ..errors import JupyterExecError
+from ..store import FINAL_STATUSES, Store
+from ..trace.store import TraceStore
+from .logs import read_piece
+
+__all__ = ["API_PREFIX", "ApiError", "Records", "STATUSES"]
+
+API_PREFIX = "jupyter-exec/api/v1"      # under the server's base URL
+STATUSES = ("queued", "running", *FINAL_STATUSES)
+
+#: What the runs list shows of each run (the detail has every column).
+_LISTED = ("id", "name", "status", "backend", "isolation", "kernel", "created", "started", "ended", "duration",
+           "peak_memory", "cpu_seconds", "exit_code", "error", "cancel_requested")
+
+
+class ApiError(JupyterExecError):
+    """A request that cannot be answered as asked; ``status`` is the HTTP status to reply with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Records:
+    """The runs, logs, envs and traces in the store at ``path`` (thread-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._tables: tuple[Store, EnvIndex, TraceStore] | None = None
+
+    def _open(self) -> tuple[Store, EnvIndex, TraceStore] | None:
+        """The store's tables, opened on first use after a kernel has made the file; None before."""
+        with self._lock:
+            if self._tables is None and self.path.exists():
+                try:
+                    self._tables = (Store(self.path), EnvIndex(self.path), TraceStore(self.path))
+                except (sqlite3.Error, OSError) as error:
+                    raise ApiError(503, f"the run store {self.path} cannot be opened ({error}); check "
+                                        "ExecConfig.data_dir or JX_DATA_DIR of the server") from error
+            return self._tables
+
+    def _store(self) -> Store | None:
+        tables = self._open()
+        return tables[0] if tables else None
+
+    def runs(self, statuses: Collection[str], limit: int) -> dict[str, Any]:
+        """The newest ``limit`` runs (of ``statuses`` if any), newest first; ``now`` is the server's clock."""
+        store = self._store()
+        rows = store.runs(limit, statuses=statuses, columns=_LISTED) if store else []
+        for row in rows:
+            row["error"] = _first_line(row["error"])
+        return {"runs": rows, "now": time.time()}
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        """Every recorded field of one run, its spec and details decoded."""
+        row = self._row(run_id)
+        for key in ("spec", "details"):
+            row[key] = json.loads(row[key]) if row[key] else None
+        return {**row, "now": time.time()}
+
+    def log(self, run_id: int, offset: int, max_bytes: int, tail: bool = False) -> dict[str, Any]:
+        """A piece of the run's log from ``offset`` (``tail``: its end); ``done`` once the run is
+        over and all of it was read."""
+        row = self._row(run_id)
+        finished = row["status"] in FINAL_STATUSES
+        piece = read_piece(row["log_path"], offset, max_bytes, finished=finished, tail=tail)
+        return {"run_id": run_id, "status": row["status"], **piece,
+                "done": finished and piece["next_offset"] >= piece["size"]}
+
+    def cancel(self, run_id: int) -> dict[str, Any]:
+        """Ask the kernel running it to cancel the run (409 if it had already finished)."""
+        store = self._store()
+        row = ask_cancel(store, run_id) if store else None
+        if row is None:
+            raise _no_run(run_id)
+        if row["cancel_requested"] is None:
+            raise ApiError(409, f"run {run_id} already finished ({row['status']}); nothing to cancel")
+        return {"run_id": run_id, "status": row["status"], "cancel_requested": row["cancel_requested"]}
+
+    def envs(self) -> dict[str, Any]:
+        """The runtime-env cache index, most recently used first."""
+        tables = self._open()
+        rows = tables[1].all() if tables else []
+        for row in rows:
+            row["spec"] = json.loads(row["spec"])
+        return {"envs": rows}
+
+    def traces(self) -> dict[str, Any]:
+        """Every experiment trace with its node counts, the most recently grown first."""
+        tables = self._open()
+        return {"traces": tables[2].summaries() if tables else []}
+
+    def trace(self, name: str) -> dict[str, Any]:
+        """One trace's nodes in id order (parents before children), and its SOTA."""
+        tables = self._open()
+        trace = tables[2].read(name) if tables else None
+        if trace is None:
+            raise ApiError(404, f"no trace {name!r}; GET /{API_PREFIX}/traces lists them")
+        best = trace.sota()
+        nodes = [{"id": n.id, "parent": n.parent, "status": n.status, "depth": n.depth, "accepted": n.accepted,
+                  "metrics": n.metrics, "params": n.params, "run_id": n.run_id, "error": _first_line(n.error),
+                  "created": n.created, "ended": n.ended} for n in (trace.nodes[i] for i in sorted(trace.nodes))]
+        return {"name": trace.name, "metric": trace.metric, "maximize": trace.maximize,
+                "sota": best.id if best else None, "nodes": nodes}
+
+    def _row(self, run_id: int) -> dict[str, Any]:
+        store = self._store()
+        row = store.get(run_id) if store else None
+        if row is None:
+            raise _no_run(run_id)
+        return row
+
+
+def _no_run(run_id: int) -> ApiError:
+    return ApiError(404, f"no run {run_id}; GET /{API_PREFIX}/runs lists them")
+
+
+def _first_line(text: str | None, width: int = 200) -> str | None:
+    return text.splitlines()[0][:width] if text else text
