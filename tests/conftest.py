@@ -1,14 +1,22 @@
-"""Shared fixtures: a real IPython kernel with the extension loaded, started once.
+"""Shared fixtures: a real IPython kernel with the extension loaded, and a JupyterLab
+server, each started once.
 
-Tests talk to it the way a notebook does (jupyter_client over ZeroMQ) and read what a
-user would see: iopub messages, the namespace, the run store.
+Tests talk to the kernel the way a notebook does (jupyter_client over ZeroMQ) and read
+what a user would see: iopub messages, the namespace, the run store.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import queue
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,3 +195,53 @@ def make_wheel(directory: Path, name: str, version: str, source: str) -> Path:
             wheel.writestr(member, text)
         wheel.writestr(f"{dist}.dist-info/RECORD", record + f"{dist}.dist-info/RECORD,,\n")
     return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    """A JupyterLab server of our own: token, free port, private settings, its own jupyter-exec
+    store (``data_dir``: kernels pointed there show in its side panel); stopped at the end."""
+    require(shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is not None, "jupyterlab not installed")
+    home = tmp_path_factory.mktemp("lab")
+    # Draw every cell (no windowing) so off-screen outputs exist in the page; no news toast.
+    for plugin, values in (("notebook-extension/tracker", {"windowingMode": "none"}),
+                           ("apputils-extension/notification", {"fetchNews": "false"})):
+        path = home / "settings" / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    root = home / "notebooks"
+    root.mkdir()
+    data_dir = home / "jx-data"
+    token, port = secrets.token_hex(16), _free_port()
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "JX_DATA_DIR": str(data_dir),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True",
+         "--LabApp.extension_manager=readonly",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(home / "server.log", "wb"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail("JupyterLab did not start: " + (home / "server.log").read_text()[-2000:])
+            time.sleep(0.3)
+    yield {"url": url, "token": token, "root": root, "data_dir": data_dir}
+    server.terminate()
+    try:
+        server.wait(15)
+    except subprocess.TimeoutExpired:
+        server.kill()

@@ -8,16 +8,10 @@ README's pictures under docs/.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -33,54 +27,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 BACKEND = "local"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory):
-    """A JupyterLab server of our own: token, free port, private settings; stopped at the end."""
-    require(shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is not None, "jupyterlab not installed")
-    home = tmp_path_factory.mktemp("lab")
-    # Draw every cell (no windowing) so off-screen outputs exist in the page; no news toast.
-    for plugin, values in (("notebook-extension/tracker", {"windowingMode": "none"}),
-                           ("apputils-extension/notification", {"fetchNews": "false"})):
-        path = home / "settings" / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
-    root = home / "notebooks"
-    root.mkdir()
-    token, port = secrets.token_hex(16), _free_port()
-    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "JX_DATA_DIR": str(home / "jx-data"),
-           "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True",
-         "--LabApp.extension_manager=readonly",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(home / "server.log", "wb"))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("JupyterLab did not start: " + (home / "server.log").read_text()[-2000:])
-            time.sleep(0.3)
-    yield {"url": url, "token": token, "root": root}
-    server.terminate()
-    try:
-        server.wait(15)
-    except subprocess.TimeoutExpired:
-        server.kill()
 
 
 @pytest.fixture(scope="session")
@@ -273,4 +219,82 @@ def test_run_panel_in_notebook_7(lab, browser):
         expect(panel.locator(".jx-log")).to_contain_text("started")
     finally:
         page.screenshot(path=str(SHOTS / "notebook7.png"))
+        page.close()
+
+
+def test_side_panel_follows_and_cancels_a_run(lab, browser):
+    """The side panel: a kernel's run appears running, its log arrives live, Cancel stops it
+    (the cell shows the cancellation), and a trace node leads back to its run."""
+    from playwright.sync_api import expect
+
+    name = _notebook(lab["root"], "panel.ipynb", [
+        "%load_ext jupyter_exec",
+        "%%sandbox --backend seccomp --trace panel-tree\n{'score': 0.75}",
+        "%%sandbox --backend seccomp --name panel-demo\nimport time\nprint('hello from the sandbox', flush=True)\n"
+        "time.sleep(60)"])
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
+        cells = page.locator(".jp-Notebook .jp-CodeCell")
+        expect(cells).to_have_count(3, timeout=60_000)
+        expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+        run, done = _runner(page, cells)
+        run(0)
+        run(1)
+        run(2, wait=False)
+        page.keyboard.press("Control+Shift+C")                  # the command palette
+        page.locator(".lm-CommandPalette-input").fill("jupyter-exec: Show runs")
+        page.keyboard.press("Enter")
+        panel = page.locator("#jupyter-exec-panel")
+        expect(panel).to_be_visible()
+        row = panel.locator(".jx-row", has_text="panel-demo")
+        expect(row.locator(".jx-badge")).to_have_text("running", timeout=30_000)
+        row.click()
+        expect(panel.locator(".jx-log")).to_contain_text("hello from the sandbox", timeout=15_000)
+        expect(panel.locator(".jx-info")).to_contain_text("seccomp")
+        expect(panel.locator(".jx-RunsView th", has_text="backend")).to_be_hidden()    # narrow: fewer columns
+        handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first    # widen the side bar
+        box = handle.bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 300)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 260, box["y"] + 300, steps=5)
+        page.mouse.up()
+        expect(panel.locator(".jx-RunsView th", has_text="backend")).to_be_visible()
+        _shot(page.locator("#jp-main-content-panel"), "side-panel")
+        clicked = time.monotonic()
+        panel.locator(".jx-cancel").click()
+        expect(row.locator(".jx-badge")).to_have_text("cancelled", timeout=15_000)
+        expect(panel.locator(".jx-info .jx-badge")).to_have_text("cancelled")
+        done(2, timeout=20_000)
+        assert time.monotonic() - clicked < 20
+        expect(cells.nth(2).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+               ).to_contain_text("TaskCancelledError")
+        # the envs tab answers; the trees tab shows the trace, and its node opens its run
+        panel.locator(".lm-TabBar-tab", has_text="Envs").click()
+        expect(panel.locator(".jx-EnvsView .jx-table")).to_be_visible()
+        panel.locator(".lm-TabBar-tab", has_text="Trees").click()
+        trees = panel.locator(".jx-TreesView")
+        trees.locator(".jx-filter").select_option("panel-tree")
+        node = trees.locator(".jx-node.jx-sota")
+        expect(node).to_contain_text("score=0.75")
+        node.click()
+        expect(panel.locator(".jx-RunsView")).to_be_visible()
+        expect(panel.locator(".jx-code")).to_contain_text("0.75")
+        expect(panel.locator(".jx-problem")).to_have_count(3)
+        for problem in panel.locator(".jx-problem").all():
+            expect(problem).to_be_empty()
+        # the panel polls while it is shown, and stops once it is closed
+        calls: list[str] = []
+        page.on("request", lambda request: calls.append(request.url) if "/jupyter-exec/api/" in request.url else None)
+        page.wait_for_timeout(2000)
+        assert calls, "the panel did not poll while shown"
+        page.locator(".jp-SideBar .lm-TabBar-tab[data-id='jupyter-exec-panel']").click()
+        expect(panel).to_be_hidden()
+        page.wait_for_timeout(500)              # a request already on its way
+        before = len(calls)
+        page.wait_for_timeout(3000)
+        assert len(calls) == before, f"the hidden panel still polls: {calls[before:]}"
+    finally:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "side-panel-page.png"))
         page.close()
