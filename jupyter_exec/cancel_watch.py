@@ -7,9 +7,10 @@ marks on its own unfinished runs and cancels them through the Manager, so they e
 ``cancelled`` exactly as an interrupt would.
 
 The watcher is one thread per Manager, made at its first run and parked on a condition
-while nothing runs. A run that ends within ``DELAY`` seconds is never looked at (no query,
-nothing but one notify); past that, one primary-key query every ``INTERVAL`` seconds covers
-all the Manager's runs until none is left.
+while nothing runs. It notes when each run starts; a run that ends within ``DELAY``
+seconds is never looked at (it costs one lock and, after an idle spell, one notify); past
+that, one primary-key query every ``INTERVAL`` seconds covers all the Manager's runs of
+that age until none is left.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class CancelWatcher:
         self._store, self._runs, self._cancel = store, runs, cancel
         self._delay, self._interval = delay, interval
         self._wake = threading.Condition()
-        self._since: float | None = None       # when the first run of this busy spell started
+        self._since: dict[int, float] = {}     # run id -> when the watcher saw it start
         self._stopped = False
         self._thread: threading.Thread | None = None
         self.looks = 0                          # store queries made: short runs make none
@@ -57,8 +58,11 @@ class CancelWatcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="jx-cancel-watch", daemon=True)
                 self._thread.start()
-            if self._since is None:
-                self._since = time.monotonic()
+            idle = not self._since
+            now = time.monotonic()
+            for run_id in self._runs():
+                self._since.setdefault(run_id, now)
+            if idle:                        # the watcher is parked with no deadline: give it one
                 self._wake.notify()
 
     def stop(self) -> None:
@@ -69,28 +73,28 @@ class CancelWatcher:
             self._thread.join(5)
 
     def _due(self) -> frozenset[int] | None:
-        """Wait until runs are due a look; their ids, or None once stopped."""
+        """Wait until some runs have gone on for ``delay``; their ids, or None once stopped."""
         with self._wake:
             while not self._stopped:
-                if self._since is None:
-                    self._wake.wait()
+                running = set(self._runs())
+                for run_id in [r for r in self._since if r not in running]:
+                    del self._since[run_id]
+                if not self._since:
+                    self._wake.wait()       # idle: parked until the next run starts
                     continue
-                left = self._since + self._delay - time.monotonic()
-                if left > 0:
-                    self._wake.wait(left)
-                    continue
-                runs = frozenset(self._runs())
-                if runs:
-                    return runs
-                self._since = None          # idle: park until the next run starts
+                now = time.monotonic()
+                due = frozenset(r for r, started in self._since.items() if now - started >= self._delay)
+                if due:
+                    return due
+                self._wake.wait(min(self._since.values()) + self._delay - now)
             return None
 
     def _loop(self) -> None:
         asked: set[int] = set()             # cancelled already: not asked about again
-        while (runs := self._due()) is not None:
-            asked &= runs
-            if runs - asked:
-                self._look(runs - asked, asked)
+        while (due := self._due()) is not None:
+            asked &= due
+            if due - asked:
+                self._look(due - asked, asked)
             with self._wake:
                 if not self._stopped:
                     self._wake.wait(self._interval)
