@@ -97,6 +97,19 @@ def test_output_streams_live(ray_kernel):
     assert "tick 5" in log
 
 
+def test_short_cells_never_poll_for_output(ray_kernel):
+    """A waiting long poll slows every Ray call of the kernel, so a short cell makes none,
+    and the output of a short cell that prints still arrives whole and in order."""
+    pulls = "__import__('jupyter_exec.backends.ray').backends.ray.connection().output.pulls"
+    before = ray_kernel.eval(pulls)
+    for _ in range(5):
+        ray_kernel.run("%%rayrun\nx = 1", check=True)
+    assert ray_kernel.eval(pulls) == before
+    cell = ray_kernel.run("%%rayrun\nfor i in range(3):\n    print('line', i)\n'done'", check=True)
+    assert cell.stdout.splitlines() == ["line 0", "line 1", "line 2"]
+    assert cell.result_text == "'done'"
+
+
 def test_output_flood_is_capped_and_logged(ray_kernel):
     cell = ray_kernel.run("%%rayrun\nimport sys\nline = 'x' * 999 + '\\n'\n"
                           "for _ in range(20_000):\n    sys.stdout.write(line)", timeout=120)
