@@ -24,6 +24,9 @@ def _env(name: str, fallback: str) -> str:
     return os.environ.get(name, fallback)
 
 
+_parsed_size = functools.lru_cache(maxsize=8)(parse_size)
+
+
 @functools.lru_cache(maxsize=8)
 def _parsed_limits(mem: str, cpus: str, timeout: str, cpu_time: str, pids: str, fsize: str) -> Limits:
     return Limits.parse(memory=mem or None, cpus=cpus or None, timeout=timeout or None,
@@ -133,7 +136,7 @@ class ExecConfig(Configurable):
         return _parsed_limits(self.mem, self.cpus, self.timeout, self.cpu_time, self.pids, self.fsize)
 
     def output_limit_bytes(self) -> int:
-        return parse_size(self.output_limit, "ExecConfig.output_limit")
+        return _parsed_size(self.output_limit, "ExecConfig.output_limit")
 
     @property
     def store_path(self) -> Path:

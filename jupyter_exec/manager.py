@@ -11,6 +11,7 @@ limits, log path), ``running``, ``sample`` (resources, about 1/s) and ``finished
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import os
 import shutil
@@ -61,7 +62,8 @@ class Manager:
         self.config = config or ExecConfig()
         self.kernel_id = kernel_id or f"pid-{os.getpid()}"
         self.store = Store(self.config.store_path)
-        self.config.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir = self.config.logs_dir      # fixed with the store: both live in data_dir
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.scratch_root = Path(self.config.scratch_dir)
         self.scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._backends: dict[str, ExecutorBackend] = {}
@@ -109,7 +111,7 @@ class Manager:
             code_hash=hashlib.sha256(code.encode()).hexdigest())
         scratch = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self.scratch_root)) if backend.needs_scratch \
             else None
-        log_path = self.config.logs_dir / f"{run_id}.log"
+        log_path = self.logs_dir / f"{run_id}.log"
         emit("created", {"run_id": run_id, "backend": backend.name, "isolation": backend.isolation,
                          "limits": spec.limits.as_dict(), "log_path": str(log_path), "name": spec.name})
         shown = sink or ConsoleSink()
@@ -194,7 +196,7 @@ class Manager:
             monitor.stop()
         if isinstance(error, TaskError):
             error.run_id = run_id
-            error.log_path = str(self.config.logs_dir / f"{run_id}.log")
+            error.log_path = str(self.logs_dir / f"{run_id}.log")
         # The backend's peak can miss memory charged before the run's cgroup was joined; samples
         # can miss a short spike: the larger of the two is the better answer.
         peak = max((outcome.peak_memory if outcome else None) or 0, (monitor.peak_memory if monitor else None) or 0) or None
@@ -241,10 +243,15 @@ _FIRST_SAMPLE = 0.3      # seconds a run goes before its resources are sampled
 def _with_defaults(spec: RunSpec, config: ExecConfig, backend: ExecutorBackend) -> RunSpec:
     """The configured default limits under the spec's, only those the backend enforces
     (a Ray task gets the default timeout, not the sandbox's pids or file-size limits)."""
-    defaults = config.default_limits()
-    if backend.enforced_limits is not None:
-        defaults = replace(Limits(), **{k: v for k, v in defaults.as_dict().items() if k in backend.enforced_limits})
-    return replace(spec, limits=spec.limits.merged_over(defaults))
+    return replace(spec, limits=spec.limits.merged_over(_enforced(config.default_limits(), backend.enforced_limits)))
+
+
+@functools.lru_cache(maxsize=16)
+def _enforced(defaults: Limits, enforced: frozenset[str] | None) -> Limits:
+    """``defaults`` cut to the limits a backend enforces (None: all of them)."""
+    if enforced is None:
+        return defaults
+    return Limits(**{k: v for k, v in defaults.as_dict().items() if k in enforced})
 
 
 def _ignore(kind: str, data: dict[str, Any]) -> None:

@@ -6,19 +6,18 @@ ones ``%%sandbox`` declares, so both magics move values the same safe way.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..backends.ray import RayOptions
 from ..errors import SpecError
 from ..manager import Manager
 from ..spec import Limits, RunSpec
 from .cells import run_cell
-from .sandbox import _stack, common_fields, env_options, transfer_options
+from .sandbox import _stack, common_fields, env_options, parse_line, transfer_options
 
 __all__ = ["RayMagics"]
 
@@ -52,7 +51,7 @@ class RayMagics(Magics):
                 num_gpus=args.num_gpus, memory=args.memory, node=args.node, soft=args.soft or None,
                 gpu_ids=args.gpu_id, retries=args.retries, wait_for_resources=args.wait_for_resources or None)
             return RunSpec(backend="ray", limits=Limits.parse(timeout=args.timeout), placement=options.placement(),
-                           **common_fields(args, Path.cwd()))
+                           **common_fields(args))
         except SpecError as error:
             raise UsageError(str(error)) from None
 
@@ -63,5 +62,5 @@ class RayMagics(Magics):
     @cell_magic
     def rayrun(self, line: str, cell: str) -> Any:
         """Run this cell as a Ray task, with the resources it asks for; output streams live."""
-        args = parse_argstring(self.rayrun, line)
+        args = parse_line(self.rayrun, line)
         return run_cell(self.shell, self.manager, cell, self._spec(args), quiet=args.quiet)

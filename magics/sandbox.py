@@ -7,6 +7,7 @@ traceback); errors from the run render themselves.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -27,6 +28,16 @@ from ..spec import Limits, Mount, RunSpec, parse_env, parse_names
 from .cells import background_runs, probe_widgets, run_cell, widgets_wanted
 
 __all__ = ["ExecMagics"]
+
+
+def parse_line(magic: Callable, line: str) -> argparse.Namespace:
+    """``parse_argstring``, run once per distinct option line: re-running a cell skips argparse."""
+    return argparse.Namespace(**vars(_parsed_line(magic, line)))
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_line(magic: Callable, line: str) -> argparse.Namespace:
+    return parse_argstring(magic, line)
 
 
 def _stack(*decorators: Callable) -> Callable:
@@ -84,15 +95,19 @@ trace_options = _stack(
 )
 
 
-def common_fields(args: Any, base_dir: Path) -> dict[str, Any]:
-    """The RunSpec fields every cell magic takes the same way: transfer and env options."""
+def common_fields(args: Any, base_dir: Path | None = None) -> dict[str, Any]:
+    """The RunSpec fields every cell magic takes the same way: transfer and env options.
+    Relative env paths are taken from ``base_dir`` (default: the current directory)."""
     return {"inputs": parse_names(args.inputs, "--in"), "outputs": parse_names(args.outputs, "--out"),
             "env": parse_env(args.env), "trust": args.trust, "name": args.name,
             "runtime_env": runtime_env(args, base_dir)}
 
 
-def runtime_env(args: Any, base_dir: Path) -> EnvSpec | None:
+def runtime_env(args: Any, base_dir: Path | None = None) -> EnvSpec | None:
     """The EnvSpec the env options describe (``--env-spec`` first, options on top), or None."""
+    if not (args.pip or args.requirements or args.env_spec or args.working_dir or args.py_modules or args.excludes):
+        return None                     # most cells: nothing to resolve
+    base_dir = base_dir or Path.cwd()
     from_options = EnvSpec.from_options(
         base_dir=base_dir, pip=args.pip, requirements=args.requirements, working_dir=args.working_dir,
         py_modules=args.py_modules, excludes=args.excludes)
@@ -149,7 +164,7 @@ class ExecMagics(Magics):
     @cell_magic
     def sandbox(self, line: str, cell: str) -> Any:
         """Run this cell in a sandbox: a fresh process or container with limits, no network."""
-        args = parse_argstring(self.sandbox, line)
+        args = parse_line(self.sandbox, line)
         return run_cell(self.shell, self.manager, cell, self._spec(args), quiet=args.quiet, background=args.bg,
                         runner=self._trace_run(args))
 
