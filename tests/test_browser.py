@@ -234,7 +234,8 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
         "time.sleep(60)"])
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
-        page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
+        # a workspace of its own: no notebook of another test restored beside it, no layout left behind
+        page.goto(f"{lab['url']}/lab/workspaces/side-panel/tree/{name}?token={lab['token']}")
         cells = page.locator(".jp-Notebook .jp-CodeCell")
         expect(cells).to_have_count(3, timeout=60_000)
         expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
