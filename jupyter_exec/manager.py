@@ -243,15 +243,15 @@ _FIRST_SAMPLE = 0.3      # seconds a run goes before its resources are sampled
 def _with_defaults(spec: RunSpec, config: ExecConfig, backend: ExecutorBackend) -> RunSpec:
     """The configured default limits under the spec's, only those the backend enforces
     (a Ray task gets the default timeout, not the sandbox's pids or file-size limits)."""
-    return replace(spec, limits=spec.limits.merged_over(_enforced(config.default_limits(), backend.enforced_limits)))
+    return replace(spec, limits=_merged_limits(spec.limits, config.default_limits(), backend.enforced_limits))
 
 
-@functools.lru_cache(maxsize=16)
-def _enforced(defaults: Limits, enforced: frozenset[str] | None) -> Limits:
-    """``defaults`` cut to the limits a backend enforces (None: all of them)."""
-    if enforced is None:
-        return defaults
-    return Limits(**{k: v for k, v in defaults.as_dict().items() if k in enforced})
+@functools.lru_cache(maxsize=64)
+def _merged_limits(limits: Limits, defaults: Limits, enforced: frozenset[str] | None) -> Limits:
+    """``limits`` over those ``defaults`` a backend enforces (None: all), worked out once per combination."""
+    if enforced is not None:
+        defaults = Limits(**{k: v for k, v in defaults.as_dict().items() if k in enforced})
+    return limits.merged_over(defaults)
 
 
 def _ignore(kind: str, data: dict[str, Any]) -> None:

@@ -140,27 +140,33 @@ def run_cell(request_json: str) -> str:
     request = json.loads(request_json)
     outbox = _Outbox(request["run_id"], tuple(request["relay"]))
     saved_streams, saved_cwd = (sys.stdout, sys.stderr), os.getcwd()
+    devices = request.get("cuda_visible_devices")
     saved_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if request.get("cuda_visible_devices") is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = request["cuda_visible_devices"]
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices
     sys.stdout, sys.stderr = _Capture("stdout", outbox), _Capture("stderr", outbox)
     cpu_started = time.process_time()
     try:
         envelope = bootstrap.run_request(request, outbox.display)
     finally:
         sys.stdout, sys.stderr = saved_streams
-        os.chdir(saved_cwd)               # the worker runs later cells too
-        if request.get("cuda_visible_devices") is not None:
-            if saved_devices is None:
-                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = saved_devices
+        if os.getcwd() != saved_cwd:      # the worker runs later cells too
+            os.chdir(saved_cwd)
+        if devices is not None:
+            _restore_env("CUDA_VISIBLE_DEVICES", saved_devices)
     envelope["usage"] = {"cpu_seconds": time.process_time() - cpu_started}
     context = ray.get_runtime_context()
     return json.dumps({
         "envelope": envelope, "chunks": outbox.close(), "node_id": context.get_node_id(),
         "task_id": context.get_task_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "pid": os.getpid(),
-        "cuda_visible_devices": request.get("cuda_visible_devices") or os.environ.get("CUDA_VISIBLE_DEVICES")})
+        "cuda_visible_devices": devices or os.environ.get("CUDA_VISIBLE_DEVICES")})
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def run_batch(work: Any, items: list, start: int, trust: bool) -> str:

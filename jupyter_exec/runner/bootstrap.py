@@ -16,6 +16,7 @@ says the user trusts the cell.
 import ast
 import base64
 import builtins
+import functools
 import io
 import json
 import linecache
@@ -24,6 +25,7 @@ import os
 import resource
 import sys
 import traceback
+import types
 
 CELL = "<cell>"
 SAFE_MIME = ("text/plain", "text/html", "image/png", "image/jpeg")
@@ -165,12 +167,20 @@ def describe_error(error):
 
 def run_cell(code, namespace):
     """Execute ``code``; return the value of its last expression, as IPython would."""
+    body, last = _compiled(code)
+    exec(body, namespace)
+    return eval(last, namespace) if last is not None else None
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(code):
+    """The cell's statements and its last expression (or None), compiled once per text: a
+    process that runs the same code again (a Ray worker, a fan-out batch) skips the compiler."""
     tree = ast.parse(code, CELL, "exec")
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
-    exec(compile(tree, CELL, "exec"), namespace)
-    return eval(compile(last, CELL, "eval"), namespace) if last is not None else None
+        last = compile(ast.Expression(tree.body.pop().value), CELL, "eval")
+    return compile(tree, CELL, "exec"), last
 
 
 def load_inputs(request):
@@ -254,7 +264,7 @@ def main():
         shutil.copytree(request["working_dir"], ".", dirs_exist_ok=True)
     sys.path[:0] = request.get("sys_path") or []          # the env's py_modules
     sys.stdin = open(os.devnull)
-    envelope = run_request(request, send)
+    envelope = run_request(request, send, _main_module_namespace())
     if os.getpid() != main_pid:
         os._exit(0)                       # a child the cell forked: only the cell's own process reports
     envelope["usage"] = usage()
@@ -262,16 +272,27 @@ def main():
     os._exit(0)       # the cell is over: skip interpreter teardown, the host tears the rest down
 
 
-def run_request(request, emit):
+def _main_module_namespace():
+    """A fresh ``__main__`` module for the cell, as IPython gives one: what the cell defines
+    is then ``__main__.NAME``, so pickle finds it (``multiprocessing.Pool.map`` of a cell's
+    function). Only for a process of its own, never a host like a Ray worker."""
+    module = types.ModuleType("__main__")
+    sys.modules["__main__"] = module
+    return module.__dict__
+
+
+def run_request(request, emit, namespace=None):
     """Run the request's cell in this process and return its envelope (``result`` message).
 
     The process set-up (channel, confinement, env, cwd) is the caller's, so a host that
     already is the target process (a Ray worker) runs cells with the same code.
-    ``emit`` takes the display messages.
+    ``emit`` takes the display messages; ``namespace`` is the cell's globals (default: a
+    new dict).
     """
     code = request["code"]
     linecache.cache[CELL] = (len(code), None, code.splitlines(True), CELL)
-    namespace = {"__name__": "__main__", "__builtins__": builtins, "display": displayer(emit)}
+    namespace = {} if namespace is None else namespace
+    namespace.update({"__name__": "__main__", "__builtins__": builtins, "display": displayer(emit)})
     trust = bool(request.get("trust"))
     envelope = {"t": "result", "value": None, "outputs": {}, "error": None}
     try:
