@@ -197,7 +197,8 @@ def make_wheel(directory: Path, name: str, version: str, source: str) -> Path:
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -218,7 +219,7 @@ def lab(tmp_path_factory):
     root = home / "notebooks"
     root.mkdir()
     data_dir = home / "jx-data"
-    token, port = secrets.token_hex(16), _free_port()
+    token, port = secrets.token_hex(16), free_port()
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "JX_DATA_DIR": str(data_dir),
            "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
