@@ -170,6 +170,7 @@ class _Connection:
 
     def __init__(self) -> None:
         self.address: str | None = None
+        self._names: set[str] = set()  # addresses that name this cluster: as asked, and as Ray reports it
         self.connected = False
         self.owned = False            # we called ray.init, so we may call ray.shutdown
         self.started_cluster = False  # ... and that started an embedded local Ray
@@ -182,7 +183,7 @@ class _Connection:
         """Connected to ``address`` (None: the embedded local Ray), or an error saying why not."""
         with self._lock:
             if self.connected:
-                if address and address != self.address and not (address == "auto" and not self.started_cluster):
+                if address and address not in self._names and not (address == "auto" and not self.started_cluster):
                     raise BackendUnavailableError(
                         "ray", f"this kernel is already connected to Ray at {self.address}",
                         "restart the kernel to connect to another cluster")
@@ -209,6 +210,7 @@ class _Connection:
                     ) from error
                 self.owned = True
             self.address = ray.get_runtime_context().gcs_address
+            self._names = {self.address} | ({address} if address else set())
             self._start(ray)
 
     def _start(self, ray: Any) -> None:
