@@ -28,9 +28,9 @@ _parsed_size = functools.lru_cache(maxsize=8)(parse_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _parsed_limits(mem: str, cpus: str, timeout: str, cpu_time: str, pids: str, fsize: str) -> Limits:
+def _parsed_limits(mem: str, cpus: str, timeout: str, cpu_time: str, pids: str, fsize: str, shm: str) -> Limits:
     return Limits.parse(memory=mem or None, cpus=cpus or None, timeout=timeout or None,
-                        cpu_time=cpu_time or None, pids=pids or None, fsize=fsize or None)
+                        cpu_time=cpu_time or None, pids=pids or None, fsize=fsize or None, shm=shm or None)
 
 
 class ExecConfig(Configurable):
@@ -44,6 +44,9 @@ class ExecConfig(Configurable):
     cpu_time = Unicode(help="Default CPU-time limit, e.g. '5m'; '' for none. Env: JX_CPU_TIME.").tag(config=True)
     pids = Unicode(help="Default process/thread limit, e.g. '256'; '' for none. Env: JX_PIDS.").tag(config=True)
     fsize = Unicode(help="Default largest file a run may write, e.g. '1g'; '' for none. Env: JX_FSIZE.").tag(config=True)
+    shm = Unicode(help="Default size of a run's own /dev/shm (a tmpfs; what is written there counts towards the "
+                       "memory limit), e.g. '64m'; '' for none of its own (seccomp: the kernel's tmpfs default, "
+                       "Docker: DockerConfig.shm_size). Env: JX_SHM.").tag(config=True)
     output_limit = Unicode(help="Output shown in the notebook per run before it is cut, e.g. '1m'. "
                                 "The whole output is always kept in the run's log. Env: JX_OUTPUT_LIMIT."
                            ).tag(config=True)
@@ -111,6 +114,10 @@ class ExecConfig(Configurable):
     def _fsize(self) -> str:
         return _env("JX_FSIZE", "1g")
 
+    @default("shm")
+    def _shm(self) -> str:
+        return _env("JX_SHM", "64m")
+
     @default("output_limit")
     def _output_limit(self) -> str:
         return _env("JX_OUTPUT_LIMIT", "1m")
@@ -133,7 +140,7 @@ class ExecConfig(Configurable):
 
     def default_limits(self) -> Limits:
         """The default limits, parsed once per distinct setting (this is on every run's path)."""
-        return _parsed_limits(self.mem, self.cpus, self.timeout, self.cpu_time, self.pids, self.fsize)
+        return _parsed_limits(self.mem, self.cpus, self.timeout, self.cpu_time, self.pids, self.fsize, self.shm)
 
     def output_limit_bytes(self) -> int:
         return _parsed_size(self.output_limit, "ExecConfig.output_limit")

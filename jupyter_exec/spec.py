@@ -131,6 +131,7 @@ class Limits:
     fsize: int | None = None           # largest file the run may write, bytes
     network: bool = False              # any network at all (off by default)
     gpus: str | None = None            # "all", a count ("2") or device ids ("0,1")
+    shm: int | None = None             # size of the run's own /dev/shm (tmpfs, counts as memory), bytes
 
     @classmethod
     def parse(cls, **values: Any) -> "Limits":
@@ -144,6 +145,7 @@ class Limits:
             "fsize": lambda v: parse_size(v, "--fsize"),
             "network": bool,
             "gpus": parse_gpus,
+            "shm": lambda v: parse_size(v, "--shm"),
         }
         unknown = set(values) - set(parsers)
         if unknown:

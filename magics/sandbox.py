@@ -66,6 +66,9 @@ limit_options = _stack(
     argument("--cpu-time", metavar="T", help="CPU-time limit, e.g. 10s"),
     argument("--pids", metavar="N", help="most processes and threads at once"),
     argument("--fsize", metavar="SIZE", help="largest file the cell may write, e.g. 100m"),
+    argument("--shm", metavar="SIZE",
+             help="size of the cell's own /dev/shm (multiprocessing, DataLoader workers), e.g. 256m; "
+                  "counts towards --mem (default ExecConfig.shm)"),
     argument("--network", action="store_true", help="allow network access (off by default)"),
     argument("--gpus", metavar="all|N|device=IDS", help="GPUs for the run (docker: needs the NVIDIA runtime)"),
     argument("--mount", action="append", metavar="HOST[:TARGET][:ro|rw]",
@@ -147,7 +150,7 @@ class ExecMagics(Magics):
                 backend=args.backend or "auto",
                 limits=Limits.parse(memory=args.mem, cpus=args.cpus, timeout=args.timeout,
                                     cpu_time=args.cpu_time, pids=args.pids, fsize=args.fsize,
-                                    network=args.network or None, gpus=args.gpus),
+                                    network=args.network or None, gpus=args.gpus, shm=args.shm),
                 mounts=tuple(Mount.parse(m, base_dir) for m in args.mount or ()),
                 **common_fields(args, base_dir),
             )

@@ -16,7 +16,7 @@ def test_defaults_come_from_environment(monkeypatch):
     monkeypatch.setenv("JX_MEM", "")
     monkeypatch.setenv("JX_POOL_SIZE", "0")
     config = ExecConfig()
-    assert config.default_limits() == Limits(timeout=7.0, pids=256, fsize=2**30)
+    assert config.default_limits() == Limits(timeout=7.0, pids=256, fsize=2**30, shm=64 * 2**20)
     assert config.pool_size == 0
 
 
@@ -24,6 +24,7 @@ def test_doctor_cli_tells_the_truth():
     done = subprocess.run([sys.executable, "-m", "jupyter_exec.cli", "doctor"], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok   seccomp" in done.stdout and "landlock abi" in done.stdout
+    assert "each run has its own /dev/shm" in done.stdout         # root here: a mount namespace per worker
     assert "ok   local" in done.stdout
 
 
@@ -45,3 +46,5 @@ def test_local_backend_runs_with_limits_but_no_confinement(kernel, notebook_dir)
     assert kernel.last_run()["isolation"] == "subprocess"
     cell = kernel.run("%%sandbox --backend local --timeout 1\nwhile True:\n    pass")
     assert cell.error["ename"] == "TaskTimeoutError"
+    cell = kernel.run("%%sandbox --backend local --shm 8m\nprint('ran')")     # the host's /dev/shm: no size
+    assert cell.stderr.startswith("UsageError: local backend unavailable: --shm") and "ran" not in cell.stdout

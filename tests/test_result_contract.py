@@ -6,6 +6,7 @@ The same cells run on each backend; a backend that is missing fails in CI (JX_RE
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,32 @@ def _rss(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+def test_multiprocessing_pool_maps_a_function_of_the_cell(kernel, sandbox):
+    cell = kernel.run(f"{sandbox}\nimport multiprocessing\n"
+                      "def square(x):\n    return x * x\n"
+                      "with multiprocessing.Pool(2) as pool:\n    squares = pool.map(square, range(6))\n"
+                      "squares", check=True)
+    assert cell.result_text == "[0, 1, 4, 9, 16, 25]"
+
+
+def test_shm_is_the_runs_own_sized_and_gone_afterwards(kernel, sandbox):
+    name = f"/dev/shm/jx-test-{uuid.uuid4().hex}"
+    size = "import os\nst = os.statvfs('/dev/shm')\n"
+    cell = kernel.run(f"{sandbox}\n{size}open({name!r}, 'w').write('left behind')\nst.f_blocks * st.f_frsize",
+                      check=True)
+    assert cell.result_text == str(64 * 2**20)               # ExecConfig.shm's default
+    assert not os.path.exists(name)                          # never the host's /dev/shm
+    cell = kernel.run(f"{sandbox} --shm 16m\n{size}(st.f_blocks * st.f_frsize, os.path.exists({name!r}))",
+                      check=True)
+    assert cell.result_text == f"({16 * 2**20}, False)"      # a new /dev/shm (not a pooled 64m one), empty
+
+
+def test_shm_size_and_memory_limit_are_enforced(kernel, sandbox):
+    fill = "f = open('/dev/shm/fill', 'wb')\nfor _ in range({mb}):\n    f.write(b'x' * 2**20)\nf.flush()"
+    cell = kernel.run(f"{sandbox} --shm 8m\n{fill.format(mb=16)}")
+    assert cell.error["ename"] == "OSError" and "[Errno 28] No space left on device" in cell.error["evalue"]
+    cell = kernel.run(f"{sandbox} --shm 512m --mem 128m\n{fill.format(mb=256)}")
+    assert cell.error["ename"] == "ResourceLimitError"       # what /dev/shm holds is memory of the run
+    assert kernel.last_run()["status"] == "oom"

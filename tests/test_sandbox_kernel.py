@@ -48,6 +48,11 @@ def test_interrupt_cancels_the_run(kernel):
     ("new namespace", "", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
                           "if libc.unshare(0x10000000) != 0:\n    raise OSError(ctypes.get_errno(), 'unshare refused')",
      "failed", "PermissionError"),
+    ("remount shm", "--shm 8m", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                                "if libc.mount(b'jx', b'/dev/shm', b'tmpfs', 32, b'size=1g') != 0 "
+                                "and libc.umount2(b'/dev/shm', 2) != 0:\n"
+                                "    raise OSError(ctypes.get_errno(), 'mount and umount refused')",
+     "failed", "PermissionError"),
 ])
 def test_hostile_cell_is_contained(kernel, name, options, code, status, ename):
     started = time.monotonic()
@@ -121,6 +126,8 @@ def test_files_outside_the_sandbox_are_invisible(kernel, notebook_dir):
     ("--backend nope", "no such backend"),
     ("--out 1x", "--out: '1x' is not a variable name"),
     ("--mount /does/not/exist", "does not exist"),
+    ("--shm lots", "--shm: cannot read 'lots' as a size; write it like 512m"),
+    ("--shm 0", "--shm: a size must be positive"),
     ("--in undefined_variable", "no variable 'undefined_variable'"),
     ("--frobnicate", "unrecognized arguments"),
 ])

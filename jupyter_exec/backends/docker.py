@@ -6,8 +6,9 @@ no capabilities, ``no-new-privileges``, a non-root user, never the Docker socket
 Limits map to the daemon's own: ``--mem`` to ``mem_limit`` = ``memswap_limit`` (no
 swap on top), ``--cpus`` to ``nano_cpus``, ``--pids``, ``--cpu-time`` and ``--fsize`` to
 ulimits, ``--gpus`` to device requests (refused up front without the NVIDIA runtime);
-``--timeout`` is enforced from the host by killing the container. ``--mount`` paths
-appear at their target, read-only unless ``:rw``.
+``--timeout`` is enforced from the host by killing the container, ``--shm`` is the size
+of the container's ``/dev/shm``. ``--mount`` paths appear at their target, read-only
+unless ``:rw``.
 
 The cell talks to the kernel through the same bootstrap and protocol as the process
 backends, over FIFOs in a read-only bind mount (see ``docker_pool``); stdout and stderr
@@ -51,7 +52,8 @@ class DockerConfig(Configurable):
                          "`jupyter-exec images build base [--offline]`.").tag(config=True)
     tmp_size = Unicode(help="Size of the writable tmpfs at /tmp (counts towards --mem), e.g. '256m'. "
                             "Env: JX_DOCKER_TMP_SIZE.").tag(config=True)
-    shm_size = Unicode(help="Size of /dev/shm, e.g. '64m'. Env: JX_DOCKER_SHM_SIZE.").tag(config=True)
+    shm_size = Unicode(help="Size of /dev/shm for a run without a shm limit (--shm, ExecConfig.shm = ''), "
+                            "e.g. '64m'. Env: JX_DOCKER_SHM_SIZE.").tag(config=True)
     nofile = Int(help="Open-file limit (ulimit nofile) in the container. Env: JX_DOCKER_NOFILE.").tag(config=True)
     user = Unicode(help="uid:gid the cell runs as; never root. Default: the kernel's own uid, or 65534 "
                         "(nobody) when the kernel is root. Env: JX_DOCKER_USER.").tag(config=True)
@@ -170,7 +172,7 @@ class DockerBackend(ExecutorBackend):
             "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={tmp},mode=1777"},
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
-            "shm_size": parse_size(self.config.shm_size, "DockerConfig.shm_size"),
+            "shm_size": limits.shm or parse_size(self.config.shm_size, "DockerConfig.shm_size"),
             "ulimits": ulimits,
             "working_dir": "/tmp",
             "environment": {"HOME": "/tmp", "TMPDIR": "/tmp", "PYTHONUNBUFFERED": "1",

@@ -5,10 +5,13 @@ adds the confinement the bootstrap applies to itself (Landlock, dropped capabili
 a seccomp denylist) and new pid/mount/net namespaces where the host allows them.
 Limits that rlimits cannot express (pids as root, exact memory, CPU share) use a cgroup
 per run; a limit that cannot be enforced here refuses the run instead of being ignored.
+``seccomp`` gives each run its own ``/dev/shm`` (``--shm``) inside the worker's mount
+namespace; ``local`` shares the host's, so it takes no ``--shm``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -32,6 +35,13 @@ __all__ = ["LocalBackend", "SeccompBackend"]
 
 _SYSTEM_READABLE = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/sys")
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+_ALL_LIMITS = frozenset(f.name for f in dataclasses.fields(Limits))
+
+
+@functools.cache
+def _host_mount_ns() -> str:
+    """The kernel's own mount namespace: a run's ``/dev/shm`` is mounted only outside it."""
+    return os.readlink("/proc/self/ns/mnt")
 
 
 @functools.cache
@@ -50,6 +60,8 @@ class LocalBackend(ExecutorBackend):
     name: ClassVar[str] = "local"
     isolation: ClassVar[str] = "subprocess"
     needs_scratch: ClassVar[bool] = True
+    # The host's /dev/shm: no default size applies, an explicit --shm is refused (_shm_plan).
+    enforced_limits = _ALL_LIMITS - {"shm"}
 
     def __init__(self, pool_size: int = 1) -> None:
         self.pool = WorkerPool(pool_size)
@@ -74,7 +86,15 @@ class LocalBackend(ExecutorBackend):
         self.pool.warm(self._worker_key(Limits(), sys.executable))
 
     def confine_plan(self, submission: Submission) -> dict[str, Any]:
-        return {"rlimits": self._rlimits(submission.spec.limits)}
+        limits = submission.spec.limits
+        return {"rlimits": self._rlimits(limits), **self._shm_plan(limits)}
+
+    def _shm_plan(self, limits: Limits) -> dict[str, Any]:
+        """A local process shares the host's ``/dev/shm``: a size for it cannot be kept."""
+        if limits.shm is not None:
+            raise BackendUnavailableError(self.name, "--shm: a local process shares the host's /dev/shm, "
+                                          "so its size cannot be limited", "use --backend seccomp or docker")
+        return {}
 
     def _rlimits(self, limits: Limits) -> dict[str, Any]:
         if limits.gpus is not None:
@@ -155,11 +175,30 @@ class SeccompBackend(LocalBackend):
                                 "boot with lsm=landlock,... or use --backend docker")
         notes = list(base.notes) + [f"landlock abi {confinement.landlock_abi()}"]
         if (why := namespace_support()) is not None:
-            notes.append(f"no new namespaces ({why}); seccomp and Landlock still apply")
+            notes.append(f"no new namespaces ({why}); seccomp and Landlock still apply; /dev/shm stays "
+                         "read-only (no multiprocessing) and --shm is refused: use --backend docker for them")
+        else:
+            notes.append("each run has its own /dev/shm (--shm; multiprocessing works)")
         return Availability(True, notes=tuple(notes))
+
+    @property
+    def enforced_limits(self) -> frozenset[str]:
+        """Every limit, ``shm`` only where workers get a mount namespace for their own /dev/shm."""
+        return _ALL_LIMITS if namespace_support() is None else LocalBackend.enforced_limits
 
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
         return WorkerKey(python, namespaces=namespace_support() is None, network=limits.network)
+
+    def _shm_plan(self, limits: Limits) -> dict[str, Any]:
+        """A fresh tmpfs at /dev/shm in the worker's mount namespace; none (and /dev/shm
+        left read-only) where there is no namespace, which refuses an explicit ``--shm``."""
+        if (why := namespace_support()) is None:
+            return {"private_shm": {"size": limits.shm, "host_mount_ns": _host_mount_ns()}}
+        if limits.shm is not None:
+            raise BackendUnavailableError(
+                self.name, f"--shm needs a mount namespace for the run's own /dev/shm, and this host gives none "
+                           f"({why})", "use --backend docker, or run the kernel as root")
+        return {}
 
     def confine_plan(self, submission: Submission) -> dict[str, Any]:
         spec = submission.spec
@@ -171,8 +210,11 @@ class SeccompBackend(LocalBackend):
         readable = [*_SYSTEM_READABLE, *python_readable_paths(), *(str(m.source) for m in spec.mounts if m.read_only)]
         if submission.environment is not None:
             readable.append(str(submission.environment.path))
+        plan = super().confine_plan(submission)
         writable = [str(submission.scratch), *_DEVICES, *(str(m.source) for m in spec.mounts if not m.read_only)]
-        return {**super().confine_plan(submission), "landlock": True, "seccomp": True,
+        if "private_shm" in plan:
+            writable.append(confinement.SHM_PATH)
+        return {**plan, "landlock": True, "seccomp": True,
                 "network": spec.limits.network, "readable": readable, "writable": writable}
 
 

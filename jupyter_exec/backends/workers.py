@@ -39,7 +39,9 @@ def worker_env() -> dict[str, str]:
 
 
 def _namespace_prefix(network: bool) -> list[str]:
-    flags = ["--pid", "--mount", "--fork", "--kill-child", "--mount-proc"]
+    """``unshare`` with new pid and mount namespaces (and net unless ``network``); mounts are
+    private, so what a run mounts (its ``/dev/shm``) never propagates to the host."""
+    flags = ["--pid", "--mount", "--propagation", "private", "--fork", "--kill-child", "--mount-proc"]
     return ["unshare", *flags] if network else ["unshare", "--net", *flags]
 
 

@@ -4,11 +4,14 @@ Applied by the bootstrap in this order, while the process is still single-thread
 (Landlock and seccomp bind the calling thread and what it later creates):
 
 1. resource limits (``setrlimit``),
-2. Landlock: the system and the Python installation read-only, the run's scratch
-   directory and its mounts as given, nothing else of the user's files, and (ABI >= 6)
-   no signals to processes outside the sandbox,
-3. capabilities dropped (when running as root) so root in the sandbox is not root,
-4. ``no_new_privs`` and a seccomp BPF denylist, built here by hand so no binding has to
+2. a private ``/dev/shm`` (a fresh tmpfs of the run's size) when the process has a mount
+   namespace of its own: mounting needs the privileges the next steps take away
+   (Landlock forbids mounts, capabilities go, the filter denies ``mount``),
+3. Landlock: the system and the Python installation read-only, the run's scratch
+   directory, its ``/dev/shm`` and its mounts as given, nothing else of the user's files,
+   and (ABI >= 6) no signals to processes outside the sandbox,
+4. capabilities dropped (when running as root) so root in the sandbox is not root,
+5. ``no_new_privs`` and a seccomp BPF denylist, built here by hand so no binding has to
    be imported (``pyseccomp`` costs ~50 ms a run).
 
 Each step reports what it did or why it could not, so the host can say so instead of
@@ -115,6 +118,25 @@ def apply_rlimits(limits: dict) -> None:
         # CPU: SIGXCPU at the soft limit, SIGKILL a second later if it is caught.
         hard = soft + 1 if key == "cpu" else soft
         resource.setrlimit(names[key], (soft, hard))
+
+
+# --- private /dev/shm -----------------------------------------------------------------
+
+SHM_PATH = "/dev/shm"
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+
+
+def mount_private_shm(size: int | None, host_mount_ns: str) -> str:
+    """A fresh tmpfs over ``/dev/shm``, ``size`` bytes (None: the kernel's default), as
+    Docker mounts it (nosuid, nodev, noexec). Refused unless this process is in a mount
+    namespace other than the host's ``host_mount_ns``: the mount must never land on the
+    host's ``/dev/shm``. It goes away with the namespace, i.e. with the run."""
+    if os.readlink("/proc/self/ns/mnt") == host_mount_ns:
+        raise OSError(errno.EPERM, "no private mount namespace: /dev/shm would be the host's")
+    options = "mode=1777" + (f",size={size}" if size is not None else "")
+    _syscall("mount", b"jx-shm", SHM_PATH.encode(), b"tmpfs",
+             ctypes.c_ulong(_MS_NOSUID | _MS_NODEV | _MS_NOEXEC), options.encode())
+    return f"private /dev/shm ({options})"
 
 
 # --- Landlock -------------------------------------------------------------------------
@@ -271,6 +293,8 @@ def confine(plan: dict) -> list[str]:
     """Apply ``plan`` (built by the host) and return notes on what was applied."""
     notes = []
     apply_rlimits(plan.get("rlimits", {}))
+    if plan.get("private_shm"):
+        notes.append(mount_private_shm(plan["private_shm"]["size"], plan["private_shm"]["host_mount_ns"]))
     if plan.get("landlock"):
         notes.append(apply_landlock(plan["readable"], plan["writable"], plan.get("network", False)))
     if plan.get("seccomp"):
