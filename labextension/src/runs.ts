@@ -33,7 +33,7 @@ function describeLimits(limits: { [key: string]: unknown } | undefined): string 
       continue;
     }
     const number = Number(value);
-    const text = ['memory', 'fsize'].includes(name)
+    const text = ['memory', 'fsize', 'shm'].includes(name)
       ? formatBytes(number)
       : ['timeout', 'cpu_time'].includes(name)
         ? formatSeconds(number)
