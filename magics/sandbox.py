@@ -11,18 +11,20 @@ import argparse
 import functools
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any, Callable
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..cancel_watch import cancel_elsewhere
 from ..config import ExecConfig
 from ..doctor import diagnose
 from ..errors import JupyterExecError, SpecError, TaskError
 from ..manager import Manager
+from ..store import COLUMNS
 from ..envs import EnvSpec
 from ..spec import Limits, Mount, RunSpec, parse_env, parse_names
 from .cells import background_runs, probe_widgets, run_cell, widgets_wanted
@@ -31,13 +33,21 @@ __all__ = ["ExecMagics"]
 
 
 def parse_line(magic: Callable, line: str) -> argparse.Namespace:
-    """``parse_argstring``, run once per distinct option line: re-running a cell skips argparse."""
+    """The magic's options, parsed once per distinct line: re-running a cell skips argparse.
+
+    The line is split as a shell splits it, quotes removed (``--excludes '*.csv'`` is the
+    pattern ``*.csv``): IPython's own ``parse_argstring`` keeps the quotes in the value.
+    """
     return argparse.Namespace(**vars(_parsed_line(magic, line)))
 
 
 @functools.lru_cache(maxsize=64)
 def _parsed_line(magic: Callable, line: str) -> argparse.Namespace:
-    return parse_argstring(magic, line)
+    try:
+        argv = shlex.split(line)
+    except ValueError as error:
+        raise UsageError(f"unbalanced quotes in the options: {line}") from None
+    return magic.parser.parse_args(argv)
 
 
 def _stack(*decorators: Callable) -> Callable:
@@ -178,7 +188,8 @@ class ExecMagics(Magics):
                 raise UsageError("--parent, --metric, --maximize and --minimize need --trace NAME")
             return None
         if args.bg:
-            raise UsageError("--trace runs in front for now: drop --bg")
+            raise UsageError("--trace runs in front: drop --bg (to grow a trace several runs at a time, use "
+                             "jupyter_exec.explore(propose, trace=NAME, max_parallel=K))")
         from ..trace.explore import run_in_trace
         return functools.partial(run_in_trace, self.manager, trace=args.trace, parent=args.parent or "latest",
                                  metric=args.metric, maximize=args.maximize)
@@ -204,7 +215,10 @@ class ExecMagics(Magics):
         return int(text)
 
     def _jx_runs(self, rest: str) -> Any:
-        rows = self.manager.store.runs(limit=int(rest) if rest.isdigit() else 50)
+        """The newest runs; ``node`` is where a Ray run ran (its node id's first 12 characters, as --node takes)."""
+        rows = self.manager.store.runs(limit=int(rest) if rest.isdigit() else 50, columns=(*COLUMNS, "details"))
+        for row in rows:
+            row["node"] = (json.loads(row.pop("details") or "{}").get("node_id") or "")[:12] or None
         try:
             import pandas
         except ImportError:
@@ -212,7 +226,9 @@ class ExecMagics(Magics):
         frame = pandas.DataFrame(rows)
         if not frame.empty:
             frame["created"] = pandas.to_datetime(frame["created"], unit="s")
-            frame = frame.set_index("id")
+            columns = [c for c in frame.columns if c != "node"]
+            columns.insert(columns.index("isolation") + 1, "node")
+            frame = frame[columns].set_index("id")
         return frame
 
     def _jx_show(self, rest: str) -> None:
@@ -290,7 +306,7 @@ class ExecMagics(Magics):
             self.manager.default_env = None
         elif rest:
             try:
-                self.manager.default_env = runtime_env(parse_argstring(jx_env, rest), Path(os.getcwd()))
+                self.manager.default_env = runtime_env(parse_line(jx_env, rest), Path(os.getcwd()))
             except SpecError as error:
                 raise UsageError(str(error)) from None
         current = self.manager.default_env
