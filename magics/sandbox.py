@@ -45,7 +45,7 @@ def parse_line(magic: Callable, line: str) -> argparse.Namespace:
 def _parsed_line(magic: Callable, line: str) -> argparse.Namespace:
     try:
         argv = shlex.split(line)
-    except ValueError as error:
+    except ValueError:
         raise UsageError(f"unbalanced quotes in the options: {line}") from None
     return magic.parser.parse_args(argv)
 

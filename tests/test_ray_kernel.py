@@ -66,6 +66,8 @@ def test_last_value_out_and_record(ray_kernel):
     assert (run["backend"], run["isolation"], run["status"], run["name"]) == ("ray", "ray", "succeeded", "ray-sum")
     details = _details(ray_kernel)
     assert len(details["node_id"]) == 56 and details["gpu_ids"] == []
+    listed = ray_kernel.run(f"df = %jx runs\nprint(df.loc[{run['id']}, 'node'], list(df.columns[:5]))", check=True)
+    assert listed.stdout == f"{details['node_id'][:12]} ['name', 'status', 'backend', 'isolation', 'node']\n"
 
 
 def test_values_come_back_as_data_only(ray_kernel):
@@ -153,8 +155,8 @@ def test_infeasible_gpu_request_fails_at_once(ray_kernel):
     cell = ray_kernel.run("%%rayrun --num-gpus 1\n1")
     assert time.monotonic() - started < 10
     message = cell.stderr        # IPython shows a UsageError as one line, no traceback
-    assert message.startswith("UsageError:")
-    assert "can ever run this task" in message and "1 GPU" in message and "CPU" in message
+    assert message.startswith("UsageError: no node of the Ray cluster can ever run this task: it asks for")
+    assert "1 GPU" in message and "CPU" in message and "backend unavailable" not in message   # Ray itself works
     assert "--wait-for-resources" in message
     assert ray_kernel.last_run()["status"] == "failed"
     waiting = ray_kernel.run("%%rayrun --num-gpus 1 --wait-for-resources --timeout 2\n1")   # queued, then cancelled
@@ -201,6 +203,8 @@ def test_map_fans_out_in_order(ray_kernel):
     assert "map: 200/200 items" in cell.stderr
     failing = ray_kernel.run("jupyter_exec.map(lambda x: 1 // (x - 7), range(10), progress=False)")
     assert failing.error["ename"] == "ZeroDivisionError" and "item 7" in failing.error["evalue"]
+    too_big = ray_kernel.run("jupyter_exec.map(abs, range(3), num_gpus=1)")          # nothing could run it
+    assert too_big.error["ename"] == "SpecError" and "can ever run this task" in too_big.error["evalue"]
 
 
 def test_second_kernel_connects_by_address_without_starting_or_stopping(ray_kernel, ray_address, tmp_path):

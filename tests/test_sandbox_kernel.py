@@ -130,6 +130,7 @@ def test_files_outside_the_sandbox_are_invisible(kernel, notebook_dir):
     ("--shm 0", "--shm: a size must be positive"),
     ("--in undefined_variable", "no variable 'undefined_variable'"),
     ("--frobnicate", "unrecognized arguments"),
+    ("--name 'unclosed", "unbalanced quotes in the options"),
 ])
 def test_bad_options_are_one_line_errors_and_nothing_runs(kernel, line, message):
     before = kernel.store().runs(1)
@@ -140,11 +141,19 @@ def test_bad_options_are_one_line_errors_and_nothing_runs(kernel, line, message)
     assert kernel.store().runs(1) == before
 
 
+def test_quoted_option_values_lose_their_quotes(kernel):
+    """As in a shell: IPython's own parse_argstring would keep them (a pattern '*.csv' matching nothing)."""
+    cell = kernel.run(f"{SECCOMP} --name 'two words' --env \"GREETING=hi there\"\n"
+                      "__import__('os').environ['GREETING']", check=True)
+    assert cell.result_text == "'hi there'" and kernel.last_run()["name"] == "two words"
+
+
 def test_jx_commands(kernel):
     kernel.run(f"{SECCOMP} --name listed\nprint('in the log')", check=True)
     run_id = kernel.last_run()["id"]
-    runs = kernel.run(f"df = %jx runs\nprint(df.loc[{run_id}, 'status'], df.loc[{run_id}, 'name'])", check=True)
-    assert runs.stdout == "succeeded listed\n"
+    runs = kernel.run(f"df = %jx runs\nprint(df.loc[{run_id}, 'status'], df.loc[{run_id}, 'name'], "
+                      f"df.loc[{run_id}, 'node'])", check=True)
+    assert runs.stdout == "succeeded listed None\n"          # a Ray node only for Ray runs
     assert kernel.run(f"%jx logs {run_id}", check=True).stdout == "in the log\n"
     shown = kernel.run(f"%jx show {run_id}", check=True).stdout
     assert '"status": "succeeded"' in shown and '"isolation": "seccomp"' in shown

@@ -266,11 +266,11 @@ class _Connection:
                         len(wanted) >= 6 and node["NodeID"].startswith(wanted)):
                     return node["NodeID"]
         known = "; ".join(f"{n['NodeID'][:12]} ({n['NodeManagerAddress']})" for n in self.nodes())
-        raise BackendUnavailableError("ray", f"--node {wanted}: no live node by that id, IP or name",
-                                      f"choose one of: {known}, or local")
+        raise SpecError(f"--node {wanted}: no live node by that id, IP or name; choose one of: {known}, or local")
 
     def check_feasible(self, options: RayOptions, node_id: str | None) -> None:
-        """Fail at once when no node could ever run the task (Ray would queue it forever)."""
+        """Fail at once when no node could ever run the task (Ray would queue it forever).
+        The cluster works; the request does not fit it: a ``SpecError``, as for a bad option."""
         wanted = options.resources()
         for fresh in (False, True):
             nodes = [n for n in self.nodes(fresh) if node_id is None or options.soft or n["NodeID"] == node_id]
@@ -279,11 +279,9 @@ class _Connection:
         cluster = "; ".join(f"node {n['NodeID'][:12]} ({n['NodeManagerAddress']}): "
                             f"{_describe_resources(n['Resources'])}" for n in self.nodes())
         where = f" on node {node_id[:12]}" if node_id and not options.soft else ""
-        raise BackendUnavailableError(
-            "ray", f"no node of the Ray cluster can ever run this task{where}: it asks for "
-                   f"{', '.join(f'{x:g} {k}' if k != 'memory' else f'{x / 2**30:.1f} GiB memory' for k, x in wanted.items())};"
-                   f" the cluster has {cluster}",
-            "ask for less, or pass --wait-for-resources if the cluster autoscales")
+        asked = ", ".join(f"{x:g} {k}" if k != "memory" else f"{x / 2**30:.1f} GiB memory" for k, x in wanted.items())
+        raise SpecError(f"no node of the Ray cluster can ever run this task{where}: it asks for {asked}; the cluster "
+                        f"has {cluster}. Ask for less, or pass --wait-for-resources if the cluster autoscales")
 
     def close(self) -> None:
         """Disconnect; stops the embedded Ray only (never a cluster we did not start)."""
