@@ -250,3 +250,22 @@ def test_runtime_env_becomes_rays_own(ray_kernel):
     assert cell.result_text == "('shipped by ray', 'hi from py_modules', 'ray')"
     spec = json.loads(ray_kernel.store().get(ray_kernel.last_run()["id"])["spec"])
     assert spec["runtime_env"]["working_dir"].endswith("rayproject")
+
+
+def test_shutting_down_stops_the_embedded_ray_promptly(tmp_path):
+    """The kernel stops its Ray when told to shut down, before ipykernel SIGTERMs its process
+    group: the kernel exits in seconds, not at jupyter_client's kill, and no Ray process stays."""
+    import psutil
+    kernel = Kernel(tmp_path / "data", tmp_path, env={"JX_RAY_ADDRESS": ""})
+    try:
+        kernel.run("%%rayrun\n1", timeout=180, check=True)
+        ray_processes = [p for p in psutil.Process(kernel.pid).children(recursive=True)
+                         if p.name() in ("gcs_server", "raylet")]
+        assert len(ray_processes) == 2
+    finally:
+        started = time.monotonic()
+        kernel.shutdown()
+        took = time.monotonic() - started
+    assert took < 4.5, f"shutdown took {took:.1f} s"          # jupyter_client kills a kernel at 5 s
+    psutil.wait_procs(ray_processes, timeout=10)
+    assert not [p for p in ray_processes if p.is_running()]
