@@ -1,15 +1,21 @@
-"""``jupyter-exec doctor`` / ``%jx doctor``: which backends work here, why not, how to fix."""
+"""``jupyter-exec doctor`` / ``%jx doctor``: which backends work here, why not, how to fix;
+and the administrator's policy in effect."""
 
 from __future__ import annotations
 
-from .backends.factory import availability_report, resolve_name
-from .errors import BackendUnavailableError
+from .backends.factory import availability_report
+from .errors import BackendUnavailableError, PolicyError
+from .policy import Policy, load_policy, policy_report
 
 __all__ = ["diagnose"]
 
 
-def diagnose() -> tuple[str, bool]:
-    """A readable report and whether a sandbox (not just ``local``) can run here."""
+def diagnose(policy: Policy | None = None) -> tuple[str, bool]:
+    """A readable report and whether a sandbox (not just ``local``) can run here.
+
+    ``policy`` is the one a kernel holds (default: the files as they are now).
+    """
+    policy = policy or load_policy()
     lines = []
     for name, availability in availability_report().items():
         mark = "ok  " if availability.ok else "FAIL"
@@ -18,10 +24,11 @@ def diagnose() -> tuple[str, bool]:
             lines.append(f"              fix: {availability.fix}")
         lines.extend(f"              note: {note}" for note in availability.notes)
     try:
-        default = resolve_name("auto")
+        default = policy.choose_backend("auto")
         lines.append(f"%%sandbox uses: {default}")
         ok = True
-    except BackendUnavailableError as error:
+    except (BackendUnavailableError, PolicyError) as error:
         lines.append(f"%%sandbox has no sandbox to use: {error}")
         ok = False
+    lines.append(policy_report(policy))
     return "\n".join(lines), ok

@@ -4,6 +4,7 @@
 
     JupyterExecError                    root: catch this to catch all of ours
     ├── SpecError (ValueError)          bad limits, units, mounts, env vars: the user's input
+    │   └── PolicyError                 refused by the administrator's policy (or it is unreadable)
     ├── TransferError                   a value cannot cross the sandbox boundary safely
     └── TaskError                       the run did not succeed
         ├── RemoteError                 the cell raised; keeps type name, message, remote traceback
@@ -25,6 +26,7 @@ __all__ = [
     "BackendUnavailableError",
     "JupyterExecError",
     "NodeFailedError",
+    "PolicyError",
     "RemoteError",
     "ResourceLimitError",
     "SpecError",
@@ -42,6 +44,15 @@ class JupyterExecError(Exception):
 
 class SpecError(JupyterExecError, ValueError):
     """The user's run spec (limits, mounts, env vars, options) is invalid."""
+
+
+class PolicyError(SpecError):
+    """The run asks for more than the administrator's policy allows, or the policy file
+    cannot be read (then every run is refused). ``source`` is the policy file."""
+
+    def __init__(self, message: str, source: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
 
 
 class TransferError(JupyterExecError):

@@ -20,6 +20,7 @@ from .backends.ray import RayOptions, connection, ray_runtime_env
 from .config import ExecConfig
 from .envs import EnvSpec
 from .errors import NodeFailedError, TransferError, remote_error
+from .policy import policy_in_effect
 from .runner.transfer import decode
 from .spec import RunSpec, parse_env
 
@@ -40,6 +41,7 @@ def map(work: Callable[[Any], Any] | str, items: Iterable[Any], *, address: str 
     options = RayOptions.parse(address=address or ExecConfig().ray_address or None, num_cpus=num_cpus,
                                num_gpus=num_gpus, memory=memory, retries=retries,
                                wait_for_resources=wait_for_resources)
+    policy_in_effect().check_ray(options)          # the administrator's ceilings, before Ray is connected
     env_vars = parse_env([f"{k}={v}" for k, v in (env or {}).items()])
     runtime_env = EnvSpec.from_options(base_dir=Path.cwd(), pip=pip, working_dir=working_dir) \
         if pip or working_dir else None

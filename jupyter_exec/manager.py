@@ -1,11 +1,13 @@
 """The kernel-side manager: one per kernel, the single way a cell gets run.
 
-``Manager.run(code, spec)`` records the run, picks the backend, hands the backend a
-``Submission``, waits (an interrupt cancels the run), binds nothing itself and returns
-a ``RunResult``. The row in the store is finished whatever happens. An ``on_event``
-callback, if given, hears the run's life as plain dicts: ``created`` (id, backend,
-limits, log path), ``running``, ``sample`` (resources, about 1/s) and ``finished``
-(status, duration, error, peak memory); output chunks go to the sink as always.
+``Manager.run(code, spec)`` picks the backend, applies the default limits and the
+administrator's policy (``policy.py``: a refusal comes before anything is recorded or
+started), records the run, hands the backend a ``Submission``, waits (an interrupt
+cancels the run), binds nothing itself and returns a ``RunResult``. The row in the store
+is finished whatever happens. An ``on_event`` callback, if given, hears the run's life as
+plain dicts: ``created`` (id, backend, limits, log path), ``running``, ``sample``
+(resources, about 1/s) and ``finished`` (status, duration, error, peak memory); output
+chunks go to the sink as always.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from ._proc import pid_alive
 from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
 from .backends.cgroups import reap_cgroups
 from .backends.docker_pool import reap_containers
-from .backends.factory import backend_class, resolve_name
+from .backends.factory import backend_class
+from .backends.ray import RayBackend, RayOptions
 from .backends.workers import reap_workers
 from .cancel_watch import CancelWatcher
 from .config import ExecConfig
@@ -34,6 +37,7 @@ from .envs import BuiltEnv, EnvCache, EnvSpec
 from .monitor import Monitor
 from .errors import BackendUnavailableError, JupyterExecError, TaskCancelledError, TaskError
 from .output import ConsoleSink, RunOutput
+from .policy import Policy, policy_in_effect
 from .runner.protocol import OutputSink
 from .runner.transfer import pack_inputs
 from .spec import Limits, RunSpec
@@ -60,6 +64,7 @@ class Manager:
 
     def __init__(self, config: ExecConfig | None = None, kernel_id: str | None = None) -> None:
         self.config = config or ExecConfig()
+        self.policy = policy_in_effect()           # the administrator's; read once per process
         self.kernel_id = kernel_id or f"pid-{os.getpid()}"
         self.store = Store(self.config.store_path)
         self.logs_dir = self.config.logs_dir      # fixed with the store: both live in data_dir
@@ -84,12 +89,14 @@ class Manager:
                 "runs": self.store.close_orphans(pid_alive)}
 
     def backend(self, name: str) -> ExecutorBackend:
-        """The initialised backend called ``name`` (``auto`` resolved), made once per kernel."""
-        resolved = resolve_name(name if name != "auto" else self.config.backend)
+        """The initialised backend called ``name`` (``auto`` resolved), made once per kernel.
+        The policy picks among the backends it allows and refuses the others before they are made."""
+        resolved = self.policy.choose_backend(name if name != "auto" else self.config.backend)
         with self._lock:
             backend = self._backends.get(resolved)
             if backend is None:
                 backend = backend_class(resolved)(pool_size=self.config.pool_size)
+                self.policy.check_image(backend.image(None))     # not even a pool starts a forbidden image
                 backend.initialize()
                 self._backends[resolved] = backend
         return backend
@@ -103,7 +110,8 @@ class Manager:
         """Run ``code`` as ``spec`` says; raise the ``TaskError`` that ends it otherwise."""
         emit = on_event or _ignore
         backend = self.backend(spec.backend)
-        spec = _with_defaults(spec, self.config, backend)
+        wanted_env = self._wanted_env(spec)
+        spec = self._admitted(spec, backend, wanted_env)
         inputs = pack_inputs(spec.inputs, namespace or {})
         run_id = self.store.create_run(
             kernel=self.kernel_id, owner_pid=os.getpid(), name=spec.name, backend=backend.name,
@@ -122,7 +130,7 @@ class Manager:
         monitor: Monitor | None = None
         leases = ExitStack()
         try:
-            spec, environment = self._environment(spec, backend, shown, leases)
+            spec, environment = self._environment(spec, wanted_env, backend, shown, leases)
             handle = backend.submit(Submission(run_id, self.kernel_id, code, spec, inputs, scratch, output,
                                                environment))
             with self._lock:
@@ -164,16 +172,29 @@ class Manager:
                 except OSError:
                     shutil.rmtree(scratch, ignore_errors=True)
 
-    def _environment(self, spec: RunSpec, backend: ExecutorBackend, shown: OutputSink,
-                     leases: ExitStack) -> tuple[RunSpec, BuiltEnv | None]:
-        """The run's runtime env (kernel default inherited), built or found in the cache.
+    def _admitted(self, spec: RunSpec, backend: ExecutorBackend, wanted_env: EnvSpec | None) -> RunSpec:
+        """The spec with the default limits under its own and the administrator's ceilings over
+        both; a ``PolicyError`` if it asks for more than the policy allows (nothing is recorded yet)."""
+        self.policy.check_image(backend.image(wanted_env))
+        if self.policy.sources and backend.name == RayBackend.name:     # no policy file: nothing to check
+            self.policy.check_ray(RayOptions.from_placement(spec.placement))     # before Ray is connected
+        return replace(spec, limits=_merged_limits(spec.limits, self.config.default_limits(),
+                                                   backend.enforced_limits, self.policy))
 
-        Its env_vars join the run's environment variables; the env is leased for the run.
-        """
+    def _wanted_env(self, spec: RunSpec) -> EnvSpec | None:
+        """The run's runtime env with the kernel default (``%jx env``) inherited; None if empty."""
         wanted: EnvSpec | None = spec.runtime_env
         if self.default_env is not None:
             wanted = wanted.inherit(self.default_env) if wanted else self.default_env
-        if wanted is None or wanted.is_empty():
+        return None if wanted is None or wanted.is_empty() else wanted
+
+    def _environment(self, spec: RunSpec, wanted: EnvSpec | None, backend: ExecutorBackend, shown: OutputSink,
+                     leases: ExitStack) -> tuple[RunSpec, BuiltEnv | None]:
+        """The run's runtime env (``_wanted_env``), built or found in the cache.
+
+        Its env_vars join the run's environment variables; the env is leased for the run.
+        """
+        if wanted is None:
             return spec, None
         spec = replace(spec, runtime_env=wanted, env={**wanted.env_vars, **spec.env})
         builder = backend.env_builder(self.config.ca_bundle or None)
@@ -240,18 +261,14 @@ class Manager:
 _FIRST_SAMPLE = 0.3      # seconds a run goes before its resources are sampled
 
 
-def _with_defaults(spec: RunSpec, config: ExecConfig, backend: ExecutorBackend) -> RunSpec:
-    """The configured default limits under the spec's, only those the backend enforces
-    (a Ray task gets the default timeout, not the sandbox's pids or file-size limits)."""
-    return replace(spec, limits=_merged_limits(spec.limits, config.default_limits(), backend.enforced_limits))
-
-
 @functools.lru_cache(maxsize=64)
-def _merged_limits(limits: Limits, defaults: Limits, enforced: frozenset[str] | None) -> Limits:
-    """``limits`` over those ``defaults`` a backend enforces (None: all), worked out once per combination."""
+def _merged_limits(limits: Limits, defaults: Limits, enforced: frozenset[str] | None, policy: Policy) -> Limits:
+    """``limits`` over those ``defaults`` a backend enforces (None: all; a Ray task gets the default
+    timeout, not the sandbox's pids or file-size limits), under ``policy``'s ceilings; worked out
+    once per combination (a refusal is not cached: it raises)."""
     if enforced is not None:
         defaults = Limits(**{k: v for k, v in defaults.as_dict().items() if k in enforced})
-    return limits.merged_over(defaults)
+    return policy.bound(limits, limits.merged_over(defaults), enforced)
 
 
 def _ignore(kind: str, data: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from ..config import ExecConfig
 from ..doctor import diagnose
 from ..errors import JupyterExecError, SpecError, TaskError
 from ..manager import Manager
+from ..policy import policy_report
 from ..store import COLUMNS
 from ..envs import EnvSpec
 from ..spec import Limits, Mount, RunSpec, parse_env, parse_names
@@ -196,12 +197,13 @@ class ExecMagics(Magics):
 
     @line_magic
     def jx(self, line: str) -> Any:
-        """%jx runs | show N | logs N | cancel N | wait N [SECONDS] | tree [NAME] | resources | doctor | envs | env"""
+        """%jx runs | show N | logs N | cancel N | wait N [SECONDS] | tree [NAME] | resources | doctor | policy |
+        envs | env"""
         command, _, rest = line.strip().partition(" ")
         handler = getattr(self, f"_jx_{command}", None)
         if handler is None:
             raise UsageError(f"%jx {command}: unknown command; use one of: runs, show N, logs N, cancel N, wait N, "
-                             "tree, resources, doctor, envs, env")
+                             "tree, resources, doctor, policy, envs, env")
         try:
             return handler(rest.strip())
         except TaskError:
@@ -313,5 +315,10 @@ class ExecMagics(Magics):
         print(json.dumps(current.describe(), indent=2) if current else "no default runtime env")
 
     def _jx_doctor(self, rest: str) -> None:
-        print(diagnose()[0])
+        print(diagnose(self.manager.policy)[0])
+
+    def _jx_policy(self, rest: str) -> None:
+        """The administrator's policy this kernel holds (read when the extension loaded): where it
+        came from, its ceilings and allow-lists."""
+        print(policy_report(self.manager.policy))
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, ClassVar, Iterable
 
 from ..errors import TaskError
 from ..envs.cache import BuiltEnv, EnvBuilder
+from ..envs.spec import EnvSpec
 from ..runner.protocol import Envelope, OutputSink, ProtocolReader
 from ..spec import RunSpec
 
@@ -229,4 +230,9 @@ class ExecutorBackend(abc.ABC):
 
     def env_builder(self, ca_bundle: str | None) -> EnvBuilder | None:
         """What builds runtime envs for this backend; None if it cannot use them."""
+        return None
+
+    def image(self, env: EnvSpec | None) -> str | None:
+        """The image a run with this runtime env starts from (an env's own image is built
+        on it), for the administrator's allow-list; None for a backend that runs no images."""
         return None

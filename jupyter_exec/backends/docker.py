@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from traitlets import Float, Int, Unicode, default
 from traitlets.config import Configurable
 
+from ..envs.spec import EnvSpec
 from ..errors import BackendUnavailableError, NodeFailedError
 from ..runner.protocol import ProtocolReader, build_request
 from ..spec import Limits, RunSpec, parse_size
@@ -146,6 +147,9 @@ class DockerBackend(ExecutorBackend):
         """Runtime envs (``--pip`` ...) become derived images of this backend's image."""
         from ..envs.image import ImageEnvBuilder
         return ImageEnvBuilder(self.config.image, ca_bundle)
+
+    def image(self, env: EnvSpec | None) -> str:
+        return (env.image if env else None) or self.config.image
 
     def _key(self, spec: RunSpec, image: str) -> PoolKey:
         return PoolKey(image, dataclasses.replace(spec.limits, timeout=None), spec.mounts)

@@ -7,6 +7,8 @@ asked for by name.
 
 from __future__ import annotations
 
+from typing import Collection
+
 from ..errors import BackendUnavailableError
 from .base import Availability, ExecutorBackend
 from .docker import DockerBackend
@@ -31,8 +33,11 @@ def backend_class(name: str) -> type[ExecutorBackend]:
         raise BackendUnavailableError(name, "no such backend", f"choose one of: auto, {', '.join(BACKENDS)}") from None
 
 
-def resolve_name(name: str) -> str:
-    """The backend ``name`` stands for (``auto`` resolved), or the error saying why none."""
+def resolve_name(name: str, allowed: Collection[str] | None = None) -> str:
+    """The backend ``name`` stands for (``auto`` resolved), or the error saying why none.
+
+    ``auto`` considers only the ``allowed`` backends (the administrator's policy; None: all).
+    """
     if name != "auto":
         backend_class(name)
         return name
@@ -40,12 +45,17 @@ def resolve_name(name: str) -> str:
     for candidate in AUTO_ORDER:
         if candidate not in BACKENDS:
             continue
+        if allowed is not None and candidate not in allowed:
+            reasons.append(f"{candidate}: not allowed by the administrator's policy")
+            continue
         availability = BACKENDS[candidate].availability()
         if availability.ok:
             return candidate
         reasons.append(f"{candidate}: {availability.reason}")
+    local = allowed is None or "local" in allowed
     raise BackendUnavailableError("auto", "no sandbox works here (" + "; ".join(reasons) + ")",
-                                  "run `jupyter-exec doctor` for fixes, or pass --backend local for an unconfined process")
+                                  "run `jupyter-exec doctor` for fixes" +
+                                  (", or pass --backend local for an unconfined process" if local else ""))
 
 
 def availability_report() -> dict[str, Availability]:
