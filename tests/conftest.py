@@ -118,6 +118,15 @@ class Kernel:
             reply = self.client.get_shell_msg(timeout=20)
         return reply["content"]
 
+    def refused(self, cell: str) -> str:
+        """The one-line UsageError ``cell`` gets (without its prefix); asserts that nothing ran
+        (the cell body prints 'ran') and that no run was recorded."""
+        before = self.store().runs(1)
+        result = self.run(cell)
+        assert result.stderr.startswith("UsageError: ") and result.stderr.count("\n") == 1, result
+        assert "ran" not in result.stdout and self.store().runs(1) == before
+        return result.stderr.removeprefix("UsageError: ").rstrip("\n")
+
     def eval(self, expression: str):
         """A value from the kernel's namespace, via repr -> literal."""
         import ast

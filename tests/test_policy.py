@@ -197,15 +197,6 @@ def strict(tmp_path_factory):
     kernel.shutdown()
 
 
-def refused_in(kernel: Kernel, cell: str) -> str:
-    """The one-line UsageError a cell gets; asserts nothing ran and nothing was recorded."""
-    before = kernel.store().runs(1)
-    result = kernel.run(cell)
-    assert result.stderr.startswith("UsageError: ") and result.stderr.count("\n") == 1, result
-    assert "ran" not in result.stdout and kernel.store().runs(1) == before
-    return result.stderr.removeprefix("UsageError: ").rstrip("\n")
-
-
 @pytest.mark.kernel
 @pytest.mark.parametrize(("options", "message"), [
     ("--mem 8g", "--mem 8g is above the administrator's ceiling of 512m (policy {path}); ask for at most 512m"),
@@ -216,7 +207,7 @@ def refused_in(kernel: Kernel, cell: str) -> str:
                          "allowed: seccomp, local, ray"),
 ])
 def test_over_the_policy_is_refused_and_nothing_recorded(strict, options, message):
-    assert refused_in(strict, f"%%sandbox {options}\nprint('ran')") == message.format(path=strict.policy_path)
+    assert strict.refused(f"%%sandbox {options}\nprint('ran')") == message.format(path=strict.policy_path)
 
 
 @pytest.mark.kernel
@@ -241,9 +232,9 @@ def test_auto_avoids_a_forbidden_backend(strict):
 @pytest.mark.kernel
 def test_ray_over_the_ceiling_is_refused_before_connecting(strict):
     path = strict.policy_path
-    assert refused_in(strict, "%%rayrun --num-gpus 4\nprint('ran')") == (
+    assert strict.refused("%%rayrun --num-gpus 4\nprint('ran')") == (
         f"--num-gpus 4 is above the administrator's ceiling of 0 (policy {path}); drop --num-gpus")
-    assert refused_in(strict, "%%rayrun --address 10.0.0.1:6379\nprint('ran')") == (
+    assert strict.refused("%%rayrun --address 10.0.0.1:6379\nprint('ran')") == (
         f"Ray address 10.0.0.1:6379 is not allowed by the administrator's policy ({path}); allowed: local")
     assert strict.eval("__import__('jupyter_exec.backends.ray').backends.ray.connection().connected") is False
     assert strict.eval("'ray' in __import__('sys').modules and __import__('ray').is_initialized()") is False
@@ -267,9 +258,9 @@ def test_a_malformed_policy_refuses_every_run(tmp_path):
     try:
         why = (f"every run is refused until the administrator's policy is fixed: policy {path}, key timeout: "
                "cannot read 'soon' as a duration; write it like 30, 30s, 5m or 1h30m")
-        assert refused_in(broken, "%%sandbox --backend local\nprint('ran')") == why
-        assert refused_in(broken, "%%sandbox\nprint('ran')") == why
-        assert refused_in(broken, "%%rayrun\nprint('ran')") == why
+        assert broken.refused("%%sandbox --backend local\nprint('ran')") == why
+        assert broken.refused("%%sandbox\nprint('ran')") == why
+        assert broken.refused("%%rayrun\nprint('ran')") == why
         doctor = broken.run("%jx doctor", check=True).stdout
         assert f"BROKEN, every run is refused: policy {path}, key timeout" in doctor
     finally:
@@ -306,9 +297,9 @@ def test_jx_policy_cannot_loosen_the_system_policy(kernel, system_policy, tmp_pa
         assert kernel.run("%%sandbox --backend local --mem 1500m\n'free'", check=True).result_text == "'free'"
         assert "policy: none" in kernel.run("%jx policy", check=True).stdout
         system_policy.unlink()                 # the fresh kernel read it once, when the extension loaded
-        assert refused_in(fresh, "%%sandbox --backend seccomp --mem 2g\nprint('ran')") == (
+        assert fresh.refused("%%sandbox --backend seccomp --mem 2g\nprint('ran')") == (
             f"--mem 2g is above the administrator's ceiling of 1g (policy {system_policy}); ask for at most 1g")
-        assert refused_in(fresh, "%%sandbox --backend local\nprint('ran')") == (
+        assert fresh.refused("%%sandbox --backend local\nprint('ran')") == (
             f"the local backend is not allowed by the administrator's policy ({system_policy}); "
             "allowed: seccomp, docker")
         fresh.run("%%sandbox --backend seccomp\n1", check=True)
@@ -316,7 +307,7 @@ def test_jx_policy_cannot_loosen_the_system_policy(kernel, system_policy, tmp_pa
         assert (limits["memory"], limits["timeout"]) == (1 << 30, 300.0)       # JX_POLICY did tighten the timeout
         require(DockerBackend.availability().ok, "Docker with the base image is not available")
         (tmp_path / "env.yaml").write_text("image: python:3.12-slim\n")
-        assert refused_in(fresh, "%%sandbox --backend docker --env-spec env.yaml\nprint('ran')") == (
+        assert fresh.refused("%%sandbox --backend docker --env-spec env.yaml\nprint('ran')") == (
             f"image python:3.12-slim is not allowed by the administrator's policy ({system_policy}); "
             "allowed: jupyter-exec/base:*")
         assert fresh.run("%%sandbox --backend docker\nprint('in docker')", check=True).stdout == "in docker\n"
