@@ -118,6 +118,16 @@ class Kernel:
             reply = self.client.get_shell_msg(timeout=20)
         return reply["content"]
 
+    def fails_as(self, cell: str, ename: str, status: str, what: str = "") -> float:
+        """Run a cell that must end in ``ename``, recorded as ``status``; its wall time in seconds."""
+        started = time.monotonic()
+        result = self.run(cell)
+        elapsed = time.monotonic() - started
+        assert result.error is not None, f"{what}: the cell succeeded"
+        assert result.error["ename"] == ename, f"{what}: {result.error['ename']}: {result.error['evalue']}"
+        assert self.last_run()["status"] == status, what
+        return elapsed
+
     def refused(self, cell: str) -> str:
         """The one-line UsageError ``cell`` gets (without its prefix); asserts that nothing ran
         (the cell body prints 'ran') and that no run was recorded."""
