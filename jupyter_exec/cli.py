@@ -85,7 +85,7 @@ def _envs(args: argparse.Namespace) -> int:
             spec = EnvSpec.from_options(base_dir=Path.cwd(), pip=args.pip, requirements=args.requirements)
             if args.env_spec:
                 spec = spec.inherit(EnvSpec.from_file(Path(args.env_spec).resolve()))
-            builder = backend_class(args.backend)(pool_size=0).env_builder(config.ca_bundle or None)
+            builder = backend_class(args.backend)(pool_size=0).env_builder(config.ca_bundle or None, spec)
             if builder is None:
                 raise JupyterExecError(f"the {args.backend} backend builds no envs of its own (Ray builds them itself)")
             built = cache.ensure(spec, builder, lambda line: print(line, flush=True))

@@ -35,7 +35,7 @@ from .cancel_watch import CancelWatcher
 from .config import ExecConfig
 from .envs import BuiltEnv, EnvCache, EnvSpec
 from .monitor import Monitor
-from .errors import BackendUnavailableError, JupyterExecError, TaskCancelledError, TaskError
+from .errors import BackendUnavailableError, JupyterExecError, SpecError, TaskCancelledError, TaskError
 from .output import ConsoleSink, RunOutput
 from .policy import Policy, policy_in_effect
 from .runner.protocol import OutputSink
@@ -175,7 +175,12 @@ class Manager:
     def _admitted(self, spec: RunSpec, backend: ExecutorBackend, wanted_env: EnvSpec | None) -> RunSpec:
         """The spec with the default limits under its own and the administrator's ceilings over
         both; a ``PolicyError`` if it asks for more than the policy allows (nothing is recorded yet)."""
-        self.policy.check_image(backend.image(wanted_env))
+        image = backend.image(wanted_env)
+        if wanted_env is not None and wanted_env.image and image is None:
+            raise SpecError(f"image {wanted_env.image}: only the docker backend runs images, and this run is on "
+                            f"{backend.name}, which runs cells on its own Python; use %%sandbox --backend docker, "
+                            "or drop the image")
+        self.policy.check_image(image)
         if self.policy.sources and backend.name == RayBackend.name:     # no policy file: nothing to check
             self.policy.check_ray(RayOptions.from_placement(spec.placement))     # before Ray is connected
         return replace(spec, limits=_merged_limits(spec.limits, self.config.default_limits(),
@@ -197,7 +202,7 @@ class Manager:
         if wanted is None:
             return spec, None
         spec = replace(spec, runtime_env=wanted, env={**wanted.env_vars, **spec.env})
-        builder = backend.env_builder(self.config.ca_bundle or None)
+        builder = backend.env_builder(self.config.ca_bundle or None, wanted)
         if builder is None:
             if backend.native_runtime_env:
                 return spec, None

@@ -8,6 +8,7 @@ traceback); errors from the run render themselves.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -72,6 +73,9 @@ transfer_options = _stack(
 
 limit_options = _stack(
     argument("--backend", help="auto (default), docker, seccomp or local"),
+    argument("--image", metavar="NAME",
+             help="the Docker image the cell runs in (default DockerConfig.image; implies --backend docker); "
+                  "--pip envs are built on it"),
     argument("--mem", metavar="SIZE", help="memory limit, e.g. 512m or 2g"),
     argument("--cpus", metavar="N", help="CPU share, e.g. 1 or 0.5"),
     argument("--cpu-time", metavar="T", help="CPU-time limit, e.g. 10s"),
@@ -157,13 +161,16 @@ class ExecMagics(Magics):
     def _spec(self, args: Any) -> RunSpec:
         base_dir = Path(os.getcwd())
         try:
+            fields = common_fields(args, base_dir)
+            if args.image:
+                fields["runtime_env"] = dataclasses.replace(fields["runtime_env"] or EnvSpec(), image=args.image)
             return RunSpec(
-                backend=args.backend or "auto",
+                backend=args.backend or ("docker" if args.image else "auto"),
                 limits=Limits.parse(memory=args.mem, cpus=args.cpus, timeout=args.timeout,
                                     cpu_time=args.cpu_time, pids=args.pids, fsize=args.fsize,
                                     network=args.network or None, gpus=args.gpus, shm=args.shm),
                 mounts=tuple(Mount.parse(m, base_dir) for m in args.mount or ()),
-                **common_fields(args, base_dir),
+                **fields,
             )
         except SpecError as error:
             raise UsageError(str(error)) from None

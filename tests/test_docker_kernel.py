@@ -134,6 +134,20 @@ def test_gpu_request_fails_at_once_with_the_reason(kernel):
     assert kernel.run(f"{DOCKER} --gpus two\npass").stderr.startswith("UsageError: --gpus: cannot read")
 
 
+def test_image_option_picks_the_image_and_docker(kernel, docker_client):
+    cell = kernel.run("%%sandbox --image jupyter-exec/base:latest\nimport os\nos.path.exists('/.dockerenv')",
+                      check=True)
+    assert cell.result_text == "True" and kernel.last_run()["backend"] == "docker"     # --image implies docker
+    missing = kernel.run("%%sandbox --image jupyter-exec/no-such-image\nprint('ran')")
+    progress, error = missing.stderr.splitlines()
+    assert progress.endswith("building for docker:jupyter-exec/no-such-image"), missing
+    assert error.startswith("UsageError: docker backend unavailable: image jupyter-exec/no-such-image is not on "
+                            "this machine — build or pull it first"), missing
+    assert "ran" not in missing.stdout
+    assert "only the docker backend runs images" in kernel.refused(
+        "%%sandbox --backend seccomp --image jupyter-exec/base:latest\nprint('ran')")     # never ignored
+
+
 def test_mounts_are_read_only_unless_rw(kernel, notebook_dir):
     (notebook_dir / "data.txt").write_text("notebook data")
     os.chmod(notebook_dir / "data.txt", 0o666)          # writable for the cell's unprivileged uid, but for the mount
@@ -152,7 +166,8 @@ def test_runtime_env_becomes_a_derived_image(kernel, notebook_dir, docker_client
     assert cell.result_text == '"[\'a\']"'
     assert kernel.run(f"{DOCKER}\nimport jximage").error["ename"] == "ModuleNotFoundError"   # the base is untouched
     kernel.run("envs = %jx envs", check=True)
-    [image_env] = kernel.eval("[h for h, t in zip(envs.index, envs.target) if t.startswith('docker:')]")
+    [image_env] = kernel.eval("[h for h, t, s in zip(envs.index, envs.target, envs.spec) "
+                              "if t.startswith('docker:') and 'jximage' in s]")
     assert docker_client.images.list(name=f"jupyter-exec/env:{image_env}")
     EnvCache(kernel.data_dir / "envs", kernel.data_dir / "runs.sqlite3").remove(image_env)
     assert not docker_client.images.list(name=f"jupyter-exec/env:{image_env}")   # the image goes with the env

@@ -237,6 +237,12 @@ def test_one_gpu_is_visible(ray_kernel):
     assert len(_details(ray_kernel)["gpu_ids"]) == 1
 
 
+def test_an_env_image_is_refused_not_ignored(ray_kernel):
+    (ray_kernel.cwd / "image-env.yaml").write_text("image: jupyter-exec/datascience:latest\n")
+    message = ray_kernel.refused("%%rayrun --env-spec image-env.yaml\nprint('ran')")
+    assert "only the docker backend runs images" in message and "on ray" in message
+
+
 def test_runtime_env_becomes_rays_own(ray_kernel):
     """The env options %%sandbox takes reach Ray's runtime_env: files shipped, env vars set."""
     project = ray_kernel.cwd / "rayproject"

@@ -228,8 +228,8 @@ class ExecutorBackend(abc.ABC):
     #: True if the backend applies ``RunSpec.runtime_env`` itself (Ray's own runtime_env).
     native_runtime_env: ClassVar[bool] = False
 
-    def env_builder(self, ca_bundle: str | None) -> EnvBuilder | None:
-        """What builds runtime envs for this backend; None if it cannot use them."""
+    def env_builder(self, ca_bundle: str | None, env: EnvSpec | None = None) -> EnvBuilder | None:
+        """What builds runtime envs (``env``, if known) for this backend; None if it cannot use them."""
         return None
 
     def image(self, env: EnvSpec | None) -> str | None:

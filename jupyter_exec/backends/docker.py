@@ -143,10 +143,11 @@ class DockerBackend(ExecutorBackend):
         from ..config import ExecConfig
         self.pool.warm(self._key(RunSpec(limits=ExecConfig().default_limits()), self.config.image))
 
-    def env_builder(self, ca_bundle: str | None) -> Any:
-        """Runtime envs (``--pip`` ...) become derived images of this backend's image."""
+    def env_builder(self, ca_bundle: str | None, env: EnvSpec | None = None) -> Any:
+        """Runtime envs (``--pip`` ...) become derived images of the run's image (``--image``, else this
+        backend's)."""
         from ..envs.image import ImageEnvBuilder
-        return ImageEnvBuilder(self.config.image, ca_bundle)
+        return ImageEnvBuilder(self.image(env), ca_bundle)
 
     def image(self, env: EnvSpec | None) -> str:
         return (env.image if env else None) or self.config.image

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any, ClassVar
 
+from ..envs.spec import EnvSpec
 from ..envs.venv import VenvBuilder
 from ..errors import BackendUnavailableError, NodeFailedError
 from ..monitor import proc_usage
@@ -79,7 +80,7 @@ class LocalBackend(ExecutorBackend):
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
         return WorkerKey(python, namespaces=False, network=True)
 
-    def env_builder(self, ca_bundle: str | None) -> VenvBuilder:
+    def env_builder(self, ca_bundle: str | None, env: EnvSpec | None = None) -> VenvBuilder:
         return VenvBuilder(sys.executable, ca_bundle)
 
     def initialize(self) -> None:

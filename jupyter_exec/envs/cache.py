@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 from .._proc import pid_alive
-from ..errors import JupyterExecError
+from ..errors import BackendUnavailableError, JupyterExecError
 from ..store import Database
 from .hashing import env_hash
 from .spec import EnvSpec
@@ -183,8 +183,8 @@ class EnvCache:
             shutil.rmtree(path, ignore_errors=True)
             message = str(error) if isinstance(error, (EnvBuildError, JupyterExecError)) else repr(error)
             self.index.finish_build(hash_, "failed", error=message.splitlines()[0] if message else "failed")
-            if isinstance(error, EnvBuildError) or not isinstance(error, Exception):
-                raise
+            if isinstance(error, (EnvBuildError, BackendUnavailableError)) or not isinstance(error, Exception):
+                raise                   # already says what to do (or is an interrupt)
             raise EnvBuildError(f"building env {hash_[:8]} failed: {message}", log, _tail(log)) from error
         self.index.finish_build(hash_, "ready", size=_tree_size(path))
         progress(f"env {hash_[:8]}: ready in {time.monotonic() - started:.1f} s")

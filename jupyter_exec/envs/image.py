@@ -16,6 +16,7 @@ import platform
 import tarfile
 from pathlib import Path
 
+from ..errors import BackendUnavailableError
 from .cache import BuiltEnv, EnvBuildError, Progress
 from .spec import EnvSpec
 from .venv import VenvBuilder
@@ -50,9 +51,17 @@ class ImageEnvBuilder:
             image=f"jupyter-exec/env:{hash_}")
 
     def build(self, spec: EnvSpec, path: Path, log: Path, progress: Progress) -> BuiltEnv:
+        from docker.errors import ImageNotFound
+
         from ..backends.docker_client import client
+        from ..images import build_command
         docker = client()
-        base = docker.images.get(spec.image or self.base_image)
+        name = self.base_image
+        try:
+            base = docker.images.get(name)
+        except ImageNotFound:
+            raise BackendUnavailableError("docker", f"image {name} is not on this machine",
+                                          f"build or pull it first: {build_command(name)}") from None
         path.mkdir(parents=True)
         staging = path / "context" / "env"
         (staging / "site").mkdir(parents=True)
