@@ -138,6 +138,7 @@ def test_image_option_picks_the_image_and_docker(kernel, docker_client):
     cell = kernel.run("%%sandbox --image jupyter-exec/base:latest\nimport os\nos.path.exists('/.dockerenv')",
                       check=True)
     assert cell.result_text == "True" and kernel.last_run()["backend"] == "docker"     # --image implies docker
+    assert "building image" not in cell.stderr          # an image alone needs no derived image
     missing = kernel.run("%%sandbox --image jupyter-exec/no-such-image\nprint('ran')")
     progress, error = missing.stderr.splitlines()
     assert progress.endswith("building for docker:jupyter-exec/no-such-image"), missing

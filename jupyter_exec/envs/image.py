@@ -35,6 +35,11 @@ def _image_python(image_id: str) -> str:
     return output.decode().strip()
 
 
+def _adds_nothing(spec: EnvSpec) -> bool:
+    """True if the env puts no files in the image, so no derived image is needed."""
+    return not (spec.needs_packages or spec.working_dir or spec.py_modules)
+
+
 class ImageEnvBuilder:
     """Builds ``EnvSpec`` into a derived image of ``base_image``."""
 
@@ -48,7 +53,7 @@ class ImageEnvBuilder:
             hash=hash_, path=path, python=None,
             sys_path=(f"{ENV_ROOT}/site", f"{ENV_ROOT}/py_modules"),
             working_dir=Path(f"{ENV_ROOT}/working_dir") if spec.working_dir else None,
-            image=f"jupyter-exec/env:{hash_}")
+            image=self.base_image if _adds_nothing(spec) else f"jupyter-exec/env:{hash_}")
 
     def build(self, spec: EnvSpec, path: Path, log: Path, progress: Progress) -> BuiltEnv:
         from docker.errors import ImageNotFound
@@ -63,6 +68,8 @@ class ImageEnvBuilder:
             raise BackendUnavailableError("docker", f"image {name} is not on this machine",
                                           f"build or pull it first: {build_command(name)}") from None
         path.mkdir(parents=True)
+        if _adds_nothing(spec):                  # --image alone (env vars at most): the image as it is
+            return self.describe(spec, path.name, path)
         staging = path / "context" / "env"
         (staging / "site").mkdir(parents=True)
         VenvBuilder.copy_files(spec, staging)
