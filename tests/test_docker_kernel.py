@@ -86,7 +86,7 @@ def test_host_port_and_dns_are_unreachable(kernel, listening_port, docker_client
         cell = kernel.run(f"{DOCKER}\nimport socket\nsocket.create_connection(({host!r}, {listening_port}), timeout=2)")
         assert cell.error and cell.error["ename"] in ("OSError", "ConnectionRefusedError"), (host, cell.error)
         assert kernel.last_run()["status"] == "failed"
-    cell = kernel.run(f"{DOCKER}\nimport socket\nsocket.getaddrinfo('pypi.org', 443)")
+    cell = kernel.run(f"{DOCKER}\nimport socket\nsocket.getaddrinfo('example.com', 443)")
     assert cell.error and "gaierror" in cell.error["evalue"] + cell.error["ename"], cell.error
     assert kernel.last_run()["status"] == "failed"
 
