@@ -29,7 +29,8 @@ def main() -> None:
 
     from IPython.testing.globalipapp import start_ipython
 
-    from jupyter_exec.backends.docker import DockerConfig
+    from jupyter_exec.backends.container import DockerConfig
+
     image = DockerConfig().image
     docker_cli = shutil.which("docker")
     if docker_cli is None:
@@ -37,28 +38,33 @@ def main() -> None:
 
     shell = start_ipython()
     shell.run_line_magic("load_ext", "jupyter_exec")
-    magics = shell.magics_manager.registry["ExecMagics"]
+    from jupyter_exec import current_manager
+
+    manager = current_manager()
 
     def cell() -> None:
         shell.run_cell_magic("sandbox", "--backend docker --quiet", "x = 1")
 
     def pool_ready() -> None:
-        pool = magics.manager.backend("docker").pool
+        pool = manager.backend("docker").pool
         while pool.idle_count() < pool.size:
             time.sleep(0.005)
-        time.sleep(0.2)          # let the daemon settle after the refill
+        time.sleep(0.2)  # let the daemon settle after the refill
 
     def settle() -> None:
-        time.sleep(0.2)          # the previous container's removal runs in the background
+        time.sleep(0.2)  # the previous container's removal runs in the background
 
-    reference = median_ms(lambda: subprocess.run([docker_cli, "run", "--rm", image, "python3", "-c", "pass"],
-                                                 check=True), runs, between=settle)
+    reference = median_ms(
+        lambda: subprocess.run([docker_cli, "run", "--rm", image, "python3", "-c", "pass"], check=True),
+        runs,
+        between=settle,
+    )
     cell()
     warm = median_ms(cell, runs, between=pool_ready)
-    magics.manager.shutdown()
-    magics.manager.config.pool_size = 0
+    manager.shutdown()
+    manager.config.pool_size = 0
     cold = median_ms(cell, runs, between=settle)
-    magics.manager.shutdown()
+    manager.shutdown()
     print(f"docker run --rm {image} python3 -c pass: {reference:7.1f} ms")
     print(f"%%sandbox --backend docker, pool warm:  {warm:7.1f} ms   ratio {warm / reference:.2f}x  (target <= 0.2x)")
     print(f"%%sandbox --backend docker, no pool:    {cold:7.1f} ms   ratio {cold / reference:.2f}x  (target <= 1.2x)")

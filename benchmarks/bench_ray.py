@@ -28,9 +28,10 @@ def main() -> None:
     os.environ["JX_RAY_ADDRESS"] = ""
 
     from IPython.testing.globalipapp import start_ipython
+
     shell = start_ipython()
     shell.run_line_magic("load_ext", "jupyter_exec")
-    shell.run_cell_magic("rayrun", "--quiet", "1")          # starts the embedded local Ray once
+    shell.run_cell_magic("rayrun", "--quiet", "1")  # starts the embedded local Ray once
 
     import ray
 
@@ -47,7 +48,7 @@ def main() -> None:
     def cell() -> None:
         shell.run_cell_magic("rayrun", "--quiet", "x = 1")
 
-    for _ in range(20):                                     # warm both paths' workers
+    for _ in range(20):  # warm both paths' workers
         cell()
         ray.get(trivial.remote())
     cell_ms, raw_ms = [], []
@@ -55,8 +56,10 @@ def main() -> None:
         cell_ms.append(median_ms(cell, args.runs // 5))
         raw_ms.append(median_ms(lambda: ray.get(trivial.remote()), args.runs // 5))
     cell_median, raw_median = sorted(cell_ms)[2], sorted(raw_ms)[2]
-    print(f"trivial cell: %%rayrun {cell_median:.2f} ms, ray.get(f.remote()) {raw_median:.2f} ms, "
-          f"ratio {cell_median / raw_median:.2f} (target <= 1.5)")
+    print(
+        f"trivial cell: %%rayrun {cell_median:.2f} ms, ray.get(f.remote()) {raw_median:.2f} ms, "
+        f"ratio {cell_median / raw_median:.2f} (target <= 1.5)"
+    )
 
     xs = list(range(args.items))
     map_ms, raw_map_ms = [], []
@@ -64,8 +67,10 @@ def main() -> None:
         map_ms.append(median_ms(lambda: jupyter_exec.map(lambda x: 2 * x, xs, progress=False), 1))
         raw_map_ms.append(median_ms(lambda: ray.get([double.remote(x) for x in xs]), 1))
     map_median, raw_map_median = sorted(map_ms)[2], sorted(raw_map_ms)[2]
-    print(f"{args.items} items: jupyter_exec.map {map_median:.1f} ms, raw ray.get([f.remote(x)...]) "
-          f"{raw_map_median:.1f} ms, ratio {map_median / raw_map_median:.2f} (target <= 1.2)")
+    print(
+        f"{args.items} items: jupyter_exec.map {map_median:.1f} ms, raw ray.get([f.remote(x)...]) "
+        f"{raw_map_median:.1f} ms, ratio {map_median / raw_map_median:.2f} (target <= 1.2)"
+    )
 
 
 if __name__ == "__main__":

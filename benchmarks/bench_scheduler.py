@@ -6,9 +6,9 @@ Three shapes: ``bushy`` (each node under a uniformly random earlier node: depth 
 many leaves), ``lines`` (8 roots, each node under the newest node of a random line or,
 one time in ten, under a random node of it: long chains with short side branches) and
 ``chain`` (the last of 8 roots grows one line ~100,000 deep, scores rising: a
-hill-climb that never branched, the worst case for MCTS's descent). 5 % of the nodes fail. Each timed ``next()`` is followed by an untimed ``release`` so
-the trace stays the same; the first call, which indexes the whole trace once, is
-reported apart as "catch-up". Target: median ≤ 1 ms.
+hill-climb that never branched, the worst case for MCTS's descent). 5 % of the nodes fail.
+Each timed ``next()`` is followed by an untimed ``release`` so the trace stays the same;
+the first call, which indexes the whole trace once, is reported apart as "catch-up". Target: median ≤ 1 ms.
 """
 
 from __future__ import annotations

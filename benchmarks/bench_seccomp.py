@@ -20,7 +20,6 @@ import time
 from timing import median_ms
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=40)
@@ -28,15 +27,18 @@ def main() -> None:
     os.environ.setdefault("JX_DATA_DIR", tempfile.mkdtemp(prefix="jx-bench-"))
 
     from IPython.testing.globalipapp import start_ipython
+
     shell = start_ipython()
     shell.run_line_magic("load_ext", "jupyter_exec")
-    magics = shell.magics_manager.registry["ExecMagics"]
+    from jupyter_exec import current_manager
+
+    manager = current_manager()
 
     def cell() -> None:
         shell.run_cell_magic("sandbox", "--backend seccomp --quiet", "x = 1")
 
     def pool_ready() -> None:
-        pool = magics.manager.backend("seccomp").pool
+        pool = manager.backend("seccomp").pool
         while pool.idle_count() < pool.size:
             time.sleep(0.005)
         time.sleep(0.05)
@@ -44,8 +46,8 @@ def main() -> None:
     raw = median_ms(lambda: subprocess.run([sys.executable, "-c", "x = 1"], check=True), runs)
     cell()
     warm = median_ms(cell, runs, between=pool_ready)
-    magics.manager.shutdown()
-    magics.manager.config.pool_size = 0
+    manager.shutdown()
+    manager.config.pool_size = 0
     cold = median_ms(cell, runs)
     print(f"subprocess.run([python, -c]):         {raw:7.1f} ms")
     print(f"%%sandbox --backend seccomp, warm:    {warm:7.1f} ms   ratio {warm / raw:.2f}x  (target <= 1.5x)")

@@ -8,8 +8,9 @@ limited and cancellable (``Manager.cancel``) like any other. When it succeeds it
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import JupyterExecError
 from .manager import EventCallback, Manager, RunResult
@@ -22,7 +23,7 @@ __all__ = ["BackgroundRun", "BackgroundRuns"]
 class BackgroundRun:
     """A handle on one background run: ``wait()`` for its result, ``done()`` to ask."""
 
-    def __init__(self, run_id: int, future: "Future[RunResult]") -> None:
+    def __init__(self, run_id: int, future: Future[RunResult]) -> None:
         self.run_id, self.future = run_id, future
 
     def done(self) -> bool:
@@ -33,8 +34,9 @@ class BackgroundRun:
         try:
             return self.future.result(timeout)
         except TimeoutError:
-            raise TimeoutError(f"run {self.run_id} is still running; %jx wait {self.run_id} again, "
-                               f"or %jx cancel {self.run_id}") from None
+            raise TimeoutError(
+                f"run {self.run_id} is still running; %jx wait {self.run_id} again, or %jx cancel {self.run_id}"
+            ) from None
 
     def __repr__(self) -> str:
         state = "finished" if self.done() else "running in the background"
@@ -48,9 +50,16 @@ class BackgroundRuns:
         self.manager = manager
         self._runs: dict[int, BackgroundRun] = {}
 
-    def start(self, code: str, spec: RunSpec, *, namespace: Mapping[str, Any] | None = None,
-              sink: OutputSink | None = None, on_event: EventCallback | None = None,
-              bind: Callable[[RunResult], None] | None = None) -> BackgroundRun:
+    def start(
+        self,
+        code: str,
+        spec: RunSpec,
+        *,
+        namespace: Mapping[str, Any] | None = None,
+        sink: OutputSink | None = None,
+        on_event: EventCallback | None = None,
+        bind: Callable[[RunResult], None] | None = None,
+    ) -> BackgroundRun:
         """Start the run on its own thread; return once it is recorded (it has an id)."""
         future: Future[RunResult] = Future()
         created: list[int] = []
@@ -77,7 +86,7 @@ class BackgroundRuns:
 
         threading.Thread(target=work, daemon=True, name="jx-background").start()
         recorded.wait()
-        if not created:            # refused before it was recorded (bad spec, no backend)
+        if not created:  # refused before it was recorded (bad spec, no backend)
             future.result()
         run = BackgroundRun(created[0], future)
         self._runs[run.run_id] = run

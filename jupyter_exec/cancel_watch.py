@@ -19,16 +19,18 @@ import logging
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Collection
+from collections.abc import Callable, Collection
+from typing import Any
 
 from ._proc import pid_alive
 from .errors import JupyterExecError
-from .store import FINAL_STATUSES, Store
+from .status import FINAL, Status
+from .store import Store
 
 __all__ = ["CancelWatcher", "ask_cancel", "cancel_elsewhere"]
 
-DELAY = 0.3         # seconds a run goes before it is watched
-INTERVAL = 0.3      # seconds between looks while runs are watched
+DELAY = 0.3  # seconds a run goes before it is watched
+INTERVAL = 0.3  # seconds between looks while runs are watched
 
 _log = logging.getLogger(__name__)
 
@@ -40,15 +42,22 @@ class CancelWatcher:
     Call ``run_started()`` after a run joins ``runs()``.
     """
 
-    def __init__(self, store: Store, runs: Callable[[], Collection[int]], cancel: Callable[[int], Any], *,
-                 delay: float = DELAY, interval: float = INTERVAL) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runs: Callable[[], Collection[int]],
+        cancel: Callable[[int], Any],
+        *,
+        delay: float = DELAY,
+        interval: float = INTERVAL,
+    ) -> None:
         self._store, self._runs, self._cancel = store, runs, cancel
         self._delay, self._interval = delay, interval
         self._wake = threading.Condition()
-        self._since: dict[int, float] = {}     # run id -> when the watcher saw it start
+        self._since: dict[int, float] = {}  # run id -> when the watcher saw it start
         self._stopped = False
         self._thread: threading.Thread | None = None
-        self.looks = 0                          # store queries made: short runs make none
+        self.looks = 0  # store queries made: short runs make none
 
     def run_started(self) -> None:
         """A run has started: it is looked at once it has gone on for ``delay`` seconds."""
@@ -62,7 +71,7 @@ class CancelWatcher:
             now = time.monotonic()
             for run_id in self._runs():
                 self._since.setdefault(run_id, now)
-            if idle:                        # the watcher is parked with no deadline: give it one
+            if idle:  # the watcher is parked with no deadline: give it one
                 self._wake.notify()
 
     def stop(self) -> None:
@@ -80,7 +89,7 @@ class CancelWatcher:
                 for run_id in [r for r in self._since if r not in running]:
                     del self._since[run_id]
                 if not self._since:
-                    self._wake.wait()       # idle: parked until the next run starts
+                    self._wake.wait()  # idle: parked until the next run starts
                     continue
                 now = time.monotonic()
                 due = frozenset(r for r, started in self._since.items() if now - started >= self._delay)
@@ -90,7 +99,7 @@ class CancelWatcher:
             return None
 
     def _loop(self) -> None:
-        asked: set[int] = set()             # cancelled already: not asked about again
+        asked: set[int] = set()  # cancelled already: not asked about again
         while (due := self._due()) is not None:
             asked &= due
             if due - asked:
@@ -103,14 +112,14 @@ class CancelWatcher:
         self.looks += 1
         try:
             wanted = self._store.cancel_requests(runs)
-        except sqlite3.Error as error:      # busy or closed: try again next time
+        except sqlite3.Error as error:  # busy or closed: try again next time
             _log.warning("jupyter-exec: could not read cancel requests: %s", error)
             return
         for run_id in wanted:
             asked.add(run_id)
             try:
                 self._cancel(run_id)
-            except Exception as error:      # one run's backend failing must not stop the watch
+            except Exception as error:  # one run's backend failing must not stop the watch
                 _log.warning("jupyter-exec: cancelling run %s failed: %s", run_id, error)
 
 
@@ -121,7 +130,7 @@ def ask_cancel(store: Store, run_id: int) -> dict[str, Any] | None:
     kernel would close it.
     """
     row = store.request_cancel(run_id)
-    if row is not None and row["status"] not in FINAL_STATUSES and not pid_alive(row["owner_pid"]):
+    if row is not None and row["status"] not in FINAL and not pid_alive(row["owner_pid"]):
         store.close_orphans(pid_alive)
         row = store.get(run_id)
     return row
@@ -132,15 +141,17 @@ def cancel_elsewhere(store: Store, run_id: int, wait: float = 5.0) -> str:
     row = ask_cancel(store, run_id)
     if row is None:
         raise JupyterExecError(f"no run {run_id}; `%jx runs` lists them")
-    if row["status"] in FINAL_STATUSES:
+    if row["status"] in FINAL:
         return f"run {run_id} already finished ({row['status']})"
     deadline = time.monotonic() + wait
-    while row["status"] not in FINAL_STATUSES and time.monotonic() < deadline:
+    while row["status"] not in FINAL and time.monotonic() < deadline:
         time.sleep(0.1)
         row = store.get(run_id) or row
-    if row["status"] == "cancelled":
+    if row["status"] == Status.CANCELLED:
         return f"run {run_id} cancelled by its kernel ({row['kernel']})"
-    if row["status"] in FINAL_STATUSES:
+    if row["status"] in FINAL:
         return f"run {run_id} ended {row['status']} before it could be cancelled"
-    return (f"cancel of run {run_id} requested; its kernel ({row['kernel']}, pid {row['owner_pid']}) has not "
-            f"stopped it after {wait:g} s — it will when that kernel is responsive again")
+    return (
+        f"cancel of run {run_id} requested; its kernel ({row['kernel']}, pid {row['owner_pid']}) has not "
+        f"stopped it after {wait:g} s — it will when that kernel is responsive again"
+    )

@@ -20,10 +20,17 @@ def main(argv: list[str] | None = None) -> int:
     image_commands = images.add_subparsers(dest="images_command", required=True)
     build = image_commands.add_parser("build", help="build jupyter-exec/NAME:latest from dockerfiles/NAME")
     build.add_argument("name", help="base, datascience, gpu or ray")
-    build.add_argument("--offline", action="store_true",
-                       help="make the base from this machine's Debian mirror (debootstrap), no registry needed")
-    build.add_argument("--ca-bundle", type=Path, metavar="FILE",
-                       help="CA bundle to trust for pip during the build (TLS-intercepting proxies)")
+    build.add_argument(
+        "--offline",
+        action="store_true",
+        help="make the base from this machine's Debian mirror (debootstrap), no registry needed",
+    )
+    build.add_argument(
+        "--ca-bundle",
+        type=Path,
+        metavar="FILE",
+        help="CA bundle to trust for pip during the build (TLS-intercepting proxies)",
+    )
     build.add_argument("--force", action="store_true", help="rebuild even when the image is up to date")
     build.add_argument("--rootfs-cache", type=Path, metavar="DIR", help="where the debootstrap tarball is kept")
     image_commands.add_parser("list", help="list the jupyter-exec images this Docker daemon has")
@@ -31,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     env_commands = envs.add_subparsers(dest="envs_command", required=True)
     env_commands.add_parser("list", help="the cached envs, most recently used first")
     build = env_commands.add_parser("build", help="build (or find) an env ahead of time, with progress")
-    build.add_argument("--backend", default="seccomp", help="whose env to build: seccomp/local (venv) or docker (image)")
+    build.add_argument(
+        "--backend", default="seccomp", help="whose env to build: seccomp/local (venv) or docker (image)"
+    )
     build.add_argument("--pip", action="append", metavar="REQ[,REQ]", help="requirements or local wheels (repeatable)")
     build.add_argument("--requirements", metavar="FILE", help="a requirements file")
     build.add_argument("--env-spec", metavar="FILE", help="a runtime env in YAML or JSON (Ray's field names)")
@@ -53,11 +62,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _images(args: argparse.Namespace) -> int:
-    from . import images
+    from .backends.container import images
+
     try:
         if args.images_command == "build":
-            images.build(args.name, offline=args.offline, ca_bundle=args.ca_bundle, force=args.force,
-                         rootfs_cache=args.rootfs_cache, progress=lambda line: print(line, flush=True))
+            images.build(
+                args.name,
+                offline=args.offline,
+                ca_bundle=args.ca_bundle,
+                force=args.force,
+                rootfs_cache=args.rootfs_cache,
+                progress=lambda line: print(line, flush=True),
+            )
         else:
             for row in images.list_images():
                 print(f"{row.tag:40} {row.size_mb:8.0f} MB  {row.created}  {row.source_hash}")
@@ -68,31 +84,35 @@ def _images(args: argparse.Namespace) -> int:
 
 
 def _envs(args: argparse.Namespace) -> int:
-    from .config import ExecConfig
-    from .envs import EnvCache
-    from .spec import parse_duration, parse_size
+    from .backends.factory import backend_class, env_builder_for
+    from .config import ExecConfig, application_config
+    from .envs import EnvCache, EnvSpec
+    from .units import parse_duration, parse_size
 
-    config = ExecConfig()
-    cache = EnvCache(config.envs_dir, config.store_path)
+    config = ExecConfig(config=application_config())
+    cache = EnvCache(config.envs_dir, config.store_path, env_builder_for)
     try:
         if args.envs_command == "list":
             for row in cache.index.all():
-                print(f"{row['hash']}  {row['status']:8} {row['size'] / 2**20:8.1f} MB  uses {row['uses']:<5} "
-                      f"builds {row['builds']:<3} {row['target']}")
+                print(
+                    f"{row['hash']}  {row['status']:8} {row['size'] / 2**20:8.1f} MB  uses {row['uses']:<5} "
+                    f"builds {row['builds']:<3} {row['target']}"
+                )
         elif args.envs_command == "build":
-            from .backends.factory import backend_class
-            from .envs import EnvSpec
             spec = EnvSpec.from_options(base_dir=Path.cwd(), pip=args.pip, requirements=args.requirements)
             if args.env_spec:
                 spec = spec.inherit(EnvSpec.from_file(Path(args.env_spec).resolve()))
-            builder = backend_class(args.backend)(pool_size=0).env_builder(config.ca_bundle or None, spec)
+            config.pool_size = 0  # a backend made only for its env builder starts nothing
+            builder = backend_class(args.backend)(config).env_builder(spec)
             if builder is None:
                 raise JupyterExecError(f"the {args.backend} backend builds no envs of its own (Ray builds them itself)")
             built = cache.ensure(spec, builder, lambda line: print(line, flush=True))
             print(f"{built.hash}  {built.image or built.python or built.path}")
         elif args.envs_command == "gc":
-            removed = cache.gc(parse_size(args.max_size or config.envs_max_size, "--max-size"),
-                               parse_duration(args.max_age or config.envs_max_age, "--max-age"))
+            removed = cache.gc(
+                parse_size(args.max_size or config.envs_max_size, "--max-size"),
+                parse_duration(args.max_age or config.envs_max_age, "--max-age"),
+            )
             print(f"removed {len(removed)} env(s)" + "".join(f"\n  {h}" for h in removed))
         else:
             matches = [r["hash"] for r in cache.index.all() if r["hash"].startswith(args.hash)]

@@ -3,7 +3,7 @@ and the administrator's policy in effect."""
 
 from __future__ import annotations
 
-from .backends.factory import availability_report
+from .backends.factory import availability_report, choose
 from .errors import BackendUnavailableError, PolicyError
 from .policy import Policy, load_policy, policy_report
 
@@ -24,7 +24,7 @@ def diagnose(policy: Policy | None = None) -> tuple[str, bool]:
             lines.append(f"              fix: {availability.fix}")
         lines.extend(f"              note: {note}" for note in availability.notes)
     try:
-        default = policy.choose_backend("auto")
+        default = choose("auto", policy)
         lines.append(f"%%sandbox uses: {default}")
         ok = True
     except (BackendUnavailableError, PolicyError) as error:

@@ -6,6 +6,8 @@
     ├── SpecError (ValueError)          bad limits, units, mounts, env vars: the user's input
     │   └── PolicyError                 refused by the administrator's policy (or it is unreadable)
     ├── TransferError                   a value cannot cross the sandbox boundary safely
+    ├── EnvBuildError                   a runtime env could not be built; carries its log
+    ├── ApiError                        a side-panel REST request that cannot be answered; carries the HTTP status
     └── TaskError                       the run did not succeed
         ├── RemoteError                 the cell raised; keeps type name, message, remote traceback
         ├── TaskCancelledError          cancelled (interrupt, %jx cancel)
@@ -16,14 +18,21 @@
 
 Errors carry data (run id, status, exit code, log path) so callers need not parse
 messages. Lower-level errors are mapped at each boundary with ``raise ... from``.
+``status_of`` and ``describe_error`` say how any exception ends a run in the store.
 """
 
 from __future__ import annotations
 
 import builtins
+from pathlib import Path
+from typing import Any
+
+from .status import Status
 
 __all__ = [
+    "ApiError",
     "BackendUnavailableError",
+    "EnvBuildError",
     "JupyterExecError",
     "NodeFailedError",
     "PolicyError",
@@ -34,7 +43,9 @@ __all__ = [
     "TaskError",
     "TaskTimeoutError",
     "TransferError",
+    "describe_error",
     "remote_error",
+    "status_of",
 ]
 
 
@@ -59,6 +70,25 @@ class TransferError(JupyterExecError):
     """A value cannot cross the sandbox boundary as data."""
 
 
+class EnvBuildError(JupyterExecError):
+    """A runtime environment could not be built. Carries the log's tail and where the log is."""
+
+    def __init__(self, message: str, log_path: Path, log_tail: str) -> None:
+        super().__init__(f"{message}\n--- last lines of {log_path} ---\n{log_tail}")
+        self.log_path, self.log_tail = log_path, log_tail
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"EnvBuildError: {self}"]
+
+
+class ApiError(JupyterExecError):
+    """A side-panel request that cannot be answered as asked; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class BackendUnavailableError(JupyterExecError):
     """The backend cannot run on this machine; ``fix`` says what to do about it."""
 
@@ -70,10 +100,11 @@ class BackendUnavailableError(JupyterExecError):
 class TaskError(JupyterExecError):
     """A run did not succeed. ``status`` is the run's final status in the store."""
 
-    status = "failed"
+    status: Status = Status.FAILED
 
-    def __init__(self, message: str, *, run_id: int | None = None, exit_code: int | None = None,
-                 log_path: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, run_id: int | None = None, exit_code: int | None = None, log_path: str | None = None
+    ) -> None:
         super().__init__(message)
         self.run_id, self.exit_code, self.log_path = run_id, exit_code, log_path
 
@@ -84,17 +115,17 @@ class TaskError(JupyterExecError):
 
 
 class TaskCancelledError(TaskError):
-    status = "cancelled"
+    status = Status.CANCELLED
 
 
 class TaskTimeoutError(TaskError):
-    status = "timeout"
+    status = Status.TIMEOUT
 
 
 class ResourceLimitError(TaskError):
     """A limit was hit; ``status`` is ``oom`` for memory, ``failed`` for the others."""
 
-    def __init__(self, message: str, *, status: str = "oom", **kwargs) -> None:
+    def __init__(self, message: str, *, status: Status = Status.OOM, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.status = status
 
@@ -106,19 +137,21 @@ class NodeFailedError(TaskError):
 class RemoteError(TaskError):
     """The cell raised. Shows the sandbox's traceback, not ours, in IPython."""
 
-    def __init__(self, type_name: str, message: str, traceback: str, **kwargs) -> None:
+    def __init__(self, type_name: str, message: str, traceback: str, **kwargs: Any) -> None:
         super().__init__(f"{type_name}: {message}" if message else type_name, **kwargs)
         self.type_name, self.remote_message, self.remote_traceback = type_name, message, traceback
 
     def _render_traceback_(self) -> list[str]:
-        return [*self.remote_traceback.rstrip("\n").splitlines(),
-                f"(raised inside the sandbox{f', run {self.run_id}' if self.run_id else ''})"]
+        return [
+            *self.remote_traceback.rstrip("\n").splitlines(),
+            f"(raised inside the sandbox{f', run {self.run_id}' if self.run_id else ''})",
+        ]
 
 
 _remote_classes: dict[str, type[RemoteError]] = {}
 
 
-def remote_error(type_name: str, message: str, traceback: str, **kwargs) -> RemoteError:
+def remote_error(type_name: str, message: str, traceback: str, **kwargs: Any) -> RemoteError:
     """A RemoteError that is also the built-in exception it reports, when there is one.
 
     So ``except PermissionError`` in the notebook catches a PermissionError raised in the
@@ -127,7 +160,8 @@ def remote_error(type_name: str, message: str, traceback: str, **kwargs) -> Remo
     """
     builtin = getattr(builtins, type_name, None)
     if not (isinstance(builtin, type) and issubclass(builtin, Exception)) or issubclass(
-            builtin, (KeyboardInterrupt, SystemExit)):
+        builtin, (KeyboardInterrupt, SystemExit)
+    ):
         return RemoteError(type_name, message, traceback, **kwargs)
     cls = _remote_classes.get(type_name)
     if cls is None:
@@ -136,3 +170,22 @@ def remote_error(type_name: str, message: str, traceback: str, **kwargs) -> Remo
     error = cls.__new__(cls)
     RemoteError.__init__(error, type_name, message, traceback, **kwargs)
     return error
+
+
+def status_of(error: BaseException) -> Status:
+    """The final status of a run that ``error`` ended: a ``TaskError`` knows its own;
+    an interrupt is ``cancelled``; anything else is ``failed``."""
+    if isinstance(error, TaskError):
+        return error.status
+    if isinstance(error, KeyboardInterrupt):
+        return Status.CANCELLED
+    return Status.FAILED
+
+
+def describe_error(error: BaseException | None) -> str | None:
+    """The one line the store keeps about ``error`` (None: no error)."""
+    if error is None:
+        return None
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(error).__name__}: {error}"

@@ -1,13 +1,16 @@
 """The kernel-side manager: one per kernel, the single way a cell gets run.
 
 ``Manager.run(code, spec)`` picks the backend, applies the default limits and the
-administrator's policy (``policy.py``: a refusal comes before anything is recorded or
-started), records the run, hands the backend a ``Submission``, waits (an interrupt
-cancels the run), binds nothing itself and returns a ``RunResult``. The row in the store
-is finished whatever happens. An ``on_event`` callback, if given, hears the run's life as
-plain dicts: ``created`` (id, backend, limits, log path), ``running``, ``sample``
-(resources, about 1/s) and ``finished`` (status, duration, error, peak memory); output
-chunks go to the sink as always.
+administrator's policy (``policy.py``, and the backend's own ``admit``: a refusal comes
+before anything is recorded or started), records the run, hands the backend a
+``Submission``, waits (an interrupt cancels the run), binds nothing itself and returns a
+``RunResult``. The row in the store is finished whatever happens. An ``on_event``
+callback, if given, hears the run's life as plain dicts: ``created`` (id, backend,
+limits, log path), ``running``, ``sample`` (resources, about 1/s) and ``finished``
+(status, duration, error, peak memory); output chunks go to the sink as always.
+``Manager.map`` fans one function or cell out over many items the same way, recorded as
+one batch run. The Manager knows backends only through ``backends.base`` and
+``backends.factory``.
 """
 
 from __future__ import annotations
@@ -19,28 +22,26 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ._proc import pid_alive
+from .backends import factory
 from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
-from .backends.cgroups import reap_cgroups
-from .backends.docker_pool import reap_containers
-from .backends.factory import backend_class
-from .backends.ray import RayBackend, RayOptions
-from .backends.workers import reap_workers
 from .cancel_watch import CancelWatcher
-from .config import ExecConfig
+from .config import ExecConfig, application_config
 from .envs import BuiltEnv, EnvCache, EnvSpec
+from .errors import BackendUnavailableError, JupyterExecError, SpecError, TaskError, describe_error, status_of
 from .monitor import Monitor
-from .errors import BackendUnavailableError, JupyterExecError, SpecError, TaskCancelledError, TaskError
 from .output import ConsoleSink, RunOutput
 from .policy import Policy, policy_in_effect
 from .runner.protocol import OutputSink
 from .runner.transfer import pack_inputs
 from .spec import Limits, RunSpec
+from .status import Status
 from .store import Store
 
 __all__ = ["EventCallback", "Manager", "RunResult"]
@@ -54,7 +55,7 @@ class RunResult:
     """A finished, successful run: the last value and the ``--out`` values, as data."""
 
     run_id: int
-    status: str
+    status: Status
     value: Any = None
     outputs: dict[str, Any] = field(default_factory=dict)
 
@@ -63,20 +64,20 @@ class Manager:
     """Runs cells for one kernel and keeps the record."""
 
     def __init__(self, config: ExecConfig | None = None, kernel_id: str | None = None) -> None:
-        self.config = config or ExecConfig()
-        self.policy = policy_in_effect()           # the administrator's; read once per process
+        self.config = config or ExecConfig(config=application_config())
+        self.policy = policy_in_effect()  # the administrator's; read once per process
         self.kernel_id = kernel_id or f"pid-{os.getpid()}"
         self.store = Store(self.config.store_path)
-        self.logs_dir = self.config.logs_dir      # fixed with the store: both live in data_dir
+        self.logs_dir = self.config.logs_dir  # fixed with the store: both live in data_dir
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.scratch_root = Path(self.config.scratch_dir)
         self.scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._backends: dict[str, ExecutorBackend] = {}
-        self.envs = EnvCache(self.config.envs_dir, self.config.store_path)
-        self.default_env: EnvSpec | None = None        # %jx env: inherited by every run
+        self.envs = EnvCache(self.config.envs_dir, self.config.store_path, factory.env_builder_for)
+        self.default_env: EnvSpec | None = None  # %jx env: inherited by every run
         self._active: dict[int, TaskHandle] = {}
-        self._starting: set[int] = set()           # recorded, not yet submitted (env being built)
-        self._cancel_asked: set[int] = set()       # cancelled while starting: cancelled once submitted
+        self._starting: set[int] = set()  # recorded, not yet submitted (env being built)
+        self._cancel_asked: set[int] = set()  # cancelled while starting: cancelled once submitted
         self._lock = threading.Lock()
         # Cancel requests from the side panel or other kernels, for runs past a fraction of a second.
         self._cancel_watch = CancelWatcher(self.store, lambda: (*self._starting, *self._active), self.cancel)
@@ -84,19 +85,19 @@ class Manager:
         atexit.register(self.shutdown)
 
     def reap(self) -> dict[str, int]:
-        """Remove what dead kernels left behind: processes, cgroups, containers, unfinished rows."""
-        return {"workers": reap_workers(), "cgroups": reap_cgroups(), "containers": reap_containers(),
-                "runs": self.store.close_orphans(pid_alive)}
+        """Remove what dead kernels left behind: each backend's leftovers, then unfinished rows."""
+        return {**factory.reap_all(), "runs": self.store.close_orphans(pid_alive)}
 
     def backend(self, name: str) -> ExecutorBackend:
-        """The initialised backend called ``name`` (``auto`` resolved), made once per kernel.
-        The policy picks among the backends it allows and refuses the others before they are made."""
-        resolved = self.policy.choose_backend(name if name != "auto" else self.config.backend)
+        """The initialised backend called ``name`` (``auto``: the strongest that works here among
+        those the policy allows), made once per kernel; the policy refuses the others before
+        they are made."""
+        resolved = factory.choose(name if name != "auto" else self.config.backend, self.policy)
         with self._lock:
             backend = self._backends.get(resolved)
             if backend is None:
-                backend = backend_class(resolved)(pool_size=self.config.pool_size)
-                self.policy.check_image(backend.image(None))     # not even a pool starts a forbidden image
+                backend = factory.backend_class(resolved)(self.config)
+                self.policy.check_image(backend.image(None))  # not even a pool starts a forbidden image
                 backend.initialize()
                 self._backends[resolved] = backend
         return backend
@@ -105,8 +106,15 @@ class Manager:
         """The backend ``name`` if this kernel has started it (nothing is started by asking)."""
         return self._backends.get(name)
 
-    def run(self, code: str, spec: RunSpec, *, namespace: Mapping[str, Any] | None = None,
-            sink: OutputSink | None = None, on_event: EventCallback | None = None) -> RunResult:
+    def run(
+        self,
+        code: str,
+        spec: RunSpec,
+        *,
+        namespace: Mapping[str, Any] | None = None,
+        sink: OutputSink | None = None,
+        on_event: EventCallback | None = None,
+    ) -> RunResult:
         """Run ``code`` as ``spec`` says; raise the ``TaskError`` that ends it otherwise."""
         emit = on_event or _ignore
         backend = self.backend(spec.backend)
@@ -114,14 +122,30 @@ class Manager:
         spec = self._admitted(spec, backend, wanted_env)
         inputs = pack_inputs(spec.inputs, namespace or {})
         run_id = self.store.create_run(
-            kernel=self.kernel_id, owner_pid=os.getpid(), name=spec.name, backend=backend.name,
-            isolation=backend.isolation, spec=spec.describe(), code=code,
-            code_hash=hashlib.sha256(code.encode()).hexdigest())
-        scratch = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self.scratch_root)) if backend.needs_scratch \
-            else None
+            kernel=self.kernel_id,
+            owner_pid=os.getpid(),
+            name=spec.name,
+            backend=backend.name,
+            isolation=backend.isolation,
+            spec=spec.describe(),
+            code=code,
+            code_hash=hashlib.sha256(code.encode()).hexdigest(),
+        )
+        scratch = (
+            Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self.scratch_root)) if backend.needs_scratch else None
+        )
         log_path = self.logs_dir / f"{run_id}.log"
-        emit("created", {"run_id": run_id, "backend": backend.name, "isolation": backend.isolation,
-                         "limits": spec.limits.as_dict(), "log_path": str(log_path), "name": spec.name})
+        emit(
+            "created",
+            {
+                "run_id": run_id,
+                "backend": backend.name,
+                "isolation": backend.isolation,
+                "limits": spec.limits.as_dict(),
+                "log_path": str(log_path),
+                "name": spec.name,
+            },
+        )
         shown = sink or ConsoleSink()
         output = RunOutput(run_id, log_path, shown, self.config.output_limit_bytes())
         self._starting.add(run_id)
@@ -131,8 +155,9 @@ class Manager:
         leases = ExitStack()
         try:
             spec, environment = self._environment(spec, wanted_env, backend, shown, leases)
-            handle = backend.submit(Submission(run_id, self.kernel_id, code, spec, inputs, scratch, output,
-                                               environment))
+            handle = backend.submit(
+                Submission(run_id, self.kernel_id, code, spec, inputs, scratch, output, environment)
+            )
             with self._lock:
                 self._active[run_id] = handle
                 cancel_now = run_id in self._cancel_asked
@@ -143,7 +168,7 @@ class Manager:
             try:
                 # Sample only runs that last: a short cell never pays for a monitor thread, and
                 # no thread at all for a backend that cannot tell.
-                if type(backend).sample is not ExecutorBackend.sample and not handle.wait(_FIRST_SAMPLE):
+                if backend.samples and not handle.wait(_FIRST_SAMPLE):
                     monitor = Monitor(lambda: backend.sample(handle), lambda sample: emit("sample", sample)).start()
                 envelope = backend.get_result(handle)
             except KeyboardInterrupt:
@@ -151,14 +176,15 @@ class Manager:
                 handle.wait(10)
                 raise
             outcome = handle.outcome
-            result = RunResult(run_id, "succeeded", envelope.decoded_value(spec.trust),
-                               envelope.decoded_outputs(spec.trust))
+            result = RunResult(
+                run_id, Status.SUCCEEDED, envelope.decoded_value(spec.trust), envelope.decoded_outputs(spec.trust)
+            )
         except BaseException as error:
             outcome = outcome or (self._active.get(run_id) and self._active[run_id].outcome)
-            self._finish(run_id, _status_of(error), outcome, error, monitor, emit)
+            self._finish(run_id, status_of(error), outcome, error, monitor, emit)
             raise
         else:
-            self._finish(run_id, "succeeded", outcome, None, monitor, emit)
+            self._finish(run_id, Status.SUCCEEDED, outcome, None, monitor, emit)
             return result
         finally:
             leases.close()
@@ -168,23 +194,70 @@ class Manager:
             output.close()
             if scratch is not None:
                 try:
-                    scratch.rmdir()     # the usual case (the cell left nothing), and far cheaper than rmtree
+                    scratch.rmdir()  # the usual case (the cell left nothing), and far cheaper than rmtree
                 except OSError:
                     shutil.rmtree(scratch, ignore_errors=True)
+
+    def map(
+        self,
+        work: Callable[[Any], Any] | str,
+        items: list[Any],
+        spec: RunSpec,
+        *,
+        batch_size: int | None = None,
+        max_parallel: int | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[Any]:
+        """``[work(item) for item in items]`` on ``spec.backend``, results in order, recorded as one
+        batch run (its details count the items); the first item that raises ends it with that error."""
+        backend = self.backend(spec.backend)
+        if not backend.fans_out:
+            raise BackendUnavailableError(
+                backend.name,
+                "jupyter_exec.map fans out on Ray only for now",
+                "pass backend='ray', or loop over %%sandbox runs",
+            )
+        if self.policy.sources:
+            type(backend).admit(spec, self.policy)
+        code = work if isinstance(work, str) else f"map({getattr(work, '__qualname__', type(work).__name__)})"
+        run_id = self.store.create_run(
+            kernel=self.kernel_id,
+            owner_pid=os.getpid(),
+            name=spec.name or "map",
+            backend=backend.name,
+            isolation=backend.isolation,
+            spec=spec.describe(),
+            code=code,
+            code_hash=hashlib.sha256(code.encode()).hexdigest(),
+        )
+        self.store.mark_running(run_id, None)
+        details = {"items": len(items)}
+        try:
+            results = backend.map(
+                work, items, spec, run_id=run_id, batch_size=batch_size, max_parallel=max_parallel, progress=progress
+            )
+        except BaseException as error:
+            self.store.finish_run(run_id, status_of(error), error=describe_error(error), details=details)
+            raise
+        self.store.finish_run(run_id, Status.SUCCEEDED, details=details)
+        return results
 
     def _admitted(self, spec: RunSpec, backend: ExecutorBackend, wanted_env: EnvSpec | None) -> RunSpec:
         """The spec with the default limits under its own and the administrator's ceilings over
         both; a ``PolicyError`` if it asks for more than the policy allows (nothing is recorded yet)."""
         image = backend.image(wanted_env)
         if wanted_env is not None and wanted_env.image and image is None:
-            raise SpecError(f"image {wanted_env.image}: only the docker backend runs images, and this run is on "
-                            f"{backend.name}, which runs cells on its own Python; use %%sandbox --backend docker, "
-                            "or drop the image")
+            raise SpecError(
+                f"image {wanted_env.image}: only the docker backend runs images, and this run is on "
+                f"{backend.name}, which runs cells on its own Python; use %%sandbox --backend docker, "
+                "or drop the image"
+            )
         self.policy.check_image(image)
-        if self.policy.sources and backend.name == RayBackend.name:     # no policy file: nothing to check
-            self.policy.check_ray(RayOptions.from_placement(spec.placement))     # before Ray is connected
-        return replace(spec, limits=_merged_limits(spec.limits, self.config.default_limits(),
-                                                   backend.enforced_limits, self.policy))
+        if self.policy.sources:  # no policy file: the backend's options have nothing to pass
+            type(backend).admit(spec, self.policy)
+        return replace(
+            spec, limits=_merged_limits(spec.limits, self.config.default_limits(), backend.enforced_limits, self.policy)
+        )
 
     def _wanted_env(self, spec: RunSpec) -> EnvSpec | None:
         """The run's runtime env with the kernel default (``%jx env``) inherited; None if empty."""
@@ -193,8 +266,9 @@ class Manager:
             wanted = wanted.inherit(self.default_env) if wanted else self.default_env
         return None if wanted is None or wanted.is_empty() else wanted
 
-    def _environment(self, spec: RunSpec, wanted: EnvSpec | None, backend: ExecutorBackend, shown: OutputSink,
-                     leases: ExitStack) -> tuple[RunSpec, BuiltEnv | None]:
+    def _environment(
+        self, spec: RunSpec, wanted: EnvSpec | None, backend: ExecutorBackend, shown: OutputSink, leases: ExitStack
+    ) -> tuple[RunSpec, BuiltEnv | None]:
         """The run's runtime env (``_wanted_env``), built or found in the cache.
 
         Its env_vars join the run's environment variables; the env is leased for the run.
@@ -202,12 +276,15 @@ class Manager:
         if wanted is None:
             return spec, None
         spec = replace(spec, runtime_env=wanted, env={**wanted.env_vars, **spec.env})
-        builder = backend.env_builder(self.config.ca_bundle or None, wanted)
+        builder = backend.env_builder(wanted)
         if builder is None:
             if backend.native_runtime_env:
                 return spec, None
-            raise BackendUnavailableError(backend.name, "runtime environments (--pip, --working-dir, ...) "
-                                          "are not supported by this backend yet", "use --backend seccomp")
+            raise BackendUnavailableError(
+                backend.name,
+                "runtime environments (--pip, --working-dir, ...) are not supported by this backend yet",
+                "use --backend seccomp",
+            )
 
         def progress(line: str) -> None:
             shown.output("stderr", f"[jupyter-exec] {line}\n")
@@ -216,8 +293,15 @@ class Manager:
         leases.enter_context(self.envs.lease(environment.hash))
         return spec, environment
 
-    def _finish(self, run_id: int, status: str, outcome: Outcome | None, error: BaseException | None,
-                monitor: Monitor | None, emit: EventCallback) -> None:
+    def _finish(
+        self,
+        run_id: int,
+        status: Status,
+        outcome: Outcome | None,
+        error: BaseException | None,
+        monitor: Monitor | None,
+        emit: EventCallback,
+    ) -> None:
         if monitor is not None:
             monitor.stop()
         if isinstance(error, TaskError):
@@ -225,17 +309,30 @@ class Manager:
             error.log_path = str(self.logs_dir / f"{run_id}.log")
         # The backend's peak can miss memory charged before the run's cgroup was joined; samples
         # can miss a short spike: the larger of the two is the better answer.
-        peak = max((outcome.peak_memory if outcome else None) or 0, (monitor.peak_memory if monitor else None) or 0) or None
+        peak = (
+            max((outcome.peak_memory if outcome else None) or 0, (monitor.peak_memory if monitor else None) or 0)
+            or None
+        )
         self.store.finish_run(
-            run_id, status, error=_describe(error),
+            run_id,
+            status,
+            error=describe_error(error),
             exit_code=outcome.exit_code if outcome else None,
             peak_memory=peak,
             cpu_seconds=outcome.cpu_seconds if outcome else None,
-            details=outcome.details if outcome else None)
-        if emit is not _ignore:               # the row is read back only for someone watching
-            emit("finished", {"status": status, "error": _describe(error), "peak_memory": peak,
-                              "cpu_seconds": outcome.cpu_seconds if outcome else None,
-                              "duration": (self.store.get(run_id) or {}).get("duration")})
+            details=outcome.details if outcome else None,
+        )
+        if emit is not _ignore:  # the row is read back only for someone watching
+            emit(
+                "finished",
+                {
+                    "status": status,
+                    "error": describe_error(error),
+                    "peak_memory": peak,
+                    "cpu_seconds": outcome.cpu_seconds if outcome else None,
+                    "duration": (self.store.get(run_id) or {}).get("duration"),
+                },
+            )
 
     def cancel(self, run_id: int) -> bool:
         """Cancel a run of this kernel that is still going (or still starting: it is
@@ -263,7 +360,7 @@ class Manager:
         self._backends.clear()
 
 
-_FIRST_SAMPLE = 0.3      # seconds a run goes before its resources are sampled
+_FIRST_SAMPLE = 0.3  # seconds a run goes before its resources are sampled
 
 
 @functools.lru_cache(maxsize=64)
@@ -278,19 +375,3 @@ def _merged_limits(limits: Limits, defaults: Limits, enforced: frozenset[str] | 
 
 def _ignore(kind: str, data: dict[str, Any]) -> None:
     """The event callback of a run nobody watches."""
-
-
-def _status_of(error: BaseException) -> str:
-    if isinstance(error, TaskError):
-        return error.status
-    if isinstance(error, (KeyboardInterrupt, TaskCancelledError)):
-        return "cancelled"
-    return "failed"
-
-
-def _describe(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted"
-    return f"{type(error).__name__}: {error}"

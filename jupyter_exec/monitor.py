@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 __all__ = ["Monitor", "proc_usage"]
 
@@ -31,7 +32,7 @@ def proc_usage(pids: Iterable[int]) -> dict[str, Any]:
                 memory += int(statm.read().split()[1]) * _PAGE
         except (OSError, IndexError, ValueError):
             continue
-        ticks += sum(int(f) for f in fields[11:15])        # utime stime cutime cstime
+        ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
     return {"memory": memory, "cpu_seconds": ticks / _TICKS}
 
 
@@ -42,15 +43,16 @@ class Monitor:
     ...}`` plus whatever else the backend reported (``gpu``, ``gpu_memory``).
     """
 
-    def __init__(self, read: Callable[[], dict[str, Any] | None], emit: Callable[[dict[str, Any]], None],
-                 interval: float = 1.0) -> None:
+    def __init__(
+        self, read: Callable[[], dict[str, Any] | None], emit: Callable[[dict[str, Any]], None], interval: float = 1.0
+    ) -> None:
         self.read, self.emit, self.interval = read, emit, interval
         self.peak_memory: int | None = None
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="jx-monitor")
 
-    def start(self) -> "Monitor":
+    def start(self) -> Monitor:
         self._thread.start()
         return self
 
@@ -61,13 +63,13 @@ class Monitor:
 
     def _run(self) -> None:
         started = time.monotonic()
-        last: tuple[float, float] | None = None          # (when, cpu seconds) of the previous reading
-        wait = min(self.interval, 0.3)                    # the first look comes early, for short runs
+        last: tuple[float, float] | None = None  # (when, cpu seconds) of the previous reading
+        wait = min(self.interval, 0.3)  # the first look comes early, for short runs
         while not self._stop.wait(wait):
             wait = self.interval
             try:
                 reading = self.read()
-            except Exception:          # the run ended under us: there is nothing left to read
+            except Exception:  # the run ended under us: there is nothing left to read
                 reading = None
             if not reading:
                 continue

@@ -64,7 +64,7 @@ class RunOutput:
             if self.log is None:
                 self.log = open(self.log_path, "w", encoding="utf-8", errors="replace")
             self.log.write(text)
-            self.log.flush()            # readers (the side panel) tail the file while the run goes on
+            self.log.flush()  # readers (the side panel) tail the file while the run goes on
             if self.truncated:
                 return
             size = len(text.encode("utf-8", "replace"))
@@ -72,8 +72,11 @@ class RunOutput:
                 room = max(self.limit - self.shown_bytes, 0)
                 head = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
                 self.truncated = True
-                self.shown.output(stream, head + f"\n[jupyter-exec] output truncated at {self.limit:,} bytes; "
-                                                  f"full log: %jx logs {self.run_id}\n")
+                self.shown.output(
+                    stream,
+                    head + f"\n[jupyter-exec] output truncated at {self.limit:,} bytes; "
+                    f"full log: %jx logs {self.run_id}\n",
+                )
                 return
             self.shown_bytes += size
         self.shown.output(stream, text)

@@ -22,8 +22,10 @@ the process's policy is then *broken* and every run is refused with the file, th
 the fix (fail closed); ``doctor`` says so.
 
 What it governs is what jupyter-exec runs on the user's behalf (``Manager.run`` checks
-every cell, ``map`` every fan-out). It cannot stop code the user runs directly in the
-kernel: the kernel's own container limits are for that.
+every cell and every ``map``; a backend's own options through its ``admit``). It cannot
+stop code the user runs directly in the kernel: the kernel's own container limits are
+for that. A ``Policy`` is data: it answers ``allows``/``require``/``at_most``/``bound``
+and never talks to a daemon (the Manager resolves ``auto``).
 """
 
 from __future__ import annotations
@@ -35,56 +37,31 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any
 
 import yaml
 
-from .backends.factory import BACKENDS, resolve_name
+from .backends.factory import BACKENDS
 from .errors import PolicyError, SpecError
-from .spec import Limits, parse_duration, parse_positive_int, parse_size
-
-if TYPE_CHECKING:
-    from .backends.ray import RayOptions
+from .spec import Limits
+from .units import format_duration, format_size, parse_count, parse_duration, parse_number, parse_size
 
 __all__ = ["POLICY_DIRS", "POLICY_ENV", "Policy", "load_policy", "parse_policy", "policy_in_effect", "policy_report"]
 
 POLICY_DIRS = (Path("/etc/jupyter-exec"), Path(sys.prefix) / "etc" / "jupyter-exec")
 POLICY_NAMES = ("policy.yaml", "policy.yml", "policy.json")
 POLICY_ENV = "JX_POLICY"
-LOCAL_RAY = "local"          # in ray_addresses: the embedded Ray a kernel starts for itself
-
-
-def _size_text(size: float) -> str:
-    for unit, factor in (("t", 1024**4), ("g", 1024**3), ("m", 1024**2), ("k", 1024)):
-        if size >= factor and (size * 100) % factor == 0:
-            return f"{size / factor:g}{unit}"
-    return f"{size:g}"
-
-
-def _duration_text(seconds: float) -> str:
-    for unit, factor in (("h", 3600), ("m", 60)):
-        if seconds >= factor and seconds % factor == 0:
-            return f"{seconds / factor:g}{unit}"
-    return f"{seconds:g}s"
 
 
 def _number(value: Any, where: str, whole: bool = False, zero: bool = False) -> float:
     """A number from the file: a whole one for counts; more than 0 unless ``zero`` is allowed."""
-    kind = "a whole number like 2" if whole else "a number like 2 or 0.5"
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SpecError(f"{where}: expected {kind}, got {value!r}") from None
-    if not math.isfinite(number) or (whole and not number.is_integer()):
-        raise SpecError(f"{where}: expected {kind}, got {value!r}")
-    if number < 0 or (number == 0 and not zero):
-        raise SpecError(f"{where}: must be {'0 or more' if zero else 'more than 0'}, got {value!r}")
-    return int(number) if whole else number
+    if whole:
+        return parse_count(value, where, allow_zero=zero, example="2")
+    return parse_number(value, where, allow_zero=zero, example="2 or 0.5")
 
 
 def _switch(value: Any, where: str) -> float:
@@ -98,24 +75,24 @@ def _switch(value: Any, where: str) -> float:
 class _Ceiling:
     """How one ceiling key is read from a file and shown back."""
 
-    flag: str                                   # what the user types
-    parse: Callable[[Any, str], float]          # (value in the file, "policy FILE, key K") -> number
-    text: Callable[[float], str]                # number -> as a user would type it
-    limit: bool = False                         # a Limits field of the same name: applies when unset
+    flag: str  # what the user types
+    parse: Callable[[Any, str], float]  # (value in the file, "policy FILE, key K") -> number
+    text: Callable[[float], str]  # number -> as a user would type it
+    limit: bool = False  # a Limits field of the same name: applies when unset
 
 
 _CEILINGS: dict[str, _Ceiling] = {
-    "memory": _Ceiling("--mem", parse_size, _size_text, limit=True),
+    "memory": _Ceiling("--mem", parse_size, format_size, limit=True),
     "cpus": _Ceiling("--cpus", _number, "{:g}".format, limit=True),
-    "timeout": _Ceiling("--timeout", parse_duration, _duration_text, limit=True),
-    "cpu_time": _Ceiling("--cpu-time", parse_duration, _duration_text, limit=True),
-    "pids": _Ceiling("--pids", parse_positive_int, "{:g}".format, limit=True),
-    "fsize": _Ceiling("--fsize", parse_size, _size_text, limit=True),
-    "shm": _Ceiling("--shm", parse_size, _size_text, limit=True),
+    "timeout": _Ceiling("--timeout", parse_duration, format_duration, limit=True),
+    "cpu_time": _Ceiling("--cpu-time", parse_duration, format_duration, limit=True),
+    "pids": _Ceiling("--pids", parse_count, "{:g}".format, limit=True),
+    "fsize": _Ceiling("--fsize", parse_size, format_size, limit=True),
+    "shm": _Ceiling("--shm", parse_size, format_size, limit=True),
     "gpus": _Ceiling("--gpus", functools.partial(_number, whole=True, zero=True), "{:g}".format),
     "network": _Ceiling("--network", _switch, lambda on: "allowed" if on else "not allowed"),
     "ray_num_cpus": _Ceiling("--num-cpus", _number, "{:g}".format),
-    "ray_memory": _Ceiling("--memory", parse_size, _size_text),
+    "ray_memory": _Ceiling("--memory", parse_size, format_size),
 }
 _LIMIT_KEYS = tuple(key for key, ceiling in _CEILINGS.items() if ceiling.limit)
 _ALLOW_KEYS = ("backends", "images", "ray_addresses")
@@ -126,7 +103,7 @@ class Ceiling:
     """The most a run may ask for of one kind (bytes, seconds, CPUs, a count; network 0/1)."""
 
     value: float
-    source: str              # the file that set it
+    source: str  # the file that set it
 
 
 @dataclass(frozen=True)
@@ -140,24 +117,28 @@ class AllowList:
         return any(fnmatch.fnmatchcase(choice, pattern) for pattern in self.patterns)
 
 
-@dataclass(frozen=True, eq=False)    # compared and hashed by identity: a key of the per-run limits cache
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: a key of the per-run limits cache
 class Policy:
     """Ceilings and allow-lists from the files read; the empty policy allows everything."""
 
     ceilings: Mapping[str, Ceiling] = field(default_factory=lambda: MappingProxyType({}))
     allow: Mapping[str, tuple[AllowList, ...]] = field(default_factory=lambda: MappingProxyType({}))
-    sources: tuple[str, ...] = ()          # the files it was read from
-    broken: str | None = None             # why a file could not be read: every run is refused
+    sources: tuple[str, ...] = ()  # the files it was read from
+    broken: str | None = None  # why a file could not be read: every run is refused
 
-    def strictest(self, other: "Policy") -> "Policy":
+    def strictest(self, other: Policy) -> Policy:
         """Both policies at once: the lower of each ceiling, every allow-list of both."""
         ceilings = dict(self.ceilings)
         for key, ceiling in other.ceilings.items():
             if key not in ceilings or ceiling.value < ceilings[key].value:
                 ceilings[key] = ceiling
         allow = {key: self.allow.get(key, ()) + other.allow.get(key, ()) for key in {*self.allow, *other.allow}}
-        return Policy(MappingProxyType(ceilings), MappingProxyType(allow), self.sources + other.sources,
-                      self.broken or other.broken)
+        return Policy(
+            MappingProxyType(ceilings),
+            MappingProxyType(allow),
+            self.sources + other.sources,
+            self.broken or other.broken,
+        )
 
     @functools.cached_property
     def allowed_backends(self) -> frozenset[str] | None:
@@ -165,30 +146,29 @@ class Policy:
         lists = self.allow.get("backends", ())
         return frozenset(name for name in BACKENDS if all(a.allows(name) for a in lists)) if lists else None
 
-    def choose_backend(self, name: str) -> str:
-        """The backend ``name`` stands for (``auto``: the strongest that works here among those
-        allowed); a broken policy refuses every run, and a backend no allow-list admits is refused."""
+    def refuse_if_broken(self) -> None:
+        """A policy file that cannot be read refuses every run (fail closed)."""
         if self.broken:
             raise PolicyError(f"every run is refused until the administrator's policy is fixed: {self.broken}")
-        resolved = resolve_name(name, self.allowed_backends)
-        if self.allowed_backends is not None and resolved not in self.allowed_backends:
-            self._check_allowed("backends", resolved, f"the {resolved} backend")     # raises, naming the list
-        return resolved
+
+    def allows(self, kind: str, choice: str) -> bool:
+        """Whether every allow-list of ``kind`` (backends, images, ray_addresses) admits ``choice``."""
+        return all(allowed.allows(choice) for allowed in self.allow.get(kind, ()))
+
+    def require(self, kind: str, choice: str, what: str) -> None:
+        """Refuse ``choice`` (``what`` names it in the message) unless every allow-list of ``kind`` admits it."""
+        for allowed in self.allow.get(kind, ()):
+            if not allowed.allows(choice):
+                raise PolicyError(
+                    f"{what} is not allowed by the administrator's policy ({allowed.source}); "
+                    f"allowed: {', '.join(allowed.patterns) or 'none'}",
+                    allowed.source,
+                )
 
     def check_image(self, image: str | None) -> None:
-        """Refuse a Docker image no allow-list admits (None: the backend runs no image)."""
+        """Refuse a container image no allow-list admits (None: the backend runs no image)."""
         if image is not None:
-            self._check_allowed("images", image, f"image {image}")
-
-    def check_ray(self, options: "RayOptions") -> None:
-        """A Ray task's reservations and address, before anything connects."""
-        self.choose_backend("ray")
-        self._at_most("gpus", "--num-gpus", options.num_gpus)
-        self._at_most("ray_num_cpus", "--num-cpus", options.num_cpus)
-        self._at_most("ray_memory", "--memory", options.memory)
-        address = options.address or LOCAL_RAY
-        self._check_allowed("ray_addresses", address,
-                            "the embedded local Ray" if address == LOCAL_RAY else f"Ray address {address}")
+            self.require("images", image, f"image {image}")
 
     def bound(self, asked: Limits, merged: Limits, enforced: frozenset[str] | None) -> Limits:
         """``merged`` (the run's limits over the defaults) under the ceilings.
@@ -197,32 +177,35 @@ class Policy:
         default above the ceiling, or none) becomes the ceiling, where the backend enforces it.
         """
         for key in _LIMIT_KEYS:
-            self._at_most(key, _CEILINGS[key].flag, getattr(asked, key))
-        self._at_most("gpus", "--gpus", _gpu_count(asked.gpus), asked.gpus)
-        self._at_most("network", "--network", 1.0 if asked.network else None)
-        lowered = {key: ceiling.value for key, ceiling in self.ceilings.items()
-                   if key in _LIMIT_KEYS and (enforced is None or key in enforced)
-                   and (getattr(merged, key) is None or getattr(merged, key) > ceiling.value)}
+            self.at_most(key, _CEILINGS[key].flag, getattr(asked, key))
+        self.at_most("gpus", "--gpus", _gpu_count(asked.gpus), asked.gpus)
+        self.at_most("network", "--network", 1.0 if asked.network else None)
+        lowered = {
+            key: ceiling.value
+            for key, ceiling in self.ceilings.items()
+            if key in _LIMIT_KEYS
+            and (enforced is None or key in enforced)
+            and (getattr(merged, key) is None or getattr(merged, key) > ceiling.value)
+        }
         return replace(merged, **lowered) if lowered else merged
 
-    def _at_most(self, key: str, flag: str, value: float | None, shown: str | None = None) -> None:
+    def at_most(self, key: str, flag: str, value: float | None, shown: str | None = None) -> None:
+        """Refuse ``value`` of option ``flag`` above the ceiling ``key`` (None: not asked for)."""
         ceiling = self.ceilings.get(key)
         if ceiling is None or value is None or value <= ceiling.value:
             return
         if key == "network":
-            raise PolicyError(f"--network is not allowed by the administrator's policy ({ceiling.source}); "
-                              "drop --network", ceiling.source)
+            raise PolicyError(
+                f"--network is not allowed by the administrator's policy ({ceiling.source}); drop --network",
+                ceiling.source,
+            )
         most = _CEILINGS[key].text(ceiling.value)
         asked = _CEILINGS[key].text(value) if shown is None else shown
         fix = f"ask for at most {most}" if ceiling.value else f"drop {flag}"
-        raise PolicyError(f"{flag} {asked} is above the administrator's ceiling of {most} "
-                          f"(policy {ceiling.source}); {fix}", ceiling.source)
-
-    def _check_allowed(self, key: str, choice: str, what: str) -> None:
-        for allowed in self.allow.get(key, ()):
-            if not allowed.allows(choice):
-                raise PolicyError(f"{what} is not allowed by the administrator's policy ({allowed.source}); "
-                                  f"allowed: {', '.join(allowed.patterns) or 'none'}", allowed.source)
+        raise PolicyError(
+            f"{flag} {asked} is above the administrator's ceiling of {most} (policy {ceiling.source}); {fix}",
+            ceiling.source,
+        )
 
 
 def _gpu_count(gpus: str | None) -> float | None:
@@ -239,8 +222,9 @@ def parse_policy(data: Any, source: str) -> Policy:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise PolicyError(f"policy {source}: expected keys like `memory: 2g` at the top level, "
-                          f"got a {type(data).__name__}", source)
+        raise PolicyError(
+            f"policy {source}: expected keys like `memory: 2g` at the top level, got a {type(data).__name__}", source
+        )
     ceilings: dict[str, Ceiling] = {}
     allow: dict[str, tuple[AllowList, ...]] = {}
     for key, value in data.items():
@@ -253,16 +237,20 @@ def parse_policy(data: Any, source: str) -> Policy:
             else:
                 close = difflib.get_close_matches(str(key), [*_CEILINGS, *_ALLOW_KEYS], n=1)
                 hint = f"did you mean {close[0]}? " if close else ""
-                raise SpecError(f"policy {source}: unknown key {key!r}; {hint}"
-                                f"known keys: {', '.join([*_CEILINGS, *_ALLOW_KEYS])}")
+                raise SpecError(
+                    f"policy {source}: unknown key {key!r}; {hint}known keys: {', '.join([*_CEILINGS, *_ALLOW_KEYS])}"
+                )
         except SpecError as error:
             raise PolicyError(str(error), source) from None
     return Policy(MappingProxyType(ceilings), MappingProxyType(allow), (source,))
 
 
 def _patterns(key: str, value: Any, where: str) -> tuple[str, ...]:
-    example = {"backends": "[seccomp, docker]", "images": '["jupyter-exec/*"]',
-               "ray_addresses": '[local, "ray://head:10001"]'}[key]
+    example = {
+        "backends": "[seccomp, docker]",
+        "images": '["jupyter-exec/*"]',
+        "ray_addresses": '[local, "ray://head:10001"]',
+    }[key]
     if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
         raise SpecError(f"{where}: expected a list of names, e.g. {example}, got {value!r}")
     patterns = tuple(item.strip() for item in value)
@@ -312,8 +300,10 @@ def policy_report(policy: Policy) -> str:
     if not policy.sources:
         looked = ", ".join(str(d / POLICY_NAMES[0]) for d in POLICY_DIRS)
         return f"policy: none (no {looked}; {POLICY_ENV} unset): only the user's own limits apply"
-    lines = [f"policy: from {', '.join(policy.sources)}"
-             + (f" ({POLICY_ENV} can only tighten it)" if os.environ.get(POLICY_ENV) else "")]
+    lines = [
+        f"policy: from {', '.join(policy.sources)}"
+        + (f" ({POLICY_ENV} can only tighten it)" if os.environ.get(POLICY_ENV) else "")
+    ]
     if policy.broken:
         lines.append(f"  BROKEN, every run is refused: {policy.broken}")
     for key, ceiling in policy.ceilings.items():

@@ -11,6 +11,7 @@ from typing import Any
 
 from .backends.factory import BACKENDS
 from .manager import Manager
+from .units import format_bytes
 
 __all__ = ["format_report", "resources_report"]
 
@@ -21,13 +22,20 @@ def resources_report(manager: Manager) -> list[dict[str, Any]]:
     for name, cls in BACKENDS.items():
         availability = cls.availability()
         started = manager.started_backend(name)
-        entry: dict[str, Any] = {"name": name, "isolation": cls.isolation, "ok": availability.ok,
-                                 "reason": availability.reason, "fix": availability.fix,
-                                 "notes": list(availability.notes), "started": started is not None, "resources": {}}
+        entry: dict[str, Any] = {
+            "name": name,
+            "isolation": cls.isolation,
+            "ok": availability.ok,
+            "reason": availability.reason,
+            "fix": availability.fix,
+            "notes": list(availability.notes),
+            "started": started is not None,
+            "resources": {},
+        }
         if availability.ok:
             try:
-                entry["resources"] = (started or cls(pool_size=0)).get_available_resources()
-            except Exception as error:          # a daemon that went away: say so, keep the rest
+                entry["resources"] = (started or cls(manager.config)).get_available_resources()
+            except Exception as error:  # a daemon that went away: say so, keep the rest
                 entry["reason"] = f"resources unavailable: {error}"
         report.append(entry)
     return report
@@ -35,7 +43,7 @@ def resources_report(manager: Manager) -> list[dict[str, Any]]:
 
 def _value(key: str, value: Any) -> str:
     if isinstance(value, int) and "memory" in key and value > 1 << 20:
-        return f"{value / (1 << 30):.1f} GiB"
+        return format_bytes(value)
     return str(value)
 
 

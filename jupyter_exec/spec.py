@@ -1,16 +1,14 @@
-"""What a run asks for: ``RunSpec`` (code-independent options) and ``Limits``.
+"""What a run asks for: ``RunSpec`` (code-independent options), ``Limits``, ``Mount`` and
+``Placement`` (a backend's own typed options, e.g. Ray's resources).
 
-One vocabulary for every backend. Sizes take ``512m``, ``2g``, ``1.5GiB``, ``100k`` or a
-byte count; durations take ``30``, ``30s``, ``5m``, ``1h``, ``1h30m``. Everything is
-validated here, before anything runs, and a bad value raises ``SpecError`` naming the
-option and an example of a good one.
+One vocabulary for every backend (sizes and durations as ``units`` reads them).
+Everything is validated here, before anything runs, and a bad value raises
+``SpecError`` naming the option and an example of a good one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from decimal import Decimal
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,87 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError
+from .units import parse_count, parse_duration, parse_number, parse_size
 
 if TYPE_CHECKING:
     from .envs.spec import EnvSpec
 
-__all__ = ["Limits", "Mount", "RunSpec", "parse_duration", "parse_size"]
-
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1024, "kb": 1000, "kib": 1024,
-    "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
-    "g": 1024**3, "gb": 1000**3, "gib": 1024**3,
-    "t": 1024**4, "tb": 1000**4, "tib": 1024**4,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
-_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_size(value: str | int | float, option: str = "size") -> int:
-    """Bytes from ``512m`` / ``2g`` / ``1.5GiB`` / ``100kb`` / ``1048576``.
-
-    Docker's convention: a bare ``k``/``m``/``g`` is binary (``512m`` = 512 MiB); ``MB``,
-    ``GB`` are decimal.
-    """
-    if isinstance(value, bool):
-        raise SpecError(f"{option}: expected a size like 512m or 2g, got {value!r}")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise SpecError(f"{option}: expected a size like 512m or 2g, got {value!r}")
-        number, unit = Decimal(repr(value)), ""
-    else:
-        match = _SIZE_RE.match(value)
-        if not match or match.group(2).lower() not in _SIZE_UNITS:
-            raise SpecError(f"{option}: cannot read {value!r} as a size; write it like 512m, 2g or 1.5GiB")
-        number, unit = Decimal(match.group(1)), match.group(2).lower()
-    size = int(number * _SIZE_UNITS[unit])      # Decimal: exact for any size a user can type
-    if size <= 0:
-        raise SpecError(f"{option}: a size must be positive, got {value!r}")
-    return size
-
-
-def parse_duration(value: str | int | float, option: str = "duration") -> float:
-    """Seconds from ``30`` / ``30s`` / ``5m`` / ``1h30m`` / ``250ms``."""
-    if isinstance(value, bool):
-        raise SpecError(f"{option}: expected a duration like 30s or 5m, got {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = value.strip().lower()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION_PART_RE.findall(text)
-            if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
-                raise SpecError(
-                    f"{option}: cannot read {value!r} as a duration; write it like 30, 30s, 5m or 1h30m"
-                ) from None
-            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise SpecError(f"{option}: a duration must be positive, got {value!r}")
-    return seconds
-
-
-def parse_positive_int(value: str | int, option: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise SpecError(f"{option}: expected a whole number like 64, got {value!r}") from None
-    if number <= 0:
-        raise SpecError(f"{option}: must be at least 1, got {value!r}")
-    return number
-
-
-def parse_cpus(value: str | int | float) -> float:
-    try:
-        cpus = float(value)
-    except (TypeError, ValueError):
-        raise SpecError(f"--cpus: expected a number of CPUs like 1 or 0.5, got {value!r}") from None
-    if not math.isfinite(cpus) or cpus <= 0:
-        raise SpecError(f"--cpus: must be more than 0, got {value!r}")
-    return cpus
+__all__ = ["Limits", "Mount", "Placement", "RunSpec", "parse_env", "parse_gpus", "parse_names"]
 
 
 def parse_gpus(value: str | int) -> str:
@@ -123,25 +46,25 @@ class Limits:
     ``BackendUnavailableError`` rather than ignoring it.
     """
 
-    memory: int | None = None          # bytes; no swap on top
-    cpus: float | None = None          # share of CPUs, e.g. 0.5
-    timeout: float | None = None       # wall-clock seconds, enforced from the host
-    cpu_time: float | None = None      # CPU seconds (RLIMIT_CPU)
-    pids: int | None = None            # processes and threads
-    fsize: int | None = None           # largest file the run may write, bytes
-    network: bool = False              # any network at all (off by default)
-    gpus: str | None = None            # "all", a count ("2") or device ids ("0,1")
-    shm: int | None = None             # size of the run's own /dev/shm (tmpfs, counts as memory), bytes
+    memory: int | None = None  # bytes; no swap on top
+    cpus: float | None = None  # share of CPUs, e.g. 0.5
+    timeout: float | None = None  # wall-clock seconds, enforced from the host
+    cpu_time: float | None = None  # CPU seconds (RLIMIT_CPU)
+    pids: int | None = None  # processes and threads
+    fsize: int | None = None  # largest file the run may write, bytes
+    network: bool = False  # any network at all (off by default)
+    gpus: str | None = None  # "all", a count ("2") or device ids ("0,1")
+    shm: int | None = None  # size of the run's own /dev/shm (tmpfs, counts as memory), bytes
 
     @classmethod
-    def parse(cls, **values: Any) -> "Limits":
+    def parse(cls, **values: Any) -> Limits:
         """Limits from user-typed strings; ``None`` values are left unset."""
         parsers = {
             "memory": lambda v: parse_size(v, "--mem"),
-            "cpus": parse_cpus,
+            "cpus": lambda v: parse_number(v, "--cpus"),
             "timeout": lambda v: parse_duration(v, "--timeout"),
             "cpu_time": lambda v: parse_duration(v, "--cpu-time"),
-            "pids": lambda v: parse_positive_int(v, "--pids"),
+            "pids": lambda v: parse_count(v, "--pids"),
             "fsize": lambda v: parse_size(v, "--fsize"),
             "network": bool,
             "gpus": parse_gpus,
@@ -152,12 +75,16 @@ class Limits:
             raise SpecError(f"unknown limit(s) {sorted(unknown)}; known: {sorted(parsers)}")
         return cls(**{k: parsers[k](v) for k, v in values.items() if v is not None})
 
-    def merged_over(self, defaults: "Limits") -> "Limits":
+    def merged_over(self, defaults: Limits) -> Limits:
         """These limits, with unset fields taken from ``defaults``."""
-        return dataclasses.replace(defaults, **{
-            f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-            if getattr(self, f.name) is not None and getattr(self, f.name) != f.default
-        })
+        return dataclasses.replace(
+            defaults,
+            **{
+                f.name: getattr(self, f.name)
+                for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None and getattr(self, f.name) != f.default
+            },
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Field name to value (all plain values: no deep copy needed)."""
@@ -173,7 +100,7 @@ class Mount:
     read_only: bool = True
 
     @classmethod
-    def parse(cls, text: str, base_dir: Path) -> "Mount":
+    def parse(cls, text: str, base_dir: Path) -> Mount:
         parts = text.split(":")
         mode = "ro"
         if parts[-1] in ("ro", "rw") and len(parts) > 1:
@@ -215,6 +142,16 @@ def parse_names(text: str | None, option: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """A backend's own options for one run (Ray: address, resources, node), parsed once in
+    the magic and read by that backend only. Each backend that has options subclasses it."""
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able view for the store."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything about a run except its code."""
 
@@ -226,8 +163,8 @@ class RunSpec:
     mounts: tuple[Mount, ...] = ()
     trust: bool = False
     name: str | None = None
-    placement: dict[str, Any] = field(default_factory=dict)   # backend's own options (Ray: resources, node)
-    runtime_env: "EnvSpec | None" = None   # packages, files, env vars (envs/; Ray applies it natively)
+    placement: Placement | None = None  # the backend's own options (Ray: resources, node); None: its defaults
+    runtime_env: EnvSpec | None = None  # packages, files, env vars (envs/; Ray applies it natively)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able view for the store."""
@@ -240,6 +177,6 @@ class RunSpec:
             "mounts": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in self.mounts],
             "trust": self.trust,
             "name": self.name,
-            "placement": self.placement,
+            "placement": self.placement.describe() if self.placement else {},
             "runtime_env": self.runtime_env.describe() if self.runtime_env else None,
         }

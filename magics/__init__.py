@@ -1,47 +1,72 @@
-"""IPython magics: ``%%sandbox``, ``%%rayrun`` and ``%jx``. Installed as ``jupyter_exec.magics``."""
+"""IPython magics: ``%%sandbox``, ``%%rayrun`` and ``%jx``. Installed as ``jupyter_exec.magics``.
+
+They only parse and call the kernel's one ``Manager`` (made here, when the extension
+loads, and made current for ``map`` and ``explore``).
+"""
 
 from __future__ import annotations
 
-import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from ..manager import Manager
+from jupyter_exec.config import ExecConfig
+from jupyter_exec.manager import Manager
+from jupyter_exec.session import set_current_manager
 
+from .cells import probe_widgets
+from .jx import JxMagics
 from .rayrun import RayMagics
-from .sandbox import ExecMagics
+from .sandbox import SandboxMagics
 
-__all__ = ["ExecMagics", "RayMagics", "register", "unregister"]
+__all__ = ["JxMagics", "RayMagics", "SandboxMagics", "register", "unregister"]
+
+_MAGIC_CLASSES = (SandboxMagics, RayMagics, JxMagics)
+_loaded: dict[int, tuple[Manager, Callable[[dict[str, Any]], None]]] = {}
 
 
 def register(ipython: Any) -> None:
-    magics = ExecMagics(ipython)
-    ipython.register_magics(magics)
-    ipython.register_magics(RayMagics(ipython, magics.manager))
-    ipython.configurables.append(magics.manager.config)
-    magics.stop_on_exit = _stop_on_exit(magics.manager)
-    ipython.observe(magics.stop_on_exit, names="exit_now")
+    manager = Manager(ExecConfig(parent=ipython), kernel_id=_kernel_id())
+    set_current_manager(manager)
+    probe_widgets()
+    for magics in _MAGIC_CLASSES:
+        ipython.register_magics(magics(ipython, manager))
+    ipython.configurables.append(manager.config)
+    stop = _stop_on_exit(manager)
+    ipython.observe(stop, names="exit_now")
+    _loaded[id(ipython)] = (manager, stop)
 
 
 def unregister(ipython: Any) -> None:
-    magics = ipython.magics_manager.registry.pop("ExecMagics", None)
-    ipython.magics_manager.registry.pop("RayMagics", None)
-    if magics is not None:
-        ipython.unobserve(magics.stop_on_exit, names="exit_now")
-        magics.manager.shutdown()
-        for kind in ("line", "cell"):
-            for name in ("sandbox", "rayrun", "jx"):
-                ipython.magics_manager.magics[kind].pop(name, None)
+    for magics in _MAGIC_CLASSES:
+        ipython.magics_manager.registry.pop(magics.__name__, None)
+    for kind in ("line", "cell"):
+        for name in ("sandbox", "rayrun", "jx"):
+            ipython.magics_manager.magics[kind].pop(name, None)
+    if id(ipython) in _loaded:
+        manager, stop = _loaded.pop(id(ipython))
+        ipython.unobserve(stop, names="exit_now")
+        manager.shutdown()
+        set_current_manager(None)
 
 
-def _stop_on_exit(manager: Manager) -> Callable[[dict], None]:
+def _kernel_id() -> str | None:
+    try:
+        from ipykernel.connect import get_connection_file
+
+        name = Path(get_connection_file()).stem
+    except (ImportError, RuntimeError, AttributeError):
+        return None
+    return name.removeprefix("kernel-")
+
+
+def _stop_on_exit(manager: Manager) -> Callable[[dict[str, Any]], None]:
     """Stop what runs started as soon as the kernel is told to shut down (ipykernel sets
     ``exit_now``), before ipykernel SIGTERMs every process in its group: an embedded Ray
     killed under its driver made the kernel's own exit hang until it was killed, 5 s later."""
-    def stop(change: dict) -> None:
-        if not change["new"]:
-            return
-        manager.shutdown()
-        ray_backend = sys.modules.get("jupyter_exec.backends.ray")   # jupyter_exec.map may have connected alone
-        if ray_backend is not None:
-            ray_backend.connection().close()
+
+    def stop(change: dict[str, Any]) -> None:
+        if change["new"]:
+            manager.shutdown()
+
     return stop

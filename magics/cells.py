@@ -7,16 +7,15 @@ nbconvert keeps a plain copy of the final state.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from IPython.core.error import UsageError
 from IPython.display import display
 
-from ..background import BackgroundRun, BackgroundRuns
-from ..errors import BackendUnavailableError, SpecError
-from ..manager import EventCallback, Manager, RunResult
-from ..output import ConsoleSink
-from ..spec import RunSpec
+from jupyter_exec.background import BackgroundRun, BackgroundRuns
+from jupyter_exec.manager import EventCallback, Manager, RunResult
+from jupyter_exec.output import ConsoleSink
+from jupyter_exec.spec import RunSpec
 
 __all__ = ["background_runs", "probe_widgets", "run_cell", "widgets_wanted"]
 
@@ -31,8 +30,8 @@ def background_runs(manager: Manager) -> BackgroundRuns:
 def probe_widgets() -> None:
     """Find out early whether the frontend draws widgets (see ``widgets.probe_frontend``)."""
     try:
-        from ..widgets import probe_frontend
-    except ImportError:            # anywidget / ipywidgets not installed: plain text
+        from jupyter_exec.widgets import probe_frontend
+    except ImportError:  # anywidget / ipywidgets not installed: plain text
         return
     probe_frontend()
 
@@ -42,14 +41,22 @@ def widgets_wanted(manager: Manager, quiet: bool = False) -> bool:
     if quiet:
         return False
     try:
-        from ..widgets import widgets_enabled
-    except ImportError:            # anywidget / ipywidgets not installed: plain text
+        from jupyter_exec.widgets import widgets_enabled
+    except ImportError:  # anywidget / ipywidgets not installed: plain text
         return False
     return widgets_enabled(manager.config.widgets)
 
 
-def run_cell(shell: Any, manager: Manager, cell: str, spec: RunSpec, *, quiet: bool = False,
-             background: bool = False, runner: Callable[..., RunResult] | None = None) -> Any:
+def run_cell(
+    shell: Any,
+    manager: Manager,
+    cell: str,
+    spec: RunSpec,
+    *,
+    quiet: bool = False,
+    background: bool = False,
+    runner: Callable[..., RunResult] | None = None,
+) -> Any:
     """Run ``cell``; bind its ``--out`` values; return its value (or a ``BackgroundRun``).
 
     ``runner`` replaces ``manager.run`` for a run in front (``--trace`` records a node around it).
@@ -57,31 +64,32 @@ def run_cell(shell: Any, manager: Manager, cell: str, spec: RunSpec, *, quiet: b
     sink: Any = _QuietSink() if quiet else None
     on_event: EventCallback | None = None
     if widgets_wanted(manager, quiet):
-        from ..widgets import RunWidget
+        from jupyter_exec.widgets import RunWidget
+
         panel = RunWidget(cancel=manager.cancel, read_log=manager.log_text, background=background)
         sink, on_event = panel, _following(panel, display(panel, display_id=True))
 
     def bind(result: RunResult) -> None:
         shell.user_ns.update(result.outputs)
 
-    try:
-        if background:
-            run: BackgroundRun = background_runs(manager).start(
-                cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event, bind=bind)
-            return run
-        result = (runner or manager.run)(cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event)
-    except (SpecError, BackendUnavailableError) as error:
-        raise UsageError(str(error)) from None
+    if background:
+        run: BackgroundRun = background_runs(manager).start(
+            cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event, bind=bind
+        )
+        return run
+    result = (runner or manager.run)(cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event)
     bind(result)
     return result.value
 
 
 def _following(panel: Any, shown: Any) -> EventCallback:
     """The panel's event callback that also updates its display with the final state when the run ends."""
+
     def on_event(kind: str, data: dict[str, Any]) -> None:
         panel.event(kind, data)
         if kind == "finished":
             shown.update(panel)
+
     return on_event
 
 

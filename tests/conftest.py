@@ -108,8 +108,10 @@ class Kernel:
         """Execute ``code``, press Kernel → Interrupt once its run is going; the execute reply."""
         msg_id = self.client.execute(code)
         deadline = time.monotonic() + 20
-        while not (self.store().runs(1) and self.store().runs(1)[0]["status"] == "running") \
-                and time.monotonic() < deadline:
+        while (
+            not (self.store().runs(1) and self.store().runs(1)[0]["status"] == "running")
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         time.sleep(0.5)
         self.km.interrupt_kernel()
@@ -140,6 +142,7 @@ class Kernel:
     def eval(self, expression: str):
         """A value from the kernel's namespace, via repr -> literal."""
         import ast
+
         cell = self.run(f"print(repr({expression}))", check=True)
         return ast.literal_eval(cell.stdout.strip())
 
@@ -201,7 +204,7 @@ def make_wheel(directory: Path, name: str, version: str, source: str) -> Path:
         f"{name}.py": source,
         f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
         f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: jupyter-exec-tests\nRoot-Is-Purelib: true\n"
-                                   "Tag: py3-none-any\n",
+        "Tag: py3-none-any\n",
     }
 
     def digest(text: str) -> str:
@@ -230,8 +233,10 @@ def lab(tmp_path_factory):
     require(shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is not None, "jupyterlab not installed")
     home = tmp_path_factory.mktemp("lab")
     # Draw every cell (no windowing) so off-screen outputs exist in the page; no news toast.
-    for plugin, values in (("notebook-extension/tracker", {"windowingMode": "none"}),
-                           ("apputils-extension/notification", {"fetchNews": "false"})):
+    for plugin, values in (
+        ("notebook-extension/tracker", {"windowingMode": "none"}),
+        ("apputils-extension/notification", {"fetchNews": "false"}),
+    ):
         path = home / "settings" / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
@@ -239,15 +244,32 @@ def lab(tmp_path_factory):
     root.mkdir()
     data_dir = home / "jx-data"
     token, port = secrets.token_hex(16), free_port()
-    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "JX_DATA_DIR": str(data_dir),
-           "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    env = {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "JX_DATA_DIR": str(data_dir),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True",
-         "--LabApp.extension_manager=readonly",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(home / "server.log", "wb"))
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.allow_root=True",
+            "--LabApp.extension_manager=readonly",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.news_url=None",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(home / "server.log", "wb"),
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

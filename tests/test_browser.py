@@ -16,7 +16,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import require
 
 pytestmark = pytest.mark.browser
@@ -24,8 +23,13 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "build" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 BACKEND = "local"
 
 
@@ -34,7 +38,8 @@ def browser():
     require(Path(CHROMIUM).exists(), "Chromium not installed (apt-get install chromium)")
     require(importlib.util.find_spec("playwright") is not None, "playwright not installed (pip install -e .[test])")
     from playwright.sync_api import expect, sync_playwright
-    expect.set_options(timeout=15_000)          # 2 shared cores: give the page time, never a fixed sleep
+
+    expect.set_options(timeout=15_000)  # 2 shared cores: give the page time, never a fixed sleep
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
@@ -55,7 +60,8 @@ CELLS = [
     # 4: a background run: the cell returns, the panel keeps going, the output is bound at the end
     f"%%sandbox --bg --backend {BACKEND} --out answer\nimport time\nfor i in range(3):\n"
     "    print(f'bg {i}', flush=True)\n    time.sleep(0.7)\nanswer = 42",
-    "import time\nfor _ in range(100):\n    if 'answer' in globals(): break\n    time.sleep(0.1)\nprint('answer', answer)",
+    "import time\nfor _ in range(100):\n    if 'answer' in globals(): break\n    time.sleep(0.1)\n"
+    "print('answer', answer)",
     # 6: a real explore, then the tree
     "from jupyter_exec import explore\nscores = iter([0.3, 0.9, 0.5, 0.7, 0.2, 0.95, 0.4, 0.8, 0.1])\n"
     "t = explore(lambda parent: f'score = {next(scores)}\\nscore', budget=9, trace='ui', "
@@ -70,8 +76,10 @@ CELLS = [
 
 
 def _notebook(root: Path, name: str, cells: list[str]) -> str:
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells], metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}})
+    notebook = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(c) for c in cells],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
+    )
     nbformat.write(notebook, root / name)
     return name
 
@@ -138,8 +146,9 @@ def test_widgets_in_jupyterlab(lab, browser):
         # 2: timeout
         run(2)
         expect(cells.nth(2).locator(".jx-status")).to_have_text("timeout", timeout=10_000)
-        expect(cells.nth(2).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-               ).to_contain_text("TaskTimeoutError")
+        expect(
+            cells.nth(2).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        ).to_contain_text("TaskTimeoutError")
         # 3: Cancel while the cell is executing
         run(3, wait=False)
         long_panel = cells.nth(3).locator(".jx-run")
@@ -163,7 +172,7 @@ def test_widgets_in_jupyterlab(lab, browser):
         expect(cells.nth(6)).to_contain_text("best", timeout=60_000)
         printed = cells.nth(6).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']")
         best = int(re.search(r"best (\d+) of 9", printed.inner_text()).group(1))
-        expect(cells.nth(6).locator(".jx-tree-summary")).to_contain_text("9 nodes")    # followed live
+        expect(cells.nth(6).locator(".jx-tree-summary")).to_contain_text("9 nodes")  # followed live
         run(7)
         tree = cells.nth(7).locator(".jx-tree")
         expect(tree.locator(".jx-tree-summary")).to_contain_text("9 nodes")
@@ -171,7 +180,7 @@ def test_widgets_in_jupyterlab(lab, browser):
         expect(tree.locator(".jx-node.jx-sota")).to_have_attribute("data-id", str(best))
         tree.locator(f".jx-node[data-id='{best}']").click()
         expect(tree.locator(".jx-tree-detail")).to_contain_text("score = ")
-        if best != 1:                                   # navigate up: the parent's details, the parent selected
+        if best != 1:  # navigate up: the parent's details, the parent selected
             tree.locator(".jx-parent").click()
             expect(tree.locator(".jx-node.jx-selected")).not_to_have_attribute("data-id", str(best))
             expect(tree.locator(".jx-tree-detail .jx-detail-title")).not_to_contain_text(f"#{best} ")
@@ -227,11 +236,16 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
     (the cell shows the cancellation), and a trace node leads back to its run."""
     from playwright.sync_api import expect
 
-    name = _notebook(lab["root"], "panel.ipynb", [
-        "%load_ext jupyter_exec",
-        "%%sandbox --backend seccomp --trace panel-tree\n{'score': 0.75}",
-        "%%sandbox --backend seccomp --name panel-demo\nimport time\nprint('hello from the sandbox', flush=True)\n"
-        "time.sleep(60)"])
+    name = _notebook(
+        lab["root"],
+        "panel.ipynb",
+        [
+            "%load_ext jupyter_exec",
+            "%%sandbox --backend seccomp --trace panel-tree\n{'score': 0.75}",
+            "%%sandbox --backend seccomp --name panel-demo\nimport time\nprint('hello from the sandbox', flush=True)\n"
+            "time.sleep(60)",
+        ],
+    )
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
         # a workspace of its own: no notebook of another test restored beside it, no layout left behind
@@ -243,7 +257,7 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
         run(0)
         run(1)
         run(2, wait=False)
-        page.keyboard.press("Control+Shift+C")                  # the command palette
+        page.keyboard.press("Control+Shift+C")  # the command palette
         page.locator(".lm-CommandPalette-input").fill("jupyter-exec: Show runs")
         page.keyboard.press("Enter")
         panel = page.locator("#jupyter-exec-panel")
@@ -253,8 +267,8 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
         row.click()
         expect(panel.locator(".jx-log")).to_contain_text("hello from the sandbox", timeout=15_000)
         expect(panel.locator(".jx-info")).to_contain_text("seccomp")
-        expect(panel.locator(".jx-RunsView th", has_text="backend")).to_be_hidden()    # narrow: fewer columns
-        handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first    # widen the side bar
+        expect(panel.locator(".jx-RunsView th", has_text="backend")).to_be_hidden()  # narrow: fewer columns
+        handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first  # widen the side bar
         box = handle.bounding_box()
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 300)
         page.mouse.down()
@@ -268,8 +282,9 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
         expect(panel.locator(".jx-info .jx-badge")).to_have_text("cancelled")
         done(2, timeout=20_000)
         assert time.monotonic() - clicked < 20
-        expect(cells.nth(2).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-               ).to_contain_text("TaskCancelledError")
+        expect(
+            cells.nth(2).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        ).to_contain_text("TaskCancelledError")
         # the envs tab answers; the trees tab shows the trace, and its node opens its run
         panel.locator(".lm-TabBar-tab", has_text="Envs").click()
         expect(panel.locator(".jx-EnvsView .jx-table")).to_be_visible()
@@ -291,7 +306,7 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
         assert calls, "the panel did not poll while shown"
         page.locator(".jp-SideBar .lm-TabBar-tab[data-id='jupyter-exec-panel']").click()
         expect(panel).to_be_hidden()
-        page.wait_for_timeout(500)              # a request already on its way
+        page.wait_for_timeout(500)  # a request already on its way
         before = len(calls)
         page.wait_for_timeout(3000)
         assert len(calls) == before, f"the hidden panel still polls: {calls[before:]}"

@@ -46,7 +46,7 @@ class Started:
         def work() -> None:
             try:
                 manager.run(code, RunSpec(backend=BACKEND), on_event=events)
-            except BaseException as error:      # the test asserts on it
+            except BaseException as error:  # the test asserts on it
                 self.error = error
             finally:
                 self.ended.set()
@@ -62,7 +62,7 @@ class Started:
 def test_a_request_in_the_store_cancels_the_run(manager, data_dir):
     run = Started(manager)
     asked = time.monotonic()
-    other = Store(data_dir / "runs.sqlite3")           # another process's view of the store
+    other = Store(data_dir / "runs.sqlite3")  # another process's view of the store
     assert other.request_cancel(run.run_id)["status"] == "running"
     assert run.ended.wait(10), "the run was not cancelled"
     assert time.monotonic() - asked < 3
@@ -76,14 +76,14 @@ def test_a_request_in_the_store_cancels_the_run(manager, data_dir):
 
 def test_short_runs_are_never_looked_at(manager):
     watcher = manager._cancel_watch
-    for _ in range(3):                          # settle: a previous test's spell may still be ending
+    for _ in range(3):  # settle: a previous test's spell may still be ending
         looks = watcher.looks
         time.sleep(0.4)
         if watcher.looks == looks:
             break
     looks = watcher.looks
     started = time.monotonic()
-    for _ in range(15):                         # one after another: together far longer than the delay
+    for _ in range(15):  # one after another: together far longer than the delay
         manager.run("import time\ntime.sleep(0.05)", RunSpec(backend=BACKEND))
     assert time.monotonic() - started > 0.75
     time.sleep(0.5)
@@ -104,8 +104,16 @@ def test_a_run_whose_kernel_died_is_closed_at_once(tmp_path):
     store = Store(tmp_path / "runs.sqlite3")
     dead = subprocess.Popen(["true"])
     dead.wait()
-    run_id = store.create_run(kernel="gone", owner_pid=dead.pid, name=None, backend="local", isolation="subprocess",
-                              spec={}, code="pass", code_hash="0")
+    run_id = store.create_run(
+        kernel="gone",
+        owner_pid=dead.pid,
+        name=None,
+        backend="local",
+        isolation="subprocess",
+        spec={},
+        code="pass",
+        code_hash="0",
+    )
     store.mark_running(run_id, "")
     row = ask_cancel(store, run_id)
     assert row["status"] == "failed" and "exited" in row["error"]
@@ -113,16 +121,20 @@ def test_a_run_whose_kernel_died_is_closed_at_once(tmp_path):
 
 def test_an_old_store_file_gains_the_column(tmp_path):
     path = tmp_path / "runs.sqlite3"
-    with sqlite3.connect(path) as old:             # the runs table as first shipped
-        old.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, kernel TEXT NOT NULL, owner_pid "
-                    "INTEGER NOT NULL, name TEXT, backend TEXT NOT NULL, isolation TEXT, spec TEXT NOT NULL, code "
-                    "TEXT NOT NULL, code_hash TEXT NOT NULL, status TEXT NOT NULL, error TEXT, exit_code INTEGER, "
-                    "created REAL NOT NULL, started REAL, ended REAL, duration REAL, peak_memory INTEGER, "
-                    "cpu_seconds REAL, log_path TEXT, details TEXT)")
-        old.execute("INSERT INTO runs (kernel, owner_pid, backend, spec, code, code_hash, status, created) "
-                    "VALUES ('k', 1, 'local', '{}', 'pass', '0', 'running', 0)")
+    with sqlite3.connect(path) as old:  # the runs table as first shipped
+        old.execute(
+            "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, kernel TEXT NOT NULL, owner_pid "
+            "INTEGER NOT NULL, name TEXT, backend TEXT NOT NULL, isolation TEXT, spec TEXT NOT NULL, code "
+            "TEXT NOT NULL, code_hash TEXT NOT NULL, status TEXT NOT NULL, error TEXT, exit_code INTEGER, "
+            "created REAL NOT NULL, started REAL, ended REAL, duration REAL, peak_memory INTEGER, "
+            "cpu_seconds REAL, log_path TEXT, details TEXT)"
+        )
+        old.execute(
+            "INSERT INTO runs (kernel, owner_pid, backend, spec, code, code_hash, status, created) "
+            "VALUES ('k', 1, 'local', '{}', 'pass', '0', 'running', 0)"
+        )
     old.close()
-    first, second = Store(path), Store(path)        # the second finds it added
+    first, second = Store(path), Store(path)  # the second finds it added
     assert first.get(1)["cancel_requested"] is None
     assert second.request_cancel(1)["cancel_requested"] > 0
     assert first.cancel_requests([1, 2]) == [1]

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import Kernel, owned_processes
-from jupyter_exec.backends.cgroups import cgroup_support, _parents
+
+from jupyter_exec.backends.process.cgroups import _parents, cgroup_support
 
 pytestmark = pytest.mark.kernel
 
@@ -43,8 +43,10 @@ def test_kernel_shutdown_leaves_nothing(tmp_path):
 def test_killed_kernel_mid_run_is_reaped_by_the_next(tmp_path):
     kernel = Kernel(tmp_path / "data", tmp_path)
     pid = kernel.pid
-    kernel.client.execute("%%sandbox --backend seccomp\nimport time, subprocess\n"
-                          "subprocess.Popen(['sleep', '300'], start_new_session=True)\ntime.sleep(300)")
+    kernel.client.execute(
+        "%%sandbox --backend seccomp\nimport time, subprocess\n"
+        "subprocess.Popen(['sleep', '300'], start_new_session=True)\ntime.sleep(300)"
+    )
     store = kernel.store()
     assert _wait_until(lambda: store.runs(1) and store.runs(1)[0]["status"] == "running")
     run_id = store.runs(1)[0]["id"]
@@ -53,7 +55,7 @@ def test_killed_kernel_mid_run_is_reaped_by_the_next(tmp_path):
     time.sleep(0.5)
     assert owned_processes(pid), "the killed kernel's run should still be alive until reaped"
 
-    successor = Kernel(tmp_path / "data", tmp_path)     # its Manager reaps on start
+    successor = Kernel(tmp_path / "data", tmp_path)  # its Manager reaps on start
     try:
         assert _wait_until(lambda: not owned_processes(pid)), owned_processes(pid)
         assert _wait_until(lambda: not _cgroups_of(pid)), _cgroups_of(pid)

@@ -24,7 +24,7 @@ def test_doctor_cli_tells_the_truth():
     done = subprocess.run([sys.executable, "-m", "jupyter_exec.cli", "doctor"], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok   seccomp" in done.stdout and "landlock abi" in done.stdout
-    assert "each run has its own /dev/shm" in done.stdout         # root here: a mount namespace per worker
+    assert "each run has its own /dev/shm" in done.stdout  # root here: a mount namespace per worker
     assert "ok   local" in done.stdout
 
 
@@ -46,5 +46,5 @@ def test_local_backend_runs_with_limits_but_no_confinement(kernel, notebook_dir)
     assert kernel.last_run()["isolation"] == "subprocess"
     cell = kernel.run("%%sandbox --backend local --timeout 1\nwhile True:\n    pass")
     assert cell.error["ename"] == "TaskTimeoutError"
-    cell = kernel.run("%%sandbox --backend local --shm 8m\nprint('ran')")     # the host's /dev/shm: no size
+    cell = kernel.run("%%sandbox --backend local --shm 8m\nprint('ran')")  # the host's /dev/shm: no size
     assert cell.stderr.startswith("UsageError: local backend unavailable: --shm") and "ran" not in cell.stdout

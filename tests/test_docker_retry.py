@@ -6,7 +6,7 @@ import docker.errors as docker_errors
 import pytest
 import requests
 
-from jupyter_exec.backends.docker_client import RetryPolicy, retry
+from jupyter_exec.backends.container.engine import RetryPolicy, retry
 from jupyter_exec.errors import SpecError
 from jupyter_exec.spec import Limits
 
@@ -25,6 +25,7 @@ def _flaky(failures: list[Exception]):
         if failures:
             raise failures.pop(0)
         return "done"
+
     return call, calls
 
 
@@ -50,8 +51,10 @@ def test_retries_stop_after_the_configured_attempts():
     assert len(calls) == 2
 
 
-@pytest.mark.parametrize(("text", "parsed"), [("all", "all"), ("1", "1"), ("0,1", "device=0,1"),
-                                               ("device=2", "device=2"), ("GPU-abcd", "device=gpu-abcd")])
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [("all", "all"), ("1", "1"), ("0,1", "device=0,1"), ("device=2", "device=2"), ("GPU-abcd", "device=gpu-abcd")],
+)
 def test_gpus_are_parsed(text, parsed):
     assert Limits.parse(gpus=text).gpus == parsed
 

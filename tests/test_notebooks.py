@@ -14,8 +14,8 @@ import json
 import re
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import nbformat
 import pytest
@@ -102,12 +102,16 @@ def check_ray(nb: Executed) -> None:
 
     assert nb.error("--timeout 2") == "TaskTimeoutError" and "still working 0\n" in nb.stdout("--timeout 2")
     assert "[jupyter-exec] map: 400/400 items\n" in nb.stderr("jupyter_exec.map(collatz_steps")
-    assert nb.stdout("jupyter_exec.map(collatz_steps") == \
-        "the longest run below 400 starts at 327 and takes 143 steps\n"
+    assert (
+        nb.stdout("jupyter_exec.map(collatz_steps") == "the longest run below 400 starts at 327 and takes 143 steps\n"
+    )
 
-    runs = nb.query("SELECT status, details FROM runs WHERE backend='ray' ORDER BY id")
-    assert [r["status"] for r in runs] == ["succeeded"] * 4 + ["failed", "timeout"]   # refused, then cancelled
-    node = json.loads(runs[0]["details"])["node_id"][:12]
+    runs = nb.query("SELECT status, name, details FROM runs WHERE backend='ray' ORDER BY id")
+    cells = [r for r in runs if r["name"] != "map"]
+    assert [r["status"] for r in cells] == ["succeeded"] * 4 + ["failed", "timeout"]  # refused, then cancelled
+    batch = [r for r in runs if r["name"] == "map"]  # the map: one batch row counting its items
+    assert [(r["status"], json.loads(r["details"])["items"]) for r in batch] == [("succeeded", 400)]
+    node = json.loads(cells[0]["details"])["node_id"][:12]
     assert nb.result("%jx runs", mime="text/html").count(f"<td>{node}</td>") >= 4
 
 
@@ -119,9 +123,10 @@ def check_experiments(nb: Executed) -> None:
     assert re.fullmatch(r"└─ #3  succeeded  loss=9\.437\d*e-14  ★ SOTA", tree[3]), tree
 
     def best(snippet: str, nodes: int, nth: int = 0) -> float:
-        found = re.search(rf"best of {nodes} nodes: node \d+, lr=[\d.]+, loss=([^,]+), depth (\d+)\n",
-                          nb.stdout(snippet, nth))
-        assert found and int(found.group(2)) >= 1, nb.stdout(snippet, nth)   # improved on where it started
+        found = re.search(
+            rf"best of {nodes} nodes: node \d+, lr=[\d.]+, loss=([^,]+), depth (\d+)\n", nb.stdout(snippet, nth)
+        )
+        assert found and int(found.group(2)) >= 1, nb.stdout(snippet, nth)  # improved on where it started
         return float(found.group(1))
 
     assert "explore 'lr-sota': 12/12 done, 0 running · best loss=" in nb.stdout("trace='lr-sota'")
@@ -139,7 +144,7 @@ def check_experiments(nb: Executed) -> None:
     counts = {name: sum(n["trace"] == name for n in nodes) for name in ("tuning", "lr-sota", "lr-mcts")}
     assert counts == {"tuning": 3, "lr-sota": 20, "lr-mcts": 12} and {n["status"] for n in nodes} == {"succeeded"}
     sota = [n for n in nodes if n["trace"] == "lr-sota"]
-    assert any(n["parent"] in {m["id"] for m in sota[:12]} for n in sota[12:])   # carried on from the stored tree
+    assert any(n["parent"] in {m["id"] for m in sota[:12]} for n in sota[12:])  # carried on from the stored tree
 
 
 def check_environments(nb: Executed) -> None:
@@ -149,13 +154,12 @@ def check_environments(nb: Executed) -> None:
     assert "Installed 1 package" in built and re.search(r"env \w{8}: ready in [\d.]+ s", built)
     assert nb.result("greetings.hello('sandbox')") == "'Hello, sandbox!'"
     assert nb.result("greetings.hello('again')") == "'Hello, again!'"
-    assert "[jupyter-exec]" not in nb.stream(again, "stderr")             # a cache hit: nothing built
+    assert "[jupyter-exec]" not in nb.stream(again, "stderr")  # a cache hit: nothing built
     cold, warm = _seconds(nb.stream(first, "stdout")), _seconds(nb.stream(again, "stdout"))
     assert warm < cold and warm < 2, (cold, warm)
 
-    assert nb.result("project = Path('project')") == \
-        "['config.json', 'data', 'data/readings.csv', 'notes.tmp']"
-    assert nb.stdout("--working-dir project") == "files here: ['config.json', 'data']\n"     # notes.tmp left out
+    assert nb.result("project = Path('project')") == "['config.json', 'data', 'data/readings.csv', 'notes.tmp']"
+    assert nb.stdout("--working-dir project") == "files here: ['config.json', 'data']\n"  # notes.tmp left out
     assert nb.result("--working-dir project") == "['tue', 'wed']"
     listed = nb.result("envs = %jx envs")
     assert listed.count(" ready ") == 2 and "building" not in listed and "failed" not in listed
@@ -182,14 +186,16 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     data_dir, workdir = tmp_path / "data", tmp_path / "notebooks"
     shutil.copytree(path.parent, workdir)
     monkeypatch.setenv("JX_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("JX_RAY_ADDRESS", "")            # the embedded local Ray, whatever the machine says
+    monkeypatch.setenv("JX_RAY_ADDRESS", "")  # the embedded local Ray, whatever the machine says
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(workdir)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    ).execute()
     executed = Executed(notebook, data_dir)
     for cell in executed.cells:
-        failed = any(o.output_type == "error" for o in cell.outputs) or \
-            executed.stream(cell, "stderr").startswith("UsageError: ")
+        failed = any(o.output_type == "error" for o in cell.outputs) or executed.stream(cell, "stderr").startswith(
+            "UsageError: "
+        )
         expected = "raises-exception" in cell.metadata.get("tags", [])
         assert failed == expected, f"{'no' if expected else 'an'} error in cell:\n{cell.source}\n{cell.outputs}"
     CHECKS[path.name](executed)

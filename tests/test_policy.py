@@ -11,16 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import Kernel, require
-from jupyter_exec.backends.factory import resolve_name
-from jupyter_exec.backends.process import SeccompBackend
-from jupyter_exec.backends.docker import DockerBackend
+
 from jupyter_exec.backends.base import Availability
-from jupyter_exec.backends.ray import RayOptions
+from jupyter_exec.backends.container import DockerBackend
+from jupyter_exec.backends.factory import choose, resolve_name
+from jupyter_exec.backends.process import SeccompBackend
+from jupyter_exec.backends.raycluster import RayBackend, RayOptions
+from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import BackendUnavailableError, PolicyError
+from jupyter_exec.manager import Manager
 from jupyter_exec.policy import POLICY_DIRS, load_policy
-from jupyter_exec.spec import Limits
+from jupyter_exec.session import set_current_manager
+from jupyter_exec.spec import Limits, RunSpec
 
 STRICT = """\
 memory: 512m        # the default 2g is above it
@@ -55,13 +58,27 @@ def refusal(call) -> str:
 
 # ---- reading and combining ----------------------------------------------------------------
 
+
 def test_values_are_read_as_users_type_them(tmp_path):
-    policy, path = policy_from(tmp_path, STRICT + 'fsize: 1.5g\ncpu_time: 30m\nshm: 64m\nray_num_cpus: 1.5\n'
-                                                  'ray_memory: 4g\nimages: ["jupyter-exec/*"]\n')
+    policy, path = policy_from(
+        tmp_path,
+        STRICT + "fsize: 1.5g\ncpu_time: 30m\nshm: 64m\nray_num_cpus: 1.5\n"
+        'ray_memory: 4g\nimages: ["jupyter-exec/*"]\n',
+    )
     values = {key: ceiling.value for key, ceiling in policy.ceilings.items()}
-    assert values == {"memory": 512 << 20, "cpus": 1.0, "timeout": 2.0, "pids": 64, "network": 0.0, "gpus": 0,
-                      "fsize": 1.5 * 2**30, "cpu_time": 1800.0, "shm": 64 << 20, "ray_num_cpus": 1.5,
-                      "ray_memory": 4 << 30}
+    assert values == {
+        "memory": 512 << 20,
+        "cpus": 1.0,
+        "timeout": 2.0,
+        "pids": 64,
+        "network": 0.0,
+        "gpus": 0,
+        "fsize": 1.5 * 2**30,
+        "cpu_time": 1800.0,
+        "shm": 64 << 20,
+        "ray_num_cpus": 1.5,
+        "ray_memory": 4 << 30,
+    }
     assert {c.source for c in policy.ceilings.values()} == {str(path)} and policy.broken is None
     assert policy.allowed_backends == {"seccomp", "local", "ray"}
 
@@ -71,28 +88,31 @@ def test_json_works_too(tmp_path):
     assert policy.ceilings["memory"].value == 1 << 30 and policy.allowed_backends == {"docker"}
 
 
-@pytest.mark.parametrize(("text", "says"), [
-    ("mem: 2g\n", "unknown key 'mem'; did you mean memory? known keys: memory, cpus"),
-    ("memory: lots\n", "key memory: cannot read 'lots' as a size; write it like 512m, 2g or 1.5GiB"),
-    ("timeout: soon\n", "key timeout: cannot read 'soon' as a duration; write it like 30, 30s"),
-    ("pids: -1\n", "key pids: must be at least 1"),
-    ("gpus: 1.5\n", "key gpus: expected a whole number like 2"),
-    ("network: no-thanks\n", "key network: expected true or false"),
-    ("backends: seccomp\n", "key backends: expected a list of names, e.g. [seccomp, docker]"),
-    ("backends: [seccomp, podman]\n", "key backends: unknown backend 'podman'; choose from local, seccomp"),
-    ("- memory: 2g\n", "expected keys like `memory: 2g` at the top level, got a list"),
-    ("memory: [2g\n", "cannot read it (expected ',' or ']'"),
-])
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("mem: 2g\n", "unknown key 'mem'; did you mean memory? known keys: memory, cpus"),
+        ("memory: lots\n", "key memory: cannot read 'lots' as a size; write it like 512m, 2g or 1.5GiB"),
+        ("timeout: soon\n", "key timeout: cannot read 'soon' as a duration; write it like 30, 30s"),
+        ("pids: -1\n", "key pids: must be at least 1"),
+        ("gpus: 1.5\n", "key gpus: expected a whole number like 2"),
+        ("network: no-thanks\n", "key network: expected true or false"),
+        ("backends: seccomp\n", "key backends: expected a list of names, e.g. [seccomp, docker]"),
+        ("backends: [seccomp, podman]\n", "key backends: unknown backend 'podman'; choose from local, seccomp"),
+        ("- memory: 2g\n", "expected keys like `memory: 2g` at the top level, got a list"),
+        ("memory: [2g\n", "cannot read it (expected ',' or ']'"),
+    ],
+)
 def test_a_bad_file_is_one_line_naming_the_file_the_key_and_the_fix(tmp_path, text, says):
     policy, path = policy_from(tmp_path, text)
     assert policy.broken.startswith(f"policy {path}") and says in policy.broken and "\n" not in policy.broken
-    message = refusal(lambda: policy.choose_backend("seccomp"))          # fail closed: nothing runs
+    message = refusal(lambda: choose("seccomp", policy))  # fail closed: nothing runs
     assert message == f"every run is refused until the administrator's policy is fixed: {policy.broken}"
 
 
 def test_a_missing_jx_policy_file_fails_closed(tmp_path):
     policy = load_policy((), {"JX_POLICY": str(tmp_path / "nope.yaml")})
-    assert "No such file" in refusal(lambda: policy.choose_backend("local"))
+    assert "No such file" in refusal(lambda: choose("local", policy))
 
 
 def test_no_file_means_no_policy(tmp_path):
@@ -109,10 +129,11 @@ def test_files_combine_to_the_strictest_whatever_the_order(tmp_path):
     system_path = str(tmp_path / "etc" / "policy.yaml")
     assert policy.sources == (system_path, str(path))
     assert policy.ceilings["memory"].value == 2 << 30 and policy.ceilings["memory"].source == system_path
-    assert policy.ceilings["timeout"].value == 60 and policy.ceilings["timeout"].source == str(path)   # tightened
+    assert policy.ceilings["timeout"].value == 60 and policy.ceilings["timeout"].source == str(path)  # tightened
     assert policy.allowed_backends == {"seccomp", "docker"}
-    assert refusal(lambda: policy.choose_backend("local")) == (
-        f"the local backend is not allowed by the administrator's policy ({system_path}); allowed: seccomp, docker")
+    assert refusal(lambda: choose("local", policy)) == (
+        f"the local backend is not allowed by the administrator's policy ({system_path}); allowed: seccomp, docker"
+    )
     assert "allowed: jupyter-exec/*" in refusal(lambda: policy.check_image("python:3.12"))
     policy.check_image("jupyter-exec/base:latest")
     flipped = load_policy((tmp_path / "etc",), {}).strictest(load_policy((), {"JX_POLICY": str(path)}))
@@ -121,50 +142,72 @@ def test_files_combine_to_the_strictest_whatever_the_order(tmp_path):
 
 # ---- what a run gets ----------------------------------------------------------------------
 
+
 def test_asked_above_a_ceiling_is_refused_and_unset_gets_the_ceiling(tmp_path):
     policy, path = policy_from(tmp_path, STRICT)
     defaults = Limits.parse(memory="2g", timeout="10m", pids="256", fsize="1g")
     assert refusal(lambda: policy.bound(Limits.parse(memory="8g"), defaults, None)) == (
-        f"--mem 8g is above the administrator's ceiling of 512m (policy {path}); ask for at most 512m")
+        f"--mem 8g is above the administrator's ceiling of 512m (policy {path}); ask for at most 512m"
+    )
     bounded = policy.bound(Limits(), defaults, None)
     assert (bounded.memory, bounded.cpus, bounded.timeout, bounded.pids, bounded.fsize) == (
-        512 << 20, 1, 2, 64, 1 << 30)
+        512 << 20,
+        1,
+        2,
+        64,
+        1 << 30,
+    )
     asked = Limits.parse(memory="100m", timeout="1s")
-    assert policy.bound(asked, asked.merged_over(defaults), None).memory == 100 << 20      # below: kept
+    assert policy.bound(asked, asked.merged_over(defaults), None).memory == 100 << 20  # below: kept
     ray = policy.bound(Limits(), Limits(timeout=600.0), frozenset({"timeout"}))
-    assert ray == Limits(timeout=2.0)                        # only what the backend enforces is applied
+    assert ray == Limits(timeout=2.0)  # only what the backend enforces is applied
     assert "drop --network" in refusal(lambda: policy.bound(Limits(network=True), Limits(), None))
     assert "--gpus all is above" in refusal(lambda: policy.bound(Limits(gpus="all"), Limits(), None))
 
 
 def test_gpu_and_ray_ceilings(tmp_path):
-    policy, path = policy_from(tmp_path, "gpus: 1\nray_num_cpus: 4\nray_memory: 8g\n"
-                                         "ray_addresses: [local, 'ray://head*']\n")
+    policy, path = policy_from(
+        tmp_path, "gpus: 1\nray_num_cpus: 4\nray_memory: 8g\nray_addresses: [local, 'ray://head*']\n"
+    )
     assert "--gpus device=0,1 is above the administrator's ceiling of 1" in refusal(
-        lambda: policy.bound(Limits(gpus="device=0,1"), Limits(), None))
+        lambda: policy.bound(Limits(gpus="device=0,1"), Limits(), None)
+    )
     policy.bound(Limits(gpus="1"), Limits(), None)
-    assert refusal(lambda: policy.check_ray(RayOptions.parse(num_gpus=2))) == (
-        f"--num-gpus 2 is above the administrator's ceiling of 1 (policy {path}); ask for at most 1")
-    assert "--num-cpus 8 is above" in refusal(lambda: policy.check_ray(RayOptions.parse(num_cpus=8)))
-    assert "--memory 16g is above" in refusal(lambda: policy.check_ray(RayOptions.parse(memory="16g")))
-    assert refusal(lambda: policy.check_ray(RayOptions.parse(address="10.0.0.1:6379"))) == (
-        f"Ray address 10.0.0.1:6379 is not allowed by the administrator's policy ({path}); "
-        "allowed: local, ray://head*")
-    policy.check_ray(RayOptions.parse(num_gpus=1, address="ray://head.internal:10001"))
-    policy.check_ray(RayOptions.parse())                             # the embedded local Ray
+
+    def admit(**options: object) -> None:
+        RayBackend.admit(RunSpec(backend="ray", placement=RayOptions.parse(**options)), policy)
+
+    assert refusal(lambda: admit(num_gpus=2)) == (
+        f"--num-gpus 2 is above the administrator's ceiling of 1 (policy {path}); ask for at most 1"
+    )
+    assert "--num-cpus 8 is above" in refusal(lambda: admit(num_cpus=8))
+    assert "--memory 16g is above" in refusal(lambda: admit(memory="16g"))
+    assert refusal(lambda: admit(address="10.0.0.1:6379")) == (
+        f"Ray address 10.0.0.1:6379 is not allowed by the administrator's policy ({path}); allowed: local, ray://head*"
+    )
+    admit(num_gpus=1, address="ray://head.internal:10001")
+    admit()  # the embedded local Ray
 
 
-def test_map_is_checked_before_connecting(tmp_path, monkeypatch):
+def test_map_is_checked_before_connecting(tmp_path):
     import jupyter_exec
-    from jupyter_exec import fanout
-    from jupyter_exec.backends.ray import connection
+    from jupyter_exec.backends.raycluster.connection import connection
+
     policy, path = policy_from(tmp_path, STRICT)
-    monkeypatch.setattr(fanout, "policy_in_effect", lambda: policy)
-    assert refusal(lambda: jupyter_exec.map(abs, [1], num_gpus=4)) == (
-        f"--num-gpus 4 is above the administrator's ceiling of 0 (policy {path}); drop --num-gpus")
-    assert "Ray address ray://elsewhere:10001 is not allowed" in refusal(
-        lambda: jupyter_exec.map(abs, [1], address="ray://elsewhere:10001"))
-    assert not connection().connected
+    manager = Manager(ExecConfig(data_dir=str(tmp_path / "data"), pool_size=0))
+    manager.policy = policy
+    set_current_manager(manager)
+    try:
+        assert refusal(lambda: jupyter_exec.map(abs, [1], num_gpus=4)) == (
+            f"--num-gpus 4 is above the administrator's ceiling of 0 (policy {path}); drop --num-gpus"
+        )
+        assert "Ray address ray://elsewhere:10001 is not allowed" in refusal(
+            lambda: jupyter_exec.map(abs, [1], address="ray://elsewhere:10001")
+        )
+        assert not connection().connected and manager.store.runs() == []  # refused: nothing recorded
+    finally:
+        set_current_manager(None)
+        manager.shutdown()
 
 
 def test_auto_never_picks_a_forbidden_backend(tmp_path, monkeypatch):
@@ -172,18 +215,21 @@ def test_auto_never_picks_a_forbidden_backend(tmp_path, monkeypatch):
     monkeypatch.setattr(DockerBackend, "availability", ok)
     monkeypatch.setattr(SeccompBackend, "availability", ok)
     policy, _ = policy_from(tmp_path, "backends: [seccomp, local]\n")
-    assert resolve_name("auto") == "docker" and policy.choose_backend("auto") == "seccomp"
+    assert resolve_name("auto") == "docker" and choose("auto", policy) == "seccomp"
     monkeypatch.setattr(SeccompBackend, "availability", classmethod(lambda cls: Availability(False, "no landlock")))
-    with pytest.raises(BackendUnavailableError, match="docker: not allowed by the administrator's policy; "
-                                                      "seccomp: no landlock.*pass --backend local"):
-        policy.choose_backend("auto")
+    with pytest.raises(
+        BackendUnavailableError,
+        match=r"docker: not allowed by the administrator's policy; seccomp: no landlock.*pass --backend local",
+    ):
+        choose("auto", policy)
     strict, _ = policy_from(tmp_path, "backends: [seccomp]\n", "strict.yaml")
     with pytest.raises(BackendUnavailableError) as caught:
-        strict.choose_backend("auto")
-    assert "--backend local" not in str(caught.value)                # not offered when it is forbidden too
+        choose("auto", strict)
+    assert "--backend local" not in str(caught.value)  # not offered when it is forbidden too
 
 
 # ---- through a kernel ---------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory):
@@ -198,14 +244,19 @@ def strict(tmp_path_factory):
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize(("options", "message"), [
-    ("--mem 8g", "--mem 8g is above the administrator's ceiling of 512m (policy {path}); ask for at most 512m"),
-    ("--timeout 1m", "--timeout 1m is above the administrator's ceiling of 2s (policy {path}); ask for at most 2s"),
-    ("--network", "--network is not allowed by the administrator's policy ({path}); drop --network"),
-    ("--gpus 1", "--gpus 1 is above the administrator's ceiling of 0 (policy {path}); drop --gpus"),
-    ("--backend docker", "the docker backend is not allowed by the administrator's policy ({path}); "
-                         "allowed: seccomp, local, ray"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("--mem 8g", "--mem 8g is above the administrator's ceiling of 512m (policy {path}); ask for at most 512m"),
+        ("--timeout 1m", "--timeout 1m is above the administrator's ceiling of 2s (policy {path}); ask for at most 2s"),
+        ("--network", "--network is not allowed by the administrator's policy ({path}); drop --network"),
+        ("--gpus 1", "--gpus 1 is above the administrator's ceiling of 0 (policy {path}); drop --gpus"),
+        (
+            "--backend docker",
+            "the docker backend is not allowed by the administrator's policy ({path}); allowed: seccomp, local, ray",
+        ),
+    ],
+)
 def test_over_the_policy_is_refused_and_nothing_recorded(strict, options, message):
     assert strict.refused(f"%%sandbox {options}\nprint('ran')") == message.format(path=strict.policy_path)
 
@@ -215,11 +266,16 @@ def test_unset_limits_get_the_ceiling(strict):
     began = time.monotonic()
     cell = strict.run("%%sandbox\nimport time\nprint('started', flush=True)\ntime.sleep(20)")
     assert cell.error and cell.error["ename"] == "TaskTimeoutError" and "started" in cell.stdout
-    assert time.monotonic() - began < 8                      # stopped at the policy's 2 s, not the default 10m
+    assert time.monotonic() - began < 8  # stopped at the policy's 2 s, not the default 10m
     run = strict.last_run()
     limits = json.loads(strict.store().get(run["id"])["spec"])["limits"]
     assert (run["status"], limits["timeout"], limits["memory"], limits["pids"], limits["cpus"]) == (
-        "timeout", 2.0, 512 << 20, 64, 1.0)
+        "timeout",
+        2.0,
+        512 << 20,
+        64,
+        1.0,
+    )
 
 
 @pytest.mark.kernel
@@ -233,10 +289,17 @@ def test_auto_avoids_a_forbidden_backend(strict):
 def test_ray_over_the_ceiling_is_refused_before_connecting(strict):
     path = strict.policy_path
     assert strict.refused("%%rayrun --num-gpus 4\nprint('ran')") == (
-        f"--num-gpus 4 is above the administrator's ceiling of 0 (policy {path}); drop --num-gpus")
+        f"--num-gpus 4 is above the administrator's ceiling of 0 (policy {path}); drop --num-gpus"
+    )
     assert strict.refused("%%rayrun --address 10.0.0.1:6379\nprint('ran')") == (
-        f"Ray address 10.0.0.1:6379 is not allowed by the administrator's policy ({path}); allowed: local")
-    assert strict.eval("__import__('jupyter_exec.backends.ray').backends.ray.connection().connected") is False
+        f"Ray address 10.0.0.1:6379 is not allowed by the administrator's policy ({path}); allowed: local"
+    )
+    assert (
+        strict.eval(
+            "__import__('jupyter_exec.backends.raycluster.connection').backends.raycluster.connection.connection().connected"
+        )
+        is False
+    )
     assert strict.eval("'ray' in __import__('sys').modules and __import__('ray').is_initialized()") is False
 
 
@@ -256,8 +319,10 @@ def test_a_malformed_policy_refuses_every_run(tmp_path):
     path.write_text("memory: 2g\ntimeout: soon\n")
     broken = Kernel(tmp_path / "data", tmp_path, env={"JX_POLICY": str(path)})
     try:
-        why = (f"every run is refused until the administrator's policy is fixed: policy {path}, key timeout: "
-               "cannot read 'soon' as a duration; write it like 30, 30s, 5m or 1h30m")
+        why = (
+            f"every run is refused until the administrator's policy is fixed: policy {path}, key timeout: "
+            "cannot read 'soon' as a duration; write it like 30, 30s, 5m or 1h30m"
+        )
         assert broken.refused("%%sandbox --backend local\nprint('ran')") == why
         assert broken.refused("%%sandbox\nprint('ran')") == why
         assert broken.refused("%%rayrun\nprint('ran')") == why
@@ -265,8 +330,12 @@ def test_a_malformed_policy_refuses_every_run(tmp_path):
         assert f"BROKEN, every run is refused: policy {path}, key timeout" in doctor
     finally:
         broken.shutdown()
-    done = subprocess.run([sys.executable, "-m", "jupyter_exec.cli", "doctor"], capture_output=True, text=True,
-                          env={**os.environ, "JX_POLICY": str(path)})
+    done = subprocess.run(
+        [sys.executable, "-m", "jupyter_exec.cli", "doctor"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JX_POLICY": str(path)},
+    )
     assert done.returncode == 1 and "%%sandbox has no sandbox to use: every run is refused" in done.stdout
 
 
@@ -296,20 +365,23 @@ def test_jx_policy_cannot_loosen_the_system_policy(kernel, system_policy, tmp_pa
         # The session kernel made its Manager before the file existed: it keeps its own (no) policy.
         assert kernel.run("%%sandbox --backend local --mem 1500m\n'free'", check=True).result_text == "'free'"
         assert "policy: none" in kernel.run("%jx policy", check=True).stdout
-        system_policy.unlink()                 # the fresh kernel read it once, when the extension loaded
+        system_policy.unlink()  # the fresh kernel read it once, when the extension loaded
         assert fresh.refused("%%sandbox --backend seccomp --mem 2g\nprint('ran')") == (
-            f"--mem 2g is above the administrator's ceiling of 1g (policy {system_policy}); ask for at most 1g")
+            f"--mem 2g is above the administrator's ceiling of 1g (policy {system_policy}); ask for at most 1g"
+        )
         assert fresh.refused("%%sandbox --backend local\nprint('ran')") == (
             f"the local backend is not allowed by the administrator's policy ({system_policy}); "
-            "allowed: seccomp, docker")
+            "allowed: seccomp, docker"
+        )
         fresh.run("%%sandbox --backend seccomp\n1", check=True)
         limits = json.loads(fresh.store().get(fresh.last_run()["id"])["spec"])["limits"]
-        assert (limits["memory"], limits["timeout"]) == (1 << 30, 300.0)       # JX_POLICY did tighten the timeout
+        assert (limits["memory"], limits["timeout"]) == (1 << 30, 300.0)  # JX_POLICY did tighten the timeout
         require(DockerBackend.availability().ok, "Docker with the base image is not available")
         (tmp_path / "env.yaml").write_text("image: python:3.12-slim\n")
         assert fresh.refused("%%sandbox --backend docker --env-spec env.yaml\nprint('ran')") == (
             f"image python:3.12-slim is not allowed by the administrator's policy ({system_policy}); "
-            "allowed: jupyter-exec/base:*")
+            "allowed: jupyter-exec/base:*"
+        )
         assert fresh.run("%%sandbox --backend docker\nprint('in docker')", check=True).stdout == "in docker\n"
     finally:
         fresh.shutdown()

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import Kernel, free_port, require
 
 pytestmark = pytest.mark.kernel
@@ -35,9 +34,22 @@ def gpu_cluster(tmp_path_factory):
     temp_dir = tmp_path_factory.mktemp("ray-gpus")
     ray_cli = Path(sys.executable).with_name("ray")
     head = subprocess.Popen(
-        [str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=2",
-         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            str(ray_cli),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--num-gpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -62,8 +74,11 @@ def _listening(port: int) -> bool:
 @pytest.fixture(scope="module")
 def gpu_kernel(gpu_cluster, tmp_path_factory):
     address, _ = gpu_cluster
-    kernel = Kernel(tmp_path_factory.mktemp("jx-gpu-data"), tmp_path_factory.mktemp("gpu-notebook"),
-                    env={"JX_RAY_ADDRESS": address, "RAY_AUTH_MODE": "token"})
+    kernel = Kernel(
+        tmp_path_factory.mktemp("jx-gpu-data"),
+        tmp_path_factory.mktemp("gpu-notebook"),
+        env={"JX_RAY_ADDRESS": address, "RAY_AUTH_MODE": "token"},
+    )
     yield kernel
     kernel.shutdown()
 
@@ -80,7 +95,7 @@ def test_one_gpu_cell_sees_exactly_one_gpu(gpu_kernel):
     visible = eval(cell.result_text)
     assert visible in ("0", "1")
     details = _details(gpu_kernel)
-    assert details["gpu_ids"] == [visible]              # recorded with the run
+    assert details["gpu_ids"] == [visible]  # recorded with the run
     assert gpu_kernel.last_run()["status"] == "succeeded"
 
 
@@ -88,7 +103,7 @@ def test_two_gpus_and_no_gpu(gpu_kernel):
     both = gpu_kernel.run(VISIBLE.format(options="--num-gpus 2"), check=True)
     assert sorted(eval(both.result_text).split(",")) == ["0", "1"]
     none = gpu_kernel.run(VISIBLE.format(options=""), check=True)
-    assert none.result_text == "''"                  # a CPU cell is given no GPU
+    assert none.result_text == "''"  # a CPU cell is given no GPU
 
 
 def test_gpu_id_pins_the_device(gpu_kernel):
@@ -101,9 +116,9 @@ def test_more_gpus_than_any_node_fails_at_once_naming_the_gpus(gpu_kernel):
     started = time.monotonic()
     cell = gpu_kernel.run(VISIBLE.format(options="--num-gpus 3"))
     assert time.monotonic() - started < 10
-    message = cell.stderr        # IPython shows a UsageError as one line, no traceback
+    message = cell.stderr  # IPython shows a UsageError as one line, no traceback
     assert message.startswith("UsageError:")
-    assert "3 GPU" in message and "2 GPU" in message        # what was asked, and what the node has
+    assert "3 GPU" in message and "2 GPU" in message  # what was asked, and what the node has
 
 
 def test_disconnecting_leaves_the_cluster_running(gpu_cluster, gpu_kernel, tmp_path):

@@ -14,7 +14,6 @@ import shutil
 import time
 
 import pytest
-
 from conftest import Kernel, require
 
 pytestmark = pytest.mark.kernel
@@ -23,8 +22,9 @@ pytestmark = pytest.mark.kernel
 @pytest.fixture(scope="session")
 def ray_kernel(tmp_path_factory):
     require(importlib.util.find_spec("ray") is not None, "Ray is not installed (pip install -e '.[ray]')")
-    kernel = Kernel(tmp_path_factory.mktemp("jx-ray-data"), tmp_path_factory.mktemp("ray-notebook"),
-                    env={"JX_RAY_ADDRESS": ""})
+    kernel = Kernel(
+        tmp_path_factory.mktemp("jx-ray-data"), tmp_path_factory.mktemp("ray-notebook"), env={"JX_RAY_ADDRESS": ""}
+    )
     started = time.monotonic()
     cell = kernel.run("%%rayrun\n40 + 2", timeout=180, check=True)
     kernel.start_seconds = time.monotonic() - started
@@ -36,7 +36,9 @@ def ray_kernel(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_address(ray_kernel) -> str:
-    return ray_kernel.eval("__import__('jupyter_exec.backends.ray').backends.ray.connection().address")
+    return ray_kernel.eval(
+        "__import__('jupyter_exec.backends.raycluster.connection').backends.raycluster.connection.connection().address"
+    )
 
 
 def _details(kernel: Kernel) -> dict:
@@ -47,17 +49,20 @@ def test_embedded_ray_starts_once_with_a_message(ray_kernel):
     assert "starting a local Ray for this kernel" in ray_kernel.start_message
     assert "local Ray ready" in ray_kernel.start_message
     again = ray_kernel.run("%%rayrun\n1", check=True)
-    assert "starting" not in again.stderr      # reused, not started again
+    assert "starting" not in again.stderr  # reused, not started again
 
 
 def test_last_value_out_and_record(ray_kernel):
     ray_kernel.run("base = 10", check=True)
-    cell = ray_kernel.run("%%rayrun --in base --out total,frame --name ray-sum\n"
-                          "import pandas as pd\n"
-                          "total = sum(range(base))\n"
-                          "frame = pd.DataFrame({'a': [1, 2]})\n"
-                          "print('printed')\n"
-                          "{'k': (1, 2.5)}", check=True)
+    cell = ray_kernel.run(
+        "%%rayrun --in base --out total,frame --name ray-sum\n"
+        "import pandas as pd\n"
+        "total = sum(range(base))\n"
+        "frame = pd.DataFrame({'a': [1, 2]})\n"
+        "print('printed')\n"
+        "{'k': (1, 2.5)}",
+        check=True,
+    )
     assert cell.stdout == "printed\n"
     assert cell.result_text == "{'k': (1, 2.5)}"
     assert ray_kernel.eval("total") == 45
@@ -90,11 +95,13 @@ def test_worker_death_is_a_node_failure(ray_kernel):
 
 
 def test_output_streams_live(ray_kernel):
-    cell = ray_kernel.run("%%rayrun\nimport sys, time\nfor i in range(6):\n    print('tick', i, flush=True)\n"
-                          "    time.sleep(0.3)\nprint('warn', file=sys.stderr)")
+    cell = ray_kernel.run(
+        "%%rayrun\nimport sys, time\nfor i in range(6):\n    print('tick', i, flush=True)\n"
+        "    time.sleep(0.3)\nprint('warn', file=sys.stderr)"
+    )
     assert cell.stdout.splitlines() == [f"tick {i}" for i in range(6)]
     assert cell.stderr == "warn\n"
-    assert cell.finished_at - cell.stream_times[0] > 1.0      # the first line came long before the end
+    assert cell.finished_at - cell.stream_times[0] > 1.0  # the first line came long before the end
     log = open(ray_kernel.last_run()["log_path"]).read()
     assert "tick 5" in log
 
@@ -102,7 +109,7 @@ def test_output_streams_live(ray_kernel):
 def test_short_cells_never_poll_for_output(ray_kernel):
     """A waiting long poll slows every Ray call of the kernel, so a short cell makes none,
     and the output of a short cell that prints still arrives whole and in order."""
-    pulls = "__import__('jupyter_exec.backends.ray').backends.ray.connection().output.pulls"
+    pulls = "__import__('jupyter_exec.backends.raycluster.connection', fromlist=['x']).connection().output.pulls"
     before = ray_kernel.eval(pulls)
     for _ in range(5):
         ray_kernel.run("%%rayrun\nx = 1", check=True)
@@ -113,8 +120,10 @@ def test_short_cells_never_poll_for_output(ray_kernel):
 
 
 def test_output_flood_is_capped_and_logged(ray_kernel):
-    cell = ray_kernel.run("%%rayrun\nimport sys\nline = 'x' * 999 + '\\n'\n"
-                          "for _ in range(20_000):\n    sys.stdout.write(line)", timeout=120)
+    cell = ray_kernel.run(
+        "%%rayrun\nimport sys\nline = 'x' * 999 + '\\n'\nfor _ in range(20_000):\n    sys.stdout.write(line)",
+        timeout=120,
+    )
     run = ray_kernel.last_run()
     assert run["status"] == "succeeded"
     assert len(cell.stdout) < 1.1 * 2**20 and "output truncated at 1,048,576 bytes" in cell.stdout
@@ -154,12 +163,12 @@ def test_infeasible_gpu_request_fails_at_once(ray_kernel):
     started = time.monotonic()
     cell = ray_kernel.run("%%rayrun --num-gpus 1\n1")
     assert time.monotonic() - started < 10
-    message = cell.stderr        # IPython shows a UsageError as one line, no traceback
+    message = cell.stderr  # IPython shows a UsageError as one line, no traceback
     assert message.startswith("UsageError: no node of the Ray cluster can ever run this task: it asks for")
-    assert "1 GPU" in message and "CPU" in message and "backend unavailable" not in message   # Ray itself works
+    assert "1 GPU" in message and "CPU" in message and "backend unavailable" not in message  # Ray itself works
     assert "--wait-for-resources" in message
     assert ray_kernel.last_run()["status"] == "failed"
-    waiting = ray_kernel.run("%%rayrun --num-gpus 1 --wait-for-resources --timeout 2\n1")   # queued, then cancelled
+    waiting = ray_kernel.run("%%rayrun --num-gpus 1 --wait-for-resources --timeout 2\n1")  # queued, then cancelled
     assert waiting.error["ename"] == "TaskTimeoutError"
     assert ray_kernel.last_run()["status"] == "timeout"
 
@@ -167,8 +176,9 @@ def test_infeasible_gpu_request_fails_at_once(ray_kernel):
 def test_node_affinity_to_the_local_node(ray_kernel):
     node_id = ray_kernel.eval("__import__('ray').get_runtime_context().get_node_id()")
     for node in (node_id, node_id[:12], "local"):
-        cell = ray_kernel.run(f"%%rayrun --node {node}\nimport ray\nray.get_runtime_context().get_node_id()",
-                              check=True)
+        cell = ray_kernel.run(
+            f"%%rayrun --node {node}\nimport ray\nray.get_runtime_context().get_node_id()", check=True
+        )
         assert cell.result_text == repr(node_id)
     assert _details(ray_kernel)["node_affinity"] == node_id
     soft = ray_kernel.run(f"%%rayrun --node {node_id} --soft\n1", check=True)
@@ -178,32 +188,39 @@ def test_node_affinity_to_the_local_node(ray_kernel):
 
 
 def test_available_resources_come_from_the_live_nodes(ray_kernel):
-    resources = ray_kernel.eval("get_ipython().find_magic('rayrun', 'cell').__self__.manager"
-                                ".backend('ray').get_available_resources()")
+    resources = ray_kernel.eval(
+        "get_ipython().find_magic('rayrun', 'cell').__self__.manager.backend('ray').get_available_resources()"
+    )
     (node,) = resources["nodes"]
     assert node["resources"]["CPU"] >= 1 and node["resources"]["memory"] > 0
     assert resources["address"] == ray_kernel.eval(
-        "__import__('jupyter_exec.backends.ray').backends.ray.connection().address")
+        "__import__('jupyter_exec.backends.raycluster.connection').backends.raycluster.connection.connection().address"
+    )
     assert "ray      ray        available" in ray_kernel.run("%jx resources", check=True).stdout
 
 
 def test_limits_ray_cannot_enforce_are_refused(ray_kernel):
-    cell = ray_kernel.run("from jupyter_exec import RunSpec, Limits\n"
-                          "get_ipython().find_magic('rayrun', 'cell').__self__.manager.run("
-                          "'1', RunSpec(backend='ray', limits=Limits.parse(pids=10)))")
+    cell = ray_kernel.run(
+        "from jupyter_exec import RunSpec, Limits\n"
+        "get_ipython().find_magic('rayrun', 'cell').__self__.manager.run("
+        "'1', RunSpec(backend='ray', limits=Limits.parse(pids=10)))"
+    )
     assert cell.error["ename"] == "BackendUnavailableError" and "pids" in cell.error["evalue"]
 
 
 def test_map_fans_out_in_order(ray_kernel):
-    cell = ray_kernel.run("import jupyter_exec\n"
-                          "squares = jupyter_exec.map(lambda x: x * x, range(200), max_in_flight=2)\n"
-                          "from_code = jupyter_exec.map('item + 1', [1, 2, 3])\n"
-                          "squares == [x * x for x in range(200)] and from_code == [2, 3, 4]", check=True)
+    cell = ray_kernel.run(
+        "import jupyter_exec\n"
+        "squares = jupyter_exec.map(lambda x: x * x, range(200), max_in_flight=2)\n"
+        "from_code = jupyter_exec.map('item + 1', [1, 2, 3])\n"
+        "squares == [x * x for x in range(200)] and from_code == [2, 3, 4]",
+        check=True,
+    )
     assert cell.result_text == "True"
     assert "map: 200/200 items" in cell.stderr
     failing = ray_kernel.run("jupyter_exec.map(lambda x: 1 // (x - 7), range(10), progress=False)")
     assert failing.error["ename"] == "ZeroDivisionError" and "item 7" in failing.error["evalue"]
-    too_big = ray_kernel.run("jupyter_exec.map(abs, range(3), num_gpus=1)")          # nothing could run it
+    too_big = ray_kernel.run("jupyter_exec.map(abs, range(3), num_gpus=1)")  # nothing could run it
     assert too_big.error["ename"] == "SpecError" and "can ever run this task" in too_big.error["evalue"]
 
 
@@ -212,27 +229,34 @@ def test_second_kernel_connects_by_address_without_starting_or_stopping(ray_kern
     other = Kernel(tmp_path / "data", tmp_path, env={"JX_RAY_ADDRESS": ray_address, "RAY_AUTH_MODE": "token"})
     try:
         cell = other.run("%%rayrun\nimport ray\nray.get_runtime_context().gcs_address", timeout=120, check=True)
-        assert cell.result_text == repr(ray_address)             # ExecConfig.ray_address, from JX_RAY_ADDRESS
+        assert cell.result_text == repr(ray_address)  # ExecConfig.ray_address, from JX_RAY_ADDRESS
         assert "connecting to Ray at" in cell.stderr and "starting a local Ray" not in cell.stderr
         again = other.run(f"%%rayrun --address {ray_address}\n'same cluster'", check=True)
         assert again.result_text == "'same cluster'" and "connecting" not in again.stderr
-        assert other.eval("__import__('jupyter_exec.backends.ray').backends.ray.connection().started_cluster") \
+        assert (
+            other.eval(
+                "__import__('jupyter_exec.backends.raycluster.connection').backends.raycluster.connection.connection().started_cluster"
+            )
             is False
+        )
     finally:
         other.shutdown()
     time.sleep(1)
-    after = ray_kernel.run("%%rayrun\n'still up'", check=True)      # the first kernel's Ray was not stopped
+    after = ray_kernel.run("%%rayrun\n'still up'", check=True)  # the first kernel's Ray was not stopped
     assert after.result_text == "'still up'"
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="no GPU on this machine")
 def test_one_gpu_is_visible(ray_kernel):
-    cell = ray_kernel.run("%%rayrun --num-gpus 1\nimport os\n"
-                          "devices = os.environ['CUDA_VISIBLE_DEVICES'].split(',')\n"
-                          "try:\n    import torch\n    count = torch.cuda.device_count()\n"
-                          "except ImportError:\n    count = len(devices)\n"
-                          "(len(devices), count)", check=True)
+    cell = ray_kernel.run(
+        "%%rayrun --num-gpus 1\nimport os\n"
+        "devices = os.environ['CUDA_VISIBLE_DEVICES'].split(',')\n"
+        "try:\n    import torch\n    count = torch.cuda.device_count()\n"
+        "except ImportError:\n    count = len(devices)\n"
+        "(len(devices), count)",
+        check=True,
+    )
     assert cell.result_text == "(1, 1)"
     assert len(_details(ray_kernel)["gpu_ids"]) == 1
 
@@ -250,9 +274,12 @@ def test_runtime_env_becomes_rays_own(ray_kernel):
     (project / "config.txt").write_text("shipped by ray")
     (project / "helpers" / "__init__.py").write_text("def greet():\n    return 'hi from py_modules'\n")
     (ray_kernel.cwd / "ray-env.yaml").write_text("env_vars: {STAGE: ray}\n")
-    cell = ray_kernel.run("%%rayrun --working-dir rayproject --py-modules rayproject/helpers --env-spec ray-env.yaml\n"
-                          "import os, helpers\n(open('config.txt').read(), helpers.greet(), os.environ['STAGE'])",
-                          timeout=180, check=True)
+    cell = ray_kernel.run(
+        "%%rayrun --working-dir rayproject --py-modules rayproject/helpers --env-spec ray-env.yaml\n"
+        "import os, helpers\n(open('config.txt').read(), helpers.greet(), os.environ['STAGE'])",
+        timeout=180,
+        check=True,
+    )
     assert cell.result_text == "('shipped by ray', 'hi from py_modules', 'ray')"
     spec = json.loads(ray_kernel.store().get(ray_kernel.last_run()["id"])["spec"])
     assert spec["runtime_env"]["working_dir"].endswith("rayproject")
@@ -262,16 +289,18 @@ def test_shutting_down_stops_the_embedded_ray_promptly(tmp_path):
     """The kernel stops its Ray when told to shut down, before ipykernel SIGTERMs its process
     group: the kernel exits in seconds, not at jupyter_client's kill, and no Ray process stays."""
     import psutil
+
     kernel = Kernel(tmp_path / "data", tmp_path, env={"JX_RAY_ADDRESS": ""})
     try:
         kernel.run("%%rayrun\n1", timeout=180, check=True)
-        ray_processes = [p for p in psutil.Process(kernel.pid).children(recursive=True)
-                         if p.name() in ("gcs_server", "raylet")]
+        ray_processes = [
+            p for p in psutil.Process(kernel.pid).children(recursive=True) if p.name() in ("gcs_server", "raylet")
+        ]
         assert len(ray_processes) == 2
     finally:
         started = time.monotonic()
         kernel.shutdown()
         took = time.monotonic() - started
-    assert took < 4.5, f"shutdown took {took:.1f} s"          # jupyter_client kills a kernel at 5 s
+    assert took < 4.5, f"shutdown took {took:.1f} s"  # jupyter_client kills a kernel at 5 s
     psutil.wait_procs(ray_processes, timeout=10)
     assert not [p for p in ray_processes if p.is_running()]

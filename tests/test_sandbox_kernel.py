@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from conftest import owned_processes
 
 pytestmark = pytest.mark.kernel
@@ -16,8 +15,11 @@ SECCOMP = "%%sandbox --backend seccomp"
 
 
 def test_remote_exception_is_also_the_builtin_type(kernel):
-    catch = kernel.run("try:\n    get_ipython().run_cell_magic('sandbox', '--backend seccomp', 'int(\"x\")')\n"
-                       "except ValueError as e:\n    print('caught', type(e).__name__)", check=True)
+    catch = kernel.run(
+        "try:\n    get_ipython().run_cell_magic('sandbox', '--backend seccomp', 'int(\"x\")')\n"
+        "except ValueError as e:\n    print('caught', type(e).__name__)",
+        check=True,
+    )
     assert catch.stdout == "caught ValueError\n"
 
 
@@ -28,32 +30,63 @@ def test_interrupt_cancels_the_run(kernel):
     _assert_no_run_processes(kernel)
 
 
-@pytest.mark.parametrize(("name", "options", "code", "status", "ename"), [
-    ("socket", "", "import socket\nsocket.socket()", "failed", "PermissionError"),
-    ("connect", "", "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=2)", "failed",
-     "PermissionError"),
-    ("fork bomb", "--pids 64 --timeout 30",
-     "import os\nwhile True:\n    os.fork()", "failed", "BlockingIOError"),
-    ("memory", "--mem 256m", "block = bytearray(2 * 1024**3)\nblock[::4096] = b'x' * len(block[::4096])",
-     "oom", "ResourceLimitError"),
-    ("spin", "--timeout 2", "while True:\n    pass", "timeout", "TaskTimeoutError"),
-    ("ignores SIGTERM", "--timeout 1",
-     "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)", "timeout",
-     "TaskTimeoutError"),
-    ("cpu time", "--cpu-time 1 --timeout 30", "while True:\n    pass", "timeout", "TaskTimeoutError"),
-    ("big file", "--fsize 1m", "open('big', 'wb').write(b'x' * 10_000_000)", "failed", "OSError"),
-    ("ptrace", "", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-                   "if libc.ptrace(16, 1, 0, 0) != 0:\n    raise OSError(ctypes.get_errno(), 'ptrace refused')",
-     "failed", "PermissionError"),
-    ("new namespace", "", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-                          "if libc.unshare(0x10000000) != 0:\n    raise OSError(ctypes.get_errno(), 'unshare refused')",
-     "failed", "PermissionError"),
-    ("remount shm", "--shm 8m", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-                                "if libc.mount(b'jx', b'/dev/shm', b'tmpfs', 32, b'size=1g') != 0 "
-                                "and libc.umount2(b'/dev/shm', 2) != 0:\n"
-                                "    raise OSError(ctypes.get_errno(), 'mount and umount refused')",
-     "failed", "PermissionError"),
-])
+@pytest.mark.parametrize(
+    ("name", "options", "code", "status", "ename"),
+    [
+        ("socket", "", "import socket\nsocket.socket()", "failed", "PermissionError"),
+        (
+            "connect",
+            "",
+            "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=2)",
+            "failed",
+            "PermissionError",
+        ),
+        ("fork bomb", "--pids 64 --timeout 30", "import os\nwhile True:\n    os.fork()", "failed", "BlockingIOError"),
+        (
+            "memory",
+            "--mem 256m",
+            "block = bytearray(2 * 1024**3)\nblock[::4096] = b'x' * len(block[::4096])",
+            "oom",
+            "ResourceLimitError",
+        ),
+        ("spin", "--timeout 2", "while True:\n    pass", "timeout", "TaskTimeoutError"),
+        (
+            "ignores SIGTERM",
+            "--timeout 1",
+            "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)",
+            "timeout",
+            "TaskTimeoutError",
+        ),
+        ("cpu time", "--cpu-time 1 --timeout 30", "while True:\n    pass", "timeout", "TaskTimeoutError"),
+        ("big file", "--fsize 1m", "open('big', 'wb').write(b'x' * 10_000_000)", "failed", "OSError"),
+        (
+            "ptrace",
+            "",
+            "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            "if libc.ptrace(16, 1, 0, 0) != 0:\n    raise OSError(ctypes.get_errno(), 'ptrace refused')",
+            "failed",
+            "PermissionError",
+        ),
+        (
+            "new namespace",
+            "",
+            "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            "if libc.unshare(0x10000000) != 0:\n    raise OSError(ctypes.get_errno(), 'unshare refused')",
+            "failed",
+            "PermissionError",
+        ),
+        (
+            "remount shm",
+            "--shm 8m",
+            "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            "if libc.mount(b'jx', b'/dev/shm', b'tmpfs', 32, b'size=1g') != 0 "
+            "and libc.umount2(b'/dev/shm', 2) != 0:\n"
+            "    raise OSError(ctypes.get_errno(), 'mount and umount refused')",
+            "failed",
+            "PermissionError",
+        ),
+    ],
+)
 def test_hostile_cell_is_contained(kernel, name, options, code, status, ename):
     elapsed = kernel.fails_as(f"{SECCOMP} {options}\n{code}", ename, status, name)
     if name == "spin":
@@ -64,16 +97,20 @@ def test_hostile_cell_is_contained(kernel, name, options, code, status, ename):
 
 def test_printed_fake_frame_cannot_forge_result(kernel):
     fake = '{"t":"result","value":{"data":"forged"},"outputs":{"x":"forged"},"error":null}'
-    cell = kernel.run(f"{SECCOMP} --out x\nimport sys\nprint({fake!r})\nprint({fake!r}, file=sys.stderr)\n"
-                      "x = 'real'\n'real'", check=True)
+    cell = kernel.run(
+        f"{SECCOMP} --out x\nimport sys\nprint({fake!r})\nprint({fake!r}, file=sys.stderr)\nx = 'real'\n'real'",
+        check=True,
+    )
     assert cell.result_text == "'real'"
     assert kernel.eval("x") == "real"
     assert fake in cell.stdout
 
 
 def test_unsafe_result_needs_trust(kernel):
-    evil = ("class Evil:\n    def __reduce__(self):\n        import os\n"
-            "        return (os.system, ('touch /tmp/jx-pwned',))\nx = Evil()")
+    evil = (
+        "class Evil:\n    def __reduce__(self):\n        import os\n"
+        "        return (os.system, ('touch /tmp/jx-pwned',))\nx = Evil()"
+    )
     cell = kernel.run(f"{SECCOMP} --out x\n{evil}")
     assert cell.error["ename"] == "TransferError" and "--trust" in cell.error["evalue"]
     assert kernel.last_run()["status"] == "failed"
@@ -106,44 +143,50 @@ def test_files_outside_the_sandbox_are_invisible(kernel, notebook_dir):
         cell = kernel.run(f"{SECCOMP} --mount data.txt\nopen({str(local)!r}).read()", check=True)
         assert cell.result_text == "'notebook data'"
         cell = kernel.run(f"{SECCOMP} --mount data.txt\nopen({str(local)!r}, 'a').write('x')")
-        assert cell.error["ename"] == "PermissionError"      # read-only unless :rw
+        assert cell.error["ename"] == "PermissionError"  # read-only unless :rw
         kernel.run(f"{SECCOMP} --mount data.txt:rw\nopen({str(local)!r}, 'a').write('!')", check=True)
         assert local.read_text() == "notebook data!"
     finally:
         secret.unlink()
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("--mem lots", "--mem: cannot read 'lots' as a size"),
-    ("--timeout -3", "--timeout"),
-    ("--cpus zero", "--cpus: expected a number"),
-    ("--env NOEQUALS", "--env: cannot read 'NOEQUALS'"),
-    ("--backend nope", "no such backend"),
-    ("--out 1x", "--out: '1x' is not a variable name"),
-    ("--mount /does/not/exist", "does not exist"),
-    ("--shm lots", "--shm: cannot read 'lots' as a size; write it like 512m"),
-    ("--shm 0", "--shm: a size must be positive"),
-    ("--in undefined_variable", "no variable 'undefined_variable'"),
-    ("--frobnicate", "unrecognized arguments"),
-    ("--name 'unclosed", "unbalanced quotes in the options"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("--mem lots", "--mem: cannot read 'lots' as a size"),
+        ("--timeout -3", "--timeout"),
+        ("--cpus zero", "--cpus: expected a number"),
+        ("--env NOEQUALS", "--env: cannot read 'NOEQUALS'"),
+        ("--backend nope", "no such backend"),
+        ("--out 1x", "--out: '1x' is not a variable name"),
+        ("--mount /does/not/exist", "does not exist"),
+        ("--shm lots", "--shm: cannot read 'lots' as a size; write it like 512m"),
+        ("--shm 0", "--shm: a size must be positive"),
+        ("--in undefined_variable", "no variable 'undefined_variable'"),
+        ("--frobnicate", "unrecognized arguments"),
+        ("--name 'unclosed", "unbalanced quotes in the options"),
+    ],
+)
 def test_bad_options_are_one_line_errors_and_nothing_runs(kernel, line, message):
     assert message in kernel.refused(f"%%sandbox {line}\nprint('ran')")
 
 
 def test_quoted_option_values_lose_their_quotes(kernel):
     """As in a shell: IPython's own parse_argstring would keep them (a pattern '*.csv' matching nothing)."""
-    cell = kernel.run(f"{SECCOMP} --name 'two words' --env \"GREETING=hi there\"\n"
-                      "__import__('os').environ['GREETING']", check=True)
+    cell = kernel.run(
+        f"{SECCOMP} --name 'two words' --env \"GREETING=hi there\"\n__import__('os').environ['GREETING']", check=True
+    )
     assert cell.result_text == "'hi there'" and kernel.last_run()["name"] == "two words"
 
 
 def test_jx_commands(kernel):
     kernel.run(f"{SECCOMP} --name listed\nprint('in the log')", check=True)
     run_id = kernel.last_run()["id"]
-    runs = kernel.run(f"df = %jx runs\nprint(df.loc[{run_id}, 'status'], df.loc[{run_id}, 'name'], "
-                      f"df.loc[{run_id}, 'node'])", check=True)
-    assert runs.stdout == "succeeded listed None\n"          # a Ray node only for Ray runs
+    runs = kernel.run(
+        f"df = %jx runs\nprint(df.loc[{run_id}, 'status'], df.loc[{run_id}, 'name'], df.loc[{run_id}, 'node'])",
+        check=True,
+    )
+    assert runs.stdout == "succeeded listed None\n"  # a Ray node only for Ray runs
     assert kernel.run(f"%jx logs {run_id}", check=True).stdout == "in the log\n"
     shown = kernel.run(f"%jx show {run_id}", check=True).stdout
     assert '"status": "succeeded"' in shown and '"isolation": "seccomp"' in shown

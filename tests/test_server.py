@@ -11,10 +11,9 @@ import urllib.error
 import urllib.request
 
 import pytest
+from conftest import Kernel, make_wheel
 
 from jupyter_exec.server.logs import read_piece
-
-from conftest import Kernel, make_wheel
 
 pytestmark = pytest.mark.kernel
 SECCOMP = "%%sandbox --backend seccomp"
@@ -67,13 +66,14 @@ def test_runs_list_detail_and_errors(lab, lab_kernel):
     assert detail["spec"]["limits"]["memory"] == 300 << 20 and detail["status"] == "succeeded"
 
     for path, code, message in [
-            ("runs/999999999", 404, "no run 999999999; GET /jupyter-exec/api/v1/runs lists them"),
-            ("runs/abc", 404, "no run 'abc'"),
-            ("runs/abc/log", 404, "no run 'abc'"),
-            ("runs?status=bogus", 400, "status=bogus: unknown"),
-            ("runs?limit=0", 400, "limit='0': expected a whole number from 1 to 1000"),
-            ("runs/1/log?offset=-1", 400, "offset='-1'"),
-            ("nothing/here", 404, "no endpoint 'nothing/here'")]:
+        ("runs/999999999", 404, "no run 999999999; GET /jupyter-exec/api/v1/runs lists them"),
+        ("runs/abc", 404, "no run 'abc'"),
+        ("runs/abc/log", 404, "no run 'abc'"),
+        ("runs?status=bogus", 400, "status=bogus: unknown"),
+        ("runs?limit=0", 400, "limit='0': expected a whole number from 1 to 1000"),
+        ("runs/1/log?offset=-1", 400, "offset='-1'"),
+        ("nothing/here", 404, "no endpoint 'nothing/here'"),
+    ]:
         status, body = call(lab, path)
         assert status == code and body["message"].startswith(message), (path, body)
         assert "\n" not in body["message"]
@@ -83,7 +83,7 @@ def test_log_pieces_from_an_offset(lab, lab_kernel):
     text = "".join(f"line {i} é€😀\n" for i in range(40))
     run_id = _run_id(lab_kernel, f"{SECCOMP}\nprint({text!r}, end='')")
     pieces, offset = [], 0
-    while True:                                 # 7-byte pieces cut through multi-byte characters
+    while True:  # 7-byte pieces cut through multi-byte characters
         status, piece = call(lab, f"runs/{run_id}/log?offset={offset}&max_bytes=7")
         assert status == 200 and piece["offset"] == offset
         pieces.append(piece["text"])
@@ -96,24 +96,39 @@ def test_log_pieces_from_an_offset(lab, lab_kernel):
     _, past = call(lab, f"runs/{run_id}/log?offset={10**9}")
     assert past["text"] == "" and past["done"]
     silent = _run_id(lab_kernel, f"{SECCOMP}\nx = 1")
-    assert call(lab, f"runs/{silent}/log")[1] == {"run_id": silent, "status": "succeeded", "offset": 0,
-                                                   "next_offset": 0, "size": 0, "text": "", "done": True}
+    assert call(lab, f"runs/{silent}/log")[1] == {
+        "run_id": silent,
+        "status": "succeeded",
+        "offset": 0,
+        "next_offset": 0,
+        "size": 0,
+        "text": "",
+        "done": True,
+    }
 
 
 def test_a_character_still_being_written_waits_for_the_next_piece(tmp_path):
     log = tmp_path / "run.log"
-    log.write_bytes("ab€".encode()[:-1])          # the run has written 2 of the euro sign's 3 bytes
+    log.write_bytes("ab€".encode()[:-1])  # the run has written 2 of the euro sign's 3 bytes
     piece = read_piece(str(log), 0, 100, finished=False)
     assert piece["text"] == "ab" and piece["next_offset"] == 2
     log.write_bytes("ab€c".encode())
     assert read_piece(str(log), 2, 100, finished=False)["text"] == "€c"
-    log.write_bytes(b"ab\xe2\x82")                # the run ended there: what is left is shown as it is
+    log.write_bytes(b"ab\xe2\x82")  # the run ended there: what is left is shown as it is
     assert read_piece(str(log), 0, 100, finished=True)["text"] == "ab\ufffd"
 
 
 def test_every_route_needs_the_token(lab):
-    for path, method in [("runs", "GET"), ("runs/1", "GET"), ("runs/1/log", "GET"), ("runs/1/cancel", "POST"),
-                         ("envs", "GET"), ("traces", "GET"), ("traces/x", "GET"), ("else", "GET")]:
+    for path, method in [
+        ("runs", "GET"),
+        ("runs/1", "GET"),
+        ("runs/1/log", "GET"),
+        ("runs/1/cancel", "POST"),
+        ("envs", "GET"),
+        ("traces", "GET"),
+        ("traces/x", "GET"),
+        ("else", "GET"),
+    ]:
         for token in (None, "wrong"):
             assert call(lab, path, method, token=token)[0] in (401, 403), (path, method, token)
 
@@ -146,7 +161,7 @@ def test_cancel_reaches_a_run_of_a_kernel(lab, lab_kernel):
     msg_id = lab_kernel.client.execute(f"{SECCOMP}\nimport time\nprint('waiting here', flush=True)\ntime.sleep(60)")
     deadline = time.monotonic() + 30
     run, log = None, ""
-    while "waiting here" not in log:          # the line arrives in the log while the run goes on
+    while "waiting here" not in log:  # the line arrives in the log while the run goes on
         assert time.monotonic() < deadline, "the run's line never reached its log"
         running = call(lab, "runs?status=running")[1]["runs"]
         run = running[0] if running else None
@@ -159,7 +174,7 @@ def test_cancel_reaches_a_run_of_a_kernel(lab, lab_kernel):
     assert error["ename"] == "TaskCancelledError" and time.monotonic() - asked < 5
     assert lab_kernel.store().get(run["id"])["status"] == "cancelled"
     status, body = call(lab, f"runs/{run['id']}/cancel", "POST")
-    assert status == 202 and body["status"] == "cancelled"         # asked twice: the same answer, done
+    assert status == 202 and body["status"] == "cancelled"  # asked twice: the same answer, done
     done = _run_id(lab_kernel, f"{SECCOMP}\npass")
     status, body = call(lab, f"runs/{done}/cancel", "POST")
     assert status == 409 and body["message"] == f"run {done} already finished (succeeded); nothing to cancel"
@@ -169,8 +184,9 @@ def test_cancel_reaches_a_run_of_a_kernel(lab, lab_kernel):
 def test_lab_serves_the_side_panel(lab):
     """The built panel is installed where JupyterLab finds it (the page lists it, its code is served)."""
     page = urllib.request.urlopen(f"{lab['url']}/lab?token={lab['token']}", timeout=20).read().decode()
-    config = json.loads(re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>',
-                                  page, re.S).group(1))
+    config = json.loads(
+        re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', page, re.S).group(1)
+    )
     panel = next((e for e in config["federated_extensions"] if e["name"] == "jupyter-exec"), None)
     assert panel is not None, "jupyter-exec is not among JupyterLab's extensions: run scripts/setup"
     entry = urllib.request.urlopen(f"{lab['url']}/lab/extensions/jupyter-exec/{panel['load']}", timeout=20)

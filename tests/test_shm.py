@@ -10,13 +10,14 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import require
-from jupyter_exec.backends import process
-from jupyter_exec.backends.docker import DockerBackend
+
+from jupyter_exec.backends.container import DockerBackend
 from jupyter_exec.backends.process import LocalBackend, SeccompBackend
-from jupyter_exec.backends.ray import RayBackend, _refuse_unenforced
-from jupyter_exec.backends.workers import namespace_support
+from jupyter_exec.backends.process import backend as process
+from jupyter_exec.backends.process.workers import namespace_support
+from jupyter_exec.backends.raycluster import RayBackend
+from jupyter_exec.backends.raycluster.backend import _refuse_unenforced
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.manager import Manager
@@ -27,15 +28,15 @@ def test_the_default_shm_reaches_only_backends_that_keep_it(monkeypatch):
     """The manager applies a default only to the limits a backend enforces."""
     monkeypatch.delenv("JX_SHM", raising=False)
     assert ExecConfig().default_limits().shm == 64 * 2**20
-    assert DockerBackend.enforced_limits is None                    # every limit
-    assert "shm" not in LocalBackend.enforced_limits                 # the host's /dev/shm
+    assert DockerBackend.enforced_limits is None  # every limit
+    assert "shm" not in LocalBackend.enforced_limits  # the host's /dev/shm
     assert "shm" not in RayBackend.enforced_limits
     with pytest.raises(BackendUnavailableError, match="cannot enforce shm limits"):
         _refuse_unenforced(Limits.parse(shm="8m"))
     monkeypatch.setattr(process, "namespace_support", lambda: None)
-    assert "shm" in SeccompBackend(pool_size=0).enforced_limits
+    assert "shm" in SeccompBackend(ExecConfig(pool_size=0)).enforced_limits
     monkeypatch.setattr(process, "namespace_support", lambda: "unshare refused: not root")
-    assert "shm" not in SeccompBackend(pool_size=0).enforced_limits
+    assert "shm" not in SeccompBackend(ExecConfig(pool_size=0)).enforced_limits
 
 
 def test_without_a_mount_namespace_shm_stays_read_only_and_shm_is_refused(monkeypatch, tmp_path):
@@ -44,7 +45,7 @@ def test_without_a_mount_namespace_shm_stays_read_only_and_shm_is_refused(monkey
     monkeypatch.setattr(process, "namespace_support", lambda: "unshare refused: not root")
     manager = Manager(ExecConfig(data_dir=str(tmp_path), pool_size=0))
     try:
-        with pytest.raises(PermissionError):        # Landlock: no writable /dev/shm, never the host's
+        with pytest.raises(PermissionError):  # Landlock: no writable /dev/shm, never the host's
             manager.run("open('/dev/shm/jx-test', 'w')", RunSpec(backend="seccomp"))
         with pytest.raises(BackendUnavailableError) as refused:
             manager.run("1", RunSpec(backend="seccomp", limits=Limits.parse(shm="8m")))
@@ -71,6 +72,10 @@ print(st.f_blocks * st.f_frsize)
 def test_the_mount_is_refused_in_the_kernels_own_mount_namespace():
     """Run in a throw-away mount namespace, so a broken guard cannot cover the host's /dev/shm."""
     require(os.geteuid() == 0 and namespace_support() is None, "needs root and new mount namespaces")
-    done = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _MOUNT],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _MOUNT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert (done.returncode, done.stdout) == (0, f"refused {2**20}\n"), done.stderr

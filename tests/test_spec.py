@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jupyter_exec.errors import SpecError
-from jupyter_exec.spec import Limits, Mount, parse_duration, parse_env, parse_names, parse_size
+from jupyter_exec.spec import Limits, Mount, parse_env, parse_names
+from jupyter_exec.units import parse_duration, parse_size
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("512m", 512 * 2**20), ("2g", 2 * 2**30), ("1.5GiB", int(1.5 * 2**30)), ("100kb", 100_000),
-    ("1048576", 2**20), (" 64 MB ", 64_000_000), ("1t", 2**40), (4096, 4096),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("512m", 512 * 2**20),
+        ("2g", 2 * 2**30),
+        ("1.5GiB", int(1.5 * 2**30)),
+        ("100kb", 100_000),
+        ("1048576", 2**20),
+        (" 64 MB ", 64_000_000),
+        ("1t", 2**40),
+        (4096, 4096),
+    ],
+)
 def test_sizes(text, expected):
     assert parse_size(text) == expected
 
@@ -23,9 +34,19 @@ def test_bad_sizes_name_the_option_and_the_fix(text):
         parse_size(text, "--mem")
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("30", 30), ("30s", 30), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), ("2.5", 2.5), (7, 7), ("1d", 86400),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30", 30),
+        ("30s", 30),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("250ms", 0.25),
+        ("2.5", 2.5),
+        (7, 7),
+        ("1d", 86400),
+    ],
+)
 def test_durations(text, expected):
     assert parse_duration(text) == expected
 
@@ -42,8 +63,11 @@ def test_size_units_multiply(number, unit):
     assert parse_size(f"{number}{unit}") == number * factor
 
 
-@given(st.integers(min_value=0, max_value=48), st.integers(min_value=0, max_value=59),
-       st.integers(min_value=0, max_value=59))
+@given(
+    st.integers(min_value=0, max_value=48),
+    st.integers(min_value=0, max_value=59),
+    st.integers(min_value=0, max_value=59),
+)
 def test_compound_durations(h, m, s):
     text = "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v)
     if text:

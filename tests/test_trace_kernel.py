@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sqlite3
 import time
 
 import pytest
-
 from conftest import Kernel
 
 pytestmark = pytest.mark.kernel
@@ -22,8 +22,10 @@ def propose(parent):
     x = 0 if parent is None else parent.params["x"] + 1
     return f"import time\\ntime.sleep(0.4)\\n{{'score': -({x} - 4) ** 2}}", {"x": x}
 '''
-EXPLORE = ("trace = jupyter_exec.explore(propose, budget=12, max_parallel=2, backend='seccomp', "
-           "scheduler=RoundRobin(max_trace_num=2), trace='hill', limits={'timeout': '60s'})")
+EXPLORE = (
+    "trace = jupyter_exec.explore(propose, budget=12, max_parallel=2, backend='seccomp', "
+    "scheduler=RoundRobin(max_trace_num=2), trace='hill', limits={'timeout': '60s'})"
+)
 
 
 def _nodes(data_dir, trace: str = "hill") -> list[dict]:
@@ -67,25 +69,29 @@ def test_explore_improves_then_resumes_after_the_kernel_is_killed(tmp_path):
         second.shutdown()
 
     after = {n["id"]: n for n in _nodes(data_dir)}
-    assert {n["id"] for n in before} < set(after)           # resumed: nothing stored was lost or redone
-    orphans = [n for n in before if n["status"] == "running"]      # in flight when the kernel died
-    assert orphans and all(after[n["id"]]["status"] == "failed" and "exited" in after[n["id"]]["error"] for n in orphans)
+    assert {n["id"] for n in before} < set(after)  # resumed: nothing stored was lost or redone
+    orphans = [n for n in before if n["status"] == "running"]  # in flight when the kernel died
+    assert orphans and all(
+        after[n["id"]]["status"] == "failed" and "exited" in after[n["id"]]["error"] for n in orphans
+    )
     resumed = [n for n in after.values() if n["id"] > max(b["id"] for b in before)]
     assert resumed and all(n["parent"] in after for n in resumed if n["parent"] is not None)
 
     with sqlite3.connect(data_dir / "runs.sqlite3") as db:
-        runs = db.execute("SELECT started, ended, isolation FROM runs WHERE name LIKE 'hill/%' "
-                          "AND status='succeeded' ORDER BY started").fetchall()
+        runs = db.execute(
+            "SELECT started, ended, isolation FROM runs WHERE name LIKE 'hill/%' "
+            "AND status='succeeded' ORDER BY started"
+        ).fetchall()
     assert {isolation for _, _, isolation in runs} == {"seccomp"}
-    overlapping = sum(1 for (s1, e1, _), (s2, _, _) in zip(runs, runs[1:]) if s2 < e1)
-    assert overlapping >= 3                 # two at a time, not one after the other
+    overlapping = sum(1 for (s1, e1, _), (s2, _, _) in itertools.pairwise(runs) if s2 < e1)
+    assert overlapping >= 3  # two at a time, not one after the other
 
 
 def test_sandbox_cells_as_trace_nodes(kernel):
     magic = "%%sandbox --backend seccomp --trace cells"
     kernel.run(f"{magic} --metric loss --minimize\n{{'loss': 3.0}}", check=True)
     kernel.run(f"{magic} --parent best\n{{'loss': 2.0}}", check=True)
-    kernel.run(f"{magic}\n{{'loss': 2.5}}", check=True)             # extends the latest accepted
+    kernel.run(f"{magic}\n{{'loss': 2.5}}", check=True)  # extends the latest accepted
     failed = kernel.run(f"{magic} --parent root\n1 / 0")
     assert failed.error["ename"] == "ZeroDivisionError"
     tree = kernel.run("%jx tree cells", check=True).stdout.splitlines()
@@ -93,20 +99,26 @@ def test_sandbox_cells_as_trace_nodes(kernel):
     assert "succeeded  loss=3" in tree[1] and "└─ " in tree[2] and "★ SOTA" in tree[2]
     assert "   └─ " in tree[3] and "loss=2.5" in tree[3]
     assert "failed" in tree[4] and "ZeroDivisionError" in tree[4]
-    frame = kernel.run("from jupyter_exec.trace.explore import trace_store\n"
-                       "m = get_ipython().magics_manager.registry['ExecMagics'].manager\n"
-                       "df = trace_store(m).open('cells').to_dataframe()\n"
-                       "print(list(df['status']), df['run_id'].notna().all())", check=True)
+    frame = kernel.run(
+        "from jupyter_exec.trace.explore import trace_store\n"
+        "from jupyter_exec import current_manager\nm = current_manager()\n"
+        "df = trace_store(m).open('cells').to_dataframe()\n"
+        "print(list(df['status']), df['run_id'].notna().all())",
+        check=True,
+    )
     assert frame.stdout == "['succeeded', 'succeeded', 'succeeded', 'failed'] True\n"
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("--trace cells --parent 99999", "trace 'cells' has no node 99999"),
-    ("--trace cells --parent first", "--parent: 'first' is not a node id"),
-    ("--trace cells --maximize", "trace 'cells' records loss (minimised)"),
-    ("--parent best", "need --trace NAME"),
-    ("--trace cells --bg", "drop --bg (to grow a trace several runs at a time, use jupyter_exec.explore"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("--trace cells --parent 99999", "trace 'cells' has no node 99999"),
+        ("--trace cells --parent first", "--parent: 'first' is not a node id"),
+        ("--trace cells --maximize", "trace 'cells' records loss (minimised)"),
+        ("--parent best", "need --trace NAME"),
+        ("--trace cells --bg", "drop --bg (to grow a trace several runs at a time, use jupyter_exec.explore"),
+    ],
+)
 def test_bad_trace_options_are_one_line_errors(kernel, line, message):
     assert message in kernel.refused(f"%%sandbox --backend seccomp {line}\nprint('ran')")
 

@@ -23,9 +23,13 @@ from jupyter_exec.trace.view import render
 def build(maximize: bool = True) -> Trace:
     """1 ─ 2 ─ 4 ; 1 ─ 3 (failed) ; 5 (second root). Scores: 1→1, 2→3, 4→2, 5→5 or as given."""
     trace = Trace("t", "score", maximize)
-    for node_id, parent, status, score in [(1, None, "succeeded", 1.0), (2, 1, "succeeded", 3.0),
-                                           (3, 1, "failed", None), (4, 2, "succeeded", 2.0),
-                                           (5, None, "succeeded", 0.5)]:
+    for node_id, parent, status, score in [
+        (1, None, "succeeded", 1.0),
+        (2, 1, "succeeded", 3.0),
+        (3, 1, "failed", None),
+        (4, 2, "succeeded", 2.0),
+        (5, None, "succeeded", 0.5),
+    ]:
         trace.add(Node(node_id, parent, f"x = {node_id}", params={"x": node_id}))
         trace.finish(node_id, status, {} if score is None else {"score": score}, error=status != "succeeded" and "E")
     return trace
@@ -43,7 +47,7 @@ def test_structure_queries():
 def test_sota_is_direction_aware_and_has_a_latest_accepted_mode():
     up, down = build(True), build(False)
     assert up.sota().id == 2 and down.sota().id == 5
-    assert up.sota("latest").id == 5        # 5 beat everything above it (nothing) after 2 did
+    assert up.sota("latest").id == 5  # 5 beat everything above it (nothing) after 2 did
     assert [n.id for n in up.nodes.values() if n.accepted] == [1, 2, 5]
     assert [n.id for n in down.nodes.values() if n.accepted] == [1, 5]
     assert up.nodes[4].improvements == 2 and up.nodes[4].path_best == 3.0
@@ -59,7 +63,7 @@ def test_failed_and_nan_never_sota():
     trace.finish(2, "succeeded", {"score": float("nan")})
     assert trace.sota() is None
     with pytest.raises(ValueError):
-        trace.finish(2, "succeeded", {"score": 1.0})      # once only
+        trace.finish(2, "succeeded", {"score": 1.0})  # once only
 
 
 def test_dataframe_export():
@@ -87,9 +91,11 @@ def test_store_round_trip_shares_the_run_store_file(tmp_path):
     loaded = TraceStore(path).open("t")
     assert loaded.metric == "loss" and not loaded.maximize
     assert [(n.id, n.parent, n.status, n.metrics, n.params) for n in loaded.nodes.values()] == [
-        (root.id, None, "succeeded", {"loss": 2.0}, {"lr": 0.1}), (child.id, root.id, "succeeded", {"loss": 1.0}, {})]
+        (root.id, None, "succeeded", {"loss": 2.0}, {"lr": 0.1}),
+        (child.id, root.id, "succeeded", {"loss": 1.0}, {}),
+    ]
     assert loaded.sota().id == child.id and loaded.nodes[root.id].run_id == 7
-    assert runs.runs() == []            # the runs table is untouched
+    assert runs.runs() == []  # the runs table is untouched
     with pytest.raises(SpecError, match="minimised"):
         store.open("t", "loss", maximize=True)
     with pytest.raises(SpecError, match="no node 999"):
@@ -158,8 +164,9 @@ def climb(parent):
 
 def test_explore_runs_in_parallel_to_the_budget_and_resumes(tmp_path, capsys):
     manager = FakeManager(tmp_path / "runs.sqlite3")
-    trace = explore(climb, budget=6, max_parallel=2, scheduler=RoundRobin(max_trace_num=2), trace="hill",
-                    manager=manager)
+    trace = explore(
+        climb, budget=6, max_parallel=2, scheduler=RoundRobin(max_trace_num=2), trace="hill", manager=manager
+    )
     assert len(trace) == 6 and trace.finished_count == 6 and manager.most == 2
     assert trace.sota().metrics["score"] > trace.nodes[trace.roots[0]].metrics["score"]
     line = capsys.readouterr().out.rstrip().split("\r")[-1]
@@ -171,8 +178,15 @@ def test_explore_runs_in_parallel_to_the_budget_and_resumes(tmp_path, capsys):
 
 def test_explore_keeps_a_stored_traces_metric(tmp_path):
     manager = FakeManager(tmp_path / "runs.sqlite3")
-    explore(lambda parent: "{'loss': 1.0}", budget=1, trace="l", metric="loss", maximize=False, manager=manager,
-            progress=False)
+    explore(
+        lambda parent: "{'loss': 1.0}",
+        budget=1,
+        trace="l",
+        metric="loss",
+        maximize=False,
+        manager=manager,
+        progress=False,
+    )
     trace = explore(lambda parent: "{'loss': 0.5}", budget=2, trace="l", manager=manager, progress=False)
     assert (trace.metric, trace.maximize, trace.sota().metrics["loss"]) == ("loss", False, 0.5)
 
@@ -180,8 +194,14 @@ def test_explore_keeps_a_stored_traces_metric(tmp_path):
 def test_explore_records_failures_and_missing_metrics(tmp_path):
     manager = FakeManager(tmp_path / "runs.sqlite3")
     proposals = iter(["1 / 0", "{'other': 1}", "7", "{'score': 9}"])
-    trace = explore(lambda parent: next(proposals), budget=4, trace="f", manager=manager, progress=False,
-                    scheduler=RoundRobin(max_trace_num=4))
+    trace = explore(
+        lambda parent: next(proposals),
+        budget=4,
+        trace="f",
+        manager=manager,
+        progress=False,
+        scheduler=RoundRobin(max_trace_num=4),
+    )
     statuses = [(n.status, n.metrics.get("score")) for n in trace.nodes.values()]
     assert statuses == [("failed", None), ("failed", None), ("succeeded", 7.0), ("succeeded", 9.0)]
     assert "ZeroDivisionError" in trace.nodes[trace.roots[0]].error
@@ -212,10 +232,15 @@ def test_explore_propose_error_releases_and_nothing_is_left_running(tmp_path):
     assert len(trace) == 1 and trace.nodes[trace.roots[0]].status == "succeeded"
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({}, "budget=N"), ({"budget": 0}, "budget"), ({"budget": 2, "max_parallel": 0}, "max_parallel"),
-    ({"time_budget": "later"}, "time_budget"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "budget=N"),
+        ({"budget": 0}, "budget"),
+        ({"budget": 2, "max_parallel": 0}, "max_parallel"),
+        ({"time_budget": "later"}, "time_budget"),
+    ],
+)
 def test_explore_rejects_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(SpecError, match=message):
         explore(climb, manager=FakeManager(tmp_path / "runs.sqlite3"), **kwargs)
@@ -237,5 +262,17 @@ def test_public_names():
 
     assert "explore" in jupyter_exec.__all__ and jupyter_exec.explore is explore
     assert set(jupyter_exec.trace.__all__) == {
-        "MCTS", "Node", "Probabilistic", "Random", "RoundRobin", "SOTABased", "Scheduler", "Selection", "Timer",
-        "Trace", "TraceLength", "TraceStore", "explore"}
+        "MCTS",
+        "Node",
+        "Probabilistic",
+        "Random",
+        "RoundRobin",
+        "SOTABased",
+        "Scheduler",
+        "Selection",
+        "Timer",
+        "Trace",
+        "TraceLength",
+        "TraceStore",
+        "explore",
+    }

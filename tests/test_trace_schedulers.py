@@ -16,9 +16,15 @@ from jupyter_exec.trace import MCTS, Probabilistic, Random, RoundRobin, SOTABase
 from jupyter_exec.trace.model import Node
 from jupyter_exec.trace.schedulers import softmax
 
-ALL = [RoundRobin, Random, lambda **o: Probabilistic(0.5, lambda t, n: n.id % 3, **o),
-       lambda **o: TraceLength(1.0, **o), lambda **o: TraceLength(1.0, inverse=True, **o),
-       lambda **o: SOTABased(1.0, **o), lambda **o: MCTS(1.0, **o)]
+ALL = [
+    RoundRobin,
+    Random,
+    lambda **o: Probabilistic(0.5, lambda t, n: n.id % 3, **o),
+    lambda **o: TraceLength(1.0, **o),
+    lambda **o: TraceLength(1.0, inverse=True, **o),
+    lambda **o: SOTABased(1.0, **o),
+    lambda **o: MCTS(1.0, **o),
+]
 IDS = ["round-robin", "random", "probabilistic", "trace-length", "trace-length-inverse", "sota", "mcts"]
 
 
@@ -78,7 +84,7 @@ def test_probabilistic_frequencies_match_the_softmax(inverse):
     assert set(counts) == set(leaves)
     sign = -1 if inverse else 1
     expected = softmax([sign * g.trace.nodes[n].depth for n in leaves], temperature)
-    for node_id, p in zip(leaves, expected):
+    for node_id, p in zip(leaves, expected, strict=False):
         sigma = math.sqrt(p * (1 - p) / draws)
         assert abs(counts[node_id] / draws - p) < 4 * sigma, (node_id, counts[node_id] / draws, p)
 
@@ -108,8 +114,8 @@ def test_failed_selection_is_released(make):
     scheduler = make()
     selection = scheduler.next(g.trace)
     assert selection.parent == root
-    assert scheduler.next(g.trace) is None          # the only candidate is in flight
-    scheduler.release(selection)                    # its run died before a node was recorded
+    assert scheduler.next(g.trace) is None  # the only candidate is in flight
+    scheduler.release(selection)  # its run died before a node was recorded
     assert scheduler.pending == frozenset()
     assert scheduler.next(g.trace).parent == root
     # a run that died after its node was recorded: the node fails, nothing stays pending
@@ -123,12 +129,14 @@ def test_failed_selection_is_released(make):
 
 @pytest.mark.parametrize("make", ALL, ids=IDS)
 @settings(max_examples=60, deadline=None)
-@given(ops=st.lists(st.tuples(st.sampled_from("nncfr"), st.integers(0, 10**6), st.booleans()), max_size=120),
-       roots=st.integers(1, 3))
+@given(
+    ops=st.lists(st.tuples(st.sampled_from("nncfr"), st.integers(0, 10**6), st.booleans()), max_size=120),
+    roots=st.integers(1, 3),
+)
 def test_no_node_is_handed_out_twice_while_pending(make, ops, roots):
     g = Grower()
     scheduler = make(max_trace_num=roots, seed=1)
-    pending: list = []          # selections handed out, no node yet
+    pending: list = []  # selections handed out, no node yet
     running: list[int] = []
     for op, pick, ok in ops:
         if op == "n":
@@ -157,7 +165,7 @@ def test_no_node_is_handed_out_twice_while_pending(make, ops, roots):
     for node_id in running:
         g.finish(node_id, 1.0)
         scheduler.observe(g.trace.nodes[node_id])
-    assert scheduler.pending == frozenset() and scheduler._pending_roots == 0      # nothing leaked
+    assert scheduler.pending == frozenset() and scheduler._pending_roots == 0  # nothing leaked
     if isinstance(scheduler, MCTS):
         assert not any(scheduler._virtual.values())
 
@@ -176,23 +184,24 @@ def test_mcts_concentrates_on_the_better_branch(maximize):
         selection = scheduler.next(g.trace)
         branch = branch_of[selection.parent]
         visits[branch] += 1
-        level = {"good": 1.0, "bad": -1.0}.get(branch, 0.0)     # new children of the root: middling
+        level = {"good": 1.0, "bad": -1.0}.get(branch, 0.0)  # new children of the root: middling
         child = g.grow(selection.parent, good_sign * (level + rng.gauss(0, 0.3)))
         branch_of[child] = "other" if branch == "root" else branch
     assert visits["good"] > 0.8 * 300 and visits["bad"] < 10, visits
 
 
 @settings(max_examples=200, deadline=None)
-@given(scores=st.lists(st.floats(-1e12, 1e12), min_size=1, max_size=30), maximize=st.booleans(),
-       failures=st.integers(1, 5))
+@given(
+    scores=st.lists(st.floats(-1e12, 1e12), min_size=1, max_size=30), maximize=st.booleans(), failures=st.integers(1, 5)
+)
 def test_mcts_failure_never_scores_above_success(scores, maximize, failures):
     g = Grower(maximize)
     scheduler = MCTS(max_trace_num=100)
     nodes = [g.grow(None, s) for s in scores] + [g.grow(None, None) for _ in range(failures)]
     scheduler.next(g.trace)
     rewards = {n: scheduler._reward[n] for n in nodes}
-    worst_success = min(rewards[n] for n in nodes[:len(scores)])
-    assert all(rewards[n] < worst_success for n in nodes[len(scores):])
+    worst_success = min(rewards[n] for n in nodes[: len(scores)])
+    assert all(rewards[n] < worst_success for n in nodes[len(scores) :])
     assert all(0 <= r <= 1 for r in rewards.values())
 
 

@@ -10,7 +10,8 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jupyter_exec.errors import RemoteError, TransferError, remote_error
 from jupyter_exec.runner import bootstrap
@@ -25,10 +26,15 @@ def roundtrip(value, trust=False):
 
 json_like = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary(),
-    lambda children: st.lists(children) | st.tuples(children, children)
-    | st.dictionaries(st.text(), children) | st.dictionaries(st.integers(), children)
-    | st.frozensets(st.integers()),
-    max_leaves=20)
+    lambda children: (
+        st.lists(children)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(), children)
+        | st.dictionaries(st.integers(), children)
+        | st.frozensets(st.integers())
+    ),
+    max_leaves=20,
+)
 
 
 @given(json_like)
@@ -44,8 +50,14 @@ def test_types_survive():
 
 
 def test_numpy_arrays_without_pickle():
-    for array in (np.arange(12, dtype=np.int16).reshape(3, 4), np.linspace(0, 1, 5), np.array([True, False]),
-                  np.array(["ab", "c"]), np.zeros((0, 3)), np.arange(6).reshape(2, 3).T):
+    for array in (
+        np.arange(12, dtype=np.int16).reshape(3, 4),
+        np.linspace(0, 1, 5),
+        np.array([True, False]),
+        np.array(["ab", "c"]),
+        np.zeros((0, 3)),
+        np.arange(6).reshape(2, 3).T,
+    ):
         back = roundtrip(array)
         assert back.dtype == array.dtype and back.shape == array.shape and (back == array).all()
         assert back.flags.writeable
@@ -53,8 +65,10 @@ def test_numpy_arrays_without_pickle():
 
 
 def test_dataframes_and_series():
-    frame = pd.DataFrame({"a": [1, 2], "b": ["x", None], "c": pd.to_datetime(["2024-01-01", "2024-02-01"])},
-                         index=pd.Index([10, 20], name="i"))
+    frame = pd.DataFrame(
+        {"a": [1, 2], "b": ["x", None], "c": pd.to_datetime(["2024-01-01", "2024-02-01"])},
+        index=pd.Index([10, 20], name="i"),
+    )
     pd.testing.assert_frame_equal(roundtrip(frame), frame)
     series = pd.Series([1.5, 2.5], name="s")
     pd.testing.assert_series_equal(roundtrip(series), series)
@@ -86,9 +100,11 @@ def test_inputs_pickle_functions_by_value():
 
 
 def test_html_is_sanitised():
-    dirty = ('<table class="df"><tr><td onclick="x()">1</td></tr></table><script>alert(1)</script>'
-             '<img src="javascript:alert(1)"><img src="data:image/png;base64,AAAA" onerror="x()">'
-             '<a href="javascript:x()">a</a><a href="https://example.org">b</a><style>*{}</style><iframe src=x>t</iframe>')
+    dirty = (
+        '<table class="df"><tr><td onclick="x()">1</td></tr></table><script>alert(1)</script>'
+        '<img src="javascript:alert(1)"><img src="data:image/png;base64,AAAA" onerror="x()">'
+        '<a href="javascript:x()">a</a><a href="https://example.org">b</a><style>*{}</style><iframe src=x>t</iframe>'
+    )
     clean = sanitize_html(dirty)
     assert '<table class="df"><tr><td>1</td></tr></table>' in clean
     for bad in ("script", "onclick", "onerror", "javascript", "style", "iframe"):
@@ -98,8 +114,13 @@ def test_html_is_sanitised():
 
 
 def test_bundles_keep_only_safe_types():
-    bundle = {"text/plain": "x", "text/html": "<b onclick=1>b</b>", "image/png": "not base64!",
-              "application/javascript": "alert(1)", "image/svg+xml": "<svg onload=x()>"}
+    bundle = {
+        "text/plain": "x",
+        "text/html": "<b onclick=1>b</b>",
+        "image/png": "not base64!",
+        "application/javascript": "alert(1)",
+        "image/svg+xml": "<svg onload=x()>",
+    }
     assert sanitize_bundle(bundle, trust=False) == {"text/plain": "x", "text/html": "<b>b</b>"}
     assert sanitize_bundle(bundle, trust=True) == bundle
 

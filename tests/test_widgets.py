@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from conftest import Kernel, require
 
 from jupyter_exec.background import BackgroundRuns
 from jupyter_exec.config import ExecConfig
@@ -17,8 +18,6 @@ from jupyter_exec.manager import Manager
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.trace.model import Node, Trace
 from jupyter_exec.widgets import ResourcesWidget, RunWidget, TreeWidget
-
-from conftest import Kernel, require
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 BACKEND = "local"
@@ -34,15 +33,17 @@ def watched_run(manager: Manager, code: str, **limits) -> tuple[RunWidget, BaseE
     error = None
     try:
         manager.run(code, RunSpec(backend=BACKEND, limits=Limits.parse(**limits)), sink=panel, on_event=panel.event)
-    except BaseException as caught:         # the test asserts on it
+    except BaseException as caught:  # the test asserts on it
         error = caught
     return panel, error
 
 
 def test_run_panel_follows_a_run(manager):
-    code = ("import sys, time\nblock = bytearray(60 << 20)\n"
-            "for i in range(3):\n    print('line', i, flush=True); time.sleep(0.5)\n"
-            "print('careful', file=sys.stderr)\nwhile time.process_time() < 0.5: pass\n")
+    code = (
+        "import sys, time\nblock = bytearray(60 << 20)\n"
+        "for i in range(3):\n    print('line', i, flush=True); time.sleep(0.5)\n"
+        "print('careful', file=sys.stderr)\nwhile time.process_time() < 0.5: pass\n"
+    )
     panel, error = watched_run(manager, code, memory="512m")
     assert error is None
     assert panel.status == "succeeded" and panel.run_id > 0 and panel.duration > 1
@@ -57,7 +58,8 @@ def test_run_panel_follows_a_run(manager):
 
 
 def test_run_panel_samples_a_docker_run(manager):
-    from jupyter_exec.backends.docker import DockerBackend
+    from jupyter_exec.backends.container import DockerBackend
+
     availability = DockerBackend.availability()
     require(availability.ok, f"Docker backend: {availability.reason} — {availability.fix}")
     panel = RunWidget()
@@ -98,8 +100,11 @@ def test_cancel_click_stops_the_run(manager):
 def test_background_run_returns_at_once_and_binds_at_the_end(manager):
     bound = {}
     started = time.monotonic()
-    run = BackgroundRuns(manager).start("import time; time.sleep(1.5); x = 42", RunSpec(backend=BACKEND, outputs=("x",)),
-                                        bind=lambda result: bound.update(result.outputs))
+    run = BackgroundRuns(manager).start(
+        "import time; time.sleep(1.5); x = 42",
+        RunSpec(backend=BACKEND, outputs=("x",)),
+        bind=lambda result: bound.update(result.outputs),
+    )
     assert time.monotonic() - started < 1.0 and not run.done() and not bound
     with pytest.raises(TimeoutError, match="still running"):
         run.wait(0.1)
@@ -143,6 +148,7 @@ def test_tree_widget_payload_stays_small_at_5000_nodes():
 
 def test_resources_widget_reports_each_backend(manager):
     from jupyter_exec.resources import resources_report
+
     widget = ResourcesWidget(backends=resources_report(manager))
     local = next(b for b in widget.backends if b["name"] == "local")
     assert local["ok"] and local["resources"]["cpus"] >= 1
@@ -150,6 +156,7 @@ def test_resources_widget_reports_each_backend(manager):
 
 
 # -- in a real kernel ------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def widget_kernel(tmp_path_factory):
@@ -170,9 +177,12 @@ def test_cancel_message_is_handled_while_the_cell_is_busy(widget_kernel):
         data = msg["content"].get("data", {})
         if msg["msg_type"] == "display_data" and WIDGET_VIEW in data and not sent:
             comm_id = data[WIDGET_VIEW]["model_id"]
-            time.sleep(1.0)                  # the run is going and the cell is busy waiting for it
-            client.shell_channel.send(client.session.msg("comm_msg", {
-                "comm_id": comm_id, "data": {"method": "custom", "content": {"action": "cancel"}}}))
+            time.sleep(1.0)  # the run is going and the cell is busy waiting for it
+            client.shell_channel.send(
+                client.session.msg(
+                    "comm_msg", {"comm_id": comm_id, "data": {"method": "custom", "content": {"action": "cancel"}}}
+                )
+            )
             sent.append(time.monotonic())
 
     messages = []
@@ -190,8 +200,9 @@ def test_cancel_message_is_handled_while_the_cell_is_busy(widget_kernel):
 @pytest.mark.kernel
 def test_background_cell_returns_at_once_and_wait_gives_the_result(widget_kernel):
     started = time.monotonic()
-    cell = widget_kernel.run(f"%%sandbox --bg --backend {BACKEND} --out y\nimport time\ntime.sleep(2)\ny = 7\ny * 6",
-                             check=True)
+    cell = widget_kernel.run(
+        f"%%sandbox --bg --backend {BACKEND} --out y\nimport time\ntime.sleep(2)\ny = 7\ny * 6", check=True
+    )
     assert time.monotonic() - started < 2 and "%jx wait" in cell.result_text
     run_id = widget_kernel.last_run()["id"]
     assert widget_kernel.eval("'y' in globals()") is False
@@ -221,12 +232,15 @@ def test_terminal_ipython_gets_plain_text(tmp_path, monkeypatch):
     """No kernel, no widgets: output streams as text and %jx resources prints a table."""
     import subprocess
     import sys
+
     monkeypatch.setenv("JX_DATA_DIR", str(tmp_path))
-    script = ("from IPython.terminal.interactiveshell import TerminalInteractiveShell\n"
-              "shell = TerminalInteractiveShell.instance()\n"
-              "shell.run_line_magic('load_ext', 'jupyter_exec')\n"
-              f"shell.run_cell_magic('sandbox', '--backend {BACKEND}', \"print('from the sandbox')\")\n"
-              "shell.run_line_magic('jx', 'resources')\n")
+    script = (
+        "from IPython.terminal.interactiveshell import TerminalInteractiveShell\n"
+        "shell = TerminalInteractiveShell.instance()\n"
+        "shell.run_line_magic('load_ext', 'jupyter_exec')\n"
+        f"shell.run_cell_magic('sandbox', '--backend {BACKEND}', \"print('from the sandbox')\")\n"
+        "shell.run_line_magic('jx', 'resources')\n"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "from the sandbox" in done.stdout, done.stderr
     assert "local" in done.stdout and "cpus:" in done.stdout

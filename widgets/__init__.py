@@ -12,5 +12,12 @@ from .resources import ResourcesWidget
 from .run import RunWidget
 from .tree import TreeWidget
 
-__all__ = ["ResourcesWidget", "RunWidget", "TreeWidget", "frontend_connected", "probe_frontend",
-           "route_to_subshell", "widgets_enabled"]
+__all__ = [
+    "ResourcesWidget",
+    "RunWidget",
+    "TreeWidget",
+    "frontend_connected",
+    "probe_frontend",
+    "route_to_subshell",
+    "widgets_enabled",
+]

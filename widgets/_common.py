@@ -29,7 +29,7 @@ __all__ = ["FallbackWidget", "frontend_connected", "probe_frontend", "route_to_s
 _subshells: dict[int, str] = {}
 _lock = threading.Lock()
 _hello = threading.Event()
-_probes: list[tuple[float, anywidget.AnyWidget]] = []     # (when sent, the probe): kept alive
+_probes: list[tuple[float, anywidget.AnyWidget]] = []  # (when sent, the probe): kept alive
 
 
 class _Probe(anywidget.AnyWidget):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import traitlets
 
-from ..resources import format_report
+from jupyter_exec.resources import format_report
+
 from ._common import FallbackWidget
 
 __all__ = ["ResourcesWidget"]

@@ -12,29 +12,21 @@ import html
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import traitlets
 
+from jupyter_exec.status import FINAL
+from jupyter_exec.units import format_bytes
+
 from ._common import FallbackWidget, route_to_subshell
 
-__all__ = ["RunWidget", "format_bytes"]
+__all__ = ["RunWidget"]
 
-FINAL = ("succeeded", "failed", "timeout", "oom", "cancelled")
 _FLUSH_EVERY = 0.2
 _FULL_LOG_CAP = 2_000_000
-
-
-def format_bytes(size: float | None) -> str:
-    """1536 -> '1.5 KiB'; None -> '-'."""
-    if size is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(size) < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
 
 
 class RunWidget(FallbackWidget):
@@ -48,19 +40,26 @@ class RunWidget(FallbackWidget):
     backend = traitlets.Unicode("").tag(sync=True)
     limits = traitlets.Dict().tag(sync=True)
     status = traitlets.Unicode("starting").tag(sync=True)
-    started = traitlets.Float(0.0).tag(sync=True)           # epoch seconds; the page counts elapsed
+    started = traitlets.Float(0.0).tag(sync=True)  # epoch seconds; the page counts elapsed
     duration = traitlets.Float(None, allow_none=True).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
-    samples = traitlets.List().tag(sync=True)               # [{"t", "cpu", "memory", "gpu", ...}]
+    samples = traitlets.List().tag(sync=True)  # [{"t", "cpu", "memory", "gpu", ...}]
     peak_memory = traitlets.Int(None, allow_none=True).tag(sync=True)
-    log = traitlets.List().tag(sync=True)                   # [[stream, line], ...], the tail
-    log_lines = traitlets.Int(0).tag(sync=True)             # lines seen in all
+    log = traitlets.List().tag(sync=True)  # [[stream, line], ...], the tail
+    log_lines = traitlets.Int(0).tag(sync=True)  # lines seen in all
     full_log = traitlets.Unicode("").tag(sync=True)
     background = traitlets.Bool(False).tag(sync=True)
 
-    def __init__(self, *, title: str = "", tail: int = 200, max_samples: int = 120,
-                 cancel: Callable[[int], bool] | None = None, read_log: Callable[[int], str] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        title: str = "",
+        tail: int = 200,
+        max_samples: int = 120,
+        cancel: Callable[[int], bool] | None = None,
+        read_log: Callable[[int], str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(title=title, **kwargs)
         self._tail, self._max_samples = tail, max_samples
         self._cancel, self._read_log = cancel, read_log
@@ -88,6 +87,7 @@ class RunWidget(FallbackWidget):
     def display(self, bundle: dict[str, str]) -> None:
         """Rich output of the run is shown below the panel, as a cell would show it."""
         from IPython.display import publish_display_data
+
         publish_display_data(bundle)
 
     def flush(self) -> None:
@@ -102,7 +102,7 @@ class RunWidget(FallbackWidget):
                         self._partial[stream] = ""
             if not self._new_lines:
                 return
-            log = (self.log + list(self._pending))[-self._tail:]
+            log = (self.log + list(self._pending))[-self._tail :]
             self._pending.clear()
             total, self._new_lines = self.log_lines + self._new_lines, 0
         self.set_state({"log": log, "log_lines": total})
@@ -111,18 +111,28 @@ class RunWidget(FallbackWidget):
     def event(self, kind: str, data: dict[str, Any]) -> None:
         """``Manager.run``'s ``on_event``."""
         if kind == "created":
-            self.set_state({"run_id": data["run_id"], "backend": f"{data['backend']} ({data['isolation']})",
-                            "limits": {k: v for k, v in data["limits"].items() if v not in (None, False)},
-                            "title": self.title or data.get("name") or ""})
+            self.set_state(
+                {
+                    "run_id": data["run_id"],
+                    "backend": f"{data['backend']} ({data['isolation']})",
+                    "limits": {k: v for k, v in data["limits"].items() if v not in (None, False)},
+                    "title": self.title or data.get("name") or "",
+                }
+            )
         elif kind == "running":
             self.set_state({"status": "running", "started": data["started"]})
         elif kind == "sample":
-            self.samples = (self.samples + [data])[-self._max_samples:]
+            self.samples = ([*self.samples, data])[-self._max_samples :]
         elif kind == "finished":
             self.status = data["status"]
             self.flush()
-            self.set_state({"duration": data.get("duration") or (time.time() - self.started if self.started else None),
-                            "error": data.get("error") or "", "peak_memory": data.get("peak_memory")})
+            self.set_state(
+                {
+                    "duration": data.get("duration") or (time.time() - self.started if self.started else None),
+                    "error": data.get("error") or "",
+                    "peak_memory": data.get("peak_memory"),
+                }
+            )
 
     # -- clicks from the page --------------------------------------------------------------
     def _on_click(self, widget: Any, content: dict[str, Any], buffers: list) -> None:
@@ -132,9 +142,14 @@ class RunWidget(FallbackWidget):
                 self.status = "cancelling"
         elif action == "full_log" and self._read_log is not None:
             text = self._read_log(self.run_id)
-            self.full_log = text if len(text) <= _FULL_LOG_CAP else (
-                f"[first {len(text) - _FULL_LOG_CAP:,} characters left out; %jx logs {self.run_id}]\n"
-                + text[-_FULL_LOG_CAP:])
+            self.full_log = (
+                text
+                if len(text) <= _FULL_LOG_CAP
+                else (
+                    f"[first {len(text) - _FULL_LOG_CAP:,} characters left out; %jx logs {self.run_id}]\n"
+                    + text[-_FULL_LOG_CAP:]
+                )
+            )
 
     # -- fallbacks ---------------------------------------------------------------------------
     def summary(self) -> str:
@@ -154,7 +169,12 @@ class RunWidget(FallbackWidget):
         return "\n".join([self.summary(), *lines])
 
     def html_fallback(self) -> str:
-        rows = "".join(f'<span style="color:#b00">{html.escape(line)}</span>\n' if stream == "stderr"
-                       else f"{html.escape(line)}\n" for stream, line in self.log[-20:])
-        return (f'<div class="jx-run-fallback"><b>{html.escape(self.summary())}</b>'
-                + (f"<pre>{rows}</pre>" if rows else "") + "</div>")
+        rows = "".join(
+            f'<span style="color:#b00">{html.escape(line)}</span>\n' if stream == "stderr" else f"{html.escape(line)}\n"
+            for stream, line in self.log[-20:]
+        )
+        return (
+            f'<div class="jx-run-fallback"><b>{html.escape(self.summary())}</b>'
+            + (f"<pre>{rows}</pre>" if rows else "")
+            + "</div>"
+        )

@@ -9,16 +9,18 @@ details (code, params, metrics, limits, log tail) in ``detail``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import traitlets
 
-from ..trace.model import Node, Trace
+from jupyter_exec.trace.model import Node, Trace
+
 from ._common import FallbackWidget, route_to_subshell
 
 if TYPE_CHECKING:
-    from ..manager import Manager
+    from jupyter_exec.manager import Manager
 
 __all__ = ["TreeWidget"]
 
@@ -28,7 +30,7 @@ _TAIL = 30
 
 def _label(node: Node) -> str:
     text = " ".join(f"{k}={v}" for k, v in node.params.items())
-    return text if len(text) <= _LABEL else text[:_LABEL - 1] + "…"
+    return text if len(text) <= _LABEL else text[: _LABEL - 1] + "…"
 
 
 class TreeWidget(FallbackWidget):
@@ -40,7 +42,7 @@ class TreeWidget(FallbackWidget):
     name = traitlets.Unicode("").tag(sync=True)
     metric = traitlets.Unicode("score").tag(sync=True)
     maximize = traitlets.Bool(True).tag(sync=True)
-    columns = traitlets.Dict().tag(sync=True)       # {"id": [...], "parent": [...], "status", "value", "label"}
+    columns = traitlets.Dict().tag(sync=True)  # {"id": [...], "parent": [...], "status", "value", "label"}
     sota = traitlets.Int(-1).tag(sync=True)
     selected = traitlets.Int(-1).tag(sync=True)
     detail = traitlets.Dict().tag(sync=True)
@@ -54,7 +56,7 @@ class TreeWidget(FallbackWidget):
         route_to_subshell(self)
 
     @classmethod
-    def of(cls, trace: Trace, manager: "Manager | None" = None) -> "TreeWidget":
+    def of(cls, trace: Trace, manager: Manager | None = None) -> TreeWidget:
         """The widget for ``trace``; with a ``Manager``, node details include the run's log tail."""
         return cls(trace, read_log=manager.log_text if manager is not None else None)
 
@@ -89,12 +91,23 @@ class TreeWidget(FallbackWidget):
         if self._read_log is not None and node.run_id is not None:
             try:
                 log = "\n".join(self._read_log(node.run_id).splitlines()[-_TAIL:])
-            except Exception as error:      # the run's row or log is gone: say so in place of the tail
+            except Exception as error:  # the run's row or log is gone: say so in place of the tail
                 log = f"(log unavailable: {error})"
-        return {"id": node.id, "parent": node.parent, "status": node.status, "code": node.code,
-                "params": node.params, "metrics": node.metrics, "limits": node.spec.get("limits", {}),
-                "error": node.error or "", "run_id": node.run_id, "duration": node.duration, "log": log}
+        return {
+            "id": node.id,
+            "parent": node.parent,
+            "status": node.status,
+            "code": node.code,
+            "params": node.params,
+            "metrics": node.metrics,
+            "limits": node.spec.get("limits", {}),
+            "error": node.error or "",
+            "run_id": node.run_id,
+            "duration": node.duration,
+            "log": log,
+        }
 
     def text_fallback(self) -> str:
-        from ..trace.view import render
+        from jupyter_exec.trace.view import render
+
         return render(self.trace)

@@ -4,6 +4,11 @@ A backend takes a ``Submission`` (one run, fully described) and returns a ``Task
 at once; the run goes on in the background, streaming output to the submission's sink.
 ``get_result`` waits for it and returns the raw ``Envelope`` or raises the ``TaskError``
 that says how it ended. Backends never import IPython.
+
+What callers would otherwise special-case is part of the contract: ``options_class``
+(the backend's typed ``Placement``), ``admit`` (its own ceilings in the administrator's
+policy), ``reap`` (what dead kernels left behind) and capability flags (``samples``,
+``needs_scratch``, ``native_runtime_env``). This module imports nothing above it.
 """
 
 from __future__ import annotations
@@ -14,17 +19,23 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import TaskError
-from ..envs.cache import BuiltEnv, EnvBuilder
-from ..envs.spec import EnvSpec
-from ..runner.protocol import Envelope, OutputSink, ProtocolReader
-from ..spec import RunSpec
+from jupyter_exec.config import ExecConfig
+from jupyter_exec.envs.builder import BuiltEnv, EnvBuilder
+from jupyter_exec.envs.spec import EnvSpec
+from jupyter_exec.errors import NodeFailedError, TaskError
+from jupyter_exec.runner.protocol import Envelope, OutputSink, ProtocolReader
+from jupyter_exec.spec import Placement, RunSpec
+from jupyter_exec.status import Status
 
-KILL_GRACE = 2.0      # seconds a killed run's descriptors may stay open before we stop reading
+if TYPE_CHECKING:
+    from jupyter_exec.policy import Policy
+
+KILL_GRACE = 2.0  # seconds a killed run's descriptors may stay open before we stop reading
 
 __all__ = ["Availability", "ExecutorBackend", "Outcome", "Submission", "TaskHandle"]
 
@@ -47,21 +58,21 @@ class Submission:
     kernel_id: str
     code: str
     spec: RunSpec
-    inputs: str | None          # packed by runner.transfer.pack_inputs
-    scratch: Path | None        # the run's own host directory (backends with needs_scratch), removed after
+    inputs: str | None  # packed by runner.transfer.pack_inputs
+    scratch: Path | None  # the run's own host directory (backends with needs_scratch), removed after
     sink: OutputSink
-    environment: BuiltEnv | None = None    # a built runtime env (its python, sys.path additions)
+    environment: BuiltEnv | None = None  # a built runtime env (its python, sys.path additions)
 
 
 @dataclass
 class Outcome:
     """How a run ended, as recorded in the store."""
 
-    status: str                                   # succeeded failed timeout oom cancelled
+    status: Status
     envelope: Envelope | None = None
     error: TaskError | None = None
     exit_code: int | None = None
-    peak_memory: int | None = None                # bytes
+    peak_memory: int | None = None  # bytes
     cpu_seconds: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -69,7 +80,7 @@ class Outcome:
 class TaskHandle:
     """A submitted run. Finished exactly once, by the backend."""
 
-    def __init__(self, submission: Submission, backend: "ExecutorBackend") -> None:
+    def __init__(self, submission: Submission, backend: ExecutorBackend) -> None:
         self.submission = submission
         self.backend = backend
         self.started = time.time()
@@ -101,7 +112,11 @@ class TaskHandle:
 
 class KillableRun(abc.ABC):
     """A run a backend started in a process or container it can kill, read through
-    file descriptors (stdout, stderr, the protocol channel) by its pump thread."""
+    file descriptors (stdout, stderr, the protocol channel) by its pump thread.
+
+    ``pump`` is that thread's body: stream until the run's processes let go, work out
+    the outcome, release what the run held, and finish the handle whatever happens.
+    """
 
     handle: TaskHandle
     submission: Submission
@@ -112,6 +127,31 @@ class KillableRun(abc.ABC):
     @abc.abstractmethod
     def kill(self) -> None:
         """Kill everything the run started, at once."""
+
+    @abc.abstractmethod
+    def stream_until_exit(self) -> Outcome:
+        """Stream the run's output until it ends; how it ended."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Give back what the run held (its process or container); never raises."""
+
+    def after(self) -> None:
+        """Called once the handle is finished (e.g. to refill a pool off the run's path)."""
+
+    def start_pump(self) -> None:
+        threading.Thread(target=self.pump, daemon=True, name=f"jx-run-{self.submission.run_id}").start()
+
+    def pump(self) -> None:
+        try:
+            outcome = self.stream_until_exit()
+        except BaseException as error:  # never leave a handle unfinished
+            self.kill()
+            outcome = Outcome(Status.FAILED, error=NodeFailedError(f"lost the run: {error!r}"))
+        finally:
+            self.release()
+        self.handle.finish(outcome)
+        self.after()
 
     def stream(self, fds: dict[int, str], tick: Callable[[float], None] = lambda elapsed: None) -> None:
         """Read ``fds`` (named stdout, stderr or protocol) until every holder lets go.
@@ -167,16 +207,41 @@ def cancel_run(run: KillableRun | None) -> bool:
 
 
 class ExecutorBackend(abc.ABC):
-    """One way of running a cell. Subclasses register themselves in ``factory``."""
+    """One way of running a cell. Each is registered by name in ``factory``."""
 
     name: ClassVar[str]
-    isolation: ClassVar[str]      # none | subprocess | seccomp | docker | ray
-    enforced_limits: ClassVar[frozenset[str] | None] = None   # Limits fields it enforces; None: all
+    isolation: ClassVar[str]  # none | subprocess | seccomp | docker | ray
+    enforced_limits: ClassVar[frozenset[str] | None] = None  # Limits fields it enforces; None: all
+    #: The backend's own options (``RunSpec.placement``); None: it takes none.
+    options_class: ClassVar[type[Placement] | None] = None
+
+    #: Capability: ``sample`` reports a running run's resources (a monitor is worth starting).
+    samples: ClassVar[bool] = False
+    #: Capability: runs need a private host directory (``Submission.scratch``); containers and
+    #: Ray tasks have their own, so they skip the cost of making and removing one.
+    needs_scratch: ClassVar[bool] = False
+    #: Capability: the backend applies ``RunSpec.runtime_env`` itself (Ray's own runtime_env).
+    native_runtime_env: ClassVar[bool] = False
+    #: Capability: ``map`` fans work out over many items itself.
+    fans_out: ClassVar[bool] = False
+
+    def __init__(self, config: ExecConfig) -> None:
+        self.config = config
 
     @classmethod
     @abc.abstractmethod
     def availability(cls) -> Availability:
         """Cheap check that this backend can run here (used by ``doctor`` and ``auto``)."""
+
+    @classmethod
+    def reap(cls) -> int:
+        """Remove what kernels that died left behind (processes, containers); how many."""
+        return 0
+
+    @classmethod
+    def admit(cls, spec: RunSpec, policy: Policy) -> None:
+        """Refuse (``PolicyError``) what this backend's own options ask beyond the policy,
+        before anything connects or starts. Limits are checked by the Manager for all."""
 
     def initialize(self) -> None:
         """Start what the backend needs (pools, connections). Called once before use."""
@@ -199,8 +264,9 @@ class ExecutorBackend(abc.ABC):
         assert handle.outcome.envelope is not None
         return handle.outcome.envelope
 
-    def wait(self, handles: Iterable[TaskHandle], timeout: float | None = None
-             ) -> tuple[list[TaskHandle], list[TaskHandle]]:
+    def wait(
+        self, handles: Iterable[TaskHandle], timeout: float | None = None
+    ) -> tuple[list[TaskHandle], list[TaskHandle]]:
         """Split ``handles`` into (done, pending), waiting until one is done or ``timeout``."""
         handles = list(handles)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -210,6 +276,20 @@ class ExecutorBackend(abc.ABC):
                 return done, [h for h in handles if not h.done()]
             time.sleep(0.01)
 
+    def map(
+        self,
+        work: Any,
+        items: list[Any],
+        spec: RunSpec,
+        *,
+        run_id: int | None = None,
+        batch_size: int | None = None,
+        max_parallel: int | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[Any]:
+        """``work`` over ``items``, results in order (backends with ``fans_out``)."""
+        raise NotImplementedError(f"{self.name} does not fan out")
+
     def shutdown(self) -> None:
         """Release what ``initialize`` started. Runs still going are cancelled."""
 
@@ -218,17 +298,10 @@ class ExecutorBackend(abc.ABC):
 
     def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
         """What the run uses now: ``memory`` (bytes), ``cpu_seconds`` so far, and ``gpu`` (%)
-        / ``gpu_memory`` (bytes) where known; None when this backend cannot tell."""
+        / ``gpu_memory`` (bytes) where known; None when this backend cannot tell (``samples``)."""
         return None
 
-    #: True if runs need a private host directory (``Submission.scratch``); containers and
-    #: Ray tasks have their own, so they skip the cost of making and removing one.
-    needs_scratch: ClassVar[bool] = False
-
-    #: True if the backend applies ``RunSpec.runtime_env`` itself (Ray's own runtime_env).
-    native_runtime_env: ClassVar[bool] = False
-
-    def env_builder(self, ca_bundle: str | None, env: EnvSpec | None = None) -> EnvBuilder | None:
+    def env_builder(self, env: EnvSpec | None = None) -> EnvBuilder | None:
         """What builds runtime envs (``env``, if known) for this backend; None if it cannot use them."""
         return None
 

@@ -1,4 +1,4 @@
-"""Backend names to backend classes, and what ``auto`` picks.
+"""Backend names to backend classes, what ``auto`` picks, and the builder of a stored env.
 
 ``auto`` prefers the strongest isolation that works here: Docker when a daemon answers,
 else seccomp. It never falls back to an unconfined process on its own: ``local`` must be
@@ -7,15 +7,32 @@ asked for by name.
 
 from __future__ import annotations
 
-from typing import Collection
+from collections.abc import Collection
+from typing import TYPE_CHECKING
 
-from ..errors import BackendUnavailableError
+from jupyter_exec.envs.builder import EnvBuilder
+from jupyter_exec.envs.venv import VenvBuilder
+from jupyter_exec.errors import BackendUnavailableError, JupyterExecError
+
 from .base import Availability, ExecutorBackend
-from .docker import DockerBackend
+from .container import DockerBackend
+from .container.envbuilder import ImageEnvBuilder
 from .process import LocalBackend, SeccompBackend
-from .ray import RayBackend
+from .raycluster import RayBackend
 
-__all__ = ["BACKENDS", "AUTO_ORDER", "availability_report", "backend_class", "resolve_name"]
+if TYPE_CHECKING:
+    from jupyter_exec.policy import Policy
+
+__all__ = [
+    "AUTO_ORDER",
+    "BACKENDS",
+    "availability_report",
+    "backend_class",
+    "choose",
+    "env_builder_for",
+    "reap_all",
+    "resolve_name",
+]
 
 BACKENDS: dict[str, type[ExecutorBackend]] = {
     LocalBackend.name: LocalBackend,
@@ -24,6 +41,7 @@ BACKENDS: dict[str, type[ExecutorBackend]] = {
     DockerBackend.name: DockerBackend,
 }
 AUTO_ORDER = ("docker", "seccomp")
+_ENV_BUILDERS = {VenvBuilder.kind: VenvBuilder, ImageEnvBuilder.kind: ImageEnvBuilder}
 
 
 def backend_class(name: str) -> type[ExecutorBackend]:
@@ -43,8 +61,6 @@ def resolve_name(name: str, allowed: Collection[str] | None = None) -> str:
         return name
     reasons = []
     for candidate in AUTO_ORDER:
-        if candidate not in BACKENDS:
-            continue
         if allowed is not None and candidate not in allowed:
             reasons.append(f"{candidate}: not allowed by the administrator's policy")
             continue
@@ -53,10 +69,43 @@ def resolve_name(name: str, allowed: Collection[str] | None = None) -> str:
             return candidate
         reasons.append(f"{candidate}: {availability.reason}")
     local = allowed is None or "local" in allowed
-    raise BackendUnavailableError("auto", "no sandbox works here (" + "; ".join(reasons) + ")",
-                                  "run `jupyter-exec doctor` for fixes" +
-                                  (", or pass --backend local for an unconfined process" if local else ""))
+    raise BackendUnavailableError(
+        "auto",
+        "no sandbox works here (" + "; ".join(reasons) + ")",
+        "run `jupyter-exec doctor` for fixes"
+        + (", or pass --backend local for an unconfined process" if local else ""),
+    )
+
+
+def choose(name: str, policy: Policy) -> str:
+    """The backend ``name`` stands for under ``policy`` (``auto``: the strongest that works here
+    among those it allows); a broken policy, or a backend it does not allow, is refused."""
+    policy.refuse_if_broken()
+    resolved = resolve_name(name, policy.allowed_backends)
+    policy.require("backends", resolved, f"the {resolved} backend")
+    return resolved
 
 
 def availability_report() -> dict[str, Availability]:
     return {name: cls.availability() for name, cls in BACKENDS.items()}
+
+
+def reap_all() -> dict[str, int]:
+    """What each backend's reaper removed of dead kernels' leftovers (a reaper shared by
+    several backends runs once)."""
+    reaped: dict[str, int] = {}
+    seen = set()
+    for name, cls in BACKENDS.items():
+        reaper = cls.reap.__func__  # type: ignore[attr-defined]
+        if reaper not in seen:
+            seen.add(reaper)
+            reaped[name] = cls.reap()
+    return reaped
+
+
+def env_builder_for(target: str) -> EnvBuilder:
+    """The builder of envs made for ``target`` (``EnvBuilder.target``), to delete one."""
+    kind = target.partition(":")[0]
+    if kind not in _ENV_BUILDERS:
+        raise JupyterExecError(f"an env for {target!r}: no builder of {kind!r} envs here")
+    return _ENV_BUILDERS[kind].for_target(target)

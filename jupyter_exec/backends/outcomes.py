@@ -11,31 +11,39 @@ from __future__ import annotations
 import os
 import signal
 
-from ..errors import (
-    NodeFailedError,
-    ResourceLimitError,
-    TaskCancelledError,
-    TaskError,
-    TaskTimeoutError,
-)
-from ..runner.protocol import ProtocolReader
-from ..spec import Limits
+from jupyter_exec.errors import NodeFailedError, ResourceLimitError, TaskCancelledError, TaskError, TaskTimeoutError
+from jupyter_exec.runner.protocol import ProtocolReader
+from jupyter_exec.spec import Limits
+from jupyter_exec.status import Status
+from jupyter_exec.units import format_size
+
 from .base import Outcome
 
-__all__ = ["classify", "size_text"]
+__all__ = ["classify"]
 
 
-def classify(*, run_id: int, limits: Limits, reader: ProtocolReader, wait_status: int, cancelled: bool,
-             timed_out: bool, oom_killed: bool, peak_memory: int | None, cpu_seconds: float | None,
-             what: str = "the sandbox process") -> Outcome:
+def classify(
+    *,
+    run_id: int,
+    limits: Limits,
+    reader: ProtocolReader,
+    wait_status: int,
+    cancelled: bool,
+    timed_out: bool,
+    oom_killed: bool,
+    peak_memory: int | None,
+    cpu_seconds: float | None,
+    what: str = "the sandbox process",
+) -> Outcome:
     """The run's ``Outcome``; ``wait_status`` is as from ``os.wait`` (an init's report wins)."""
     envelope = reader.envelope
     if reader.exit_status is not None:
-        wait_status = reader.exit_status       # the cell's own process, not its init's
+        wait_status = reader.exit_status  # the cell's own process, not its init's
     exit_code = os.waitstatus_to_exitcode(wait_status)
     term_signal = os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None
-    outcome = Outcome("succeeded", envelope=envelope, exit_code=exit_code, peak_memory=peak_memory,
-                      cpu_seconds=cpu_seconds)
+    outcome = Outcome(
+        Status.SUCCEEDED, envelope=envelope, exit_code=exit_code, peak_memory=peak_memory, cpu_seconds=cpu_seconds
+    )
     context = {"run_id": run_id, "exit_code": exit_code}
     error: TaskError | None = None
     if cancelled:
@@ -43,10 +51,11 @@ def classify(*, run_id: int, limits: Limits, reader: ProtocolReader, wait_status
     elif timed_out:
         error = TaskTimeoutError(f"timed out after {limits.timeout:g} s (--timeout); the run was killed", **context)
     elif oom_killed or (envelope and envelope.error and envelope.error["type"] == "MemoryError"):
-        error = ResourceLimitError(f"out of memory: the run needed more than --mem {size_text(limits.memory)}",
-                                   status="oom", **context)
-    elif term_signal == signal.SIGXCPU or (limits.cpu_time and term_signal == signal.SIGKILL
-                                           and (cpu_seconds or 0) >= limits.cpu_time):
+        memory = format_size(limits.memory) if limits.memory else "(unset)"
+        error = ResourceLimitError(f"out of memory: the run needed more than --mem {memory}", **context)
+    elif term_signal == signal.SIGXCPU or (
+        limits.cpu_time and term_signal == signal.SIGKILL and (cpu_seconds or 0) >= limits.cpu_time
+    ):
         error = TaskTimeoutError(f"CPU time limit of {limits.cpu_time:g} s reached (--cpu-time)", **context)
     elif envelope is None:
         how = f"signal {signal.Signals(term_signal).name}" if term_signal else f"exit code {exit_code}"
@@ -59,7 +68,3 @@ def classify(*, run_id: int, limits: Limits, reader: ProtocolReader, wait_status
         outcome.status, outcome.error = error.status, error
     outcome.details["confinement"] = envelope.confine_notes if envelope else []
     return outcome
-
-
-def size_text(size: int | None) -> str:
-    return "(unset)" if size is None else f"{size / 2**20:g}m"

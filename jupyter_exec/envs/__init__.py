@@ -1,7 +1,8 @@
 """Runtime environments: declare packages and files once, build once, reuse in milliseconds."""
 
-from .cache import BuiltEnv, EnvBuildError, EnvCache
+from .builder import BuiltEnv, EnvBuilder
+from .cache import EnvCache
 from .spec import EnvSpec
 from .venv import VenvBuilder
 
-__all__ = ["BuiltEnv", "EnvBuildError", "EnvCache", "EnvSpec", "VenvBuilder"]
+__all__ = ["BuiltEnv", "EnvBuilder", "EnvCache", "EnvSpec", "VenvBuilder"]

@@ -16,20 +16,23 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
 
-from .._proc import pid_alive
-from ..errors import BackendUnavailableError, JupyterExecError
-from ..store import Database
+from jupyter_exec._proc import pid_alive
+from jupyter_exec.errors import BackendUnavailableError, EnvBuildError, JupyterExecError
+from jupyter_exec.store import Database
+
+from .builder import BuiltEnv, EnvBuilder, Progress
 from .hashing import env_hash
 from .spec import EnvSpec
 
-__all__ = ["BuiltEnv", "EnvBuildError", "EnvBuilder", "EnvCache"]
+__all__ = ["EnvCache", "EnvIndex"]
 
-Progress = Callable[[str], None]
+#: The builder of an env's target (``EnvBuilder.target``), to delete it: passed in by the
+#: cache's owner (``backends.factory.env_builder_for``), so the cache knows no targets.
+BuilderFor = Callable[[str], EnvBuilder]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS envs (
@@ -49,39 +52,6 @@ CREATE TABLE IF NOT EXISTS envs (
 """
 
 
-class EnvBuildError(JupyterExecError):
-    """An environment could not be built. Carries the log's tail and where the log is."""
-
-    def __init__(self, message: str, log_path: Path, log_tail: str) -> None:
-        super().__init__(f"{message}\n--- last lines of {log_path} ---\n{log_tail}")
-        self.log_path, self.log_tail = log_path, log_tail
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"EnvBuildError: {self}"]
-
-
-@dataclass(frozen=True)
-class BuiltEnv:
-    """A ready environment, as a run uses it."""
-
-    hash: str
-    path: Path
-    python: str | None            # the interpreter to run with (venv targets)
-    sys_path: tuple[str, ...]     # py_modules locations, first on sys.path
-    working_dir: Path | None      # copied into the run's working directory
-    image: str | None = None      # docker targets
-
-
-class EnvBuilder(Protocol):
-    """Makes an environment for one kind of target in an empty directory."""
-
-    target: str
-
-    def build(self, spec: EnvSpec, path: Path, log: Path, progress: Progress) -> BuiltEnv: ...
-
-    def describe(self, spec: EnvSpec, hash_: str, path: Path) -> BuiltEnv: ...
-
-
 class EnvIndex(Database):
     SCHEMA = _SCHEMA
 
@@ -97,7 +67,8 @@ class EnvIndex(Database):
             "INSERT INTO envs (hash, target, path, spec, status, created, builds, build_log)"
             " VALUES (?, ?, ?, ?, 'building', ?, 1, ?) ON CONFLICT(hash) DO UPDATE SET"
             " status='building', builds=builds+1, error=NULL, created=excluded.created",
-            (hash_, target, str(path), spec, time.time(), str(log)))
+            (hash_, target, str(path), spec, time.time(), str(log)),
+        )
 
     def finish_build(self, hash_: str, status: str, size: int = 0, error: str | None = None) -> None:
         self._execute("UPDATE envs SET status=?, size=?, error=? WHERE hash=?", (status, size, error, hash_))
@@ -107,14 +78,6 @@ class EnvIndex(Database):
 
     def remove(self, hash_: str) -> None:
         self._execute("DELETE FROM envs WHERE hash=?", (hash_,))
-
-
-def _deleter(target: str) -> Callable[[Path], None]:
-    """How an env of ``target`` is deleted: a derived image goes with its directory."""
-    if target.startswith("docker:"):
-        from .image import ImageEnvBuilder
-        return ImageEnvBuilder.delete
-    return lambda path: shutil.rmtree(path, ignore_errors=True)
 
 
 def _tree_size(path: Path) -> int:
@@ -131,10 +94,11 @@ def _tail(path: Path, lines: int = 15) -> str:
 class EnvCache:
     """Environments under ``root``, indexed in the store at ``db_path``."""
 
-    def __init__(self, root: Path, db_path: Path) -> None:
+    def __init__(self, root: Path, db_path: Path, builder_for: BuilderFor) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.index = EnvIndex(db_path)
+        self.builder_for = builder_for
 
     def ensure(self, spec: EnvSpec, builder: EnvBuilder, progress: Progress = lambda _: None) -> BuiltEnv:
         """The built env for ``spec``: from the cache, or built now (once, whoever asks)."""
@@ -145,7 +109,7 @@ class EnvCache:
             self.index.touch(hash_)
             return builder.describe(spec, hash_, path)
         with self._build_lock(hash_, progress):
-            if self._ready(hash_, path):            # someone else built it while we waited
+            if self._ready(hash_, path):  # someone else built it while we waited
                 self.index.touch(hash_)
                 return builder.describe(spec, hash_, path)
             built = self._build(spec, builder, hash_, path, progress)
@@ -184,7 +148,7 @@ class EnvCache:
             message = str(error) if isinstance(error, (EnvBuildError, JupyterExecError)) else repr(error)
             self.index.finish_build(hash_, "failed", error=message.splitlines()[0] if message else "failed")
             if isinstance(error, (EnvBuildError, BackendUnavailableError)) or not isinstance(error, Exception):
-                raise                   # already says what to do (or is an interrupt)
+                raise  # already says what to do (or is an interrupt)
             raise EnvBuildError(f"building env {hash_[:8]} failed: {message}", log, _tail(log)) from error
         self.index.finish_build(hash_, "ready", size=_tree_size(path))
         progress(f"env {hash_[:8]}: ready in {time.monotonic() - started:.1f} s")
@@ -213,7 +177,7 @@ class EnvCache:
             raise JupyterExecError(f"no env {hash_}; `jupyter-exec envs list` shows them")
         if self.in_use(hash_):
             raise JupyterExecError(f"env {hash_} is in use by a running cell; try again when it ends")
-        _deleter(row["target"])(Path(row["path"]))
+        self.builder_for(row["target"]).delete(Path(row["path"]))
         for extra in (f"{hash_}.log", f"{hash_}.lock"):
             (self.root / extra).unlink(missing_ok=True)
         shutil.rmtree(self.root / f"{hash_}.leases", ignore_errors=True)

@@ -39,8 +39,10 @@ def _gitignore_patterns(root: Path) -> list[str]:
 
 
 def _excluded(relative: str, name: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(relative, p + "/*")
-               for p in patterns)
+    return any(
+        fnmatch.fnmatch(name, p) or fnmatch.fnmatch(relative, p) or fnmatch.fnmatch(relative, p + "/*")
+        for p in patterns
+    )
 
 
 def tree_files(root: Path, excludes: tuple[str, ...] = ()) -> list[Path]:
@@ -51,8 +53,7 @@ def tree_files(root: Path, excludes: tuple[str, ...] = ()) -> list[Path]:
     found = []
     for directory, dirnames, filenames in os.walk(root):
         base = Path(directory)
-        dirnames[:] = sorted(d for d in dirnames
-                             if not _excluded(str((base / d).relative_to(root)), d, patterns))
+        dirnames[:] = sorted(d for d in dirnames if not _excluded(str((base / d).relative_to(root)), d, patterns))
         found += [base / f for f in filenames if not _excluded(str((base / f).relative_to(root)), f, patterns)]
     return sorted(found)
 
@@ -67,8 +68,7 @@ def _tree_digest(root: Path, excludes: tuple[str, ...]) -> str:
 
 def env_hash(spec: EnvSpec, target: str) -> str:
     """A hex digest naming what ``spec`` builds for ``target`` (e.g. ``venv:/usr/bin/python3``)."""
-    pip = sorted(f"{p}#sha256={_file_digest(Path(p))}" if os.path.isabs(p) else " ".join(p.split())
-                 for p in spec.pip)
+    pip = sorted(f"{p}#sha256={_file_digest(Path(p))}" if os.path.isabs(p) else " ".join(p.split()) for p in spec.pip)
     normalised = {
         "target": target,
         "pip": pip,

@@ -17,8 +17,9 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from ..errors import SpecError
-from ..spec import parse_duration, parse_env
+from jupyter_exec.errors import SpecError
+from jupyter_exec.spec import parse_env
+from jupyter_exec.units import parse_duration
 
 __all__ = ["EnvSpec"]
 
@@ -42,11 +43,21 @@ class EnvSpec:
     setup_timeout: float = 600.0
 
     @classmethod
-    def from_options(cls, *, base_dir: Path, pip: list[str] | None = None, requirements: str | None = None,
-                     image: str | None = None, working_dir: str | None = None,
-                     py_modules: list[str] | None = None, env_vars: dict[str, str] | None = None,
-                     excludes: list[str] | None = None, setup_timeout: Any = None) -> "EnvSpec":
+    def from_options(
+        cls,
+        *,
+        base_dir: Path,
+        pip: list[str] | None = None,
+        requirements: str | None = None,
+        image: str | None = None,
+        working_dir: str | None = None,
+        py_modules: list[str] | None = None,
+        env_vars: dict[str, str] | None = None,
+        excludes: list[str] | None = None,
+        setup_timeout: Any = None,
+    ) -> EnvSpec:
         """Checked spec from user-typed values; relative paths are against ``base_dir``."""
+
         def local(path: str, option: str) -> Path:
             resolved = (base_dir / Path(path).expanduser()).resolve()
             if not resolved.exists():
@@ -64,8 +75,9 @@ class EnvSpec:
                 Requirement(item)
             except InvalidRequirement as error:
                 reason = str(error).splitlines()[0]
-                raise SpecError(f"--pip: {item!r} is not a requirement ({reason}); write e.g. --pip six==1.16.0"
-                                ) from None
+                raise SpecError(
+                    f"--pip: {item!r} is not a requirement ({reason}); write e.g. --pip six==1.16.0"
+                ) from None
             packages.append(item)
         modules = tuple(local(m, "--py-modules") for m in py_modules or ())
         for module in modules:
@@ -83,7 +95,7 @@ class EnvSpec:
         )
 
     @classmethod
-    def from_file(cls, path: Path) -> "EnvSpec":
+    def from_file(cls, path: Path) -> EnvSpec:
         """An env spec from a YAML or JSON file (``--env-spec FILE``), Ray's field names."""
         try:
             text = path.read_text()
@@ -92,10 +104,11 @@ class EnvSpec:
         try:
             if path.suffix in (".yaml", ".yml"):
                 import yaml
+
                 data = yaml.safe_load(text)
             else:
                 data = json.loads(text)
-        except Exception as error:         # json.JSONDecodeError, or yaml's own error tree
+        except Exception as error:  # json.JSONDecodeError, or yaml's own error tree
             kind = "YAML" if path.suffix in (".yaml", ".yml") else "JSON"
             raise SpecError(f"--env-spec: {path} is not valid {kind}: {error}") from None
         if not isinstance(data, dict):
@@ -111,17 +124,25 @@ class EnvSpec:
             raise SpecError(f"--env-spec: 'env_vars' in {path} must be a mapping")
         parse_env([f"{k}={v}" for k, v in env_vars.items()])
         return cls.from_options(
-            base_dir=path.parent, pip=pip, requirements=data.get("requirements"), image=data.get("image"),
-            working_dir=data.get("working_dir"), py_modules=data.get("py_modules"),
-            env_vars={str(k): str(v) for k, v in env_vars.items()}, excludes=data.get("excludes"),
-            setup_timeout=(data.get("config") or {}).get("setup_timeout"))
+            base_dir=path.parent,
+            pip=pip,
+            requirements=data.get("requirements"),
+            image=data.get("image"),
+            working_dir=data.get("working_dir"),
+            py_modules=data.get("py_modules"),
+            env_vars={str(k): str(v) for k, v in env_vars.items()},
+            excludes=data.get("excludes"),
+            setup_timeout=(data.get("config") or {}).get("setup_timeout"),
+        )
 
-    def inherit(self, parent: "EnvSpec") -> "EnvSpec":
+    def inherit(self, parent: EnvSpec) -> EnvSpec:
         """This spec as a child of ``parent``: env_vars merge (child wins), set fields override."""
         merged = replace(parent, env_vars={**parent.env_vars, **self.env_vars})
-        overrides = {name: getattr(self, name) for name in ("pip", "requirements", "image", "working_dir",
-                                                             "py_modules", "excludes")
-                     if getattr(self, name)}
+        overrides = {
+            name: getattr(self, name)
+            for name in ("pip", "requirements", "image", "working_dir", "py_modules", "excludes")
+            if getattr(self, name)
+        }
         return replace(merged, **overrides)
 
     @property
@@ -136,8 +157,11 @@ class EnvSpec:
         runtime_env: dict[str, Any] = {}
         pip = list(self.pip)
         if self.requirements:
-            pip += [line.strip() for line in self.requirements.read_text().splitlines()
-                    if line.strip() and not line.lstrip().startswith("#")]
+            pip += [
+                line.strip()
+                for line in self.requirements.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")
+            ]
         if pip:
             runtime_env["pip"] = pip
         if self.working_dir:
@@ -153,7 +177,12 @@ class EnvSpec:
         return runtime_env
 
     def describe(self) -> dict[str, Any]:
-        return {"pip": list(self.pip), "requirements": str(self.requirements) if self.requirements else None,
-                "image": self.image, "working_dir": str(self.working_dir) if self.working_dir else None,
-                "py_modules": [str(m) for m in self.py_modules], "env_vars": sorted(self.env_vars),
-                "excludes": list(self.excludes)}
+        return {
+            "pip": list(self.pip),
+            "requirements": str(self.requirements) if self.requirements else None,
+            "image": self.image,
+            "working_dir": str(self.working_dir) if self.working_dir else None,
+            "py_modules": [str(m) for m in self.py_modules],
+            "env_vars": sorted(self.env_vars),
+            "excludes": list(self.excludes),
+        }

@@ -17,14 +17,27 @@ import threading
 import time
 from pathlib import Path
 
-from .cache import BuiltEnv, EnvBuildError, Progress
+from jupyter_exec.errors import EnvBuildError
+
+from .builder import BuiltEnv, Progress
 from .hashing import tree_files
 from .spec import EnvSpec
 
 __all__ = ["VenvBuilder"]
 
-_PROGRESS_WORDS = ("Resolved", "Prepared", "Installed", "Downloading", "Downloaded", "Building", "Built",
-                   "Collecting", "Successfully", "Uninstalled", "Audited")
+_PROGRESS_WORDS = (
+    "Resolved",
+    "Prepared",
+    "Installed",
+    "Downloading",
+    "Downloaded",
+    "Building",
+    "Built",
+    "Collecting",
+    "Successfully",
+    "Uninstalled",
+    "Audited",
+)
 
 
 def _uv() -> str | None:
@@ -43,17 +56,30 @@ def _site_packages(venv: Path) -> Path:
 class VenvBuilder:
     """Builds ``EnvSpec`` packages into a venv for ``python`` (the sandbox's interpreter)."""
 
+    kind = "venv"
+
     def __init__(self, python: str = sys.executable, ca_bundle: str | None = None) -> None:
         self.python = python
         self.ca_bundle = ca_bundle
-        self.target = f"venv:{os.path.realpath(python)}"
+        self.target = f"{self.kind}:{os.path.realpath(python)}"
+
+    @classmethod
+    def for_target(cls, target: str) -> VenvBuilder:
+        """The builder that made envs of ``target`` (to delete one)."""
+        return cls(target.partition(":")[2] or sys.executable)
+
+    def delete(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
 
     def describe(self, spec: EnvSpec, hash_: str, path: Path) -> BuiltEnv:
         python = path / "venv" / "bin" / "python"
         return BuiltEnv(
-            hash=hash_, path=path, python=str(python) if python.exists() else None,
+            hash=hash_,
+            path=path,
+            python=str(python) if python.exists() else None,
             sys_path=(str(path / "py_modules"),) if spec.py_modules else (),
-            working_dir=path / "working_dir" if spec.working_dir else None)
+            working_dir=path / "working_dir" if spec.working_dir else None,
+        )
 
     def build(self, spec: EnvSpec, path: Path, log: Path, progress: Progress) -> BuiltEnv:
         path.mkdir(parents=True)
@@ -79,22 +105,37 @@ class VenvBuilder:
         progress(f"installing {' '.join(requirements)}")
         self._run(install + requirements, log, progress, deadline)
 
-    def install_target(self, spec: EnvSpec, target: Path, python_version: str, python_platform: str,
-                       log: Path, progress: Progress) -> None:
+    def install_target(
+        self, spec: EnvSpec, target: Path, python_version: str, python_platform: str, log: Path, progress: Progress
+    ) -> None:
         """Install the spec's packages into ``target`` for another interpreter (an image's)."""
         uv = _uv()
         if uv is None:
             raise EnvBuildError("building an env for an image needs uv; `pip install uv`", log, "")
         requirements = _requirements(spec)
         progress(f"installing {' '.join(requirements)} for Python {python_version}")
-        self._run([uv, "pip", "install", "--target", str(target), "--python-version", python_version,
-                   "--python-platform", python_platform, *requirements],
-                  log, progress, time.monotonic() + spec.setup_timeout)
+        self._run(
+            [
+                uv,
+                "pip",
+                "install",
+                "--target",
+                str(target),
+                "--python-version",
+                python_version,
+                "--python-platform",
+                python_platform,
+                *requirements,
+            ],
+            log,
+            progress,
+            time.monotonic() + spec.setup_timeout,
+        )
 
     def _run(self, command: list[str], log: Path, progress: Progress, deadline: float) -> None:
         """Run a build step, log everything, show progress lines, enforce the setup timeout."""
         env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE")}
-        env["NO_COLOR"] = "1"             # plain text for the log and the progress lines (kernels force colour)
+        env["NO_COLOR"] = "1"  # plain text for the log and the progress lines (kernels force colour)
         if self.ca_bundle:
             env.update(SSL_CERT_FILE=self.ca_bundle, PIP_CERT=self.ca_bundle, UV_NATIVE_TLS="1")
         with open(log, "a") as log_file:
@@ -114,11 +155,15 @@ class VenvBuilder:
                 watchdog.cancel()
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         if time.monotonic() >= deadline and process.returncode != 0:
-            raise EnvBuildError(f"env setup timed out at `{Path(command[0]).name} {command[1]}`; "
-                                "raise setup_timeout in the env spec", log, tail)
+            raise EnvBuildError(
+                f"env setup timed out at `{Path(command[0]).name} {command[1]}`; raise setup_timeout in the env spec",
+                log,
+                tail,
+            )
         if process.returncode != 0:
-            raise EnvBuildError(f"`{Path(command[0]).name} {' '.join(command[1:3])} ...` failed "
-                                f"(exit {process.returncode})", log, tail)
+            raise EnvBuildError(
+                f"`{Path(command[0]).name} {' '.join(command[1:3])} ...` failed (exit {process.returncode})", log, tail
+            )
 
     @staticmethod
     def copy_files(spec: EnvSpec, path: Path) -> None:

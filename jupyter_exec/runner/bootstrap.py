@@ -36,7 +36,7 @@ def send(message):
     data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
     view = memoryview(data)
     while view:
-        view = view[os.write(_channel, view):]
+        view = view[os.write(_channel, view) :]
 
 
 class Untransferable(Exception):
@@ -57,16 +57,18 @@ def encode(value, trust, path="value"):
         items = [encode(v, trust, f"{path}[{i}]") for i, v in enumerate(value)]
         return items if type(value) is list else {"$t": type(value).__name__, "v": items}
     if type(value) is dict:
-        if all(type(k) is str for k in value):
-            if "$t" not in value:
-                return {k: encode(v, trust, f"{path}[{k!r}]") for k, v in value.items()}
-        return {"$t": "dict", "v": [[encode(k, trust, path), encode(v, trust, f"{path}[{k!r}]")]
-                                     for k, v in value.items()]}
+        if all(type(k) is str for k in value) and "$t" not in value:
+            return {k: encode(v, trust, f"{path}[{k!r}]") for k, v in value.items()}
+        return {
+            "$t": "dict",
+            "v": [[encode(k, trust, path), encode(v, trust, f"{path}[{k!r}]")] for k, v in value.items()],
+        }
     special = _encode_library_value(value)
     if special is not None:
         return special
     if trust:
         import pickle
+
         return {"$t": "pickle", "b64": base64.b64encode(pickle.dumps(value)).decode()}
     raise Untransferable(f"{path} is a {type(value).__module__}.{type(value).__qualname__}")
 
@@ -77,8 +79,12 @@ def _encode_library_value(value):
     if numpy is not None:
         if isinstance(value, numpy.ndarray) and not value.dtype.hasobject and value.dtype.names is None:
             array = numpy.ascontiguousarray(value)
-            return {"$t": "ndarray", "dtype": array.dtype.str, "shape": list(array.shape),
-                    "b64": base64.b64encode(array.tobytes()).decode()}
+            return {
+                "$t": "ndarray",
+                "dtype": array.dtype.str,
+                "shape": list(array.shape),
+                "b64": base64.b64encode(array.tobytes()).decode(),
+            }
         if isinstance(value, numpy.generic) and not isinstance(value, numpy.object_):
             return encode(value.item(), False)
     pandas = sys.modules.get("pandas")
@@ -87,14 +93,20 @@ def _encode_library_value(value):
         try:
             import pyarrow
         except ImportError:
-            return {"$t": "dataframe", "json": frame.to_json(orient="table", date_format="iso"),
-                    "series": isinstance(value, pandas.Series)}
+            return {
+                "$t": "dataframe",
+                "json": frame.to_json(orient="table", date_format="iso"),
+                "series": isinstance(value, pandas.Series),
+            }
         table = pyarrow.Table.from_pandas(frame)
         sink = pyarrow.BufferOutputStream()
         with pyarrow.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-        return {"$t": "dataframe", "arrow": base64.b64encode(sink.getvalue().to_pybytes()).decode(),
-                "series": isinstance(value, pandas.Series)}
+        return {
+            "$t": "dataframe",
+            "arrow": base64.b64encode(sink.getvalue().to_pybytes()).decode(),
+            "series": isinstance(value, pandas.Series),
+        }
     return None
 
 
@@ -107,8 +119,7 @@ def mime_bundle(obj):
             data.update((result[0] if isinstance(result, tuple) else result) or {})
         except Exception:
             pass
-    for mime, method in (("text/html", "_repr_html_"), ("image/png", "_repr_png_"),
-                         ("image/jpeg", "_repr_jpeg_")):
+    for mime, method in (("text/html", "_repr_html_"), ("image/png", "_repr_png_"), ("image/jpeg", "_repr_jpeg_")):
         if mime not in data and hasattr(obj, method):
             try:
                 rendered = getattr(obj, method)()
@@ -129,11 +140,13 @@ def mime_bundle(obj):
 
 def displayer(emit):
     """The cell's ``display``, like IPython's: each object's bundle goes to ``emit``."""
+
     def display(*objs, **_ignored):
         sys.stdout.flush()
         sys.stderr.flush()
         for obj in objs:
             emit({"t": "display", "data": mime_bundle(obj)})
+
     return display
 
 
@@ -145,8 +158,12 @@ def _show_open_figures(emit):
     for number in pyplot.get_fignums():
         buffer = io.BytesIO()
         pyplot.figure(number).savefig(buffer, format="png", bbox_inches="tight")
-        emit({"t": "display", "data": {"text/plain": f"<Figure {number}>",
-                                        "image/png": base64.b64encode(buffer.getvalue()).decode()}})
+        emit(
+            {
+                "t": "display",
+                "data": {"text/plain": f"<Figure {number}>", "image/png": base64.b64encode(buffer.getvalue()).decode()},
+            }
+        )
     pyplot.close("all")
 
 
@@ -161,8 +178,7 @@ def describe_error(error):
     else:
         tb_exc.stack = traceback.StackSummary.from_list([])
     text = "".join(tb_exc.format())
-    return {"type": type(error).__name__, "module": type(error).__module__,
-            "message": str(error), "traceback": text}
+    return {"type": type(error).__name__, "module": type(error).__module__, "message": str(error), "traceback": text}
 
 
 def run_cell(code, namespace):
@@ -187,14 +203,17 @@ def load_inputs(request):
     if not request.get("inputs"):
         return {}
     import pickle
+
     return pickle.loads(base64.b64decode(request["inputs"]))
 
 
 def usage():
     self_usage = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"cpu_seconds": self_usage.ru_utime + self_usage.ru_stime + children.ru_utime + children.ru_stime,
-            "max_rss": max(self_usage.ru_maxrss, children.ru_maxrss) * 1024}
+    return {
+        "cpu_seconds": self_usage.ru_utime + self_usage.ru_stime + children.ru_utime + children.ru_stime,
+        "max_rss": max(self_usage.ru_maxrss, children.ru_maxrss) * 1024,
+    }
 
 
 def _import_confine():
@@ -259,17 +278,18 @@ def main():
     os.environ.update(request.get("env", {}))
     if request.get("cwd"):
         os.chdir(request["cwd"])
-    if request.get("working_dir"):                         # the env's files, a fresh copy per run
+    if request.get("working_dir"):  # the env's files, a fresh copy per run
         import shutil
+
         shutil.copytree(request["working_dir"], ".", dirs_exist_ok=True)
-    sys.path[:0] = request.get("sys_path") or []          # the env's py_modules
+    sys.path[:0] = request.get("sys_path") or []  # the env's py_modules
     sys.stdin = open(os.devnull)
     envelope = run_request(request, send, _main_module_namespace())
     if os.getpid() != main_pid:
-        os._exit(0)                       # a child the cell forked: only the cell's own process reports
+        os._exit(0)  # a child the cell forked: only the cell's own process reports
     envelope["usage"] = usage()
     send(envelope)
-    os._exit(0)       # the cell is over: skip interpreter teardown, the host tears the rest down
+    os._exit(0)  # the cell is over: skip interpreter teardown, the host tears the rest down
 
 
 def _main_module_namespace():
@@ -312,7 +332,7 @@ def run_request(request, emit, namespace=None):
             except Untransferable as why:
                 envelope["untransferable"] = str(why)
                 break
-    except BaseException as error:        # the cell's exceptions, SystemExit included
+    except BaseException as error:  # the cell's exceptions, SystemExit included
         envelope["error"] = describe_error(error)
     finally:
         sys.stdout.flush()

@@ -45,51 +45,136 @@ _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 # Calls a notebook cell has no business making. Names missing from an arch are skipped.
 _SYSCALLS = {
     "x86_64": {
-        "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
-        "mount": 165, "umount2": 166, "unshare": 272, "setns": 308, "pivot_root": 155,
-        "chroot": 161, "kexec_load": 246, "kexec_file_load": 320, "bpf": 321,
-        "keyctl": 250, "add_key": 248, "request_key": 249, "perf_event_open": 298,
-        "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
-        "io_uring_register": 427, "init_module": 175, "finit_module": 313,
-        "delete_module": 176, "open_by_handle_at": 304, "name_to_handle_at": 303,
-        "swapon": 167, "swapoff": 168, "reboot": 169, "acct": 163, "iopl": 172,
-        "ioperm": 173, "open_tree": 428, "move_mount": 429, "fsopen": 430,
-        "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
-        "quotactl": 179, "settimeofday": 164, "clock_settime": 227, "adjtimex": 159,
-        "clock_adjtime": 305, "vhangup": 153, "uselib": 134, "lookup_dcookie": 212,
+        "ptrace": 101,
+        "process_vm_readv": 310,
+        "process_vm_writev": 311,
+        "mount": 165,
+        "umount2": 166,
+        "unshare": 272,
+        "setns": 308,
+        "pivot_root": 155,
+        "chroot": 161,
+        "kexec_load": 246,
+        "kexec_file_load": 320,
+        "bpf": 321,
+        "keyctl": 250,
+        "add_key": 248,
+        "request_key": 249,
+        "perf_event_open": 298,
+        "userfaultfd": 323,
+        "io_uring_setup": 425,
+        "io_uring_enter": 426,
+        "io_uring_register": 427,
+        "init_module": 175,
+        "finit_module": 313,
+        "delete_module": 176,
+        "open_by_handle_at": 304,
+        "name_to_handle_at": 303,
+        "swapon": 167,
+        "swapoff": 168,
+        "reboot": 169,
+        "acct": 163,
+        "iopl": 172,
+        "ioperm": 173,
+        "open_tree": 428,
+        "move_mount": 429,
+        "fsopen": 430,
+        "fsconfig": 431,
+        "fsmount": 432,
+        "fspick": 433,
+        "mount_setattr": 442,
+        "quotactl": 179,
+        "settimeofday": 164,
+        "clock_settime": 227,
+        "adjtimex": 159,
+        "clock_adjtime": 305,
+        "vhangup": 153,
+        "uselib": 134,
+        "lookup_dcookie": 212,
         # handled with argument checks below
-        "socket": 41, "clone": 56, "clone3": 435,
+        "socket": 41,
+        "clone": 56,
+        "clone3": 435,
         # used by this module itself
-        "capset": 126, "landlock_create_ruleset": 444, "landlock_add_rule": 445,
+        "capset": 126,
+        "landlock_create_ruleset": 444,
+        "landlock_add_rule": 445,
         "landlock_restrict_self": 446,
     },
     "aarch64": {
-        "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
-        "mount": 40, "umount2": 39, "unshare": 97, "setns": 268, "pivot_root": 41,
-        "chroot": 51, "kexec_load": 104, "kexec_file_load": 294, "bpf": 280,
-        "keyctl": 219, "add_key": 217, "request_key": 218, "perf_event_open": 241,
-        "userfaultfd": 282, "io_uring_setup": 425, "io_uring_enter": 426,
-        "io_uring_register": 427, "init_module": 105, "finit_module": 273,
-        "delete_module": 106, "open_by_handle_at": 265, "name_to_handle_at": 264,
-        "swapon": 224, "swapoff": 225, "reboot": 142, "acct": 89,
-        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
-        "fsmount": 432, "fspick": 433, "mount_setattr": 442, "quotactl": 60,
-        "settimeofday": 170, "clock_settime": 112, "adjtimex": 171, "clock_adjtime": 266,
-        "vhangup": 58, "lookup_dcookie": 18,
-        "socket": 198, "clone": 220, "clone3": 435,
-        "capset": 91, "landlock_create_ruleset": 444, "landlock_add_rule": 445,
+        "ptrace": 117,
+        "process_vm_readv": 270,
+        "process_vm_writev": 271,
+        "mount": 40,
+        "umount2": 39,
+        "unshare": 97,
+        "setns": 268,
+        "pivot_root": 41,
+        "chroot": 51,
+        "kexec_load": 104,
+        "kexec_file_load": 294,
+        "bpf": 280,
+        "keyctl": 219,
+        "add_key": 217,
+        "request_key": 218,
+        "perf_event_open": 241,
+        "userfaultfd": 282,
+        "io_uring_setup": 425,
+        "io_uring_enter": 426,
+        "io_uring_register": 427,
+        "init_module": 105,
+        "finit_module": 273,
+        "delete_module": 106,
+        "open_by_handle_at": 265,
+        "name_to_handle_at": 264,
+        "swapon": 224,
+        "swapoff": 225,
+        "reboot": 142,
+        "acct": 89,
+        "open_tree": 428,
+        "move_mount": 429,
+        "fsopen": 430,
+        "fsconfig": 431,
+        "fsmount": 432,
+        "fspick": 433,
+        "mount_setattr": 442,
+        "quotactl": 60,
+        "settimeofday": 170,
+        "clock_settime": 112,
+        "adjtimex": 171,
+        "clock_adjtime": 266,
+        "vhangup": 58,
+        "lookup_dcookie": 18,
+        "socket": 198,
+        "clone": 220,
+        "clone3": 435,
+        "capset": 91,
+        "landlock_create_ruleset": 444,
+        "landlock_add_rule": 445,
         "landlock_restrict_self": 446,
     },
 }
-_SPECIAL = {"socket", "clone", "clone3", "capset", "landlock_create_ruleset",
-            "landlock_add_rule", "landlock_restrict_self"}
-_CLONE_NEW_NAMESPACES = 0x7E020080   # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
+_SPECIAL = {
+    "socket",
+    "clone",
+    "clone3",
+    "capset",
+    "landlock_create_ruleset",
+    "landlock_add_rule",
+    "landlock_restrict_self",
+}
+_CLONE_NEW_NAMESPACES = 0x7E020080  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
 _X32_SYSCALL_BIT = 0x40000000
 AF_UNIX = 1
 
 
 def machine() -> str:
     return platform.machine()
+
+
+def has_seccomp_filter() -> bool:
+    """Whether this module can build a seccomp filter for this machine's architecture."""
+    return machine() in _AUDIT_ARCH
 
 
 def _nr(name: str) -> int:
@@ -106,11 +191,17 @@ def _syscall(name: str, *args) -> int:
 
 # --- rlimits --------------------------------------------------------------------------
 
+
 def apply_rlimits(limits: dict) -> None:
     """``{"as": bytes, "cpu": seconds, "fsize": bytes, "nproc": n, "nofile": n}``; no cores."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    names = {"as": resource.RLIMIT_AS, "cpu": resource.RLIMIT_CPU, "fsize": resource.RLIMIT_FSIZE,
-             "nproc": resource.RLIMIT_NPROC, "nofile": resource.RLIMIT_NOFILE}
+    names = {
+        "as": resource.RLIMIT_AS,
+        "cpu": resource.RLIMIT_CPU,
+        "fsize": resource.RLIMIT_FSIZE,
+        "nproc": resource.RLIMIT_NPROC,
+        "nofile": resource.RLIMIT_NOFILE,
+    }
     for key, value in limits.items():
         if value is None:
             continue
@@ -134,8 +225,14 @@ def mount_private_shm(size: int | None, host_mount_ns: str) -> str:
     if os.readlink("/proc/self/ns/mnt") == host_mount_ns:
         raise OSError(errno.EPERM, "no private mount namespace: /dev/shm would be the host's")
     options = "mode=1777" + (f",size={size}" if size is not None else "")
-    _syscall("mount", b"jx-shm", SHM_PATH.encode(), b"tmpfs",
-             ctypes.c_ulong(_MS_NOSUID | _MS_NODEV | _MS_NOEXEC), options.encode())
+    _syscall(
+        "mount",
+        b"jx-shm",
+        SHM_PATH.encode(),
+        b"tmpfs",
+        ctypes.c_ulong(_MS_NOSUID | _MS_NODEV | _MS_NOEXEC),
+        options.encode(),
+    )
     return f"private /dev/shm ({options})"
 
 
@@ -157,9 +254,9 @@ def landlock_abi() -> int:
 
 
 def _fs_rights(abi: int) -> int:
-    rights = (1 << 13) - 1                      # v1: execute .. make_sym
+    rights = (1 << 13) - 1  # v1: execute .. make_sym
     if abi >= 2:
-        rights |= 1 << 13                       # refer
+        rights |= 1 << 13  # refer
     if abi >= 3:
         rights |= _LL_TRUNCATE
     if abi >= 5:
@@ -176,8 +273,12 @@ def apply_landlock(readable: list[str], writable: list[str], network: bool) -> s
     read = _LL_EXECUTE | _LL_READ_FILE | _LL_READ_DIR
     file_only = _LL_FILE_RIGHTS_V1 | (_LL_TRUNCATE if abi >= 3 else 0) | (_LL_IOCTL_DEV if abi >= 5 else 0)
     if abi >= 6:
-        attr = struct.pack("QQQ", handled, 0 if network else _LL_NET_BIND_TCP | _LL_NET_CONNECT_TCP,
-                           _LL_SCOPE_SIGNAL | (0 if network else _LL_SCOPE_ABSTRACT_UNIX))
+        attr = struct.pack(
+            "QQQ",
+            handled,
+            0 if network else _LL_NET_BIND_TCP | _LL_NET_CONNECT_TCP,
+            _LL_SCOPE_SIGNAL | (0 if network else _LL_SCOPE_ABSTRACT_UNIX),
+        )
     elif abi >= 4:
         attr = struct.pack("QQ", handled, 0 if network else _LL_NET_BIND_TCP | _LL_NET_CONNECT_TCP)
     else:
@@ -206,6 +307,7 @@ def apply_landlock(readable: list[str], writable: list[str], network: bool) -> s
 
 # --- capabilities ---------------------------------------------------------------------
 
+
 def drop_capabilities() -> None:
     """Leave root without privileges: empty bounding, ambient and process sets."""
     try:
@@ -216,8 +318,8 @@ def drop_capabilities() -> None:
     for cap in range(last + 1):
         _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
     _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    header = struct.pack("Ii", 0x20080522, 0)       # _LINUX_CAPABILITY_VERSION_3, this process
-    data = bytes(24)                                # two zeroed cap_user_data structs
+    header = struct.pack("Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = bytes(24)  # two zeroed cap_user_data structs
     _syscall("capset", ctypes.create_string_buffer(header, 8), ctypes.create_string_buffer(data, 24))
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import RemoteError, TransferError, remote_error
+from jupyter_exec.errors import RemoteError, TransferError, remote_error
+
 from .sanitize import sanitize_bundle
 from .transfer import decode
 
@@ -31,14 +32,36 @@ class OutputSink(Protocol):
     def display(self, bundle: dict[str, str]) -> None: ...
 
 
-def build_request(code: str, *, inputs: str | None, outputs: tuple[str, ...], trust: bool,
-                  env: dict[str, str], cwd: str | None, confine: dict | None = None,
-                  sys_path: tuple[str, ...] = (), working_dir: str | None = None) -> bytes:
+def build_request(
+    code: str,
+    *,
+    inputs: str | None,
+    outputs: tuple[str, ...],
+    trust: bool,
+    env: dict[str, str],
+    cwd: str | None,
+    confine: dict[str, Any] | None = None,
+    sys_path: tuple[str, ...] = (),
+    working_dir: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> bytes:
     """The request document. ``sys_path`` goes first on the cell's ``sys.path``;
-    ``working_dir`` (a directory in the target) is copied into ``cwd`` before the cell runs."""
-    return json.dumps({"code": code, "inputs": inputs, "outputs": list(outputs), "trust": trust,
-                       "env": env, "cwd": cwd, "confine": confine, "sys_path": list(sys_path),
-                       "working_dir": working_dir}).encode()
+    ``working_dir`` (a directory in the target) is copied into ``cwd`` before the cell runs;
+    ``extra`` holds what one backend's target alone reads (Ray: the run id and its relay)."""
+    return json.dumps(
+        {
+            "code": code,
+            "inputs": inputs,
+            "outputs": list(outputs),
+            "trust": trust,
+            "env": env,
+            "cwd": cwd,
+            "confine": confine,
+            "sys_path": list(sys_path),
+            "working_dir": working_dir,
+            **(extra or {}),
+        }
+    ).encode()
 
 
 @dataclass
@@ -60,8 +83,10 @@ class Envelope:
 
     def decoded_outputs(self, trust: bool) -> dict[str, Any]:
         if self.untransferable:
-            raise TransferError(f"--out {self.untransferable} cannot come back as data; "
-                                "pass --trust to pickle it (only if you trust the cell's code)")
+            raise TransferError(
+                f"--out {self.untransferable} cannot come back as data; "
+                "pass --trust to pickle it (only if you trust the cell's code)"
+            )
         return {name: decode(value, trust) for name, value in self.outputs.items()}
 
     def decoded_value(self, trust: bool) -> Any:
@@ -95,14 +120,14 @@ class ProtocolReader:
         self.ready = False
         self.envelope: Envelope | None = None
         self.notes: list[str] = []
-        self.exit_status: int | None = None     # the cell process's wait status, when an init reported it
+        self.exit_status: int | None = None  # the cell process's wait status, when an init reported it
 
     def feed(self, data: bytes) -> None:
         self.buffer += data
         if len(self.buffer) > MAX_MESSAGE:
             raise TransferError("the sandbox sent more than 1 GiB of result data")
         while (end := self.buffer.find(b"\n")) >= 0:
-            line, self.buffer = bytes(self.buffer[:end]), self.buffer[end + 1:]
+            line, self.buffer = bytes(self.buffer[:end]), self.buffer[end + 1 :]
             self._handle(json.loads(line))
 
     def _handle(self, message: dict) -> None:
@@ -117,7 +142,11 @@ class ProtocolReader:
             self.sink.display(sanitize_bundle(message.get("data", {}), self.trust))
         elif kind == "result" and self.envelope is None:
             self.envelope = Envelope(
-                value=message.get("value"), outputs=message.get("outputs", {}),
-                error=message.get("error"), untransferable=message.get("untransferable"),
-                confine_error=message.get("confine_error"), usage=message.get("usage", {}),
-                confine_notes=self.notes)
+                value=message.get("value"),
+                outputs=message.get("outputs", {}),
+                error=message.get("error"),
+                untransferable=message.get("untransferable"),
+                confine_error=message.get("confine_error"),
+                usage=message.get("usage", {}),
+                confine_notes=self.notes,
+            )

@@ -17,11 +17,58 @@ from html.parser import HTMLParser
 __all__ = ["sanitize_bundle", "sanitize_html"]
 
 _ALLOWED_TAGS = {
-    "a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd", "del",
-    "details", "div", "dl", "dt", "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5",
-    "h6", "hr", "i", "img", "ins", "kbd", "li", "mark", "ol", "p", "pre", "q", "s", "samp",
-    "small", "span", "strong", "sub", "summary", "sup", "table", "tbody", "td", "tfoot", "th",
-    "thead", "tr", "u", "ul",
+    "a",
+    "abbr",
+    "b",
+    "blockquote",
+    "br",
+    "caption",
+    "code",
+    "col",
+    "colgroup",
+    "dd",
+    "del",
+    "details",
+    "div",
+    "dl",
+    "dt",
+    "em",
+    "figcaption",
+    "figure",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "img",
+    "ins",
+    "kbd",
+    "li",
+    "mark",
+    "ol",
+    "p",
+    "pre",
+    "q",
+    "s",
+    "samp",
+    "small",
+    "span",
+    "strong",
+    "sub",
+    "summary",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "tr",
+    "u",
+    "ul",
 }
 _VOID_TAGS = {"br", "col", "hr", "img"}
 _DROP_CONTENT = {"script", "style", "iframe", "object", "embed", "template", "noscript", "svg", "math"}
@@ -48,8 +95,11 @@ class _Sanitizer(HTMLParser):
             return
         if self.dropping or tag not in _ALLOWED_TAGS:
             return
-        kept = [(n, v or "") for n, v in attrs
-                if n in _ALLOWED_ATTRS and (n not in ("href", "src") or _safe_url(n, v or ""))]
+        kept = [
+            (n, v or "")
+            for n, v in attrs
+            if n in _ALLOWED_ATTRS and (n not in ("href", "src") or _safe_url(n, v or ""))
+        ]
         rendered = "".join(f' {n}="{html.escape(v, quote=True)}"' for n, v in kept)
         if tag == "a":
             rendered += ' rel="noopener noreferrer" target="_blank"'

@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import io
 import pickle
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from ..errors import SpecError, TransferError
+from jupyter_exec.errors import SpecError, TransferError
 
 __all__ = ["decode", "pack_inputs"]
 
@@ -24,13 +25,16 @@ def pack_inputs(names: tuple[str, ...], namespace: Mapping[str, Any]) -> str | N
         return None
     missing = [n for n in names if n not in namespace]
     if missing:
-        raise SpecError(f"--in {missing[0]}: no variable {missing[0]!r} in the notebook; define it or drop it from --in")
+        raise SpecError(
+            f"--in {missing[0]}: no variable {missing[0]!r} in the notebook; define it or drop it from --in"
+        )
     values = {n: namespace[n] for n in names}
     try:
         data = pickle.dumps(values)
-        pickle.loads(data)        # things defined in __main__ pickle by name but do not load elsewhere
+        pickle.loads(data)  # things defined in __main__ pickle by name but do not load elsewhere
     except Exception:
         import cloudpickle
+
         try:
             data = cloudpickle.dumps(values)
         except Exception as error:
@@ -61,6 +65,7 @@ def _decode_pickle(encoded: dict, trust: bool) -> Any:
 
 def _decode_ndarray(encoded: dict, trust: bool) -> Any:
     import numpy
+
     dtype = numpy.dtype(encoded["dtype"])
     if dtype.hasobject:
         raise TransferError("an object array cannot be sent as data; pass --trust to pickle it")
@@ -69,8 +74,10 @@ def _decode_ndarray(encoded: dict, trust: bool) -> Any:
 
 def _decode_dataframe(encoded: dict, trust: bool) -> Any:
     import pandas
+
     if "arrow" in encoded:
         import pyarrow
+
         reader = pyarrow.ipc.open_stream(base64.b64decode(encoded["arrow"]))
         frame = reader.read_all().to_pandas()
     else:

@@ -6,7 +6,8 @@ from typing import Any
 
 from jupyter_server.utils import url_path_join
 
-from ..config import ExecConfig
+from jupyter_exec.config import ExecConfig
+
 from .handlers import ROUTES
 from .records import API_PREFIX, Records
 
@@ -24,5 +25,6 @@ def load(server_app: Any) -> None:
     records = Records(config.store_path)
     base = url_path_join(server_app.web_app.settings["base_url"], API_PREFIX)
     server_app.web_app.add_handlers(
-        ".*$", [(url_path_join(base, pattern), handler, {"records": records}) for pattern, handler in ROUTES])
+        ".*$", [(url_path_join(base, pattern), handler, {"records": records}) for pattern, handler in ROUTES]
+    )
     server_app.log.info("jupyter-exec: side panel API at %s (store %s)", base, config.store_path)

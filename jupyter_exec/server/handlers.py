@@ -16,13 +16,16 @@ do the work off the event loop and answer JSON; errors are JSON too, one line ea
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from .records import API_PREFIX, STATUSES, ApiError, Records
+from jupyter_exec.errors import ApiError
+
+from .records import API_PREFIX, STATUSES, Records
 
 __all__ = ["ROUTES"]
 
@@ -48,8 +51,9 @@ class _Handler(APIHandler):
     def whole_number(self, name: str, default: int, low: int, high: int) -> int:
         text = self.get_query_argument(name, str(default))
         if not text.isdigit() or not low <= int(text) <= high:
-            raise web.HTTPError(400, f"{name}={text!r}: expected a whole number from {low} to {high}, "
-                                     f"e.g. ?{name}={default}")
+            raise web.HTTPError(
+                400, f"{name}={text!r}: expected a whole number from {low} to {high}, e.g. ?{name}={default}"
+            )
         return int(text)
 
 
@@ -65,8 +69,9 @@ class RunsHandler(_Handler):
         statuses = [s for s in self.get_query_argument("status", "").split(",") if s]
         unknown = sorted(set(statuses) - set(STATUSES))
         if unknown:
-            raise web.HTTPError(400, f"status={','.join(unknown)}: unknown; use any of {', '.join(STATUSES)}, "
-                                     "comma-separated")
+            raise web.HTTPError(
+                400, f"status={','.join(unknown)}: unknown; use any of {', '.join(STATUSES)}, comma-separated"
+            )
         await self.reply(self.records.runs, statuses, self.whole_number("limit", 50, 1, _MAX_LIMIT))
 
 
@@ -79,9 +84,13 @@ class RunHandler(_Handler):
 class LogHandler(_Handler):
     @web.authenticated
     async def get(self, run_id: str) -> None:
-        await self.reply(self.records.log, _run_id(run_id), self.whole_number("offset", 0, 0, 1 << 62),
-                         self.whole_number("max_bytes", 1 << 16, 1, _MAX_PIECE),
-                         bool(self.whole_number("tail", 0, 0, 1)))
+        await self.reply(
+            self.records.log,
+            _run_id(run_id),
+            self.whole_number("offset", 0, 0, 1 << 62),
+            self.whole_number("max_bytes", 1 << 16, 1, _MAX_PIECE),
+            bool(self.whole_number("tail", 0, 0, 1)),
+        )
 
 
 class CancelHandler(_Handler):
@@ -113,8 +122,11 @@ class UnknownHandler(_Handler):
 
     @web.authenticated
     async def get(self, path: str) -> None:
-        raise web.HTTPError(404, f"no endpoint {path!r}; the API has runs, runs/N, runs/N/log, runs/N/cancel "
-                                 "(POST), envs, traces, traces/NAME")
+        raise web.HTTPError(
+            404,
+            f"no endpoint {path!r}; the API has runs, runs/N, runs/N/log, runs/N/cancel "
+            "(POST), envs, traces, traces/NAME",
+        )
 
     post = get
 

@@ -11,32 +11,42 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any
 
-from ..cancel_watch import ask_cancel
-from ..envs.cache import EnvIndex
-from ..errors import JupyterExecError
-from ..store import FINAL_STATUSES, Store
-from ..trace.store import TraceStore
+from jupyter_exec.cancel_watch import ask_cancel
+from jupyter_exec.envs.cache import EnvIndex
+from jupyter_exec.errors import ApiError
+from jupyter_exec.status import FINAL, Status
+from jupyter_exec.store import Store
+from jupyter_exec.trace.store import TraceStore
+
 from .logs import read_piece
 
-__all__ = ["API_PREFIX", "ApiError", "Records", "STATUSES"]
+__all__ = ["API_PREFIX", "STATUSES", "Records"]
 
-API_PREFIX = "jupyter-exec/api/v1"      # under the server's base URL
-STATUSES = ("queued", "running", *FINAL_STATUSES)
+API_PREFIX = "jupyter-exec/api/v1"  # under the server's base URL
+STATUSES = tuple(status.value for status in Status)
 
 #: What the runs list shows of each run (the detail has every column).
-_LISTED = ("id", "name", "status", "backend", "isolation", "kernel", "created", "started", "ended", "duration",
-           "peak_memory", "cpu_seconds", "exit_code", "error", "cancel_requested")
-
-
-class ApiError(JupyterExecError):
-    """A request that cannot be answered as asked; ``status`` is the HTTP status to reply with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+_LISTED = (
+    "id",
+    "name",
+    "status",
+    "backend",
+    "isolation",
+    "kernel",
+    "created",
+    "started",
+    "ended",
+    "duration",
+    "peak_memory",
+    "cpu_seconds",
+    "exit_code",
+    "error",
+    "cancel_requested",
+)
 
 
 class Records:
@@ -54,8 +64,11 @@ class Records:
                 try:
                     self._tables = (Store(self.path), EnvIndex(self.path), TraceStore(self.path))
                 except (sqlite3.Error, OSError) as error:
-                    raise ApiError(503, f"the run store {self.path} cannot be opened ({error}); check "
-                                        "ExecConfig.data_dir or JX_DATA_DIR of the server") from error
+                    raise ApiError(
+                        503,
+                        f"the run store {self.path} cannot be opened ({error}); check "
+                        "ExecConfig.data_dir or JX_DATA_DIR of the server",
+                    ) from error
             return self._tables
 
     def _store(self) -> Store | None:
@@ -81,10 +94,14 @@ class Records:
         """A piece of the run's log from ``offset`` (``tail``: its end); ``done`` once the run is
         over and all of it was read."""
         row = self._row(run_id)
-        finished = row["status"] in FINAL_STATUSES
+        finished = row["status"] in FINAL
         piece = read_piece(row["log_path"], offset, max_bytes, finished=finished, tail=tail)
-        return {"run_id": run_id, "status": row["status"], **piece,
-                "done": finished and piece["next_offset"] >= piece["size"]}
+        return {
+            "run_id": run_id,
+            "status": row["status"],
+            **piece,
+            "done": finished and piece["next_offset"] >= piece["size"],
+        }
 
     def cancel(self, run_id: int) -> dict[str, Any]:
         """Ask the kernel running it to cancel the run (409 if it had already finished)."""
@@ -116,11 +133,29 @@ class Records:
         if trace is None:
             raise ApiError(404, f"no trace {name!r}; GET /{API_PREFIX}/traces lists them")
         best = trace.sota()
-        nodes = [{"id": n.id, "parent": n.parent, "status": n.status, "depth": n.depth, "accepted": n.accepted,
-                  "metrics": n.metrics, "params": n.params, "run_id": n.run_id, "error": _first_line(n.error),
-                  "created": n.created, "ended": n.ended} for n in (trace.nodes[i] for i in sorted(trace.nodes))]
-        return {"name": trace.name, "metric": trace.metric, "maximize": trace.maximize,
-                "sota": best.id if best else None, "nodes": nodes}
+        nodes = [
+            {
+                "id": n.id,
+                "parent": n.parent,
+                "status": n.status,
+                "depth": n.depth,
+                "accepted": n.accepted,
+                "metrics": n.metrics,
+                "params": n.params,
+                "run_id": n.run_id,
+                "error": _first_line(n.error),
+                "created": n.created,
+                "ended": n.ended,
+            }
+            for n in (trace.nodes[i] for i in sorted(trace.nodes))
+        ]
+        return {
+            "name": trace.name,
+            "metric": trace.metric,
+            "maximize": trace.maximize,
+            "sota": best.id if best else None,
+            "nodes": nodes,
+        }
 
     def _row(self, run_id: int) -> dict[str, Any]:
         store = self._store()

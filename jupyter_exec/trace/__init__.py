@@ -8,5 +8,18 @@ from .schedulers import MCTS, Probabilistic, Random, RoundRobin, Scheduler, Sele
 from .store import TraceStore
 from .timer import Timer
 
-__all__ = ["MCTS", "Node", "Probabilistic", "Random", "RoundRobin", "SOTABased", "Scheduler", "Selection",
-           "Timer", "Trace", "TraceLength", "TraceStore", "explore"]
+__all__ = [
+    "MCTS",
+    "Node",
+    "Probabilistic",
+    "Random",
+    "RoundRobin",
+    "SOTABased",
+    "Scheduler",
+    "Selection",
+    "Timer",
+    "Trace",
+    "TraceLength",
+    "TraceStore",
+    "explore",
+]

@@ -13,14 +13,18 @@ import numbers
 import sys
 import threading
 import weakref
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import replace
-from typing import Any, Callable, Iterable, Mapping, Tuple, Union
+from typing import Any
 
-from ..errors import SpecError, TaskError
-from ..manager import Manager, RunResult, _describe, _status_of
-from ..spec import Limits, RunSpec
+from jupyter_exec.errors import SpecError, TaskError, describe_error, status_of
+from jupyter_exec.manager import Manager, RunResult
+from jupyter_exec.session import current_manager
+from jupyter_exec.spec import Limits, RunSpec
+from jupyter_exec.status import Status
+
 from .model import Node, Trace
 from .schedulers import MCTS, Scheduler
 from .store import TraceStore
@@ -28,11 +32,10 @@ from .timer import Timer
 
 __all__ = ["explore", "metrics_of", "record_outcome", "resolve_parent", "run_in_trace", "trace_store"]
 
-Proposal = Union[str, Tuple[str, Mapping[str, Any]], Mapping[str, Any]]
+Proposal = str | tuple[str, Mapping[str, Any]] | Mapping[str, Any]
 
 _stores: dict[str, TraceStore] = {}
-_live: "weakref.WeakKeyDictionary[Trace, Any]" = weakref.WeakKeyDictionary()     # trace -> its TreeWidget
-_default: list[Manager] = []
+_live: weakref.WeakKeyDictionary[Trace, Any] = weakref.WeakKeyDictionary()  # trace -> its TreeWidget
 _lock = threading.Lock()
 
 
@@ -45,22 +48,6 @@ def trace_store(manager: Manager) -> TraceStore:
         return _stores[key]
 
 
-def _default_manager() -> Manager:
-    """The manager of the loaded extension, so its runs show in ``%jx runs``; else our own."""
-    try:
-        from IPython import get_ipython
-        shell = get_ipython()
-    except ImportError:
-        shell = None
-    magics = shell.magics_manager.registry.get("ExecMagics") if shell is not None else None
-    if magics is not None:
-        return magics.manager
-    with _lock:
-        if not _default:
-            _default.append(Manager())
-        return _default[0]
-
-
 def metrics_of(result: RunResult, metric: str) -> dict[str, float]:
     """Numbers from a run: a numeric last value is ``metric``; a dict's numbers and numeric --out values by name."""
     found: dict[str, float] = {}
@@ -71,23 +58,30 @@ def metrics_of(result: RunResult, metric: str) -> dict[str, float]:
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         found[metric] = float(value)
     for source in sources:
-        found.update({str(k): float(v) for k, v in source.items()
-                      if isinstance(v, numbers.Real) and not isinstance(v, bool)})
+        found.update(
+            {str(k): float(v) for k, v in source.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+        )
     return found
 
 
-def record_outcome(store: TraceStore, trace: Trace, node: Node, result: RunResult | None,
-                   error: BaseException | None) -> Node:
+def record_outcome(
+    store: TraceStore, trace: Trace, node: Node, result: RunResult | None, error: BaseException | None
+) -> Node:
     """Finish ``node`` from its run: a run that succeeded without the metric counts as failed."""
     if error is not None:
-        return store.finish(trace, node, _status_of(error), error=_describe(error),
-                            run_id=getattr(error, "run_id", None))
+        return store.finish(
+            trace, node, status_of(error), error=describe_error(error), run_id=getattr(error, "run_id", None)
+        )
     assert result is not None
     metrics = metrics_of(result, trace.metric)
-    missing = None if trace.metric in metrics else (
-        f"the run's result has no number {trace.metric!r}; end the cell with e.g. {{'{trace.metric}': 0.93}}")
-    return store.finish(trace, node, "failed" if missing else "succeeded", metrics, error=missing,
-                        run_id=result.run_id)
+    missing = (
+        None
+        if trace.metric in metrics
+        else (f"the run's result has no number {trace.metric!r}; end the cell with e.g. {{'{trace.metric}': 0.93}}")
+    )
+    return store.finish(
+        trace, node, Status.FAILED if missing else Status.SUCCEEDED, metrics, error=missing, run_id=result.run_id
+    )
 
 
 def resolve_parent(trace: Trace, ref: str | int | None) -> int | None:
@@ -104,8 +98,17 @@ def resolve_parent(trace: Trace, ref: str | int | None) -> int | None:
     raise SpecError(f"--parent: {ref!r} is not a node id, best, latest or root")
 
 
-def run_in_trace(manager: Manager, code: str, spec: RunSpec, *, trace: str, parent: str | int | None = "latest",
-                 metric: str | None = None, maximize: bool | None = None, **run_options: Any) -> RunResult:
+def run_in_trace(
+    manager: Manager,
+    code: str,
+    spec: RunSpec,
+    *,
+    trace: str,
+    parent: str | int | None = "latest",
+    metric: str | None = None,
+    maximize: bool | None = None,
+    **run_options: Any,
+) -> RunResult:
     """``manager.run`` that also records the run as a node of ``trace`` (``%%sandbox --trace``).
 
     ``parent`` is a node id, ``best``, ``latest`` (the default: carry on the current line)
@@ -140,16 +143,18 @@ def _proposal(proposed: Proposal) -> tuple[str, dict[str, Any]]:
         return proposed[0], dict(proposed[1])
     if isinstance(proposed, Mapping) and isinstance(proposed.get("code"), str):
         return proposed["code"], dict(proposed.get("params") or {})
-    raise SpecError(f"propose() must return code, (code, params) or {{'code': ..., 'params': ...}}; "
-                    f"got {type(proposed).__name__}")
+    raise SpecError(
+        f"propose() must return code, (code, params) or {{'code': ..., 'params': ...}}; got {type(proposed).__name__}"
+    )
 
 
 def _follow(trace: Trace, manager: Manager) -> None:
     """Show ``trace`` as a tree widget that ``_progress`` keeps current, where a widget frontend is attached."""
     try:
         from IPython.display import display
-        from ..widgets import TreeWidget, widgets_enabled
-    except ImportError:            # no IPython or no widget packages: the text line alone
+
+        from jupyter_exec.widgets import TreeWidget, widgets_enabled
+    except ImportError:  # no IPython or no widget packages: the text line alone
         return
     if widgets_enabled(manager.config.widgets):
         _live[trace] = view = TreeWidget.of(trace, manager)
@@ -162,16 +167,27 @@ def _progress(trace: Trace, budget: int | None, running: int, end: str = "") -> 
     best = trace.sota()
     shown = f"best {trace.metric}={best.metrics[trace.metric]:.6g} (node {best.id})" if best else "no success yet"
     total = budget if budget is not None else "?"
-    sys.stdout.write(f"\rexplore {trace.name!r}: {trace.finished_count}/{total} done, {running} running · "
-                     f"{shown}   {end}")
+    sys.stdout.write(
+        f"\rexplore {trace.name!r}: {trace.finished_count}/{total} done, {running} running · {shown}   {end}"
+    )
     sys.stdout.flush()
 
 
-def explore(propose: Callable[[Node | None], Proposal], *, budget: int | None = None,
-            time_budget: str | float | None = None, scheduler: Scheduler | None = None, max_parallel: int = 1,
-            backend: str = "auto", limits: Limits | Mapping[str, Any] | None = None, trace: str = "explore",
-            metric: str | None = None, maximize: bool | None = None, manager: Manager | None = None,
-            progress: bool = True) -> Trace:
+def explore(
+    propose: Callable[[Node | None], Proposal],
+    *,
+    budget: int | None = None,
+    time_budget: str | float | None = None,
+    scheduler: Scheduler | None = None,
+    max_parallel: int = 1,
+    backend: str = "auto",
+    limits: Limits | Mapping[str, Any] | None = None,
+    trace: str = "explore",
+    metric: str | None = None,
+    maximize: bool | None = None,
+    manager: Manager | None = None,
+    progress: bool = True,
+) -> Trace:
     """Grow trace ``trace`` until it holds ``budget`` nodes or ``time_budget`` runs out.
 
     ``budget`` counts the nodes already stored (those a dead kernel left unfinished
@@ -189,7 +205,7 @@ def explore(propose: Callable[[Node | None], Proposal], *, budget: int | None = 
     if not isinstance(max_parallel, int) or max_parallel < 1:
         raise SpecError(f"max_parallel must be a whole number ≥ 1, got {max_parallel!r}")
     timer = Timer(time_budget)
-    manager = manager or _default_manager()
+    manager = manager or current_manager()
     store = trace_store(manager)
     model = store.open(trace, metric, maximize)
     if progress:
@@ -235,7 +251,7 @@ def explore(propose: Callable[[Node | None], Proposal], *, budget: int | None = 
             _cancel(manager, store, trace, in_flight.values())
             for future in list(in_flight):
                 wait([future])
-                with suppress(Exception):       # recorded in the node; the first error is the one raised
+                with suppress(Exception):  # recorded in the node; the first error is the one raised
                     _settle(store, model, scheduler, in_flight.pop(future), future)
             raise
         finally:
@@ -249,7 +265,7 @@ def _settle(store: TraceStore, trace: Trace, scheduler: Scheduler, node: Node, f
     record_outcome(store, trace, node, None if error else future.result(), error)
     scheduler.observe(node)
     if error is not None and not isinstance(error, TaskError):
-        raise error             # the backend or the spec is wrong: every further run would fail too
+        raise error  # the backend or the spec is wrong: every further run would fail too
 
 
 def _cancel(manager: Manager, store: TraceStore, trace: str, nodes: Iterable[Node]) -> None:

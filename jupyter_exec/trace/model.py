@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
-__all__ = ["FINAL", "Node", "Trace"]
+from jupyter_exec.status import FINAL, Status
 
-FINAL = frozenset({"succeeded", "failed", "timeout", "oom", "cancelled"})
+__all__ = ["Node", "Trace"]
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Node:
     code: str
     params: dict[str, Any] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
-    status: str = "running"
+    status: Status = Status.RUNNING
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     run_id: int | None = None
@@ -38,9 +39,9 @@ class Node:
     owner_pid: int | None = None
     # Derived by the trace when the node is added or finished:
     depth: int = 0
-    accepted: bool = False              # succeeded and beat every node above it
-    path_best: float | None = None      # best metric on root→node, this node included
-    improvements: int = 0               # accepted nodes on root→node
+    accepted: bool = False  # succeeded and beat every node above it
+    path_best: float | None = None  # best metric on root→node, this node included
+    improvements: int = 0  # accepted nodes on root→node
 
     @property
     def finished(self) -> bool:
@@ -58,7 +59,7 @@ class Trace:
         self.name, self.metric, self.maximize = name, metric, maximize
         self.nodes: dict[int, Node] = {}
         self.roots: list[int] = []
-        self.log: list[tuple[str, int]] = []        # ("add" | "finish", node id), in order
+        self.log: list[tuple[str, int]] = []  # ("add" | "finish", node id), in order
         self._children: dict[int, list[int]] = {}
         self._leaves: set[int] = set()
         self._best: int | None = None
@@ -86,8 +87,16 @@ class Trace:
         self.log.append(("add", node.id))
         return node
 
-    def finish(self, node_id: int, status: str, metrics: dict[str, float] | None = None, *,
-               error: str | None = None, run_id: int | None = None, ended: float | None = None) -> Node:
+    def finish(
+        self,
+        node_id: int,
+        status: str,
+        metrics: dict[str, float] | None = None,
+        *,
+        error: str | None = None,
+        run_id: int | None = None,
+        ended: float | None = None,
+    ) -> Node:
         """Record a node's outcome, once."""
         if status not in FINAL:
             raise ValueError(f"not a final status: {status!r}")
@@ -117,7 +126,7 @@ class Trace:
     # -- queries -------------------------------------------------------------------------
     def value(self, node: Node) -> float | None:
         """The node's metric if it succeeded with a finite one, else None."""
-        if node.status != "succeeded":
+        if node.status != Status.SUCCEEDED:
             return None
         value = node.metrics.get(self.metric)
         return value if value is not None and math.isfinite(value) else None
@@ -170,13 +179,24 @@ class Trace:
         import pandas
 
         best = self._best
-        rows = [{
-            "id": n.id, "parent": n.parent, "depth": n.depth, "status": n.status,
-            **{f"metric.{k}": v for k, v in n.metrics.items()},
-            **{f"param.{k}": v for k, v in n.params.items()},
-            "accepted": n.accepted, "sota": n.id == best, "run_id": n.run_id,
-            "created": n.created, "duration": n.duration, "error": n.error, "code": n.code,
-        } for n in self.nodes.values()]
+        rows = [
+            {
+                "id": n.id,
+                "parent": n.parent,
+                "depth": n.depth,
+                "status": n.status,
+                **{f"metric.{k}": v for k, v in n.metrics.items()},
+                **{f"param.{k}": v for k, v in n.params.items()},
+                "accepted": n.accepted,
+                "sota": n.id == best,
+                "run_id": n.run_id,
+                "created": n.created,
+                "duration": n.duration,
+                "error": n.error,
+                "code": n.code,
+            }
+            for n in self.nodes.values()
+        ]
         frame = pandas.DataFrame(rows)
         if not frame.empty:
             frame["parent"] = frame["parent"].astype("Int64")

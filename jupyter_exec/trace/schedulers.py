@@ -27,14 +27,24 @@ import heapq
 import math
 import random
 from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
-from ..errors import SpecError
+from jupyter_exec.errors import SpecError
+
 from .model import Node, Trace
 
-__all__ = ["MCTS", "Probabilistic", "Random", "RoundRobin", "SOTABased", "Scheduler", "Selection",
-           "TraceLength", "softmax"]
+__all__ = [
+    "MCTS",
+    "Probabilistic",
+    "Random",
+    "RoundRobin",
+    "SOTABased",
+    "Scheduler",
+    "Selection",
+    "TraceLength",
+    "softmax",
+]
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,7 @@ class RoundRobin(Scheduler):
         self._queue: deque[int] = deque()
 
     def _choose(self, trace: Trace) -> int | None:
-        while self._queue:             # entries that stopped being free leaves are dropped here
+        while self._queue:  # entries that stopped being free leaves are dropped here
             node_id = self._queue.popleft()
             if self._free_leaf(trace, node_id):
                 return node_id
@@ -161,7 +171,7 @@ class RoundRobin(Scheduler):
             self._queue.append(node.id)
 
     def _on_release(self, node_id: int) -> None:
-        self._queue.appendleft(node_id)    # it keeps the turn it lost
+        self._queue.appendleft(node_id)  # it keeps the turn it lost
 
 
 class _Bag:
@@ -195,8 +205,9 @@ class Probabilistic(Scheduler):
     integers).
     """
 
-    def __init__(self, temperature: float = 1.0, potential: Callable[[Trace, Node], float] | None = None,
-                 **options) -> None:
+    def __init__(
+        self, temperature: float = 1.0, potential: Callable[[Trace, Node], float] | None = None, **options
+    ) -> None:
         if not (isinstance(temperature, (int, float)) and temperature > 0 and math.isfinite(temperature)):
             raise SpecError(f"temperature must be a finite number more than 0, got {temperature!r}")
         self.temperature = float(temperature)
@@ -228,7 +239,7 @@ class Probabilistic(Scheduler):
         if not self._bags:
             return None
         keys = list(self._bags)
-        weights = [len(self._bags[k]) * p for k, p in zip(keys, softmax(keys, self.temperature))]
+        weights = [len(self._bags[k]) * p for k, p in zip(keys, softmax(keys, self.temperature), strict=False)]
         bag = self._bags[self.random.choices(keys, weights)[0]]
         chosen = bag.items[self.random.randrange(len(bag))]
         self._take(chosen)
@@ -296,12 +307,12 @@ class MCTS(Scheduler):
 
     def _reset_index(self) -> None:
         self._visits: Counter[int] = Counter()
-        self._total: Counter[int] = Counter()       # sum of rewards below and at a node
+        self._total: Counter[int] = Counter()  # sum of rewards below and at a node
         self._virtual: Counter[int] = Counter()
         self._reward: dict[int, float] = {}
-        self._seen: list[float] = []                # metrics so far, larger = better
-        self._in_flight: set[int] = set()           # nodes whose selection holds a virtual loss
-        self._queued: dict[int, list[float]] = {}   # node -> [visits, reward] still to back up
+        self._seen: list[float] = []  # metrics so far, larger = better
+        self._in_flight: set[int] = set()  # nodes whose selection holds a virtual loss
+        self._queued: dict[int, list[float]] = {}  # node -> [visits, reward] still to back up
 
     def _reward_of(self, trace: Trace, node: Node) -> float:
         """The reward of a node finishing now (its rank among the metrics so far)."""
@@ -398,7 +409,7 @@ class MCTS(Scheduler):
         while stack:
             here, options = stack[-1]
             if not options:
-                stack.pop()       # nothing to extend below here (all running or pending)
+                stack.pop()  # nothing to extend below here (all running or pending)
                 continue
             _, choice = options.pop()
             if choice == _EXPAND:

@@ -13,9 +13,11 @@ import os
 import time
 from typing import Any
 
-from ..errors import SpecError
-from .._proc import pid_alive
-from ..store import Database
+from jupyter_exec._proc import pid_alive
+from jupyter_exec.errors import SpecError
+from jupyter_exec.status import Status
+from jupyter_exec.store import UNFINISHED_SQL, Database
+
 from .model import Node, Trace
 
 __all__ = ["TraceStore"]
@@ -61,7 +63,8 @@ class TraceStore(Database):
             "SELECT m.name, m.metric, m.maximize, m.created, COUNT(n.id) AS nodes,"
             " COALESCE(SUM(n.ended IS NULL), 0) AS running, MAX(COALESCE(n.created, m.created)) AS updated"
             " FROM trace_meta m LEFT JOIN trace_nodes n ON n.trace = m.name"
-            " GROUP BY m.name ORDER BY updated DESC").fetchall()
+            " GROUP BY m.name ORDER BY updated DESC"
+        ).fetchall()
         return [{**dict(r), "maximize": bool(r["maximize"])} for r in rows]
 
     def open(self, name: str, metric: str | None = None, maximize: bool | None = None) -> Trace:
@@ -74,13 +77,17 @@ class TraceStore(Database):
         stored = self._meta(name)
         if stored is None:
             metric, maximize = metric or "score", True if maximize is None else maximize
-            self._execute("INSERT INTO trace_meta (name, metric, maximize, created) VALUES (?, ?, ?, ?)",
-                          (name, metric, int(maximize), time.time()))
+            self._execute(
+                "INSERT INTO trace_meta (name, metric, maximize, created) VALUES (?, ?, ?, ?)",
+                (name, metric, int(maximize), time.time()),
+            )
             return Trace(name, metric, maximize)
         if (metric or stored[0], stored[1] if maximize is None else maximize) != stored:
-            raise SpecError(f"trace {name!r} records {stored[0]} "
-                            f"({'maximised' if stored[1] else 'minimised'}); use another trace name for "
-                            f"{metric} ({'maximised' if maximize else 'minimised'})")
+            raise SpecError(
+                f"trace {name!r} records {stored[0]} "
+                f"({'maximised' if stored[1] else 'minimised'}); use another trace name for "
+                f"{metric} ({'maximised' if maximize else 'minimised'})"
+            )
         return self._load(name, *stored)
 
     def read(self, name: str) -> Trace | None:
@@ -101,49 +108,103 @@ class TraceStore(Database):
         trace = Trace(name, metric, maximize)
         rows = [dict(r) for r in self._execute("SELECT * FROM trace_nodes WHERE trace=? ORDER BY id", (name,))]
         for row in rows:
-            trace.add(Node(id=row["id"], parent=row["parent"], code=row["code"], params=json.loads(row["params"]),
-                           spec=json.loads(row["spec"]), run_id=row["run_id"], created=row["created"],
-                           owner_pid=row["owner_pid"]))
+            trace.add(
+                Node(
+                    id=row["id"],
+                    parent=row["parent"],
+                    code=row["code"],
+                    params=json.loads(row["params"]),
+                    spec=json.loads(row["spec"]),
+                    run_id=row["run_id"],
+                    created=row["created"],
+                    owner_pid=row["owner_pid"],
+                )
+            )
         for row in sorted((r for r in rows if r["ended"] is not None), key=lambda r: (r["ended"], r["id"])):
-            trace.finish(row["id"], row["status"], json.loads(row["metrics"]), error=row["error"],
-                         run_id=row["run_id"], ended=row["ended"])
+            trace.finish(
+                row["id"],
+                row["status"],
+                json.loads(row["metrics"]),
+                error=row["error"],
+                run_id=row["run_id"],
+                ended=row["ended"],
+            )
         return trace
 
     def _close_orphans(self, name: str) -> None:
-        rows = self._execute("SELECT id, owner_pid FROM trace_nodes WHERE trace=? AND ended IS NULL",
-                             (name,)).fetchall()
+        rows = self._execute(
+            "SELECT id, owner_pid FROM trace_nodes WHERE trace=? AND ended IS NULL", (name,)
+        ).fetchall()
         for row in rows:
             if row["owner_pid"] != os.getpid() and not pid_alive(row["owner_pid"]):
-                self._execute("UPDATE trace_nodes SET status='failed', ended=?, error=? WHERE id=?",
-                              (time.time(), "the kernel running it exited before it finished", row["id"]))
+                self._execute(
+                    "UPDATE trace_nodes SET status=?, ended=?, error=? WHERE id=?",
+                    (Status.FAILED, time.time(), "the kernel running it exited before it finished", row["id"]),
+                )
 
-    def add(self, trace: Trace, parent: int | None, code: str, *, params: dict[str, Any] | None = None,
-            spec: dict[str, Any] | None = None) -> Node:
+    def add(
+        self,
+        trace: Trace,
+        parent: int | None,
+        code: str,
+        *,
+        params: dict[str, Any] | None = None,
+        spec: dict[str, Any] | None = None,
+    ) -> Node:
         """A new running node under ``parent`` (None: a new root), stored before it runs."""
         if parent is not None and parent not in trace.nodes:
             raise SpecError(f"trace {trace.name!r} has no node {parent}; `%jx tree {trace.name}` shows it")
         params, spec, created = dict(params or {}), dict(spec or {}), time.time()
         cursor = self._execute(
             "INSERT INTO trace_nodes (trace, parent, status, code, params, spec, owner_pid, created)"
-            " VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
-            (trace.name, parent, code, json.dumps(params, default=str), json.dumps(spec, default=str),
-             os.getpid(), created))
+            f" VALUES (?, ?, '{Status.RUNNING}', ?, ?, ?, ?, ?)",
+            (
+                trace.name,
+                parent,
+                code,
+                json.dumps(params, default=str),
+                json.dumps(spec, default=str),
+                os.getpid(),
+                created,
+            ),
+        )
         assert cursor.lastrowid is not None
-        return trace.add(Node(id=cursor.lastrowid, parent=parent, code=code, params=params, spec=spec,
-                              created=created, owner_pid=os.getpid()))
+        return trace.add(
+            Node(
+                id=cursor.lastrowid,
+                parent=parent,
+                code=code,
+                params=params,
+                spec=spec,
+                created=created,
+                owner_pid=os.getpid(),
+            )
+        )
 
-    def finish(self, trace: Trace, node: Node, status: str, metrics: dict[str, float] | None = None, *,
-               error: str | None = None, run_id: int | None = None) -> Node:
+    def finish(
+        self,
+        trace: Trace,
+        node: Node,
+        status: Status,
+        metrics: dict[str, float] | None = None,
+        *,
+        error: str | None = None,
+        run_id: int | None = None,
+    ) -> Node:
         """Record a node's outcome in the DB and the model."""
         trace.finish(node.id, status, metrics, error=error, run_id=run_id)
-        self._execute("UPDATE trace_nodes SET status=?, metrics=?, error=?, run_id=?, ended=? WHERE id=?",
-                      (node.status, json.dumps(node.metrics), node.error, node.run_id, node.ended, node.id))
+        self._execute(
+            "UPDATE trace_nodes SET status=?, metrics=?, error=?, run_id=?, ended=? WHERE id=?",
+            (node.status, json.dumps(node.metrics), node.error, node.run_id, node.ended, node.id),
+        )
         return node
 
     def active_runs(self, names: list[str]) -> list[int]:
         """Ids of unfinished runs (in the runs table) with these names: what to cancel."""
         if not names:
             return []
-        rows = self._execute(f"SELECT id FROM runs WHERE status IN ('queued', 'running') AND name IN "
-                             f"({', '.join('?' * len(names))})", tuple(names)).fetchall()
+        rows = self._execute(
+            f"SELECT id FROM runs WHERE status IN ({UNFINISHED_SQL}) AND name IN ({', '.join('?' * len(names))})",
+            tuple(names),
+        ).fetchall()
         return [r["id"] for r in rows]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from ..spec import parse_duration
+from jupyter_exec.units import parse_duration
 
 __all__ = ["Timer"]
 

@@ -16,12 +16,15 @@ import platform
 import tarfile
 from pathlib import Path
 
-from ..errors import BackendUnavailableError
-from .cache import BuiltEnv, EnvBuildError, Progress
-from .spec import EnvSpec
-from .venv import VenvBuilder
+from jupyter_exec.envs.builder import BuiltEnv, Progress
+from jupyter_exec.envs.spec import EnvSpec
+from jupyter_exec.envs.venv import VenvBuilder
+from jupyter_exec.errors import BackendUnavailableError, EnvBuildError
 
-__all__ = ["ImageEnvBuilder", "ENV_ROOT"]
+from .engine import client
+from .images import build_command
+
+__all__ = ["ENV_ROOT", "ImageEnvBuilder"]
 
 ENV_ROOT = "/opt/jupyter-exec-env"
 
@@ -29,9 +32,13 @@ ENV_ROOT = "/opt/jupyter-exec-env"
 @functools.cache
 def _image_python(image_id: str) -> str:
     """``major.minor`` of the image's python3 (asked once per image)."""
-    from ..backends.docker_client import client
-    output = client().containers.run(image_id, ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                                     remove=True, network_mode="none", labels={"jupyter-exec.probe": "1"})
+    output = client().containers.run(
+        image_id,
+        ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        remove=True,
+        network_mode="none",
+        labels={"jupyter-exec.probe": "1"},
+    )
     return output.decode().strip()
 
 
@@ -43,32 +50,41 @@ def _adds_nothing(spec: EnvSpec) -> bool:
 class ImageEnvBuilder:
     """Builds ``EnvSpec`` into a derived image of ``base_image``."""
 
+    kind = "docker"
+
     def __init__(self, base_image: str, ca_bundle: str | None = None) -> None:
         self.base_image = base_image
         self.ca_bundle = ca_bundle
-        self.target = f"docker:{base_image}"
+        self.target = f"{self.kind}:{base_image}"
+
+    @classmethod
+    def for_target(cls, target: str) -> ImageEnvBuilder:
+        """The builder that made envs of ``target`` (to delete one)."""
+        return cls(target.partition(":")[2])
 
     def describe(self, spec: EnvSpec, hash_: str, path: Path) -> BuiltEnv:
         return BuiltEnv(
-            hash=hash_, path=path, python=None,
+            hash=hash_,
+            path=path,
+            python=None,
             sys_path=(f"{ENV_ROOT}/site", f"{ENV_ROOT}/py_modules"),
             working_dir=Path(f"{ENV_ROOT}/working_dir") if spec.working_dir else None,
-            image=self.base_image if _adds_nothing(spec) else f"jupyter-exec/env:{hash_}")
+            image=self.base_image if _adds_nothing(spec) else f"jupyter-exec/env:{hash_}",
+        )
 
     def build(self, spec: EnvSpec, path: Path, log: Path, progress: Progress) -> BuiltEnv:
         from docker.errors import ImageNotFound
 
-        from ..backends.docker_client import client
-        from ..images import build_command
         docker = client()
         name = self.base_image
         try:
             base = docker.images.get(name)
         except ImageNotFound:
-            raise BackendUnavailableError("docker", f"image {name} is not on this machine",
-                                          f"build or pull it first: {build_command(name)}") from None
+            raise BackendUnavailableError(
+                "docker", f"image {name} is not on this machine", f"build or pull it first: {build_command(name)}"
+            ) from None
         path.mkdir(parents=True)
-        if _adds_nothing(spec):                  # --image alone (env vars at most): the image as it is
+        if _adds_nothing(spec):  # --image alone (env vars at most): the image as it is
             return self.describe(spec, path.name, path)
         staging = path / "context" / "env"
         (staging / "site").mkdir(parents=True)
@@ -76,7 +92,8 @@ class ImageEnvBuilder:
         log.write_text("")
         if spec.needs_packages:
             VenvBuilder(ca_bundle=self.ca_bundle).install_target(
-                spec, staging / "site", _image_python(base.id), f"{platform.machine()}-manylinux_2_28", log, progress)
+                spec, staging / "site", _image_python(base.id), f"{platform.machine()}-manylinux_2_28", log, progress
+            )
         built = self.describe(spec, path.name, path)
         dockerfile = f"FROM {base.id}\nCOPY env {ENV_ROOT}\n"
         context = io.BytesIO()
@@ -89,22 +106,21 @@ class ImageEnvBuilder:
         context.seek(0)
         progress(f"building image {built.image}")
         try:
-            docker.images.build(fileobj=context, custom_context=True, tag=built.image, rm=True,
-                                labels={"jupyter-exec.env": path.name})
-        except Exception as error:                 # docker.errors.BuildError / APIError
+            docker.images.build(
+                fileobj=context, custom_context=True, tag=built.image, rm=True, labels={"jupyter-exec.env": path.name}
+            )
+        except Exception as error:  # docker.errors.BuildError / APIError
             with open(log, "a") as log_file:
                 log_file.write(f"docker build failed: {error}\n")
             raise EnvBuildError(f"building {built.image} failed: {error}", log, str(error)) from error
         return built
 
-    @staticmethod
-    def delete(path: Path) -> None:
+    def delete(self, path: Path) -> None:
         """Remove the derived image along with the env's directory."""
         import shutil
 
-        from ..backends.docker_client import client
         try:
             client().images.remove(f"jupyter-exec/env:{path.name}", force=True)
-        except Exception:                          # already gone, or the daemon is away: the dir still goes
+        except Exception:  # already gone, or the daemon is away: the dir still goes
             pass
         shutil.rmtree(path, ignore_errors=True)

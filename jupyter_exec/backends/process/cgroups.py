@@ -16,7 +16,7 @@ import signal
 import time
 from pathlib import Path
 
-from .._proc import pid_alive
+from jupyter_exec._proc import pid_alive
 
 __all__ = ["RunCgroup", "cgroup_support", "reap_cgroups"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .docker_client import client
+from .engine import client
 
 __all__ = ["Sampler"]
 
@@ -22,9 +22,9 @@ class Sampler:
         self.container_id = container_id
         self.started = False
         self.samples = 0
-        self.memory: int | None = None            # latest, without the page cache (as `docker stats`)
+        self.memory: int | None = None  # latest, without the page cache (as `docker stats`)
         self.peak_memory: int | None = None
-        self.memory: int | None = None          # the latest reading
+        self.memory: int | None = None  # the latest reading
         self.cpu_seconds: float | None = None
         self.peak_pids: int | None = None
         self.peak_cpu_percent: float | None = None
@@ -43,7 +43,7 @@ class Sampler:
                 if self._stop.is_set():
                     return
                 self._take(sample)
-        except Exception:          # the container went away under the stream: sampling is over
+        except Exception:  # the container went away under the stream: sampling is over
             return
 
     def _take(self, sample: dict[str, Any]) -> None:
@@ -51,7 +51,7 @@ class Sampler:
         cpu, before = sample.get("cpu_stats") or {}, sample.get("precpu_stats") or {}
         total = (cpu.get("cpu_usage") or {}).get("total_usage")
         if not total and not memory:
-            return                 # the container is not running (yet, or any more)
+            return  # the container is not running (yet, or any more)
         self.samples += 1
         self.memory = memory.get("usage") or self.memory
         used = max(memory.get("max_usage") or 0, memory.get("usage") or 0)
@@ -71,5 +71,10 @@ class Sampler:
             self.peak_pids = max(self.peak_pids or 0, pids)
 
     def summary(self) -> dict[str, Any]:
-        return {"samples": self.samples, "peak_memory": self.peak_memory, "cpu_seconds": self.cpu_seconds,
-                "peak_pids": self.peak_pids, "peak_cpu_percent": self.peak_cpu_percent}
+        return {
+            "samples": self.samples,
+            "peak_memory": self.peak_memory,
+            "cpu_seconds": self.cpu_seconds,
+            "peak_pids": self.peak_pids,
+            "peak_cpu_percent": self.peak_cpu_percent,
+        }

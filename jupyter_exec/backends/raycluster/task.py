@@ -24,7 +24,7 @@ import time
 import traceback
 from typing import Any
 
-from ..runner import bootstrap
+from jupyter_exec.runner import bootstrap
 
 __all__ = ["OutputRelay", "run_batch", "run_cell"]
 
@@ -71,7 +71,7 @@ class _Outbox:
             if kind == "display":
                 self.items.append([kind, payload])
             elif self.items and self.items[-1][0] == kind:
-                self.items[-1][1].append(payload)       # joined at flush: no quadratic concatenation
+                self.items[-1][1].append(payload)  # joined at flush: no quadratic concatenation
             else:
                 self.items.append([kind, [payload]])
             if self._thread is None:
@@ -93,6 +93,7 @@ class _Outbox:
                 return
             batch = [[kind, payload if kind == "display" else "".join(payload)] for kind, payload in batch]
             import ray
+
             relay = _relays.get(self.relay_name)
             if relay is None:
                 relay = _relays[self.relay_name] = ray.get_actor(self.relay_name[0], namespace=self.relay_name[1])
@@ -137,6 +138,7 @@ def run_cell(request_json: str) -> str:
     a per-run scratch directory would cost more than the task itself.
     """
     import ray
+
     request = json.loads(request_json)
     outbox = _Outbox(request["run_id"], tuple(request["relay"]))
     saved_streams, saved_cwd = (sys.stdout, sys.stderr), os.getcwd()
@@ -150,16 +152,23 @@ def run_cell(request_json: str) -> str:
         envelope = bootstrap.run_request(request, outbox.display)
     finally:
         sys.stdout, sys.stderr = saved_streams
-        if os.getcwd() != saved_cwd:      # the worker runs later cells too
+        if os.getcwd() != saved_cwd:  # the worker runs later cells too
             os.chdir(saved_cwd)
         if devices is not None:
             _restore_env("CUDA_VISIBLE_DEVICES", saved_devices)
     envelope["usage"] = {"cpu_seconds": time.process_time() - cpu_started}
     context = ray.get_runtime_context()
-    return json.dumps({
-        "envelope": envelope, "chunks": outbox.close(), "node_id": context.get_node_id(),
-        "task_id": context.get_task_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "pid": os.getpid(),
-        "cuda_visible_devices": devices or os.environ.get("CUDA_VISIBLE_DEVICES")})
+    return json.dumps(
+        {
+            "envelope": envelope,
+            "chunks": outbox.close(),
+            "node_id": context.get_node_id(),
+            "task_id": context.get_task_id(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "pid": os.getpid(),
+            "cuda_visible_devices": devices or os.environ.get("CUDA_VISIBLE_DEVICES"),
+        }
+    )
 
 
 def _restore_env(name: str, value: str | None) -> None:
@@ -190,9 +199,12 @@ def _apply(work: Any, items: list, start: int, trust: bool) -> dict:
             return {"results": results, "untransferable": str(why)}
         except Exception as error:
             described = bootstrap.describe_error(error)
-            if not is_code:       # a function: its own frames, not this loop's
+            if not is_code:  # a function: its own frames, not this loop's
                 frames = traceback.extract_tb(error.__traceback__)[1:]
-                described["traceback"] = "Traceback (most recent call last):\n" + "".join(
-                    traceback.format_list(frames)) + "".join(traceback.format_exception_only(error))
+                described["traceback"] = (
+                    "Traceback (most recent call last):\n"
+                    + "".join(traceback.format_list(frames))
+                    + "".join(traceback.format_exception_only(error))
+                )
             return {"results": results, "error": described, "index": start + offset}
     return {"results": results}

@@ -1,4 +1,4 @@
-"""The Docker connection: one client per process, daemon errors mapped, transient ones retried.
+"""The container engine connection: one client per process, daemon errors mapped, transient ones retried.
 
 Every call into the daemon that creates or starts something goes through ``retry``:
 a connection reset or a 5xx from the daemon is tried again with backoff; a 4xx (a bad
@@ -12,27 +12,29 @@ import functools
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
-from ..errors import BackendUnavailableError
+from jupyter_exec.errors import BackendUnavailableError
 
-__all__ = ["POLICY", "RetryPolicy", "client", "daemon_address", "has_nvidia_runtime", "is_transient", "retry"]
+__all__ = ["DEFAULT_RETRY", "RetryPolicy", "client", "daemon_address", "has_nvidia_runtime", "is_transient", "retry"]
 
 T = TypeVar("T")
 _lock = threading.Lock()
 _client: Any = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class RetryPolicy:
-    """How often a transient daemon failure is retried: ``attempts`` in all, ``wait`` s doubling."""
+    """How often a transient daemon failure is retried: ``attempts`` in all, ``wait`` s doubling.
+    The backend makes its own from ``DockerConfig.retries`` / ``retry_wait``."""
 
     attempts: int = 4
     wait: float = 0.2
 
 
-POLICY = RetryPolicy()
+DEFAULT_RETRY = RetryPolicy()
 
 
 def daemon_address() -> str:
@@ -41,8 +43,10 @@ def daemon_address() -> str:
 
 def _unreachable(error: BaseException) -> BackendUnavailableError:
     return BackendUnavailableError(
-        "docker", f"Docker daemon not reachable at {daemon_address()} ({error})",
-        "start it (e.g. `dockerd &` as root, or `systemctl start docker`) or pass --backend seccomp")
+        "docker",
+        f"Docker daemon not reachable at {daemon_address()} ({error})",
+        "start it (e.g. `dockerd &` as root, or `systemctl start docker`) or pass --backend seccomp",
+    )
 
 
 def client(timeout: float = 60) -> Any:
@@ -54,11 +58,13 @@ def client(timeout: float = 60) -> Any:
         try:
             import docker
         except ImportError as error:
-            raise BackendUnavailableError("docker", "the Docker SDK is not installed",
-                                          "pip install 'jupyter-exec[docker]'") from error
+            raise BackendUnavailableError(
+                "docker", "the Docker SDK is not installed", "pip install 'jupyter-exec[docker]'"
+            ) from error
         try:
-            candidate = docker.DockerClient(base_url=daemon_address(), version="auto", timeout=timeout,
-                                            max_pool_size=32)
+            candidate = docker.DockerClient(
+                base_url=daemon_address(), version="auto", timeout=timeout, max_pool_size=32
+            )
         except docker.errors.DockerException as error:
             raise _unreachable(error) from error
         _client = candidate
@@ -69,14 +75,15 @@ def is_transient(error: BaseException) -> bool:
     """A connection problem or a daemon-side (5xx) failure: worth trying again."""
     import docker.errors
     import requests.exceptions
+
     if isinstance(error, docker.errors.APIError):
         return error.status_code is not None and error.status_code >= 500 and error.status_code != 501
     return isinstance(error, (requests.exceptions.ConnectionError, ConnectionError))
 
 
-def retry(call: Callable[[], T], *, what: str = "docker call", policy: RetryPolicy | None = None) -> T:
+def retry(call: Callable[[], T], *, what: str = "docker call", policy: RetryPolicy = DEFAULT_RETRY) -> T:
     """``call()`` (``what`` names it for tracebacks), tried again while it fails transiently."""
-    attempts, wait = (policy or POLICY).attempts, (policy or POLICY).wait
+    attempts, wait = max(1, policy.attempts), policy.wait
     attempt = 1
     while True:
         try:

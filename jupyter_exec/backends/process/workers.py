@@ -19,9 +19,10 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._proc import pid_alive
-from ..errors import NodeFailedError
-from ..runner.protocol import BOOTSTRAP_PATH
+from jupyter_exec._proc import pid_alive
+from jupyter_exec.errors import NodeFailedError
+from jupyter_exec.runner.protocol import BOOTSTRAP_PATH
+
 from .cgroups import RunCgroup, cgroup_support
 
 __all__ = ["Worker", "WorkerPool", "namespace_support", "reap_workers"]
@@ -33,8 +34,9 @@ _BASE_ENV_NAMES = ("PATH", "LANG", "LC_ALL", "TZ")
 def worker_env() -> dict[str, str]:
     env = {k: os.environ[k] for k in _BASE_ENV_NAMES if k in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update({OWNER_VAR: str(os.getpid()), "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1",
-                "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update(
+        {OWNER_VAR: str(os.getpid()), "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    )
     return env
 
 
@@ -76,8 +78,15 @@ class Worker:
             command = _namespace_prefix(key.network) + command
         try:
             self.process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                pass_fds=(write_fd,), start_new_session=True, env=worker_env(), cwd="/")
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+                env=worker_env(),
+                cwd="/",
+            )
         finally:
             os.close(write_fd)
         self.protocol_fd = read_fd
@@ -227,7 +236,7 @@ def reap_workers() -> int:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        owner = next((v[len(OWNER_VAR) + 1:] for v in environ if v.startswith(OWNER_VAR.encode() + b"=")), None)
+        owner = next((v[len(OWNER_VAR) + 1 :] for v in environ if v.startswith(OWNER_VAR.encode() + b"=")), None)
         if owner is None or not owner.isdigit() or pid_alive(int(owner)):
             continue
         try:

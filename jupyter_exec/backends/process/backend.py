@@ -16,21 +16,30 @@ import functools
 import os
 import sys
 import sysconfig
-import threading
 import time
 from typing import Any, ClassVar
 
-from ..envs.spec import EnvSpec
-from ..envs.venv import VenvBuilder
-from ..errors import BackendUnavailableError, NodeFailedError
-from ..monitor import proc_usage
-from ..runner import confine as confinement
-from ..runner.protocol import ProtocolReader, build_request
-from ..spec import Limits
-from .base import Availability, ExecutorBackend, KillableRun, Outcome, Submission, TaskHandle, cancel_run
-from .cgroups import cgroup_support
-from .outcomes import classify
-from .workers import Worker, WorkerKey, WorkerPool, namespace_support
+from jupyter_exec.backends.base import (
+    Availability,
+    ExecutorBackend,
+    KillableRun,
+    Outcome,
+    Submission,
+    TaskHandle,
+    cancel_run,
+)
+from jupyter_exec.backends.outcomes import classify
+from jupyter_exec.config import ExecConfig
+from jupyter_exec.envs.spec import EnvSpec
+from jupyter_exec.envs.venv import VenvBuilder
+from jupyter_exec.errors import BackendUnavailableError
+from jupyter_exec.monitor import proc_usage
+from jupyter_exec.runner import confine as confinement
+from jupyter_exec.runner.protocol import ProtocolReader, build_request
+from jupyter_exec.spec import Limits
+
+from .cgroups import cgroup_support, reap_cgroups
+from .workers import Worker, WorkerKey, WorkerPool, namespace_support, reap_workers
 
 __all__ = ["LocalBackend", "SeccompBackend"]
 
@@ -61,12 +70,19 @@ class LocalBackend(ExecutorBackend):
     name: ClassVar[str] = "local"
     isolation: ClassVar[str] = "subprocess"
     needs_scratch: ClassVar[bool] = True
+    samples: ClassVar[bool] = True
     # The host's /dev/shm: no default size applies, an explicit --shm is refused (_shm_plan).
     enforced_limits = _ALL_LIMITS - {"shm"}
 
-    def __init__(self, pool_size: int = 1) -> None:
-        self.pool = WorkerPool(pool_size)
+    def __init__(self, config: ExecConfig) -> None:
+        super().__init__(config)
+        self.pool = WorkerPool(config.pool_size)
         self._runs: dict[int, _ProcessRun] = {}
+
+    @classmethod
+    def reap(cls) -> int:
+        """Workers, and their cgroups, whose kernel is gone."""
+        return reap_workers() + reap_cgroups()
 
     @classmethod
     def availability(cls) -> Availability:
@@ -80,8 +96,8 @@ class LocalBackend(ExecutorBackend):
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
         return WorkerKey(python, namespaces=False, network=True)
 
-    def env_builder(self, ca_bundle: str | None, env: EnvSpec | None = None) -> VenvBuilder:
-        return VenvBuilder(sys.executable, ca_bundle)
+    def env_builder(self, env: EnvSpec | None = None) -> VenvBuilder:
+        return VenvBuilder(sys.executable, self.config.ca_bundle or None)
 
     def initialize(self) -> None:
         self.pool.warm(self._worker_key(Limits(), sys.executable))
@@ -93,14 +109,20 @@ class LocalBackend(ExecutorBackend):
     def _shm_plan(self, limits: Limits) -> dict[str, Any]:
         """A local process shares the host's ``/dev/shm``: a size for it cannot be kept."""
         if limits.shm is not None:
-            raise BackendUnavailableError(self.name, "--shm: a local process shares the host's /dev/shm, "
-                                          "so its size cannot be limited", "use --backend seccomp or docker")
+            raise BackendUnavailableError(
+                self.name,
+                "--shm: a local process shares the host's /dev/shm, so its size cannot be limited",
+                "use --backend seccomp or docker",
+            )
         return {}
 
     def _rlimits(self, limits: Limits) -> dict[str, Any]:
         if limits.gpus is not None:
-            raise BackendUnavailableError(self.name, f"--gpus {limits.gpus}: a local process has no GPU placement",
-                                          "use --backend docker (with the NVIDIA runtime) or %%rayrun --num-gpus")
+            raise BackendUnavailableError(
+                self.name,
+                f"--gpus {limits.gpus}: a local process has no GPU placement",
+                "use --backend docker (with the NVIDIA runtime) or %%rayrun --num-gpus",
+            )
         use_cgroup = cgroup_support() is None
         rlimits: dict[str, Any] = {"cpu": limits.cpu_time and max(1, round(limits.cpu_time)), "fsize": limits.fsize}
         if not use_cgroup:
@@ -108,12 +130,16 @@ class LocalBackend(ExecutorBackend):
             if limits.pids is not None:
                 if os.geteuid() == 0:
                     raise BackendUnavailableError(
-                        self.name, "--pids cannot be enforced: RLIMIT_NPROC does not bind root and no cgroup "
-                        f"can be made ({cgroup_support()})", "use --backend docker, or run the kernel as a normal user")
+                        self.name,
+                        "--pids cannot be enforced: RLIMIT_NPROC does not bind root and no cgroup "
+                        f"can be made ({cgroup_support()})",
+                        "use --backend docker, or run the kernel as a normal user",
+                    )
                 rlimits["nproc"] = limits.pids
             if limits.cpus is not None:
                 raise BackendUnavailableError(
-                    self.name, f"--cpus needs a cgroup ({cgroup_support()})", "use --backend docker or drop --cpus")
+                    self.name, f"--cpus needs a cgroup ({cgroup_support()})", "use --backend docker or drop --cpus"
+                )
         return rlimits
 
     def submit(self, submission: Submission) -> TaskHandle:
@@ -121,21 +147,27 @@ class LocalBackend(ExecutorBackend):
         plan = self.confine_plan(submission)
         environment = submission.environment
         request = build_request(
-            submission.code, inputs=submission.inputs, outputs=submission.spec.outputs,
-            trust=submission.spec.trust, cwd=str(submission.scratch), confine=plan,
+            submission.code,
+            inputs=submission.inputs,
+            outputs=submission.spec.outputs,
+            trust=submission.spec.trust,
+            cwd=str(submission.scratch),
+            confine=plan,
             env={"HOME": str(submission.scratch), "TMPDIR": str(submission.scratch), **submission.spec.env},
             sys_path=environment.sys_path if environment else (),
-            working_dir=str(environment.working_dir) if environment and environment.working_dir else None)
-        worker = self.pool.take(self._worker_key(limits, environment.python if environment and environment.python
-                                                 else sys.executable))
+            working_dir=str(environment.working_dir) if environment and environment.working_dir else None,
+        )
+        worker = self.pool.take(
+            self._worker_key(limits, environment.python if environment and environment.python else sys.executable)
+        )
         run = _ProcessRun(submission, self, worker)
+        self._runs[submission.run_id] = run
         try:
             run.start(request)
         except BaseException:
             run.kill()
             run.release()
             raise
-        self._runs[submission.run_id] = run
         return run.handle
 
     def cancel(self, handle: TaskHandle) -> bool:
@@ -147,8 +179,11 @@ class LocalBackend(ExecutorBackend):
         self.pool.close()
 
     def get_available_resources(self) -> dict[str, Any]:
-        return {"cpus": os.cpu_count(), "memory": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-                "idle_workers": self.pool.idle_count()}
+        return {
+            "cpus": os.cpu_count(),
+            "memory": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            "idle_workers": self.pool.idle_count(),
+        }
 
     def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
         run = self._runs.get(handle.run_id)
@@ -169,15 +204,20 @@ class SeccompBackend(LocalBackend):
         base = LocalBackend.availability()
         if not base.ok:
             return base
-        if confinement.machine() not in confinement._AUDIT_ARCH:
+        if not confinement.has_seccomp_filter():
             return Availability(False, f"no seccomp filter for {confinement.machine()}", "use --backend docker")
         if confinement.landlock_abi() < 1:
-            return Availability(False, "Landlock is not enabled in this kernel (needed to confine files)",
-                                "boot with lsm=landlock,... or use --backend docker")
-        notes = list(base.notes) + [f"landlock abi {confinement.landlock_abi()}"]
+            return Availability(
+                False,
+                "Landlock is not enabled in this kernel (needed to confine files)",
+                "boot with lsm=landlock,... or use --backend docker",
+            )
+        notes = [*list(base.notes), f"landlock abi {confinement.landlock_abi()}"]
         if (why := namespace_support()) is not None:
-            notes.append(f"no new namespaces ({why}); seccomp and Landlock still apply; /dev/shm stays "
-                         "read-only (no multiprocessing) and --shm is refused: use --backend docker for them")
+            notes.append(
+                f"no new namespaces ({why}); seccomp and Landlock still apply; /dev/shm stays "
+                "read-only (no multiprocessing) and --shm is refused: use --backend docker for them"
+            )
         else:
             notes.append("each run has its own /dev/shm (--shm; multiprocessing works)")
         return Availability(True, notes=tuple(notes))
@@ -197,8 +237,10 @@ class SeccompBackend(LocalBackend):
             return {"private_shm": {"size": limits.shm, "host_mount_ns": _host_mount_ns()}}
         if limits.shm is not None:
             raise BackendUnavailableError(
-                self.name, f"--shm needs a mount namespace for the run's own /dev/shm, and this host gives none "
-                           f"({why})", "use --backend docker, or run the kernel as root")
+                self.name,
+                f"--shm needs a mount namespace for the run's own /dev/shm, and this host gives none ({why})",
+                "use --backend docker, or run the kernel as root",
+            )
         return {}
 
     def confine_plan(self, submission: Submission) -> dict[str, Any]:
@@ -206,8 +248,10 @@ class SeccompBackend(LocalBackend):
         for mount in spec.mounts:
             if mount.target != str(mount.source):
                 raise BackendUnavailableError(
-                    self.name, f"--mount {mount.source}:{mount.target}: this backend shows a mount at its host path",
-                    f"write --mount {mount.source} (or use --backend docker to place it elsewhere)")
+                    self.name,
+                    f"--mount {mount.source}:{mount.target}: this backend shows a mount at its host path",
+                    f"write --mount {mount.source} (or use --backend docker to place it elsewhere)",
+                )
         readable = [*_SYSTEM_READABLE, *python_readable_paths(), *(str(m.source) for m in spec.mounts if m.read_only)]
         if submission.environment is not None:
             readable.append(str(submission.environment.path))
@@ -215,8 +259,14 @@ class SeccompBackend(LocalBackend):
         writable = [str(submission.scratch), *_DEVICES, *(str(m.source) for m in spec.mounts if not m.read_only)]
         if "private_shm" in plan:
             writable.append(confinement.SHM_PATH)
-        return {**plan, "landlock": True, "seccomp": True,
-                "network": spec.limits.network, "readable": readable, "writable": writable}
+        return {
+            **plan,
+            "landlock": True,
+            "seccomp": True,
+            "network": spec.limits.network,
+            "readable": readable,
+            "writable": writable,
+        }
 
 
 class _ProcessRun(KillableRun):
@@ -238,13 +288,14 @@ class _ProcessRun(KillableRun):
         stdin.write(request)
         stdin.close()
         self.handle.started = time.time()
-        threading.Thread(target=self._pump, daemon=True, name=f"jx-run-{self.submission.run_id}").start()
+        self.start_pump()
 
     def kill(self) -> None:
         self.worker.kill()
 
     def release(self) -> None:
         self.worker.close()
+        self.backend.forget(self.submission.run_id)
 
     def usage(self) -> dict[str, Any]:
         """Memory and CPU seconds of the run's processes. Memory is the larger of their resident
@@ -255,35 +306,29 @@ class _ProcessRun(KillableRun):
             usage["memory"] = max(usage["memory"], self.cgroup.memory_current() or 0)
         return usage
 
-    def _pump(self) -> None:
-        outcome: Outcome
-        try:
-            status, rusage = self._stream_until_exit()
-            outcome = self._outcome(status, rusage)
-        except BaseException as error:        # never leave a handle unfinished
-            self.kill()
-            outcome = Outcome("failed", error=NodeFailedError(f"lost the run: {error!r}"))
-        finally:
-            self.release()
-            self.backend.forget(self.submission.run_id)
-        self.handle.finish(outcome)
-
-    def _stream_until_exit(self) -> tuple[int, Any]:
-        """Stream the run's pipes until they close, then reap it: (wait status, rusage)."""
+    def stream_until_exit(self) -> Outcome:
+        """Stream the run's pipes until they close, then reap it and say how it ended."""
         process = self.worker.process
-        self.stream({process.stdout.fileno(): "stdout", process.stderr.fileno(): "stderr",
-                     self.worker.protocol_fd: "protocol"})
+        assert process.stdout is not None and process.stderr is not None
+        self.stream(
+            {process.stdout.fileno(): "stdout", process.stderr.fileno(): "stderr", self.worker.protocol_fd: "protocol"}
+        )
         _, status, rusage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
-        return status, rusage
+        return self._outcome(status, rusage)
 
     def _outcome(self, status: int, rusage: Any) -> Outcome:
         envelope = self.reader.envelope
         usage = envelope.usage if envelope else {}
         peak = self.cgroup.peak_memory() if self.cgroup else None
         return classify(
-            run_id=self.submission.run_id, limits=self.submission.spec.limits, reader=self.reader,
-            wait_status=status, cancelled=self.cancel_requested, timed_out=self.timed_out,
+            run_id=self.submission.run_id,
+            limits=self.submission.spec.limits,
+            reader=self.reader,
+            wait_status=status,
+            cancelled=self.cancel_requested,
+            timed_out=self.timed_out,
             oom_killed=bool(self.cgroup and self.cgroup.oom_killed()),
             peak_memory=peak or usage.get("max_rss") or rusage.ru_maxrss * 1024,
-            cpu_seconds=usage.get("cpu_seconds", rusage.ru_utime + rusage.ru_stime))
+            cpu_seconds=usage.get("cpu_seconds", rusage.ru_utime + rusage.ru_stime),
+        )

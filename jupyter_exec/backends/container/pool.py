@@ -24,19 +24,21 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .._proc import pid_alive
-from ..errors import NodeFailedError
-from ..runner.protocol import BOOTSTRAP_PATH
-from .docker_client import client, retry
+from jupyter_exec._proc import pid_alive
+from jupyter_exec.errors import NodeFailedError
+from jupyter_exec.runner.protocol import BOOTSTRAP_PATH
+
+from .engine import DEFAULT_RETRY, RetryPolicy, client, retry
 
 __all__ = ["POOLED", "ContainerPool", "PoolKey", "Slot", "bind", "boot_id", "reap_containers"]
 
 LABEL = "jupyter-exec"
-POOLED = "pool"              # the run label of a pooled container not yet given a run
+POOLED = "pool"  # the run label of a pooled container not yet given a run
 _SLOT_ROOT = Path(tempfile.gettempdir()) / f"jupyter-exec-docker-{os.getuid()}"
 _COMMAND = "exec python3 -I /jx/bootstrap.py /jx/protocol /jx/request >/jx/stdout 2>/jx/stderr"
 
@@ -53,14 +55,22 @@ class PoolKey:
     """What fixes a container at creation: the same key means interchangeable containers."""
 
     image: str
-    limits: Any              # spec.Limits without the timeout (enforced from the host)
+    limits: Any  # spec.Limits without the timeout (enforced from the host)
     mounts: tuple[Any, ...]  # spec.Mount values
 
 
 class Slot:
     """One container and its host folder. Used for one run, then ``discard``-ed."""
 
-    def __init__(self, image: str, options: dict[str, Any], labels: dict[str, str], user: str) -> None:
+    def __init__(
+        self,
+        image: str,
+        options: dict[str, Any],
+        labels: dict[str, str],
+        user: str,
+        retry_policy: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        self.retry_policy = retry_policy
         _SLOT_ROOT.mkdir(mode=0o711, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix="slot-", dir=_SLOT_ROOT))
         self.folder.chmod(0o755)
@@ -73,20 +83,25 @@ class Slot:
                 os.chown(self.folder / name, int(uid), int(gid or uid))
         self.protocol_fd, self.stdout_fd, self.stderr_fd = (
             os.open(self.folder / name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            for name in ("protocol", "stdout", "stderr"))
+            for name in ("protocol", "stdout", "stderr")
+        )
         self.ready_bytes = b""
         self.container: Any = None
         options = {**options, "mounts": [bind(self.folder, "/jx", True), *options.get("mounts", ())]}
         try:
-            self.container = retry(lambda: client().containers.create(
-                image, ["/bin/sh", "-c", _COMMAND],
-                labels=labels, user=user, detach=True, **options), what="docker create")
+            self.container = retry(
+                lambda: client().containers.create(
+                    image, ["/bin/sh", "-c", _COMMAND], labels=labels, user=user, detach=True, **options
+                ),
+                what="docker create",
+                policy=retry_policy,
+            )
         except BaseException:
             self.discard()
             raise
 
     def start(self) -> None:
-        retry(self.container.start, what="docker start")
+        retry(self.container.start, what="docker start", policy=self.retry_policy)
 
     def wait_ready(self, timeout: float = 30.0) -> bytes:
         """Block until the bootstrap says ready; the protocol bytes read so far."""
@@ -104,8 +119,10 @@ class Slot:
         try:
             self.container.reload()
             logs = self.container.logs(tail=20).decode(errors="replace").strip()
-            return f"{self.container.status}, exit {self.container.attrs['State'].get('ExitCode')}: {logs or 'no output'}"
-        except Exception as error:       # the answer is for a message only
+            return (
+                f"{self.container.status}, exit {self.container.attrs['State'].get('ExitCode')}: {logs or 'no output'}"
+            )
+        except Exception as error:  # the answer is for a message only
             return f"cannot inspect it ({error})"
 
     def send_request(self, request: bytes, timeout: float = 10.0) -> None:
@@ -115,7 +132,7 @@ class Slot:
             try:
                 fd = os.open(self.folder / "request", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
                 break
-            except OSError as error:       # ENXIO: the bootstrap has not opened it yet
+            except OSError as error:  # ENXIO: the bootstrap has not opened it yet
                 if time.monotonic() > deadline:
                     raise NodeFailedError(f"the sandbox did not take its request: {error}") from error
                 time.sleep(0.001)
@@ -123,7 +140,7 @@ class Slot:
             os.set_blocking(fd, True)
             view = memoryview(request)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
 
@@ -140,14 +157,18 @@ class Slot:
         """Remove the container (whatever its state) and the host folder."""
         try:
             if self.container is not None:
-                retry(lambda: self.container.remove(force=True), what="docker rm")
+                retry(lambda: self.container.remove(force=True), what="docker rm", policy=self.retry_policy)
         except Exception as error:
             import docker.errors
+
             if not isinstance(error, docker.errors.NotFound):
                 raise
         finally:
-            for fd in (getattr(self, "protocol_fd", None), getattr(self, "stdout_fd", None),
-                       getattr(self, "stderr_fd", None)):
+            for fd in (
+                getattr(self, "protocol_fd", None),
+                getattr(self, "stdout_fd", None),
+                getattr(self, "stderr_fd", None),
+            ):
                 if fd is not None:
                     os.close(fd)
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -155,6 +176,7 @@ class Slot:
 
 def bind(source: Path, target: str, read_only: bool) -> Any:
     from docker.types import Mount
+
     return Mount(target=target, source=str(source), type="bind", read_only=read_only)
 
 
@@ -240,9 +262,9 @@ class ContainerPool:
                     if keep:
                         self._idle[key].append(slot)
                 if not keep:
-                    slot.discard()         # made while the pool closed: the janitor may be gone
+                    slot.discard()  # made while the pool closed: the janitor may be gone
                     return
-        except Exception:            # a failed refill only costs the next run its warm start
+        except Exception:  # a failed refill only costs the next run its warm start
             return
         finally:
             with self._lock:
@@ -256,7 +278,7 @@ class ContainerPool:
         while (slot := self._trash.get()) is not None:
             try:
                 slot.discard()
-            except Exception:         # reap_containers catches what could not be removed now
+            except Exception:  # reap_containers catches what could not be removed now
                 pass
 
     def idle_count(self) -> int:
@@ -285,7 +307,7 @@ def reap_containers() -> int:
     try:
         docker = client(timeout=10)
         containers = docker.api.containers(all=True, filters={"label": f"{LABEL}.kernel"})
-    except Exception:                  # no daemon, no SDK: nothing of ours can be running
+    except Exception:  # no daemon, no SDK: nothing of ours can be running
         return 0
     this_boot, reaped = boot_id(), 0
     for container in containers:
@@ -295,11 +317,11 @@ def reap_containers() -> int:
         if same_boot and owner.isdigit() and pid_alive(int(owner)):
             continue
         if not same_boot and container.get("State") == "running":
-            continue                   # another machine's kernel sharing this daemon
+            continue  # another machine's kernel sharing this daemon
         try:
             docker.api.remove_container(container["Id"], force=True)
             reaped += 1
-        except Exception:              # already gone, or removal in progress elsewhere
+        except Exception:  # already gone, or removal in progress elsewhere
             pass
     for folder in _SLOT_ROOT.glob("slot-*") if _SLOT_ROOT.exists() else ():
         if time.time() - folder.stat().st_mtime > 3600:

@@ -15,18 +15,19 @@ import re
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import platformdirs
 
-from .backends.docker_client import client, retry
-from .errors import JupyterExecError
+from jupyter_exec.errors import JupyterExecError
+
+from .engine import client, retry
 
 __all__ = ["DEFAULT_IMAGE", "IMAGES", "build", "build_command", "image_tag", "list_images"]
 
-DOCKERFILES = Path(__file__).with_name("dockerfiles")
+DOCKERFILES = Path(__file__).parents[2] / "dockerfiles"  # jupyter_exec/dockerfiles
 IMAGES = ("base", "datascience", "gpu", "ray")
 DEFAULT_IMAGE = "jupyter-exec/base:latest"
 HASH_LABEL = "jupyter-exec.source-hash"
@@ -75,8 +76,9 @@ def apt_mirror() -> tuple[str, str]:
     for uri, suites in candidates:
         if codename and codename in suites:
             return uri, codename
-    raise JupyterExecError("no Debian mirror for this release in /etc/apt sources; "
-                           "build online instead: jupyter-exec images build base")
+    raise JupyterExecError(
+        "no Debian mirror for this release in /etc/apt sources; build online instead: jupyter-exec images build base"
+    )
 
 
 def _rootfs_image(progress: Progress, cache_dir: Path) -> str:
@@ -94,8 +96,10 @@ def _rootfs_image(progress: Progress, cache_dir: Path) -> str:
         rootfs = cache_dir / "rootfs.tmp"
         shutil.rmtree(rootfs, ignore_errors=True)
         progress(f"debootstrap {suite} with {', '.join(OFFLINE_PACKAGES)} (about a minute or two)")
-        _stream([ "debootstrap", "--variant=minbase", f"--include={','.join(OFFLINE_PACKAGES)}",
-                  suite, str(rootfs), mirror], progress)
+        _stream(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(OFFLINE_PACKAGES)}", suite, str(rootfs), mirror],
+            progress,
+        )
         for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for entry in (rootfs / leftover).glob("*"):
                 if entry.is_file():
@@ -106,10 +110,15 @@ def _rootfs_image(progress: Progress, cache_dir: Path) -> str:
         shutil.rmtree(rootfs, ignore_errors=True)
     progress(f"docker import {tarball.name} as {tag}")
     repository, _, version = tag.partition(":")
-    retry(lambda: docker.api.import_image_from_file(
-        str(tarball), repository=repository, tag=version,
-        changes=["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ENV LANG=C.UTF-8"]),
-        what="docker import")
+    retry(
+        lambda: docker.api.import_image_from_file(
+            str(tarball),
+            repository=repository,
+            tag=version,
+            changes=["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "ENV LANG=C.UTF-8"],
+        ),
+        what="docker import",
+    )
     return tag
 
 
@@ -118,7 +127,7 @@ def _stream(command: list[str], progress: Progress) -> None:
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith(("I: Retrieving", "I: Validating")):
-            continue          # one line per package: too much for a progress display
+            continue  # one line per package: too much for a progress display
         progress("  " + line.rstrip())
     if process.wait() != 0:
         raise JupyterExecError(f"{command[0]} failed (exit {process.returncode}); see the lines above")
@@ -137,14 +146,23 @@ def _context(name: str, ca_bundle: Path | None) -> io.BytesIO:
     return buffer
 
 
-def build(name: str, *, offline: bool = False, ca_bundle: Path | None = None, force: bool = False,
-          rootfs_cache: Path | None = None, progress: Progress = print) -> str:
+def build(
+    name: str,
+    *,
+    offline: bool = False,
+    ca_bundle: Path | None = None,
+    force: bool = False,
+    rootfs_cache: Path | None = None,
+    progress: Progress = print,
+) -> str:
     """Build ``jupyter-exec/NAME:latest``; returns its tag. A no-op when already up to date."""
     if name not in IMAGES:
         raise JupyterExecError(f"no image {name!r}; choose one of: {', '.join(IMAGES)}")
     if offline and name != "base":
-        raise JupyterExecError("--offline makes the base image only; build base with --offline, then "
-                               f"`jupyter-exec images build {name}` (its packages come from the network)")
+        raise JupyterExecError(
+            "--offline makes the base image only; build base with --offline, then "
+            f"`jupyter-exec images build {name}` (its packages come from the network)"
+        )
     tag, digest = image_tag(name), source_hash(name, offline)
     docker = client()
     existing = docker.images.list(name=tag)
@@ -153,11 +171,20 @@ def build(name: str, *, offline: bool = False, ca_bundle: Path | None = None, fo
         return tag
     buildargs = {}
     if offline:
-        buildargs["BASE_IMAGE"] = _rootfs_image(progress, rootfs_cache or Path(
-            platformdirs.user_cache_dir("jupyter-exec")) / "rootfs")
+        buildargs["BASE_IMAGE"] = _rootfs_image(
+            progress, rootfs_cache or Path(platformdirs.user_cache_dir("jupyter-exec")) / "rootfs"
+        )
     progress(f"building {tag} from dockerfiles/{name}" + (f" on {buildargs['BASE_IMAGE']}" if buildargs else ""))
-    stream = docker.api.build(fileobj=_context(name, ca_bundle), custom_context=True, tag=tag, rm=True,
-                              forcerm=True, buildargs=buildargs, labels={HASH_LABEL: digest}, decode=True)
+    stream = docker.api.build(
+        fileobj=_context(name, ca_bundle),
+        custom_context=True,
+        tag=tag,
+        rm=True,
+        forcerm=True,
+        buildargs=buildargs,
+        labels={HASH_LABEL: digest},
+        decode=True,
+    )
     for chunk in stream:
         if "error" in chunk:
             raise JupyterExecError(f"building {tag} failed: {chunk['error'].strip()}")
@@ -182,6 +209,12 @@ def list_images() -> list[ImageRow]:
     for image in client().images.list():
         for tag in image.tags:
             if tag.startswith("jupyter-exec/"):
-                rows.append(ImageRow(tag, image.attrs.get("Size", 0) / 2**20, image.attrs.get("Created", "")[:19],
-                                     (image.labels or {}).get(HASH_LABEL, "")))
+                rows.append(
+                    ImageRow(
+                        tag,
+                        image.attrs.get("Size", 0) / 2**20,
+                        image.attrs.get("Created", "")[:19],
+                        (image.labels or {}).get(HASH_LABEL, ""),
+                    )
+                )
     return sorted(rows, key=lambda r: r.tag)

@@ -18,14 +18,14 @@ from typing import Any, Protocol
 
 __all__ = ["LIVE_AFTER", "OutputPump"]
 
-LIVE_AFTER = 0.05       # seconds a run goes before its output is pulled live
-PULL_SECONDS = 0.5      # longest wait of one pull; a pull returns as soon as a chunk comes
-_RETRY_SECONDS = 0.5    # after a failed pull (cluster gone, relay killed)
+LIVE_AFTER = 0.05  # seconds a run goes before its output is pulled live
+PULL_SECONDS = 0.5  # longest wait of one pull; a pull returns as soon as a chunk comes
+_RETRY_SECONDS = 0.5  # after a failed pull (cluster gone, relay killed)
 
 
 class OutputTarget(Protocol):
-    began: float            # time.monotonic() at submission
-    wants_output: bool      # ended, with chunks still to come
+    began: float  # time.monotonic() at submission
+    wants_output: bool  # ended, with chunks still to come
 
     def deliver(self, seq: int, items: list) -> None: ...
 
@@ -36,9 +36,9 @@ class OutputPump:
     def __init__(self, ray: Any, relay: Any) -> None:
         self._runs: dict[int, OutputTarget] = {}
         self._changed = threading.Condition()
-        self._parked = False        # waiting for a first run: only then does tracking wake the thread
+        self._parked = False  # waiting for a first run: only then does tracking wake the thread
         self._closed = False
-        self.pulls = 0              # long polls made: a kernel that runs only short, silent cells makes none
+        self.pulls = 0  # long polls made: a kernel that runs only short, silent cells makes none
         self._thread = threading.Thread(target=self._loop, args=(ray, relay), daemon=True, name="jx-ray-output")
         self._thread.start()
 
@@ -82,11 +82,11 @@ class OutputPump:
             return False
 
     def _loop(self, ray: Any, relay: Any) -> None:
-        while self._pull_due() and ray.is_initialized():     # never let a call re-initialise Ray
+        while self._pull_due() and ray.is_initialized():  # never let a call re-initialise Ray
             self.pulls += 1
             try:
                 batch = ray.get(relay.pull.remote(PULL_SECONDS))
-            except Exception:          # the connection went away (shutdown, cluster lost): retry or stop
+            except Exception:  # the connection went away (shutdown, cluster lost): retry or stop
                 with self._changed:
                     self._changed.wait(_RETRY_SECONDS)
                 continue

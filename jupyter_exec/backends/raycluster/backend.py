@@ -1,0 +1,209 @@
+"""Run a cell as a Ray task: on an embedded local Ray, or on a cluster by address.
+
+Ray is a placement, not a sandbox: the cell runs inside a Ray worker process (no
+subprocess per task, so a trivial cell costs about what a trivial Ray task costs) with
+the resources it asks for (``RayOptions``). Results come back as the bootstrap's
+tagged-JSON envelope, decoded as data like every backend's; note that Ray itself moves
+objects as pickle, so the cluster's workers are trusted as Ray always trusts them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from jupyter_exec.backends.base import Availability, ExecutorBackend, Submission, TaskHandle
+from jupyter_exec.config import ExecConfig
+from jupyter_exec.errors import BackendUnavailableError
+from jupyter_exec.runner.protocol import Envelope, build_request
+from jupyter_exec.spec import Limits, RunSpec
+
+from .connection import connection, ray_runtime_env, ship_local_files
+from .fanout import fan_out
+from .options import LOCAL_RAY, RayOptions
+from .run import RayRun, deadlines
+
+if TYPE_CHECKING:
+    from jupyter_exec.policy import Policy
+
+__all__ = ["RayBackend"]
+
+_CANCEL_GRACE = 10.0
+
+
+class RayBackend(ExecutorBackend):
+    """A cell as a Ray task with the resources it asks for; output streams via a relay actor."""
+
+    name: ClassVar[str] = "ray"
+    isolation: ClassVar[str] = "ray"
+    enforced_limits: ClassVar[frozenset[str] | None] = frozenset({"timeout"})
+    options_class = RayOptions
+    native_runtime_env: ClassVar[bool] = True
+    fans_out: ClassVar[bool] = True
+
+    def __init__(self, config: ExecConfig) -> None:
+        super().__init__(config)
+        self._runs: dict[int, RayRun] = {}
+
+    @staticmethod
+    def options(spec: RunSpec) -> RayOptions:
+        """The run's Ray options (the defaults when it gave none)."""
+        return spec.placement if isinstance(spec.placement, RayOptions) else RayOptions()
+
+    @classmethod
+    def admit(cls, spec: RunSpec, policy: Policy) -> None:
+        """A Ray task's reservations and address, against the policy, before anything connects."""
+        options = cls.options(spec)
+        policy.at_most("gpus", "--num-gpus", options.num_gpus)
+        policy.at_most("ray_num_cpus", "--num-cpus", options.num_cpus)
+        policy.at_most("ray_memory", "--memory", options.memory)
+        address = options.address or LOCAL_RAY
+        policy.require(
+            "ray_addresses", address, "the embedded local Ray" if address == LOCAL_RAY else f"Ray address {address}"
+        )
+
+    @classmethod
+    def availability(cls) -> Availability:
+        if importlib.util.find_spec("ray") is None:
+            return Availability(False, "Ray is not installed", "pip install 'jupyter-exec[ray]'")
+        return Availability(True)
+
+    def submit(self, submission: Submission) -> TaskHandle:
+        options = self.options(submission.spec)
+        _refuse_unenforced(submission.spec.limits)
+        conn = connection()
+        conn.ensure(options.address, lambda text: submission.sink.output("stderr", text))
+        node_id = conn.resolve_node(options.node) if options.node else None
+        if not options.wait_for_resources:
+            conn.check_feasible(options, node_id)
+        request = build_request(
+            submission.code,
+            inputs=submission.inputs,
+            outputs=submission.spec.outputs,
+            trust=submission.spec.trust,
+            env={},
+            cwd=None,
+            extra={
+                "run_id": submission.run_id,
+                "relay": conn.relay_key,
+                "cuda_visible_devices": ",".join(options.gpu_ids) or None,
+            },
+        ).decode()
+        run = RayRun(submission, self, conn, node_id)
+        self._runs[submission.run_id] = run
+        conn.output.track(submission.run_id, run)
+        try:
+            runtime_env = ship_local_files(ray_runtime_env(submission.spec))
+            run.ref = conn.cell_task_for(options, node_id, runtime_env).remote(request)
+        except BaseException:
+            self.forget(submission.run_id)
+            raise
+        if submission.spec.limits.timeout is not None:
+            deadlines.add(time.monotonic() + submission.spec.limits.timeout, run)
+        return run.handle
+
+    def map(
+        self,
+        work: Any,
+        items: list[Any],
+        spec: RunSpec,
+        *,
+        run_id: int | None = None,
+        batch_size: int | None = None,
+        max_parallel: int | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[Any]:
+        """``work`` (a function, or cell code that sees ``item``) over ``items`` as batches of Ray tasks."""
+        options = self.options(spec)
+        _refuse_unenforced(spec.limits)
+        conn = connection()
+        conn.ensure(options.address, progress or (lambda text: None))
+        return fan_out(
+            conn,
+            work,
+            items,
+            options,
+            spec,
+            run_id=run_id,
+            batch_size=batch_size,
+            max_in_flight=max_parallel,
+            say=progress,
+        )
+
+    def get_result(self, handle: TaskHandle, timeout: float | None = None) -> Envelope:
+        """Waits for the task in the calling thread: no thread per run (a trivial cell stays
+        close to a bare Ray task). An interrupt there reaches the manager, which cancels."""
+        run = self._runs.get(handle.run_id)
+        if run is not None:
+            run.resolve(timeout)
+        return super().get_result(handle, timeout)
+
+    def wait(
+        self, handles: Iterable[TaskHandle], timeout: float | None = None
+    ) -> tuple[list[TaskHandle], list[TaskHandle]]:
+        import ray
+
+        handles = list(handles)
+        runs = {run.ref: run for h in handles if not h.done() and (run := self._runs.get(h.run_id))}
+        if runs:
+            ready, _ = ray.wait(list(runs), num_returns=1, timeout=timeout)
+            for ref in ready:
+                runs[ref].resolve(0)
+        return [h for h in handles if h.done()], [h for h in handles if not h.done()]
+
+    def cancel(self, handle: TaskHandle) -> bool:
+        run = self._runs.get(handle.run_id)
+        if run is None or handle.done():
+            return False
+        run.cancel()
+        run.resolve(_CANCEL_GRACE)
+        return True
+
+    def shutdown(self) -> None:
+        for run in list(self._runs.values()):
+            self.cancel(run.handle)
+        connection().close()
+
+    def get_available_resources(self) -> dict[str, Any]:
+        """Per live node: id, address, total resources; plus what is free cluster-wide now."""
+        conn = connection()
+        if not conn.connected:
+            return {}
+        import ray
+
+        return {
+            "address": conn.address,
+            "available": ray.available_resources(),
+            "nodes": [
+                {
+                    "node_id": n["NodeID"],
+                    "address": n["NodeManagerAddress"],
+                    "hostname": n["NodeManagerHostname"],
+                    "resources": {k: x for k, x in n["Resources"].items() if not k.startswith("node:")},
+                }
+                for n in conn.nodes(fresh=True)
+            ],
+        }
+
+    def forget(self, run_id: int) -> None:
+        self._runs.pop(run_id, None)
+        connection().output.untrack(run_id)
+
+
+def _refuse_unenforced(limits: Limits) -> None:
+    """A Ray task gets only a wall-clock limit; other limits are refused, not ignored.
+    (A Ray worker always has the cluster's network: ``network`` does not apply.)"""
+    unenforced = [
+        f.name
+        for f in dataclasses.fields(limits)
+        if f.name not in RayBackend.enforced_limits | {"network"} and getattr(limits, f.name) != f.default
+    ]
+    if unenforced:
+        raise BackendUnavailableError(
+            "ray",
+            f"a Ray task cannot enforce {', '.join(unenforced)} limits",
+            "use --memory / --num-cpus to reserve resources on Ray, or %%sandbox for hard limits",
+        )

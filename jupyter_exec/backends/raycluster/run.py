@@ -1,0 +1,193 @@
+"""One cell on Ray, kernel side: waiting for its task, taking its output, how it ended;
+and the one thread that enforces every run's ``--timeout``."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from jupyter_exec.backends.base import Outcome, Submission, TaskHandle
+from jupyter_exec.errors import NodeFailedError
+from jupyter_exec.runner.protocol import Envelope
+from jupyter_exec.runner.sanitize import sanitize_bundle
+
+from .connection import Connection
+from .errors import task_error
+
+if TYPE_CHECKING:
+    from .backend import RayBackend
+
+__all__ = ["Deadlines", "RayRun", "StillRunning", "deadlines"]
+
+_OUTPUT_GRACE = 10.0
+
+
+class StillRunning(Exception):
+    """The task did not end within the wait asked for (not an outcome)."""
+
+
+class Deadlines:
+    """One thread that force-cancels every run that outlives its ``--timeout``.
+
+    The thread waiting for a run can then block in a plain ``ray.get``: Ray's timed get
+    costs a trivial cell about 0.1 ms more, a twentieth of the whole task. Runs are held
+    weakly and ended ones are dropped from the top as new ones come, so a loop of many
+    short cells keeps no memory alive.
+    """
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, weakref.ref[RayRun]]] = []
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, when: float, run: RayRun) -> None:
+        with self._changed:
+            self._drop_ended()
+            heapq.heappush(self._due, (when, run.submission.run_id, weakref.ref(run)))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="jx-ray-deadlines")
+                self._thread.start()
+            elif self._due[0][2]() is run:
+                self._changed.notify()
+
+    def _drop_ended(self) -> None:
+        while self._due and _ended(self._due[0][2]()):
+            heapq.heappop(self._due)
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                self._drop_ended()
+                if not self._due:
+                    self._changed.wait()
+                    continue
+                wait = self._due[0][0] - time.monotonic()
+                if wait > 0:
+                    self._changed.wait(wait)
+                    continue
+                run = heapq.heappop(self._due)[2]()
+            if run is not None:
+                run.expire()  # does nothing if the run has ended meanwhile
+
+
+def _ended(run: RayRun | None) -> bool:
+    return run is None or run.handle.done()
+
+
+deadlines = Deadlines()
+
+
+class RayRun:
+    """One cell on Ray: waits for the task, takes its output, maps how it ended."""
+
+    def __init__(self, submission: Submission, backend: RayBackend, conn: Connection, node_id: str | None) -> None:
+        self.submission, self.backend, self.conn = submission, backend, conn
+        self.handle = TaskHandle(submission, backend)
+        self.ref: Any = None
+        self.cancel_requested = False
+        self.timed_out = False
+        self.began = time.monotonic()
+        self.wants_output = False  # ended with chunks not yet delivered: the pump pulls for them
+        self.received = 0
+        self._output = threading.Condition()
+        self._resolving = threading.RLock()  # cancel() resolves too, maybe from the interrupted thread
+        self.details: dict[str, Any] = {"address": conn.address, "node_affinity": node_id}
+
+    def deliver(self, seq: int, items: list) -> None:
+        sink = self.submission.sink
+        with self._output:
+            for kind, payload in items:
+                if kind == "display":
+                    sink.display(sanitize_bundle(payload, self.submission.spec.trust))
+                else:
+                    sink.output(kind, payload)
+            self.received = max(self.received, seq)
+            self._output.notify_all()
+
+    def cancel(self) -> None:
+        import ray
+
+        self.cancel_requested = True
+        ray.cancel(self.ref, force=True)
+
+    def expire(self) -> None:
+        """The run's ``--timeout`` passed: force-cancel it (its waiter then reports the timeout)."""
+        import ray
+
+        if not self.handle.done():
+            self.timed_out = True
+            try:
+                ray.cancel(self.ref, force=True)
+            except Exception:  # Ray gone (kernel exiting): the waiter hears of it from ray.get
+                pass
+
+    def resolve(self, timeout: float | None) -> None:
+        """Finish the handle if the task ends within ``timeout`` (None: however long it takes)."""
+        with self._resolving:
+            if self.handle.done():
+                return
+            try:
+                outcome = self._outcome(timeout)
+            except StillRunning:
+                return
+            except Exception as error:  # never leave a handle unfinished
+                outcome = Outcome("failed", error=NodeFailedError(f"lost the Ray task: {error!r}"))
+            self.backend.forget(self.submission.run_id)
+            outcome.details = {**self.details, **outcome.details}
+            self.handle.finish(outcome)
+
+    def _outcome(self, wait: float | None) -> Outcome:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayError
+
+        until = None if wait is None else time.monotonic() + wait
+        while True:
+            try:
+                # No timeout unless the caller asked for one: --timeout is ``_deadlines``' job.
+                reply = (
+                    ray.get(self.ref)
+                    if until is None
+                    else (ray.get(self.ref, timeout=max(0.0, until - time.monotonic())))
+                )
+                result = json.loads(reply)
+                break
+            except GetTimeoutError:
+                if until is not None and time.monotonic() >= until:
+                    raise StillRunning from None
+                # ray.get can time out at once after an interrupted get (seen with Ray 2.60): wait again
+            except RayError as ray_error:
+                error = task_error(
+                    ray_error,
+                    self.submission.run_id,
+                    self.submission.spec.limits.timeout,
+                    timed_out=self.timed_out,
+                    cancelled=self.cancel_requested,
+                )
+                return Outcome(error.status, error=error)
+        if self.received < result["chunks"]:
+            self.wants_output = True
+            self.conn.output.wake()
+            with self._output:
+                self._output.wait_for(lambda: self.received >= result["chunks"], _OUTPUT_GRACE)
+        raw = result["envelope"]
+        envelope = Envelope(
+            value=raw.get("value"),
+            outputs=raw.get("outputs", {}),
+            error=raw.get("error"),
+            untransferable=raw.get("untransferable"),
+            usage=raw.get("usage", {}),
+        )
+        outcome = Outcome(
+            "succeeded",
+            envelope=envelope,
+            cpu_seconds=envelope.usage.get("cpu_seconds"),
+            details={k: result[k] for k in ("node_id", "task_id", "gpu_ids", "pid", "cuda_visible_devices")},
+        )
+        if envelope.error:
+            error = envelope.remote_error(run_id=self.submission.run_id)
+            outcome.status, outcome.error = error.status, error
+        return outcome

@@ -1,0 +1,33 @@
+"""The words for where a run is: one enum that the store, traces, widgets and the side panel share.
+
+``queued`` (recorded, not started) -> ``running`` -> one of the final statuses. The
+side panel's ``labextension/src/tokens.ts`` and the run widget's ``run.js`` repeat the
+final set; a test checks them against ``FINAL``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+__all__ = ["FINAL", "UNFINISHED", "Status"]
+
+
+class Status(str, Enum):
+    """A run's (or a trace node's) status; compares and serialises as its plain string."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    OOM = "oom"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__  # f"{Status.OOM}" is "oom" on every Python
+
+
+FINAL: frozenset[Status] = frozenset({Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT, Status.OOM, Status.CANCELLED})
+UNFINISHED: frozenset[Status] = frozenset({Status.QUEUED, Status.RUNNING})

@@ -1,0 +1,140 @@
+"""``%jx``: the kernel's runs, logs, cancel, envs, experiment trees, resources, doctor and policy."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import magic_arguments
+
+from jupyter_exec.cancel_watch import cancel_elsewhere
+from jupyter_exec.doctor import diagnose
+from jupyter_exec.errors import JupyterExecError
+from jupyter_exec.manager import Manager
+from jupyter_exec.policy import policy_report
+from jupyter_exec.reports import envs_table, runs_table
+from jupyter_exec.resources import format_report, resources_report
+from jupyter_exec.trace.explore import trace_store
+from jupyter_exec.trace.view import render
+
+from .cells import background_runs, widgets_wanted
+from .options import env_options, parse_line, runtime_env, usage_errors
+
+__all__ = ["JxMagics"]
+
+
+@magic_arguments()
+@env_options
+def jx_env(line: str) -> None:
+    """%jx env [options]: the runtime env every run of this kernel inherits."""
+
+
+@magics_class
+class JxMagics(Magics):
+    """``%jx COMMAND``, on the kernel's ``Manager``."""
+
+    def __init__(self, shell: Any, manager: Manager) -> None:
+        super().__init__(shell)
+        self.manager = manager
+
+    @line_magic
+    @usage_errors(JupyterExecError)
+    def jx(self, line: str) -> Any:
+        """%jx runs | show N | logs N | cancel N | wait N [SECONDS] | tree [NAME] | resources | doctor | policy |
+        envs | env"""
+        command, _, rest = line.strip().partition(" ")
+        handler = getattr(self, f"_jx_{command}", None)
+        if handler is None:
+            raise UsageError(
+                f"%jx {command}: unknown command; use one of: runs, show N, logs N, cancel N, wait N, "
+                "tree, resources, doctor, policy, envs, env"
+            )
+        return handler(rest.strip())
+
+    def _run_id(self, text: str, command: str) -> int:
+        if not text.isdigit():
+            raise UsageError(f"%jx {command} needs a run id, e.g. %jx {command} 12 (see %jx runs)")
+        return int(text)
+
+    def _jx_runs(self, rest: str) -> Any:
+        """The newest runs; ``node`` is where a Ray run ran (its node id's first 12 characters, as --node takes)."""
+        return runs_table(self.manager.store, limit=int(rest) if rest.isdigit() else 50)
+
+    def _jx_show(self, rest: str) -> None:
+        row = self.manager.store.get(self._run_id(rest, "show"))
+        if row is None:
+            raise UsageError(f"no run {rest}; `%jx runs` lists them")
+        for key in ("spec", "details"):
+            row[key] = json.loads(row[key]) if row[key] else None
+        print(json.dumps(row, indent=2, default=str))
+
+    def _jx_logs(self, rest: str) -> None:
+        print(self.manager.log_text(self._run_id(rest, "logs")), end="")
+
+    def _jx_cancel(self, rest: str) -> None:
+        """Cancel a run of this kernel at once; a run of another kernel through a request in the store."""
+        run_id = self._run_id(rest, "cancel")
+        if self.manager.cancel(run_id):
+            print(f"run {run_id} cancelled")
+        else:
+            print(cancel_elsewhere(self.manager.store, run_id))
+
+    def _jx_wait(self, rest: str) -> Any:
+        """Wait for a --bg run (at most SECONDS); its value, or its error raised."""
+        run_text, _, seconds = rest.partition(" ")
+        run = background_runs(self.manager).get(self._run_id(run_text, "wait"))
+        try:
+            return run.wait(float(seconds) if seconds.strip() else None).value
+        except TimeoutError as error:
+            raise UsageError(str(error)) from None
+        except ValueError:
+            raise UsageError(f"%jx wait N [SECONDS]: {seconds!r} is not a number of seconds") from None
+
+    def _jx_tree(self, rest: str) -> Any:
+        """The experiment tree NAME (default: the latest): a widget, or text without a widget frontend."""
+        store = trace_store(self.manager)
+        names = store.names()
+        if not names or (rest and rest not in names):
+            raise UsageError(f"no trace {rest!r}; traces here: {', '.join(names) or 'none yet (see explore)'}")
+        trace = store.open(rest or names[0])
+        if widgets_wanted(self.manager):
+            from jupyter_exec.widgets import TreeWidget
+
+            return TreeWidget.of(trace, self.manager)
+        print(render(trace))
+        return None
+
+    def _jx_resources(self, rest: str) -> Any:
+        """What each backend can offer now."""
+        report = resources_report(self.manager)
+        if widgets_wanted(self.manager):
+            from jupyter_exec.widgets import ResourcesWidget
+
+            return ResourcesWidget(backends=report)
+        print(format_report(report))
+        return None
+
+    def _jx_envs(self, rest: str) -> Any:
+        """The runtime-env cache: what is built, how big, when last used."""
+        return envs_table(self.manager.envs.index)
+
+    def _jx_env(self, rest: str) -> None:
+        """Set (options), clear (``clear``) or show (nothing) the kernel's default runtime env."""
+        if rest == "clear":
+            self.manager.default_env = None
+        elif rest:
+            self.manager.default_env = runtime_env(parse_line(jx_env, rest), Path(os.getcwd()))
+        current = self.manager.default_env
+        print(json.dumps(current.describe(), indent=2) if current else "no default runtime env")
+
+    def _jx_doctor(self, rest: str) -> None:
+        print(diagnose(self.manager.policy)[0])
+
+    def _jx_policy(self, rest: str) -> None:
+        """The administrator's policy this kernel holds (read when the extension loaded): where it
+        came from, its ceilings and allow-lists."""
+        print(policy_report(self.manager.policy))
