@@ -22,7 +22,7 @@ from .units import parse_size
 
 __all__ = ["ExecConfig", "application_config", "env_trait"]
 
-T = TypeVar("T", bound=TraitType)  # type: ignore[type-arg]
+T = TypeVar("T", bound=TraitType[Any, Any])
 
 
 def env_trait(trait: T, variable: str, fallback: Any | Callable[[], Any]) -> T:
