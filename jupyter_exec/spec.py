@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,7 +60,7 @@ class Limits:
     @classmethod
     def parse(cls, **values: Any) -> Limits:
         """Limits from user-typed strings; ``None`` values are left unset."""
-        parsers = {
+        parsers: dict[str, Callable[[Any], Any]] = {
             "memory": lambda v: parse_size(v, "--mem"),
             "cpus": lambda v: parse_number(v, "--cpus"),
             "timeout": lambda v: parse_duration(v, "--timeout"),
@@ -73,7 +74,8 @@ class Limits:
         unknown = set(values) - set(parsers)
         if unknown:
             raise SpecError(f"unknown limit(s) {sorted(unknown)}; known: {sorted(parsers)}")
-        return cls(**{k: parsers[k](v) for k, v in values.items() if v is not None})
+        parsed: dict[str, Any] = {k: parsers[k](v) for k, v in values.items() if v is not None}
+        return cls(**parsed)
 
     def merged_over(self, defaults: Limits) -> Limits:
         """These limits, with unset fields taken from ``defaults``."""

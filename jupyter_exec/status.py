@@ -26,7 +26,8 @@ class Status(str, Enum):
     def __str__(self) -> str:
         return self.value
 
-    __format__ = str.__format__  # f"{Status.OOM}" is "oom" on every Python
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)  # f"{Status.OOM}" is "oom" on every Python
 
 
 FINAL: frozenset[Status] = frozenset({Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT, Status.OOM, Status.CANCELLED})

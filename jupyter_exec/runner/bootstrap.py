@@ -27,12 +27,22 @@ import sys
 import traceback
 import types
 
+# Annotations here are strings and ``typing`` is read by type checkers only: this file runs
+# on the target's Python, which may be older, and importing ``typing`` would cost every run
+# a few milliseconds.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
+
+    Emit = Callable[[dict[str, Any]], None]
+
 CELL = "<cell>"
 SAFE_MIME = ("text/plain", "text/html", "image/png", "image/jpeg")
-_channel = None
+_channel: "Optional[int]" = None
 
 
-def send(message):
+def send(message: "dict[str, Any]") -> None:
+    assert _channel is not None, "main() opens the channel before anything is sent"
     data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
     view = memoryview(data)
     while view:
@@ -43,7 +53,7 @@ class Untransferable(Exception):
     """A value has no data encoding; the host turns this into a message naming --trust."""
 
 
-def encode(value, trust, path="value"):
+def encode(value: "Any", trust: bool, path: str = "value") -> "Any":
     """Tagged JSON for a value: data only, never code (unless ``trust``)."""
     if value is None or isinstance(value, (bool, str)):
         return value
@@ -73,7 +83,7 @@ def encode(value, trust, path="value"):
     raise Untransferable(f"{path} is a {type(value).__module__}.{type(value).__qualname__}")
 
 
-def _encode_library_value(value):
+def _encode_library_value(value: object) -> "Any":
     """numpy arrays and pandas frames, without pickle; None for anything else."""
     numpy = sys.modules.get("numpy")
     if numpy is not None:
@@ -110,9 +120,9 @@ def _encode_library_value(value):
     return None
 
 
-def mime_bundle(obj):
+def mime_bundle(obj: object) -> "dict[str, str]":
     """A display bundle of the safe MIME types, from the object's ``_repr_*_`` methods."""
-    data = {}
+    data: "dict[str, Any]" = {}
     if hasattr(obj, "_repr_mimebundle_"):
         try:
             result = obj._repr_mimebundle_()
@@ -138,10 +148,10 @@ def mime_bundle(obj):
     return bundle
 
 
-def displayer(emit):
+def displayer(emit: "Emit") -> "Callable[..., None]":
     """The cell's ``display``, like IPython's: each object's bundle goes to ``emit``."""
 
-    def display(*objs, **_ignored):
+    def display(*objs: object, **_ignored: object) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         for obj in objs:
@@ -150,7 +160,7 @@ def displayer(emit):
     return display
 
 
-def _show_open_figures(emit):
+def _show_open_figures(emit: "Emit") -> None:
     """Display matplotlib figures the cell left open, as the inline backend would."""
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is None:
@@ -167,7 +177,7 @@ def _show_open_figures(emit):
     pyplot.close("all")
 
 
-def describe_error(error):
+def describe_error(error: BaseException) -> "dict[str, str]":
     """Type, message and the traceback of the cell's own frames."""
     tb_exc = traceback.TracebackException.from_exception(error)
     frames = list(tb_exc.stack)
@@ -181,7 +191,7 @@ def describe_error(error):
     return {"type": type(error).__name__, "module": type(error).__module__, "message": str(error), "traceback": text}
 
 
-def run_cell(code, namespace):
+def run_cell(code: str, namespace: "dict[str, Any]") -> "Any":
     """Execute ``code``; return the value of its last expression, as IPython would."""
     body, last = _compiled(code)
     exec(body, namespace)
@@ -189,25 +199,28 @@ def run_cell(code, namespace):
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(code):
+def _compiled(code: str) -> "tuple[types.CodeType, Optional[types.CodeType]]":
     """The cell's statements and its last expression (or None), compiled once per text: a
     process that runs the same code again (a Ray worker, a fan-out batch) skips the compiler."""
     tree = ast.parse(code, CELL, "exec")
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = compile(ast.Expression(tree.body.pop().value), CELL, "eval")
+    final = tree.body[-1] if tree.body else None
+    if isinstance(final, ast.Expr):
+        tree.body.pop()
+        last = compile(ast.Expression(final.value), CELL, "eval")
     return compile(tree, CELL, "exec"), last
 
 
-def load_inputs(request):
+def load_inputs(request: "dict[str, Any]") -> "dict[str, Any]":
     if not request.get("inputs"):
         return {}
     import pickle
 
-    return pickle.loads(base64.b64decode(request["inputs"]))
+    inputs: "dict[str, Any]" = pickle.loads(base64.b64decode(request["inputs"]))
+    return inputs
 
 
-def usage():
+def usage() -> "dict[str, float]":
     self_usage = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
@@ -216,7 +229,7 @@ def usage():
     }
 
 
-def _import_confine():
+def _import_confine() -> "Optional[types.ModuleType]":
     """The confinement module, when it was shipped beside this file (local backends)."""
     here = os.path.dirname(os.path.abspath(__file__))
     if not os.path.exists(os.path.join(here, "confine.py")):
@@ -227,10 +240,11 @@ def _import_confine():
     finally:
         sys.path.remove(here)
     sys.modules.pop("confine", None)
-    return confine
+    module: "types.ModuleType" = confine
+    return module
 
 
-def _become_init_if_pid_one():
+def _become_init_if_pid_one() -> None:
     """In a new pid namespace we start as pid 1, which ignores signals it has no handler
     for (so a CPU-time SIGXCPU would not end the cell). Fork: the child runs the cell,
     this process only reaps and reports the child's wait status."""
@@ -252,7 +266,7 @@ def _become_init_if_pid_one():
             os._exit(0)
 
 
-def main():
+def main() -> None:
     global _channel
     target = sys.argv[1]
     _channel = int(target) if target.isdigit() else os.open(target, os.O_WRONLY | os.O_CLOEXEC)
@@ -292,7 +306,7 @@ def main():
     os._exit(0)  # the cell is over: skip interpreter teardown, the host tears the rest down
 
 
-def _main_module_namespace():
+def _main_module_namespace() -> "dict[str, Any]":
     """A fresh ``__main__`` module for the cell, as IPython gives one: what the cell defines
     is then ``__main__.NAME``, so pickle finds it (``multiprocessing.Pool.map`` of a cell's
     function). Only for a process of its own, never a host like a Ray worker."""
@@ -301,7 +315,9 @@ def _main_module_namespace():
     return module.__dict__
 
 
-def run_request(request, emit, namespace=None):
+def run_request(
+    request: "dict[str, Any]", emit: "Emit", namespace: "Optional[dict[str, Any]]" = None
+) -> "dict[str, Any]":
     """Run the request's cell in this process and return its envelope (``result`` message).
 
     The process set-up (channel, confinement, env, cwd) is the caller's, so a host that
@@ -314,7 +330,7 @@ def run_request(request, emit, namespace=None):
     namespace = {} if namespace is None else namespace
     namespace.update({"__name__": "__main__", "__builtins__": builtins, "display": displayer(emit)})
     trust = bool(request.get("trust"))
-    envelope = {"t": "result", "value": None, "outputs": {}, "error": None}
+    envelope: "dict[str, Any]" = {"t": "result", "value": None, "outputs": {}, "error": None}
     try:
         namespace.update(load_inputs(request))
         value = run_cell(code, namespace)

@@ -68,12 +68,12 @@ def build_request(
 class Envelope:
     """What the bootstrap reported: result data, error, resource usage (all raw JSON)."""
 
-    value: dict | None = None
+    value: dict[str, Any] | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
-    error: dict | None = None
+    error: dict[str, Any] | None = None
     untransferable: str | None = None
     confine_error: str | None = None
-    usage: dict = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
     confine_notes: list[str] = field(default_factory=list)
 
     def remote_error(self, **context: Any) -> RemoteError | None:
@@ -104,7 +104,7 @@ class DisplayedValue:
     def __init__(self, bundle: dict[str, str]) -> None:
         self.bundle = bundle
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, str]:
         return self.bundle
 
     def __repr__(self) -> str:
@@ -130,7 +130,7 @@ class ProtocolReader:
             line, self.buffer = bytes(self.buffer[:end]), self.buffer[end + 1 :]
             self._handle(json.loads(line))
 
-    def _handle(self, message: dict) -> None:
+    def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("t")
         if kind == "ready":
             self.ready = True

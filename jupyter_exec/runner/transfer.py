@@ -57,13 +57,13 @@ def decode(encoded: Any, trust: bool) -> Any:
     return decoder(encoded, trust)
 
 
-def _decode_pickle(encoded: dict, trust: bool) -> Any:
+def _decode_pickle(encoded: dict[str, Any], trust: bool) -> Any:
     if not trust:
         raise TransferError("the sandbox sent a pickle but --trust was not given; refusing to unpickle it")
     return pickle.loads(base64.b64decode(encoded["b64"]))
 
 
-def _decode_ndarray(encoded: dict, trust: bool) -> Any:
+def _decode_ndarray(encoded: dict[str, Any], trust: bool) -> Any:
     import numpy
 
     dtype = numpy.dtype(encoded["dtype"])
@@ -72,7 +72,7 @@ def _decode_ndarray(encoded: dict, trust: bool) -> Any:
     return numpy.frombuffer(base64.b64decode(encoded["b64"]), dtype=dtype).reshape(encoded["shape"]).copy()
 
 
-def _decode_dataframe(encoded: dict, trust: bool) -> Any:
+def _decode_dataframe(encoded: dict[str, Any], trust: bool) -> Any:
     import pandas
 
     if "arrow" in encoded:
