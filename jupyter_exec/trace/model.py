@@ -90,7 +90,7 @@ class Trace:
     def finish(
         self,
         node_id: int,
-        status: str,
+        status: Status | str,
         metrics: dict[str, float] | None = None,
         *,
         error: str | None = None,
@@ -103,7 +103,7 @@ class Trace:
         node = self.nodes[node_id]
         if node.finished:
             raise ValueError(f"node {node_id} is already finished ({node.status})")
-        node.status, node.metrics, node.error = status, dict(metrics or {}), error
+        node.status, node.metrics, node.error = Status(status), dict(metrics or {}), error
         node.run_id = run_id if run_id is not None else node.run_id
         node.ended = ended if ended is not None else time.time()
         self._derive(node)
@@ -116,7 +116,8 @@ class Trace:
         node.accepted = value is not None and (above is None or self.better(value, above))
         node.path_best = value if node.accepted else above
         node.improvements = (parent.improvements if parent else 0) + node.accepted
-        if value is not None and (self._best is None or self.better(value, self.value(self.nodes[self._best]))):
+        best = None if self._best is None else self.value(self.nodes[self._best])
+        if value is not None and (best is None or self.better(value, best)):
             self._best = node.id
         if node.accepted:
             self._latest_accepted = node.id

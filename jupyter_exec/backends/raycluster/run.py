@@ -14,6 +14,7 @@ from jupyter_exec.backends.base import Outcome, Submission, TaskHandle
 from jupyter_exec.errors import NodeFailedError
 from jupyter_exec.runner.protocol import Envelope
 from jupyter_exec.runner.sanitize import sanitize_bundle
+from jupyter_exec.status import Status
 
 from .connection import Connection
 from .errors import task_error
@@ -135,7 +136,7 @@ class RayRun:
             except StillRunning:
                 return
             except Exception as error:  # never leave a handle unfinished
-                outcome = Outcome("failed", error=NodeFailedError(f"lost the Ray task: {error!r}"))
+                outcome = Outcome(Status.FAILED, error=NodeFailedError(f"lost the Ray task: {error!r}"))
             self.backend.forget(self.submission.run_id)
             outcome.details = {**self.details, **outcome.details}
             self.handle.finish(outcome)
@@ -182,12 +183,11 @@ class RayRun:
             usage=raw.get("usage", {}),
         )
         outcome = Outcome(
-            "succeeded",
+            Status.SUCCEEDED,
             envelope=envelope,
             cpu_seconds=envelope.usage.get("cpu_seconds"),
             details={k: result[k] for k in ("node_id", "task_id", "gpu_ids", "pid", "cuda_visible_devices")},
         )
-        if envelope.error:
-            error = envelope.remote_error(run_id=self.submission.run_id)
-            outcome.status, outcome.error = error.status, error
+        if envelope.error and (remote := envelope.remote_error(run_id=self.submission.run_id)) is not None:
+            outcome.status, outcome.error = remote.status, remote
         return outcome
