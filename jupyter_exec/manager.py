@@ -180,7 +180,8 @@ class Manager:
                 run_id, Status.SUCCEEDED, envelope.decoded_value(spec.trust), envelope.decoded_outputs(spec.trust)
             )
         except BaseException as error:
-            outcome = outcome or (self._active.get(run_id) and self._active[run_id].outcome)
+            active = self._active.get(run_id)
+            outcome = outcome or (active.outcome if active is not None else None)
             self._finish(run_id, status_of(error), outcome, error, monitor, emit)
             raise
         else:

@@ -180,7 +180,7 @@ class Policy:
             self.at_most(key, _CEILINGS[key].flag, getattr(asked, key))
         self.at_most("gpus", "--gpus", _gpu_count(asked.gpus), asked.gpus)
         self.at_most("network", "--network", 1.0 if asked.network else None)
-        lowered = {
+        lowered: dict[str, Any] = {  # each a value of its Limits field's type (parse_size: int)
             key: ceiling.value
             for key, ceiling in self.ceilings.items()
             if key in _LIMIT_KEYS

@@ -14,7 +14,7 @@ import functools
 import shlex
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument
@@ -58,7 +58,15 @@ def usage_errors(*kinds: type[JupyterExecError]) -> Callable[[F], F]:
     return decorate
 
 
-def parse_line(magic: Callable[..., Any], line: str) -> argparse.Namespace:
+class _MagicWithParser(Protocol):
+    """A magic decorated with IPython's ``magic_arguments``, which gives it its parser."""
+
+    parser: argparse.ArgumentParser
+
+    def __hash__(self) -> int: ...  # the parsed lines are cached per magic
+
+
+def parse_line(magic: _MagicWithParser, line: str) -> argparse.Namespace:
     """The magic's options, parsed once per distinct line: re-running a cell skips argparse.
 
     The line is split as a shell splits it, quotes removed (``--excludes '*.csv'`` is the
@@ -68,7 +76,7 @@ def parse_line(magic: Callable[..., Any], line: str) -> argparse.Namespace:
 
 
 @functools.lru_cache(maxsize=64)
-def _parsed_line(magic: Callable[..., Any], line: str) -> argparse.Namespace:
+def _parsed_line(magic: _MagicWithParser, line: str) -> argparse.Namespace:
     try:
         argv = shlex.split(line)
     except ValueError:

@@ -115,5 +115,7 @@ class FallbackWidget(anywidget.AnyWidget):
         return f"<pre>{html.escape(self.text_fallback())}</pre>"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        data, metadata = super()._repr_mimebundle_(**kwargs)
+        bundle = super()._repr_mimebundle_(**kwargs)
+        assert bundle is not None  # anywidget answers None only for a widget without a view
+        data, metadata = bundle
         return {**data, "text/plain": self.text_fallback(), "text/html": self.html_fallback()}, metadata

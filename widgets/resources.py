@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 
 import traitlets
 
@@ -20,7 +21,7 @@ class ResourcesWidget(FallbackWidget):
     _esm = Path(__file__).with_name("resources.js")
     _css = Path(__file__).with_name("resources.css")
 
-    backends = traitlets.List().tag(sync=True)
+    backends: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
 
     def text_fallback(self) -> str:
         return format_report(self.backends)

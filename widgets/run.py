@@ -43,9 +43,9 @@ class RunWidget(FallbackWidget):
     started = traitlets.Float(0.0).tag(sync=True)  # epoch seconds; the page counts elapsed
     duration = traitlets.Float(None, allow_none=True).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
-    samples = traitlets.List().tag(sync=True)  # [{"t", "cpu", "memory", "gpu", ...}]
+    samples: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)  # [{"t", "cpu", "memory", "gpu", ...}]
     peak_memory = traitlets.Int(None, allow_none=True).tag(sync=True)
-    log = traitlets.List().tag(sync=True)  # [[stream, line], ...], the tail
+    log: traitlets.List[list[str]] = traitlets.List().tag(sync=True)  # [[stream, line], ...], the tail
     log_lines = traitlets.Int(0).tag(sync=True)  # lines seen in all
     full_log = traitlets.Unicode("").tag(sync=True)
     background = traitlets.Bool(False).tag(sync=True)

@@ -41,7 +41,10 @@ BACKENDS: dict[str, type[ExecutorBackend]] = {
     DockerBackend.name: DockerBackend,
 }
 AUTO_ORDER = ("docker", "seccomp")
-_ENV_BUILDERS = {VenvBuilder.kind: VenvBuilder, ImageEnvBuilder.kind: ImageEnvBuilder}
+_ENV_BUILDERS: dict[str, type[VenvBuilder] | type[ImageEnvBuilder]] = {
+    VenvBuilder.kind: VenvBuilder,
+    ImageEnvBuilder.kind: ImageEnvBuilder,
+}
 
 
 def backend_class(name: str) -> type[ExecutorBackend]:

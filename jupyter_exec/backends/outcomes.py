@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 from jupyter_exec.errors import NodeFailedError, ResourceLimitError, TaskCancelledError, TaskError, TaskTimeoutError
 from jupyter_exec.runner.protocol import ProtocolReader
@@ -44,7 +45,7 @@ def classify(
     outcome = Outcome(
         Status.SUCCEEDED, envelope=envelope, exit_code=exit_code, peak_memory=peak_memory, cpu_seconds=cpu_seconds
     )
-    context = {"run_id": run_id, "exit_code": exit_code}
+    context: dict[str, Any] = {"run_id": run_id, "exit_code": exit_code}
     error: TaskError | None = None
     if cancelled:
         error = TaskCancelledError(f"run {run_id} was cancelled", **context)

@@ -52,7 +52,7 @@ def metrics_of(result: RunResult, metric: str) -> dict[str, float]:
     """Numbers from a run: a numeric last value is ``metric``; a dict's numbers and numeric --out values by name."""
     found: dict[str, float] = {}
     value = result.value
-    sources = [result.outputs]
+    sources: list[Mapping[Any, Any]] = [result.outputs]
     if isinstance(value, Mapping):
         sources.insert(0, value)
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):

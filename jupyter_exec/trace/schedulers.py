@@ -29,6 +29,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from jupyter_exec.errors import SpecError
 
@@ -206,7 +207,7 @@ class Probabilistic(Scheduler):
     """
 
     def __init__(
-        self, temperature: float = 1.0, potential: Callable[[Trace, Node], float] | None = None, **options
+        self, temperature: float = 1.0, potential: Callable[[Trace, Node], float] | None = None, **options: Any
     ) -> None:
         if not (isinstance(temperature, (int, float)) and temperature > 0 and math.isfinite(temperature)):
             raise SpecError(f"temperature must be a finite number more than 0, got {temperature!r}")
@@ -260,7 +261,7 @@ class Probabilistic(Scheduler):
 class TraceLength(Probabilistic):
     """Favour deep lines (or, ``inverse``, short ones): potential = depth."""
 
-    def __init__(self, temperature: float = 1.0, inverse: bool = False, **options) -> None:
+    def __init__(self, temperature: float = 1.0, inverse: bool = False, **options: Any) -> None:
         sign = -1 if inverse else 1
         super().__init__(temperature, lambda trace, node: sign * node.depth, **options)
 
@@ -271,7 +272,7 @@ class SOTABased(Probabilistic):
     Potential = how many nodes on root→leaf beat everything above them.
     """
 
-    def __init__(self, temperature: float = 1.0, inverse: bool = False, **options) -> None:
+    def __init__(self, temperature: float = 1.0, inverse: bool = False, **options: Any) -> None:
         sign = -1 if inverse else 1
         super().__init__(temperature, lambda trace, node: sign * node.improvements, **options)
 
@@ -279,7 +280,7 @@ class SOTABased(Probabilistic):
 class Random(Probabilistic):
     """Any free leaf, uniformly."""
 
-    def __init__(self, **options) -> None:
+    def __init__(self, **options: Any) -> None:
         super().__init__(1.0, None, **options)
 
 
@@ -299,7 +300,7 @@ class MCTS(Scheduler):
     parallel workers spread out. ``observe_feedback`` replaces a node's reward.
     """
 
-    def __init__(self, c_puct: float = 1.0, **options) -> None:
+    def __init__(self, c_puct: float = 1.0, **options: Any) -> None:
         if not (isinstance(c_puct, (int, float)) and c_puct >= 0 and math.isfinite(c_puct)):
             raise SpecError(f"c_puct must be a finite number ≥ 0, got {c_puct!r}")
         self.c_puct = float(c_puct)
@@ -307,7 +308,7 @@ class MCTS(Scheduler):
 
     def _reset_index(self) -> None:
         self._visits: Counter[int] = Counter()
-        self._total: Counter[int] = Counter()  # sum of rewards below and at a node
+        self._total: dict[int, float] = {}  # sum of rewards below and at a node (missing: 0)
         self._virtual: Counter[int] = Counter()
         self._reward: dict[int, float] = {}
         self._seen: list[float] = []  # metrics so far, larger = better
@@ -362,14 +363,14 @@ class MCTS(Scheduler):
             _, node_id = heapq.heappop(heap)
             visits, reward = self._queued.pop(node_id)
             self._visits[node_id] += int(visits)
-            self._total[node_id] += reward
+            self._total[node_id] = self._total.get(node_id, 0.0) + reward
             parent = nodes[node_id].parent
             if parent is not None:
                 if parent not in self._queued:
                     heapq.heappush(heap, (-nodes[parent].depth, parent))
                 self._queue(parent, int(visits), reward)
 
-    def _virtual_loss(self, node_id: int, amount: int) -> None:
+    def _virtual_loss(self, node_id: int | None, amount: int) -> None:
         for ancestor in self._path(node_id):
             self._virtual[ancestor] += amount
 
@@ -396,10 +397,10 @@ class MCTS(Scheduler):
         ranked = []
         for child in children:
             n = self._visits[child] + self._virtual[child]
-            q = self._total[child] / n if n else 0.0
+            q = self._total.get(child, 0.0) / n if n else 0.0
             ranked.append((q + explore / (1 + n), child))
         if node_id is not None and trace.nodes[node_id].finished and node_id not in self._pending:
-            q = self._total[node_id] / visits if visits else 0.0
+            q = self._total.get(node_id, 0.0) / visits if visits else 0.0
             ranked.append((q + explore / (1 + len(children)), _EXPAND))
         ranked.sort()
         return ranked

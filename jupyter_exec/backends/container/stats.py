@@ -24,7 +24,6 @@ class Sampler:
         self.samples = 0
         self.memory: int | None = None  # latest, without the page cache (as `docker stats`)
         self.peak_memory: int | None = None
-        self.memory: int | None = None  # the latest reading
         self.cpu_seconds: float | None = None
         self.peak_pids: int | None = None
         self.peak_cpu_percent: float | None = None

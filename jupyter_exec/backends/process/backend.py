@@ -222,8 +222,11 @@ class SeccompBackend(LocalBackend):
             notes.append("each run has its own /dev/shm (--shm; multiprocessing works)")
         return Availability(True, notes=tuple(notes))
 
+    # A class attribute elsewhere; here it depends on the host, so it is read from the instance
+    # (as the manager reads it) and worked out only then. Never assigned: mypy sees a ClassVar
+    # as writable and so refuses any read-only property over it.
     @property
-    def enforced_limits(self) -> frozenset[str]:
+    def enforced_limits(self) -> frozenset[str]:  # type: ignore[override]
         """Every limit, ``shm`` only where workers get a mount namespace for their own /dev/shm."""
         return _ALL_LIMITS if namespace_support() is None else LocalBackend.enforced_limits
 

@@ -119,6 +119,7 @@ class Worker:
     def _drain_stderr(self) -> str:
         if self.process.poll() is None:
             return ""
+        assert self.process.stderr is not None  # started with stderr=PIPE
         return self.process.stderr.read().decode(errors="replace").strip()[-2000:]
 
     def tree(self) -> list[int]:

@@ -39,7 +39,7 @@ class RayBackend(ExecutorBackend):
 
     name: ClassVar[str] = "ray"
     isolation: ClassVar[str] = "ray"
-    enforced_limits: ClassVar[frozenset[str] | None] = frozenset({"timeout"})
+    enforced_limits: ClassVar[frozenset[str]] = frozenset({"timeout"})
     options_class = RayOptions
     native_runtime_env: ClassVar[bool] = True
     fans_out: ClassVar[bool] = True

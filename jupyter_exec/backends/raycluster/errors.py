@@ -3,6 +3,8 @@ cancelled, timed out, out of memory, or the node's fault."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from jupyter_exec.errors import (
     NodeFailedError,
     ResourceLimitError,
@@ -28,7 +30,7 @@ def task_error(
     """The ``TaskError`` a Ray error stands for (``timed_out``/``cancelled``: what the kernel did)."""
     from ray import exceptions as rx
 
-    context = {"run_id": run_id}
+    context: dict[str, Any] = {"run_id": run_id}
     if timed_out and not cancelled:
         return TaskTimeoutError(f"timed out after {timeout:g} s (--timeout); the Ray task was cancelled", **context)
     if cancelled or isinstance(error, rx.TaskCancelledError):

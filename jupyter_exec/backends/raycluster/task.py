@@ -112,12 +112,10 @@ class _Outbox:
 class _Capture(io.TextIOBase):
     """A text stream that feeds one of the outbox's streams."""
 
+    encoding = "utf-8"
+
     def __init__(self, name: str, outbox: _Outbox) -> None:
         self.name, self.outbox = name, outbox
-
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
 
     def writable(self) -> bool:
         return True
