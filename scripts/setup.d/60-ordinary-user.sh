@@ -14,8 +14,20 @@ if [ "$(id -u)" -eq 0 ]; then
   fi
   grep -q "^$JX_USER:" /etc/subuid || usermod --add-subuids 200000-265535 "$JX_USER"
   grep -q "^$JX_USER:" /etc/subgid || usermod --add-subgids 200000-265535 "$JX_USER"
-  sources=$(cd "$ROOT" && git ls-files -co --exclude-standard -z | LC_ALL=C sort -z \
-            | xargs -0 sha256sum 2>/dev/null | sha256sum | cut -c1-16)
+  sources=$("$VENV/bin/python" - "$ROOT" <<'PY'
+import hashlib, os, subprocess, sys
+root = sys.argv[1]
+listed = subprocess.run(["git", "-C", root, "ls-files", "-co", "--exclude-standard", "-z"],
+                        capture_output=True, check=True).stdout.split(b"\0")
+digest = hashlib.sha256()
+for name in sorted(n for n in listed if n):
+    path = os.path.join(root, os.fsdecode(name))
+    if os.path.isfile(path) and not os.path.islink(path):
+        with open(path, "rb") as source:
+            digest.update(name + b"\0" + source.read())
+print(digest.hexdigest()[:16])
+PY
+)
   stamp="$USER_VENV/.jx-wheel-$sources"
   if [ ! -f "$stamp" ]; then
     step "the project's wheel, installed for $JX_USER in $USER_VENV"
