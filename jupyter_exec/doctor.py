@@ -3,6 +3,7 @@ and the administrator's policy in effect."""
 
 from __future__ import annotations
 
+from .backends.container.report import engine_report
 from .backends.factory import availability_report, choose
 from .errors import BackendUnavailableError, PolicyError
 from .policy import Policy, load_policy, policy_report
@@ -23,6 +24,7 @@ def diagnose(policy: Policy | None = None) -> tuple[str, bool]:
         if availability.fix:
             lines.append(f"              fix: {availability.fix}")
         lines.extend(f"              note: {note}" for note in availability.notes)
+    lines.extend(engine_report())
     try:
         default = choose("auto", policy)
         lines.append(f"%%sandbox uses: {default}")
