@@ -7,7 +7,9 @@
 #   --oci-seccomp    the container's seccomp profile is applied inside the sandbox too
 apt_install runsc
 if [ "$(id -u)" -eq 0 ]; then
-  changed=$("$VENV/bin/python" -m jupyter_exec.backends.container.runtimes --merge /etc/docker/daemon.json runsc)
+  changed=$("$VENV/bin/python" -c 'import sys; from pathlib import Path
+from jupyter_exec.backends.container.runtimes import merge
+print("changed" if merge(Path(sys.argv[1]), "runsc") else "unchanged")' /etc/docker/daemon.json)
   if [ "$changed" = "changed" ]; then
     step "registered runsc in /etc/docker/daemon.json; SIGHUP to dockerd"
     kill -HUP "$(cat /var/run/docker.pid)"
