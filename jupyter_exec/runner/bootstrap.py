@@ -288,19 +288,20 @@ def _linger() -> None:
     """pid 1 of a container once its cell is over: end every other process (so output ends
     where the cell does), let go of the protocol channel, and stay until the kernel lets go
     of the lifeline, so the kernel can still ask the engine how the cell ended."""
-    try:
-        os.kill(-1, 9)
-    except OSError:
-        pass  # nothing left to kill
-    while True:
+    import time
+
+    while True:  # again and again: a process forking as the signal goes out can escape one round
         try:
-            os.wait()
+            os.kill(-1, 9)
+        except OSError:
+            pass  # nothing left to kill
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                time.sleep(0.01)
         except ChildProcessError:
             break
     if _channel is not None:
         os.close(_channel)
-    import time
-
     while True:
         time.sleep(3600)
 
