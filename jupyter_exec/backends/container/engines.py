@@ -30,7 +30,7 @@ from jupyter_exec.errors import BackendUnavailableError
 
 from .engine import Engine, RetryPolicy
 
-__all__ = ["DOCKER_SOCKET", "Candidate", "candidates", "choose", "podman_socket", "survey"]
+__all__ = ["DOCKER_SOCKET", "Candidate", "candidates", "choose", "podman_socket", "survey", "through_group_only"]
 
 DOCKER_SOCKET = Path("/var/run/docker.sock")
 ROOT_PODMAN_SOCKET = Path("/run/podman/podman.sock")
@@ -59,7 +59,7 @@ def podman_socket() -> Path:
     return Path(f"/tmp/podman-run-{os.getuid()}") / "podman" / "podman.sock"
 
 
-def _through_docker_group(path: Path) -> str:
+def through_group_only(path: Path) -> str:
     """Why this user may not use a root daemon's socket it can open, or '' if it may."""
     try:
         info = path.stat()
@@ -99,7 +99,7 @@ def candidates(docker_group: bool = False) -> list[Candidate]:
         found.append(Candidate(f"unix://{runtime_dir}/docker.sock", "Docker (rootless)"))
     found.append(Candidate(f"unix://{podman_socket()}", "Podman (rootless)", podman=True))
     for path, label in ((DOCKER_SOCKET, "Docker (rootful)"), (ROOT_PODMAN_SOCKET, "Podman (rootful)")):
-        why = "" if docker_group else _through_docker_group(path)
+        why = "" if docker_group else through_group_only(path)
         found.append(Candidate(f"unix://{path}", label, usable=not why, why_not=why))
     return found
 
