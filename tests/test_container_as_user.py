@@ -1,0 +1,97 @@
+"""The container wall for an ordinary user: test_container_lockdown.py run again as ``jx-user``
+(made by scripts/setup.d/60-ordinary-user.sh, not in the docker group), through
+``scripts/as-user``, where ``auto`` picks rootless Podman (scripts/setup.d/65-podman-user.sh).
+
+The module is copied to a folder the account owns and run with the account's venv (the
+project installed from its wheel, as a user installs it); JX_REQUIRE_ALL passes through, so
+in CI a missing part fails there as it would here.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import require
+
+pytestmark = pytest.mark.kernel
+
+ROOT = Path(__file__).resolve().parents[1]
+USER = os.environ.get("JX_USER", "jx-user")
+
+
+def _account() -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        return None
+
+
+def test_lockdown_holds_for_an_ordinary_user_on_rootless_podman():
+    account = _account()
+    require(os.geteuid() == 0, "runs the module as another account: needs root")
+    require(account is not None, f"no account {USER} (scripts/setup.d/60-ordinary-user.sh makes it)")
+    require(shutil.which("podman") is not None, "podman is not installed (scripts/setup.d/65-podman-user.sh)")
+    assert account is not None
+    work = Path(tempfile.mkdtemp(prefix="jx-as-user-"))
+    try:
+        for name in ("conftest.py", "test_container_lockdown.py"):
+            shutil.copy(ROOT / "tests" / name, work / name)
+        for path in (work, *work.iterdir()):
+            os.chown(path, account.pw_uid, account.pw_gid)
+        done = subprocess.run(
+            [
+                str(ROOT / "scripts" / "as-user"),
+                "sh",
+                "-c",
+                f"cd {work} && exec python -m pytest -q -p no:cacheprovider -x test_container_lockdown.py",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report = done.stdout[-6000:] + done.stderr[-3000:]
+    assert done.returncode == 0, report
+    assert " passed" in done.stdout and "skipped" not in done.stdout, report
+
+
+def test_a_socket_reached_only_through_a_group_is_not_used_unless_allowed():
+    """``auto`` never picks a root daemon's socket the user reaches only through a group (the
+    docker group is root-equivalent); ``DockerConfig.docker_group`` lets it."""
+    account = _account()
+    require(os.geteuid() == 0 and account is not None, f"needs root and the account {USER}")
+    assert account is not None
+    work = Path(tempfile.mkdtemp(prefix="jx-group-"))
+    path = work / "engine.sock"
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(path))
+        os.chown(path, 0, account.pw_gid)  # root's socket, the user's group
+        path.chmod(0o660)
+        work.chmod(0o755)
+        probe = (
+            "from pathlib import Path; from jupyter_exec.backends.container import engines; "
+            f"print(engines.through_group_only(Path({str(path)!r})))"
+        )
+        done = subprocess.run(
+            [str(ROOT / "scripts" / "as-user"), "python", "-c", probe], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        server.close()
+        shutil.rmtree(work, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    group = grp.getgrgid(account.pw_gid).gr_name
+    assert done.stdout.strip() == (
+        f"reached only through the group {group!r}, which is root-equivalent "
+        "(set DockerConfig.docker_group = True to use it anyway)"
+    )
