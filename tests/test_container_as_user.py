@@ -1,4 +1,5 @@
-"""The container wall for an ordinary user: test_container_lockdown.py run again as ``jx-user``
+"""The container wall for an ordinary user: test_container_lockdown.py (and the engine choice in
+test_container_profile.py) run again as ``jx-user``
 (made by scripts/setup.d/60-ordinary-user.sh, not in the docker group), through
 ``scripts/as-user``, where ``auto`` picks rootless Podman (scripts/setup.d/65-podman-user.sh).
 
@@ -42,7 +43,7 @@ def test_lockdown_holds_for_an_ordinary_user_on_rootless_podman():
     assert account is not None
     work = Path(tempfile.mkdtemp(prefix="jx-as-user-"))
     try:
-        for name in ("conftest.py", "test_container_lockdown.py"):
+        for name in ("conftest.py", "test_container_lockdown.py", "test_container_profile.py"):
             shutil.copy(ROOT / "tests" / name, work / name)
         for path in (work, *work.iterdir()):
             os.chown(path, account.pw_uid, account.pw_gid)
@@ -51,7 +52,8 @@ def test_lockdown_holds_for_an_ordinary_user_on_rootless_podman():
                 str(ROOT / "scripts" / "as-user"),
                 "sh",
                 "-c",
-                f"cd {work} && exec python -m pytest -q -p no:cacheprovider -x test_container_lockdown.py",
+                f"cd {work} && exec python -m pytest -q -p no:cacheprovider -x test_container_lockdown.py "
+                "test_container_profile.py",
             ],
             capture_output=True,
             text=True,
@@ -95,3 +97,45 @@ def test_a_socket_reached_only_through_a_group_is_not_used_unless_allowed():
         f"reached only through the group {group!r}, which is root-equivalent "
         "(set DockerConfig.docker_group = True to use it anyway)"
     )
+
+
+def test_an_image_is_copied_into_the_users_podman(tmp_path):
+    """``jupyter-exec images copy``: ``docker save`` streamed into the user's ``podman load`` (how an
+    image built by root's Docker reaches a rootless engine), and a second copy is a no-op."""
+    account = _account()
+    require(os.geteuid() == 0 and account is not None, f"needs root and the account {USER}")
+    assert account is not None
+    from jupyter_exec.backends.container import images
+    from jupyter_exec.backends.container.engine import Engine
+
+    listed = subprocess.run(
+        [
+            str(ROOT / "scripts" / "as-user"),
+            "python",
+            "-c",
+            "from jupyter_exec.backends.container import engines\nprint(engines.choose().url)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0 and "podman" in listed.stdout, listed
+    docker, podman = Engine("unix:///var/run/docker.sock"), Engine(listed.stdout.strip())
+    tag = "jupyter-exec/copy-test:latest"
+    archive = tmp_path / "tiny.tar"
+    (tmp_path / "hello.txt").write_text("hello\n")
+    subprocess.run(["tar", "-C", str(tmp_path), "-cf", str(archive), "hello.txt"], check=True)
+    repository, _, version = tag.partition(":")
+    docker.client.api.import_image_from_file(
+        str(archive), repository=repository, tag=version, changes=[f'LABEL {images.HASH_LABEL}="test-1"']
+    )
+    said: list[str] = []
+    try:
+        images.copy(tag, docker, podman, progress=said.append)
+        assert said[-1] == f"copied {tag}"
+        assert [row.tag for row in images.list_images(podman) if row.tag == tag] == [tag]
+        images.copy(tag, docker, podman, progress=said.append)
+        assert said[-1] == f"{tag} is up to date on {podman.url}"
+    finally:
+        docker.client.images.remove(tag, force=True)
+        podman.client.images.remove(tag, force=True)
