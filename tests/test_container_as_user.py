@@ -43,7 +43,7 @@ def test_lockdown_holds_for_an_ordinary_user_on_rootless_podman():
     assert account is not None
     work = Path(tempfile.mkdtemp(prefix="jx-as-user-"))
     try:
-        for name in ("conftest.py", "test_container_lockdown.py", "test_container_profile.py"):
+        for name in ("conftest.py", "containers.py", "test_container_lockdown.py", "test_container_profile.py"):
             shutil.copy(ROOT / "tests" / name, work / name)
         for path in (work, *work.iterdir()):
             os.chown(path, account.pw_uid, account.pw_gid)

@@ -19,10 +19,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from conftest import Kernel, require
+from containers import assert_no_run_containers, containers
 
 from jupyter_exec.backends.container import ContainerBackend
 from jupyter_exec.backends.container.engine import Engine, Facts
@@ -60,23 +60,6 @@ def case(request, kernel) -> Case:
         require(not missing, f"runsc is not registered with Docker with {missing} (jupyter-exec doctor --fix-runtime)")
         return Case(GVISOR, f"%%sandbox --runtime {GVISOR}", engine, facts, {"JX_CONTAINER_RUNTIME": GVISOR})
     return Case("runc", "%%sandbox --backend container", engine, facts, {})
-
-
-def _containers(engine: Engine, **labels: str) -> list[dict[str, Any]]:
-    """Containers with these ``jupyter-exec.*`` labels, as the engine lists them (Labels, State)."""
-    filters = [f"jupyter-exec.{k.replace('_', '-')}={v}" for k, v in labels.items()] or ["jupyter-exec.run"]
-    return engine.client.api.containers(all=True, filters={"label": filters})
-
-
-def _assert_no_run_containers(engine: Engine, timeout: float = 10) -> None:
-    """Only idle pool containers (run label ``pool``) may remain once runs are over."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [c["Names"] for c in _containers(engine) if c["Labels"].get("jupyter-exec.run") != "pool"]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert not left, f"containers of finished runs remain: {left}"
 
 
 def test_values_come_back_and_output_streams(kernel, case):
@@ -181,7 +164,7 @@ def test_hostile_cell_is_contained(kernel, case, name, options, code, status, en
     if within is not None:
         assert elapsed < within, f"{name}: took {elapsed:.1f} s"
     assert "unpickled!" not in kernel.run("print('alive')", check=True).stdout
-    _assert_no_run_containers(case.engine)
+    assert_no_run_containers(case.engine.client, kernel.pid)
 
 
 def test_filling_tmp_stops_at_the_tmpfs_size(kernel, case):
@@ -280,7 +263,7 @@ def test_a_killed_kernels_containers_are_gone_within_seconds(case, tmp_path):
         doomed.client.execute(f"{case.magic} --timeout 5m\nimport time\nprint('started', flush=True)\ntime.sleep(300)")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            mine = _containers(case.engine, owner_pid=owner)
+            mine = containers(case.engine.client, owner_pid=owner)
             running = [c for c in mine if c["Labels"]["jupyter-exec.run"] != "pool" and c["State"] == "running"]
             pooled = [c for c in mine if c["Labels"]["jupyter-exec.run"] == "pool"]
             if running and pooled:
@@ -295,9 +278,9 @@ def test_a_killed_kernels_containers_are_gone_within_seconds(case, tmp_path):
     finally:
         doomed.client.stop_channels()
         doomed.km.cleanup_resources()
-    while _containers(case.engine, owner_pid=owner) and time.monotonic() - killed < 10:
+    while containers(case.engine.client, owner_pid=owner) and time.monotonic() - killed < 10:
         time.sleep(0.2)
-    assert _containers(case.engine, owner_pid=owner) == [], "containers outlived their kernel by 10 s"
+    assert containers(case.engine.client, owner_pid=owner) == [], "containers outlived their kernel by 10 s"
 
 
 def test_doctor_lists_the_engine_its_cgroup_mode_and_runtimes(case):
@@ -313,5 +296,5 @@ def test_doctor_lists_the_engine_its_cgroup_mode_and_runtimes(case):
     assert "%%sandbox uses: container" in report
 
 
-def test_no_run_containers_remain(case):
-    _assert_no_run_containers(case.engine)
+def test_no_run_containers_remain(kernel, case):
+    assert_no_run_containers(case.engine.client, kernel.pid)

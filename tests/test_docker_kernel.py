@@ -13,6 +13,7 @@ import time
 
 import pytest
 from conftest import Kernel, make_wheel, require
+from containers import assert_no_run_containers, containers
 
 from jupyter_exec.backends.container import ContainerBackend, DockerConfig
 from jupyter_exec.backends.container.pool import boot_id
@@ -38,23 +39,6 @@ def docker_client():
 def kernel(kernel, docker_client):
     """The session kernel, once Docker is known to be there."""
     return kernel
-
-
-def _containers(docker_client, **labels: str) -> list[dict]:
-    """Containers with these ``jupyter-exec.*`` labels, as the daemon lists them (Labels, State)."""
-    filters = [f"jupyter-exec.{k.replace('_', '-')}={v}" for k, v in labels.items()] or ["jupyter-exec.run"]
-    return docker_client.api.containers(all=True, filters={"label": filters})
-
-
-def _assert_no_run_containers(docker_client, timeout: float = 10) -> None:
-    """Only idle pool containers (run label ``pool``) may remain once runs are over."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [c["Names"] for c in _containers(docker_client) if c["Labels"].get("jupyter-exec.run") != "pool"]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert not left, f"containers of finished runs remain: {left}"
 
 
 def test_gpu_request_fails_at_once_with_the_reason(kernel):
@@ -154,7 +138,7 @@ def test_interrupt_cancels_and_removes_the_container(kernel, docker_client):
     reply = kernel.interrupt_run(f"{DOCKER}\nimport time\nprint('started', flush=True)\ntime.sleep(60)")
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     assert kernel.last_run()["status"] == "cancelled"
-    _assert_no_run_containers(docker_client)
+    assert_no_run_containers(docker_client, kernel.pid)
 
 
 def test_the_start_up_reaper_removes_what_a_dead_kernel_left(docker_client, tmp_path):
@@ -176,20 +160,20 @@ def test_the_start_up_reaper_removes_what_a_dead_kernel_left(docker_client, tmp_
     fresh = Kernel(tmp_path / "data", tmp_path)  # its manager reaps at start-up
     fresh_pid = fresh.pid
     try:
-        assert _containers(docker_client, owner_pid=str(dead.pid)) == []
-        assert _containers(docker_client, owner_pid=str(os.getpid())), "a live kernel's container was reaped"
+        assert containers(docker_client, owner_pid=str(dead.pid)) == []
+        assert containers(docker_client, owner_pid=str(os.getpid())), "a live kernel's container was reaped"
         fresh.run("%config DockerConfig.tmp_size = '64m'", check=True)
         cell = fresh.run(f"{DOCKER}\nimport os\ns = os.statvfs('/tmp')\ns.f_blocks * s.f_frsize // 2**20", check=True)
         assert cell.result_text == "64"  # %config reaches the backend's settings
         deadline = time.monotonic() + 10
-        while not _containers(docker_client, owner_pid=str(fresh_pid), run="pool") and time.monotonic() < deadline:
+        while not containers(docker_client, owner_pid=str(fresh_pid), run="pool") and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _containers(docker_client, owner_pid=str(fresh_pid), run="pool"), "the pool did not refill"
+        assert containers(docker_client, owner_pid=str(fresh_pid), run="pool"), "the pool did not refill"
     finally:
         fresh.shutdown()
         started[os.getpid()].remove(force=True)
-    assert _containers(docker_client, owner_pid=str(fresh_pid)) == []  # its pool went with it
+    assert containers(docker_client, owner_pid=str(fresh_pid)) == []  # its pool went with it
 
 
-def test_no_run_containers_remain(docker_client):
-    _assert_no_run_containers(docker_client)
+def test_no_run_containers_remain(kernel, docker_client):
+    assert_no_run_containers(docker_client, kernel.pid)

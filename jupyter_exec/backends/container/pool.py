@@ -188,6 +188,10 @@ def reap_containers(urls: Iterable[str]) -> int:
                 pass
         client.close()
     for folder in SLOT_ROOT.glob("slot-*") if SLOT_ROOT.exists() else ():
-        if time.time() - folder.stat().st_mtime > 3600:
+        try:
+            stale = time.time() - folder.stat().st_mtime > 3600
+        except OSError:
+            continue  # removed meanwhile by the kernel that made it
+        if stale:
             shutil.rmtree(folder, ignore_errors=True)
     return reaped
