@@ -145,6 +145,13 @@ def plan(
 def _check_runtime(engine: Engine, runtime: str, limits: Limits, user: str) -> None:
     """Refuse a runtime the engine lacks, or one registered without the arguments we rely on."""
     registered = engine.facts.runtimes
+    if runtime == GVISOR and engine.facts.kind != "docker":
+        raise BackendUnavailableError(
+            "container",
+            f"--runtime {GVISOR}: gVisor is set up here for Docker, whose registration carries the runtime "
+            f"arguments it needs; the engine at {engine.url} is {engine.facts.kind}",
+            "use Docker with runsc registered (jupyter-exec doctor --fix-runtime), or drop --runtime",
+        )
     if runtime not in registered:
         fix = "jupyter-exec doctor --fix-runtime shows how to register it" if runtime == GVISOR else "register it"
         raise BackendUnavailableError(

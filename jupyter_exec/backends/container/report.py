@@ -28,25 +28,27 @@ def engine_report() -> list[str]:
         mark = "*" if engine.url == chosen else " "
         lines.append(f"  {mark} {engine.label:18} {engine.url}")
         lines.append(f"      {engine.note}")
+        if engine.url == chosen and engine.answers:
+            lines.extend(_runtime_lines(Engine(chosen)))
     if not found and not configured:
         lines.append("    none found: install Podman (apt-get install podman uidmap) or Docker")
-    if chosen:
-        lines.extend(_runtime_lines(Engine(chosen)))
     return lines
 
 
 def _runtime_lines(engine: Engine) -> list[str]:
     try:
         registered = engine.facts.runtimes
-    except Exception:  # not running yet (a Podman started on first use): nothing to say of its runtimes
+    except Exception:  # the survey's note already says the facts could not be read
         return []
-    lines = []
+    lines: list[str] = []
+    if engine.facts.kind != "docker":
+        return [f"      --runtime {GVISOR} (gVisor): set up for Docker only (not on {engine.facts.kind})"]
     if GVISOR in registered:
         missing = missing_args(GVISOR, registered)
         state = "ready" if not missing else f"registered without {' '.join(missing)}: --runtime runsc is refused"
-        lines.append(f"    --runtime {GVISOR} (gVisor): {state}")
-    elif shutil.which(GVISOR) and engine.facts.kind == "docker":
-        lines.append(f"    --runtime {GVISOR} (gVisor): installed, not registered with this engine")
-    if (GVISOR in registered and missing_args(GVISOR, registered)) or (lines and "not registered" in lines[-1]):
-        lines.append("      fix: jupyter-exec doctor --fix-runtime (prints the daemon.json entry)")
+        lines.append(f"      --runtime {GVISOR} (gVisor): {state}")
+    elif shutil.which(GVISOR):
+        lines.append(f"      --runtime {GVISOR} (gVisor): installed, not registered with this engine")
+    if lines and not lines[-1].endswith("ready"):
+        lines.append("        fix: jupyter-exec doctor --fix-runtime (prints the daemon.json entry)")
     return lines
