@@ -183,11 +183,12 @@ def choose(url: str = "auto", docker_group: bool = False, retry_policy: RetryPol
     for candidate in found:
         if candidate.podman and candidate.usable and start_podman(Path(candidate.url.removeprefix("unix://"))):
             return Engine(candidate.url, policy)
+    fixes = [] if shutil.which("podman") else ["install Podman (apt-get install podman uidmap: no root needed)"]
+    if not DOCKER_SOCKET.exists():
+        fixes.append("start dockerd")
+    fixes += ["set DockerConfig.url to an engine you may use", "pass --backend seccomp"]
     raise BackendUnavailableError(
-        "container",
-        "no container engine answers (" + "; ".join(tried) + ")",
-        "install Podman (`apt-get install podman uidmap`: rootless, no daemon to run), start dockerd, "
-        "set DockerConfig.url, or pass --backend seccomp",
+        "container", "no container engine this user may use answers (" + "; ".join(tried) + ")", ", or ".join(fixes)
     )
 
 
