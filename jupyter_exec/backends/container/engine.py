@@ -118,7 +118,7 @@ def _facts(url: str) -> Facts:
     version = client.version()
     info = client.info()
     if any("podman" in str(part.get("Name", "")).lower() for part in version.get("Components") or ()):
-        libpod = client.api.get(f"{client.api.base_url}/v4.0.0/libpod/info")
+        libpod = client.api.get(f"{client.api.base_url}/v{version.get('Version', '4.0.0')}/libpod/info")
         libpod.raise_for_status()
         return _podman_facts(info, libpod.json())
     return _docker_facts(info)
