@@ -73,23 +73,28 @@ class Slot:
         SLOT_ROOT.mkdir(mode=0o711, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix="slot-", dir=SLOT_ROOT))
         try:
-            self._make_folder(user)
+            self._make_folder(user, engine.facts.rootless and plan.userns is None)
             self._create(image, plan, labels, user)
         except BaseException:
             self.discard()
             raise
 
-    def _make_folder(self, user: str) -> None:
-        self.folder.chmod(0o755)
+    def _make_folder(self, user: str, mapped_away: bool) -> None:
+        """``mapped_away``: the cell's uid is not ours on the host (a rootless engine without
+        Podman's keep-id, i.e. rootless Docker), so only modes can let it open the FIFOs: they
+        are then anyone's, in folders nobody else may list (their names are random)."""
+        self.folder.chmod(0o711 if mapped_away else 0o755)
         out = self.folder / "out"
-        out.mkdir(mode=0o755)
+        out.mkdir(mode=0o711 if mapped_away else 0o755)
         for shipped in (BOOTSTRAP_PATH, BOOTSTRAP_PATH.with_name("confine.py")):  # confine sets the rlimits
             shutil.copyfile(shipped, self.folder / shipped.name)
             (self.folder / shipped.name).chmod(0o644)
         uid, _, gid = user.partition(":")
         for path in (*(out / name for name in _WRITTEN), out / "request"):
             os.mkfifo(path, 0o600)
-            if os.geteuid() == 0:
+            if mapped_away:
+                path.chmod(0o666)
+            elif os.geteuid() == 0:
                 os.chown(path, int(uid), int(gid or uid))
         for name in _WRITTEN:
             self._fds.append(os.open(out / name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
