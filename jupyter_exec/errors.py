@@ -8,6 +8,7 @@
     ├── TransferError                   a value cannot cross the sandbox boundary safely
     ├── EnvBuildError                   a runtime env could not be built; carries its log
     ├── ApiError                        a side-panel REST request that cannot be answered; carries the HTTP status
+    ├── StoreError                      the run store cannot be used (locked, unreadable, disk full); carries its path
     └── TaskError                       the run did not succeed
         ├── RemoteError                 the cell raised; keeps type name, message, remote traceback
         ├── TaskCancelledError          cancelled (interrupt, %jx cancel)
@@ -39,6 +40,7 @@ __all__ = [
     "RemoteError",
     "ResourceLimitError",
     "SpecError",
+    "StoreError",
     "TaskCancelledError",
     "TaskError",
     "TaskTimeoutError",
@@ -87,6 +89,19 @@ class ApiError(JupyterExecError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class StoreError(JupyterExecError):
+    """The run store cannot be used as asked: locked by another process, unreadable, made by a
+    newer jupyter-exec, or no room left on its disk. ``path`` is the file or directory at fault;
+    the message ends with the fix. Shown as one line: our own frames are no help."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"StoreError: {self}"]
 
 
 class BackendUnavailableError(JupyterExecError):
