@@ -151,8 +151,7 @@ def _store_parser(commands: Any) -> None:
 
 def _store(args: argparse.Namespace) -> int:
     from .config import ExecConfig, application_config
-    from .storage.health import inspect, vacuum
-    from .storage.salvage import recover
+    from .storage.health import inspect, recover, vacuum
     from .units import format_bytes
 
     config = ExecConfig(config=application_config())

@@ -72,7 +72,7 @@ class Manager:
         self.logs_dir = self.config.logs_dir  # fixed with the store: both live in data_dir
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         # Runs are refused while the disks of their records are (nearly) full.
-        self.room = Room([self.logs_dir, self.store.path.parent], self.store.reserve)
+        self.room = Room([Path(self.config.data_dir), self.store.path.parent], self.store.reserve)
         self.store.reserve.ensure(self.config.min_free_bytes())
         self.scratch_root = Path(self.config.scratch_dir)
         self.scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)

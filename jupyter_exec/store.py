@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .status import FINAL, UNFINISHED, Status
-from .storage.opening import connect, disk_full, raise_for
+from .storage.opening import connect, may_be_full, raise_for
 from .storage.space import Reserve
 
 __all__ = ["FINAL_SQL", "UNFINISHED_SQL", "Database", "Store"]
@@ -54,9 +54,9 @@ class Database:
     failure of the file is a one-line ``StoreError``.
     """
 
-    def __init__(self, path: Path, *, journal: str | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._db = connect(self.path, journal)
+        self._db = connect(self.path)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
         self.reserve = Reserve(self.path)
@@ -66,7 +66,7 @@ class Database:
             try:
                 return self._run(sql, args)
             except sqlite3.Error as error:
-                if not (disk_full(error) and self.reserve.release()):
+                if not (may_be_full(error) and self.reserve.release()):
                     raise_for(self.path, error)
             try:
                 return self._run(sql, args)

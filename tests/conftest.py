@@ -65,7 +65,7 @@ class Kernel:
         self.client = self.km.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
-        self.run("%load_ext jupyter_exec", check=True)
+        self.loaded = self.run("%load_ext jupyter_exec", check=True)  # what loading the extension showed
 
     @property
     def pid(self) -> int:

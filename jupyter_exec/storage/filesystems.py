@@ -143,13 +143,12 @@ def filesystem_of(path: Path, mountinfo: str | None = None) -> Filesystem | None
     where = Path(path).absolute()
     while not where.exists() and where != where.parent:
         where = where.parent
-    where = where.resolve()
+    inside = str(where.resolve()).rstrip("/") + "/"
     best: Filesystem | None = None
-    depth = -1
     for mount in parse_mountinfo(mountinfo):  # later mounts hide earlier ones on the same point
-        point = Path(mount.mountpoint)
-        if (where == point or point in where.parents) and len(point.parts) >= depth:
-            best, depth = mount, len(point.parts)
+        point = mount.mountpoint.rstrip("/") + "/"
+        if inside.startswith(point) and (best is None or len(point) >= len(best.mountpoint.rstrip("/")) + 1):
+            best = mount
     return best
 
 

@@ -1,9 +1,10 @@
-"""``jupyter-exec store check`` / ``store vacuum`` and the store's lines in ``doctor``.
+"""``jupyter-exec store check | vacuum | recover``, and the store's lines in ``doctor``.
 
 A check never changes the file: it opens it read-only (no migration, no moving aside), runs
 SQLite's integrity check, and reports sizes, row counts, the oldest and newest run, the
 journal mode against what its filesystem calls for, free space, and damaged stores kept
-beside it for recovery.
+beside it for recovery. ``recover`` copies what ``salvage`` reads from a damaged file into a
+store with the rows' own ids, skipping ids the store has: running it twice adds nothing twice.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from jupyter_exec.errors import StoreError
 from jupyter_exec.units import format_bytes
 
 from .filesystems import Filesystem, filesystem_of, journal_mode
-from .opening import JOURNAL_SUFFIXES, connect, damaged, describe
+from .opening import connect, damaged, describe
+from .pages import JOURNAL_SUFFIXES
+from .salvage import TABLES, salvage
 from .space import free_bytes, no_room
 
-__all__ = ["Health", "damaged_copies", "inspect", "vacuum"]
-
-_TABLES = ("runs", "trace_meta", "trace_nodes", "envs")
+__all__ = ["Health", "Recovered", "damaged_copies", "inspect", "recover", "vacuum"]
 
 
 @dataclass
@@ -131,7 +132,7 @@ def _read(db: sqlite3.Connection, health: Health, thorough: bool) -> None:
         )
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     try:
-        for table in _TABLES:
+        for table in TABLES:
             if table in tables:
                 health.counts[table] = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         if "runs" in tables:
@@ -175,6 +176,47 @@ def vacuum(path: Path) -> tuple[int, int]:
     finally:
         db.close()
     return before, path.stat().st_size
+
+
+@dataclass
+class Recovered:
+    """What ``recover`` copied: rows found and rows added, per table."""
+
+    source: Path
+    into: Path
+    found: dict[str, int]
+    added: dict[str, int]
+    methods: list[str]
+
+    def report(self) -> str:
+        lines = [f"salvaged from {self.source} into {self.into} ({', '.join(self.methods)}):"]
+        for table in TABLES:
+            found, added = self.found.get(table, 0), self.added.get(table, 0)
+            lines.append(f"  {table:12} {found:6} found, {added:6} added, {found - added:6} already there")
+        return "\n".join(lines)
+
+
+def recover(source: Path, into: Path, *, use_sqlite3: bool = True) -> Recovered:
+    """Copy what ``salvage`` finds in ``source`` into the store at ``into`` (made if missing), ids kept."""
+    found = salvage(source, use_sqlite3=use_sqlite3)
+    db = connect(Path(into))
+    added: dict[str, int] = {}
+    try:
+        columns = {table: {row[1] for row in db.execute(f"PRAGMA table_info({table})")} for table in TABLES}
+        db.execute("BEGIN IMMEDIATE")
+        for table in TABLES:
+            added[table] = 0
+            for row in found.rows[table].values():
+                names = [name for name in row if name in columns[table]]
+                cursor = db.execute(
+                    f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                    [row[name] for name in names],
+                )
+                added[table] += cursor.rowcount
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    return Recovered(Path(source), Path(into), {t: len(r) for t, r in found.rows.items()}, added, found.methods)
 
 
 def _when(epoch: float) -> str:

@@ -26,25 +26,23 @@ from jupyter_exec.errors import StoreError
 from jupyter_exec.status import UNFINISHED
 
 from .filesystems import journal_mode
+from .pages import JOURNAL_SUFFIXES
+from .salvage import highest_ids
 from .schema import migrate
-from .space import DISK_FULL, free_bytes, no_room
+from .space import free_bytes, no_room
 
 __all__ = [
     "BUSY_TIMEOUT",
-    "JOURNAL_SUFFIXES",
     "connect",
     "damaged",
     "describe",
-    "disk_full",
+    "may_be_full",
     "raise_for",
     "sqlite_code",
 ]
 
 #: Seconds a statement waits for another process's lock before "locked" is the answer.
 BUSY_TIMEOUT = 30.0
-
-#: The files SQLite keeps beside a database, which belong with it wherever it goes.
-JOURNAL_SUFFIXES = ("-wal", "-journal")
 
 Warn = Callable[[str], None]
 
@@ -149,8 +147,6 @@ def _move_aside(path: Path) -> Path:
 def _continue_ids(db: sqlite3.Connection, damaged_file: Path, logs: Path) -> None:
     """Start the new store's ids above the damaged one's (and above every run log), so that
     salvaged rows keep their ids and no new run overwrites an old run's log."""
-    from .salvage import highest_ids  # reading the damaged file is only needed here
-
     highest = highest_ids(damaged_file)
     if logs.is_dir():
         numbers = [int(log.stem) for log in logs.glob("*.log") if log.stem.isdigit()]
@@ -176,10 +172,10 @@ def damaged(error: sqlite3.Error) -> bool:
     return sqlite_code(error) in (_CORRUPT, _NOTADB)
 
 
-def disk_full(error: BaseException) -> bool:
-    if isinstance(error, sqlite3.Error):
-        return sqlite_code(error) == _FULL
-    return isinstance(error, OSError) and error.errno in DISK_FULL
+def may_be_full(error: sqlite3.Error) -> bool:
+    """Whether ``error`` may mean no room: SQLite says "full" for ENOSPC, but a write over the
+    user's quota (EDQUOT) reaches it only as a disk I/O error."""
+    return sqlite_code(error) in (_FULL, _IOERR)
 
 
 def raise_for(path: Path, error: sqlite3.Error) -> NoReturn:
@@ -207,8 +203,8 @@ def describe(path: Path, error: sqlite3.Error) -> StoreError | None:
         return no_room(path.parent, free_bytes(path.parent))
     if code == _IOERR:
         return StoreError(
-            f"the run store {path} cannot be read or written ({error}); check the disk or network mount "
-            "holding it, then `jupyter-exec store check`",
+            f"the run store {path} cannot be read or written ({error}: a failing disk, a lost network mount "
+            "or a spent quota); check the disk holding it (`quota -s` shows a quota), then `jupyter-exec store check`",
             path,
         )
     if code in (_CORRUPT, _NOTADB):

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Cell", "PageFile"]
+__all__ = ["JOURNAL_SUFFIXES", "Cell", "PageFile"]
+
+#: The files SQLite keeps beside a database, which belong with it wherever it goes.
+JOURNAL_SUFFIXES = ("-wal", "-journal")
 
 MAGIC = b"SQLite format 3\x00"
 _WAL_MAGICS = (0x377F0682, 0x377F0683)
@@ -222,8 +225,12 @@ def _record(payload: bytes) -> tuple[Any, ...] | None:
         return None
     types = []
     while offset < header_size:
-        kind, offset = _varint(payload, offset)
-        types.append(kind)
+        if payload[offset] < 0x80:  # nearly every serial type fits one byte
+            types.append(payload[offset])
+            offset += 1
+        else:
+            kind, offset = _varint(payload, offset)
+            types.append(kind)
     values: list[Any] = []
     body = header_size
     for kind in types:

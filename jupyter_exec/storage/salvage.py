@@ -1,4 +1,4 @@
-"""``jupyter-exec store recover``: the rows that can still be read from a damaged store file.
+"""The rows that can still be read from a damaged store file (``jupyter-exec store recover``).
 
 Two readers, merged: SQLite's own ``.recover`` (through the ``sqlite3`` command, when it is
 installed and manages the file) and ``pages.PageFile``, which reads the file page by page in
@@ -8,8 +8,7 @@ page 1 beyond the header); leaves no walk reaches (under a torn interior page) a
 and each of their rows goes to the table whose columns it fits. A row must fit its table
 (column count, NOT NULL, types) to be kept: bytes of a torn page do not become runs.
 
-Rows are copied with their ids into a store (``recover``), skipping ids it already has, so
-running it twice adds nothing twice.
+``health.recover`` copies the rows into a store with their ids.
 """
 
 from __future__ import annotations
@@ -23,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .opening import JOURNAL_SUFFIXES, connect
-from .pages import PageFile
+from .pages import JOURNAL_SUFFIXES, PageFile
 from .schema import MIGRATIONS
 
-__all__ = ["TABLES", "Recovered", "Salvaged", "highest_ids", "recover", "salvage"]
+__all__ = ["TABLES", "Salvaged", "highest_ids", "salvage"]
 
 #: The tables worth salvaging, in the order rows are copied (a trace before its nodes).
 TABLES = ("runs", "trace_meta", "trace_nodes", "envs")
@@ -58,24 +56,6 @@ class Salvaged:
     unplaced: int = 0  # decoded rows that fit no table
 
 
-@dataclass
-class Recovered:
-    """What ``recover`` copied: rows found and rows added, per table."""
-
-    source: Path
-    into: Path
-    found: dict[str, int]
-    added: dict[str, int]
-    methods: list[str]
-
-    def report(self) -> str:
-        lines = [f"salvaged from {self.source} into {self.into} ({', '.join(self.methods)}):"]
-        for table in TABLES:
-            found, added = self.found.get(table, 0), self.added.get(table, 0)
-            lines.append(f"  {table:12} {found:6} found, {added:6} added, {found - added:6} already there")
-        return "\n".join(lines)
-
-
 def salvage(path: Path, *, use_sqlite3: bool = True) -> Salvaged:
     """Every row of ``TABLES`` that can be read from the file at ``path``."""
     result = Salvaged()
@@ -92,29 +72,6 @@ def salvage(path: Path, *, use_sqlite3: bool = True) -> Salvaged:
     result.unplaced += found.unplaced
     result.methods.append(f"page scan: {sum(len(r) for r in found.rows.values())} rows ({added} more)")
     return result
-
-
-def recover(source: Path, into: Path, *, use_sqlite3: bool = True) -> Recovered:
-    """Copy what ``salvage`` finds in ``source`` into the store at ``into`` (made if missing), ids kept."""
-    found = salvage(source, use_sqlite3=use_sqlite3)
-    db = connect(Path(into))
-    added: dict[str, int] = {}
-    try:
-        columns = {table: {c.name for c in _columns_of(db, table)} for table in TABLES}
-        db.execute("BEGIN IMMEDIATE")
-        for table in TABLES:
-            added[table] = 0
-            for row in found.rows[table].values():
-                names = [name for name in row if name in columns[table]]
-                cursor = db.execute(
-                    f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                    [row[name] for name in names],
-                )
-                added[table] += cursor.rowcount
-        db.execute("COMMIT")
-    finally:
-        db.close()
-    return Recovered(Path(source), Path(into), {t: len(r) for t, r in found.rows.items()}, added, found.methods)
 
 
 def highest_ids(path: Path) -> dict[str, int]:
