@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import KernelManager
 
+from jupyter_exec.status import Status
 from jupyter_exec.store import Store
 
 REQUIRE_ALL = os.environ.get("JX_REQUIRE_ALL") == "1"
@@ -177,6 +178,26 @@ def kernel(data_dir, notebook_dir):
     while owned_processes(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not owned_processes(pid), f"processes of the session's runs remain: {owned_processes(pid)}"
+
+
+def add_run(store: Store, name: str, status: Status | None = Status.SUCCEEDED, **fields) -> int:
+    """Record a run in ``store`` as a kernel would, finished as ``status`` (None: left queued); its id."""
+    run = store.create_run(
+        **{
+            "kernel": "k",
+            "owner_pid": 1,
+            "name": name,
+            "backend": "local",
+            "isolation": "none",
+            "spec": {},
+            "code": "pass",
+            "code_hash": "0",
+            **fields,
+        }
+    )
+    if status is not None:
+        store.finish_run(run, status)
+    return run
 
 
 def owned_processes(owner_pid: int) -> list[int]:

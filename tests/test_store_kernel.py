@@ -1,5 +1,5 @@
 """The run store under faults, through real kernels: a damaged file, a full disk, two kernels
-writing at once with one killed."""
+writing at once with one killed; and the ballast that keeps a full disk from costing a record."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Kernel, owned_processes, require
+from conftest import Kernel, add_run, owned_processes, require
 
 from jupyter_exec._proc import pid_alive
+from jupyter_exec.errors import StoreError
 from jupyter_exec.status import Status
 from jupyter_exec.store import Store
 
@@ -27,17 +28,7 @@ def test_a_store_with_a_garbage_header_is_moved_aside_and_the_next_cell_recorded
     data = tmp_path / "data"
     store = Store(data / "runs.sqlite3")
     for i in range(5):
-        run = store.create_run(
-            kernel="old",
-            owner_pid=1,
-            name=f"old-{i}",
-            backend="local",
-            isolation="none",
-            spec={},
-            code="pass",
-            code_hash="0",
-        )
-        store.finish_run(run, Status.SUCCEEDED)
+        add_run(store, f"old-{i}")
     store.close()
     with open(data / "runs.sqlite3", "r+b") as file:
         file.write(os.urandom(100))  # the header, as a crash on a bad disk leaves it
@@ -124,6 +115,20 @@ def test_a_full_data_directory_refuses_a_cell_and_a_filling_one_keeps_its_record
         assert again.error is not None and again.error["ename"] == "StoreError"
     finally:
         kernel.shutdown()
+
+
+def test_the_ballast_lets_a_run_be_finished_on_a_disk_filled_under_it(small_disk):
+    store = Store(small_disk / "runs.sqlite3")
+    store.reserve.ensure(0)
+    assert store.reserve.path.stat().st_size == 1 << 20
+    run = add_run(store, "under way", status=None)
+    _fill(small_disk)
+    store.finish_run(run, Status.SUCCEEDED, details={"out": "x" * 3000})  # needs pages the disk no longer has
+    assert store.get(run)["status"] == Status.SUCCEEDED and not store.reserve.path.exists()
+    with pytest.raises(StoreError) as full:  # the ballast is spent: the next write says why, in one line
+        for i in range(50):
+            add_run(store, f"more-{i}", code="x" * 3000)
+    assert str(full.value).startswith(f"no room to record a run: {small_disk} has")
 
 
 LOOP = """

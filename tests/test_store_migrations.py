@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import add_run
 
 from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
@@ -133,9 +134,7 @@ def test_a_file_of_each_shipped_schema_opens_and_works(tmp_path, schema):
 
     old = store.get(1)
     assert (old["name"], old["status"], old["spec"], old["cancel_requested"]) == ("old", "succeeded", '{"a": 1}', None)
-    run = store.create_run(
-        kernel="k2", owner_pid=2, name="new", backend="local", isolation="none", spec={}, code="pass", code_hash="h"
-    )
+    run = add_run(store, "new", status=None)
     assert run == 2 and store.request_cancel(run)["cancel_requested"] > 0
     assert store.cancel_requests([1, run]) == [run]
     store.finish_run(run, Status.CANCELLED)
@@ -148,9 +147,7 @@ def test_a_file_of_each_shipped_schema_opens_and_works(tmp_path, schema):
 
 def test_a_file_made_today_opens_without_migrating(tmp_path):
     path = tmp_path / "runs.sqlite3"
-    Store(path).create_run(
-        kernel="k", owner_pid=1, name="today", backend="local", isolation="none", spec={}, code="1", code_hash="h"
-    )
+    add_run(Store(path), "today")
     before = path.read_bytes()[:100]
     assert Store(path).get(1)["name"] == "today"
     assert path.read_bytes()[:100] == before  # not even the header's change counter moved

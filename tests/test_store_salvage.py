@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import require
+from conftest import add_run, require
 
 from jupyter_exec.errors import StoreError
 from jupyter_exec.status import Status
@@ -80,17 +80,7 @@ def _last_page_of_runs(path: Path) -> None:
         if last == ("runs", "leaf"):
             return
         store = Store(path)
-        run = store.create_run(
-            kernel="k",
-            owner_pid=1,
-            name=f"extra-{extra}",
-            backend="local",
-            isolation="none",
-            spec={},
-            code="pass",
-            code_hash="0",
-        )
-        store.finish_run(run, Status.SUCCEEDED)
+        add_run(store, f"extra-{extra}")
         store.close()
     raise AssertionError("the runs table never ended the file")
 
@@ -146,17 +136,7 @@ def test_salvage_reads_a_file_whose_header_is_garbage_and_its_wal(tmp_path):
     _store(path, 120)
     writer = Store(path)  # rows written after a checkpoint live only in the WAL until the next one
     for i in range(30):
-        run = writer.create_run(
-            kernel="k",
-            owner_pid=1,
-            name=f"late-{i}",
-            backend="local",
-            isolation="none",
-            spec={},
-            code="pass",
-            code_hash="0",
-        )
-        writer.finish_run(run, Status.FAILED, error="boom")
+        add_run(writer, f"late-{i}", Status.FAILED)
     crashed = tmp_path / "crashed.sqlite3"  # the files as a crash leaves them
     shutil.copyfile(path, crashed)
     shutil.copyfile(f"{path}-wal", f"{crashed}-wal")
@@ -185,10 +165,7 @@ def test_a_damaged_store_is_moved_aside_and_ids_go_on_above_its_own(tmp_path, ca
     moved = sorted(tmp_path.glob("runs.sqlite3.corrupt-*"))
     assert len(moved) == 1 and warning.count("\n") == 1
     assert str(path) in warning and str(moved[0]) in warning and "jupyter-exec store recover" in warning
-    run = store.create_run(
-        kernel="k", owner_pid=1, name="new", backend="local", isolation="none", spec={}, code="1", code_hash="0"
-    )
-    assert run == 58  # above both the damaged file's runs (40) and the last log (57)
+    assert add_run(store, "new") == 58  # above both the damaged file's runs (40) and the last log (57)
     assert TraceStore(path).open("t2") is not None and capsys.readouterr().err == ""  # warned once
 
 
@@ -211,9 +188,7 @@ def test_a_store_locked_too_long_is_one_line_naming_it(tmp_path, monkeypatch):
         monkeypatch.setattr(opening, "BUSY_TIMEOUT", 0.5)
         store = Store(path)  # reading goes on beside a writer (WAL); writing waits, then says why
         with pytest.raises(StoreError) as refused:
-            store.create_run(
-                kernel="k", owner_pid=1, name=None, backend="local", isolation="none", spec={}, code="1", code_hash="0"
-            )
+            add_run(store, "waits")
     finally:
         holder.kill()
         holder.wait()

@@ -26,42 +26,7 @@ __all__ = ["Filesystem", "filesystem_of", "journal_mode", "local_store_root", "p
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 
-#: Filesystems whose files live on another machine (types as the kernel names them).
-NETWORK_TYPES = frozenset(
-    {
-        "nfs",
-        "nfs4",
-        "cifs",
-        "smb3",
-        "smbfs",
-        "ncpfs",
-        "9p",
-        "afs",
-        "coda",
-        "davfs",
-        "lustre",
-        "gpfs",
-        "ceph",
-        "glusterfs",
-        "beegfs",
-        "orangefs",
-        "pvfs2",
-        "gfs2",
-        "ocfs2",
-        "fuse.sshfs",
-        "fuse.rclone",
-        "fuse.s3fs",
-        "fuse.gcsfuse",
-        "fuse.goofys",
-        "fuse.davfs2",
-        "fuse.glusterfs",
-        "fuse.ceph",
-        "fuse.ceph-fuse",
-        "fuse.juicefs",
-    }
-)
-
-#: Network filesystems that never pass a POSIX lock to the other hosts.
+#: Network filesystems that never pass a POSIX lock to the other hosts (types as the kernel names them).
 _LOCAL_LOCKS_ONLY = frozenset(
     {
         "ncpfs",
@@ -77,6 +42,29 @@ _LOCAL_LOCKS_ONLY = frozenset(
         "fuse.davfs2",
     }
 )
+
+#: Filesystems whose files live on another machine: those above, and those whose locks reach
+#: every host (NFS, SMB and Lustre unless their mount options say otherwise: ``shares_locks``).
+NETWORK_TYPES = _LOCAL_LOCKS_ONLY | {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "lustre",
+    "gpfs",
+    "ceph",
+    "glusterfs",
+    "beegfs",
+    "orangefs",
+    "pvfs2",
+    "gfs2",
+    "ocfs2",
+    "fuse.glusterfs",
+    "fuse.ceph",
+    "fuse.ceph-fuse",
+    "fuse.juicefs",
+}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
@@ -44,8 +44,6 @@ __all__ = [
 #: Seconds a statement waits for another process's lock before "locked" is the answer.
 BUSY_TIMEOUT = 30.0
 
-Warn = Callable[[str], None]
-
 # Primary result codes (https://sqlite.org/rescode.html); sqlite3 exposes them from Python 3.11 only.
 _PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT = 3, 5, 6, 8, 10, 11
 _FULL, _CANTOPEN, _AUTH, _NOTADB = 13, 14, 23, 26
@@ -60,43 +58,54 @@ _BY_MESSAGE = {
 }
 
 
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def connect(path: Path, journal: str | None = None, warn: Warn = _to_stderr) -> sqlite3.Connection:
-    """A connection to the store at ``path`` (autocommit, usable from any thread), its schema up
-    to date; ``journal`` (``wal`` or ``delete``) defaults to what the filesystem allows."""
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the store at ``path`` (autocommit, usable from any thread) in the journal
+    mode its filesystem allows, its schema up to date."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise _unusable(path.parent, error) from error
-    journal = journal or journal_mode(path)
+    journal = journal_mode(path)
+    opened = _open_unless_damaged(path, journal)
+    if isinstance(opened, sqlite3.Connection):
+        return opened
+    try:
+        with _exclusive(path):  # one process moves it aside; the others find the new store
+            again = _open_unless_damaged(path, journal)
+            if isinstance(again, sqlite3.Connection):
+                return again
+            moved = _move_aside(path)
+            try:
+                db = _open(path, journal)
+                _continue_ids(db, moved, path.parent / "logs")
+            except sqlite3.Error as error:
+                raise_for(path, error)
+    except OSError as error:  # a read-only directory or filesystem: it cannot be moved aside
+        raise StoreError(
+            f"the run store {path} is damaged ({opened}) and cannot be moved aside ({error}); move it "
+            "away by hand (`jupyter-exec store recover FILE` salvages it later), or set JX_DATA_DIR to "
+            "another directory",
+            path,
+        ) from error
+    print(
+        f"jupyter-exec: the run store {path} was damaged ({opened}); it was moved to {moved} and a new "
+        f"store started. `jupyter-exec store check {moved}` shows what is left in it, "
+        f"`jupyter-exec store recover {moved}` copies its runs into the new store.",
+        file=sys.stderr,
+        flush=True,
+    )
+    return db
+
+
+def _open_unless_damaged(path: Path, journal: str) -> sqlite3.Connection | str:
+    """The opened store, or what SQLite said when it found the file damaged; other failures raise."""
     try:
         return _open(path, journal)
     except sqlite3.Error as error:
         if not damaged(error):
             raise_for(path, error)
-        reason = str(error)
-    with _exclusive(path):  # one process moves it aside; the others find the new store
-        try:
-            return _open(path, journal)
-        except sqlite3.Error as error:
-            if not damaged(error):
-                raise_for(path, error)
-        moved = _move_aside(path)
-        try:
-            db = _open(path, journal)
-            _continue_ids(db, moved, path.parent / "logs")
-        except sqlite3.Error as error:
-            raise_for(path, error)
-    warn(
-        f"jupyter-exec: the run store {path} was damaged ({reason}); it was moved to {moved} and a new "
-        f"store started. `jupyter-exec store check {moved}` shows what is left in it, "
-        f"`jupyter-exec store recover {moved}` copies its runs into the new store."
-    )
-    return db
+        return str(error)
 
 
 def _open(path: Path, journal: str) -> sqlite3.Connection:
