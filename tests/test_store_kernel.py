@@ -42,6 +42,9 @@ def test_a_store_with_a_garbage_header_is_moved_aside_and_the_next_cell_recorded
         assert kernel.run(f"{LOCAL}\nprint('after')", check=True).stdout == "after\n"
         run = kernel.last_run()
         assert run["status"] == "succeeded" and run["id"] > 5  # no old run's id (or log) is taken
+        doctor = kernel.run("%jx doctor", check=True).stdout
+        assert f"ok   store    {data / 'runs.sqlite3'}: 1 run, " in doctor and " free" in doctor, doctor
+        assert f"damaged store kept for recovery: {moved[0]}" in doctor
 
         recovered = subprocess.run(
             [sys.executable, "-m", "jupyter_exec.cli", "store", "recover", str(moved[0])],

@@ -1,4 +1,4 @@
-"""A damaged store: moved aside on opening, salvaged by ``jupyter-exec store recover``, and the
+"""``jupyter-exec store check | vacuum | recover``; a damaged store moved aside on opening; the
 one-line errors of a locked or unreadable one."""
 
 from __future__ import annotations
@@ -92,6 +92,35 @@ def _tear_last_page(path: Path) -> None:
     with open(path, "r+b") as file:
         file.seek(size - page // 2)
         file.write(os.urandom(page // 2))
+
+
+def test_store_check_reports_the_store_and_vacuum_gives_free_pages_back(tmp_path):
+    path = tmp_path / "runs.sqlite3"
+    _store(path, 200)
+    env = {**os.environ, "JX_DATA_DIR": str(tmp_path)}
+    check = subprocess.run([*CLI, "store", "check"], env=env, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    lines = check.stdout.splitlines()
+    assert lines[0].startswith(f"{path}: 200 runs, ") and "wal journal on " in lines[0] and " free" in lines[0]
+    assert "schema version 4, integrity: ok" in lines[1]
+    assert [line.split() for line in lines if line.strip().startswith(("runs ", "trace_nodes "))] == [
+        ["runs", "200", "rows"],
+        ["trace_nodes", "1", "rows"],
+    ]
+    assert any(line.strip().startswith("oldest run ") and ", newest " in line for line in lines)
+
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM runs WHERE id > 20")  # free pages stay in the file until a vacuum
+    before = path.stat().st_size
+    vacuum = subprocess.run([*CLI, "store", "vacuum"], env=env, capture_output=True, text=True, timeout=60)
+    assert vacuum.returncode == 0, vacuum.stderr
+    assert path.stat().st_size < before / 2 and len(_rows(path)) == 20
+
+    with open(path, "r+b") as file:
+        file.write(b"\0" * 100)
+    damaged = subprocess.run([*CLI, "store", "check"], env=env, capture_output=True, text=True, timeout=60)
+    assert damaged.returncode == 1 and f"PROBLEM: {path} is damaged" in damaged.stdout
+    assert path.read_bytes()[:100] == b"\0" * 100  # a check changes nothing, not even a damaged file
 
 
 @pytest.mark.parametrize("with_sqlite3", [False, True], ids=["python pages", "sqlite3 .recover too"])

@@ -162,6 +162,8 @@ def damaged_copies(path: Path) -> list[Path]:
 def vacuum(path: Path) -> tuple[int, int]:
     """Fold the journal into the file and rebuild it without free pages; its size before and after."""
     path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"no store at {path}: nothing to vacuum (the first run makes it)", path)
     before = sum(Path(f"{path}{s}").stat().st_size for s in ("", *JOURNAL_SUFFIXES) if Path(f"{path}{s}").exists())
     free = free_bytes(path.parent)
     if free < before:  # VACUUM writes a new copy of the whole file first
