@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -99,12 +100,21 @@ def sshfs():
         except OSError:
             assert time.monotonic() < deadline, "socat did not listen"
             time.sleep(0.1)
-    subprocess.run(["sshfs", "-o", f"directport={port}", f"127.0.0.1:{export}", str(mount)], check=True, timeout=30)
-    yield mount
-    subprocess.run(["fusermount3", "-u", str(mount)], check=False, timeout=30)
-    server.terminate()
-    server.wait(10)
-    shutil.rmtree(base, ignore_errors=True)
+    # In the foreground, so that this fixture owns the process and nothing outlives the module.
+    client = subprocess.Popen(["sshfs", "-f", "-o", f"directport={port}", f"127.0.0.1:{export}", str(mount)])
+    try:
+        while not os.path.ismount(mount):
+            assert client.poll() is None and time.monotonic() < deadline + 20, "sshfs did not mount"
+            time.sleep(0.1)
+        yield mount
+    finally:
+        if subprocess.run(["fusermount3", "-u", str(mount)], timeout=30).returncode != 0:
+            subprocess.run(["fusermount3", "-u", "-z", str(mount)], timeout=30)  # a file left open: detach
+        client.terminate()
+        client.wait(10)
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_on_sshfs_the_store_is_kept_on_this_machine_and_doctor_says_so(sshfs):
@@ -138,7 +148,8 @@ for i in range(int(sys.argv[3])):
 def test_writers_sharing_a_store_on_sshfs_lose_nothing_when_one_is_killed(sshfs):
     path = sshfs / "shared" / "runs.sqlite3"  # opened directly: a rollback journal on a network filesystem
     Store(path).close()
-    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     runs = 120
     writers = {
         name: subprocess.Popen(
@@ -161,9 +172,9 @@ def test_writers_sharing_a_store_on_sshfs_lose_nothing_when_one_is_killed(sshfs)
     assert writers["a"].returncode == 0 and len(out_a.splitlines()) == runs, err_a
     assert "locked" not in err_a + err_b and "Error" not in err_a
 
-    db = sqlite3.connect(path)
-    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    names = [row[0] for row in db.execute("SELECT name FROM runs")]
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        names = [row[0] for row in db.execute("SELECT name FROM runs")]
     assert len(names) == len(set(names)), "a run was recorded twice"
     assert {f"a-{i}" for i in range(runs)} <= set(names)
     assert {f"b-{i}" for i in done_b} <= set(names), "a run the killed writer finished is missing"
