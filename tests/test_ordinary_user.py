@@ -18,6 +18,9 @@ import time
 import uuid
 
 import pytest
+from conftest import require
+
+from jupyter_exec.backends.container.engine import daemon_address
 
 pytestmark = [pytest.mark.kernel, pytest.mark.ordinary_user]
 SECCOMP = "%%sandbox --backend seccomp"
@@ -175,3 +178,16 @@ def test_the_cell_runs_as_the_user_and_writes_files_the_user_owns(kernel, tmp_pa
     )
     assert cell.result_text == str(os.getuid())
     assert (folder / "made").stat().st_uid == os.getuid()
+
+
+def test_doctor_says_when_dockers_socket_refuses_this_user(kernel):
+    """Not "start the daemon" when it runs: the group is the problem, and it is root-equivalent."""
+    path = daemon_address().removeprefix("unix://")
+    require(os.path.exists(path), f"no Docker socket at {path}")
+    doctor = kernel.doctor()
+    line = next(line for line in doctor.splitlines() if line.split()[1:2] == ["docker"])
+    if os.access(path, os.R_OK | os.W_OK):
+        assert "is not in it" not in doctor, line
+    else:
+        assert line.startswith("FAIL docker") and "is there, but only the" in line and "is not in it" in line
+        assert "root-equivalent" in doctor and "start it" not in doctor
