@@ -86,32 +86,33 @@ def delegated_parent(root: Path, path: str, uid: int) -> Path | str:
     """Where an ordinary user's runs get groups on the v2 hierarchy mounted at ``root``, for a
     kernel in group ``path``: the lowest proper ancestor that ``uid`` owns, holding no
     processes (the kernel's own group does, and v2 lets only empty groups hand controllers
-    down) and offering the three controllers. Else a string saying why there is none."""
+    down) and offering the three controllers. Else why there is none (the lowest group's
+    reason: the one nearest the kernel)."""
     if not path.startswith("/"):
         return f"cannot read the kernel's cgroup path {path!r}"
     parts = [p for p in path.split("/") if p]
-    why = f"the kernel's cgroup {path} has no ancestor of this user's own"
+    reasons = []
     for depth in range(len(parts) - 1, -1, -1):
         candidate = root.joinpath(*parts[:depth])
         try:
             if candidate.stat().st_uid != uid:
-                return why  # the top of what was delegated is passed
+                break  # the top of what was delegated is passed
             if (candidate / "cgroup.procs").read_text().split():
-                why = f"{candidate} holds processes, so it cannot hand controllers down"
+                reasons.append(f"{candidate} holds processes, so it cannot hand controllers down")
                 continue
             offered = (candidate / "cgroup.controllers").read_text().split()
-            control = candidate / "cgroup.subtree_control"
         except OSError as error:
-            return f"cannot read {candidate}: {error}"
+            reasons.append(f"cannot read {candidate}: {error}")
+            break
         missing = [c for c in CONTROLLERS if c not in offered]
+        control = candidate / "cgroup.subtree_control"
         if missing:
-            why = f"{candidate} is not given the {', '.join(missing)} controller(s)"
-            continue
-        if not os.access(control, os.W_OK) or not os.access(candidate / "cgroup.procs", os.W_OK):
-            why = f"{control} is not writable"
-            continue
-        return candidate / PARENT
-    return why
+            reasons.append(f"{candidate} is not given the {', '.join(missing)} controller(s)")
+        elif not os.access(control, os.W_OK) or not os.access(candidate / "cgroup.procs", os.W_OK):
+            reasons.append(f"{control} is not writable")
+        else:
+            return candidate / PARENT
+    return reasons[0] if reasons else f"the kernel's cgroup {path} has no ancestor of this user's own"
 
 
 def _enable(levels: list[Path]) -> None:
