@@ -11,7 +11,9 @@ from pathlib import Path
 from conftest import require
 
 from jupyter_exec.backends.process.cgroups import (
+    CONTROLLERS,
     PARENT,
+    RunCgroup,
     cgroup_mode,
     delegated_parent,
     own_cgroup,
@@ -90,3 +92,18 @@ def test_this_host_has_groups_for_root_only():
         assert mode.kind == "root" and mode.parents, mode
     else:
         assert not mode.kind and "v1" in mode.detail, mode
+
+
+def test_a_v2_group_gets_the_limits_in_cgroup_v2s_own_words(tmp_path):
+    """What a run's v2 group is written and read (a directory of plain files standing in)."""
+    group = RunCgroup(dict.fromkeys(CONTROLLERS, tmp_path), v2=True, made=False)
+    group.set_limits(memory=256 * 2**20, pids=32, cpus=0.5)
+    assert (tmp_path / "memory.max").read_text() == str(256 * 2**20)
+    assert not (tmp_path / "memory.swap.max").exists()  # no swap accounting: nothing to turn off
+    assert (tmp_path / "pids.max").read_text() == "32" and (tmp_path / "cpu.max").read_text() == "50000 100000"
+    (tmp_path / "memory.swap.max").write_text("max")
+    group.set_limits(memory=2**20, pids=None, cpus=None)
+    assert (tmp_path / "memory.swap.max").read_text() == "0"  # memory without swap on top
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    (tmp_path / "memory.peak").write_text("1048576\n")
+    assert group.oom_killed() and group.peak_memory() == 2**20

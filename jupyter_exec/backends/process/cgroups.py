@@ -232,7 +232,8 @@ class RunCgroup:
         if memory is not None:
             if self.v2:
                 self._write("memory", "memory.max", str(memory))
-                self._write("memory", "memory.swap.max", "0")
+                if (self.dirs["memory"] / "memory.swap.max").exists():  # absent without swap accounting
+                    self._write("memory", "memory.swap.max", "0")
             else:
                 self._write("memory", "memory.limit_in_bytes", str(memory))
                 if (self.dirs["memory"] / "memory.memsw.limit_in_bytes").exists():
