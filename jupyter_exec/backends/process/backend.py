@@ -2,11 +2,15 @@
 
 Both use the same pre-started workers, the same limits and the same clean-up; ``seccomp``
 adds the confinement the bootstrap applies to itself (Landlock, dropped capabilities,
-a seccomp denylist) and new pid/mount/net namespaces where the host allows them.
-Limits that rlimits cannot express (pids as root, exact memory, CPU share) use a cgroup
-per run; a limit that cannot be enforced here refuses the run instead of being ignored.
-``seccomp`` gives each run its own ``/dev/shm`` (``--shm``) inside the worker's mount
-namespace; ``local`` shares the host's, so it takes no ``--shm``.
+a seccomp denylist) and new pid/mount/net namespaces where the host allows them: as
+root, or for an ordinary user inside a user namespace of the run's own. In its mount
+namespace a run gets its own ``/dev/shm`` (``--shm``) and ``/tmp`` and ``/run`` emptied
+but for its own paths; ``local`` shares the host's, so it takes no ``--shm``. Without a pid
+namespace the worker's supervisor (a child subreaper) kills what the cell leaves running.
+
+How each limit is kept depends on the host and on who runs the kernel (a cgroup per run,
+or rlimits): ``guarantees`` works that out once, and a limit that cannot be enforced here
+refuses the run instead of being ignored.
 """
 
 from __future__ import annotations
@@ -129,7 +133,7 @@ class LocalBackend(ExecutorBackend):
             rlimits["as"] = limits.memory
             # In a user namespace of the run's own, RLIMIT_NPROC counts only its processes;
             # outside one it counts all of the user's, so it is set above those running now.
-            in_user_namespace = self.confined and promised.namespaces.user
+            in_user_namespace = self.confined and promised.namespaces.user and not promised.root
             rlimits["nproc" if in_user_namespace else "nproc_more"] = limits.pids
         return rlimits
 
@@ -204,7 +208,10 @@ class SeccompBackend(LocalBackend):
                 "Landlock is not enabled in this kernel (needed to confine files)",
                 "boot with lsm=landlock,... or use --backend docker",
             )
-        notes = [f"landlock abi {confinement.landlock_abi()}", *guarantees(cls.confined).notes()]
+        abi, promised = confinement.landlock_abi(), guarantees(cls.confined)
+        notes = [f"landlock abi {abi}", *promised.notes()]
+        if abi < 6 and promised.namespaces.options is None:
+            notes.append("signals: Landlock before ABI 6 cannot stop a run signalling your other processes")
         return Availability(True, notes=tuple(notes))
 
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:

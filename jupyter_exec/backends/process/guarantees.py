@@ -62,7 +62,7 @@ class Guarantees:
     def _pids(self) -> Enforcement:
         if self.cgroup.kind:
             return Enforcement("the run's cgroup (pids.max)")
-        if self.confined and self.namespaces.user:
+        if self.confined and self.namespaces.user and not self.root:  # root's processes are never counted
             return Enforcement("RLIMIT_NPROC in the run's own user namespace, which counts only the run's processes")
         if not self.root:
             return Enforcement(
