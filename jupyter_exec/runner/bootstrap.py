@@ -277,12 +277,12 @@ def _supervise() -> None:
             os._exit(1)
         if pid == child:
             break
-    _killdescendants()
+    _kill_descendants()
     send({"t": "exit", "status": status})
     os._exit(0)
 
 
-def _killdescendants() -> None:
+def _kill_descendants() -> None:
     """SIGKILL every descendant of this process and reap them, until none is left: a child
     killed mid-fork leaves its own child re-parented here, found on the next pass."""
     import signal
