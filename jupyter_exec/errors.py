@@ -16,6 +16,7 @@
         ├── ResourceLimitError          out of memory, process or file-size limit hit
         └── NodeFailedError             the target died under the run (not the cell's fault)
     BackendUnavailableError             the backend cannot run here; says how to fix it
+    MissingExtraError (ImportError)     an optional part (a pip extra) is not installed; names the pip install
 
 Errors carry data (run id, status, exit code, log path) so callers need not parse
 messages. Lower-level errors are mapped at each boundary with ``raise ... from``.
@@ -35,6 +36,7 @@ __all__ = [
     "BackendUnavailableError",
     "EnvBuildError",
     "JupyterExecError",
+    "MissingExtraError",
     "NodeFailedError",
     "PolicyError",
     "RemoteError",
@@ -110,6 +112,18 @@ class BackendUnavailableError(JupyterExecError):
     def __init__(self, backend: str, reason: str, fix: str = "") -> None:
         self.backend, self.reason, self.fix = backend, reason, fix
         super().__init__(f"{backend} backend unavailable: {reason}" + (f" — {fix}" if fix else ""))
+
+
+class MissingExtraError(JupyterExecError, ImportError):
+    """An optional part of jupyter-exec is not installed; ``extra`` is the pip extra that adds it."""
+
+    def __init__(self, message: str, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+    def _render_traceback_(self) -> list[str]:
+        """One line in IPython: the message already says what to install."""
+        return [f"{type(self).__name__}: {self}"]
 
 
 class TaskError(JupyterExecError):

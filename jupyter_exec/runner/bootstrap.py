@@ -244,26 +244,80 @@ def _import_confine() -> "Optional[types.ModuleType]":
     return module
 
 
-def _become_init_if_pid_one() -> None:
-    """In a new pid namespace we start as pid 1, which ignores signals it has no handler
-    for (so a CPU-time SIGXCPU would not end the cell). Fork: the child runs the cell,
-    this process only reaps and reports the child's wait status."""
-    if os.getpid() != 1:
+SUPERVISE_VAR = "JX_SUPERVISE"
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _supervise() -> None:
+    """Split into a supervisor and the process that runs the cell, when this process is
+    pid 1 of a new pid namespace (which ignores signals it has no handler for, so a
+    CPU-time SIGXCPU would not end the cell) or the host asks for it (``JX_SUPERVISE=1``:
+    no pid namespace, so nothing else would end what the cell leaves running).
+
+    The supervisor is a child subreaper: whatever the cell starts, double-forked and
+    ``setsid`` or not, is re-parented to it rather than to init. When the cell's process
+    ends it kills every descendant, reaps them, and reports the cell's wait status."""
+    asked = os.environ.pop(SUPERVISE_VAR, None) == "1"
+    if os.getpid() != 1 and not asked:
         return
+    import ctypes
+
+    ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     child = os.fork()
     if child == 0:
         return
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
+    status = 0
     while True:
         try:
             pid, status = os.wait()
         except ChildProcessError:
             os._exit(1)
         if pid == child:
-            send({"t": "exit", "status": status})
-            os._exit(0)
+            break
+    _kill_descendants()
+    send({"t": "exit", "status": status})
+    os._exit(0)
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every descendant of this process and reap them, until none is left: a child
+    killed mid-fork leaves its own child re-parented here, found on the next pass."""
+    import signal
+
+    while True:
+        for pid in descendants(os.getpid()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.wait()
+        except ChildProcessError:
+            return
+
+
+def descendants(root: int) -> "list[int]":
+    """The processes below ``root``, from ``/proc/PID/task/TID/children``."""
+    found: "list[int]" = []
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as children:
+                    kids = [int(c) for c in children.read().split()]
+            except OSError:
+                continue
+            found += kids
+            frontier += kids
+    return found
 
 
 def main() -> None:
@@ -272,7 +326,7 @@ def main() -> None:
     _channel = int(target) if target.isdigit() else os.open(target, os.O_WRONLY | os.O_CLOEXEC)
     os.set_inheritable(_channel, False)
     confine = _import_confine()
-    _become_init_if_pid_one()
+    _supervise()
     main_pid = os.getpid()
     send({"t": "ready"})
     if len(sys.argv) > 2:

@@ -18,6 +18,7 @@ over FIFOs of their own. Containers come from a warm pool, each used once.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 import time
@@ -37,6 +38,7 @@ from jupyter_exec.backends.outcomes import classify
 from jupyter_exec.config import ExecConfig, application_config
 from jupyter_exec.envs.spec import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError
+from jupyter_exec.extras import install_hint
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.units import parse_size
@@ -63,6 +65,8 @@ class DockerBackend(ExecutorBackend):
     samples: ClassVar[bool] = True
 
     def __init__(self, config: ExecConfig) -> None:
+        if importlib.util.find_spec("docker") is None:
+            raise BackendUnavailableError(self.name, "the Docker SDK is not installed", install_hint("docker"))
         super().__init__(config)
         self.docker = DockerConfig(parent=config)
         if self.docker.user.split(":")[0] in ("0", "root"):

@@ -9,7 +9,9 @@ never reach this layer.
 from __future__ import annotations
 
 import functools
+import grp
 import os
+import pwd
 import threading
 import time
 from collections.abc import Callable
@@ -49,12 +51,35 @@ def _unreachable(error: BaseException) -> BackendUnavailableError:
     )
 
 
+def _socket_refused() -> BackendUnavailableError | None:
+    """The error for a user the daemon's socket refuses (not in its group), before the SDK
+    words it as an unreachable daemon; None when that is not the problem."""
+    address = daemon_address()
+    path = address.removeprefix("unix://")
+    if path == address or not os.path.exists(path) or os.access(path, os.R_OK | os.W_OK):
+        return None
+    gid = os.stat(path).st_gid
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    return BackendUnavailableError(
+        "docker",
+        f"Docker's socket {path} is there, but only the {group} group may use it and {user} is not in it",
+        f"that group is root-equivalent: an administrator adds you (usermod -aG {group} {user}) only if you may be "
+        "root; otherwise pass --backend seccomp (rootless engines are not supported yet)",
+    )
+
+
 def client(timeout: float = 60) -> Any:
     """The shared ``docker.DockerClient``; ``BackendUnavailableError`` when there is none."""
     global _client
     with _lock:
         if _client is not None:
             return _client
+        if (refused := _socket_refused()) is not None:
+            raise refused
         try:
             import docker
         except ImportError as error:
