@@ -1,8 +1,11 @@
 """Median wall time of a trivial ``%%sandbox --backend seccomp`` cell against a bare subprocess.
 
     .venv/bin/python benchmarks/bench_seccomp.py [--runs 40]
+    bash scripts/as-user python benchmarks/bench_seccomp.py                             # as jx-user
+    bash scripts/as-user python tests/no_namespaces.py python benchmarks/bench_seccomp.py  # ... with no namespaces
 
-Both are measured in this run on this machine. The cell goes through IPython's magic,
+Both are measured in this run on this machine, by whoever runs it (the first line says who,
+and the namespaces and cgroups the sandbox gets). The cell goes through IPython's magic,
 the Manager, the store, a confined worker and back. ``pool warm`` waits for the pool
 to refill between cells (cells typed by a person are seconds apart); ``no pool`` starts a
 worker per cell. Target: warm ≤ 1.5× ``subprocess.run([python, "-c", ...])``.
@@ -43,6 +46,11 @@ def main() -> None:
             time.sleep(0.005)
         time.sleep(0.05)
 
+    from jupyter_exec.backends.process.guarantees import guarantees
+
+    host = guarantees(confined=True)
+    spaces = "user namespace" if host.namespaces.user else "namespaces" if host.namespaces.options else "none"
+    print(f"uid {os.getuid()}, namespaces: {spaces}, cgroup: {host.cgroup.kind or 'none'}")
     raw = median_ms(lambda: subprocess.run([sys.executable, "-c", "x = 1"], check=True), runs)
     cell()
     warm = median_ms(cell, runs, between=pool_ready)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from .doctor import diagnose
 from .errors import JupyterExecError
@@ -67,11 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     gc.add_argument("--max-age", metavar="AGE", help="remove envs unused this long, e.g. 7d")
     remove = env_commands.add_parser("rm", help="remove one env")
     remove.add_argument("hash", help="the env's hash (a unique prefix will do)")
+    _store_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "images":
         return _images(args)
     if args.command == "envs":
         return _envs(args)
+    if args.command == "store":
+        return _store(args)
     if args.command == "doctor":
         if args.fix_runtime:
             from .backends.container.runtimes import REQUIRED_ARGS, fix_text
@@ -158,6 +162,52 @@ def _envs(args: argparse.Namespace) -> int:
             print(f"removed {matches[0]}")
     except JupyterExecError as error:
         print(f"jupyter-exec envs: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _store_parser(commands: Any) -> None:
+    store = commands.add_parser("store", help="check, vacuum or recover the run store")
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    check = store_commands.add_parser(
+        "check", help="integrity, sizes, row counts, oldest and newest run, free space (changes nothing)"
+    )
+    check.add_argument("path", nargs="?", type=Path, help="a store file (default: this user's store)")
+    vacuum = store_commands.add_parser("vacuum", help="fold the journal in and give free pages back to the disk")
+    vacuum.add_argument("path", nargs="?", type=Path, help="a store file (default: this user's store)")
+    recover = store_commands.add_parser(
+        "recover", help="copy the rows still readable in a damaged store file into the store"
+    )
+    recover.add_argument("damaged", type=Path, help="the damaged file, e.g. runs.sqlite3.corrupt-20250101-120000")
+    recover.add_argument("--into", type=Path, metavar="FILE", help="the store to copy into (default: this user's)")
+    recover.add_argument(
+        "--no-sqlite3", action="store_true", help="read pages in Python only, even if the sqlite3 command is installed"
+    )
+
+
+def _store(args: argparse.Namespace) -> int:
+    from .config import ExecConfig, application_config
+    from .storage.health import inspect, recover, vacuum
+    from .units import format_bytes
+
+    config = ExecConfig(config=application_config())
+    try:
+        if args.store_command == "check":
+            health = inspect(args.path or config.store_path, min_free=0 if args.path else config.min_free_bytes())
+            print(health.report())
+            return 0 if health.ok else 1
+        if args.store_command == "vacuum":
+            before, after = vacuum(args.path or config.store_path)
+            print(f"{args.path or config.store_path}: {format_bytes(before)} -> {format_bytes(after)}")
+            return 0
+        into = (args.into or config.store_path).resolve()
+        if not args.damaged.is_file():
+            raise JupyterExecError(f"no file {args.damaged}; `jupyter-exec store check` lists damaged stores kept")
+        if args.damaged.resolve() == into:
+            raise JupyterExecError(f"{into} is the store itself: name the damaged copy, or pass --into NEW_FILE")
+        print(recover(args.damaged, into, use_sqlite3=not args.no_sqlite3).report())
+    except JupyterExecError as error:
+        print(f"jupyter-exec store: {error}", file=sys.stderr)
         return 1
     return 0
 

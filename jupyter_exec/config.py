@@ -18,6 +18,7 @@ from traitlets import Enum, Int, TraitType, Undefined, Unicode
 from traitlets.config import Application, Config, Configurable
 
 from .spec import Limits
+from .storage.filesystems import store_location
 from .units import parse_size
 
 __all__ = ["ExecConfig", "application_config", "env_trait"]
@@ -102,7 +103,11 @@ class ExecConfig(Configurable):
         Int(help="Pre-started sandbox processes kept ready per kind; 0 starts one per run."), "JX_POOL_SIZE", 1
     )
     data_dir = env_trait(
-        Unicode(help="Where the run store and logs live."),
+        Unicode(
+            help="Where the run store and logs live. On a network filesystem that keeps file locks "
+            "on one host (sshfs, NFS mounted nolock, ...) the store itself is kept on this machine's "
+            "disk instead; `jupyter-exec doctor` says where."
+        ),
         "JX_DATA_DIR",
         lambda: platformdirs.user_data_dir("jupyter-exec"),
     )
@@ -151,6 +156,16 @@ class ExecConfig(Configurable):
         Unicode(help="Envs unused this long are removed by gc, e.g. '30d'."), "JX_ENVS_MAX_AGE", "30d"
     )
 
+    min_free_space = env_trait(
+        Unicode(
+            help="Free space the data directory must keep for a run to start, e.g. '32m': below it "
+            "a cell is refused before it runs, so its record is never lost to a full disk. '0' turns "
+            "the check off."
+        ),
+        "JX_MIN_FREE_SPACE",
+        "32m",
+    )
+
     def default_limits(self) -> Limits:
         """The default limits, parsed once per distinct setting (this is on every run's path)."""
         return _parsed_limits(self.mem, self.cpus, self.timeout, self.cpu_time, self.pids, self.fsize, self.shm)
@@ -158,9 +173,14 @@ class ExecConfig(Configurable):
     def output_limit_bytes(self) -> int:
         return _parsed_size(self.output_limit, "ExecConfig.output_limit")
 
+    def min_free_bytes(self) -> int:
+        text = self.min_free_space.strip()
+        return 0 if text in ("", "0") else _parsed_size(text, "ExecConfig.min_free_space")
+
     @property
     def store_path(self) -> Path:
-        return Path(self.data_dir) / "runs.sqlite3"
+        """``data_dir/runs.sqlite3``, or this machine's place for it (``storage.filesystems.store_location``)."""
+        return store_location(Path(self.data_dir))[0]
 
     @property
     def logs_dir(self) -> Path:

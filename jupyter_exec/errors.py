@@ -8,6 +8,7 @@
     ├── TransferError                   a value cannot cross the sandbox boundary safely
     ├── EnvBuildError                   a runtime env could not be built; carries its log
     ├── ApiError                        a side-panel REST request that cannot be answered; carries the HTTP status
+    ├── StoreError                      the run store cannot be used (locked, unreadable, disk full); carries its path
     └── TaskError                       the run did not succeed
         ├── RemoteError                 the cell raised; keeps type name, message, remote traceback
         ├── TaskCancelledError          cancelled (interrupt, %jx cancel)
@@ -15,6 +16,7 @@
         ├── ResourceLimitError          out of memory, process or file-size limit hit
         └── NodeFailedError             the target died under the run (not the cell's fault)
     BackendUnavailableError             the backend cannot run here; says how to fix it
+    MissingExtraError (ImportError)     an optional part (a pip extra) is not installed; names the pip install
 
 Errors carry data (run id, status, exit code, log path) so callers need not parse
 messages. Lower-level errors are mapped at each boundary with ``raise ... from``.
@@ -34,11 +36,13 @@ __all__ = [
     "BackendUnavailableError",
     "EnvBuildError",
     "JupyterExecError",
+    "MissingExtraError",
     "NodeFailedError",
     "PolicyError",
     "RemoteError",
     "ResourceLimitError",
     "SpecError",
+    "StoreError",
     "TaskCancelledError",
     "TaskError",
     "TaskTimeoutError",
@@ -89,12 +93,37 @@ class ApiError(JupyterExecError):
         self.status = status
 
 
+class StoreError(JupyterExecError):
+    """The run store cannot be used as asked: locked by another process, unreadable, made by a
+    newer jupyter-exec, or no room left on its disk. ``path`` is the file or directory at fault;
+    the message ends with the fix. Shown as one line: our own frames are no help."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"StoreError: {self}"]
+
+
 class BackendUnavailableError(JupyterExecError):
     """The backend cannot run on this machine; ``fix`` says what to do about it."""
 
     def __init__(self, backend: str, reason: str, fix: str = "") -> None:
         self.backend, self.reason, self.fix = backend, reason, fix
         super().__init__(f"{backend} backend unavailable: {reason}" + (f" — {fix}" if fix else ""))
+
+
+class MissingExtraError(JupyterExecError, ImportError):
+    """An optional part of jupyter-exec is not installed; ``extra`` is the pip extra that adds it."""
+
+    def __init__(self, message: str, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+    def _render_traceback_(self) -> list[str]:
+        """One line in IPython: the message already says what to install."""
+        return [f"{type(self).__name__}: {self}"]
 
 
 class TaskError(JupyterExecError):

@@ -42,6 +42,7 @@ from .runner.protocol import OutputSink
 from .runner.transfer import pack_inputs
 from .spec import Limits, RunSpec
 from .status import Status
+from .storage.space import Room
 from .store import Store
 
 __all__ = ["EventCallback", "Manager", "RunResult"]
@@ -70,6 +71,9 @@ class Manager:
         self.store = Store(self.config.store_path)
         self.logs_dir = self.config.logs_dir  # fixed with the store: both live in data_dir
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        # Runs are refused while the disks of their records are (nearly) full.
+        self.room = Room([Path(self.config.data_dir), self.store.path.parent], self.store.reserve)
+        self.store.reserve.ensure(self.config.min_free_bytes())
         self.scratch_root = Path(self.config.scratch_dir)
         self.scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._backends: dict[str, ExecutorBackend] = {}
@@ -121,6 +125,7 @@ class Manager:
         wanted_env = self._wanted_env(spec)
         spec = self._admitted(spec, backend, wanted_env)
         inputs = pack_inputs(spec.inputs, namespace or {})
+        self.room.check(self.config.min_free_bytes())
         run_id = self.store.create_run(
             kernel=self.kernel_id,
             owner_pid=os.getpid(),
@@ -182,10 +187,10 @@ class Manager:
         except BaseException as error:
             active = self._active.get(run_id)
             outcome = outcome or (active.outcome if active is not None else None)
-            self._finish(run_id, status_of(error), outcome, error, monitor, emit)
+            self._finish(run_id, status_of(error), outcome, error, monitor, emit, output.log_cut)
             raise
         else:
-            self._finish(run_id, Status.SUCCEEDED, outcome, None, monitor, emit)
+            self._finish(run_id, Status.SUCCEEDED, outcome, None, monitor, emit, output.log_cut)
             return result
         finally:
             leases.close()
@@ -221,6 +226,7 @@ class Manager:
         if self.policy.sources:
             type(backend).admit(spec, self.policy)
         code = work if isinstance(work, str) else f"map({getattr(work, '__qualname__', type(work).__name__)})"
+        self.room.check(self.config.min_free_bytes())
         run_id = self.store.create_run(
             kernel=self.kernel_id,
             owner_pid=os.getpid(),
@@ -302,6 +308,7 @@ class Manager:
         error: BaseException | None,
         monitor: Monitor | None,
         emit: EventCallback,
+        log_cut: str | None,
     ) -> None:
         if monitor is not None:
             monitor.stop()
@@ -321,7 +328,7 @@ class Manager:
             exit_code=outcome.exit_code if outcome else None,
             peak_memory=peak,
             cpu_seconds=outcome.cpu_seconds if outcome else None,
-            details=outcome.details if outcome else None,
+            details={**(outcome.details if outcome else {}), **({"log": log_cut} if log_cut else {})},
         )
         if emit is not _ignore:  # the row is read back only for someone watching
             emit(

@@ -3,17 +3,20 @@
 ``RunOutput`` is the sink a backend writes to. It appends every chunk to the run's log
 and passes chunks on to the visible sink until ``limit`` bytes have been shown, then
 shows one "truncated" line pointing at ``%jx logs N``. Nothing is held in memory, so a
-cell that prints 50 MB costs the kernel nothing but disk.
+cell that prints 50 MB costs the kernel nothing but disk; a disk that fills cuts the log,
+never the run or its record.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
-from typing import IO
 
 from .runner.protocol import OutputSink
+from .storage.space import DISK_FULL
+from .units import format_bytes
 
 __all__ = ["ConsoleSink", "RunOutput"]
 
@@ -48,38 +51,73 @@ class ConsoleSink:
 class RunOutput:
     """Tee to the log file (everything) and the visible sink (up to ``limit`` bytes).
 
-    The log file is made on the first output, so a silent run costs no file.
+    The log file is made on the first output, so a silent run costs no file. When the disk
+    holding it is full (or the quota spent), the log stops: its last ``_ROOM`` bytes give way
+    to a line saying it was truncated and why (room, too, for the run's record), ``log_cut``
+    says so for the run's details, and the output goes on showing in the notebook.
     """
 
     def __init__(self, run_id: int, log_path: Path, shown: OutputSink, limit: int) -> None:
         self.run_id, self.shown, self.limit = run_id, shown, limit
         self.log_path = log_path
-        self.log: IO[str] | None = None
+        self.log: int | None = None  # file descriptor: unbuffered, so a full disk is seen at once
+        self.logged = 0
+        self.log_cut: str | None = None
         self.shown_bytes = 0
         self.truncated = False
         self._lock = threading.Lock()
 
     def output(self, stream: str, text: str) -> None:
         with self._lock:
-            if self.log is None:
-                self.log = open(self.log_path, "w", encoding="utf-8", errors="replace")
-            self.log.write(text)
-            self.log.flush()  # readers (the side panel) tail the file while the run goes on
+            notice = self._log(text) if self.log_cut is None else None
             if self.truncated:
-                return
-            size = len(text.encode("utf-8", "replace"))
-            if self.shown_bytes + size > self.limit:
-                room = max(self.limit - self.shown_bytes, 0)
-                head = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
-                self.truncated = True
-                self.shown.output(
-                    stream,
-                    head + f"\n[jupyter-exec] output truncated at {self.limit:,} bytes; "
-                    f"full log: %jx logs {self.run_id}\n",
-                )
-                return
-            self.shown_bytes += size
-        self.shown.output(stream, text)
+                text = ""
+            else:
+                size = len(text.encode("utf-8", "replace"))
+                if self.shown_bytes + size > self.limit:
+                    room = max(self.limit - self.shown_bytes, 0)
+                    head = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
+                    self.truncated = True
+                    text = (
+                        head + f"\n[jupyter-exec] output truncated at {self.limit:,} bytes; "
+                        f"full log: %jx logs {self.run_id}\n"
+                    )
+                else:
+                    self.shown_bytes += size
+        if notice:
+            self.shown.output("stderr", notice)
+        if text:
+            self.shown.output(stream, text)
+
+    def _log(self, text: str) -> str | None:
+        """Append ``text`` to the log; the notice to show if the disk just turned out to be full."""
+        data = memoryview(text.encode("utf-8", "replace"))
+        try:
+            if self.log is None:
+                self.log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            while data:  # readers (the side panel) tail the file while the run goes on
+                written = os.write(self.log, data)
+                self.logged += written
+                data = data[written:]
+        except OSError as error:
+            if error.errno not in DISK_FULL:
+                raise
+            return self._cut(error)
+        return None
+
+    def _cut(self, error: OSError) -> str:
+        kept = max(self.logged - _ROOM, 0)
+        self.log_cut = (
+            f"log truncated at {format_bytes(kept)}: {os.strerror(error.errno or 0).lower()} "
+            f"on the disk holding {self.log_path.parent}"
+        )
+        if self.log is not None:
+            try:
+                os.ftruncate(self.log, kept)
+                os.pwrite(self.log, f"\n[jupyter-exec] {self.log_cut}\n".encode(), kept)
+            except OSError:
+                pass  # the record of the run still says so
+        return f"\n[jupyter-exec] run {self.run_id}: {self.log_cut}; its output still shows here\n"
 
     def display(self, bundle: dict[str, str]) -> None:
         self.shown.display(bundle)
@@ -87,4 +125,9 @@ class RunOutput:
     def close(self) -> None:
         with self._lock:
             if self.log is not None:
-                self.log.close()
+                os.close(self.log)
+                self.log = None
+
+
+#: Bytes a full log gives back: the truncation line and the run's record need a little room.
+_ROOM = 64 * 1024

@@ -1,7 +1,8 @@
 """The embedded SQLite store: every run, from before it starts to after it ends.
 
-One file (WAL mode, so a side panel or another kernel can read while a kernel writes)
-in the user's data directory. A run's row is inserted as ``queued`` before anything is
+One file in the user's data directory (WAL mode on a local disk, so a side panel or another
+kernel can read while a kernel writes; ``storage`` opens it, migrates it and keeps it safe on
+network filesystems and full disks). A run's row is inserted as ``queued`` before anything is
 started and finished whatever happens; rows a dead kernel left unfinished are closed
 as ``failed`` by ``close_orphans``. Anyone may ask for a run to be cancelled
 (``request_cancel``); the kernel running it watches for that (``cancel_watch``).
@@ -18,38 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from .status import FINAL, UNFINISHED, Status
+from .storage.opening import connect, may_be_full, raise_for
+from .storage.space import Reserve
 
 __all__ = ["FINAL_SQL", "UNFINISHED_SQL", "Database", "Store"]
 
 FINAL_SQL = ", ".join(f"'{status}'" for status in sorted(FINAL))  # for "status IN (...)"
 UNFINISHED_SQL = ", ".join(f"'{status}'" for status in sorted(UNFINISHED))
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    kernel      TEXT NOT NULL,
-    owner_pid   INTEGER NOT NULL,
-    name        TEXT,
-    backend     TEXT NOT NULL,
-    isolation   TEXT,
-    spec        TEXT NOT NULL,
-    code        TEXT NOT NULL,
-    code_hash   TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    error       TEXT,
-    exit_code   INTEGER,
-    created     REAL NOT NULL,
-    started     REAL,
-    ended       REAL,
-    duration    REAL,
-    peak_memory INTEGER,
-    cpu_seconds REAL,
-    log_path    TEXT,
-    details     TEXT
-    -- columns added later are in Store.ADDED_COLUMNS
-);
-CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
-"""
 
 COLUMNS = (
     "id",
@@ -70,50 +46,61 @@ COLUMNS = (
 
 
 class Database:
-    """One thread-safe connection to the store's file; each part (runs, traces, envs)
-    subclasses it with its own ``SCHEMA`` of tables."""
+    """One thread-safe connection to the store's file; runs, traces and the env index each
+    subclass it. The file's schema is ``storage.schema``'s migrations, applied on opening.
 
-    SCHEMA = ""
-    #: Columns added after a table first shipped, as (table, column, declaration): a store
-    #: file made before them gets them on opening, so old files keep working.
-    ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = ()
+    A write that finds the disk full gives back the ballast beside the store (``Reserve``) and
+    tries once more, so a run's row is finished even on a disk its output filled; any other
+    failure of the file is a one-line ``StoreError``.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = connect(self.path)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; no fsync per write
-            self._db.executescript(self.SCHEMA)
-            self._add_columns()
+        self.reserve = Reserve(self.path)
 
-    def _add_columns(self) -> None:
-        for table, column, declaration in self.ADDED_COLUMNS:
-            if column in {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}:
-                continue
+    def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> _Result:
+        with self._lock:
             try:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-            except sqlite3.OperationalError as error:  # another process added it first
-                if "duplicate column" not in str(error):
-                    raise
+                return self._run(sql, args)
+            except sqlite3.Error as error:
+                if not (may_be_full(error) and self.reserve.release()):
+                    raise_for(self.path, error)
+            try:
+                return self._run(sql, args)
+            except sqlite3.Error as error:
+                raise_for(self.path, error)
 
-    def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        with self._lock:
-            return self._db.execute(sql, args)
+    def _run(self, sql: str, args: tuple[Any, ...]) -> _Result:
+        cursor = self._db.execute(sql, args)
+        return _Result(cursor.fetchall(), cursor.lastrowid, cursor.rowcount)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
 
+class _Result:
+    """A statement's rows, read whole while the lock is held (so a damaged page fails inside
+    ``_execute``, as a ``StoreError``), with the cursor's ``lastrowid`` and ``rowcount``."""
+
+    def __init__(self, rows: list[sqlite3.Row], lastrowid: int | None, rowcount: int) -> None:
+        self._rows, self.lastrowid, self.rowcount = rows, lastrowid, rowcount
+
+    def fetchone(self) -> sqlite3.Row | None:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[sqlite3.Row]:
+        return self._rows
+
+    def __iter__(self) -> Iterator[sqlite3.Row]:
+        return iter(self._rows)
+
+
 class Store(Database):
     """The runs table."""
-
-    SCHEMA = _SCHEMA
-    ADDED_COLUMNS = (("runs", "cancel_requested", "REAL"),)  # when someone asked (epoch seconds)
 
     def create_run(
         self,
@@ -127,7 +114,7 @@ class Store(Database):
         code: str,
         code_hash: str,
     ) -> int:
-        cursor = self._execute(
+        result = self._execute(
             "INSERT INTO runs (kernel, owner_pid, name, backend, isolation, spec, code, code_hash, status, created)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -143,8 +130,8 @@ class Store(Database):
                 time.time(),
             ),
         )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        assert result.lastrowid is not None
+        return result.lastrowid
 
     def mark_running(self, run_id: int, log_path: str | None) -> None:
         self._execute(

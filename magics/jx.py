@@ -132,7 +132,7 @@ class JxMagics(Magics):
         print(json.dumps(current.describe(), indent=2) if current else "no default runtime env")
 
     def _jx_doctor(self, rest: str) -> None:
-        print(diagnose(self.manager.policy)[0])
+        print(diagnose(self.manager.policy, self.manager.config)[0])
 
     def _jx_policy(self, rest: str) -> None:
         """The administrator's policy this kernel holds (read when the extension loaded): where it

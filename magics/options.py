@@ -20,7 +20,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument
 
 from jupyter_exec.envs import EnvSpec
-from jupyter_exec.errors import BackendUnavailableError, JupyterExecError, SpecError, TaskError
+from jupyter_exec.errors import BackendUnavailableError, JupyterExecError, MissingExtraError, SpecError, TaskError
 from jupyter_exec.spec import parse_env, parse_names
 
 __all__ = [
@@ -41,7 +41,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def usage_errors(*kinds: type[JupyterExecError]) -> Callable[[F], F]:
     """A magic whose errors of ``kinds`` (default: a bad spec, a backend that cannot run it)
     reach the user as a one-line ``UsageError``; a run's own ``TaskError`` renders itself."""
-    caught = kinds or (SpecError, BackendUnavailableError)
+    caught = kinds or (SpecError, BackendUnavailableError, MissingExtraError)
 
     def decorate(magic: F) -> F:
         @functools.wraps(magic)

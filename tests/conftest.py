@@ -23,9 +23,12 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import KernelManager
 
+from jupyter_exec.status import Status
 from jupyter_exec.store import Store
 
 REQUIRE_ALL = os.environ.get("JX_REQUIRE_ALL") == "1"
+# Every kernel of the session where no namespace can be made (scripts/test-as-user's second pass).
+NO_NAMESPACES = os.environ.get("JX_TEST_NO_NAMESPACES") == "1"
 
 
 def require(condition: bool, reason: str) -> None:
@@ -54,18 +57,27 @@ class CellResult:
         return (self.result or {}).get("text/plain", "")
 
 
+def kernel_manager() -> KernelManager:
+    """A manager of this Python's kernel; under ``JX_TEST_NO_NAMESPACES=1`` the kernel starts
+    under ``no_namespaces.py``, so no namespace can be made in it."""
+    km = KernelManager(kernel_name="python3")
+    if NO_NAMESPACES:
+        km.kernel_spec.argv[:0] = [sys.executable, str(Path(__file__).with_name("no_namespaces.py"))]
+    return km
+
+
 class Kernel:
     """A running kernel and a client to drive it."""
 
     def __init__(self, data_dir: Path, cwd: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.cwd = cwd
-        self.km = KernelManager(kernel_name="python3")
+        self.km = kernel_manager()
         self.km.start_kernel(cwd=str(cwd), env={**os.environ, "JX_DATA_DIR": str(data_dir), **(env or {})})
         self.client = self.km.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
-        self.run("%load_ext jupyter_exec", check=True)
+        self.loaded = self.run("%load_ext jupyter_exec", check=True)  # what loading the extension showed
 
     @property
     def pid(self) -> int:
@@ -139,6 +151,18 @@ class Kernel:
         assert "ran" not in result.stdout and self.store().runs(1) == before
         return result.stderr.removeprefix("UsageError: ").rstrip("\n")
 
+    def doctor(self) -> str:
+        """What ``%jx doctor`` says in this kernel (what a limit's enforcement depends on)."""
+        if not hasattr(self, "_doctor"):
+            self._doctor = self.run("%jx doctor", check=True).stdout
+        return self._doctor
+
+    def offers(self, note: str) -> bool:
+        """Whether the seccomp backend's doctor notes include ``note`` (e.g. "--shm: a fresh")."""
+        lines = self.doctor().split("ok   seccomp\n", 1)[-1].splitlines()
+        section = lines[: next((i for i, line in enumerate(lines) if not line.startswith(" ")), len(lines))]
+        return any(note in line for line in section)
+
     def eval(self, expression: str):
         """A value from the kernel's namespace, via repr -> literal."""
         import ast
@@ -177,6 +201,26 @@ def kernel(data_dir, notebook_dir):
     while owned_processes(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not owned_processes(pid), f"processes of the session's runs remain: {owned_processes(pid)}"
+
+
+def add_run(store: Store, name: str, status: Status | None = Status.SUCCEEDED, **fields) -> int:
+    """Record a run in ``store`` as a kernel would, finished as ``status`` (None: left queued); its id."""
+    run = store.create_run(
+        **{
+            "kernel": "k",
+            "owner_pid": 1,
+            "name": name,
+            "backend": "local",
+            "isolation": "none",
+            "spec": {},
+            "code": "pass",
+            "code_hash": "0",
+            **fields,
+        }
+    )
+    if status is not None:
+        store.finish_run(run, status)
+    return run
 
 
 def owned_processes(owner_pid: int) -> list[int]:

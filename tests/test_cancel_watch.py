@@ -3,7 +3,6 @@ watcher, ``%jx cancel N`` across kernels, and old store files gaining the column
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import threading
 import time
@@ -117,24 +116,3 @@ def test_a_run_whose_kernel_died_is_closed_at_once(tmp_path):
     store.mark_running(run_id, "")
     row = ask_cancel(store, run_id)
     assert row["status"] == "failed" and "exited" in row["error"]
-
-
-def test_an_old_store_file_gains_the_column(tmp_path):
-    path = tmp_path / "runs.sqlite3"
-    with sqlite3.connect(path) as old:  # the runs table as first shipped
-        old.execute(
-            "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, kernel TEXT NOT NULL, owner_pid "
-            "INTEGER NOT NULL, name TEXT, backend TEXT NOT NULL, isolation TEXT, spec TEXT NOT NULL, code "
-            "TEXT NOT NULL, code_hash TEXT NOT NULL, status TEXT NOT NULL, error TEXT, exit_code INTEGER, "
-            "created REAL NOT NULL, started REAL, ended REAL, duration REAL, peak_memory INTEGER, "
-            "cpu_seconds REAL, log_path TEXT, details TEXT)"
-        )
-        old.execute(
-            "INSERT INTO runs (kernel, owner_pid, backend, spec, code, code_hash, status, created) "
-            "VALUES ('k', 1, 'local', '{}', 'pass', '0', 'running', 0)"
-        )
-    old.close()
-    first, second = Store(path), Store(path)  # the second finds it added
-    assert first.get(1)["cancel_requested"] is None
-    assert second.request_cancel(1)["cancel_requested"] > 0
-    assert first.cancel_requests([1, 2]) == [1]

@@ -10,15 +10,13 @@ from pathlib import Path
 import pytest
 from conftest import Kernel, owned_processes
 
-from jupyter_exec.backends.process.cgroups import _parents, cgroup_support
+from jupyter_exec.backends.process.cgroups import cgroup_mode
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.ordinary_user]
 
 
 def _cgroups_of(pid: int) -> list[Path]:
-    if cgroup_support() is not None:
-        return []
-    return [p for parent in set(_parents().values()) for p in parent.glob(f"jx-{pid}-*")]
+    return [p for parent in set(cgroup_mode().parents.values()) for p in parent.glob(f"jx-{pid}-*")]
 
 
 def _wait_until(predicate, timeout: float = 10.0) -> bool:

@@ -24,7 +24,9 @@ def test_doctor_cli_tells_the_truth():
     done = subprocess.run([sys.executable, "-m", "jupyter_exec.cli", "doctor"], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok   seccomp" in done.stdout and "landlock abi" in done.stdout
-    assert "each run has its own /dev/shm" in done.stdout  # root here: a mount namespace per worker
+    # root here: a mount namespace per worker, a cgroup per run
+    assert "--shm: a fresh tmpfs of that size at /dev/shm per run" in done.stdout
+    assert "--pids: the run's cgroup (pids.max)" in done.stdout and "--cpus: the run's cgroup" in done.stdout
     assert "ok   local" in done.stdout
 
 

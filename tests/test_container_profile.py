@@ -126,6 +126,7 @@ def test_docker_is_the_container_backend_by_another_name():
     assert backend_class("docker") is backend_class("container") and resolve_name("docker") == "container"
 
 
+@pytest.mark.ordinary_user
 def test_the_engine_is_configured_else_docker_host_else_found(monkeypatch):
     from jupyter_exec.backends.container import engines
 

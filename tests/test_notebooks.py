@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import kernel_manager
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
@@ -180,7 +181,11 @@ CHECKS: dict[str, Callable[[Executed], None]] = {
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=[] if p.name == "ray.ipynb" else [pytest.mark.ordinary_user]) for p in NOTEBOOKS],
+    ids=lambda p: p.name,
+)
 def test_notebook_executes(path, tmp_path, monkeypatch):
     assert path.name in CHECKS, "a new example notebook needs its checks here"
     data_dir, workdir = tmp_path / "data", tmp_path / "notebooks"
@@ -188,9 +193,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("JX_DATA_DIR", str(data_dir))
     monkeypatch.setenv("JX_RAY_ADDRESS", "")  # the embedded local Ray, whatever the machine says
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(
-        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
-    ).execute()
+    NotebookClient(notebook, km=kernel_manager(), timeout=600, resources={"metadata": {"path": str(workdir)}}).execute()
     executed = Executed(notebook, data_dir)
     for cell in executed.cells:
         failed = any(o.output_type == "error" for o in cell.outputs) or executed.stream(cell, "stderr").startswith(

@@ -40,8 +40,8 @@ def call(lab, path: str, method: str = "GET", token: str | None = "") -> tuple[i
         return error.code, json.loads(error.read() or b"{}")
 
 
-def _run_id(kernel: Kernel, code: str) -> int:
-    kernel.run(code)
+def _run_id(kernel: Kernel, code: str, check: bool = False) -> int:
+    kernel.run(code, check=check)
     return kernel.last_run()["id"]
 
 
@@ -175,7 +175,7 @@ def test_cancel_reaches_a_run_of_a_kernel(lab, lab_kernel):
     assert lab_kernel.store().get(run["id"])["status"] == "cancelled"
     status, body = call(lab, f"runs/{run['id']}/cancel", "POST")
     assert status == 202 and body["status"] == "cancelled"  # asked twice: the same answer, done
-    done = _run_id(lab_kernel, f"{SECCOMP}\npass")
+    done = _run_id(lab_kernel, f"{SECCOMP}\npass", check=True)
     status, body = call(lab, f"runs/{done}/cancel", "POST")
     assert status == 409 and body["message"] == f"run {done} already finished (succeeded); nothing to cancel"
     assert call(lab, "runs/999999999/cancel", "POST")[0] == 404

@@ -5,6 +5,7 @@ test_result_contract.py.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from conftest import require
 from jupyter_exec.backends.container import ContainerBackend
 from jupyter_exec.backends.process import LocalBackend, SeccompBackend
 from jupyter_exec.backends.process import backend as process
-from jupyter_exec.backends.process.workers import namespace_support
+from jupyter_exec.backends.process.workers import Namespaces, namespace_support, namespaces
 from jupyter_exec.backends.raycluster import RayBackend
 from jupyter_exec.backends.raycluster.backend import _refuse_unenforced
 from jupyter_exec.config import ExecConfig
@@ -24,25 +25,33 @@ from jupyter_exec.manager import Manager
 from jupyter_exec.spec import Limits, RunSpec
 
 
+def _host(monkeypatch, why_no_namespaces: str | None) -> None:
+    """This host as it is, but with namespaces for workers or (``why_no_namespaces``) none."""
+    found = namespaces() if why_no_namespaces is None else Namespaces(None, why=why_no_namespaces)
+    real = process.guarantees
+    monkeypatch.setattr(process, "guarantees", lambda confined: dataclasses.replace(real(confined), namespaces=found))
+
+
 def test_the_default_shm_reaches_only_backends_that_keep_it(monkeypatch):
     """The manager applies a default only to the limits a backend enforces."""
     monkeypatch.delenv("JX_SHM", raising=False)
     assert ExecConfig().default_limits().shm == 64 * 2**20
     assert "shm" in ContainerBackend(ExecConfig(pool_size=0)).enforced_limits  # the container's own /dev/shm
-    assert "shm" not in LocalBackend.enforced_limits  # the host's /dev/shm
+    assert "shm" not in LocalBackend(ExecConfig(pool_size=0)).enforced_limits  # the host's /dev/shm
     assert "shm" not in RayBackend.enforced_limits
     with pytest.raises(BackendUnavailableError, match="cannot enforce shm limits"):
         _refuse_unenforced(Limits.parse(shm="8m"))
-    monkeypatch.setattr(process, "namespace_support", lambda: None)
-    assert "shm" in SeccompBackend(ExecConfig(pool_size=0)).enforced_limits
-    monkeypatch.setattr(process, "namespace_support", lambda: "unshare refused: not root")
+    if namespace_support() is None:
+        _host(monkeypatch, None)
+        assert "shm" in SeccompBackend(ExecConfig(pool_size=0)).enforced_limits
+    _host(monkeypatch, "unshare refused: not root")
     assert "shm" not in SeccompBackend(ExecConfig(pool_size=0)).enforced_limits
 
 
 def test_without_a_mount_namespace_shm_stays_read_only_and_shm_is_refused(monkeypatch, tmp_path):
     availability = SeccompBackend.availability()
     require(availability.ok, f"seccomp backend: {availability.reason} — {availability.fix}")
-    monkeypatch.setattr(process, "namespace_support", lambda: "unshare refused: not root")
+    _host(monkeypatch, "unshare refused: not root")
     manager = Manager(ExecConfig(data_dir=str(tmp_path), pool_size=0))
     try:
         with pytest.raises(PermissionError):  # Landlock: no writable /dev/shm, never the host's
@@ -52,8 +61,8 @@ def test_without_a_mount_namespace_shm_stays_read_only_and_shm_is_refused(monkey
     finally:
         manager.shutdown()
     message = str(refused.value)
-    assert "--shm needs a mount namespace" in message and "use --backend docker" in message
-    assert "\n" not in message
+    assert "--shm cannot be enforced here: it needs a mount namespace" in message and "use --backend docker" in message
+    assert "unshare refused: not root" in message and "\n" not in message
 
 
 _MOUNT = """

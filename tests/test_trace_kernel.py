@@ -11,7 +11,7 @@ import time
 import pytest
 from conftest import Kernel
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.ordinary_user]
 
 SETUP = '''
 import jupyter_exec

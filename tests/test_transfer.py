@@ -18,6 +18,8 @@ from jupyter_exec.runner import bootstrap
 from jupyter_exec.runner.sanitize import sanitize_bundle, sanitize_html
 from jupyter_exec.runner.transfer import decode, pack_inputs
 
+pytestmark = pytest.mark.ordinary_user
+
 
 def roundtrip(value, trust=False):
     """Encode as the sandbox does, through JSON text, and decode as the kernel does."""

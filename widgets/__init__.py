@@ -7,6 +7,7 @@ also carries a text/plain and text/html copy of its state for places without wid
 
 from __future__ import annotations
 
+from . import _requires  # noqa: F401  (first: says which extra is missing, if one is)
 from ._common import frontend_connected, probe_frontend, route_to_subshell, widgets_enabled
 from .resources import ResourcesWidget
 from .run import RunWidget

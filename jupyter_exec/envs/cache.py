@@ -34,26 +34,9 @@ __all__ = ["EnvCache", "EnvIndex"]
 #: cache's owner (``backends.factory.env_builder_for``), so the cache knows no targets.
 BuilderFor = Callable[[str], EnvBuilder]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS envs (
-    hash      TEXT PRIMARY KEY,
-    target    TEXT NOT NULL,
-    path      TEXT NOT NULL,
-    spec      TEXT NOT NULL,
-    status    TEXT NOT NULL,          -- building | ready | failed
-    size      INTEGER NOT NULL DEFAULT 0,
-    created   REAL NOT NULL,
-    last_used REAL,
-    uses      INTEGER NOT NULL DEFAULT 0,
-    builds    INTEGER NOT NULL DEFAULT 0,
-    build_log TEXT,
-    error     TEXT
-);
-"""
-
 
 class EnvIndex(Database):
-    SCHEMA = _SCHEMA
+    """The env cache's index (the ``envs`` table of the store file)."""
 
     def get(self, hash_: str) -> dict | None:
         row = self._execute("SELECT * FROM envs WHERE hash=?", (hash_,)).fetchone()

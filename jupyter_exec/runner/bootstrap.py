@@ -248,8 +248,8 @@ def _hold_lifeline() -> bool:
     """pid 1 of a container: live only while the kernel holds the lifeline FIFO (``$JX_LIFELINE``,
     of which it has the only writing end). A thread reads it twice a second until that end is
     closed (the kernel let go of the container, or died), then ends this process, and with it
-    everything in the container. The kernel's end is open before the container starts, so an EOF always
-    means it is gone. False when there is no lifeline (not in a container)."""
+    everything in the container. The kernel's end is open before the container starts, so an
+    EOF always means it is gone. False when there is no lifeline (not in a container)."""
     path = os.environ.pop("JX_LIFELINE", None)
     if not path:
         return False
@@ -285,33 +285,36 @@ def _release_request() -> None:
 
 
 def _linger() -> None:
-    """pid 1 of a container once its cell is over: end every other process (so output ends
-    where the cell does), let go of the protocol channel, and stay until the kernel lets go
-    of the lifeline, so the kernel can still ask the engine how the cell ended."""
-    import time
-
-    while True:  # again and again: a process forking as the signal goes out can escape one round
-        try:
-            os.kill(-1, 9)
-        except OSError:
-            pass  # nothing left to kill
-        try:
-            if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                time.sleep(0.01)
-        except ChildProcessError:
-            break
+    """pid 1 of a container once its cell is over and reported: let go of the protocol channel
+    and stay until the kernel lets go of the lifeline, so the kernel can still ask the engine
+    how the cell ended (an engine reports an OOM kill only while the container is there)."""
     if _channel is not None:
         os.close(_channel)
+    import time
+
     while True:
         time.sleep(3600)
 
 
-def _become_init_if_pid_one() -> None:
-    """In a new pid namespace we start as pid 1, which ignores signals it has no handler
-    for (so a CPU-time SIGXCPU would not end the cell). Fork: the child runs the cell,
-    this process only reaps and reports the child's wait status."""
-    if os.getpid() != 1:
+SUPERVISE_VAR = "JX_SUPERVISE"
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _supervise() -> None:
+    """Split into a supervisor and the process that runs the cell, when this process is
+    pid 1 of a new pid namespace (which ignores signals it has no handler for, so a
+    CPU-time SIGXCPU would not end the cell) or the host asks for it (``JX_SUPERVISE=1``:
+    no pid namespace, so nothing else would end what the cell leaves running).
+
+    The supervisor is a child subreaper: whatever the cell starts, double-forked and
+    ``setsid`` or not, is re-parented to it rather than to init. When the cell's process
+    ends it kills every descendant, reaps them, and reports the cell's wait status."""
+    asked = os.environ.pop(SUPERVISE_VAR, None) == "1"
+    if os.getpid() != 1 and not asked:
         return
+    import ctypes
+
+    ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     child = os.fork()
     if child == 0:
         return
@@ -319,16 +322,58 @@ def _become_init_if_pid_one() -> None:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     lifeline = _hold_lifeline()
+    status = 0
     while True:
         try:
             pid, status = os.wait()
         except ChildProcessError:
             os._exit(1)
         if pid == child:
-            send({"t": "exit", "status": status})
-            if lifeline:
-                _linger()
-            os._exit(0)
+            break
+    _kill_descendants()
+    send({"t": "exit", "status": status})
+    if lifeline:
+        _linger()
+    os._exit(0)
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every descendant of this process and reap them, until none is left: a child
+    killed mid-fork leaves its own child re-parented here, found on the next pass."""
+    import signal
+
+    while True:
+        # As pid 1, everything else in the pid namespace (gVisor has no task/children to read).
+        for pid in [-1] if os.getpid() == 1 else descendants(os.getpid()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.wait()
+        except ChildProcessError:
+            return
+
+
+def descendants(root: int) -> "list[int]":
+    """The processes below ``root``, from ``/proc/PID/task/TID/children``."""
+    found: "list[int]" = []
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as children:
+                    kids = [int(c) for c in children.read().split()]
+            except OSError:
+                continue
+            found += kids
+            frontier += kids
+    return found
 
 
 def main() -> None:
@@ -337,7 +382,7 @@ def main() -> None:
     _channel = int(target) if target.isdigit() else os.open(target, os.O_WRONLY | os.O_CLOEXEC)
     os.set_inheritable(_channel, False)
     confine = _import_confine()
-    _become_init_if_pid_one()
+    _supervise()
     main_pid = os.getpid()
     send({"t": "ready"})
     if len(sys.argv) > 2:

@@ -4,13 +4,17 @@ Applied by the bootstrap in this order, while the process is still single-thread
 (Landlock and seccomp bind the calling thread and what it later creates):
 
 1. resource limits (``setrlimit``),
-2. a private ``/dev/shm`` (a fresh tmpfs of the run's size) when the process has a mount
-   namespace of its own: mounting needs the privileges the next steps take away
+2. private mounts when the process has a mount namespace of its own: a fresh tmpfs of
+   the run's size at ``/dev/shm``, and ``/tmp`` and ``/run`` emptied but for the run's
+   own paths (Landlock does not stop a ``connect`` to a socket file, so the host's
+   sockets there — D-Bus, Docker's, the user's systemd, ssh and gpg agents, X11 — must
+   not be there to find). Mounting needs the privileges the next steps take away
    (Landlock forbids mounts, capabilities go, the filter denies ``mount``),
 3. Landlock: the system and the Python installation read-only, the run's scratch
    directory, its ``/dev/shm`` and its mounts as given, nothing else of the user's files,
    and (ABI >= 6) no signals to processes outside the sandbox,
-4. capabilities dropped (when running as root) so root in the sandbox is not root,
+4. capabilities dropped whenever the process has any: root's, or those an ordinary user
+   holds inside a user namespace of its own,
 5. ``no_new_privs`` and a seccomp BPF denylist, built here by hand so no binding has to
    be imported (``pyseccomp`` costs ~50 ms a run).
 
@@ -99,6 +103,7 @@ _SYSCALLS = {
         "lookup_dcookie": 212,
         # handled with argument checks below
         "socket": 41,
+        "connect": 42,
         "clone": 56,
         "clone3": 435,
         # used by this module itself
@@ -152,6 +157,7 @@ _SYSCALLS = {
         "vhangup": 58,
         "lookup_dcookie": 18,
         "socket": 198,
+        "connect": 203,
         "clone": 220,
         "clone3": 435,
         "capset": 91,
@@ -162,6 +168,7 @@ _SYSCALLS = {
 }
 _SPECIAL = {
     "socket",
+    "connect",
     "clone",
     "clone3",
     "capset",
@@ -199,47 +206,103 @@ def _syscall(name: str, *args: object) -> int:
 
 
 def apply_rlimits(limits: dict[str, float | None]) -> None:
-    """``{"as": bytes, "cpu": seconds, "fsize": bytes, "nproc": n, "nofile": n}``; no cores."""
+    """``{"as": bytes, "cpu": seconds, "fsize": bytes, "nproc": n, "nofile": n}``; no cores.
+
+    ``"nproc_more": n`` allows ``n`` processes more than this user runs now: outside a
+    user namespace of its own, ``RLIMIT_NPROC`` counts every process of the user (their
+    JupyterLab, kernels, ...), so a plain ``n`` would let nothing start, or let a bomb
+    take what the rest of their work needs."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     names = {
         "as": resource.RLIMIT_AS,
         "cpu": resource.RLIMIT_CPU,
         "fsize": resource.RLIMIT_FSIZE,
         "nproc": resource.RLIMIT_NPROC,
+        "nproc_more": resource.RLIMIT_NPROC,
         "nofile": resource.RLIMIT_NOFILE,
     }
     for key, value in limits.items():
         if value is None:
             continue
-        soft = int(value)
+        soft = int(value) + (user_task_count() if key == "nproc_more" else 0)
         # CPU: SIGXCPU at the soft limit, SIGKILL a second later if it is caught.
         hard = soft + 1 if key == "cpu" else soft
         resource.setrlimit(names[key], (soft, hard))
 
 
-# --- private /dev/shm -----------------------------------------------------------------
+def user_task_count() -> int:
+    """Processes and threads of this process's user, as ``RLIMIT_NPROC`` counts them."""
+    uid, count = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry}/task"))
+            except OSError:
+                pass  # gone meanwhile
+    return count
+
+
+# --- private mounts -------------------------------------------------------------------
 
 SHM_PATH = "/dev/shm"
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC = 1, 2, 4, 8, 32, 4096, 16384
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, options: str | None, host_mount_ns: str) -> None:
+    """``mount(2)``, refused unless this process is in a mount namespace other than the
+    host's ``host_mount_ns``: nothing may ever land on the host's own tree."""
+    if os.readlink("/proc/self/ns/mnt") == host_mount_ns:
+        raise OSError(errno.EPERM, f"no private mount namespace: {target} would be the host's")
+    _syscall(
+        "mount",
+        source.encode(),
+        target.encode(),
+        fstype.encode() if fstype else None,
+        ctypes.c_ulong(flags),
+        options.encode() if options else None,
+    )
 
 
 def mount_private_shm(size: int | None, host_mount_ns: str) -> str:
     """A fresh tmpfs over ``/dev/shm``, ``size`` bytes (None: the kernel's default), as
-    Docker mounts it (nosuid, nodev, noexec). Refused unless this process is in a mount
-    namespace other than the host's ``host_mount_ns``: the mount must never land on the
-    host's ``/dev/shm``. It goes away with the namespace, i.e. with the run."""
-    if os.readlink("/proc/self/ns/mnt") == host_mount_ns:
-        raise OSError(errno.EPERM, "no private mount namespace: /dev/shm would be the host's")
+    Docker mounts it (nosuid, nodev, noexec). It goes away with the namespace, i.e. with
+    the run."""
     options = "mode=1777" + (f",size={size}" if size is not None else "")
-    _syscall(
-        "mount",
-        b"jx-shm",
-        SHM_PATH.encode(),
-        b"tmpfs",
-        ctypes.c_ulong(_MS_NOSUID | _MS_NODEV | _MS_NOEXEC),
-        options.encode(),
-    )
+    _mount("jx-shm", SHM_PATH, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, options, host_mount_ns)
     return f"private /dev/shm ({options})"
+
+
+def private_mounts(host_mount_ns: str, shm_size: int | None, mask: dict[str, list[str]]) -> list[str]:
+    """The run's own ``/dev/shm``, and each directory of ``mask`` covered by an empty read-only
+    tmpfs, the paths listed for it (the run's scratch directory, its mounts) bound back at
+    their own place: the host's files and sockets there are gone, the run's own are not."""
+    notes = [mount_private_shm(shm_size, host_mount_ns)]
+    for top, keep in mask.items():
+        # Opened before ``top`` is covered: afterwards their paths lead into the new tmpfs.
+        kept: list[tuple[str, int]] = []
+        for path in sorted(keep):
+            if not any(path.startswith(k + "/") for k, _ in kept):
+                try:
+                    kept.append((path, os.open(path, os.O_PATH | os.O_CLOEXEC)))
+                except FileNotFoundError:
+                    pass
+        try:
+            _mount("jx-empty", top, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "mode=755,size=64k", host_mount_ns)
+            for path, fd in kept:
+                if os.path.isdir(f"/proc/self/fd/{fd}"):
+                    os.makedirs(path, exist_ok=True)
+                else:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+                _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC, None, host_mount_ns)
+            flags = _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+            _mount("jx-empty", top, None, flags, None, host_mount_ns)
+        finally:
+            for _, fd in kept:
+                os.close(fd)
+        notes.append(f"{top} of its own")
+    return notes
 
 
 # --- Landlock -------------------------------------------------------------------------
@@ -314,8 +377,18 @@ def apply_landlock(readable: list[str], writable: list[str], network: bool) -> s
 # --- capabilities ---------------------------------------------------------------------
 
 
+def has_capabilities() -> bool:
+    """Whether this process holds any capability: as root, or inside a user namespace of
+    its own (where an ordinary uid holds them all, over what that namespace owns)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(("CapEff:", "CapPrm:", "CapAmb:")) and int(line.split()[1], 16):
+                return True
+    return False
+
+
 def drop_capabilities() -> None:
-    """Leave root without privileges: empty bounding, ambient and process sets."""
+    """Leave the process without privileges: empty bounding, ambient and process sets."""
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             last = int(f.read())
@@ -342,7 +415,8 @@ def deny_list(arch: str | None = None) -> tuple[frozenset[str], int]:
     """What ``seccomp_program`` refuses, for other filters built from the same list (the container
     backend's seccomp profile): the calls refused outright with EPERM on ``arch`` (default: this
     machine's), and the ``clone`` flags that get a clone refused (CLONE_NEW*). ``clone3`` gets
-    ENOSYS, so libc falls back to ``clone``; ``socket`` is refused only without network."""
+    ENOSYS, so libc falls back to ``clone``; ``socket`` and ``connect`` are refused only without
+    network (a container has a network namespace of its own for that)."""
     table = _SYSCALLS[arch or machine()]
     return frozenset(name for name in table if name not in _SPECIAL), _CLONE_NEW_NAMESPACES
 
@@ -351,9 +425,11 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k)
 
 
-def seccomp_program(network: bool) -> bytes:
+def seccomp_program(network: bool, connect: bool = True) -> bytes:
     """A BPF denylist: EPERM for dangerous calls, non-UNIX sockets (unless ``network``)
-    and namespace-creating clones; ENOSYS for clone3 so libc falls back to clone."""
+    and namespace-creating clones; ENOSYS for clone3 so libc falls back to clone.
+    ``connect=False`` refuses every ``connect`` (where the host's socket files cannot be
+    hidden from the process and Landlock does not cover connecting to them)."""
     arch = machine()
     table = _SYSCALLS[arch]
     denied = sorted(nr for name, nr in table.items() if name not in _SPECIAL)
@@ -386,12 +462,14 @@ def seccomp_program(network: bool) -> bytes:
             _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES),
             _insn(_BPF_RET_K, 0, 0, _RET_ALLOW),
         ]
+    if not connect:
+        prog += [_insn(_BPF_JEQ_K, 0, 1, table["connect"]), _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES)]
     prog.append(_insn(_BPF_RET_K, 0, 0, _RET_ALLOW))
     return b"".join(prog)
 
 
-def apply_seccomp(network: bool) -> None:
-    program = seccomp_program(network)
+def apply_seccomp(network: bool, connect: bool = True) -> None:
+    program = seccomp_program(network, connect)
     count = len(program) // 8
     filters = ctypes.create_string_buffer(program, len(program))
 
@@ -410,14 +488,14 @@ def confine(plan: dict[str, Any]) -> list[str]:
     """Apply ``plan`` (built by the host) and return notes on what was applied."""
     notes = []
     apply_rlimits(plan.get("rlimits", {}))
-    if plan.get("private_shm"):
-        notes.append(mount_private_shm(plan["private_shm"]["size"], plan["private_shm"]["host_mount_ns"]))
+    if plan.get("mounts"):
+        notes += private_mounts(**plan["mounts"])
     if plan.get("landlock"):
         notes.append(apply_landlock(plan["readable"], plan["writable"], plan.get("network", False)))
     if plan.get("seccomp"):
-        if os.geteuid() == 0:
+        if has_capabilities():
             drop_capabilities()
             notes.append("capabilities dropped")
-        apply_seccomp(plan.get("network", False))
+        apply_seccomp(plan.get("network", False), plan.get("connect", True))
         notes.append("seccomp denylist")
     return notes

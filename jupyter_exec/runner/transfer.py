@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jupyter_exec.errors import SpecError, TransferError
+from jupyter_exec.extras import require
 
 __all__ = ["decode", "pack_inputs"]
 
@@ -64,7 +65,7 @@ def _decode_pickle(encoded: dict[str, Any], trust: bool) -> Any:
 
 
 def _decode_ndarray(encoded: dict[str, Any], trust: bool) -> Any:
-    import numpy
+    numpy = require("numpy", "a numpy array from the sandbox")
 
     dtype = numpy.dtype(encoded["dtype"])
     if dtype.hasobject:
@@ -73,10 +74,10 @@ def _decode_ndarray(encoded: dict[str, Any], trust: bool) -> Any:
 
 
 def _decode_dataframe(encoded: dict[str, Any], trust: bool) -> Any:
-    import pandas
-
+    pandas = require("pandas", "a data frame from the sandbox")
     if "arrow" in encoded:
-        import pyarrow
+        pyarrow = require("pyarrow", "a data frame from the sandbox (sent as Arrow)")
+        require("pyarrow.ipc", "a data frame from the sandbox (sent as Arrow)")
 
         reader = pyarrow.ipc.open_stream(base64.b64decode(encoded["arrow"]))
         frame = reader.read_all().to_pandas()

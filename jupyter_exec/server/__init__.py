@@ -7,7 +7,11 @@ Installing the package enables it (``etc/jupyter/jupyter_server_config.d/jupyter
 This package is the only part of jupyter-exec that imports jupyter_server.
 """
 
-from .extension import load as _load_jupyter_server_extension
+from jupyter_exec.extras import require
+
+require("jupyter_server", "the side panel's server extension (jupyter_exec.server)")
+
+from .extension import load as _load_jupyter_server_extension  # noqa: E402  (only once jupyter_server is known)
 
 __all__ = ["_jupyter_server_extension_points", "_load_jupyter_server_extension"]
 

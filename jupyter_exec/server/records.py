@@ -7,17 +7,17 @@ with the HTTP status to answer and a one-line message.
 
 from __future__ import annotations
 
+import functools
 import json
-import sqlite3
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from jupyter_exec.cancel_watch import ask_cancel
 from jupyter_exec.envs.cache import EnvIndex
-from jupyter_exec.errors import ApiError
+from jupyter_exec.errors import ApiError, StoreError
 from jupyter_exec.status import FINAL, Status
 from jupyter_exec.store import Store
 from jupyter_exec.trace.store import TraceStore
@@ -25,6 +25,9 @@ from jupyter_exec.trace.store import TraceStore
 from .logs import read_piece
 
 __all__ = ["API_PREFIX", "STATUSES", "Records"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 API_PREFIX = "jupyter-exec/api/v1"  # under the server's base URL
 STATUSES = tuple(status.value for status in Status)
@@ -49,6 +52,20 @@ _LISTED = (
 )
 
 
+def _answerable(method: Callable[P, R]) -> Callable[P, R]:
+    """``method`` with the store's own failures (locked, damaged, unreadable: ``StoreError``,
+    one line naming the file and the fix) answered as 503."""
+
+    @functools.wraps(method)
+    def answer(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except StoreError as error:
+            raise ApiError(503, str(error)) from error
+
+    return answer
+
+
 class Records:
     """The runs, logs, envs and traces in the store at ``path`` (thread-safe)."""
 
@@ -61,20 +78,14 @@ class Records:
         """The store's tables, opened on first use after a kernel has made the file; None before."""
         with self._lock:
             if self._tables is None and self.path.exists():
-                try:
-                    self._tables = (Store(self.path), EnvIndex(self.path), TraceStore(self.path))
-                except (sqlite3.Error, OSError) as error:
-                    raise ApiError(
-                        503,
-                        f"the run store {self.path} cannot be opened ({error}); check "
-                        "ExecConfig.data_dir or JX_DATA_DIR of the server",
-                    ) from error
+                self._tables = (Store(self.path), EnvIndex(self.path), TraceStore(self.path))
             return self._tables
 
     def _store(self) -> Store | None:
         tables = self._open()
         return tables[0] if tables else None
 
+    @_answerable
     def runs(self, statuses: Collection[str], limit: int) -> dict[str, Any]:
         """The newest ``limit`` runs (of ``statuses`` if any), newest first; ``now`` is the server's clock."""
         store = self._store()
@@ -83,6 +94,7 @@ class Records:
             row["error"] = _first_line(row["error"])
         return {"runs": rows, "now": time.time()}
 
+    @_answerable
     def run(self, run_id: int) -> dict[str, Any]:
         """Every recorded field of one run, its spec and details decoded."""
         row = self._row(run_id)
@@ -90,6 +102,7 @@ class Records:
             row[key] = json.loads(row[key]) if row[key] else None
         return {**row, "now": time.time()}
 
+    @_answerable
     def log(self, run_id: int, offset: int, max_bytes: int, tail: bool = False) -> dict[str, Any]:
         """A piece of the run's log from ``offset`` (``tail``: its end); ``done`` once the run is
         over and all of it was read."""
@@ -103,6 +116,7 @@ class Records:
             "done": finished and piece["next_offset"] >= piece["size"],
         }
 
+    @_answerable
     def cancel(self, run_id: int) -> dict[str, Any]:
         """Ask the kernel running it to cancel the run (409 if it had already finished)."""
         store = self._store()
@@ -113,6 +127,7 @@ class Records:
             raise ApiError(409, f"run {run_id} already finished ({row['status']}); nothing to cancel")
         return {"run_id": run_id, "status": row["status"], "cancel_requested": row["cancel_requested"]}
 
+    @_answerable
     def envs(self) -> dict[str, Any]:
         """The runtime-env cache index, most recently used first."""
         tables = self._open()
@@ -121,11 +136,13 @@ class Records:
             row["spec"] = json.loads(row["spec"])
         return {"envs": rows}
 
+    @_answerable
     def traces(self) -> dict[str, Any]:
         """Every experiment trace with its node counts, the most recently grown first."""
         tables = self._open()
         return {"traces": tables[2].summaries() if tables else []}
 
+    @_answerable
     def trace(self, name: str) -> dict[str, Any]:
         """One trace's nodes in id order (parents before children), and its SOTA."""
         tables = self._open()

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jupyter_exec.extras import require
 from jupyter_exec.status import FINAL, Status
 
 __all__ = ["Node", "Trace"]
@@ -177,7 +178,7 @@ class Trace:
 
     def to_dataframe(self) -> Any:
         """One row per node (pandas): status, metrics as columns, params, timings, SOTA flag."""
-        import pandas
+        pandas = require("pandas", "Trace.to_dataframe()")
 
         best = self._best
         rows = [

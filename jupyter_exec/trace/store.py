@@ -22,36 +22,9 @@ from .model import Node, Trace
 
 __all__ = ["TraceStore"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS trace_meta (
-    name     TEXT PRIMARY KEY,
-    metric   TEXT NOT NULL,
-    maximize INTEGER NOT NULL,
-    created  REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS trace_nodes (
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    trace     TEXT NOT NULL REFERENCES trace_meta(name),
-    parent    INTEGER,
-    status    TEXT NOT NULL,
-    code      TEXT NOT NULL,
-    params    TEXT NOT NULL,
-    spec      TEXT NOT NULL,
-    metrics   TEXT NOT NULL DEFAULT '{}',
-    error     TEXT,
-    run_id    INTEGER,
-    owner_pid INTEGER NOT NULL,
-    created   REAL NOT NULL,
-    ended     REAL
-);
-CREATE INDEX IF NOT EXISTS trace_nodes_trace ON trace_nodes(trace, id);
-"""
-
 
 class TraceStore(Database):
     """Thread-safe reads and writes of traces; every change goes to the DB and the model."""
-
-    SCHEMA = _SCHEMA
 
     def names(self) -> list[str]:
         """Trace names, the most recently grown first."""

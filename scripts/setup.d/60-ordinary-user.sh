@@ -32,8 +32,7 @@ PY
   if [ ! -f "$stamp" ]; then
     step "the project's wheel, installed for $JX_USER in $USER_VENV"
     [ -x "$USER_VENV/bin/python" ] || { mkdir -p "$(dirname "$USER_VENV")"; /usr/bin/python3 -m venv "$USER_VENV"; }
-    wheels="$CACHE/wheel-$sources"
-    rm -rf "$wheels" && mkdir -p "$wheels"
+    wheels=$(mktemp -d "$CACHE/wheel-$sources-XXXXXX")  # its own: other checkouts may build the same tree
     PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pip wheel -q --no-deps -w "$wheels" "$ROOT" >&2
     wheel=$(ls "$wheels"/jupyter_exec-*.whl)
     "$USER_VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING' >&2 || true

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import os
 import signal
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from jupyter_exec.backends.base import (
     Availability,
@@ -34,6 +35,7 @@ from jupyter_exec.backends.outcomes import classify
 from jupyter_exec.config import ExecConfig, application_config
 from jupyter_exec.envs.spec import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, PolicyError
+from jupyter_exec.extras import install_hint
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
 from jupyter_exec.spec import Limits, RunSpec
 
@@ -47,7 +49,7 @@ from .pool import LABEL, ContainerPool, PoolKey, boot_id, reap_containers
 from .slot import Slot, gone, stopped
 from .stats import Sampler
 
-if False:  # typing only: the policy module sits above the backends
+if TYPE_CHECKING:  # the policy module sits above the backends
     from jupyter_exec.policy import Policy
 
 __all__ = ["ContainerBackend"]
@@ -71,6 +73,8 @@ class ContainerBackend(ExecutorBackend):
     options_class = ContainerOptions
 
     def __init__(self, config: ExecConfig) -> None:
+        if importlib.util.find_spec("docker") is None:
+            raise BackendUnavailableError(self.name, "the Docker SDK is not installed", install_hint("docker"))
         super().__init__(config)
         self.settings = DockerConfig(parent=config)
         if self.settings.user.split(":")[0] in ("0", "root"):

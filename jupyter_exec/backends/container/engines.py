@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -69,12 +70,14 @@ def through_group_only(path: Path) -> str:
         return ""
     if info.st_mode & stat.S_IWOTH:
         return ""
+    group = _group_name(info.st_gid)
     if info.st_gid in os.getgroups() and info.st_mode & stat.S_IWGRP:
         return (
-            f"reached only through the group {_group_name(info.st_gid)!r}, which is root-equivalent "
+            f"reached only through the group {group!r}, which is root-equivalent "
             "(set DockerConfig.docker_group = True to use it anyway)"
         )
-    return "not accessible to this user"
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    return f"only the {group} group may use it and {user} is not in it (that group is root-equivalent)"
 
 
 def _group_name(gid: int) -> str:
@@ -136,7 +139,7 @@ def start_podman(socket: Path) -> bool:
         log = Path(platformdirs.user_cache_dir("jupyter-exec")) / "podman-service.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as output:
-            subprocess.Popen(
+            service = subprocess.Popen(
                 [podman, "system", "service", "--time=0", url],
                 stdin=subprocess.DEVNULL,
                 stdout=output,
@@ -145,14 +148,14 @@ def start_podman(socket: Path) -> bool:
                 cwd="/",
             )
         deadline = time.monotonic() + _PODMAN_START_WAIT
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and service.poll() is None:
             if _answers(url):
                 return True
             time.sleep(0.1)
+    said = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+    how = f"it exited ({said[0] if said else 'no output'})" if service.poll() is not None else "it did not answer"
     raise BackendUnavailableError(
-        "container",
-        f"started `podman system service {url}` but it did not answer in {_PODMAN_START_WAIT:g} s",
-        f"see {log}",
+        "container", f"started `podman system service {url}`, but {how}", f"see {log}, or pass --backend seccomp"
     )
 
 
@@ -204,20 +207,15 @@ class Found:
 
 
 def survey(docker_group: bool = False) -> list[Found]:
-    """Every socket an engine answers on (or could: the user's Podman), and what it is."""
+    """Every socket an engine answers on (or could: the user's Podman), and what it is; a root
+    daemon's socket this user may not use is listed with the reason."""
     found = []
     for candidate in candidates(docker_group):
         if not _answers(candidate.url):
-            if candidate.podman and shutil.which("podman"):
-                found.append(
-                    Found(
-                        candidate.url,
-                        candidate.label,
-                        False,
-                        True,
-                        _STARTED_ON_DEMAND,
-                    )
-                )
+            if candidate.podman and candidate.usable and shutil.which("podman"):
+                found.append(Found(candidate.url, candidate.label, False, True, _STARTED_ON_DEMAND))
+            elif not candidate.usable and os.path.exists(candidate.url.removeprefix("unix://")):
+                found.append(Found(candidate.url, candidate.label, False, False, f"not used: {candidate.why_not}"))
             continue
         try:
             note = Engine(candidate.url).facts.describe()

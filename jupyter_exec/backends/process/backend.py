@@ -2,11 +2,15 @@
 
 Both use the same pre-started workers, the same limits and the same clean-up; ``seccomp``
 adds the confinement the bootstrap applies to itself (Landlock, dropped capabilities,
-a seccomp denylist) and new pid/mount/net namespaces where the host allows them.
-Limits that rlimits cannot express (pids as root, exact memory, CPU share) use a cgroup
-per run; a limit that cannot be enforced here refuses the run instead of being ignored.
-``seccomp`` gives each run its own ``/dev/shm`` (``--shm``) inside the worker's mount
-namespace; ``local`` shares the host's, so it takes no ``--shm``.
+a seccomp denylist) and new pid/mount/net namespaces where the host allows them: as
+root, or for an ordinary user inside a user namespace of the run's own. In its mount
+namespace a run gets its own ``/dev/shm`` (``--shm``) and ``/tmp`` and ``/run`` emptied
+but for its own paths; ``local`` shares the host's, so it takes no ``--shm``. Without a pid
+namespace the worker's supervisor (a child subreaper) kills what the cell leaves running.
+
+How each limit is kept depends on the host and on who runs the kernel (a cgroup per run,
+or rlimits): ``guarantees`` works that out once, and a limit that cannot be enforced here
+refuses the run instead of being ignored.
 """
 
 from __future__ import annotations
@@ -38,12 +42,14 @@ from jupyter_exec.runner import confine as confinement
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
 from jupyter_exec.spec import Limits
 
-from .cgroups import cgroup_support, reap_cgroups
-from .workers import Worker, WorkerKey, WorkerPool, namespace_support, reap_workers
+from .cgroups import reap_cgroups
+from .guarantees import guarantees
+from .workers import Worker, WorkerKey, WorkerPool, reap_workers
 
 __all__ = ["LocalBackend", "SeccompBackend"]
 
 _SYSTEM_READABLE = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/sys")
+_MASKED = ("/tmp", "/run", "/var/run")  # where the host keeps sockets: hidden when there is a mount namespace
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 _ALL_LIMITS = frozenset(f.name for f in dataclasses.fields(Limits))
 
@@ -71,8 +77,7 @@ class LocalBackend(ExecutorBackend):
     isolation: ClassVar[str] = "subprocess"
     needs_scratch: ClassVar[bool] = True
     samples: ClassVar[bool] = True
-    # The host's /dev/shm: no default size applies, an explicit --shm is refused (_shm_plan).
-    enforced_limits = _ALL_LIMITS - {"shm"}
+    confined: ClassVar[bool] = False
 
     def __init__(self, config: ExecConfig) -> None:
         super().__init__(config)
@@ -88,10 +93,16 @@ class LocalBackend(ExecutorBackend):
     def availability(cls) -> Availability:
         if not sys.platform.startswith("linux"):
             return Availability(False, f"needs Linux, this is {sys.platform}", "use --backend docker")
-        notes = []
-        if (why := cgroup_support()) is not None:
-            notes.append(f"no per-run cgroup ({why}): --pids uses RLIMIT_NPROC, --mem RLIMIT_AS, --cpus refused")
-        return Availability(True, notes=tuple(notes))
+        return Availability(True, notes=tuple(guarantees(cls.confined).notes()))
+
+    # A class attribute elsewhere; here it depends on the host, so it is read from the instance
+    # (as the manager reads it) and worked out only then. Never assigned: mypy sees a ClassVar
+    # as writable and so refuses any read-only property over it.
+    @property
+    def enforced_limits(self) -> frozenset[str]:  # type: ignore[override]
+        """Every limit but those this host cannot keep for this backend (``guarantees``): the
+        manager applies no default for those, and an explicit one is refused."""
+        return _ALL_LIMITS - guarantees(self.confined).unenforced()
 
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
         return WorkerKey(python, namespaces=False, network=True)
@@ -103,43 +114,27 @@ class LocalBackend(ExecutorBackend):
         self.pool.warm(self._worker_key(Limits(), sys.executable))
 
     def confine_plan(self, submission: Submission) -> dict[str, Any]:
-        limits = submission.spec.limits
-        return {"rlimits": self._rlimits(limits), **self._shm_plan(limits)}
-
-    def _shm_plan(self, limits: Limits) -> dict[str, Any]:
-        """A local process shares the host's ``/dev/shm``: a size for it cannot be kept."""
-        if limits.shm is not None:
-            raise BackendUnavailableError(
-                self.name,
-                "--shm: a local process shares the host's /dev/shm, so its size cannot be limited",
-                "use --backend seccomp or docker",
-            )
-        return {}
+        return {"rlimits": self._rlimits(submission.spec.limits)}
 
     def _rlimits(self, limits: Limits) -> dict[str, Any]:
+        """The rlimits of a run; a limit this host cannot keep refuses the run instead."""
         if limits.gpus is not None:
             raise BackendUnavailableError(
                 self.name,
                 f"--gpus {limits.gpus}: a local process has no GPU placement",
                 "use --backend docker (with the NVIDIA runtime) or %%rayrun --num-gpus",
             )
-        use_cgroup = cgroup_support() is None
+        promised = guarantees(self.confined)
+        for name in promised.unenforced():
+            if getattr(limits, name) is not None:
+                raise BackendUnavailableError(self.name, promised.refusal(name), promised.limit(name).fix)
         rlimits: dict[str, Any] = {"cpu": limits.cpu_time and max(1, round(limits.cpu_time)), "fsize": limits.fsize}
-        if not use_cgroup:
+        if not promised.cgroup.kind:
             rlimits["as"] = limits.memory
-            if limits.pids is not None:
-                if os.geteuid() == 0:
-                    raise BackendUnavailableError(
-                        self.name,
-                        "--pids cannot be enforced: RLIMIT_NPROC does not bind root and no cgroup "
-                        f"can be made ({cgroup_support()})",
-                        "use --backend docker, or run the kernel as a normal user",
-                    )
-                rlimits["nproc"] = limits.pids
-            if limits.cpus is not None:
-                raise BackendUnavailableError(
-                    self.name, f"--cpus needs a cgroup ({cgroup_support()})", "use --backend docker or drop --cpus"
-                )
+            # In a user namespace of the run's own, RLIMIT_NPROC counts only its processes;
+            # outside one it counts all of the user's, so it is set above those running now.
+            in_user_namespace = self.confined and promised.namespaces.user and not promised.root
+            rlimits["nproc" if in_user_namespace else "nproc_more"] = limits.pids
         return rlimits
 
     def submit(self, submission: Submission) -> TaskHandle:
@@ -198,6 +193,7 @@ class SeccompBackend(LocalBackend):
 
     name: ClassVar[str] = "seccomp"
     isolation: ClassVar[str] = "seccomp"
+    confined: ClassVar[bool] = True
 
     @classmethod
     def availability(cls) -> Availability:
@@ -212,39 +208,14 @@ class SeccompBackend(LocalBackend):
                 "Landlock is not enabled in this kernel (needed to confine files)",
                 "boot with lsm=landlock,... or use --backend docker",
             )
-        notes = [*list(base.notes), f"landlock abi {confinement.landlock_abi()}"]
-        if (why := namespace_support()) is not None:
-            notes.append(
-                f"no new namespaces ({why}); seccomp and Landlock still apply; /dev/shm stays "
-                "read-only (no multiprocessing) and --shm is refused: use --backend docker for them"
-            )
-        else:
-            notes.append("each run has its own /dev/shm (--shm; multiprocessing works)")
+        abi, promised = confinement.landlock_abi(), guarantees(cls.confined)
+        notes = [f"landlock abi {abi}", *promised.notes()]
+        if abi < 6 and promised.namespaces.options is None:
+            notes.append("signals: Landlock before ABI 6 cannot stop a run signalling your other processes")
         return Availability(True, notes=tuple(notes))
 
-    # A class attribute elsewhere; here it depends on the host, so it is read from the instance
-    # (as the manager reads it) and worked out only then. Never assigned: mypy sees a ClassVar
-    # as writable and so refuses any read-only property over it.
-    @property
-    def enforced_limits(self) -> frozenset[str]:  # type: ignore[override]
-        """Every limit, ``shm`` only where workers get a mount namespace for their own /dev/shm."""
-        return _ALL_LIMITS if namespace_support() is None else LocalBackend.enforced_limits
-
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
-        return WorkerKey(python, namespaces=namespace_support() is None, network=limits.network)
-
-    def _shm_plan(self, limits: Limits) -> dict[str, Any]:
-        """A fresh tmpfs at /dev/shm in the worker's mount namespace; none (and /dev/shm
-        left read-only) where there is no namespace, which refuses an explicit ``--shm``."""
-        if (why := namespace_support()) is None:
-            return {"private_shm": {"size": limits.shm, "host_mount_ns": _host_mount_ns()}}
-        if limits.shm is not None:
-            raise BackendUnavailableError(
-                self.name,
-                f"--shm needs a mount namespace for the run's own /dev/shm, and this host gives none ({why})",
-                "use --backend docker, or run the kernel as root",
-            )
-        return {}
+        return WorkerKey(python, namespaces=guarantees(True).namespaces.options is not None, network=limits.network)
 
     def confine_plan(self, submission: Submission) -> dict[str, Any]:
         spec = submission.spec
@@ -258,18 +229,33 @@ class SeccompBackend(LocalBackend):
         readable = [*_SYSTEM_READABLE, *python_readable_paths(), *(str(m.source) for m in spec.mounts if m.read_only)]
         if submission.environment is not None:
             readable.append(str(submission.environment.path))
-        plan = super().confine_plan(submission)
         writable = [str(submission.scratch), *_DEVICES, *(str(m.source) for m in spec.mounts if not m.read_only)]
-        if "private_shm" in plan:
-            writable.append(confinement.SHM_PATH)
-        return {
-            **plan,
+        plan: dict[str, Any] = {
+            **super().confine_plan(submission),
             "landlock": True,
             "seccomp": True,
             "network": spec.limits.network,
-            "readable": readable,
-            "writable": writable,
         }
+        if guarantees(True).namespaces.options is not None:
+            plan["mounts"] = _private_mounts(spec.limits, [*readable, *writable])
+            readable += plan["mounts"]["mask"]  # only the run's own paths are left there
+            writable.append(confinement.SHM_PATH)
+        else:
+            # No mount namespace, so the host's socket files cannot be hidden from the run, and
+            # Landlock does not cover connect(): refuse it, as socket() is refused, unless --network.
+            plan["connect"] = spec.limits.network
+        return {**plan, "readable": readable, "writable": writable}
+
+
+def _private_mounts(limits: Limits, seen: list[str]) -> dict[str, Any]:
+    """The run's mounts in its own mount namespace: ``/dev/shm`` of ``--shm``; ``/tmp`` and
+    ``/run`` emptied, but for the paths the run must ``seen`` there (its scratch directory
+    under the default ``/tmp``, a ``--mount``), which stay at their place."""
+    mask = {}
+    for top in _MASKED:
+        if os.path.isdir(top) and not os.path.islink(top) and top not in seen:
+            mask[top] = [path for path in seen if path.startswith(top + "/")]
+    return {"host_mount_ns": _host_mount_ns(), "shm_size": limits.shm, "mask": mask}
 
 
 class _ProcessRun(KillableRun):

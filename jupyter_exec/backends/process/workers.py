@@ -10,53 +10,94 @@ workers of a dead kernel can be found and killed.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import select
 import signal
 import subprocess
+import sys
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_exec._proc import pid_alive
 from jupyter_exec.errors import NodeFailedError
+from jupyter_exec.runner.bootstrap import SUPERVISE_VAR, descendants
 from jupyter_exec.runner.protocol import BOOTSTRAP_PATH
 
-from .cgroups import RunCgroup, cgroup_support
+from .cgroups import RunCgroup, cgroup_mode, systemd_scope_prefix
 
-__all__ = ["Worker", "WorkerPool", "namespace_support", "reap_workers"]
+__all__ = ["Namespaces", "Worker", "WorkerPool", "kill_tree", "namespace_support", "namespaces", "reap_workers"]
 
 OWNER_VAR = "JX_OWNER_PID"
 _BASE_ENV_NAMES = ("PATH", "LANG", "LC_ALL", "TZ")
+_BUS_VARS = ("XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")
+_WITHOUT_BUS = ("env", *(f"--unset={name}" for name in _BUS_VARS))
+_serial = itertools.count()
 
 
-def worker_env() -> dict[str, str]:
+def worker_env(supervise: bool) -> dict[str, str]:
     env = {k: os.environ[k] for k in _BASE_ENV_NAMES if k in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(
         {OWNER_VAR: str(os.getpid()), "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     )
+    if supervise:
+        env[SUPERVISE_VAR] = "1"
     return env
 
 
-def _namespace_prefix(network: bool) -> list[str]:
-    """``unshare`` with new pid and mount namespaces (and net unless ``network``); mounts are
-    private, so what a run mounts (its ``/dev/shm``) never propagates to the host."""
-    flags = ["--pid", "--mount", "--propagation", "private", "--fork", "--kill-child", "--mount-proc"]
-    return ["unshare", *flags] if network else ["unshare", "--net", *flags]
+# New pid and mount namespaces (net unless the run has --network); mounts are private, so
+# what a run mounts (its /dev/shm, /tmp) never propagates to the host.
+_NAMESPACES = ("--pid", "--mount", "--propagation", "private", "--fork", "--kill-child", "--mount-proc")
+# Without root: a user namespace first, the user's own uid mapped (files a run writes are
+# theirs), keeping the capabilities it gives over what it owns so the bootstrap can mount.
+_USER_NAMESPACE = ("--user", "--map-current-user", "--keep-caps")
+# What a worker must be able to do in them: mount its own /dev/shm.
+_PROBE = "import ctypes, sys; sys.exit(ctypes.CDLL(None).mount(b'jx', b'/dev/shm', b'tmpfs', 0, None) != 0)"
+
+
+@dataclass(frozen=True)
+class Namespaces:
+    """The namespaces a worker gets here: the ``unshare`` options that work (None: none do,
+    and ``why``); ``user`` when they start with a user namespace (an ordinary user)."""
+
+    options: tuple[str, ...] | None
+    user: bool = False
+    why: str = ""
+
+    def prefix(self, network: bool) -> list[str]:
+        assert self.options is not None
+        return ["unshare", *self.options] if network else ["unshare", "--net", *self.options]
 
 
 @functools.cache
+def namespaces() -> Namespaces:
+    """Which namespaces workers can have here (checked once): root's own, else through a
+    user namespace (Debian's default for ordinary users), else none."""
+    reasons = []
+    attempts: list[tuple[tuple[str, ...], bool]] = [(_NAMESPACES, False)] if os.geteuid() == 0 else []
+    attempts.append(((*_USER_NAMESPACE, *_NAMESPACES), True))
+    for options, user in attempts:
+        found = Namespaces(options, user)
+        try:
+            done = subprocess.run(
+                [*found.prefix(False), sys.executable, "-I", "-c", _PROBE], capture_output=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return Namespaces(None, why=f"unshare not usable: {error}")
+        if done.returncode == 0:
+            return found
+        stderr = done.stderr.decode(errors="replace").strip()
+        reasons.append(f"unshare{' --user' if user else ''} refused: {stderr or f'exit code {done.returncode}'}")
+    return Namespaces(None, why="; ".join(reasons))
+
+
 def namespace_support() -> str | None:
-    """None if new pid/mount/net namespaces can be made here, else why not (checked once)."""
-    try:
-        done = subprocess.run([*_namespace_prefix(False), "true"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"unshare not usable: {error}"
-    if done.returncode != 0:
-        return f"unshare refused: {done.stderr.decode(errors='replace').strip() or done.returncode}"
-    return None
+    """None if new pid/mount/net namespaces can be made here, else why not."""
+    return namespaces().why if namespaces().options is None else None
 
 
 @dataclass(frozen=True)
@@ -75,7 +116,12 @@ class Worker:
         read_fd, write_fd = os.pipe()
         command = [key.python, "-I", str(BOOTSTRAP_PATH), str(write_fd)]
         if key.namespaces:
-            command = _namespace_prefix(key.network) + command
+            command = namespaces().prefix(key.network) + command
+        env = worker_env(supervise=not key.namespaces)
+        if cgroup_mode().kind == "systemd":
+            # The user manager makes the scope; its address is for systemd-run, not the run.
+            command = [*systemd_scope_prefix(f"jx-{os.getpid()}-w{next(_serial)}"), *_WITHOUT_BUS, *command]
+            env.update({k: os.environ[k] for k in _BUS_VARS if k in os.environ})
         try:
             self.process = subprocess.Popen(
                 command,
@@ -84,7 +130,7 @@ class Worker:
                 stderr=subprocess.PIPE,
                 pass_fds=(write_fd,),
                 start_new_session=True,
-                env=worker_env(),
+                env=env,
                 cwd="/",
             )
         finally:
@@ -94,10 +140,16 @@ class Worker:
         self.cgroup: RunCgroup | None = None
 
     def prepare(self) -> None:
-        """Wait for the bootstrap, then put its whole tree in a cgroup of its own."""
+        """Wait for the bootstrap, then give its whole tree a cgroup of its own (a systemd
+        scope already is one)."""
         self.wait_ready()
-        if cgroup_support() is None and self.cgroup is None:
-            self.cgroup = RunCgroup(f"jx-{os.getpid()}-w{self.pid}")
+        kind = cgroup_mode().kind
+        if self.cgroup is not None or not kind:
+            return
+        if kind == "systemd":
+            self.cgroup = RunCgroup.of_process(self.pid)
+        else:
+            self.cgroup = RunCgroup.create(f"jx-{os.getpid()}-w{self.pid}")
             self.cgroup.add(self.tree())
 
     @property
@@ -124,19 +176,15 @@ class Worker:
 
     def tree(self) -> list[int]:
         """This worker's process and its descendants (the bootstrap under ``unshare``)."""
-        pids, frontier = [], [self.pid]
-        while frontier:
-            pid = frontier.pop()
-            pids.append(pid)
-            try:
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    frontier += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                pass
-        return pids
+        return [self.pid, *descendants(self.pid)]
 
     def kill(self) -> None:
-        """SIGKILL the process group and everything in the cgroup (setsid cannot escape it)."""
+        """SIGKILL the worker and everything it started. In a pid namespace its init takes
+        the rest along, and a cgroup is killed whole (``setsid`` escapes neither); without a
+        namespace the bootstrap is a subreaper that outlives what the cell started, so that
+        is killed first, all of it, found as the supervisor's descendants."""
+        if not self.key.namespaces:
+            kill_tree(self.pid, including_root=False)
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -227,8 +275,26 @@ class WorkerPool:
             worker.close()
 
 
+def kill_tree(root: int, *, including_root: bool = True, wait: float = 2.0) -> None:
+    """SIGKILL the live descendants of ``root`` until there are none (they are re-parented to
+    ``root`` while it lives, if it is a subreaper), then ``root`` itself."""
+    deadline = time.monotonic() + wait
+    while (live := [p for p in descendants(root) if pid_alive(p)]) and time.monotonic() < deadline:
+        for pid in live:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.002)
+    if including_root:
+        try:
+            os.kill(root, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def reap_workers() -> int:
-    """Kill workers (and what they started) whose owning kernel is gone. Returns how many."""
+    """Kill workers (and everything they started) whose owning kernel is gone. Returns how many."""
     reaped = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -238,11 +304,8 @@ def reap_workers() -> int:
         except OSError:
             continue
         owner = next((v[len(OWNER_VAR) + 1 :] for v in environ if v.startswith(OWNER_VAR.encode() + b"=")), None)
-        if owner is None or not owner.isdigit() or pid_alive(int(owner)):
+        if owner is None or not owner.isdigit() or pid_alive(int(owner)) or not pid_alive(int(entry.name)):
             continue
-        try:
-            os.kill(int(entry.name), signal.SIGKILL)
-            reaped += 1
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_tree(int(entry.name))
+        reaped += 1
     return reaped

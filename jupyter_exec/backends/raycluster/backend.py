@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from jupyter_exec.backends.base import Availability, ExecutorBackend, Submission, TaskHandle
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import BackendUnavailableError
+from jupyter_exec.extras import install_hint
 from jupyter_exec.runner.protocol import Envelope, build_request
 from jupyter_exec.spec import Limits, RunSpec
 
@@ -45,6 +46,9 @@ class RayBackend(ExecutorBackend):
     fans_out: ClassVar[bool] = True
 
     def __init__(self, config: ExecConfig) -> None:
+        availability = self.availability()  # %%rayrun names its backend, so nothing asked yet
+        if not availability.ok:
+            raise BackendUnavailableError(self.name, availability.reason, availability.fix)
         super().__init__(config)
         self._runs: dict[int, RayRun] = {}
 
@@ -68,7 +72,7 @@ class RayBackend(ExecutorBackend):
     @classmethod
     def availability(cls) -> Availability:
         if importlib.util.find_spec("ray") is None:
-            return Availability(False, "Ray is not installed", "pip install 'jupyter-exec[ray]'")
+            return Availability(False, "Ray is not installed", install_hint("ray"))
         return Availability(True)
 
     def submit(self, submission: Submission) -> TaskHandle:

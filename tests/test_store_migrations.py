@@ -1,0 +1,189 @@
+"""Store files made by every schema this project shipped open, keep their rows and work.
+
+The old schemas are kept here as data, the SQL each release ran (``git log -p`` of store.py,
+trace/store.py and envs/cache.py): files made before ``user_version`` all say 0.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from conftest import add_run
+
+from jupyter_exec.envs.cache import EnvIndex
+from jupyter_exec.errors import ApiError, StoreError
+from jupyter_exec.server.records import Records
+from jupyter_exec.status import Status
+from jupyter_exec.storage.schema import LATEST
+from jupyter_exec.store import Store
+from jupyter_exec.trace.store import TraceStore
+
+RUNS_FIRST_RELEASE = """
+CREATE TABLE IF NOT EXISTS runs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kernel      TEXT NOT NULL,
+    owner_pid   INTEGER NOT NULL,
+    name        TEXT,
+    backend     TEXT NOT NULL,
+    isolation   TEXT,
+    spec        TEXT NOT NULL,
+    code        TEXT NOT NULL,
+    code_hash   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    error       TEXT,
+    exit_code   INTEGER,
+    created     REAL NOT NULL,
+    started     REAL,
+    ended       REAL,
+    duration    REAL,
+    peak_memory INTEGER,
+    cpu_seconds REAL,
+    log_path    TEXT,
+    details     TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+"""
+
+TRACES = """
+CREATE TABLE IF NOT EXISTS trace_meta (
+    name     TEXT PRIMARY KEY,
+    metric   TEXT NOT NULL,
+    maximize INTEGER NOT NULL,
+    created  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trace_nodes (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    trace     TEXT NOT NULL REFERENCES trace_meta(name),
+    parent    INTEGER,
+    status    TEXT NOT NULL,
+    code      TEXT NOT NULL,
+    params    TEXT NOT NULL,
+    spec      TEXT NOT NULL,
+    metrics   TEXT NOT NULL DEFAULT '{}',
+    error     TEXT,
+    run_id    INTEGER,
+    owner_pid INTEGER NOT NULL,
+    created   REAL NOT NULL,
+    ended     REAL
+);
+CREATE INDEX IF NOT EXISTS trace_nodes_trace ON trace_nodes(trace, id);
+"""
+
+ENVS = """
+CREATE TABLE IF NOT EXISTS envs (
+    hash      TEXT PRIMARY KEY,
+    target    TEXT NOT NULL,
+    path      TEXT NOT NULL,
+    spec      TEXT NOT NULL,
+    status    TEXT NOT NULL,          -- building | ready | failed
+    size      INTEGER NOT NULL DEFAULT 0,
+    created   REAL NOT NULL,
+    last_used REAL,
+    uses      INTEGER NOT NULL DEFAULT 0,
+    builds    INTEGER NOT NULL DEFAULT 0,
+    build_log TEXT,
+    error     TEXT
+);
+"""
+
+CANCEL_COLUMN = "ALTER TABLE runs ADD COLUMN cancel_requested REAL;"
+
+#: What each release made of a store file, oldest first (commits 0d4226f, 26127ae, 88b403a, a2f0cf1).
+SHIPPED = {
+    "first release (runs)": RUNS_FIRST_RELEASE,
+    "with traces": RUNS_FIRST_RELEASE + TRACES,
+    "with the env index": RUNS_FIRST_RELEASE + TRACES + ENVS,
+    "with cancel requests": RUNS_FIRST_RELEASE + TRACES + ENVS + CANCEL_COLUMN,
+    # Store alone once had the column (the trace and env tables were made when first used).
+    "runs with cancel requests, nothing else yet": RUNS_FIRST_RELEASE + CANCEL_COLUMN,
+}
+
+
+def _old_file(path, sql):
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(sql)
+    db.execute(
+        "INSERT INTO runs (kernel, owner_pid, name, backend, spec, code, code_hash, status, created, ended)"
+        " VALUES ('k', 1, 'old', 'local', '{\"a\": 1}', 'print(1)', 'h', 'succeeded', 1.7e9, 1.7e9 + 2)"
+    )
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "trace_meta" in tables:
+        db.execute("INSERT INTO trace_meta VALUES ('t', 'loss', 0, 1.7e9)")
+        db.execute(
+            "INSERT INTO trace_nodes (trace, status, code, params, spec, metrics, run_id, owner_pid, created, ended)"
+            " VALUES ('t', 'succeeded', 'x', '{}', '{}', '{\"loss\": 0.5}', 1, 1, 1.7e9, 1.7e9 + 1)"
+        )
+    if "envs" in tables:
+        db.execute(
+            "INSERT INTO envs (hash, target, path, spec, status, created)"
+            " VALUES ('e1', 'venv', '/x', '{}', 'ready', 1.7e9)"
+        )
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("schema", SHIPPED, ids=list(SHIPPED))
+def test_a_file_of_each_shipped_schema_opens_and_works(tmp_path, schema):
+    path = tmp_path / "runs.sqlite3"
+    _old_file(path, SHIPPED[schema])
+    store, traces, envs = Store(path), TraceStore(path), EnvIndex(path)
+
+    old = store.get(1)
+    assert (old["name"], old["status"], old["spec"], old["cancel_requested"]) == ("old", "succeeded", '{"a": 1}', None)
+    run = add_run(store, "new", status=None)
+    assert run == 2 and store.request_cancel(run)["cancel_requested"] > 0
+    assert store.cancel_requests([1, run]) == [run]
+    store.finish_run(run, Status.CANCELLED)
+    trace = traces.open("t", "loss", maximize=False)
+    assert [n.metrics for n in trace.nodes.values()] == ([{"loss": 0.5}] if TRACES in SHIPPED[schema] else [])
+    envs.start_build("e2", "venv", tmp_path / "e2", "{}", tmp_path / "e2.log")
+    assert {row["hash"] for row in envs.all()} == ({"e1", "e2"} if ENVS in SHIPPED[schema] else {"e2"})
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == LATEST
+
+
+def test_a_file_made_today_opens_without_migrating(tmp_path):
+    path = tmp_path / "runs.sqlite3"
+    add_run(Store(path), "today")
+    before = path.read_bytes()[:100]
+    assert Store(path).get(1)["name"] == "today"
+    assert path.read_bytes()[:100] == before  # not even the header's change counter moved
+
+
+def test_a_file_from_a_newer_release_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "runs.sqlite3"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {LATEST + 1}")
+    with pytest.raises(StoreError) as refused:
+        Store(path)
+    message = str(refused.value)
+    assert str(path) in message and "newer jupyter-exec" in message and "JX_DATA_DIR" in message
+    assert "\n" not in message
+    with pytest.raises(ApiError) as answered:  # the side panel's server says the same, as a 503
+        Records(path).runs((), 10)
+    assert (answered.value.status, str(answered.value)) == (503, message)
+
+
+def test_kernels_opening_an_old_file_at_once_migrate_it_once(tmp_path):
+    path = tmp_path / "runs.sqlite3"
+    _old_file(path, SHIPPED["first release (runs)"])
+    opener = (
+        "import sys; from jupyter_exec.store import Store; s = Store(sys.argv[1]);"
+        " print(s.get(1)['cancel_requested'], s.request_cancel(1)['status'])"
+    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", opener, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    for child in children:
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        assert out.split()[-1] == "succeeded"
+    columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(runs)")]
+    assert columns.count("cancel_requested") == 1
