@@ -116,6 +116,8 @@ class ContainerBackend(ExecutorBackend):
         if _availability_cache and time.monotonic() - _availability_cache[0] < _AVAILABILITY_TTL:
             return _availability_cache[1]
         settings = _settings()
+        if importlib.util.find_spec("docker") is None:
+            return Availability(False, "the Docker SDK is not installed", install_hint("docker"))
         try:
             engine = engines.choose(settings.url, settings.docker_group)
             found = engine.client.images.list(name=settings.image)
