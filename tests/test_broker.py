@@ -1,0 +1,402 @@
+"""The broker on a Unix socket, as a shared machine runs it: root's broker owns the container
+engine; two ordinary accounts (jx-user, jx-user2: scripts/setup.d/60 and 70), neither able to
+open the engine's socket, run container cells through it from their own kernels.
+
+One broker and one kernel per user for the session (``broker``, ``alice``, ``bob``). Each user's
+kernel runs as that account under ``setpriv`` with this tree first on its path, so what runs is
+this checkout. Raw requests (``raw``) are sent as a user from a small client of the wire format,
+to show the broker holds a hand-made request to the same policy as the magic's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import docker
+import pytest
+from conftest import Kernel, require
+from jupyter_client.manager import KernelManager
+
+pytestmark = pytest.mark.kernel
+
+ROOT = Path(__file__).resolve().parents[1]
+USERS = (os.environ.get("JX_USER", "jx-user"), os.environ.get("JX_USER2", "jx-user2"))
+USER_VENV = Path(os.environ.get("JX_USER_VENV", "/opt/jupyter-exec/user-venv"))
+USER_LABEL = "jupyter-exec.user"
+POLICY = """\
+memory: 1g
+quotas: {runs: 2, when_full: queue}
+users:
+  BOB: {quotas: {runs: 3}}
+"""
+LOOSE = "memory: 64g\n"
+SANDBOX = "%%sandbox --backend container"
+
+
+def _account(user: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        require(False, f"the account {user} (scripts/setup.d/70-broker-users.sh)")
+        raise
+
+
+def _as_user(user: str, *command: str, env: dict[str, str] | None = None) -> list[str]:
+    """``command`` as ``user``, with a clean environment and this tree first on its path."""
+    account = _account(user)
+    settings = {
+        "HOME": account.pw_dir,
+        "USER": user,
+        "LANG": "C.UTF-8",
+        "PATH": f"{USER_VENV}/bin:/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **(env or {}),
+    }
+    return [
+        "setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups",
+        "env", "-i", *(f"{k}={v}" for k, v in settings.items()), *command,
+    ]  # fmt: skip
+
+
+def _user_dir(user: str) -> Path:
+    """A directory of ``user``'s own, in a parent every account can enter."""
+    made = Path(tempfile.mkdtemp(prefix=f"jx-broker-{user}-"))
+    account = _account(user)
+    os.chown(made, account.pw_uid, account.pw_gid)
+    return made
+
+
+class Broker:
+    """Root's ``jupyter-exec broker`` on a socket every account reaches."""
+
+    def __init__(self) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="jx-broker-"))
+        self.home.chmod(0o755)
+        self.socket = self.home / "broker.sock"
+        self.data = self.home / "data"
+        self.audit = self.home / "audit.jsonl"
+        self.policy = self.home / "broker.yaml"
+        self.policy.write_text(POLICY.replace("BOB", USERS[1]))
+        self.address = f"unix://{self.socket}"
+        self.log = open(self.home / "broker.log", "ab")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.socket.unlink(missing_ok=True)
+        command = [sys.executable, "-m", "jupyter_exec.cli", "broker", "--socket", str(self.socket)]
+        command += ["--policy", str(self.policy), "--data-dir", str(self.data), "--audit", str(self.audit)]
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 60
+        while not self.socket.exists():
+            assert self.process.poll() is None, (self.home / "broker.log").read_text()
+            assert time.monotonic() < deadline, "the broker did not start"
+            time.sleep(0.1)
+
+    def admin(self, request: dict) -> dict:
+        from jupyter_exec.broker.transport import Address, ask
+
+        return ask(Address.parse(self.address), request)
+
+    def audit_lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.audit.read_text().splitlines()]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(30)
+        self.log.close()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+class UserKernel(Kernel):
+    """A kernel running as ``user`` (``setpriv``), its data in a directory of its own."""
+
+    def __init__(self, user: str, env: dict[str, str]) -> None:
+        account = _account(user)
+        self.user = user
+        self.data_dir = self.cwd = _user_dir(user)
+        self.km = KernelManager(kernel_name="python3")
+        self.km.connection_file = str(self.data_dir / "kernel.json")
+        launch = shlex.join(
+            _as_user(user, "python", "-m", "ipykernel_launcher", env={"JX_DATA_DIR": str(self.data_dir), **env})
+        )
+        # root writes the connection file: hand it to the user, then become the kernel (exec: one pid)
+        script = f'chown {account.pw_uid}:{account.pw_gid} "$1" && exec {launch} -f "$1"'
+        self.km.kernel_spec.argv = ["sh", "-c", script, "sh", "{connection_file}"]
+        self.km.start_kernel(cwd=str(self.data_dir))
+        self.client = self.km.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+        self.loaded = self.run("%load_ext jupyter_exec", check=True)
+
+    def start(self, code: str) -> str:
+        """Execute ``code`` without waiting; its message id."""
+        return self.client.execute(code)
+
+    def finish(self, msg_id: str, timeout: float = 60) -> dict:
+        """The execute reply of a cell ``start`` began."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.client.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if reply["parent_header"]["msg_id"] == msg_id:
+                return reply["content"]
+
+
+_RAW = textwrap.dedent("""
+    import json, sys, threading
+    from jupyter_exec.broker.transport import Address, open_stream
+    address, requests = Address.parse(sys.argv[1]), json.load(sys.stdin)
+    streams = [open_stream(address, request) for request in requests]
+    events = [[] for _ in streams]
+    def read(i):
+        while (event := streams[i].next()) is not None:
+            event["at"] = __import__("time").monotonic()
+            events[i].append(event)
+            if event["t"] in ("end", "error", "reply"):
+                break
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(streams))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    print(json.dumps(events))
+""")
+
+
+def raw(user: str, broker: Broker, *requests: dict, background: bool = False):
+    """Send ``requests`` at once as ``user`` (the version added); each one's events, in order."""
+    command = _as_user(user, "python", "-c", _RAW, broker.address)
+    sent = json.dumps([{"v": 1, **r} for r in requests])
+    if background:
+        with tempfile.TemporaryFile("w+") as given:
+            given.write(sent)
+            given.seek(0)
+            return subprocess.Popen(command, stdin=given, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(command, input=sent, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _containers(**labels: str) -> list:
+    filters = [f"{k}={v}" for k, v in labels.items()]
+    return docker.from_env().api.containers(all=True, filters={"label": filters})  # no inspect: none can vanish
+
+
+@pytest.fixture(scope="session")
+def broker():
+    require(os.geteuid() == 0, "root (the broker owns the engine; the users are other accounts)")
+    require(shutil.which("setpriv") is not None, "setpriv (util-linux)")
+    require((USER_VENV / "bin" / "python").exists(), f"the users' venv {USER_VENV} (scripts/setup.d/60)")
+    for user in USERS:
+        _account(user)
+    made = Broker()
+    yield made
+    made.stop()
+
+
+@pytest.fixture(scope="session")
+def alice(broker):
+    """jx-user, who also points JX_POLICY at a looser file of her own."""
+    loose = _user_dir(USERS[0]) / "loose.yaml"
+    loose.write_text(LOOSE)
+    kernel = UserKernel(USERS[0], {"JX_BROKER": broker.address, "JX_POLICY": str(loose)})
+    yield kernel
+    kernel.shutdown()
+
+
+@pytest.fixture(scope="session")
+def bob(broker):
+    kernel = UserKernel(USERS[1], {"JX_BROKER": broker.address})
+    yield kernel
+    kernel.shutdown()
+
+
+def test_users_run_container_cells_through_the_broker_without_the_engine(alice, bob):
+    """Values, --out, live output and exceptions come back; the user cannot open the engine's socket."""
+    for kernel in (alice, bob):
+        reach = kernel.run("import os\nos.access('/var/run/docker.sock', os.W_OK), os.getuid() != 0", check=True)
+        assert reach.result_text == "(False, True)"
+        cell = kernel.run(
+            f"{SANDBOX} --out y\nprint('from the sandbox')\ny = 6 * 7\nimport os\nos.getuid()", check=True
+        )
+        assert cell.stdout == "from the sandbox\n" and cell.result_text == "65534"
+        assert kernel.run("y", check=True).result_text == "42"
+    live = alice.run(f"{SANDBOX}\nimport time\nprint('first', flush=True)\ntime.sleep(1.5)\nprint('second')")
+    assert live.stdout == "first\nsecond\n"
+    assert live.stream_times[-1] - live.stream_times[0] > 1.0, "the first line came only at the end"
+    failed = bob.run(f"{SANDBOX}\ndef f():\n    return 1 / 0\nf()")
+    assert failed.error["ename"] == "ZeroDivisionError"
+    assert "return 1 / 0" in "\n".join(failed.error["traceback"])
+
+
+def test_interrupt_cancels_the_run_at_the_broker(bob, broker):
+    msg_id = bob.start(f"{SANDBOX} --name long\nimport time\nprint('going', flush=True)\ntime.sleep(60)")
+    deadline = time.monotonic() + 30
+    while not _containers(**{USER_LABEL: USERS[1], "jupyter-exec.run": _running_run(broker, USERS[1])}):
+        assert time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.2)
+    started = time.monotonic()
+    bob.km.interrupt_kernel()
+    reply = bob.finish(msg_id)
+    assert reply["status"] == "error" and time.monotonic() - started < 15
+    runs = broker.admin({"op": "runs", "user": USERS[1], "finished": True})["runs"]
+    assert runs[0]["name"] == "long" and runs[0]["status"] == "cancelled"
+    assert not _containers(**{"jupyter-exec.run": str(runs[0]["id"])})
+
+
+def _running_run(broker: Broker, user: str) -> str:
+    running = broker.admin({"op": "runs", "user": user})["runs"]
+    return str(running[0]["id"]) if running else "none"
+
+
+def test_a_ceiling_holds_against_the_users_own_settings(alice, broker):
+    """The broker's 1g holds over JX_POLICY (a looser file), %config, and a hand-made request."""
+    asked = alice.run(f"{SANDBOX} --mem 4g\nprint('ran')")
+    assert "ran" not in asked.stdout
+    assert asked.stderr.startswith(
+        f"UsageError: --mem 4g is above the administrator's ceiling of 1g (policy {broker.policy})"
+    )
+    alice.run("%config ExecConfig.mem = '64g'", check=True)
+    try:
+        limit = alice.run(f"{SANDBOX}\nint(open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read())", check=True)
+    finally:
+        alice.run("%config ExecConfig.mem = '2g'", check=True)
+    assert int(limit.result_text) == 1 << 30
+    (refused,) = raw(USERS[0], broker, {"op": "run", "code": "print('ran')", "limits": {"memory": 64 << 30}})
+    assert refused[0]["t"] == "error" and refused[0]["status"] == 403 and "ceiling of 1g" in refused[0]["message"]
+    (bad,) = raw(USERS[0], broker, {"op": "run", "code": "1", "limits": {"memory": "lots"}})
+    assert bad[0]["status"] == 400 and "limits.memory" in bad[0]["message"]
+
+
+def test_users_cannot_see_read_or_cancel_each_others_runs(alice, bob, broker):
+    msg_id = bob.start(f"{SANDBOX} --name bobs\nimport time\nprint('secret', flush=True)\ntime.sleep(8)\n'done'")
+    deadline = time.monotonic() + 30
+    while (run := _running_run(broker, USERS[1])) == "none":
+        assert time.monotonic() < deadline, "bob's run did not start"
+        time.sleep(0.2)
+    run_id = int(run)
+    listed, log, cancel, show = raw(
+        USERS[0], broker,
+        {"op": "runs", "finished": True}, {"op": "logs", "run": run_id}, {"op": "cancel", "run": run_id},
+        {"op": "show", "run": run_id},
+    )  # fmt: skip
+    assert all(row["user"] == USERS[0] for row in listed[0]["runs"]) and listed[0]["runs"]
+    for answer in (log, cancel, show):
+        assert answer[0]["t"] == "error" and answer[0]["status"] == 404, answer
+    (others,) = raw(USERS[0], broker, {"op": "runs", "user": USERS[1]})
+    assert others[0]["status"] == 403
+    assert USERS[1] not in alice.run("%jx runs", check=True).stdout
+    assert bob.finish(msg_id)["status"] == "ok"
+    (mine,) = raw(USERS[1], broker, {"op": "logs", "run": run_id})
+    assert mine[0]["text"] == "secret\n"
+
+
+def test_a_users_third_run_waits_while_another_user_starts_at_once(broker):
+    sleep = {"op": "run", "code": "import time\ntime.sleep(3)", "limits": {}}
+    alices = raw(USERS[0], broker, sleep, sleep, sleep, background=True)
+    time.sleep(1.0)
+    (bobs,) = raw(USERS[1], broker, {"op": "run", "code": "'at once'", "limits": {}})
+    out, err = alices.communicate(timeout=60)
+    assert alices.returncode == 0, err
+    events = json.loads(out)
+    kinds = [[e["t"] for e in run] for run in events]
+    assert [k.count("queued") for k in kinds] == [0, 0, 1], kinds
+    assert all(run[-1]["t"] == "end" and run[-1]["status"] == "succeeded" for run in events), events
+    queued = next(e for e in events[2] if e["t"] == "queued")
+    assert "your quota is 2" in queued["why"]
+    assert [e["t"] for e in bobs] == ["accepted", "running", "end"]
+    first_end = min(run[-1]["at"] for run in events[:2])
+    third_running = next(e for e in events[2] if e["t"] == "running")
+    assert third_running["at"] >= first_end - 0.05
+
+
+def test_the_audit_log_has_a_line_per_request_of_both_users(alice, bob, broker):
+    alice.run(f"{SANDBOX}\n'audited'", check=True)
+    bob.run(f"{SANDBOX} --mem 2g\n'refused'")
+    lines = broker.audit_lines()
+    runs = [line for line in lines if line["op"] == "run"]
+    assert {line["user"] for line in runs} >= set(USERS)
+    ran = next(line for line in reversed(runs) if line["user"] == USERS[0] and line["decision"] == "ran")
+    for field in ("time", "image", "digest", "runtime", "limits", "code_hash", "status", "duration", "peak_memory"):
+        assert field in ran, (field, ran)
+    assert ran["status"] == "succeeded" and ran["digest"].startswith("sha256:") and ran["limits"]["memory"] == 1 << 30
+    refused = next(line for line in reversed(runs) if line["user"] == USERS[1])
+    assert refused["decision"] == "refused" and "--mem 2g is above the administrator's ceiling" in refused["reason"]
+
+
+def test_a_killed_broker_leaves_no_run_running_and_no_container(alice, broker):
+    sleep = {"op": "run", "code": "import time\nprint('going', flush=True)\ntime.sleep(120)", "limits": {}}
+    clients = raw(USERS[0], broker, sleep, sleep, background=True)
+    deadline = time.monotonic() + 30
+    while len(running := broker.admin({"op": "runs", "user": USERS[0]})["runs"]) < 2:
+        assert time.monotonic() < deadline, "the runs did not start"
+        time.sleep(0.2)
+    assert broker.process is not None
+    broker.process.kill()
+    broker.process.wait(10)
+    out, _ = clients.communicate(timeout=30)
+    assert all(run[-1]["t"] != "end" for run in json.loads(out))  # hung up on, not told it ended
+    deadline = time.monotonic() + 30
+    while _containers(**{USER_LABEL: USERS[0]}):
+        assert time.monotonic() < deadline, "containers outlived the broker"
+        time.sleep(0.5)
+    broker.start()
+    for row in running:
+        (shown,) = raw(USERS[0], broker, {"op": "show", "run": row["id"]})
+        assert shown[0]["run"]["status"] == "failed" and "broker restarted" in shown[0]["run"]["error"]
+    assert alice.run(f"{SANDBOX}\n'after the restart'", check=True).result_text == "'after the restart'"
+    restarted = [
+        line for line in broker.audit_lines() if line.get("reason", "") and "broker restarted" in line["reason"]
+    ]
+    assert {line["run"] for line in restarted} >= {row["id"] for row in running}
+
+
+def test_a_client_that_hangs_up_leaves_no_container(broker):
+    """A kernel that dies mid-run (its connection closes): the run is cancelled, its container removed."""
+    going = {"op": "run", "code": "import time\nprint('going', flush=True)\ntime.sleep(120)", "limits": {}}
+    client = raw(USERS[1], broker, going, background=True)
+    deadline = time.monotonic() + 30
+    while (run := _running_run(broker, USERS[1])) == "none":
+        assert time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.2)
+    assert _containers(**{"jupyter-exec.run": run})
+    client.kill()
+    client.wait(10)
+    deadline = time.monotonic() + 20
+    while _containers(**{"jupyter-exec.run": run}):
+        assert time.monotonic() < deadline, "the hung-up run's container is still there"
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while (status := broker.admin({"op": "show", "run": int(run)})["run"]["status"]) == "running":
+        assert time.monotonic() < deadline, "the hung-up run is still recorded running"
+        time.sleep(0.2)
+    assert status == "cancelled"
+
+
+def test_admin_commands_list_and_cancel_anyones_run(broker):
+    going = {"op": "run", "code": "import time\ntime.sleep(120)", "limits": {}}
+    client = raw(USERS[0], broker, going, background=True)
+    deadline = time.monotonic() + 30
+    while (run := _running_run(broker, USERS[0])) == "none":
+        assert time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.2)
+    cli = [sys.executable, "-m", "jupyter_exec.cli", "broker"]
+    listed = subprocess.run([*cli, "runs", "--socket", str(broker.socket)], capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0 and f"{run:>6}  {USERS[0]}" in listed.stdout, listed
+    cancelled = subprocess.run([*cli, "cancel", run, "--socket", str(broker.socket)], capture_output=True, text=True)
+    assert cancelled.stdout == f"run {run}: cancelled (running)\n", cancelled
+    out, _ = client.communicate(timeout=30)
+    assert json.loads(out)[0][-1]["status"] == "cancelled"
+    (big,) = raw(USERS[0], broker, {"op": "run", "code": "x" * (2 << 20), "limits": {}})
+    assert big[0]["status"] == 400 and "at most" in big[0]["message"]
