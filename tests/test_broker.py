@@ -48,7 +48,7 @@ def _account(user: str) -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(user)
     except KeyError:
-        require(False, f"the account {user} (scripts/setup.d/70-broker-users.sh)")
+        require(False, f"the account {user} (scripts/setup.d/70-broker.sh)")
         raise
 
 

@@ -4,6 +4,7 @@
 
     jupyter-exec broker --socket /run/jupyter-exec/broker.sock --policy /etc/jupyter-exec/broker.yaml \\
         --data-dir /var/lib/jupyter-exec-broker --audit /var/log/jupyter-exec/audit.jsonl
+    jupyter-exec broker --hub --policy FILE --data-dir DIR    # as a JupyterHub service
     jupyter-exec broker runs [--user U] [--all] [--socket PATH]
     jupyter-exec broker cancel N [--socket PATH]
 
@@ -15,9 +16,9 @@ runs end ``cancelled``, their containers removed); SIGHUP reads the policy file 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -38,6 +39,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     broker.add_argument("action", nargs="?", default="serve", choices=("serve", "runs", "cancel"))
     broker.add_argument("run", nargs="?", type=int, help="the run to cancel")
     broker.add_argument("--socket", default=DEFAULT_SOCKET, help=f"the Unix socket (default {DEFAULT_SOCKET})")
+    broker.add_argument(
+        "--hub",
+        action="store_true",
+        help="serve HTTP as a JupyterHub service ($JUPYTERHUB_SERVICE_URL; tokens checked at $JUPYTERHUB_API_URL)",
+    )
     broker.add_argument("--policy", type=Path, metavar="FILE", help="the broker's policy file (docs/broker.md)")
     broker.add_argument("--data-dir", type=Path, metavar="DIR", help="records, logs and envs (serve)")
     broker.add_argument("--audit", type=Path, metavar="FILE", help="the audit log (default DATA_DIR/audit.jsonl)")
@@ -68,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .hub import HubServer
+    from .hubauth import HubAuth
     from .service import Broker, Settings
     from .unix import UnixServer
 
@@ -75,11 +83,19 @@ def _serve(args: argparse.Namespace) -> int:
         raise JupyterExecError("serve: --data-dir DIR is required (the broker's records, logs and envs)")
     policy = args.policy.resolve() if args.policy else None
     broker = Broker(Settings(data_dir=args.data_dir.resolve(), policy=policy, audit=args.audit))
-    server = UnixServer(broker, Path(args.socket), args.admin_group)
-    stopping = threading.Event()
+    server: HubServer | UnixServer
+    if args.hub:
+        url, api = os.environ.get("JUPYTERHUB_SERVICE_URL", ""), os.environ.get("JUPYTERHUB_API_URL", "")
+        if not url or not api:
+            broker.close()
+            raise JupyterExecError("--hub: start it from the hub (c.JupyterHub.services, docs/broker.md)")
+        server = HubServer(broker, url, HubAuth(api))
+        where = f"{url} (a JupyterHub service; tokens checked at {api})"
+    else:
+        server = UnixServer(broker, Path(args.socket), args.admin_group)
+        where = f"unix://{server.path}"
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
         server.close()
 
     def reload(signum: int, frame: FrameType | None) -> None:
@@ -88,7 +104,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
-    print(f"jupyter-exec broker: serving on unix://{server.path} ({broker.rules.source})", file=sys.stderr, flush=True)
+    print(f"jupyter-exec broker: serving on {where}, policy {broker.rules.source}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     finally:
