@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import re
 import shutil
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from conftest import require
 from hub import USER_VENV, Hub
+from test_browser import _notebook, _runner
+from test_browser import browser as browser  # the session's Chromium, a fixture
 
 pytestmark = pytest.mark.kernel
 
@@ -59,3 +64,45 @@ def test_a_request_without_a_users_token_is_refused(hub):
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code in (401, 403)
         assert json.loads(refused.value.read())["t"] == "error"
+
+
+BODY = "import time\nprint('through the broker', flush=True)\ntime.sleep(1)\n6 * 7"
+CELLS = ["%load_ext jupyter_exec", f"%%sandbox --backend container\n{BODY}"]
+
+
+@pytest.mark.browser
+def test_a_user_logs_in_through_the_hub_and_runs_a_sandbox_cell_in_jupyterlab(hub, browser):
+    """Chromium: the hub's login page, the user's JupyterLab, a %%sandbox cell run through the broker."""
+    from playwright.sync_api import expect
+
+    user = USERS[1]
+    account = pwd.getpwnam(user)
+    name = "broker-hub.ipynb"
+    _notebook(Path(account.pw_dir), name, CELLS)
+    os.chown(Path(account.pw_dir) / name, account.pw_uid, account.pw_gid)
+    before = len(_runs_of(hub, user))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{hub.url}/hub/login")
+        page.fill("#username_input", user)
+        page.fill("#password_input", hub.password)
+        page.click("#login_submit")
+        page.wait_for_url(re.compile(rf".*/user/{user}/.*"), timeout=60_000)
+        page.goto(f"{hub.url}/user/{user}/lab/tree/{name}")
+        cells = page.locator(".jp-Notebook .jp-CodeCell")
+        expect(cells).to_have_count(len(CELLS), timeout=60_000)
+        expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+        run, _ = _runner(page, cells)
+        run(0)
+        run(1)
+        expect(cells.nth(1)).to_contain_text("through the broker", timeout=30_000)
+        expect(cells.nth(1).locator(".jp-OutputArea-executeResult")).to_contain_text("42")
+    finally:
+        page.close()
+    assert [line["status"] for line in _runs_of(hub, user)[before:]] == ["succeeded"]
+
+
+def _runs_of(hub: Hub, user: str) -> list[dict]:
+    """The audit log's lines of ``user``'s runs."""
+    lines = [json.loads(line) for line in hub.audit.read_text().splitlines()]
+    return [line for line in lines if line["user"] == user and line["op"] == "run" and line["decision"] == "ran"]
