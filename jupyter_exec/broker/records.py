@@ -102,14 +102,16 @@ class Records:
         peak_memory: int | None = None,
         details: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        """Finish an unfinished run; the row as it is now."""
+        """Finish an unfinished run; the row as it is now (None if it was finished already)."""
         now = time.time()
-        self._execute(
-            "UPDATE runs SET status=?, error=?, exit_code=?, peak_memory=?, ended=?,"
-            f" duration=? - COALESCE(started, created), details=? WHERE id=? AND status NOT IN ({_FINAL})",
-            (status, error, exit_code, peak_memory, now, now, json.dumps(details or {}), run_id),
-        )
-        return self.get(run_id)
+        with self._lock:
+            row = self._db.execute(
+                "UPDATE runs SET status=?, error=?, exit_code=?, peak_memory=?, ended=?,"
+                f" duration=? - COALESCE(started, created), details=? WHERE id=? AND status NOT IN ({_FINAL})"
+                " RETURNING *",
+                (status, error, exit_code, peak_memory, now, now, json.dumps(details or {}), run_id),
+            ).fetchone()
+        return dict(row) if row else None
 
     def get(self, run_id: int) -> dict[str, Any] | None:
         row = self._execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()

@@ -16,7 +16,7 @@ import hashlib
 import threading
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from jupyter_exec.backends.base import Outcome, Submission, TaskHandle
 from jupyter_exec.backends.container import ContainerBackend, ContainerOptions
@@ -44,7 +44,8 @@ class _ChannelSink:
 
     def __init__(self, channel: Channel, log: Path, most: int) -> None:
         self.channel, self.most, self.written = channel, most, 0
-        self.log = open(log, "ab")
+        self.path = log
+        self.log: BinaryIO | None = None  # opened at the first output: most cells print nothing
         self.lock = threading.Lock()
         self.hung_up = False
 
@@ -60,6 +61,8 @@ class _ChannelSink:
     def _keep(self, text: str) -> None:
         data = text.encode(errors="replace")[: max(0, self.most - self.written)]
         if data:
+            if self.log is None:
+                self.log = open(self.path, "ab")
             self.log.write(data)
             self.log.flush()
             self.written += len(data)
@@ -73,7 +76,8 @@ class _ChannelSink:
         self.send({"t": "display", "data": bundle})
 
     def close(self) -> None:
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
 
 
 def _gpu_count(limits: Limits) -> int:
@@ -240,18 +244,6 @@ class _Run:
             peak_memory=outcome.peak_memory,
             details=outcome.details,
         )
-        broker.audit.write(
-            op="run",
-            user=self.identity.user,
-            decision="ran",
-            run=self.run_id,
-            status=outcome.status,
-            reason=str(error) if error else None,
-            digest=self._digest(),
-            duration=(row or {}).get("duration"),
-            peak_memory=outcome.peak_memory,
-            **self.facts,
-        )
         self.sink.send(
             wire.end_event(
                 outcome.status,
@@ -262,6 +254,21 @@ class _Run:
                 cpu_seconds=outcome.cpu_seconds,
                 details={k: v for k, v in outcome.details.items() if k in ("runtime", "limits", "resources")},
             )
+        )
+        # the client has its answer: the audit line (and the image's digest, asked at most every
+        # 30 s) is off its path
+        broker.audit.write(
+            op="run",
+            user=self.identity.user,
+            via=self.identity.via,
+            decision="ran",
+            run=self.run_id,
+            status=outcome.status,
+            reason=str(error) if error else None,
+            digest=self._digest(),
+            duration=(row or {}).get("duration"),
+            peak_memory=outcome.peak_memory,
+            **self.facts,
         )
         self.sink.close()
 
