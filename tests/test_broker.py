@@ -240,6 +240,19 @@ def test_users_run_container_cells_through_the_broker_without_the_engine(alice, 
     assert "return 1 / 0" in "\n".join(failed.error["traceback"])
 
 
+def test_display_and_a_background_run_through_the_broker(bob):
+    shown = bob.run(
+        f"{SANDBOX}\nclass Table:\n    def _repr_html_(self): return '<b>bold</b>'\ndisplay(Table())\n'after'",
+        check=True,
+    )
+    assert shown.displays[0]["text/html"] == "<b>bold</b>" and shown.result_text == "'after'"
+    started = time.monotonic()
+    cell = bob.run(f"{SANDBOX} --bg --out w\nimport time\ntime.sleep(2)\nw = 7\nw * 6", check=True)
+    assert time.monotonic() - started < 2 and "%jx wait" in cell.result_text
+    run_id = cell.result_text.split("%jx wait ")[1].split()[0].strip("'\")")
+    assert bob.run(f"%jx wait {run_id}", check=True).result_text == "42" and bob.eval("w") == 7
+
+
 def test_interrupt_cancels_the_run_at_the_broker(bob, broker):
     msg_id = bob.start(f"{SANDBOX} --name long\nimport time\nprint('going', flush=True)\ntime.sleep(60)")
     deadline = time.monotonic() + 30

@@ -1,6 +1,6 @@
 """The broker: every request, whichever server took it, answered for one identity.
 
-The Unix-socket server (``unix``) knows a caller by its uid, the HTTP server (``http``) by
+The Unix-socket server (``unix``) knows a caller by its uid, the HTTP server (``hub``) by
 the hub token it checked; both hand ``Broker.handle`` an ``Identity``, the request document
 and a ``Channel`` to answer on. Runs are ``runs.serve_run``'s; the rest is here: ``hello``
 (who you are to the broker, your policy and quotas), ``runs``, ``show`` and ``logs`` (your
