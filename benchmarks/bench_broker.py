@@ -31,10 +31,8 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="jx-bench-broker-"))
     os.environ.setdefault("JX_DATA_DIR", str(home / "kernel"))
     socket_path = home / "broker.sock"
-    broker = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_exec.cli", "broker", "--socket", str(socket_path), "--data-dir", str(home / "b")],
-        stderr=subprocess.DEVNULL,
-    )
+    command = [sys.executable, "-m", "jupyter_exec.cli", "broker", "--socket", str(socket_path)]
+    broker = subprocess.Popen([*command, "--data-dir", str(home / "broker")], stderr=subprocess.DEVNULL)
     try:
         while not socket_path.exists():
             if broker.poll() is not None:

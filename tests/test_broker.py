@@ -42,6 +42,7 @@ users:
 """
 LOOSE = "memory: 64g\n"
 SANDBOX = "%%sandbox --backend container"
+HOSTNAME = "import socket, time\nprint(socket.gethostname(), flush=True)\n"
 
 
 def _account(user: str) -> pwd.struct_passwd:
@@ -254,23 +255,42 @@ def test_display_and_a_background_run_through_the_broker(bob):
 
 
 def test_interrupt_cancels_the_run_at_the_broker(bob, broker):
-    msg_id = bob.start(f"{SANDBOX} --name long\nimport time\nprint('going', flush=True)\ntime.sleep(60)")
-    deadline = time.monotonic() + 30
-    while not _containers(**{USER_LABEL: USERS[1], "jupyter-exec.run": _running_run(broker, USERS[1])}):
-        assert time.monotonic() < deadline, "the run did not start"
-        time.sleep(0.2)
+    msg_id = bob.start(f"{SANDBOX} --name long\n{HOSTNAME}time.sleep(60)")
+    _, container = _going(broker, USERS[1])
+    assert _exists(container)
     started = time.monotonic()
     bob.km.interrupt_kernel()
     reply = bob.finish(msg_id)
     assert reply["status"] == "error" and time.monotonic() - started < 15
     runs = broker.admin({"op": "runs", "user": USERS[1], "finished": True})["runs"]
     assert runs[0]["name"] == "long" and runs[0]["status"] == "cancelled"
-    assert not _containers(**{"jupyter-exec.run": str(runs[0]["id"])})
+    assert not _exists(container)
 
 
-def _running_run(broker: Broker, user: str) -> str:
-    running = broker.admin({"op": "runs", "user": user})["runs"]
-    return str(running[0]["id"]) if running else "none"
+def _until(condition, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {seconds} s for: {what}"
+        time.sleep(0.3)  # two requests a pass: well under the broker's rate limit
+
+
+def _going(broker: Broker, user: str) -> tuple[int, str]:
+    """``user``'s run once it is going at the broker and has printed, and the first word it printed (the
+    container's id, for a cell that starts with ``HOSTNAME``: an engine names a container's host by its id)."""
+    found: dict = {}
+
+    def printed() -> bool:
+        going = [row for row in broker.admin({"op": "runs", "user": user})["runs"] if row["status"] == "running"]
+        text = broker.admin({"op": "logs", "run": going[0]["id"]})["text"] if going else ""
+        found.update(run=going[0]["id"], word=text.split()[0]) if text.strip() else None
+        return bool(found)
+
+    _until(printed, f"a run of {user} going")
+    return found["run"], found["word"]
+
+
+def _exists(container: str) -> bool:
+    return bool(docker.from_env().api.containers(all=True, filters={"id": container}))
 
 
 def test_a_ceiling_holds_against_the_users_own_settings(alice, broker):
@@ -294,11 +314,7 @@ def test_a_ceiling_holds_against_the_users_own_settings(alice, broker):
 
 def test_users_cannot_see_read_or_cancel_each_others_runs(alice, bob, broker):
     msg_id = bob.start(f"{SANDBOX} --name bobs\nimport time\nprint('secret', flush=True)\ntime.sleep(8)\n'done'")
-    deadline = time.monotonic() + 30
-    while (run := _running_run(broker, USERS[1])) == "none":
-        assert time.monotonic() < deadline, "bob's run did not start"
-        time.sleep(0.2)
-    run_id = int(run)
+    run_id, _ = _going(broker, USERS[1])
     listed, log, cancel, show = raw(
         USERS[0], broker,
         {"op": "runs", "finished": True}, {"op": "logs", "run": run_id}, {"op": "cancel", "run": run_id},
@@ -351,19 +367,14 @@ def test_the_audit_log_has_a_line_per_request_of_both_users(alice, bob, broker):
 def test_a_killed_broker_leaves_no_run_running_and_no_container(alice, broker):
     sleep = {"op": "run", "code": "import time\nprint('going', flush=True)\ntime.sleep(120)", "limits": {}}
     clients = raw(USERS[0], broker, sleep, sleep, background=True)
-    deadline = time.monotonic() + 30
-    while len(running := broker.admin({"op": "runs", "user": USERS[0]})["runs"]) < 2:
-        assert time.monotonic() < deadline, "the runs did not start"
-        time.sleep(0.2)
+    _until(lambda: len(broker.admin({"op": "runs", "user": USERS[0]})["runs"]) == 2, "both runs going")
+    running = broker.admin({"op": "runs", "user": USERS[0]})["runs"]
     assert broker.process is not None
     broker.process.kill()
     broker.process.wait(10)
     out, _ = clients.communicate(timeout=30)
     assert all(run[-1]["t"] != "end" for run in json.loads(out))  # hung up on, not told it ended
-    deadline = time.monotonic() + 30
-    while _containers(**{USER_LABEL: USERS[0]}):
-        assert time.monotonic() < deadline, "containers outlived the broker"
-        time.sleep(0.5)
+    _until(lambda: not _containers(**{USER_LABEL: USERS[0]}), "no container outlives the broker")
     broker.start()
     for row in running:
         (shown,) = raw(USERS[0], broker, {"op": "show", "run": row["id"]})
@@ -377,39 +388,30 @@ def test_a_killed_broker_leaves_no_run_running_and_no_container(alice, broker):
 
 def test_a_client_that_hangs_up_leaves_no_container(broker):
     """A kernel that dies mid-run (its connection closes): the run is cancelled, its container removed."""
-    going = {"op": "run", "code": "import time\nprint('going', flush=True)\ntime.sleep(120)", "limits": {}}
+    going = {"op": "run", "code": f"{HOSTNAME}time.sleep(120)", "limits": {}}
     client = raw(USERS[1], broker, going, background=True)
-    deadline = time.monotonic() + 30
-    while (run := _running_run(broker, USERS[1])) == "none":
-        assert time.monotonic() < deadline, "the run did not start"
-        time.sleep(0.2)
-    assert _containers(**{"jupyter-exec.run": run})
+    run, container = _going(broker, USERS[1])
+    assert _exists(container)
     client.kill()
     client.wait(10)
-    deadline = time.monotonic() + 20
-    while _containers(**{"jupyter-exec.run": run}):
-        assert time.monotonic() < deadline, "the hung-up run's container is still there"
-        time.sleep(0.3)
-    deadline = time.monotonic() + 10
-    while (status := broker.admin({"op": "show", "run": int(run)})["run"]["status"]) == "running":
-        assert time.monotonic() < deadline, "the hung-up run is still recorded running"
-        time.sleep(0.2)
-    assert status == "cancelled"
+    _until(lambda: not _exists(container), "the hung-up run's container removed")
+    _until(lambda: broker.admin({"op": "show", "run": run})["run"]["status"] != "running", "the run finished")
+    assert broker.admin({"op": "show", "run": run})["run"]["status"] == "cancelled"
 
 
 def test_admin_commands_list_and_cancel_anyones_run(broker):
-    going = {"op": "run", "code": "import time\ntime.sleep(120)", "limits": {}}
+    going = {"op": "run", "code": f"{HOSTNAME}time.sleep(120)", "limits": {}}
     client = raw(USERS[0], broker, going, background=True)
-    deadline = time.monotonic() + 30
-    while (run := _running_run(broker, USERS[0])) == "none":
-        assert time.monotonic() < deadline, "the run did not start"
-        time.sleep(0.2)
+    run, container = _going(broker, USERS[0])
     cli = [sys.executable, "-m", "jupyter_exec.cli", "broker"]
     listed = subprocess.run([*cli, "runs", "--socket", str(broker.socket)], capture_output=True, text=True, timeout=30)
     assert listed.returncode == 0 and f"{run:>6}  {USERS[0]}" in listed.stdout, listed
-    cancelled = subprocess.run([*cli, "cancel", run, "--socket", str(broker.socket)], capture_output=True, text=True)
+    cancelled = subprocess.run(
+        [*cli, "cancel", str(run), "--socket", str(broker.socket)], capture_output=True, text=True
+    )
     assert cancelled.stdout == f"run {run}: cancelled (running)\n", cancelled
     out, _ = client.communicate(timeout=30)
     assert json.loads(out)[0][-1]["status"] == "cancelled"
+    _until(lambda: not _exists(container), "the cancelled run's container removed")
     (big,) = raw(USERS[0], broker, {"op": "run", "code": "x" * (2 << 20), "limits": {}})
     assert big[0]["status"] == 400 and "at most" in big[0]["message"]

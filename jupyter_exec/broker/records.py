@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jupyter_exec.backends.base import Outcome
 from jupyter_exec.status import FINAL, UNFINISHED, Status
 
 __all__ = ["RESTARTED", "Records"]
@@ -93,23 +94,19 @@ class Records:
         )
 
     def finish(
-        self,
-        run_id: int,
-        status: Status,
-        *,
-        error: str | None = None,
-        exit_code: int | None = None,
-        peak_memory: int | None = None,
-        details: dict[str, Any] | None = None,
+        self, run_id: int, status: Status, error: str | None, outcome: Outcome | None = None
     ) -> dict[str, Any] | None:
-        """Finish an unfinished run; the row as it is now (None if it was finished already)."""
+        """Finish an unfinished run (its exit code, peak memory and details from ``outcome``); the row as it is
+        now (None if it was finished already)."""
+        exit_code, peak_memory = (outcome.exit_code, outcome.peak_memory) if outcome else (None, None)
+        details = outcome.details if outcome else {}
         now = time.time()
         with self._lock:
             row = self._db.execute(
                 "UPDATE runs SET status=?, error=?, exit_code=?, peak_memory=?, ended=?,"
                 f" duration=? - COALESCE(started, created), details=? WHERE id=? AND status NOT IN ({_FINAL})"
                 " RETURNING *",
-                (status, error, exit_code, peak_memory, now, now, json.dumps(details or {}), run_id),
+                (status, error, exit_code, peak_memory, now, now, json.dumps(details), run_id),
             ).fetchone()
         return dict(row) if row else None
 
@@ -130,7 +127,7 @@ class Records:
     def recover(self) -> list[dict[str, Any]]:
         """Finish every run a dead broker left unfinished as ``failed`` ("broker restarted"); those rows."""
         unfinished = self._execute(f"SELECT id FROM runs WHERE status IN ({_UNFINISHED})").fetchall()
-        finished = [self.finish(row["id"], Status.FAILED, error=RESTARTED) for row in unfinished]
+        finished = [self.finish(row["id"], Status.FAILED, RESTARTED) for row in unfinished]
         return [row for row in finished if row is not None]
 
     def close(self) -> None:

@@ -236,14 +236,7 @@ class _Run:
     def _finish(self, outcome: Outcome) -> None:
         broker = self.broker
         error = outcome.error
-        row = broker.records.finish(
-            self.run_id,
-            outcome.status,
-            error=str(error) if error else None,
-            exit_code=outcome.exit_code,
-            peak_memory=outcome.peak_memory,
-            details=outcome.details,
-        )
+        row = broker.records.finish(self.run_id, outcome.status, str(error) if error else None, outcome)
         self.sink.send(
             wire.end_event(
                 outcome.status,
