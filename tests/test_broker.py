@@ -38,7 +38,7 @@ POLICY = """\
 memory: 1g
 quotas: {runs: 2, when_full: queue}
 users:
-  BOB: {quotas: {runs: 3}}
+  BOB: {runtime: runsc, quotas: {runs: 3}}
 """
 LOOSE = "memory: 64g\n"
 SANDBOX = "%%sandbox --backend container"
@@ -362,6 +362,16 @@ def test_the_audit_log_has_a_line_per_request_of_both_users(alice, bob, broker):
     assert ran["status"] == "succeeded" and ran["digest"].startswith("sha256:") and ran["limits"]["memory"] == 1 << 30
     refused = next(line for line in reversed(runs) if line["user"] == USERS[1])
     assert refused["decision"] == "refused" and "--mem 2g is above the administrator's ceiling" in refused["reason"]
+    bobs = [line for line in runs if line["user"] == USERS[1] and line["decision"] == "ran"]
+    assert ran["runtime"] is None and bobs and {line["runtime"] for line in bobs} == {"runsc"}
+
+
+def test_a_runtime_the_policy_forces_cannot_be_escaped(bob, broker):
+    """jx-user2's section forces gVisor: every run of theirs is under it, and asking for another is refused."""
+    kernel = bob.run(f"{SANDBOX}\nimport platform\nplatform.release()", check=True)
+    assert kernel.result_text == "'4.4.0'"  # the kernel gVisor shows its guests
+    (asked,) = raw(USERS[1], broker, {"op": "run", "code": "1", "limits": {}, "runtime": "runc"})
+    assert asked[0]["status"] == 403 and "runs every container under runsc" in asked[0]["message"]
 
 
 def test_a_killed_broker_leaves_no_run_running_and_no_container(alice, broker):
