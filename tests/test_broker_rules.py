@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from jupyter_exec.broker.audit import AuditLog
 from jupyter_exec.broker.quotas import RateLimiter, Scheduler, Ticket
 from jupyter_exec.broker.rules import Capacity, Quotas, parse_rules
 from jupyter_exec.broker.wire import BrokerError, parse_run
@@ -101,3 +104,15 @@ def test_a_hand_made_run_request_is_checked_field_by_field(doc, message):
     with pytest.raises(BrokerError, match=message.replace("[", r"\[").replace("]", r"\]")) as refused:
         parse_run(doc, 1000)
     assert refused.value.status == 400
+
+
+def test_the_audit_log_rotates_by_size_and_keeps_whole_lines(tmp_path):
+    log = AuditLog(tmp_path / "audit.jsonl", max_bytes=300, backups=2)
+    for number in range(40):
+        log.write(op="hello", user="a", decision="allowed", n=number)
+    log.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
+    current = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    older = [json.loads(line) for line in (tmp_path / "audit.jsonl.1").read_text().splitlines()]
+    assert current[-1]["n"] == 39 and older[-1]["n"] == current[0]["n"] - 1
+    assert (tmp_path / "audit.jsonl").stat().st_mode & 0o777 == 0o600

@@ -156,7 +156,7 @@ class _Run:
 
         self.broker, self.identity, self.request, self.spec, self.ticket = broker, identity, request, spec, ticket
         self.channel, self.run_id, self.facts = channel, run_id, facts
-        self.live = Live(identity.user)
+        self.live = Live()
         self.sink = _ChannelSink(channel, broker.logs_dir / f"{run_id}.log", broker.settings.log_max_bytes)
         self.backend: ContainerBackend | None = None
 

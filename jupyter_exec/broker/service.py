@@ -70,7 +70,6 @@ class Settings:
 class Live:
     """A run the broker is running or holding: enough to cancel it."""
 
-    user: str
     cancel: threading.Event = field(default_factory=threading.Event)
     stop: Any = None  # set once started: stops the run's container
 
@@ -177,8 +176,6 @@ class Broker:
         user = doc.get("user") or None
         if not identity.admin and user not in (None, identity.user):
             raise BrokerError(403, "only an administrator lists other users' runs")
-        if identity.admin and user is None and not doc.get("everyone", True):
-            user = identity.user
         limit = _whole(doc.get("limit"), 50)
         who = user if identity.admin else identity.user
         return {"runs": self.records.runs(who, finished=bool(doc.get("finished")), limit=max(1, min(limit, 1000)))}
