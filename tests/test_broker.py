@@ -351,6 +351,7 @@ def test_a_ceiling_holds_against_the_users_own_settings(alice, broker):
 
 
 def test_users_cannot_see_read_or_cancel_each_others_runs(alice, bob, broker):
+    alice.run(f"{SANDBOX}\n'mine'", check=True)
     msg_id = bob.start(f"{SANDBOX} --name bobs\nimport time\nprint('secret', flush=True)\ntime.sleep(8)\n'done'")
     run_id, _ = _going(broker, USERS[1])
     listed, log, cancel, show = raw(
@@ -364,6 +365,8 @@ def test_users_cannot_see_read_or_cancel_each_others_runs(alice, bob, broker):
     (others,) = raw(USERS[0], broker, {"op": "runs", "user": USERS[1]})
     assert others[0]["status"] == 403
     assert USERS[1] not in alice.run("%jx runs", check=True).stdout
+    alice.run(f"%jx cancel {run_id}")  # her kernel's run numbers are hers: nothing of bob's to reach
+    assert "secret" not in alice.run(f"%jx logs {run_id}").stdout
     assert bob.finish(msg_id)["status"] == "ok"
     (mine,) = raw(USERS[1], broker, {"op": "logs", "run": run_id})
     assert mine[0]["text"] == "secret\n"
@@ -390,6 +393,7 @@ def test_a_users_third_run_waits_while_another_user_starts_at_once(broker):
 
 def test_the_audit_log_has_a_line_per_request_of_both_users(alice, bob, broker):
     alice.run(f"{SANDBOX}\n'audited'", check=True)
+    bob.run(f"{SANDBOX}\n'audited too'", check=True)
     bob.run(f"{SANDBOX} --mem 2g\n'refused'")
     lines = broker.audit_lines()
     runs = [line for line in lines if line["op"] == "run"]

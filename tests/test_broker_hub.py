@@ -55,6 +55,38 @@ def test_each_users_kernel_runs_a_container_cell_through_the_hub_service(hub):
     assert {line["user"] for line in ran} == set(USERS)
 
 
+def test_a_user_cannot_reach_another_users_runs_through_the_hub(hub):
+    """With jx-user's token: jx-user2's side-panel REST API is closed (the hub), and the broker answers
+    about jx-user2's runs as about runs that do not exist."""
+    alice, bob = USERS
+    theirs = _broker(hub, hub.tokens[bob], {"op": "runs", "finished": True})[0]["runs"]
+    assert theirs and {row["user"] for row in theirs} == {bob}
+    mine = _broker(hub, hub.tokens[alice], {"op": "runs", "finished": True})[0]["runs"]
+    assert mine and {row["user"] for row in mine} == {alice}
+    for op in ("show", "logs", "cancel"):
+        (answer,) = _broker(hub, hub.tokens[alice], {"op": op, "run": theirs[0]["id"]})
+        assert answer["t"] == "error" and answer["status"] == 404, answer
+    for path in ("runs", f"runs/{theirs[0]['id']}/log"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            hub.api("GET", f"/user/{bob}/jupyter-exec/api/v1/{path}", token=hub.tokens[alice])
+        assert refused.value.code in (403, 404)
+    assert hub.api("GET", f"/user/{alice}/jupyter-exec/api/v1/runs", token=hub.tokens[alice])
+
+
+def _broker(hub: Hub, token: str, request: dict) -> list[dict]:
+    """The broker's events for ``request``, sent through the hub with ``token``."""
+    from jupyter_exec.broker.transport import Address, open_stream
+
+    stream = open_stream(Address.parse(hub.broker_url), request, token, timeout=30)
+    try:
+        events = []
+        while (event := stream.next()) is not None:
+            events.append(event)
+        return events
+    finally:
+        stream.close()
+
+
 def test_a_request_without_a_users_token_is_refused(hub):
     for token in ("", "not-a-token", hub.token):  # none, unknown, a service's
         request = urllib.request.Request(
