@@ -145,6 +145,10 @@ class UserKernel(Kernel):
         self.client.wait_for_ready(timeout=60)
         self.loaded = self.run("%load_ext jupyter_exec", check=True)
 
+    def shutdown(self) -> None:
+        super().shutdown()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
     def start(self, code: str) -> str:
         """Execute ``code`` without waiting; its message id."""
         return self.client.execute(code)
@@ -216,6 +220,7 @@ def alice(broker):
     kernel = UserKernel(USERS[0], {"JX_BROKER": broker.address, "JX_POLICY": str(loose)})
     yield kernel
     kernel.shutdown()
+    shutil.rmtree(loose.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

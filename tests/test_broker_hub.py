@@ -131,6 +131,7 @@ def test_a_user_logs_in_through_the_hub_and_runs_a_sandbox_cell_in_jupyterlab(hu
         expect(cells.nth(1).locator(".jp-OutputArea-executeResult")).to_contain_text("42")
     finally:
         page.close()
+        (Path(account.pw_dir) / name).unlink(missing_ok=True)
     assert [line["status"] for line in _runs_of(hub, user)[before:]] == ["succeeded"]
 
 
