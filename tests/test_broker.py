@@ -11,6 +11,7 @@ to show the broker holds a hand-made request to the same policy as the magic's.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import pwd
@@ -295,6 +296,21 @@ def _answers(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_explore_runs_its_nodes_in_parallel_through_the_broker(bob, broker):
+    cell = bob.run(
+        "from jupyter_exec import explore\n"
+        "t = explore(lambda parent: 'import time\\ntime.sleep(1)\\n0.5', budget=4, max_parallel=2, "
+        "backend='container', trace='broker', progress=False)\n"
+        "sorted(str(n.status) for n in t.nodes.values())",
+        check=True,
+    )
+    assert cell.result_text == str(["succeeded"] * 4)
+    runs = broker.admin({"op": "runs", "user": USERS[1], "finished": True, "limit": 4})["runs"]
+    assert len(runs) == 4 and all(row["status"] == "succeeded" for row in runs)
+    overlapped = sorted((row["created"], row["created"] + row["duration"]) for row in runs)
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(overlapped)), overlapped
 
 
 def test_interrupt_cancels_the_run_at_the_broker(bob, broker):
