@@ -49,7 +49,7 @@ def main() -> None:
     from jupyter_exec.backends.process.guarantees import guarantees
 
     host = guarantees(confined=True)
-    spaces = "user namespace" if host.namespaces.user else "namespaces" if host.namespaces.options else "none"
+    spaces = "user namespace" if host.namespaces.user else "namespaces" if host.namespaces.available else "none"
     print(f"uid {os.getuid()}, namespaces: {spaces}, cgroup: {host.cgroup.kind or 'none'}")
     raw = median_ms(lambda: subprocess.run([sys.executable, "-c", "x = 1"], check=True), runs)
     cell()

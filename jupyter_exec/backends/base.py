@@ -156,7 +156,9 @@ class KillableRun(abc.ABC):
     def stream(self, fds: dict[int, str], tick: Callable[[float], None] = lambda elapsed: None) -> None:
         """Read ``fds`` (named stdout, stderr or protocol) until every holder lets go.
 
-        Output is decoded incrementally, so a character split across reads stays whole. The
+        Output is decoded incrementally, so a character split across reads stays whole. Once
+        stdout and stderr are closed and the supervisor has reported the cell's exit (its
+        last message), the run is over without waiting for the protocol channel to close. The
         wall-clock limit is enforced here: past it the run is killed and ``timed_out`` set.
         After a kill, something outside our reach may hold a descriptor open; it gets
         ``KILL_GRACE`` seconds, then we stop waiting. ``tick`` is called each pass.
@@ -192,6 +194,8 @@ class KillableRun(abc.ABC):
                 killed_at = now
             if killed_at is not None and now - killed_at > KILL_GRACE:
                 break
+            if self.reader.exit_status is not None and "stdout" not in streams.values() and len(streams) == 1:
+                break  # the supervisor's last word, and the cell's output complete: nothing more can come
         for name, decoder in decoders.items():
             if tail := decoder.decode(b"", final=True):
                 sink.output(name, tail)

@@ -277,12 +277,12 @@ def _supervise() -> None:
             os._exit(1)
         if pid == child:
             break
-    _kill_descendants()
+    kill_descendants()
     send({"t": "exit", "status": status})
     os._exit(0)
 
 
-def _kill_descendants() -> None:
+def kill_descendants() -> None:
     """SIGKILL every descendant of this process and reap them, until none is left: a child
     killed mid-fork leaves its own child re-parented here, found on the next pass."""
     import signal
@@ -321,16 +321,23 @@ def descendants(root: int) -> "list[int]":
 
 
 def main() -> None:
-    global _channel
     target = sys.argv[1]
-    _channel = int(target) if target.isdigit() else os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+    channel = int(target) if target.isdigit() else os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+    serve(channel, _import_confine(), sys.argv[2] if len(sys.argv) > 2 else None)
+
+
+def serve(channel: int, confine: "Optional[types.ModuleType]", request_path: "Optional[str]" = None) -> None:
+    """Be the run's process: say ready on ``channel``, read the request (from
+    ``request_path``, else stdin), confine with ``confine`` if asked, run the cell, send
+    the envelope and exit. A fork server's child calls this with the module it imported."""
+    global _channel
+    _channel = channel
     os.set_inheritable(_channel, False)
-    confine = _import_confine()
     _supervise()
     main_pid = os.getpid()
     send({"t": "ready"})
-    if len(sys.argv) > 2:
-        with open(sys.argv[2], "rb") as source:
+    if request_path is not None:
+        with open(request_path, "rb") as source:
             request = json.loads(source.read())
     else:
         request = json.loads(sys.stdin.buffer.read())
@@ -341,7 +348,7 @@ def main() -> None:
             notes = confine.confine(request["confine"])
         except OSError as error:
             send({"t": "result", "confine_error": str(error)})
-            return
+            os._exit(0)
         send({"t": "confined", "notes": notes})
     os.environ.update(request.get("env", {}))
     if request.get("cwd"):

@@ -44,6 +44,7 @@ from jupyter_exec.spec import Limits
 
 from .cgroups import reap_cgroups
 from .guarantees import guarantees
+from .templates import Exit
 from .workers import Worker, WorkerKey, WorkerPool, reap_workers
 
 __all__ = ["LocalBackend", "SeccompBackend"]
@@ -162,6 +163,7 @@ class LocalBackend(ExecutorBackend):
         except BaseException:
             run.kill()
             run.release()
+            run.discard()
             raise
         return run.handle
 
@@ -210,12 +212,12 @@ class SeccompBackend(LocalBackend):
             )
         abi, promised = confinement.landlock_abi(), guarantees(cls.confined)
         notes = [f"landlock abi {abi}", *promised.notes()]
-        if abi < 6 and promised.namespaces.options is None:
+        if abi < 6 and not promised.namespaces.available:
             notes.append("signals: Landlock before ABI 6 cannot stop a run signalling your other processes")
         return Availability(True, notes=tuple(notes))
 
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
-        return WorkerKey(python, namespaces=guarantees(True).namespaces.options is not None, network=limits.network)
+        return WorkerKey(python, namespaces=guarantees(True).namespaces.available, network=limits.network)
 
     def confine_plan(self, submission: Submission) -> dict[str, Any]:
         spec = submission.spec
@@ -236,7 +238,7 @@ class SeccompBackend(LocalBackend):
             "seccomp": True,
             "network": spec.limits.network,
         }
-        if guarantees(True).namespaces.options is not None:
+        if guarantees(True).namespaces.available:
             plan["mounts"] = _private_mounts(spec.limits, [*readable, *writable])
             readable += plan["mounts"]["mask"]  # only the run's own paths are left there
             writable.append(confinement.SHM_PATH)
@@ -272,10 +274,7 @@ class _ProcessRun(KillableRun):
         self.reader.feed(self.worker.wait_ready())
         if self.cgroup is not None:
             self.cgroup.set_limits(memory=limits.memory, pids=limits.pids, cpus=limits.cpus)
-        stdin = self.worker.process.stdin
-        assert stdin is not None
-        stdin.write(request)
-        stdin.close()
+        self.worker.child.write_request(request)
         self.handle.started = time.time()
         self.start_pump()
 
@@ -283,8 +282,15 @@ class _ProcessRun(KillableRun):
         self.worker.kill()
 
     def release(self) -> None:
-        self.worker.close()
         self.backend.forget(self.submission.run_id)
+
+    def after(self) -> None:
+        self.discard()
+
+    def discard(self) -> None:
+        """Once the run is over (off its path when it ended on its own): the worker reaped, its
+        cgroup removed, its pipes closed."""
+        self.worker.close()
 
     def usage(self) -> dict[str, Any]:
         """Memory and CPU seconds of the run's processes. Memory is the larger of their resident
@@ -296,17 +302,18 @@ class _ProcessRun(KillableRun):
         return usage
 
     def stream_until_exit(self) -> Outcome:
-        """Stream the run's pipes until they close, then reap it and say how it ended."""
-        process = self.worker.process
-        assert process.stdout is not None and process.stderr is not None
-        self.stream(
-            {process.stdout.fileno(): "stdout", process.stderr.fileno(): "stderr", self.worker.protocol_fd: "protocol"}
-        )
-        _, status, rusage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        return self._outcome(status, rusage)
+        """Stream the run's pipes until they close, then say how it ended: from the supervisor's
+        report when the cell sent its envelope, else once the template has reaped the worker
+        (its CPU time then tells a ``--cpu-time`` kill from another)."""
+        child = self.worker.child
+        self.stream({child.stdout: "stdout", child.stderr: "stderr", self.worker.protocol_fd: "protocol"})
+        if self.reader.envelope is not None and self.reader.exit_status is not None:
+            return self._outcome(Exit(self.reader.exit_status))
+        ended = child.wait()
+        assert ended is not None  # no timeout: until it is reaped
+        return self._outcome(ended)
 
-    def _outcome(self, status: int, rusage: Any) -> Outcome:
+    def _outcome(self, ended: Exit) -> Outcome:
         envelope = self.reader.envelope
         usage = envelope.usage if envelope else {}
         peak = self.cgroup.peak_memory() if self.cgroup else None
@@ -314,10 +321,10 @@ class _ProcessRun(KillableRun):
             run_id=self.submission.run_id,
             limits=self.submission.spec.limits,
             reader=self.reader,
-            wait_status=status,
+            wait_status=ended.status,
             cancelled=self.cancel_requested,
             timed_out=self.timed_out,
             oom_killed=bool(self.cgroup and self.cgroup.oom_killed()),
-            peak_memory=peak or usage.get("max_rss") or rusage.ru_maxrss * 1024,
-            cpu_seconds=usage.get("cpu_seconds", rusage.ru_utime + rusage.ru_stime),
+            peak_memory=peak or usage.get("max_rss") or ended.maxrss,
+            cpu_seconds=usage.get("cpu_seconds", ended.cpu_seconds),
         )

@@ -1,0 +1,83 @@
+"""Cells back to back: N trivial ``%%sandbox`` cells in a row against N runs of the raw tool.
+
+    .venv/bin/python benchmarks/bench_back_to_back.py                        # seccomp (200) and docker (40)
+    .venv/bin/python benchmarks/bench_back_to_back.py --backend seccomp --cells 200
+    bash scripts/as-user python benchmarks/bench_back_to_back.py --backend seccomp   # as jx-user
+
+Unlike ``bench_seccomp.py`` and ``bench_docker.py``, nothing waits between cells: each
+cell starts the moment the one before it returns, as when a notebook is re-run top to
+bottom or a loop calls the magic. Both sides run in this process, one after the other,
+on this machine: the cells through IPython's magic, the Manager, the store and a fresh
+sandbox each; the raw tool is ``subprocess.run([python, "-c", ...])`` for seccomp and
+``docker run --rm IMAGE python3 -c ...`` for docker. Each side is timed as a whole and
+divided by N. Targets: seccomp <= 1.0x, docker <= 0.2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+CELL = "x = 1"
+TARGETS = {"seccomp": 1.0, "docker": 0.2}
+DEFAULT_CELLS = {"seccomp": 200, "docker": 40}
+
+
+def per_item_ms(fn: object, n: int) -> float:
+    """Wall time of ``n`` calls of ``fn`` in a row, divided by ``n``."""
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()  # type: ignore[operator]
+    return (time.perf_counter() - start) / n * 1000
+
+
+def raw_command(backend: str, image: str) -> list[str]:
+    if backend == "seccomp":
+        return [sys.executable, "-c", CELL]
+    return ["docker", "run", "--rm", "--network", "none", image, "python3", "-c", CELL]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backend", choices=("seccomp", "docker"), action="append")
+    parser.add_argument("--cells", type=int, help="cells per side (default: 200 seccomp, 40 docker)")
+    args = parser.parse_args()
+    os.environ.setdefault("JX_DATA_DIR", tempfile.mkdtemp(prefix="jx-bench-"))
+
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "jupyter_exec")
+    from jupyter_exec import current_manager
+    from jupyter_exec.backends.container.config import DockerConfig
+
+    manager = current_manager()
+    image = DockerConfig(parent=manager.config).image
+    print(f"uid {os.getuid()}, load average {os.getloadavg()[0]:.1f}")
+    for backend in args.backend or ("seccomp", "docker"):
+        n = args.cells or DEFAULT_CELLS[backend]
+        line = f"--backend {backend} --quiet"
+
+        def cell(line: str = line) -> None:
+            shell.run_cell_magic("sandbox", line, CELL)
+
+        def raw(command: list[str] = raw_command(backend, image)) -> None:
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+        raw()
+        cell()  # the backend, its pool and its template started before the clock
+        raw_ms = per_item_ms(raw, n)
+        cells_ms = per_item_ms(cell, n)
+        ratio = cells_ms / raw_ms
+        print(
+            f"{backend}: {n} cells back to back {cells_ms:7.1f} ms/cell, {' '.join(raw_command(backend, image)[:2])}"
+            f" ... {raw_ms:7.1f} ms/run, ratio {ratio:.2f}x (target <= {TARGETS[backend]}x)"
+        )
+
+
+if __name__ == "__main__":
+    main()
