@@ -34,7 +34,16 @@ from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
 from .cancel_watch import CancelWatcher
 from .config import ExecConfig, application_config
 from .envs import BuiltEnv, EnvCache, EnvSpec
-from .errors import BackendUnavailableError, JupyterExecError, SpecError, TaskError, describe_error, status_of
+from .errors import (
+    BackendUnavailableError,
+    JupyterExecError,
+    MapError,
+    SpecError,
+    TaskError,
+    describe_error,
+    status_of,
+)
+from .fanout import map_in_runs, work_label
 from .monitor import Monitor
 from .output import ConsoleSink, RunOutput
 from .policy import Policy, policy_in_effect
@@ -213,19 +222,16 @@ class Manager:
         batch_size: int | None = None,
         max_parallel: int | None = None,
         progress: Callable[[str], None] | None = None,
+        return_exceptions: bool = False,
     ) -> list[Any]:
         """``[work(item) for item in items]`` on ``spec.backend``, results in order, recorded as one
-        batch run (its details count the items); the first item that raises ends it with that error."""
+        map run (its details count the items) beside the runs of its batches (on a backend that
+        does not fan out itself). Every item runs; then a ``MapError`` carries all results and each
+        failed item's error (``return_exceptions``: the errors stand in the list instead)."""
         backend = self.backend(spec.backend)
-        if not backend.fans_out:
-            raise BackendUnavailableError(
-                backend.name,
-                "jupyter_exec.map fans out on Ray only for now",
-                "pass backend='ray', or loop over %%sandbox runs",
-            )
         if self.policy.sources:
             type(backend).admit(spec, self.policy)
-        code = work if isinstance(work, str) else f"map({getattr(work, '__qualname__', type(work).__name__)})"
+        code = work_label(work)
         self.room.check(self.config.min_free_bytes())
         run_id = self.store.create_run(
             kernel=self.kernel_id,
@@ -238,16 +244,41 @@ class Manager:
             code_hash=hashlib.sha256(code.encode()).hexdigest(),
         )
         self.store.mark_running(run_id, None)
-        details = {"items": len(items)}
+        details: dict[str, Any] = {"items": len(items)}
         try:
-            results = backend.map(
-                work, items, spec, run_id=run_id, batch_size=batch_size, max_parallel=max_parallel, progress=progress
-            )
+            if backend.fans_out:
+                outcome = backend.map(
+                    work,
+                    items,
+                    spec,
+                    run_id=run_id,
+                    batch_size=batch_size,
+                    max_parallel=max_parallel,
+                    progress=progress,
+                )
+            else:
+                outcome = map_in_runs(
+                    self,
+                    work,
+                    items,
+                    spec,
+                    name=f"map {run_id}",
+                    batch_size=batch_size,
+                    max_parallel=max_parallel,
+                    progress=progress,
+                )
         except BaseException as error:
             self.store.finish_run(run_id, status_of(error), error=describe_error(error), details=details)
             raise
-        self.store.finish_run(run_id, Status.SUCCEEDED, details=details)
-        return results
+        details.update(succeeded=len(items) - len(outcome.errors), failed=len(outcome.errors))
+        if not outcome.errors:
+            self.store.finish_run(run_id, Status.SUCCEEDED, details=details)
+            return outcome.results
+        failure = MapError(outcome.results, dict(sorted(outcome.errors.items())), run_id)
+        self.store.finish_run(run_id, Status.FAILED, error=describe_error(failure), details=details)
+        if return_exceptions:
+            return [outcome.errors.get(i, result) for i, result in enumerate(outcome.results)]
+        raise failure
 
     def _admitted(self, spec: RunSpec, backend: ExecutorBackend, wanted_env: EnvSpec | None) -> RunSpec:
         """The spec with the default limits under its own and the administrator's ceilings over

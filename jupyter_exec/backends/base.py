@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.builder import BuiltEnv, EnvBuilder
 from jupyter_exec.envs.spec import EnvSpec
-from jupyter_exec.errors import NodeFailedError, TaskError
+from jupyter_exec.errors import NodeFailedError, TaskError, TransferError, remote_error
 from jupyter_exec.runner.protocol import Envelope, OutputSink, ProtocolReader
 from jupyter_exec.spec import Placement, RunSpec
 from jupyter_exec.status import Status
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 KILL_GRACE = 2.0  # seconds a killed run's descriptors may stay open before we stop reading
 
-__all__ = ["Availability", "ExecutorBackend", "Outcome", "Submission", "TaskHandle"]
+__all__ = ["Availability", "ExecutorBackend", "MapOutcome", "MapProgress", "Outcome", "Submission", "TaskHandle"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,51 @@ class Outcome:
     peak_memory: int | None = None  # bytes
     cpu_seconds: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MapOutcome:
+    """What a map brought back: ``results`` in the items' order (None where an item failed)
+    and ``errors`` by item index, each the error the item raised in the sandbox."""
+
+    results: list[Any]
+    errors: dict[int, Exception] = field(default_factory=dict)
+
+    def add(self, start: int, batch: dict[str, Any], decode: Callable[[Any], Any], run_id: int | None) -> None:
+        """Take in one batch as ``bootstrap.apply_batch`` reports it (items from ``start``, run
+        ``run_id``)."""
+        failed = batch.get("errors") or {}
+        for offset, encoded in enumerate(batch["results"]):
+            index = start + offset
+            described = failed.get(str(index))
+            if described is None:
+                try:
+                    self.results[index] = decode(encoded)
+                except TransferError as error:
+                    self.errors[index] = TransferError(f"item {index}: {error}")
+            elif described["type"] == "TransferError":
+                self.errors[index] = TransferError(
+                    f"item {index}: {described['message']}, which cannot come back as data; "
+                    "return data, or pass trust=True to pickle it (only for code you trust)"
+                )
+            else:
+                message = f"item {index}: {described['message']}"
+                self.errors[index] = remote_error(described["type"], message, described["traceback"], run_id=run_id)
+
+
+class MapProgress:
+    """The progress line every map shows (``say``: where it goes; None: nowhere), at most five
+    times a second and once more when the last item is in."""
+
+    def __init__(self, total: int, say: Callable[[str], None] | None) -> None:
+        self.total, self.say, self.done, self._shown = total, say, 0, 0.0
+
+    def advance(self, items: int) -> None:
+        self.done += items
+        if self.say and (time.monotonic() - self._shown > 0.2 or self.done == self.total):
+            self._shown = time.monotonic()
+            end = "\n" if self.done == self.total else ""
+            self.say(f"\r[jupyter-exec] map: {self.done}/{self.total} items{end}")
 
 
 class TaskHandle:
@@ -290,8 +335,8 @@ class ExecutorBackend(abc.ABC):
         batch_size: int | None = None,
         max_parallel: int | None = None,
         progress: Callable[[str], None] | None = None,
-    ) -> list[Any]:
-        """``work`` over ``items``, results in order (backends with ``fans_out``)."""
+    ) -> MapOutcome:
+        """``work`` over ``items``, results in order, errors per item (backends with ``fans_out``)."""
         raise NotImplementedError(f"{self.name} does not fan out")
 
     def shutdown(self) -> None:
