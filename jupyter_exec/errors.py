@@ -115,7 +115,7 @@ class MapError(JupyterExecError):
 
     def __init__(self, results: list[Any], errors: dict[int, BaseException], run_id: int | None = None) -> None:
         first = min(errors)
-        super().__init__(f"{len(errors)} of {len(results)} items failed; the first: {errors[first]}")
+        super().__init__(f"{len(errors)} of {len(results)} items failed; the first, item {first}: {errors[first]}")
         self.results, self.errors, self.run_id = results, errors, run_id
 
     def _render_traceback_(self) -> list[str]:
@@ -123,7 +123,11 @@ class MapError(JupyterExecError):
         first = self.errors[min(self.errors)]
         detail = getattr(first, "_render_traceback_", lambda: [f"{type(first).__name__}: {first}"])()
         more = f" (map run {self.run_id}: .results and .errors hold every item)" if self.run_id else ""
-        return [f"MapError: {len(self.errors)} of {len(self.results)} items failed{more}; the first:", *detail]
+        first_index = min(self.errors)
+        return [
+            f"MapError: {len(self.errors)} of {len(self.results)} items failed{more}; the first, item {first_index}:",
+            *detail,
+        ]
 
 
 class BackendUnavailableError(JupyterExecError):

@@ -1,13 +1,18 @@
-"""``map`` on the backends that do not fan out by themselves (seccomp, local, docker):
-batches of items, each batch one run through ``Manager.run``.
+"""``Manager.map``: one function or cell over many items, on any backend.
 
-A batch is an ordinary run — recorded, limited, sandboxed, cancellable — whose request
-carries the work (a function, pickled as ``--in`` values are, or cell code that sees
-``item``) and its items; the bootstrap applies the work to each item and sends every
-result, or the item's error, back as data. At most ``max_parallel`` batches run at once,
-in threads of this process. The items of one batch share its sandbox, one after the
-other; ``batch_size=1`` gives every item a fresh one. A batch that fails as a whole
-(timeout, out of memory, cancelled) gives its error to each of its items.
+The map is recorded as one run whose details count its items. With ``cache``, each
+item has a key of its own (the work's pickled bytes or code, the item's, and what a
+run's key covers besides) and an item found in the cache of identical runs never runs
+again; those that succeed are kept. The rest go to the backend: Ray spreads them itself
+(``fans_out``); elsewhere they go in batches, each batch one run through
+``Manager.run`` — recorded, limited, sandboxed, cancellable — whose request carries the
+work (a function, pickled as ``--in`` values are, or cell code that sees ``item``) and
+its items; the bootstrap applies the work to each item and sends every result, or the
+item's error, back as data. At most ``max_parallel`` batches run at once, in threads of
+this process. The items of one batch share its sandbox, one after the other;
+``batch_size=1`` gives every item a fresh one. A batch that fails as a whole (timeout,
+out of memory, cancelled) gives its error to each of its items. Every item runs; then a
+``MapError`` carries all results and each failed item's error.
 """
 
 from __future__ import annotations
@@ -17,18 +22,34 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import MapOutcome, MapProgress
-from .errors import TaskError
-from .runner.bootstrap import MAP_INPUT
+from .backends.base import ExecutorBackend, MapOutcome, MapProgress
+from .cache import NotCacheable, digest
+from .errors import MapError, TaskError, TransferError, describe_error, status_of
+from .runner.bootstrap import MAP_INPUT, Untransferable, encode
+from .runner.transfer import decode
 from .spec import RunSpec
+from .status import Status
 
 if TYPE_CHECKING:
     from .manager import Manager, RunResult
 
-__all__ = ["batch_size_for", "map_in_runs", "work_label"]
+__all__ = ["MapRequest", "batch_size_for", "map_in_runs", "run_map", "work_label"]
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """How to spread a map: ``batch_size`` items per run (None: about four batches per slot),
+    ``max_parallel`` runs at once (None: the machine's CPUs, or what Ray has room for),
+    ``progress`` where the progress line goes, and ``settled(index, result, error)`` called
+    as each item comes in (a trace records its nodes so)."""
+
+    batch_size: int | None = None
+    max_parallel: int | None = None
+    progress: Callable[[str], None] | None = None
+    settled: Callable[[int, Any, BaseException | None], None] | None = None
 
 
 def batch_size_for(total: int, max_parallel: int) -> int:
@@ -39,6 +60,131 @@ def batch_size_for(total: int, max_parallel: int) -> int:
 def work_label(work: Callable[[Any], Any] | str) -> str:
     """What a map runs, for its record: the code itself, or ``map(NAME)`` for a function."""
     return work if isinstance(work, str) else f"map({getattr(work, '__qualname__', type(work).__name__)})"
+
+
+def run_map(
+    manager: Manager, work: Callable[[Any], Any] | str, items: list[Any], spec: RunSpec, how: MapRequest
+) -> tuple[int, MapOutcome]:
+    """``work`` over ``items`` as ``spec`` and ``how`` say, recorded as one map run: its id and
+    outcome (a ``MapError`` is the caller's to raise)."""
+    backend = manager.backend(spec.backend)
+    if manager.policy.sources:
+        type(backend).admit(spec, manager.policy)
+    manager.room.check(manager.config.min_free_bytes())
+    keys = _item_keys(manager, work, items, spec, backend, how.progress) if spec.cache else None
+    run_id = manager.record(work_label(work), spec, backend, spec.name or "map")
+    manager.store.mark_running(run_id, None)
+    outcome = MapOutcome([None] * len(items))
+    if how.settled is not None:
+        settled = how.settled
+        outcome.settled = lambda index: settled(index, outcome.results[index], outcome.errors.get(index))
+    hits = _served(manager, keys, outcome, spec.trust)
+    todo = [i for i in range(len(items)) if i not in hits]
+    if hits and how.progress is not None:
+        how.progress(f"[jupyter-exec] map: {len(hits)} of {len(items)} items from the cache\n")
+    details: dict[str, Any] = {"items": len(items), "cached": len(hits)}
+    try:
+        if todo:
+            done = _spread(manager, backend, work, [items[i] for i in todo], spec, how, run_id)
+            for position, index in enumerate(todo):
+                if position in done.errors:
+                    outcome.fail(index, done.errors[position])
+                else:
+                    outcome.succeed(index, done.results[position])
+    except BaseException as error:
+        manager.store.finish_run(run_id, status_of(error), error=describe_error(error), details=details)
+        raise
+    if keys is not None:
+        _keep(manager, keys, outcome, todo, run_id, backend, work_label(work), spec.trust)
+    details.update(succeeded=len(items) - len(outcome.errors), failed=len(outcome.errors))
+    if outcome.errors:
+        failure = MapError(outcome.results, dict(sorted(outcome.errors.items())), run_id)
+        manager.store.finish_run(run_id, Status.FAILED, error=describe_error(failure), details=details)
+    else:
+        manager.store.finish_run(run_id, Status.CACHED if not todo and items else Status.SUCCEEDED, details=details)
+    return run_id, outcome
+
+
+def _item_keys(
+    manager: Manager,
+    work: Callable[[Any], Any] | str,
+    items: list[Any],
+    spec: RunSpec,
+    backend: ExecutorBackend,
+    progress: Callable[[str], None] | None,
+) -> list[str] | None:
+    """Each item's key in the cache of identical runs; None (said on the progress line's stream)
+    when the map cannot be cached."""
+    import cloudpickle
+
+    try:
+        code = work if isinstance(work, str) else f"map:{digest(cloudpickle.dumps(work))}"
+        base = manager.cache_key(f"map\0{code}", None, spec, backend, manager.wanted_env(spec))
+        return [digest(f"{base}\0{digest(cloudpickle.dumps(item))}") for item in items]
+    except NotCacheable as why:
+        reason = str(why)
+    except Exception as error:  # what the key needs cannot be read now: the map just runs
+        reason = f"cannot tell what it depends on ({type(error).__name__}: {error})"
+    if progress is not None:
+        progress(f"[jupyter-exec] cache=True: not cached: {reason}\n")
+    return None
+
+
+def _served(manager: Manager, keys: list[str] | None, outcome: MapOutcome, trust: bool) -> set[int]:
+    """The items found in the cache, their results filled in."""
+    served = set()
+    for index, key in enumerate(keys or ()):
+        hit = manager.cache.get(key)
+        if hit is not None:
+            try:
+                outcome.succeed(index, decode(hit.value, trust))
+            except TransferError:
+                continue  # it runs again
+            served.add(index)
+    return served
+
+
+def _keep(
+    manager: Manager,
+    keys: list[str],
+    outcome: MapOutcome,
+    ran: list[int],
+    run_id: int,
+    backend: ExecutorBackend,
+    code: str,
+    trust: bool,
+) -> None:
+    """Each item that ran and succeeded, kept under its key (as data; a pickle only with ``trust``)."""
+    entries = []
+    for index in ran:
+        if index not in outcome.errors:
+            try:
+                entries.append((keys[index], {"value": encode(outcome.results[index], trust)}))
+            except Untransferable:
+                continue
+    manager.cache.put_many(entries, run_id, backend.name, code, trust)
+
+
+def _spread(
+    manager: Manager,
+    backend: ExecutorBackend,
+    work: Callable[[Any], Any] | str,
+    items: list[Any],
+    spec: RunSpec,
+    how: MapRequest,
+    run_id: int,
+) -> MapOutcome:
+    if backend.fans_out:
+        return backend.map(
+            work,
+            items,
+            spec,
+            run_id=run_id,
+            batch_size=how.batch_size,
+            max_parallel=how.max_parallel,
+            progress=how.progress,
+        )
+    return map_in_runs(manager, work, items, spec, name=f"map {run_id}", how=how)
 
 
 class _Silent:
@@ -58,9 +204,7 @@ def map_in_runs(
     spec: RunSpec,
     *,
     name: str,
-    batch_size: int | None,
-    max_parallel: int | None,
-    progress: Callable[[str], None] | None,
+    how: MapRequest,
 ) -> MapOutcome:
     """``work`` over ``items`` in batches of runs named ``name[START:END]``; results in order.
 
@@ -69,12 +213,10 @@ def map_in_runs(
     map and is raised."""
     total = len(items)
     outcome = MapOutcome([None] * total)
-    if not total:
-        return outcome
-    parallel = max_parallel or os.cpu_count() or 1
-    size = batch_size or batch_size_for(total, parallel)
-    spec = replace(spec, inputs=(MAP_INPUT,), outputs=())
-    counter = MapProgress(total, progress)
+    parallel = how.max_parallel or os.cpu_count() or 1
+    size = how.batch_size or batch_size_for(total, parallel)
+    spec = replace(spec, inputs=(MAP_INPUT,), outputs=(), cache=None)
+    counter = MapProgress(total, how.progress)
     started: dict[int, int] = {}  # batch start -> its run id, once recorded
     stopping = threading.Event()
     lock = threading.Lock()
@@ -106,7 +248,7 @@ def map_in_runs(
             outcome.add(start, result.value, lambda value: value, result.run_id)
         elif isinstance(error, TaskError):  # the batch as a whole: each of its items
             for index in range(start, start + count):
-                outcome.errors[index] = error
+                outcome.fail(index, error)
         else:
             raise error
         counter.advance(count)

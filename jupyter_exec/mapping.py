@@ -19,9 +19,11 @@ from typing import Any
 
 from .backends.raycluster.options import RayOptions
 from .envs import EnvSpec
-from .errors import SpecError
+from .errors import MapError, SpecError
+from .fanout import MapRequest, work_label
 from .session import current_manager
-from .spec import Limits, RunSpec, parse_env
+from .spec import CacheRequest, Limits, RunSpec, parse_env
+from .trace.sweep import SweepNodes
 
 __all__ = ["map"]
 
@@ -41,6 +43,11 @@ def map(
     working_dir: str | None = None,
     trust: bool = False,
     return_exceptions: bool = False,
+    cache: bool = False,
+    trace: str | None = None,
+    parent: str | int | None = "latest",
+    metric: str | None = None,
+    maximize: bool | None = None,
     name: str | None = None,
     progress: bool = True,
     address: str | None = None,
@@ -61,8 +68,12 @@ def map(
     notebook, which the sandbox's Python then needs); results come back as data (pickled only
     with ``trust``). Items that raise do not stop the others: a ``MapError`` is raised at the
     end with ``.results`` and ``.errors``, or with ``return_exceptions`` the errors stand in
-    the returned list. ``address``, ``num_cpus``, ``num_gpus``, ``memory``, ``retries`` and
-    ``wait_for_resources`` place Ray tasks (``backend="ray"``).
+    the returned list. ``cache``: an item run before with the same work, item and settings
+    comes from the cache of identical runs instead of running again (as ``--cache``).
+    ``trace``: every item becomes a node of that experiment trace, under ``parent`` (as
+    ``--parent`` takes it), its ``metric`` read from the item's result. ``address``,
+    ``num_cpus``, ``num_gpus``, ``memory``, ``retries`` and ``wait_for_resources`` place Ray
+    tasks (``backend="ray"``).
     """
     manager = current_manager()
     chosen = backend or manager.config.backend
@@ -101,16 +112,23 @@ def map(
         name=name,
         placement=placement,
         runtime_env=runtime_env,
+        cache=CacheRequest() if cache else None,
     )
-    return manager.map(
-        work,
-        list(items),
-        spec,
-        batch_size=batch_size,
-        max_parallel=max_parallel,
-        progress=_progress if progress else None,
-        return_exceptions=return_exceptions,
+    items = list(items)
+    nodes = (
+        SweepNodes(manager, trace, work_label(work), items, parent=parent, metric=metric, maximize=maximize)
+        if trace
+        else None
     )
+    how = MapRequest(batch_size, max_parallel, _progress if progress else None, nodes.settled if nodes else None)
+    try:
+        return manager.map(work, items, spec, how, return_exceptions=return_exceptions)
+    except MapError:
+        raise  # every item came in: its node is finished
+    except BaseException as error:
+        if nodes is not None:
+            nodes.abandon(error)
+        raise
 
 
 def _progress(text: str) -> None:

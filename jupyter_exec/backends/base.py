@@ -80,10 +80,22 @@ class Outcome:
 @dataclass
 class MapOutcome:
     """What a map brought back: ``results`` in the items' order (None where an item failed)
-    and ``errors`` by item index, each the error the item raised in the sandbox."""
+    and ``errors`` by item index, each the error the item raised in the sandbox.
+    ``settled(index)`` is called as each item's result or error comes in."""
 
     results: list[Any]
-    errors: dict[int, Exception] = field(default_factory=dict)
+    errors: dict[int, BaseException] = field(default_factory=dict)
+    settled: Callable[[int], None] | None = None
+
+    def succeed(self, index: int, result: Any) -> None:
+        self.results[index] = result
+        if self.settled is not None:
+            self.settled(index)
+
+    def fail(self, index: int, error: BaseException) -> None:
+        self.errors[index] = error
+        if self.settled is not None:
+            self.settled(index)
 
     def add(self, start: int, batch: dict[str, Any], decode: Callable[[Any], Any], run_id: int | None) -> None:
         """Take in one batch as ``bootstrap.apply_batch`` reports it (items from ``start``, run
@@ -94,17 +106,21 @@ class MapOutcome:
             described = failed.get(str(index))
             if described is None:
                 try:
-                    self.results[index] = decode(encoded)
+                    self.succeed(index, decode(encoded))
                 except TransferError as error:
-                    self.errors[index] = TransferError(f"item {index}: {error}")
+                    self.fail(index, error)
             elif described["type"] == "TransferError":
-                self.errors[index] = TransferError(
-                    f"item {index}: {described['message']}, which cannot come back as data; "
-                    "return data, or pass trust=True to pickle it (only for code you trust)"
+                self.fail(
+                    index,
+                    TransferError(
+                        f"{described['message']}, which cannot come back as data; "
+                        "return data, or pass trust=True to pickle it (only for code you trust)"
+                    ),
                 )
             else:
-                message = f"item {index}: {described['message']}"
-                self.errors[index] = remote_error(described["type"], message, described["traceback"], run_id=run_id)
+                self.fail(
+                    index, remote_error(described["type"], described["message"], described["traceback"], run_id=run_id)
+                )
 
 
 class MapProgress:
@@ -349,6 +365,11 @@ class ExecutorBackend(abc.ABC):
         """What the run uses now: ``memory`` (bytes), ``cpu_seconds`` so far, and ``gpu`` (%)
         / ``gpu_memory`` (bytes) where known; None when this backend cannot tell (``samples``)."""
         return None
+
+    def identity(self, spec: RunSpec) -> dict[str, Any]:
+        """What decides a run's result here besides its code, inputs and spec, for the cache of
+        identical runs (``--cache``): the Python build, the image's digest, the runtime."""
+        return {"backend": self.name, "isolation": self.isolation}
 
     def env_builder(self, env: EnvSpec | None = None) -> EnvBuilder | None:
         """What builds runtime envs (``env``, if known) for this backend; None if it cannot use them."""

@@ -117,6 +117,18 @@ class DockerBackend(ExecutorBackend):
         backend's)."""
         return ImageEnvBuilder(self.image(env), self.config.ca_bundle or None)
 
+    def identity(self, spec: RunSpec) -> dict[str, Any]:
+        """The image's digest (asked of the daemon each time: a tag rebuilt is another image) and
+        what the container is made with besides the limits."""
+        image = self.image(spec.runtime_env)
+        return {
+            **super().identity(spec),
+            "image": image,
+            "digest": engine.client().api.inspect_image(image)["Id"],
+            "user": self.docker.user,
+            "tmp_size": self.docker.tmp_size,
+        }
+
     def image(self, env: EnvSpec | None) -> str:
         return (env.image if env else None) or self.docker.image
 

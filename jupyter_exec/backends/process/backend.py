@@ -40,7 +40,7 @@ from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.monitor import proc_usage
 from jupyter_exec.runner import confine as confinement
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
-from jupyter_exec.spec import Limits
+from jupyter_exec.spec import Limits, RunSpec
 
 from .cgroups import reap_cgroups
 from .guarantees import guarantees
@@ -53,6 +53,11 @@ _SYSTEM_READABLE = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc",
 _MASKED = ("/tmp", "/run", "/var/run")  # where the host keeps sockets: hidden when there is a mount namespace
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 _ALL_LIMITS = frozenset(f.name for f in dataclasses.fields(Limits))
+
+
+@functools.cache
+def _python_build() -> str:
+    return f"{os.path.realpath(sys.executable)} {sys.version}"
 
 
 @functools.cache
@@ -107,6 +112,10 @@ class LocalBackend(ExecutorBackend):
 
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
         return WorkerKey(python, namespaces=False, network=True)
+
+    def identity(self, spec: RunSpec) -> dict[str, Any]:
+        """The kernel's Python build (a runtime env's own Python is in the env's hash)."""
+        return {**super().identity(spec), "python": _python_build()}
 
     def env_builder(self, env: EnvSpec | None = None) -> VenvBuilder:
         return VenvBuilder(sys.executable, self.config.ca_bundle or None)

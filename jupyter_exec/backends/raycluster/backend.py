@@ -137,6 +137,12 @@ class RayBackend(ExecutorBackend):
             say=progress,
         )
 
+    def identity(self, spec: RunSpec) -> dict[str, Any]:
+        """Ray's version (where a task runs is in the run's options, which the key covers)."""
+        import ray
+
+        return {**super().identity(spec), "ray": ray.__version__}
+
     def get_result(self, handle: TaskHandle, timeout: float | None = None) -> Envelope:
         """Waits for the task in the calling thread: no thread per run (a trivial cell stays
         close to a bare Ray task). An interrupt there reaches the manager, which cancels."""
