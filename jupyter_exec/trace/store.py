@@ -8,7 +8,8 @@ nodes a dead kernel left running are closed as ``failed`` first.
 A process keeps one live ``Trace`` per name (``open`` returns it), so every writer in it
 — cells with ``--trace``, in front or in the background, a map, ``explore`` — grows the
 same tree: a node's row and its place in the model change together under the trace's
-lock. ``open`` also catches up with what other processes wrote since.
+lock. ``open`` also catches up with what other processes wrote since (and closes what
+those that died left running).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class TraceStore(Database):
                 trace = self._live[name] = self._open(name, metric, maximize)
             else:
                 self._check(name, (trace.metric, trace.maximize), metric, maximize)
+                self._close_orphans(name)
                 self._catch_up(trace)
             return trace
 
