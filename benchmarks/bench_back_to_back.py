@@ -19,8 +19,9 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
+
+from timing import notebook_shell
 
 CELL = "x = 1"
 TARGETS = {"seccomp": 1.0, "docker": 0.2}
@@ -46,12 +47,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=("seccomp", "docker"), action="append")
     parser.add_argument("--cells", type=int, help="cells per side (default: 200 seccomp, 40 docker)")
     args = parser.parse_args()
-    os.environ.setdefault("JX_DATA_DIR", tempfile.mkdtemp(prefix="jx-bench-"))
-
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython()
-    shell.run_line_magic("load_ext", "jupyter_exec")
+    shell = notebook_shell()
     from jupyter_exec import current_manager
     from jupyter_exec.backends.container.config import DockerConfig
 

@@ -12,23 +12,17 @@ waits for the pool to refill between cells (cells typed by a person are seconds 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
-import tempfile
 import time
 
-from timing import median_ms
+from timing import median_ms, notebook_shell
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
     runs = parser.parse_args().runs
-    os.environ.setdefault("JX_DATA_DIR", tempfile.mkdtemp(prefix="jx-bench-"))
-
-    from IPython.testing.globalipapp import start_ipython
-
     from jupyter_exec.backends.container import DockerConfig
 
     image = DockerConfig().image
@@ -36,8 +30,7 @@ def main() -> None:
     if docker_cli is None:
         raise SystemExit("the docker CLI is needed for the reference figure (apt-get install docker.io)")
 
-    shell = start_ipython()
-    shell.run_line_magic("load_ext", "jupyter_exec")
+    shell = notebook_shell()
     from jupyter_exec import current_manager
 
     manager = current_manager()

@@ -17,22 +17,16 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
-from timing import median_ms
+from timing import median_ms, notebook_shell
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=40)
     runs = parser.parse_args().runs
-    os.environ.setdefault("JX_DATA_DIR", tempfile.mkdtemp(prefix="jx-bench-"))
-
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython()
-    shell.run_line_magic("load_ext", "jupyter_exec")
+    shell = notebook_shell()
     from jupyter_exec import current_manager
 
     manager = current_manager()
