@@ -4,6 +4,7 @@ and without namespaces (``ordinary_user``)."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -108,3 +109,56 @@ def test_a_cell_cannot_stop_the_fork_server(kernel):
     assert "hit []" in attack.stdout or attack.error is not None, attack.stdout
     assert before and _templates_of(kernel) == before
     assert kernel.run(f"{SECCOMP}\n1 + 1", check=True).result_text == "2"
+
+
+def _started(worker, code: str) -> None:
+    """Give ``worker`` a request to run ``code`` (unconfined), once it is ready."""
+    from jupyter_exec.runner.protocol import build_request
+
+    worker.wait_ready()
+    worker.child.write_request(build_request(code, inputs=None, outputs=(), trust=False, env={}, cwd="/"))
+
+
+def test_what_escapes_a_killed_worker_is_killed_by_its_template():
+    """Without namespaces a run's processes hang from its supervisor; kill that first (as a
+    timeout's kill can race with a fork) and what it held is re-parented to the template,
+    which kills it at once."""
+    import signal
+    import sys
+
+    from jupyter_exec.backends.process.templates import Template
+    from jupyter_exec.backends.process.workers import Worker, WorkerKey
+
+    tag = uuid.uuid4().hex[:8]
+    template = Template(sys.executable, "none")
+    try:
+        worker = Worker(WorkerKey(sys.executable, namespaces=False, network=True), template)
+        _started(worker, f"import subprocess, time\nsubprocess.Popen(['sleep', '300.{tag}'])\ntime.sleep(300)")
+        deadline = time.monotonic() + 10
+        while not _processes_with(f"300.{tag}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _processes_with(f"300.{tag}")
+        os.kill(worker.pid, signal.SIGKILL)  # the supervisor only
+        deadline = time.monotonic() + 2
+        while _processes_with(f"300.{tag}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _processes_with(f"300.{tag}"), "an orphan of the killed run lives on"
+        worker.close()
+    finally:
+        template.close()
+
+
+def test_a_worker_with_a_template_of_its_own_takes_it_along():
+    """Where each run's cgroup is a systemd scope, a worker gets a template of its own (started
+    in that scope) and closing the worker ends it."""
+    import sys
+
+    from jupyter_exec.backends.process.templates import Template
+    from jupyter_exec.backends.process.workers import Worker, WorkerKey
+
+    template = Template(sys.executable, "none")
+    worker = Worker(WorkerKey(sys.executable, namespaces=False, network=True), template, own_template=True)
+    _started(worker, "print('ran')")
+    assert worker.child.wait(timeout=10).status == 0
+    worker.close()
+    assert template.process.poll() is not None

@@ -19,8 +19,8 @@ inside a user namespace of its own, the user's ids mapped to themselves — and 
 pid namespace's init, which mounts its ``/proc`` and runs the bootstrap (whose
 supervisor ends everything the cell left). Without namespaces the child is the
 bootstrap itself, a child subreaper (``JX_SUPERVISE``). The template is a subreaper too:
-what escapes a killed child is re-parented to it, and all of it is killed when the
-kernel lets go of the control socket.
+what escapes a killed child is re-parented to it and killed at once, and everything
+still running is killed when the kernel lets go of the control socket.
 
 ``python -I forkserver.py --probe MODE`` checks that MODE's namespaces work here (the
 child mounts a tmpfs at ``/dev/shm`` and exits 0).
@@ -158,6 +158,7 @@ def serve(control: socket.socket, mode: str) -> None:
         if wake_read in readable:
             _drain(wake_read)
         _reap(status_pipes)
+        _kill_orphans(status_pipes)
         if control.fileno() not in readable:
             continue
         try:
@@ -208,6 +209,23 @@ def _reap(status_pipes: dict[int, int]) -> None:
         except OSError:
             pass  # the kernel no longer listens
         os.close(fd)
+
+
+def _kill_orphans(runs: dict[int, int]) -> None:
+    """Kill what a run left that was re-parented here (its supervisor killed before it could):
+    the template's only living children are the runs it forked."""
+    here = os.getpid()
+    try:
+        with open(f"/proc/{here}/task/{here}/children") as listed:
+            children = [int(pid) for pid in listed.read().split()]
+    except OSError:
+        return
+    for pid in children:
+        if pid not in runs:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def probe(mode: str) -> int:
