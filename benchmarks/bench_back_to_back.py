@@ -6,11 +6,12 @@
 
 Unlike ``bench_seccomp.py`` and ``bench_docker.py``, nothing waits between cells: each
 cell starts the moment the one before it returns, as when a notebook is re-run top to
-bottom or a loop calls the magic. Both sides run in this process, one after the other,
-on this machine: the cells through IPython's magic, the Manager, the store and a fresh
-sandbox each; the raw tool is ``subprocess.run([python, "-c", ...])`` for seccomp and
-``docker run --rm IMAGE python3 -c ...`` for docker. Each side is timed as a whole and
-divided by N. Targets: seccomp <= 1.0x, docker <= 0.2x.
+bottom or a loop calls the magic. Both sides run in this process, on this machine: the
+cells through IPython's magic, the Manager, the store and a fresh sandbox each; the raw
+tool is ``subprocess.run([python, "-c", ...])`` for seccomp and ``docker run --rm IMAGE
+python3 -c ...`` for docker. So that both sides see the same load from whatever else the
+machine runs, they take turns in blocks (``--block`` cells back to back, then as many raw
+runs); each side's total is divided by N. Targets: seccomp <= 1.0x, docker <= 0.2x.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from timing import notebook_shell
 
@@ -28,12 +30,17 @@ TARGETS = {"seccomp": 1.0, "docker": 0.2}
 DEFAULT_CELLS = {"seccomp": 200, "docker": 40}
 
 
-def per_item_ms(fn: object, n: int) -> float:
-    """Wall time of ``n`` calls of ``fn`` in a row, divided by ``n``."""
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()  # type: ignore[operator]
-    return (time.perf_counter() - start) / n * 1000
+def per_item_ms(sides: list[Callable[[], None]], n: int, block: int) -> list[float]:
+    """Each side called ``n`` times, in turns of ``block`` calls in a row; each side's wall time
+    per call (ms)."""
+    totals = [0.0] * len(sides)
+    for start in range(0, n, block):
+        for index, side in enumerate(sides):
+            began = time.perf_counter()
+            for _ in range(min(block, n - start)):
+                side()
+            totals[index] += time.perf_counter() - began
+    return [total / n * 1000 for total in totals]
 
 
 def raw_command(backend: str, image: str) -> list[str]:
@@ -46,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", choices=("seccomp", "docker"), action="append")
     parser.add_argument("--cells", type=int, help="cells per side (default: 200 seccomp, 40 docker)")
+    parser.add_argument("--block", type=int, default=20, help="cells (and raw runs) in a row per turn")
     args = parser.parse_args()
     shell = notebook_shell()
     from jupyter_exec import current_manager
@@ -66,8 +74,7 @@ def main() -> None:
 
         raw()
         cell()  # the backend, its pool and its template started before the clock
-        raw_ms = per_item_ms(raw, n)
-        cells_ms = per_item_ms(cell, n)
+        cells_ms, raw_ms = per_item_ms([cell, raw], n, min(args.block, n))
         ratio = cells_ms / raw_ms
         print(
             f"{backend}: {n} cells back to back {cells_ms:7.1f} ms/cell, {' '.join(raw_command(backend, image)[:2])}"
