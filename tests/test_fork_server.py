@@ -40,11 +40,16 @@ def _parent(pid: int) -> int | None:
         return None
 
 
+def _number() -> str:
+    """A unique run of digits (``sleep`` takes 300.DIGITS; its command line then names the test)."""
+    return str(uuid.uuid4().int)[:10]
+
+
 def test_nothing_a_run_leaves_is_there_for_the_next(kernel):
-    tag = uuid.uuid4().hex
+    tag, number = uuid.uuid4().hex, _number()
     first = kernel.run(
         f"{SECCOMP} --out places\n"
-        "import json, os, subprocess, sys, tempfile\n"
+        "import json, os, subprocess, sys, tempfile, time\n"
         "places = []\n"
         f"for folder in ('.', os.environ['HOME'], tempfile.gettempdir(), '/tmp', '/dev/shm'):\n"
         "    try:\n"
@@ -57,16 +62,19 @@ def test_nothing_a_run_leaves_is_there_for_the_next(kernel):
         f"os.putenv('JX_LEFT_PUT', '{tag}')\n"
         f"json.LEFT = sys.LEFT = os.LEFT = '{tag}'\n"
         f"left = '{tag}'\n"
-        f"subprocess.Popen(['sleep', '300.{tag[:6]}1'], start_new_session=True)\n"
-        f"if os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', '300.{tag[:6]}2'])\n"
+        f"subprocess.Popen(['sleep', '300.{number}1'], start_new_session=True)\n"
+        f"if os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', '300.{number}2'])\n"
+        "time.sleep(0.3)\n"
+        "running = subprocess.run(['ps', '-eo', 'args'], capture_output=True, text=True).stdout\n"
+        f"assert running.count('300.{number}') == 2, running\n"
         "places",
         check=True,
     )
     assert kernel.eval("places"), first  # some of them were writable: the cell's own scratch at least
     deadline = time.monotonic() + 5
-    while _processes_with(f"300.{tag[:6]}") and time.monotonic() < deadline:
+    while _processes_with(f"300.{number}") and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _processes_with(f"300.{tag[:6]}"), "a process the previous run started is still running"
+    assert not _processes_with(f"300.{number}"), "a process the previous run started is still running"
     second = kernel.run(
         f"{SECCOMP}\n"
         "import json, os, subprocess, sys\n"
@@ -75,7 +83,7 @@ def test_nothing_a_run_leaves_is_there_for_the_next(kernel):
         "modules = [m.__name__ for m in (json, sys, os) if hasattr(m, 'LEFT')]\n"
         "variables = [n for n in ('left', 'places') if n in globals()]\n"
         "ps = subprocess.run(['ps', '-eo', 'args'], capture_output=True, text=True).stdout\n"
-        f"processes = [line for line in ps.splitlines() if '300.{tag[:6]}' in line]\n"
+        f"processes = [line for line in ps.splitlines() if '300.{number}' in line]\n"
         "print(files, env, modules, variables, processes)",
         check=True,
     )
@@ -129,7 +137,7 @@ def test_what_escapes_a_killed_worker_is_killed_by_its_template():
     from jupyter_exec.backends.process.templates import Template
     from jupyter_exec.backends.process.workers import Worker, WorkerKey
 
-    tag = uuid.uuid4().hex[:8]
+    tag = _number()
     template = Template(sys.executable, "none")
     try:
         worker = Worker(WorkerKey(sys.executable, namespaces=False, network=True), template)

@@ -45,7 +45,7 @@ def test_a_thousand_items_on_seccomp(kernel):
     assert good["details"] == {"items": 1000, "cached": 0, "succeeded": 1000, "failed": 0}
     assert failed["status"] == "failed"
     assert failed["details"] == {"items": 1000, "cached": 0, "succeeded": 999, "failed": 1}
-    batches = [r for r in kernel.store().runs(40) if r["name"].startswith(f"map {failed['id']}[")]
+    batches = [r for r in kernel.store().runs(40) if (r["name"] or "").startswith(f"map {failed['id']}[")]
     assert len(batches) == 8 and all(r["status"] == "succeeded" for r in batches)  # four batches per slot
 
 
@@ -58,7 +58,7 @@ def test_interrupting_a_map_leaves_nothing_running(kernel):
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     (row,) = _map_rows(kernel, 1)
     assert row["status"] == "cancelled"
-    batches = [r for r in kernel.store().runs(20) if r["name"].startswith(f"map {row['id']}[")]
+    batches = [r for r in kernel.store().runs(20) if (r["name"] or "").startswith(f"map {row['id']}[")]
     assert 1 <= len(batches) <= 3 and all(r["status"] == "cancelled" for r in batches)  # nothing more started
     kernel.assert_no_run_processes()
 

@@ -8,7 +8,9 @@ fresh bootstrap for exactly one run. The template itself never reads a request, 
 runs a cell and is never confined, so nothing a run does can reach the next one: each
 child starts from the template's untouched memory.
 
-A fork request is a JSON message ``{"network": bool}`` carrying five descriptors: the
+A fork request is a JSON message ``{"network": bool, "cgroups": [...]}`` (the
+``cgroup.procs`` files of the run's own group, which the child joins first, so all it
+starts is in it) carrying five descriptors: the
 run's stdin (the request), stdout, stderr, protocol channel, and a status pipe. The
 template answers ``{"pid": N}`` (N in the kernel's pid namespace) and, once that child is
 reaped, writes ``{"status": S, "maxrss": B, "cpu": T}`` to its status pipe and closes it.
@@ -107,10 +109,13 @@ def become_init() -> None:
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
-def run_child(template: int, mode: str, network: bool, fds: list[int]) -> None:
-    """In a child just forked: the run's descriptors in place, everything else of the
-    template's closed, namespaces entered, then the bootstrap. Never returns."""
+def run_child(template: int, mode: str, network: bool, cgroups: list[str], fds: list[int]) -> None:
+    """In a child just forked: in its cgroup, the run's descriptors in place, everything else
+    of the template's closed, namespaces entered, then the bootstrap. Never returns."""
     try:
+        for procs in cgroups:
+            with open(procs, "w") as group:
+                group.write("0")
         os.setsid()
         _die_with_parent(template)
         signal.set_wakeup_fd(-1)
@@ -183,10 +188,10 @@ def _fork(
 ) -> None:
     if len(fds) != _FDS:
         raise OSError(f"a fork request needs {_FDS} descriptors, got {len(fds)}")
-    network = bool(json.loads(data).get("network"))
+    request = json.loads(data)
     child = os.fork()
     if child == 0:
-        run_child(template, mode, network, fds)
+        run_child(template, mode, bool(request.get("network")), list(request.get("cgroups", [])), fds)
     status_pipes[child] = fds[4]
     _send(control, {"pid": child})
 

@@ -163,7 +163,8 @@ class LocalBackend(ExecutorBackend):
             working_dir=str(environment.working_dir) if environment and environment.working_dir else None,
         )
         worker = self.pool.take(
-            self._worker_key(limits, environment.python if environment and environment.python else sys.executable)
+            self._worker_key(limits, environment.python if environment and environment.python else sys.executable),
+            functools.partial(_set_limits, limits=limits),
         )
         run = _ProcessRun(submission, self, worker)
         self._runs[submission.run_id] = run
@@ -269,6 +270,12 @@ def _private_mounts(limits: Limits, seen: list[str]) -> dict[str, Any]:
     return {"host_mount_ns": _host_mount_ns(), "shm_size": limits.shm, "mask": mask}
 
 
+def _set_limits(worker: Worker, limits: Limits) -> None:
+    """The run's memory, pids and CPU limits on the worker's cgroup (if it has one)."""
+    if worker.cgroup is not None:
+        worker.cgroup.set_limits(memory=limits.memory, pids=limits.pids, cpus=limits.cpus)
+
+
 class _ProcessRun(KillableRun):
     """One run in one worker: feeds the request, pumps the pipes, enforces the clock."""
 
@@ -281,8 +288,7 @@ class _ProcessRun(KillableRun):
     def start(self, request: bytes) -> None:
         limits = self.submission.spec.limits
         self.reader.feed(self.worker.wait_ready())
-        if self.cgroup is not None:
-            self.cgroup.set_limits(memory=limits.memory, pids=limits.pids, cpus=limits.cpus)
+        _set_limits(self.worker, limits)  # nothing to write if the pool primed it for these limits
         self.worker.child.write_request(request)
         self.handle.started = time.time()
         self.start_pump()

@@ -164,14 +164,16 @@ class Template:
         answer: dict[str, object] = json.loads(reply)
         return answer
 
-    def fork(self, network: bool) -> Forked:
-        """A new child, the bootstrap of one run (``network``: without a net namespace)."""
+    def fork(self, network: bool, joins: list[str] | tuple[str, ...] = ()) -> Forked:
+        """A new child, the bootstrap of one run (``network``: without a net namespace; ``joins``:
+        the ``cgroup.procs`` files it writes itself into before it starts anything)."""
         pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(5)]  # stdin, stdout, stderr, protocol, status
         theirs = [pipes[0][0], *(write for _, write in pipes[1:])]
         ours = [pipes[0][1], *(read for read, _ in pipes[1:])]
         try:
             with self._lock:
-                socket.send_fds(self._control, [json.dumps({"network": network}).encode()], theirs)
+                request = json.dumps({"network": network, "cgroups": list(joins)}).encode()
+                socket.send_fds(self._control, [request], theirs)
                 answer = self._answer(timeout=30)
         except (OSError, NodeFailedError) as error:
             for fd in ours:

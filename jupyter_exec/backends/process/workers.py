@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,23 +97,24 @@ class Worker:
 
     def __init__(self, key: WorkerKey, template: Template, own_template: bool = False) -> None:
         self.key, self.template, self.own_template = key, template, own_template
-        self.child: Forked = template.fork(key.network)
+        kind = cgroup_mode().kind
+        # A group of its own, which the child joins before it forks anything (so everything
+        # it starts is in it); a systemd scope already is one: the template's.
+        self.cgroup = RunCgroup.create(f"jx-{os.getpid()}-w{next(_serial)}") if kind in ("root", "delegated") else None
+        try:
+            self.child: Forked = template.fork(key.network, self.cgroup.joins() if self.cgroup else ())
+        except BaseException:
+            if self.cgroup is not None:
+                self.cgroup.kill_and_remove()
+            raise
+        if kind == "systemd":
+            self.cgroup = RunCgroup.of_process(self.child.pid)
         self.protocol_fd = self.child.protocol
         self.ready_bytes = b""
-        self.cgroup: RunCgroup | None = None
 
     def prepare(self) -> None:
-        """Wait for the bootstrap, then give its whole tree a cgroup of its own (a systemd
-        scope already is one)."""
+        """Wait for the bootstrap to say it is ready."""
         self.wait_ready()
-        kind = cgroup_mode().kind
-        if self.cgroup is not None or not kind:
-            return
-        if kind == "systemd":
-            self.cgroup = RunCgroup.of_process(self.pid)
-        else:
-            self.cgroup = RunCgroup.create(f"jx-{os.getpid()}-w{self.pid}")
-            self.cgroup.add(self.tree())
 
     @property
     def pid(self) -> int:
@@ -181,6 +183,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)  # a worker was added, or a filler stopped
         self._filling: set[WorkerKey] = set()
+        self._prime: dict[WorkerKey, Callable[[Worker], None]] = {}
         self._starting = threading.Lock()  # one template started at a time
         self._closed = False
 
@@ -213,16 +216,23 @@ class WorkerPool:
             raise
         try:
             worker.prepare()
+            prime = self._prime.get(key)
+            if prime is not None:
+                prime(worker)
         except BaseException:
             worker.close()
             raise
         return worker
 
-    def take(self, key: WorkerKey) -> Worker:
+    def take(self, key: WorkerKey, prime: Callable[[Worker], None] | None = None) -> Worker:
         """An idle worker for ``key``; if none is left but one is being forked, that one (it is
-        ready within milliseconds, sooner than forking another beside it); else one forked now."""
+        ready within milliseconds, sooner than forking another beside it); else one forked now.
+        ``prime`` is applied to the workers forked ahead for ``key`` from now on (a run's
+        limits set on their groups, off the next run's path)."""
         worker = None
         with self._ready:
+            if prime is not None:
+                self._prime[key] = prime
             queue = self._idle[key]
             while worker is None:
                 while queue and worker is None:
