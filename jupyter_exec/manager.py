@@ -7,10 +7,12 @@ before anything is recorded or started), records the run, hands the backend a
 ``RunResult``. The row in the store is finished whatever happens. An ``on_event``
 callback, if given, hears the run's life as plain dicts: ``created`` (id, backend,
 limits, log path), ``running``, ``sample`` (resources, about 1/s) and ``finished``
-(status, duration, error, peak memory); output chunks go to the sink as always.
-``Manager.map`` fans one function or cell out over many items the same way, recorded as
-one batch run. The Manager knows backends only through ``backends.base`` and
-``backends.factory``.
+(status, duration, error, peak memory); output chunks go to the sink as always. With
+``--cache`` (``RunSpec.cache``) a run identical to one that succeeded is not run: its
+stored output is shown again and its values decoded, recorded as ``cached``; a run that
+succeeds is kept (``cache``). ``Manager.map`` fans one function or cell out over many
+items the same way (``fanout``), recorded as one map run. The Manager knows backends only
+through ``backends.base`` and ``backends.factory``.
 """
 
 from __future__ import annotations

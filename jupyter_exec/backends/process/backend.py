@@ -171,9 +171,8 @@ class LocalBackend(ExecutorBackend):
         try:
             run.start(request)
         except BaseException:
-            run.kill()
             run.release()
-            run.discard()
+            worker.close()
             raise
         return run.handle
 
@@ -300,12 +299,8 @@ class _ProcessRun(KillableRun):
         self.backend.forget(self.submission.run_id)
 
     def after(self) -> None:
-        self.discard()
-
-    def discard(self) -> None:
-        """Once the run is over (off its path when it ended on its own): the worker reaped, its
-        cgroup removed, its pipes closed."""
-        self.worker.close()
+        """Off the run's path, once it is over: the worker reaped, its cgroup removed, its pipes closed."""
+        self.worker.close(ended=True)
 
     def usage(self) -> dict[str, Any]:
         """Memory and CPU seconds of the run's processes. Memory is the larger of their resident

@@ -162,9 +162,13 @@ class Worker:
             except ProcessLookupError:
                 pass
 
-    def close(self) -> None:
-        self.kill()
-        self.child.wait(timeout=2.0)  # reaped: its cgroup is empty (a pid namespace's init goes last)
+    def close(self, ended: bool = False) -> None:
+        """Kill the worker (``ended``: its run is over, so first wait a moment for it to go by
+        itself), wait until it is reaped (its cgroup is then empty: a pid namespace's init goes
+        last), remove its cgroup and close its pipes."""
+        if not (ended and self.child.wait(timeout=2.0)):
+            self.kill()
+            self.child.wait(timeout=2.0)
         if self.cgroup is not None:
             self.cgroup.kill_and_remove()
         self.child.close()
