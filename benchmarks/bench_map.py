@@ -1,6 +1,6 @@
 """``jupyter_exec.map`` over 1,000 items, two at a time, against ``multiprocessing.Pool(2).map``.
 
-    .venv/bin/python benchmarks/bench_map.py [--backend seccomp --backend docker] [--items 1000]
+    .venv/bin/python benchmarks/bench_map.py [--backend seccomp --backend container] [--items 1000]
 
 The same function on each side, ``math.sqrt`` (importable everywhere, so it travels by
 reference and the base image needs no cloudpickle). The map goes through the Manager, the store and
@@ -28,7 +28,7 @@ def timed_ms(fn: object) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--backend", choices=("seccomp", "docker"), action="append")
+    parser.add_argument("--backend", choices=("seccomp", "container"), action="append")
     parser.add_argument("--items", type=int, default=1000)
     args = parser.parse_args()
     os.environ.setdefault("JX_DATA_DIR", tempfile.mkdtemp(prefix="jx-bench-"))
@@ -46,7 +46,7 @@ def main() -> None:
     raw = timed_ms(pool)
     print(f"load average {os.getloadavg()[0]:.1f}; {args.items} items")
     print(f"multiprocessing.Pool(2).map:                 {raw:8.1f} ms")
-    for backend in args.backend or ("seccomp", "docker"):
+    for backend in args.backend or ("seccomp", "container"):
         for batch_size in (None, 1) if backend == "seccomp" else (None,):
 
             def mapped(backend: str = backend, batch_size: int | None = batch_size) -> None:

@@ -69,7 +69,7 @@ def run_map(
     outcome (a ``MapError`` is the caller's to raise)."""
     backend = manager.backend(spec.backend)
     if manager.policy.sources:
-        type(backend).admit(spec, manager.policy)
+        spec = type(backend).admit(spec, manager.policy) or spec
     manager.room.check(manager.config.min_free_bytes())
     keys = _item_keys(manager, work, items, spec, backend, how.progress) if spec.cache else None
     run_id = manager.record(work_label(work), spec, backend, spec.name or "map")

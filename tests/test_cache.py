@@ -193,9 +193,9 @@ def test_a_map_item_run_before_is_not_run_again(kernel):
 
 
 def test_a_changed_image_misses(kernel, tmp_path):
-    from jupyter_exec.backends.container import DockerBackend
+    from jupyter_exec.backends.container import ContainerBackend
 
-    availability = DockerBackend.availability()
+    availability = ContainerBackend.availability()
     require(availability.ok, f"Docker backend: {availability.reason} — {availability.fix}")
     import docker
 

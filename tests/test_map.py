@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import require
 
-from jupyter_exec.backends.container import DockerBackend
+from jupyter_exec.backends.container import ContainerBackend
 
 pytestmark = pytest.mark.kernel
 
@@ -73,14 +73,14 @@ def test_a_map_refused_up_front_runs_nothing(kernel):
 
 @pytest.fixture
 def docker_kernel(kernel):
-    availability = DockerBackend.availability()
+    availability = ContainerBackend.availability()
     require(availability.ok, f"Docker backend: {availability.reason} — {availability.fix}")
     return kernel
 
 
 def test_a_thousand_items_in_containers(docker_kernel):
     cell = docker_kernel.run(
-        _SWEEP.format(work="item * 2", backend="docker", failing="'1 // (item - 7) if item == 7 else item * item'"),
+        _SWEEP.format(work="item * 2", backend="container", failing="'1 // (item - 7) if item == 7 else item * item'"),
         timeout=300,
     )
     assert cell.error is None, cell.error
@@ -92,9 +92,9 @@ def test_a_notebook_function_needs_cloudpickle_in_the_image(docker_kernel):
     there, and the error says so and what to do; importable functions and code need nothing."""
     cell = docker_kernel.run(
         "import jupyter_exec, math\n"
-        "print(jupyter_exec.map(math.sqrt, [4, 9], backend='docker'), "
-        "jupyter_exec.map('item ** 2', [4], backend='docker'))\n"
-        "jupyter_exec.map(lambda x: x, [1, 2], backend='docker', progress=False)"
+        "print(jupyter_exec.map(math.sqrt, [4, 9], backend='container'), "
+        "jupyter_exec.map('item ** 2', [4], backend='container'))\n"
+        "jupyter_exec.map(lambda x: x, [1, 2], backend='container', progress=False)"
     )
     assert cell.stdout == "[2.0, 3.0] [16]\n"
     assert cell.error["ename"] == "MapError", cell.error
@@ -108,7 +108,7 @@ def test_interrupting_a_container_map_leaves_no_container(docker_kernel):
     client = docker.from_env(version="auto")
     reply = docker_kernel.interrupt_run(
         "import jupyter_exec\n"
-        "jupyter_exec.map('import time\\ntime.sleep(60)', range(6), backend='docker', max_parallel=2, batch_size=1)"
+        "jupyter_exec.map('import time\\ntime.sleep(60)', range(6), backend='container', max_parallel=2, batch_size=1)"
     )
     assert reply["ename"] == "KeyboardInterrupt"
     (row,) = _map_rows(docker_kernel, 1)
