@@ -116,6 +116,7 @@ class Manager:
             if backend is None:
                 backend = factory.backend_class(resolved)(self.config)
                 self.policy.check_image(backend.image(None))  # not even a pool starts a forbidden image
+                backend.bound_by(self.policy)
                 backend.initialize()
                 self._backends[resolved] = backend
         return backend

@@ -311,6 +311,10 @@ class ExecutorBackend(abc.ABC):
         checked by the Manager for all."""
         return None
 
+    def bound_by(self, policy: Policy) -> None:
+        """Bound the backend's own settings by the administrator's policy (a warm pool's size);
+        called once, before ``initialize``."""
+
     def initialize(self) -> None:
         """Start what the backend needs (pools, connections). Called once before use."""
 

@@ -81,7 +81,7 @@ class ContainerBackend(ExecutorBackend):
             raise BackendUnavailableError(self.name, "DockerConfig.user must not be root", "set a uid like 65534:65534")
         self.retry_policy = RetryPolicy(self.settings.retries, self.settings.retry_wait)
         self.kernel_id = f"pid-{os.getpid()}"
-        self.pool = ContainerPool(config.pool_size, self._make_slot)
+        self.pool = ContainerPool(config.pool_size, self._make_slot, most=self.settings.pool_max)
         self._plans: dict[PoolKey, ContainerPlan] = {}
         self._runs: dict[int, _ContainerRun] = {}
 
@@ -163,6 +163,11 @@ class ContainerBackend(ExecutorBackend):
                 forced.source,
             )
         return dataclasses.replace(spec, placement=ContainerOptions(forced.value))
+
+    def bound_by(self, policy: Policy) -> None:
+        """The warm pool under the policy's ``warm_containers``: its least and its most."""
+        self.pool.size = policy.capped("warm_containers", self.pool.size)
+        self.pool.most = policy.capped("warm_containers", self.pool.most)
 
     def initialize(self) -> None:
         spec = RunSpec(limits=self.config.default_limits())
