@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 
-from timing import median_ms
+from timing import median_ms, notebook_shell
 
 
 def main() -> None:
@@ -24,13 +23,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--items", type=int, default=1000)
     args = parser.parse_args()
-    os.environ.setdefault("JX_DATA_DIR", tempfile.mkdtemp(prefix="jx-bench-"))
     os.environ["JX_RAY_ADDRESS"] = ""
-
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython()
-    shell.run_line_magic("load_ext", "jupyter_exec")
+    shell = notebook_shell()
     shell.run_cell_magic("rayrun", "--quiet", "1")  # starts the embedded local Ray once
 
     import ray
@@ -64,7 +58,7 @@ def main() -> None:
     xs = list(range(args.items))
     map_ms, raw_map_ms = [], []
     for _ in range(5):
-        map_ms.append(median_ms(lambda: jupyter_exec.map(lambda x: 2 * x, xs, progress=False), 1))
+        map_ms.append(median_ms(lambda: jupyter_exec.map(lambda x: 2 * x, xs, backend="ray", progress=False), 1))
         raw_map_ms.append(median_ms(lambda: ray.get([double.remote(x) for x in xs]), 1))
     map_median, raw_map_median = sorted(map_ms)[2], sorted(raw_map_ms)[2]
     print(

@@ -3,19 +3,19 @@
 Items are sent in batches (one task per batch, so a thousand small items cost about
 what a handful of tasks cost), at most ``max_in_flight`` tasks run at once, and the
 results come back in the items' order, as data (the same tagged JSON a cell's result
-travels as). The first item that raises stops the map and its error is raised, naming
-the item; a task that dies is mapped by the same function as a single cell's.
+travels as). An item that raises has its error kept beside the others' results
+(``MapOutcome``); a task that dies is mapped by the same function as a single cell's
+and ends the map.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
-from jupyter_exec.errors import TransferError, remote_error
+from jupyter_exec.backends.base import MapOutcome, MapProgress
 from jupyter_exec.runner.transfer import decode
 from jupyter_exec.spec import RunSpec
 
@@ -37,7 +37,7 @@ def fan_out(
     batch_size: int | None,
     max_in_flight: int | None,
     say: Callable[[str], None] | None,
-) -> list[Any]:
+) -> MapOutcome:
     """``work`` over ``items`` in batches, at most ``max_in_flight`` tasks at once; results in order."""
     import ray
     from ray.exceptions import RayError
@@ -46,7 +46,7 @@ def fan_out(
         conn.check_feasible(options, None)
     total, trust = len(items), spec.trust
     if not total:
-        return []
+        return MapOutcome([])
     if max_in_flight is None:
         cpus = ray.cluster_resources().get("CPU", 1.0)
         max_in_flight = max(1, int(cpus // options.num_cpus) if options.num_cpus else int(cpus))
@@ -60,9 +60,9 @@ def fan_out(
     )
     work_ref = ray.put(work)
     starts = list(range(0, total, batch_size))
-    results: list[Any] = [None] * total
+    outcome = MapOutcome([None] * total)
     in_flight: dict[Any, int] = {}
-    done, shown = 0, 0.0
+    progress = MapProgress(total, say)
     try:
         while starts or in_flight:
             while starts and len(in_flight) < max_in_flight:
@@ -75,26 +75,10 @@ def fan_out(
                     batch = json.loads(ray.get(ref))
                 except RayError as error:
                     raise task_error(error, run_id, what=f"the map task for items {start}..") from error
-                _raise_batch_error(batch)
-                for offset, encoded in enumerate(batch["results"]):
-                    results[start + offset] = decode(encoded, trust)
-                done += len(batch["results"])
-            if say and (time.monotonic() - shown > 0.2 or done == total):
-                shown = time.monotonic()
-                say(f"\r[jupyter-exec] map: {done}/{total} items" + ("\n" if done == total else ""))
+                outcome.add(start, batch, lambda encoded: decode(encoded, trust), run_id)
+                progress.advance(len(batch["results"]))
     except BaseException:
         for ref in in_flight:
             ray.cancel(ref, force=True)
         raise
-    return results
-
-
-def _raise_batch_error(batch: dict[str, Any]) -> None:
-    if "untransferable" in batch:
-        raise TransferError(
-            f"map: {batch['untransferable']} and cannot come back as data; "
-            "return data, or pass trust=True to pickle it (only for code you trust)"
-        )
-    if "error" in batch:
-        described = batch["error"]
-        raise remote_error(described["type"], f"item {batch['index']}: {described['message']}", described["traceback"])
+    return outcome
