@@ -119,6 +119,15 @@ class RunOutput:
                 pass  # the record of the run still says so
         return f"\n[jupyter-exec] run {self.run_id}: {self.log_cut}; its output still shows here\n"
 
+    def note(self, text: str) -> None:
+        """Into the log only, never shown: what the backend's machinery said during the run
+        (Ray's own log lines), for ``%jx logs N``."""
+        with self._lock:
+            if self.log is None:
+                self.log = open(self.log_path, "w", encoding="utf-8", errors="replace")
+            self.log.write(text)
+            self.log.flush()
+
     def display(self, bundle: dict[str, str]) -> None:
         self.shown.display(bundle)
 

@@ -21,10 +21,12 @@ from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.extras import install_hint
 from jupyter_exec.runner.protocol import Envelope, build_request
 from jupyter_exec.spec import Limits, RunSpec
+from jupyter_exec.units import parse_duration
 
 from .connection import connection, ray_runtime_env, ship_local_files
 from .fanout import fan_out
 from .options import LOCAL_RAY, RayOptions
+from .quiet import noise
 from .run import RayRun, deadlines
 
 if TYPE_CHECKING:
@@ -76,10 +78,20 @@ class RayBackend(ExecutorBackend):
         return Availability(True)
 
     def submit(self, submission: Submission) -> TaskHandle:
+        note = getattr(submission.sink, "note", None)  # the run's log only: where Ray's own lines go
+        if note is not None:
+            noise.attach(submission.run_id, note)
+        try:
+            return self._submit(submission)
+        except BaseException:
+            self.forget(submission.run_id)
+            raise
+
+    def _submit(self, submission: Submission) -> TaskHandle:
         options = self.options(submission.spec)
         _refuse_unenforced(submission.spec.limits)
         conn = connection()
-        conn.ensure(options.address, lambda text: submission.sink.output("stderr", text))
+        conn.ensure(options.address, lambda text: submission.sink.output("stderr", text), self.connect_timeout())
         node_id = conn.resolve_node(options.node) if options.node else None
         if not options.wait_for_resources:
             conn.check_feasible(options, node_id)
@@ -99,12 +111,9 @@ class RayBackend(ExecutorBackend):
         run = RayRun(submission, self, conn, node_id)
         self._runs[submission.run_id] = run
         conn.output.track(submission.run_id, run)
-        try:
-            runtime_env = ship_local_files(ray_runtime_env(submission.spec))
-            run.ref = conn.cell_task_for(options, node_id, runtime_env).remote(request)
-        except BaseException:
-            self.forget(submission.run_id)
-            raise
+        conn.track(submission.run_id, run.lose)
+        runtime_env = ship_local_files(ray_runtime_env(submission.spec))
+        run.ref = conn.cell_task_for(options, node_id, runtime_env).remote(request)
         if submission.spec.limits.timeout is not None:
             deadlines.add(time.monotonic() + submission.spec.limits.timeout, run)
         return run.handle
@@ -124,7 +133,7 @@ class RayBackend(ExecutorBackend):
         options = self.options(spec)
         _refuse_unenforced(spec.limits)
         conn = connection()
-        conn.ensure(options.address, progress or (lambda text: None))
+        conn.ensure(options.address, progress or (lambda text: None), self.connect_timeout())
         return fan_out(
             conn,
             work,
@@ -194,7 +203,12 @@ class RayBackend(ExecutorBackend):
 
     def forget(self, run_id: int) -> None:
         self._runs.pop(run_id, None)
-        connection().output.untrack(run_id)
+        connection().untrack(run_id)
+        noise.detach(run_id)
+
+    def connect_timeout(self) -> float:
+        """``ExecConfig.ray_connect_timeout`` in seconds: how long finding a cluster may take."""
+        return parse_duration(self.config.ray_connect_timeout, "ExecConfig.ray_connect_timeout")
 
 
 def _refuse_unenforced(limits: Limits) -> None:

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jupyter_exec.backends.base import Outcome, Submission, TaskHandle
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["Deadlines", "RayRun", "StillRunning", "deadlines"]
 
 _OUTPUT_GRACE = 10.0
+_EXIT_NOTICE_GRACE = 2.0  # how long a worker that died gets for its exit notice to arrive
 
 
 class StillRunning(Exception):
@@ -91,6 +93,8 @@ class RayRun:
         self.ref: Any = None
         self.cancel_requested = False
         self.timed_out = False
+        self.lost: str | None = None  # why the cluster went away under the run
+        self.exited: dict[str, Any] | None = None  # the cell ended its worker (os._exit): code, node, pid
         self.began = time.monotonic()
         self.wants_output = False  # ended with chunks not yet delivered: the pump pulls for them
         self.received = 0
@@ -102,7 +106,9 @@ class RayRun:
         sink = self.submission.sink
         with self._output:
             for kind, payload in items:
-                if kind == "display":
+                if kind == "exit":
+                    self.exited = payload
+                elif kind == "display":
                     sink.display(sanitize_bundle(payload, self.submission.spec.trust))
                 else:
                     sink.output(kind, payload)
@@ -117,14 +123,24 @@ class RayRun:
 
     def expire(self) -> None:
         """The run's ``--timeout`` passed: force-cancel it (its waiter then reports the timeout)."""
-        import ray
-
         if not self.handle.done():
             self.timed_out = True
-            try:
+            self._stop()
+
+    def lose(self, why: str) -> None:
+        """The cluster went away: stop waiting for it (its waiter then reports ``why``)."""
+        if not self.handle.done():
+            self.lost = why
+            self._stop()
+
+    def _stop(self) -> None:
+        import ray
+
+        try:
+            if self.ref is not None:
                 ray.cancel(self.ref, force=True)
-            except Exception:  # Ray gone (kernel exiting): the waiter hears of it from ray.get
-                pass
+        except Exception:  # Ray gone (kernel exiting): the waiter hears of it from ray.get
+            pass
 
     def resolve(self, timeout: float | None) -> None:
         """Finish the handle if the task ends within ``timeout`` (None: however long it takes)."""
@@ -141,9 +157,20 @@ class RayRun:
             outcome.details = {**self.details, **outcome.details}
             self.handle.finish(outcome)
 
+    def _await_output(self, done: Callable[[], bool], seconds: float) -> None:
+        """Pull the relay until ``done()`` (the run's chunks all came) or ``seconds`` pass."""
+        self.wants_output = True
+        self.conn.output.wake()
+        with self._output:
+            self._output.wait_for(done, seconds)
+
+    def _await_exit_notice(self) -> None:
+        """A worker that the cell ended with ``os._exit`` sent its code and last output first."""
+        self._await_output(lambda: self.exited is not None, _EXIT_NOTICE_GRACE)
+
     def _outcome(self, wait: float | None) -> Outcome:
         import ray
-        from ray.exceptions import GetTimeoutError, RayError
+        from ray.exceptions import GetTimeoutError, NodeDiedError, RayError, WorkerCrashedError
 
         until = None if wait is None else time.monotonic() + wait
         while True:
@@ -161,19 +188,25 @@ class RayRun:
                     raise StillRunning from None
                 # ray.get can time out at once after an interrupted get (seen with Ray 2.60): wait again
             except RayError as ray_error:
+                if isinstance(ray_error, (NodeDiedError, WorkerCrashedError)) and not (
+                    self.lost or self.cancel_requested
+                ):
+                    self.lost = self.conn.gone()  # the head may have gone with the node
+                    if self.lost is None and isinstance(ray_error, WorkerCrashedError):
+                        self._await_exit_notice()
                 error = task_error(
                     ray_error,
                     self.submission.run_id,
                     self.submission.spec.limits.timeout,
                     timed_out=self.timed_out,
                     cancelled=self.cancel_requested,
+                    lost=self.lost,
+                    exited=self.exited,
                 )
-                return Outcome(error.status, error=error)
+                details: dict[str, Any] = {k: self.exited[k] for k in ("node_id", "pid")} if self.exited else {}
+                return Outcome(error.status, error=error, exit_code=error.exit_code, details=details)
         if self.received < result["chunks"]:
-            self.wants_output = True
-            self.conn.output.wake()
-            with self._output:
-                self._output.wait_for(lambda: self.received >= result["chunks"], _OUTPUT_GRACE)
+            self._await_output(lambda: self.received >= result["chunks"], _OUTPUT_GRACE)
         raw = result["envelope"]
         envelope = Envelope(
             value=raw.get("value"),
