@@ -88,10 +88,12 @@ def test_exception_with_remote_traceback(ray_kernel):
     assert ray_kernel.last_run()["status"] == "failed"
 
 
-def test_worker_death_is_a_node_failure(ray_kernel):
+def test_worker_death_is_a_node_failure_naming_the_exit(ray_kernel):
     cell = ray_kernel.run("%%rayrun\nimport os\nos._exit(3)")
     assert cell.error["ename"] == "NodeFailedError" and "Ray worker" in cell.error["evalue"]
-    assert ray_kernel.last_run()["status"] == "failed"
+    assert "exit code 3" in cell.error["evalue"]
+    assert (ray_kernel.last_run()["status"], ray_kernel.last_run()["exit_code"]) == ("failed", 3)
+    assert ray_kernel.run("%%rayrun\n'fine'", check=True).result_text == "'fine'"
 
 
 def test_output_streams_live(ray_kernel):
@@ -285,22 +287,37 @@ def test_runtime_env_becomes_rays_own(ray_kernel):
     assert spec["runtime_env"]["working_dir"].endswith("rayproject")
 
 
-def test_shutting_down_stops_the_embedded_ray_promptly(tmp_path):
-    """The kernel stops its Ray when told to shut down, before ipykernel SIGTERMs its process
-    group: the kernel exits in seconds, not at jupyter_client's kill, and no Ray process stays."""
+def test_the_embedded_ray_lost_is_started_anew_and_stops_promptly_with_the_kernel(tmp_path):
+    """If the kernel's local Ray goes (its GCS killed), the run on it fails in seconds and the
+    next run starts a new one. The kernel stops its Ray when told to shut down, before
+    ipykernel SIGTERMs its process group: the kernel exits in seconds, not at jupyter_client's
+    kill, and no Ray process stays."""
     import psutil
+
+    def ray_processes() -> list[psutil.Process]:
+        children = psutil.Process(kernel.pid).children(recursive=True)
+        return [p for p in children if p.name() in ("gcs_server", "raylet")]
 
     kernel = Kernel(tmp_path / "data", tmp_path, env={"JX_RAY_ADDRESS": ""})
     try:
         kernel.run("%%rayrun\n1", timeout=180, check=True)
-        ray_processes = [
-            p for p in psutil.Process(kernel.pid).children(recursive=True) if p.name() in ("gcs_server", "raylet")
-        ]
-        assert len(ray_processes) == 2
+        (gcs,) = [p for p in ray_processes() if p.name() == "gcs_server"]
+        msg_id = kernel.start("%%rayrun\nimport time\nprint('started', flush=True)\ntime.sleep(60)", "started")
+        gcs.kill()
+        killed = time.monotonic()
+        lost = kernel.collect(msg_id, timeout=60)
+        assert time.monotonic() - killed <= 30
+        assert lost.error["ename"] == "NodeFailedError", lost.error
+        assert "this kernel's local Ray" in lost.error["evalue"] and "went away" in lost.error["evalue"]
+        assert kernel.last_run()["status"] == "failed"
+        again = kernel.run("%%rayrun\n'a new local Ray'", timeout=180, check=True)
+        assert again.result_text == "'a new local Ray'" and "starting a local Ray" in again.stderr
+        running = ray_processes()
+        assert len(running) == 2 and gcs.pid not in [p.pid for p in running]  # the old one's are gone
     finally:
         started = time.monotonic()
         kernel.shutdown()
         took = time.monotonic() - started
     assert took < 4.5, f"shutdown took {took:.1f} s"  # jupyter_client kills a kernel at 5 s
-    psutil.wait_procs(ray_processes, timeout=10)
-    assert not [p for p in ray_processes if p.is_running()]
+    psutil.wait_procs(running, timeout=10)
+    assert not [p for p in running if p.is_running()]
