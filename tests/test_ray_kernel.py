@@ -226,6 +226,23 @@ def test_map_fans_out_in_order(ray_kernel):
     assert too_big.error["ename"] == "SpecError" and "can ever run this task" in too_big.error["evalue"]
 
 
+def test_explore_on_ray_records_a_child_whose_worker_died_and_goes_on(ray_kernel):
+    cell = ray_kernel.run(
+        "import itertools, jupyter_exec\n"
+        "proposals = itertools.count()\n"
+        "def propose(parent):\n"
+        "    n = next(proposals)\n"
+        "    return ('import os\\nos._exit(3)' if n == 1 else f'{{\"score\": {n}}}'), {'n': n}\n"
+        "tree = jupyter_exec.explore(propose, budget=4, backend='ray', trace='ray-faults', progress=False)\n"
+        "print(sorted((str(n.status), n.error or '') for n in tree.nodes.values()))",
+        timeout=180,
+        check=True,
+    )
+    (failed, *succeeded) = sorted(eval(cell.stdout))
+    assert failed[0] == "failed" and "exit code 3" in failed[1]
+    assert [status for status, _ in succeeded] == ["succeeded"] * 3
+
+
 def test_second_kernel_connects_by_address_without_starting_or_stopping(ray_kernel, ray_address, tmp_path):
     # Ray sends its auth token to an explicit address only when told to (RAY_AUTH_MODE=token)
     other = Kernel(tmp_path / "data", tmp_path, env={"JX_RAY_ADDRESS": ray_address, "RAY_AUTH_MODE": "token"})

@@ -10,6 +10,7 @@ objects as pickle, so the cluster's workers are trusted as Ray always trusts the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import time
 from collections.abc import Callable, Iterable
@@ -108,12 +109,12 @@ class RayBackend(ExecutorBackend):
                 "cuda_visible_devices": ",".join(options.gpu_ids) or None,
             },
         ).decode()
-        run = RayRun(submission, self, conn, node_id)
+        runtime_env = ship_local_files(ray_runtime_env(submission.spec))
+        # The task first: the bookkeeping below then overlaps with it on another core.
+        run = RayRun(submission, self, conn, node_id, conn.cell_task_for(options, node_id, runtime_env).remote(request))
         self._runs[submission.run_id] = run
         conn.output.track(submission.run_id, run)
         conn.track(submission.run_id, run.lose)
-        runtime_env = ship_local_files(ray_runtime_env(submission.spec))
-        run.ref = conn.cell_task_for(options, node_id, runtime_env).remote(request)
         if submission.spec.limits.timeout is not None:
             deadlines.add(time.monotonic() + submission.spec.limits.timeout, run)
         return run.handle
@@ -208,12 +209,19 @@ class RayBackend(ExecutorBackend):
 
     def connect_timeout(self) -> float:
         """``ExecConfig.ray_connect_timeout`` in seconds: how long finding a cluster may take."""
-        return parse_duration(self.config.ray_connect_timeout, "ExecConfig.ray_connect_timeout")
+        return _seconds(self.config.ray_connect_timeout)
 
 
+@functools.lru_cache(maxsize=8)
+def _seconds(setting: str) -> float:
+    return parse_duration(setting, "ExecConfig.ray_connect_timeout")
+
+
+@functools.lru_cache(maxsize=64)
 def _refuse_unenforced(limits: Limits) -> None:
     """A Ray task gets only a wall-clock limit; other limits are refused, not ignored.
-    (A Ray worker always has the cluster's network: ``network`` does not apply.)"""
+    (A Ray worker always has the cluster's network: ``network`` does not apply.) Checked
+    once per distinct limits: this is on every cell's path."""
     unenforced = [
         f.name
         for f in dataclasses.fields(limits)

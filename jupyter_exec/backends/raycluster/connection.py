@@ -95,6 +95,7 @@ class Connection:
         self._nodes: list[dict] = []
         self._tasks: dict[tuple, Any] = {}
         self._nodes_at = 0.0
+        self._fits: set[tuple[Any, str | None]] = set()  # requests known to fit the nodes (cleared with them)
         self.lost: str | None = None  # why the cluster went away, while the watch ends what ran on it
         self._closed = threading.Event()  # set once a lost cluster's connection is closed
         self._in_flight: dict[int, Callable[[str], None]] = {}
@@ -241,7 +242,7 @@ class Connection:
             options.retries,
             node_id,
             options.soft,
-            json.dumps(runtime_env, sort_keys=True),
+            json.dumps(runtime_env, sort_keys=True) if runtime_env else None,
         )
         task = self._tasks.get(key)
         if task is None:
@@ -262,6 +263,7 @@ class Connection:
 
             self._nodes = [n for n in ray.nodes() if n.get("Alive")]
             self._nodes_at = time.monotonic()
+            self._fits.clear()
         return self._nodes
 
     def resolve_node(self, wanted: str) -> str:
@@ -282,10 +284,14 @@ class Connection:
     def check_feasible(self, options: RayOptions, node_id: str | None) -> None:
         """Fail at once when no node could ever run the task (Ray would queue it forever).
         The cluster works; the request does not fit it: a ``SpecError``, as for a bad option."""
+        fits = (options, node_id)
+        if self._nodes_at > time.monotonic() - _NODE_CACHE_SECONDS and fits in self._fits:
+            return  # fitted the nodes as they are now known
         wanted = options.resources()
         for fresh in (False, True):
             nodes = [n for n in self.nodes(fresh) if node_id is None or options.soft or n["NodeID"] == node_id]
             if any(all(n["Resources"].get(k, 0.0) >= x for k, x in wanted.items()) for n in nodes):
+                self._fits.add(fits)
                 return
         cluster = "; ".join(
             f"node {n['NodeID'][:12]} ({n['NodeManagerAddress']}): {_describe_resources(n['Resources'])}"

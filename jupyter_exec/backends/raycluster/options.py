@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,15 @@ class RayOptions(Placement):
 
     @classmethod
     def parse(cls, **values: Any) -> RayOptions:
-        """Options from user-typed strings; ``None`` values are left at their defaults."""
+        """Options from user-typed strings; ``None`` values are left at their defaults. Parsed
+        once per distinct set of values (every ``%%rayrun`` parses them)."""
+        try:
+            return _parsed(frozenset(values.items()))
+        except TypeError:  # a value that cannot be a cache key (a list): parsed as it is
+            return cls._parse(values)
+
+    @classmethod
+    def _parse(cls, values: dict[str, Any]) -> RayOptions:
         v = {k: x for k, x in values.items() if x is not None}
         unknown = set(v) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
@@ -77,6 +86,11 @@ class RayOptions(Placement):
         if self.custom:
             options["resources"] = dict(self.custom)
         return options
+
+
+@functools.lru_cache(maxsize=128)
+def _parsed(values: frozenset[tuple[str, Any]]) -> RayOptions:
+    return RayOptions._parse(dict(values))
 
 
 _BUILT_IN = {"CPU": "--num-cpus", "GPU": "--num-gpus", "memory": "--memory"}

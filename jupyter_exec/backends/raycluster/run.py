@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import threading
 import time
 import weakref
@@ -39,13 +40,17 @@ class Deadlines:
     The thread waiting for a run can then block in a plain ``ray.get``: Ray's timed get
     costs a trivial cell about 0.1 ms more, a twentieth of the whole task. Runs are held
     weakly and ended ones are dropped from the top as new ones come, so a loop of many
-    short cells keeps no memory alive.
+    short cells keeps no memory alive. The thread is woken only for a deadline earlier than
+    the next look it has planned (it looks at least every ``_IDLE_LOOK`` seconds): a cell
+    under the default ten-minute timeout wakes no thread, which on a busy machine would
+    cost the cell a turn on a core.
     """
 
     def __init__(self) -> None:
         self._due: list[tuple[float, int, weakref.ref[RayRun]]] = []
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._next_look = 0.0  # when the thread looks next, unless woken
 
     def add(self, when: float, run: RayRun) -> None:
         with self._changed:
@@ -54,7 +59,7 @@ class Deadlines:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, daemon=True, name="jx-ray-deadlines")
                 self._thread.start()
-            elif self._due[0][2]() is run:
+            elif when < self._next_look:
                 self._changed.notify()
 
     def _drop_ended(self) -> None:
@@ -65,16 +70,17 @@ class Deadlines:
         while True:
             with self._changed:
                 self._drop_ended()
-                if not self._due:
-                    self._changed.wait()
-                    continue
-                wait = self._due[0][0] - time.monotonic()
-                if wait > 0:
-                    self._changed.wait(wait)
+                now = time.monotonic()
+                if not self._due or self._due[0][0] > now:
+                    self._next_look = min(self._due[0][0] if self._due else math.inf, now + _IDLE_LOOK)
+                    self._changed.wait(self._next_look - now)
                     continue
                 run = heapq.heappop(self._due)[2]()
             if run is not None:
                 run.expire()  # does nothing if the run has ended meanwhile
+
+
+_IDLE_LOOK = 30.0
 
 
 def _ended(run: RayRun | None) -> bool:
@@ -87,10 +93,11 @@ deadlines = Deadlines()
 class RayRun:
     """One cell on Ray: waits for the task, takes its output, maps how it ended."""
 
-    def __init__(self, submission: Submission, backend: RayBackend, conn: Connection, node_id: str | None) -> None:
-        self.submission, self.backend, self.conn = submission, backend, conn
+    def __init__(
+        self, submission: Submission, backend: RayBackend, conn: Connection, node_id: str | None, ref: Any
+    ) -> None:
+        self.submission, self.backend, self.conn, self.ref = submission, backend, conn, ref
         self.handle = TaskHandle(submission, backend)
-        self.ref: Any = None
         self.cancel_requested = False
         self.timed_out = False
         self.lost: str | None = None  # why the cluster went away under the run
@@ -137,8 +144,7 @@ class RayRun:
         import ray
 
         try:
-            if self.ref is not None:
-                ray.cancel(self.ref, force=True)
+            ray.cancel(self.ref, force=True)
         except Exception:  # Ray gone (kernel exiting): the waiter hears of it from ray.get
             pass
 
