@@ -123,10 +123,9 @@ class RunOutput:
         """Into the log only, never shown: what the backend's machinery said during the run
         (Ray's own log lines), for ``%jx logs N``."""
         with self._lock:
-            if self.log is None:
-                self.log = open(self.log_path, "w", encoding="utf-8", errors="replace")
-            self.log.write(text)
-            self.log.flush()
+            notice = self._log(text) if self.log_cut is None else None
+        if notice:
+            self.shown.output("stderr", notice)
 
     def display(self, bundle: dict[str, str]) -> None:
         self.shown.display(bundle)
