@@ -191,7 +191,9 @@ class Kernel:
         msg_id = self.client.execute(code)
         deadline = time.monotonic() + timeout
         while not ([r["status"] for r in self.store().runs(1)] == ["running"] and printed in self.last_log()):
-            assert time.monotonic() < deadline, f"the run did not print {printed!r} within {timeout:g} s"
+            assert time.monotonic() < deadline, (
+                f"the run did not print {printed!r} within {timeout:g} s: {self.store().runs(1)}, {self.last_log()!r}"
+            )
             time.sleep(0.2)
         return msg_id
 

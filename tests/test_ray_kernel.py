@@ -108,6 +108,21 @@ def test_output_streams_live(ray_kernel):
     assert "tick 5" in log
 
 
+def test_output_survives_the_relay_being_killed(ray_kernel):
+    """The relay actor that carries output is one process of the cluster's like any other: if
+    it is killed, the runs after the one that finds it gone have their output again."""
+    ray_kernel.run(
+        "import os, signal, ray\n"
+        "from jupyter_exec.backends.raycluster.connection import connection\n"
+        "(relay,) = [a for a in ray._private.state.actors().values() if a['Name'] == connection().relay_key[0]]\n"
+        "os.kill(relay['Pid'], signal.SIGKILL)",
+        check=True,
+    )
+    cell = "%%rayrun\nimport time\nprint('after the relay', flush=True)\ntime.sleep(0.5)"
+    ray_kernel.run(cell, check=True)  # the run that finds the relay gone (its output may be lost)
+    assert ray_kernel.run(cell, check=True).stdout == "after the relay\n"
+
+
 def test_short_cells_never_poll_for_output(ray_kernel):
     """A waiting long poll slows every Ray call of the kernel, so a short cell makes none,
     and the output of a short cell that prints still arrives whole and in order."""

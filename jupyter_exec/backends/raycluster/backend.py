@@ -93,6 +93,9 @@ class RayBackend(ExecutorBackend):
         _refuse_unenforced(submission.spec.limits)
         conn = connection()
         conn.ensure(options.address, lambda text: submission.sink.output("stderr", text), self.connect_timeout())
+        if conn.output.relay_died:  # its worker was killed: this run's output needs a live one
+            conn.output.relay_died = False
+            conn.new_relay()
         node_id = conn.resolve_node(options.node) if options.node else None
         if not options.wait_for_resources:
             conn.check_feasible(options, node_id)

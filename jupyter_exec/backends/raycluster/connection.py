@@ -206,10 +206,26 @@ class Connection:
         self.close()
 
     def _start(self, ray: Any) -> None:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         for module in (bootstrap, ray_task):  # workers need Ray, not jupyter-exec
             ray.cloudpickle.register_pickle_by_value(module)
+        self.relay = self.new_relay()
+        self.cell_task = ray.remote(ray_task.run_cell)
+        self._tasks = {}
+        self.batch_task = ray.remote(ray_task.run_batch)
+        self.connected = True
+        self._closed.clear()
+        self.output = OutputPump(ray, lambda: self.relay)
+        if not self._exit_hook:
+            atexit.register(self.close)  # runs before Ray's own exit hook, registered earlier
+            self._exit_hook = True
+
+    def new_relay(self) -> Any:
+        """A relay actor for the runs' output, on the kernel's own node (pinned: the node lives as
+        long as the kernel's connection does; on another node, the relay would die with it). Runs
+        submitted from now on push to it."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         context = ray.get_runtime_context()
         self.relay_key = (f"jx-relay-{uuid.uuid4().hex[:12]}", context.namespace)
         self.relay = (
@@ -218,19 +234,11 @@ class Connection:
                 name=self.relay_key[0],
                 num_cpus=0,
                 max_concurrency=16,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(context.get_node_id(), soft=True),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(context.get_node_id(), soft=False),
             )
             .remote()
         )
-        self.cell_task = ray.remote(ray_task.run_cell)
-        self._tasks = {}
-        self.batch_task = ray.remote(ray_task.run_batch)
-        self.connected = True
-        self._closed.clear()
-        self.output = OutputPump(ray, self.relay)
-        if not self._exit_hook:
-            atexit.register(self.close)  # runs before Ray's own exit hook, registered earlier
-            self._exit_hook = True
+        return self.relay
 
     def cell_task_for(self, options: RayOptions, node_id: str | None, runtime_env: dict | None) -> Any:
         """The cell task with these options, made once per distinct options (``options()`` is not free)."""
