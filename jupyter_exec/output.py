@@ -123,6 +123,8 @@ class RunOutput:
         """Into the log only, never shown: what the backend's machinery said during the run
         (Ray's own log lines), for ``%jx logs N``."""
         with self._lock:
+            if self.log is None and self.logged:  # closed: the run is over and its log complete
+                return
             notice = self._log(text) if self.log_cut is None else None
         if notice:
             self.shown.output("stderr", notice)

@@ -147,7 +147,7 @@ class Connection:
             self.address = ray.get_runtime_context().gcs_address
             self._names = {self.address} | ({address} if address else set())
             self._start(ray)
-            if gcs is not None or not (address or "").startswith("ray://"):
+            if not (address or "").startswith("ray://"):  # a Ray Client's server is not watched: see rayrun.md
                 self._watch_cluster(gcs or self.address)
 
     def _previous_attempt_ended(self, address: str, timeout: float) -> None:
@@ -161,11 +161,14 @@ class Connection:
             )
 
     def _watch_cluster(self, target: str) -> None:
+        gcs = Gcs(target)
         try:
-            cluster_id = Gcs(target).cluster_id(_WATCH_START)
+            cluster_id = gcs.cluster_id(_WATCH_START)
         except GcsGone as gone:  # connected a moment ago: the cluster is going already
             noise.say(f"[jupyter-exec] cannot watch the Ray cluster at {target}: {gone}")
             return
+        finally:
+            gcs.close()
         self._watch = Watch(target, cluster_id, self.lose)
 
     def track(self, run_id: int, end: Callable[[str], None]) -> None:

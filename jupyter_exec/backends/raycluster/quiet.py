@@ -61,7 +61,10 @@ class RayNoise:
         except OSError:
             pass  # no kernel log to write to: the runs' logs still get it
         for note in list(self._notes.values()):
-            note(text)
+            try:
+                note(text)
+            except Exception:  # a run's log that cannot take it: the kernel's log has it
+                pass
 
     def install(self) -> None:
         """Reroute all three ways (idempotent). Ray's loggers are rerouted again after every
@@ -93,7 +96,9 @@ class RayNoise:
             os.dup2(self._saved_fd2, 2)
 
     def _sift(self, read_end: int, forward: int) -> None:
-        """Pass fd 2's bytes on to where they went before, taking Ray's lines out."""
+        """Pass fd 2's bytes on to where they went before, taking Ray's lines out. This thread
+        must never stop while fd 2 is its pipe (writers would block once the pipe is full): a
+        chunk it cannot sift is passed on whole."""
         pending = b""
         while True:
             waiting = select.select([read_end], [], [], _HOLD_SECONDS if pending else None)[0]
@@ -108,18 +113,27 @@ class RayNoise:
             if not chunk:
                 _write_all(forward, pending)
                 return
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            passed = []
-            for line in lines:
-                if _RAY_LINE.match(line):
-                    self.say(line.decode("utf-8", "replace"))
-                else:
-                    passed.append(line + b"\n")
-            if pending and not _might_be_rays(pending):
-                passed.append(pending)
+            try:
+                pending = self._pass_on(pending + chunk, forward)
+            except Exception:
+                _write_all(forward, pending + chunk)
                 pending = b""
-            _write_all(forward, b"".join(passed))
+
+    def _pass_on(self, data: bytes, forward: int) -> bytes:
+        """Ray's whole lines to ``say``, the rest to ``forward``; what may still become one of
+        Ray's lines is returned, to wait for its end."""
+        *lines, pending = data.split(b"\n")
+        passed = []
+        for line in lines:
+            if _RAY_LINE.match(line):
+                self.say(line.decode("utf-8", "replace"))
+            else:
+                passed.append(line + b"\n")
+        if pending and not _might_be_rays(pending):
+            passed.append(pending)
+            pending = b""
+        _write_all(forward, b"".join(passed))
+        return pending
 
 
 def _might_be_rays(partial: bytes) -> bool:
