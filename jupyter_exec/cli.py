@@ -12,12 +12,22 @@ from .errors import JupyterExecError
 
 __all__ = ["main"]
 
+_ENGINE_HELP = "the container engine's address (default: the one the container backend uses)"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jupyter-exec", description="Run notebook cells in sandboxes.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("doctor", help="say which backends work here, and how to fix those that do not")
-    images = commands.add_parser("images", help="build and list the Docker sandbox images")
+    doctor = commands.add_parser("doctor", help="say which backends work here, and how to fix those that do not")
+    doctor.add_argument(
+        "--fix-runtime",
+        nargs="?",
+        const="runsc",
+        metavar="RUNTIME",
+        help="print the daemon.json entry that registers a container runtime (default runsc: gVisor) and how "
+        "to reload it",
+    )
+    images = commands.add_parser("images", help="build, copy and list the sandbox images of a container engine")
     image_commands = images.add_subparsers(dest="images_command", required=True)
     build = image_commands.add_parser("build", help="build jupyter-exec/NAME:latest from dockerfiles/NAME")
     build.add_argument("name", help="base, datascience, gpu or ray")
@@ -34,13 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     build.add_argument("--force", action="store_true", help="rebuild even when the image is up to date")
     build.add_argument("--rootfs-cache", type=Path, metavar="DIR", help="where the debootstrap tarball is kept")
-    image_commands.add_parser("list", help="list the jupyter-exec images this Docker daemon has")
+    build.add_argument("--engine", metavar="URL", help=_ENGINE_HELP)
+    copy = image_commands.add_parser(
+        "copy", help="copy an image from one engine to another (docker save | podman load), e.g. to a rootless Podman"
+    )
+    copy.add_argument("name", help="base, datascience, gpu, ray, or a full tag")
+    copy.add_argument("--from", dest="source", required=True, metavar="URL", help="the engine that has it")
+    copy.add_argument("--to", dest="target", metavar="URL", help=_ENGINE_HELP)
+    listing = image_commands.add_parser("list", help="list the jupyter-exec images an engine has")
+    listing.add_argument("--engine", metavar="URL", help=_ENGINE_HELP)
     envs = commands.add_parser("envs", help="list, garbage-collect or remove cached runtime environments")
     env_commands = envs.add_subparsers(dest="envs_command", required=True)
     env_commands.add_parser("list", help="the cached envs, most recently used first")
     build = env_commands.add_parser("build", help="build (or find) an env ahead of time, with progress")
     build.add_argument(
-        "--backend", default="seccomp", help="whose env to build: seccomp/local (venv) or docker (image)"
+        "--backend", default="seccomp", help="whose env to build: seccomp/local (venv) or container (image)"
     )
     build.add_argument("--pip", action="append", metavar="REQ[,REQ]", help="requirements or local wheels (repeatable)")
     build.add_argument("--requirements", metavar="FILE", help="a requirements file")
@@ -59,6 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "store":
         return _store(args)
     if args.command == "doctor":
+        if args.fix_runtime:
+            from .backends.container.runtimes import REQUIRED_ARGS, fix_text
+
+            if args.fix_runtime not in REQUIRED_ARGS:
+                print(f"jupyter-exec doctor: no entry for runtime {args.fix_runtime!r}; known: runsc", file=sys.stderr)
+                return 1
+            print(fix_text(args.fix_runtime))
+            return 0
         text, ok = diagnose()
         print(text)
         return 0 if ok else 1
@@ -67,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _images(args: argparse.Namespace) -> int:
     from .backends.container import images
+    from .backends.container.engine import Engine
+
+    def engine(url: str | None) -> Engine:
+        return Engine(url) if url else images.default_engine()
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
 
     try:
         if args.images_command == "build":
@@ -76,10 +109,13 @@ def _images(args: argparse.Namespace) -> int:
                 ca_bundle=args.ca_bundle,
                 force=args.force,
                 rootfs_cache=args.rootfs_cache,
-                progress=lambda line: print(line, flush=True),
+                progress=progress,
+                engine=engine(args.engine),
             )
+        elif args.images_command == "copy":
+            images.copy(args.name, Engine(args.source), engine(args.target), progress=progress)
         else:
-            for row in images.list_images():
+            for row in images.list_images(engine(args.engine)):
                 print(f"{row.tag:40} {row.size_mb:8.0f} MB  {row.created}  {row.source_hash}")
     except JupyterExecError as error:
         print(f"jupyter-exec images: {error}", file=sys.stderr)

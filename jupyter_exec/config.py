@@ -70,8 +70,8 @@ class ExecConfig(Configurable):
 
     backend = env_trait(
         Unicode(
-            help="Backend when a cell names none: auto, docker, seccomp or local. "
-            "auto picks docker if a daemon answers, else seccomp."
+            help="Backend when a cell names none: auto, container (also called docker), seccomp or local. "
+            "auto picks container if a container engine answers, else seccomp."
         ),
         "JX_BACKEND",
         "auto",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .backends.container.report import engine_report
 from .backends.factory import availability_report, choose
 from .config import ExecConfig, application_config
 from .errors import BackendUnavailableError, PolicyError
@@ -28,6 +29,7 @@ def diagnose(policy: Policy | None = None, config: ExecConfig | None = None) -> 
         if availability.fix:
             lines.append(f"              fix: {availability.fix}")
         lines.extend(f"              note: {note}" for note in availability.notes)
+    lines.extend(engine_report())
     try:
         default = choose("auto", policy)
         lines.append(f"%%sandbox uses: {default}")

@@ -255,13 +255,13 @@ class Manager:
         image = backend.image(wanted_env)
         if wanted_env is not None and wanted_env.image and image is None:
             raise SpecError(
-                f"image {wanted_env.image}: only the docker backend runs images, and this run is on "
-                f"{backend.name}, which runs cells on its own Python; use %%sandbox --backend docker, "
+                f"image {wanted_env.image}: only the container backend runs images, and this run is on "
+                f"{backend.name}, which runs cells on its own Python; use %%sandbox --backend container, "
                 "or drop the image"
             )
         self.policy.check_image(image)
         if self.policy.sources:  # no policy file: the backend's options have nothing to pass
-            type(backend).admit(spec, self.policy)
+            spec = type(backend).admit(spec, self.policy) or spec
         return replace(
             spec, limits=_merged_limits(spec.limits, self.config.default_limits(), backend.enforced_limits, self.policy)
         )

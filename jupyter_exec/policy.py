@@ -13,9 +13,11 @@ Where it comes from, and why a user cannot loosen it:
 
 Every file found is read and they are combined to the strictest: the lowest of each
 ceiling, and a choice (backend, image, Ray address) must pass every allow-list that
-names its kind. So adding a file can only take permissions away, and the one file a user
-controls (``JX_POLICY``) can tighten the policy, never loosen it. There is no setting that
-turns the policy off.
+names its kind. A forced value (``runtime: runsc``: every container runs under gVisor)
+is given to every run of its kind, and a run asking for another is refused; two files
+forcing different values make the policy broken. So adding a file can only take
+permissions away, and the one file a user controls (``JX_POLICY``) can tighten the
+policy, never loosen it. There is no setting that turns the policy off.
 
 A file that cannot be read or has an unknown key or a bad value does not mean "no policy":
 the process's policy is then *broken* and every run is refused with the file, the key and
@@ -45,7 +47,7 @@ from typing import Any
 
 import yaml
 
-from .backends.factory import BACKENDS
+from .backends.factory import ALIASES, BACKENDS, canonical
 from .errors import PolicyError, SpecError
 from .spec import Limits
 from .units import format_duration, format_size, parse_count, parse_duration, parse_number, parse_size
@@ -96,6 +98,7 @@ _CEILINGS: dict[str, _Ceiling] = {
 }
 _LIMIT_KEYS = tuple(key for key, ceiling in _CEILINGS.items() if ceiling.limit)
 _ALLOW_KEYS = ("backends", "images", "ray_addresses")
+_FORCED_KEYS = ("runtime",)  # a value every run gets, whatever it asks (the container runtime)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,14 @@ class AllowList:
         return any(fnmatch.fnmatchcase(choice, pattern) for pattern in self.patterns)
 
 
+@dataclass(frozen=True)
+class Forced:
+    """A value the administrator imposes on every run of one kind (``runtime: runsc``)."""
+
+    value: str
+    source: str
+
+
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: a key of the per-run limits cache
 class Policy:
     """Ceilings and allow-lists from the files read; the empty policy allows everything."""
@@ -125,19 +136,30 @@ class Policy:
     allow: Mapping[str, tuple[AllowList, ...]] = field(default_factory=lambda: MappingProxyType({}))
     sources: tuple[str, ...] = ()  # the files it was read from
     broken: str | None = None  # why a file could not be read: every run is refused
+    forced: Mapping[str, Forced] = field(default_factory=lambda: MappingProxyType({}))
 
     def strictest(self, other: Policy) -> Policy:
-        """Both policies at once: the lower of each ceiling, every allow-list of both."""
+        """Both policies at once: the lower of each ceiling, every allow-list of both; two files
+        forcing different values of one key make a broken policy (nothing can satisfy both)."""
         ceilings = dict(self.ceilings)
         for key, ceiling in other.ceilings.items():
             if key not in ceilings or ceiling.value < ceilings[key].value:
                 ceilings[key] = ceiling
         allow = {key: self.allow.get(key, ()) + other.allow.get(key, ()) for key in {*self.allow, *other.allow}}
+        forced, broken = dict(self.forced), self.broken or other.broken
+        for key, value in other.forced.items():
+            mine = forced.setdefault(key, value)
+            if mine.value != value.value and not broken:
+                broken = (
+                    f"{mine.source} and {value.source} force different {key}s ({mine.value}, {value.value}); "
+                    "make them agree"
+                )
         return Policy(
             MappingProxyType(ceilings),
             MappingProxyType(allow),
             self.sources + other.sources,
-            self.broken or other.broken,
+            broken,
+            MappingProxyType(forced),
         )
 
     @functools.cached_property
@@ -227,6 +249,8 @@ def parse_policy(data: Any, source: str) -> Policy:
         )
     ceilings: dict[str, Ceiling] = {}
     allow: dict[str, tuple[AllowList, ...]] = {}
+    forced: dict[str, Forced] = {}
+    known = [*_CEILINGS, *_ALLOW_KEYS, *_FORCED_KEYS]
     for key, value in data.items():
         where = f"policy {source}, key {key}"
         try:
@@ -234,30 +258,35 @@ def parse_policy(data: Any, source: str) -> Policy:
                 ceilings[key] = Ceiling(_CEILINGS[key].parse(value, where), source)
             elif key in _ALLOW_KEYS:
                 allow[key] = (AllowList(_patterns(key, value, where), source),)
+            elif key in _FORCED_KEYS:
+                if not isinstance(value, str) or not value.strip():
+                    raise SpecError(f"{where}: expected one name, e.g. runsc, got {value!r}")
+                forced[key] = Forced(value.strip(), source)
             else:
-                close = difflib.get_close_matches(str(key), [*_CEILINGS, *_ALLOW_KEYS], n=1)
+                close = difflib.get_close_matches(str(key), known, n=1)
                 hint = f"did you mean {close[0]}? " if close else ""
-                raise SpecError(
-                    f"policy {source}: unknown key {key!r}; {hint}known keys: {', '.join([*_CEILINGS, *_ALLOW_KEYS])}"
-                )
+                raise SpecError(f"policy {source}: unknown key {key!r}; {hint}known keys: {', '.join(known)}")
         except SpecError as error:
             raise PolicyError(str(error), source) from None
-    return Policy(MappingProxyType(ceilings), MappingProxyType(allow), (source,))
+    return Policy(MappingProxyType(ceilings), MappingProxyType(allow), (source,), forced=MappingProxyType(forced))
 
 
 def _patterns(key: str, value: Any, where: str) -> tuple[str, ...]:
     example = {
-        "backends": "[seccomp, docker]",
+        "backends": "[seccomp, container]",
         "images": '["jupyter-exec/*"]',
         "ray_addresses": '[local, "ray://head:10001"]',
     }[key]
     if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
         raise SpecError(f"{where}: expected a list of names, e.g. {example}, got {value!r}")
     patterns = tuple(item.strip() for item in value)
-    unknown = [name for name in patterns if key == "backends" and name not in BACKENDS]
+    if key != "backends":
+        return patterns
+    unknown = [name for name in patterns if canonical(name) not in BACKENDS]
     if unknown:
-        raise SpecError(f"{where}: unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
-    return patterns
+        names = ", ".join([*BACKENDS, *ALIASES])
+        raise SpecError(f"{where}: unknown backend {unknown[0]!r}; choose from {names}")
+    return tuple(dict.fromkeys(canonical(name) for name in patterns))  # docker is the container backend
 
 
 def read_policy(path: Path) -> Policy:
@@ -311,4 +340,6 @@ def policy_report(policy: Policy) -> str:
         lines.append(f"  {key:14} {shown if key == 'network' else 'at most ' + shown}   ({ceiling.source})")
     for key, lists in policy.allow.items():
         lines.extend(f"  {key:14} {', '.join(a.patterns) or 'none'}   ({a.source})" for a in lists)
+    for key, forced in policy.forced.items():
+        lines.append(f"  {key:14} always {forced.value}   ({forced.source})")
     return "\n".join(lines)

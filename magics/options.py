@@ -108,12 +108,18 @@ transfer_options = option_group(
 )
 
 limit_options = option_group(
-    argument("--backend", help="auto (default), docker, seccomp or local"),
+    argument("--backend", help="auto (default), container (also called docker), seccomp or local"),
     argument(
         "--image",
         metavar="NAME",
-        help="the Docker image the cell runs in (default DockerConfig.image; implies --backend docker); "
+        help="the container image the cell runs in (default DockerConfig.image; implies --backend container); "
         "--pip envs are built on it",
+    ),
+    argument(
+        "--runtime",
+        metavar="NAME",
+        help="the container's OCI runtime, e.g. runsc for gVisor (default DockerConfig.runtime, else the "
+        "engine's; implies --backend container)",
     ),
     argument("--mem", metavar="SIZE", help="memory limit, e.g. 512m or 2g"),
     argument("--cpus", metavar="N", help="CPU share, e.g. 1 or 0.5"),
@@ -127,7 +133,7 @@ limit_options = option_group(
         "counts towards --mem (default ExecConfig.shm)",
     ),
     argument("--network", action="store_true", help="allow network access (off by default)"),
-    argument("--gpus", metavar="all|N|device=IDS", help="GPUs for the run (docker: needs the NVIDIA runtime)"),
+    argument("--gpus", metavar="all|N|device=IDS", help="GPUs for the run (container: needs the NVIDIA runtime)"),
     argument(
         "--mount",
         action="append",

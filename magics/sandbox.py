@@ -13,7 +13,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from jupyter_exec.backends.container import ContainerOptions
+from jupyter_exec.backends.factory import canonical
 from jupyter_exec.envs import EnvSpec
+from jupyter_exec.errors import SpecError
 from jupyter_exec.manager import Manager
 from jupyter_exec.spec import Limits, Mount, RunSpec
 from jupyter_exec.trace.explore import run_in_trace
@@ -46,7 +49,8 @@ class SandboxMagics(Magics):
         if args.image:
             fields["runtime_env"] = dataclasses.replace(fields["runtime_env"] or EnvSpec(), image=args.image)
         return RunSpec(
-            backend=args.backend or ("docker" if args.image else "auto"),
+            backend=_backend(args),
+            placement=ContainerOptions.parse(args.runtime) if args.runtime else None,
             limits=Limits.parse(
                 memory=args.mem,
                 cpus=args.cpus,
@@ -106,3 +110,13 @@ class SandboxMagics(Magics):
             metric=args.metric,
             maximize=args.maximize,
         )
+
+
+def _backend(args: Any) -> str:
+    """The backend the options name: ``--image`` and ``--runtime`` imply the container backend,
+    and ``--runtime`` on another backend is refused (a runtime is never ignored)."""
+    if args.runtime and args.backend not in (None, "auto") and canonical(args.backend) != "container":
+        raise SpecError(f"--runtime {args.runtime} is for the container backend; drop --backend {args.backend}")
+    if args.backend and args.backend != "auto":
+        return str(args.backend)
+    return "container" if args.image or args.runtime else "auto"

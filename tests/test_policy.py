@@ -14,7 +14,7 @@ import pytest
 from conftest import Kernel, require
 
 from jupyter_exec.backends.base import Availability
-from jupyter_exec.backends.container import DockerBackend
+from jupyter_exec.backends.container import ContainerBackend
 from jupyter_exec.backends.factory import choose, resolve_name
 from jupyter_exec.backends.process import SeccompBackend
 from jupyter_exec.backends.raycluster import RayBackend, RayOptions
@@ -85,7 +85,8 @@ def test_values_are_read_as_users_type_them(tmp_path):
 
 def test_json_works_too(tmp_path):
     policy, _ = policy_from(tmp_path, json.dumps({"memory": "1g", "backends": ["docker"]}), "policy.json")
-    assert policy.ceilings["memory"].value == 1 << 30 and policy.allowed_backends == {"docker"}
+    # docker is the container backend's other name, in policy files too
+    assert policy.ceilings["memory"].value == 1 << 30 and policy.allowed_backends == {"container"}
 
 
 @pytest.mark.parametrize(
@@ -97,7 +98,7 @@ def test_json_works_too(tmp_path):
         ("pids: -1\n", "key pids: must be at least 1"),
         ("gpus: 1.5\n", "key gpus: expected a whole number like 2"),
         ("network: no-thanks\n", "key network: expected true or false"),
-        ("backends: seccomp\n", "key backends: expected a list of names, e.g. [seccomp, docker]"),
+        ("backends: seccomp\n", "key backends: expected a list of names, e.g. [seccomp, container]"),
         ("backends: [seccomp, podman]\n", "key backends: unknown backend 'podman'; choose from local, seccomp"),
         ("- memory: 2g\n", "expected keys like `memory: 2g` at the top level, got a list"),
         ("memory: [2g\n", "cannot read it (expected ',' or ']'"),
@@ -130,9 +131,9 @@ def test_files_combine_to_the_strictest_whatever_the_order(tmp_path):
     assert policy.sources == (system_path, str(path))
     assert policy.ceilings["memory"].value == 2 << 30 and policy.ceilings["memory"].source == system_path
     assert policy.ceilings["timeout"].value == 60 and policy.ceilings["timeout"].source == str(path)  # tightened
-    assert policy.allowed_backends == {"seccomp", "docker"}
+    assert policy.allowed_backends == {"seccomp", "container"}
     assert refusal(lambda: choose("local", policy)) == (
-        f"the local backend is not allowed by the administrator's policy ({system_path}); allowed: seccomp, docker"
+        f"the local backend is not allowed by the administrator's policy ({system_path}); allowed: seccomp, container"
     )
     assert "allowed: jupyter-exec/*" in refusal(lambda: policy.check_image("python:3.12"))
     policy.check_image("jupyter-exec/base:latest")
@@ -212,14 +213,14 @@ def test_map_is_checked_before_connecting(tmp_path):
 
 def test_auto_never_picks_a_forbidden_backend(tmp_path, monkeypatch):
     ok = classmethod(lambda cls: Availability(True))
-    monkeypatch.setattr(DockerBackend, "availability", ok)
+    monkeypatch.setattr(ContainerBackend, "availability", ok)
     monkeypatch.setattr(SeccompBackend, "availability", ok)
     policy, _ = policy_from(tmp_path, "backends: [seccomp, local]\n")
-    assert resolve_name("auto") == "docker" and choose("auto", policy) == "seccomp"
+    assert resolve_name("auto") == "container" and choose("auto", policy) == "seccomp"
     monkeypatch.setattr(SeccompBackend, "availability", classmethod(lambda cls: Availability(False, "no landlock")))
     with pytest.raises(
         BackendUnavailableError,
-        match=r"docker: not allowed by the administrator's policy; seccomp: no landlock.*pass --backend local",
+        match=r"container: not allowed by the administrator's policy; seccomp: no landlock.*pass --backend local",
     ):
         choose("auto", policy)
     strict, _ = policy_from(tmp_path, "backends: [seccomp]\n", "strict.yaml")
@@ -253,7 +254,7 @@ def strict(tmp_path_factory):
         ("--gpus 1", "--gpus 1 is above the administrator's ceiling of 0 (policy {path}); drop --gpus"),
         (
             "--backend docker",
-            "the docker backend is not allowed by the administrator's policy ({path}); allowed: seccomp, local, ray",
+            "the container backend is not allowed by the administrator's policy ({path}); allowed: seccomp, local, ray",
         ),
     ],
 )
@@ -280,7 +281,7 @@ def test_unset_limits_get_the_ceiling(strict):
 
 @pytest.mark.kernel
 def test_auto_avoids_a_forbidden_backend(strict):
-    require(resolve_name("auto") == "docker", "Docker is not the default here, so there is nothing to avoid")
+    require(resolve_name("auto") == "container", "containers are not the default here, so there is nothing to avoid")
     assert strict.run("%%sandbox\n6 * 7", check=True).result_text == "42"
     assert strict.last_run()["backend"] == "seccomp"
 
@@ -371,12 +372,12 @@ def test_jx_policy_cannot_loosen_the_system_policy(kernel, system_policy, tmp_pa
         )
         assert fresh.refused("%%sandbox --backend local\nprint('ran')") == (
             f"the local backend is not allowed by the administrator's policy ({system_policy}); "
-            "allowed: seccomp, docker"
+            "allowed: seccomp, container"
         )
         fresh.run("%%sandbox --backend seccomp\n1", check=True)
         limits = json.loads(fresh.store().get(fresh.last_run()["id"])["spec"])["limits"]
         assert (limits["memory"], limits["timeout"]) == (1 << 30, 300.0)  # JX_POLICY did tighten the timeout
-        require(DockerBackend.availability().ok, "Docker with the base image is not available")
+        require(ContainerBackend.availability().ok, "Docker with the base image is not available")
         (tmp_path / "env.yaml").write_text("image: python:3.12-slim\n")
         assert fresh.refused("%%sandbox --backend docker --env-spec env.yaml\nprint('ran')") == (
             f"image python:3.12-slim is not allowed by the administrator's policy ({system_policy}); "

@@ -298,7 +298,7 @@ def test_one_gpu_is_visible(ray_kernel):
 def test_an_env_image_is_refused_not_ignored(ray_kernel):
     (ray_kernel.cwd / "image-env.yaml").write_text("image: jupyter-exec/datascience:latest\n")
     message = ray_kernel.refused("%%rayrun --env-spec image-env.yaml\nprint('ran')")
-    assert "only the docker backend runs images" in message and "on ray" in message
+    assert "only the container backend runs images" in message and "on ray" in message
 
 
 def test_runtime_env_becomes_rays_own(ray_kernel):

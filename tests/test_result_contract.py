@@ -17,7 +17,7 @@ from jupyter_exec.backends.factory import backend_class
 pytestmark = pytest.mark.kernel
 
 
-@pytest.fixture(params=[pytest.param("seccomp", marks=pytest.mark.ordinary_user), "docker"])
+@pytest.fixture(params=[pytest.param("seccomp", marks=pytest.mark.ordinary_user), "container"])
 def sandbox(request, kernel) -> str:
     """The magic line for one backend, once that backend is known to work here."""
     availability = backend_class(request.param).availability()

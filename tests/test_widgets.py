@@ -58,14 +58,14 @@ def test_run_panel_follows_a_run(manager):
 
 
 def test_run_panel_samples_a_docker_run(manager):
-    from jupyter_exec.backends.container import DockerBackend
+    from jupyter_exec.backends.container import ContainerBackend
 
-    availability = DockerBackend.availability()
-    require(availability.ok, f"Docker backend: {availability.reason} — {availability.fix}")
+    availability = ContainerBackend.availability()
+    require(availability.ok, f"container backend: {availability.reason} — {availability.fix}")
     panel = RunWidget()
     code = "import time\nblock = bytearray(50 << 20)\nstart = time.time()\nwhile time.time() - start < 3: pass"
     manager.run(code, RunSpec(backend="docker", limits=Limits.parse(memory="256m")), sink=panel, on_event=panel.event)
-    assert panel.status == "succeeded" and panel.backend.startswith("docker")
+    assert panel.status == "succeeded" and panel.backend.startswith("container")
     assert max(s["memory"] for s in panel.samples) > 50 << 20
     assert max(s.get("cpu", 0) for s in panel.samples) > 50
 

@@ -1,4 +1,4 @@
-"""The backend contract every target (local, seccomp, docker, ray) implements.
+"""The backend contract every target (local, seccomp, container, ray) implements.
 
 A backend takes a ``Submission`` (one run, fully described) and returns a ``TaskHandle``
 at once; the run goes on in the background, streaming output to the submission's sink.
@@ -210,7 +210,7 @@ class ExecutorBackend(abc.ABC):
     """One way of running a cell. Each is registered by name in ``factory``."""
 
     name: ClassVar[str]
-    isolation: ClassVar[str]  # none | subprocess | seccomp | docker | ray
+    isolation: ClassVar[str]  # none | subprocess | seccomp | container | ray
     enforced_limits: ClassVar[frozenset[str] | None] = None  # Limits fields it enforces; None: all
     #: The backend's own options (``RunSpec.placement``); None: it takes none.
     options_class: ClassVar[type[Placement] | None] = None
@@ -239,9 +239,12 @@ class ExecutorBackend(abc.ABC):
         return 0
 
     @classmethod
-    def admit(cls, spec: RunSpec, policy: Policy) -> None:
+    def admit(cls, spec: RunSpec, policy: Policy) -> RunSpec | None:
         """Refuse (``PolicyError``) what this backend's own options ask beyond the policy,
-        before anything connects or starts. Limits are checked by the Manager for all."""
+        before anything connects or starts; return the spec with what the policy forces on
+        those options (a container runtime), or None when it forces nothing. Limits are
+        checked by the Manager for all."""
+        return None
 
     def initialize(self) -> None:
         """Start what the backend needs (pools, connections). Called once before use."""

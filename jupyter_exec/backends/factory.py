@@ -1,8 +1,10 @@
 """Backend names to backend classes, what ``auto`` picks, and the builder of a stored env.
 
-``auto`` prefers the strongest isolation that works here: Docker when a daemon answers,
-else seccomp. It never falls back to an unconfined process on its own: ``local`` must be
-asked for by name.
+``auto`` prefers the strongest isolation that works here: a container when an engine
+answers (rootless Podman or Docker, or a rootful one; see ``container.engines``), else
+seccomp. It never falls back to an unconfined process on its own: ``local`` must be
+asked for by name. ``docker`` is another name of ``container`` (``ALIASES``), in options
+and in policy files alike.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError, JupyterExecError
 
 from .base import Availability, ExecutorBackend
-from .container import DockerBackend
+from .container import ContainerBackend
 from .container.envbuilder import ImageEnvBuilder
 from .process import LocalBackend, SeccompBackend
 from .raycluster import RayBackend
@@ -24,10 +26,12 @@ if TYPE_CHECKING:
     from jupyter_exec.policy import Policy
 
 __all__ = [
+    "ALIASES",
     "AUTO_ORDER",
     "BACKENDS",
     "availability_report",
     "backend_class",
+    "canonical",
     "choose",
     "env_builder_for",
     "reap_all",
@@ -38,20 +42,27 @@ BACKENDS: dict[str, type[ExecutorBackend]] = {
     LocalBackend.name: LocalBackend,
     SeccompBackend.name: SeccompBackend,
     RayBackend.name: RayBackend,
-    DockerBackend.name: DockerBackend,
+    ContainerBackend.name: ContainerBackend,
 }
-AUTO_ORDER = ("docker", "seccomp")
+ALIASES = {"docker": ContainerBackend.name}  # other names a backend answers to
+AUTO_ORDER = ("container", "seccomp")
 _ENV_BUILDERS: dict[str, type[VenvBuilder] | type[ImageEnvBuilder]] = {
     VenvBuilder.kind: VenvBuilder,
     ImageEnvBuilder.kind: ImageEnvBuilder,
 }
 
 
+def canonical(name: str) -> str:
+    """The backend's own name for ``name`` (``docker`` -> ``container``); other names unchanged."""
+    return ALIASES.get(name, name)
+
+
 def backend_class(name: str) -> type[ExecutorBackend]:
     try:
-        return BACKENDS[name]
+        return BACKENDS[canonical(name)]
     except KeyError:
-        raise BackendUnavailableError(name, "no such backend", f"choose one of: auto, {', '.join(BACKENDS)}") from None
+        names = ", ".join([*BACKENDS, *(f"{alias} (= {real})" for alias, real in ALIASES.items())])
+        raise BackendUnavailableError(name, "no such backend", f"choose one of: auto, {names}") from None
 
 
 def resolve_name(name: str, allowed: Collection[str] | None = None) -> str:
@@ -60,8 +71,7 @@ def resolve_name(name: str, allowed: Collection[str] | None = None) -> str:
     ``auto`` considers only the ``allowed`` backends (the administrator's policy; None: all).
     """
     if name != "auto":
-        backend_class(name)
-        return name
+        return backend_class(name).name
     reasons = []
     for candidate in AUTO_ORDER:
         if allowed is not None and candidate not in allowed:

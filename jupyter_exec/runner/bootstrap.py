@@ -244,6 +244,58 @@ def _import_confine() -> "Optional[types.ModuleType]":
     return module
 
 
+def _hold_lifeline() -> bool:
+    """pid 1 of a container: live only while the kernel holds the lifeline FIFO (``$JX_LIFELINE``,
+    of which it has the only writing end). A thread reads it twice a second until that end is
+    closed (the kernel let go of the container, or died), then ends this process, and with it
+    everything in the container. The kernel's end is open before the container starts, so an
+    EOF always means it is gone. False when there is no lifeline (not in a container)."""
+    path = os.environ.pop("JX_LIFELINE", None)
+    if not path:
+        return False
+    import _thread
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def watch() -> None:
+        import time
+
+        while True:
+            try:
+                if not os.read(fd, 512):
+                    _release_request()
+                    os._exit(0)
+            except BlockingIOError:
+                pass  # the kernel holds it
+            # Read, never poll: a FIFO reports no hang-up to a reader that never saw a writer
+            # (the kernel died before this opened it), and gVisor cannot poll a host FIFO.
+            time.sleep(0.5)
+
+    _thread.start_new_thread(watch, ())
+    return True
+
+
+def _release_request() -> None:
+    """Give an idle container's other process, blocked opening the request FIFO, its writer: gVisor
+    cannot end a task blocked opening a host FIFO, and the container would not stop."""
+    try:
+        os.close(os.open(sys.argv[2], os.O_WRONLY | os.O_NONBLOCK))
+    except (OSError, IndexError):
+        pass  # nobody is waiting for a request
+
+
+def _linger() -> None:
+    """pid 1 of a container once its cell is over and reported: let go of the protocol channel
+    and stay until the kernel lets go of the lifeline, so the kernel can still ask the engine
+    how the cell ended (an engine reports an OOM kill only while the container is there)."""
+    if _channel is not None:
+        os.close(_channel)
+    import time
+
+    while True:
+        time.sleep(3600)
+
+
 SUPERVISE_VAR = "JX_SUPERVISE"
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -269,6 +321,7 @@ def _supervise() -> None:
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
+    lifeline = _hold_lifeline()
     status = 0
     while True:
         try:
@@ -279,6 +332,8 @@ def _supervise() -> None:
             break
     _kill_descendants()
     send({"t": "exit", "status": status})
+    if lifeline:
+        _linger()
     os._exit(0)
 
 
@@ -288,7 +343,8 @@ def _kill_descendants() -> None:
     import signal
 
     while True:
-        for pid in descendants(os.getpid()):
+        # As pid 1, everything else in the pid namespace (gVisor has no task/children to read).
+        for pid in [-1] if os.getpid() == 1 else descendants(os.getpid()):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

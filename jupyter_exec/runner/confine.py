@@ -411,6 +411,16 @@ _RET_ERRNO = 0x00050000
 _OFF_NR, _OFF_ARCH, _OFF_ARG0 = 0, 4, 16
 
 
+def deny_list(arch: str | None = None) -> tuple[frozenset[str], int]:
+    """What ``seccomp_program`` refuses, for other filters built from the same list (the container
+    backend's seccomp profile): the calls refused outright with EPERM on ``arch`` (default: this
+    machine's), and the ``clone`` flags that get a clone refused (CLONE_NEW*). ``clone3`` gets
+    ENOSYS, so libc falls back to ``clone``; ``socket`` and ``connect`` are refused only without
+    network (a container has a network namespace of its own for that)."""
+    table = _SYSCALLS[arch or machine()]
+    return frozenset(name for name in table if name not in _SPECIAL), _CLONE_NEW_NAMESPACES
+
+
 def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k)
 

@@ -1,29 +1,26 @@
-"""``docker``: each cell in a fresh, locked-down container that is removed afterwards.
+"""``container`` (also ``docker``): each cell in a fresh, locked-down container that is removed afterwards.
 
-Lock-down by default: no network (``--network`` gives the default bridge), a read-only
-root with a size-limited tmpfs at ``/tmp`` (the cell's working directory and ``HOME``),
-no capabilities, ``no-new-privileges``, a non-root user, never the Docker socket.
-Limits map to the daemon's own: ``--mem`` to ``mem_limit`` = ``memswap_limit`` (no
-swap on top), ``--cpus`` to ``nano_cpus``, ``--pids``, ``--cpu-time`` and ``--fsize`` to
-ulimits, ``--gpus`` to device requests (refused up front without the NVIDIA runtime);
-``--timeout`` is enforced from the host by killing the container, ``--shm`` is the size
-of the container's ``/dev/shm``. ``--mount`` paths appear at their target, read-only
-unless ``:rw``.
+The engine is any that speaks the Docker API (``engines`` picks it: rootful or rootless
+Docker, Podman); the container's lock-down and limits are ``hostconfig``'s, its runtime
+``--runtime`` / ``DockerConfig.runtime`` (``runsc``: gVisor), or the one the
+administrator's policy forces. ``--timeout`` is enforced from the host by killing the
+container; ``--mount`` paths appear at their target, read-only unless ``:rw``.
 
 The cell talks to the kernel through the same bootstrap and protocol as the process
-backends, over FIFOs in a read-only bind mount (see ``pool``); stdout and stderr come
-over FIFOs of their own. Containers come from a warm pool, each used once.
+backends, over FIFOs in a read-only bind mount; stdout and stderr come over FIFOs of
+their own (see ``slot``). Containers come from a warm pool, each used once, and each
+dies with its kernel.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
-import math
 import os
+import signal
 import time
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from jupyter_exec.backends.base import (
     Availability,
@@ -37,91 +34,165 @@ from jupyter_exec.backends.base import (
 from jupyter_exec.backends.outcomes import classify
 from jupyter_exec.config import ExecConfig, application_config
 from jupyter_exec.envs.spec import EnvSpec
-from jupyter_exec.errors import BackendUnavailableError
+from jupyter_exec.errors import BackendUnavailableError, PolicyError
 from jupyter_exec.extras import install_hint
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
 from jupyter_exec.spec import Limits, RunSpec
-from jupyter_exec.units import parse_size
 
-from . import engine
-from .config import DockerConfig
+from . import engines
+from .config import ContainerOptions, DockerConfig
+from .engine import Engine, RetryPolicy
 from .envbuilder import ImageEnvBuilder
+from .hostconfig import ContainerPlan, plan
 from .images import build_command
-from .pool import LABEL, ContainerPool, PoolKey, Slot, bind, boot_id, reap_containers
+from .pool import LABEL, ContainerPool, PoolKey, boot_id, reap_containers
+from .slot import Slot, gone, stopped
 from .stats import Sampler
 
-__all__ = ["DockerBackend"]
+if TYPE_CHECKING:  # the policy module sits above the backends
+    from jupyter_exec.policy import Policy
+
+__all__ = ["ContainerBackend"]
 
 _SAMPLE_AFTER = 0.3  # seconds: shorter runs are measured by the bootstrap alone
 _AVAILABILITY_TTL = 10.0
 _availability_cache: tuple[float, Availability] | None = None
+_ALL_LIMITS = frozenset(f.name for f in dataclasses.fields(Limits))
 
 
-class DockerBackend(ExecutorBackend):
+def _settings() -> DockerConfig:
+    return DockerConfig(config=application_config())
+
+
+class ContainerBackend(ExecutorBackend):
     """Runs each cell in its own container from a warm pool; see the module docstring."""
 
-    name: ClassVar[str] = "docker"
-    isolation: ClassVar[str] = "docker"
+    name: ClassVar[str] = "container"
+    isolation: ClassVar[str] = "container"
     samples: ClassVar[bool] = True
+    options_class = ContainerOptions
 
     def __init__(self, config: ExecConfig) -> None:
         if importlib.util.find_spec("docker") is None:
             raise BackendUnavailableError(self.name, "the Docker SDK is not installed", install_hint("docker"))
         super().__init__(config)
-        self.docker = DockerConfig(parent=config)
-        if self.docker.user.split(":")[0] in ("0", "root"):
+        self.settings = DockerConfig(parent=config)
+        if self.settings.user.split(":")[0] in ("0", "root"):
             raise BackendUnavailableError(self.name, "DockerConfig.user must not be root", "set a uid like 65534:65534")
-        self.retry_policy = engine.RetryPolicy(self.docker.retries, self.docker.retry_wait)
+        self.retry_policy = RetryPolicy(self.settings.retries, self.settings.retry_wait)
         self.kernel_id = f"pid-{os.getpid()}"
         self.pool = ContainerPool(config.pool_size, self._make_slot)
-        self._runs: dict[int, _DockerRun] = {}
+        self._plans: dict[PoolKey, ContainerPlan] = {}
+        self._runs: dict[int, _ContainerRun] = {}
+
+    @functools.cached_property
+    def engine(self) -> Engine:
+        """The engine this kernel's containers run on (chosen once)."""
+        return engines.choose(self.settings.url, self.settings.docker_group, self.retry_policy)
+
+    # Depends on the engine, so read from the instance (as the manager reads it); see the
+    # process backend for why it is a property over a ClassVar.
+    @property
+    def enforced_limits(self) -> frozenset[str]:  # type: ignore[override]
+        """Every limit, but ``cpus`` where the engine has no cgroup for it (an explicit --cpus is refused)."""
+        return _ALL_LIMITS if "cpus" in self.engine.facts.cgroup_limits else _ALL_LIMITS - {"cpus"}
 
     @classmethod
     def reap(cls) -> int:
-        """Containers whose kernel is gone."""
-        return reap_containers()
+        """Containers whose kernel is gone, on every engine this user reaches."""
+        settings = _settings()
+        urls = [url for url in (engines.configured_url(settings.url),) if url]
+        urls += [
+            c.url
+            for c in engines.candidates(settings.docker_group)
+            if c.usable and os.access(c.url.removeprefix("unix://"), os.W_OK)
+        ]
+        return reap_containers(dict.fromkeys(urls))
 
     @classmethod
     def availability(cls) -> Availability:
-        """A daemon answers and the configured image is there (cached for a few seconds)."""
+        """An engine answers and the configured image is there (cached for a few seconds)."""
         global _availability_cache
         if _availability_cache and time.monotonic() - _availability_cache[0] < _AVAILABILITY_TTL:
             return _availability_cache[1]
-        image = DockerConfig(config=application_config()).image
+        settings = _settings()
+        if importlib.util.find_spec("docker") is None:
+            return Availability(False, "the Docker SDK is not installed", install_hint("docker"))
         try:
-            docker = engine.client()
-            docker.ping()
-            found = docker.images.list(name=image)
+            engine = engines.choose(settings.url, settings.docker_group)
+            found = engine.client.images.list(name=settings.image)
+            facts = engine.facts
         except BackendUnavailableError as error:
             result = Availability(False, error.reason, error.fix)
-        except Exception as error:  # any failure to talk to the daemon means "not here"
+        except Exception as error:  # any failure to talk to the engine means "not here"
             result = Availability(
                 False,
-                f"Docker daemon not reachable at {engine.daemon_address()} ({type(error).__name__}: {error})",
-                "start it (e.g. `dockerd &` as root) or pass --backend seccomp",
+                f"the container engine at {engines.configured_url(settings.url) or 'auto'} failed "
+                f"({type(error).__name__}: {error})",
+                "start it, or set DockerConfig.url, or pass --backend seccomp",
             )
         else:
+            notes: tuple[str, ...] = (
+                f"engine {engine.url} ({facts.kind}, {'rootless' if facts.rootless else 'rootful'})",
+            )
+            if not facts.cgroup_limits:
+                notes += (
+                    "no cgroup limits here: --mem is RLIMIT_DATA per process, --pids RLIMIT_NPROC, --cpus refused",
+                )
             result = (
-                Availability(True, notes=(f"image {image}",))
+                Availability(True, notes=(f"image {settings.image}", *notes))
                 if found
-                else Availability(False, f"image {image} is missing", f"build it: {build_command(image)}")
+                else Availability(
+                    False, f"image {settings.image} is missing from {engine.url}", _image_fix(settings, facts.kind)
+                )
             )
         _availability_cache = (time.monotonic(), result)
         return result
 
+    @classmethod
+    def admit(cls, spec: RunSpec, policy: Policy) -> RunSpec | None:
+        """The runtime the administrator's policy forces (``runtime: runsc``); another asked for is refused."""
+        forced = policy.forced.get("runtime")
+        if forced is None:
+            return None
+        asked = spec.placement.runtime if isinstance(spec.placement, ContainerOptions) else None
+        if asked not in (None, forced.value):
+            raise PolicyError(
+                f"--runtime {asked}: the administrator's policy ({forced.source}) runs every container under "
+                f"{forced.value}; drop --runtime",
+                forced.source,
+            )
+        return dataclasses.replace(spec, placement=ContainerOptions(forced.value))
+
     def initialize(self) -> None:
-        self.pool.warm(self._key(RunSpec(limits=self.config.default_limits()), self.docker.image))
+        spec = RunSpec(limits=self.config.default_limits())
+        self.pool.warm(self._key(spec, self.settings.image))
 
     def env_builder(self, env: EnvSpec | None = None) -> ImageEnvBuilder:
         """Runtime envs (``--pip`` ...) become derived images of the run's image (``--image``, else this
         backend's)."""
-        return ImageEnvBuilder(self.image(env), self.config.ca_bundle or None)
+        return ImageEnvBuilder(self.image(env), self.config.ca_bundle or None, self.engine)
 
     def image(self, env: EnvSpec | None) -> str:
-        return (env.image if env else None) or self.docker.image
+        return (env.image if env else None) or self.settings.image
+
+    def _runtime(self, spec: RunSpec) -> str | None:
+        asked = spec.placement.runtime if isinstance(spec.placement, ContainerOptions) else None
+        return asked or self.settings.runtime or None
 
     def _key(self, spec: RunSpec, image: str) -> PoolKey:
-        return PoolKey(image, dataclasses.replace(spec.limits, timeout=None), spec.mounts)
+        limits = dataclasses.replace(spec.limits, timeout=None)
+        if "cpus" not in self.enforced_limits and spec.limits.cpus is None:
+            limits = dataclasses.replace(limits, cpus=None)
+        return PoolKey(image, limits, spec.mounts, self._runtime(spec))
+
+    def _plan(self, key: PoolKey) -> ContainerPlan:
+        """The container for ``key`` (worked out once per key); refuses what the engine cannot keep."""
+        made = self._plans.get(key)
+        if made is None:
+            made = plan(key.limits, key.mounts, engine=self.engine, settings=self.settings, runtime=key.runtime)
+            self._plans[key] = made
+        return made
 
     def _make_slot(self, key: PoolKey, run_label: str) -> Slot:
         labels = {
@@ -130,60 +201,15 @@ class DockerBackend(ExecutorBackend):
             f"{LABEL}.owner-pid": str(os.getpid()),
             f"{LABEL}.boot-id": boot_id(),
         }
-        return Slot(key.image, self._create_options(key), labels, self.docker.user, self.retry_policy)
-
-    def _create_options(self, key: PoolKey) -> dict[str, Any]:
-        """Everything fixed at ``docker create``: lock-down, limits, mounts."""
-        from docker.types import DeviceRequest, Ulimit
-
-        limits: Limits = key.limits
-        ulimits = [Ulimit(name="nofile", soft=self.docker.nofile, hard=self.docker.nofile)]
-        if limits.fsize is not None:
-            ulimits.append(Ulimit(name="fsize", soft=limits.fsize, hard=limits.fsize))
-        if limits.cpu_time is not None:
-            seconds = max(1, math.ceil(limits.cpu_time))
-            ulimits.append(Ulimit(name="cpu", soft=seconds, hard=seconds + 1))
-        tmp = parse_size(self.docker.tmp_size, "DockerConfig.tmp_size")
-        options: dict[str, Any] = {
-            "network_mode": "bridge" if limits.network else "none",
-            "read_only": True,
-            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={tmp},mode=1777"},
-            "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges"],
-            "shm_size": limits.shm or parse_size(self.docker.shm_size, "DockerConfig.shm_size"),
-            "ulimits": ulimits,
-            "working_dir": "/tmp",
-            "environment": {
-                "HOME": "/tmp",
-                "TMPDIR": "/tmp",
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONDONTWRITEBYTECODE": "1",
-                "MPLBACKEND": "Agg",
-                "LANG": "C.UTF-8",
-            },
-            "mounts": [bind(m.source, m.target, m.read_only) for m in key.mounts],
-        }
-        if limits.memory is not None:
-            options.update(mem_limit=limits.memory, memswap_limit=limits.memory)
-        if limits.cpus is not None:
-            options["nano_cpus"] = int(limits.cpus * 1e9)
-        if limits.pids is not None:
-            options["pids_limit"] = limits.pids
-        if limits.gpus is not None:
-            options["device_requests"] = [_device_request(DeviceRequest, limits.gpus)]
-        if limits.network and self.docker.ca_bundle:
-            options["mounts"].append(bind(Path(self.docker.ca_bundle), "/etc/ssl/certs/jupyter-exec-ca.crt", True))
-            for name in ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE"):
-                options["environment"][name] = "/etc/ssl/certs/jupyter-exec-ca.crt"
-        return options
+        return Slot(self.engine, key.image, self._plan(key), labels, self.settings.user)
 
     def _refuse_gpus(self, limits: Limits) -> None:
-        if limits.gpus is not None and not engine.has_nvidia_runtime():
+        if limits.gpus is not None and "nvidia" not in self.engine.facts.runtimes:
             raise BackendUnavailableError(
                 self.name,
-                f"--gpus {limits.gpus}: this Docker daemon has no NVIDIA runtime, so it cannot give "
+                f"--gpus {limits.gpus}: the container engine has no NVIDIA runtime, so it cannot give "
                 "a container GPUs (the cell was not run)",
-                "install the NVIDIA Container Toolkit and restart dockerd, drop --gpus, or use %%rayrun --num-gpus",
+                "install the NVIDIA Container Toolkit and restart the engine, drop --gpus, or use %%rayrun --num-gpus",
             )
 
     def submit(self, submission: Submission) -> TaskHandle:
@@ -192,18 +218,20 @@ class DockerBackend(ExecutorBackend):
 
         spec, environment = submission.spec, submission.environment
         self._refuse_gpus(spec.limits)
+        image = environment.image if environment and environment.image else self.settings.image
+        key = self._key(spec, image)
+        container_plan = self._plan(key)  # a limit or runtime the engine cannot keep is refused here
         request = build_request(
             submission.code,
             inputs=submission.inputs,
             outputs=spec.outputs,
             trust=spec.trust,
             cwd="/tmp",
+            confine={"rlimits": container_plan.rlimits},
             env=dict(spec.env),
             sys_path=environment.sys_path if environment else (),
             working_dir=str(environment.working_dir) if environment and environment.working_dir else None,
         )
-        image = environment.image if environment and environment.image else self.docker.image
-        key = self._key(spec, image)
         self.kernel_id = submission.kernel_id
         try:
             slot = self.pool.take(key, str(submission.run_id))
@@ -214,10 +242,10 @@ class DockerBackend(ExecutorBackend):
         except (docker.errors.DockerException, requests.exceptions.ConnectionError) as error:
             raise BackendUnavailableError(
                 self.name,
-                f"the Docker daemon at {engine.daemon_address()} failed: {error}",
-                "check `docker info`, or pass --backend seccomp",
+                f"the container engine at {self.engine.url} failed: {error}",
+                "check it (`docker info` / `podman info`), or pass --backend seccomp",
             ) from error
-        run = _DockerRun(submission, self, slot, key)
+        run = _ContainerRun(submission, self, slot, key, container_plan)
         self._runs[submission.run_id] = run
         try:
             run.start(request)
@@ -247,32 +275,35 @@ class DockerBackend(ExecutorBackend):
         self.pool.close()
 
     def get_available_resources(self) -> dict[str, Any]:
-        info = engine.client().info()
+        info = self.engine.client.info()
         return {
+            "engine": self.engine.url,
             "cpus": info.get("NCPU"),
             "memory": info.get("MemTotal"),
             "idle_containers": self.pool.idle_count(),
-            "gpus": "nvidia" in (info.get("Runtimes") or {}),
+            "gpus": "nvidia" in self.engine.facts.runtimes,
         }
 
 
-def _device_request(device_request: Any, gpus: str) -> Any:
-    if gpus == "all":
-        return device_request(count=-1, capabilities=[["gpu"]])
-    if gpus.startswith("device="):
-        return device_request(device_ids=gpus.removeprefix("device=").split(","), capabilities=[["gpu"]])
-    return device_request(count=int(gpus), capabilities=[["gpu"]])
+def _image_fix(settings: DockerConfig, kind: str) -> str:
+    fix = f"build it: {build_command(settings.image)}"
+    if kind == "podman":
+        fix += " (or, where root's Docker has it: jupyter-exec images copy base --to this engine)"
+    return fix
 
 
-class _DockerRun(KillableRun):
+class _ContainerRun(KillableRun):
     """One run in one container: sends the request, pumps the streams, enforces the clock."""
 
-    def __init__(self, submission: Submission, backend: DockerBackend, slot: Slot, key: PoolKey) -> None:
+    def __init__(
+        self, submission: Submission, backend: ContainerBackend, slot: Slot, key: PoolKey, container_plan: ContainerPlan
+    ) -> None:
         self.submission, self.backend, self.slot, self.key = submission, backend, slot, key
+        self.plan = container_plan
         self.container = slot.container
         self.handle = TaskHandle(submission, backend)
         self.reader = ProtocolReader(submission.sink, submission.spec.trust)
-        self.sampler = Sampler(self.container.id)
+        self.sampler = Sampler(backend.engine, self.container.id)
 
     def start(self, request: bytes) -> None:
         self.reader.feed(self.slot.wait_ready())
@@ -281,12 +312,11 @@ class _DockerRun(KillableRun):
         self.start_pump()
 
     def kill(self) -> None:
-        import docker.errors
-
         try:
-            engine.retry(self.container.kill, what="docker kill", policy=self.backend.retry_policy)
-        except docker.errors.APIError:
-            pass  # not running any more: nothing to kill
+            self.backend.engine.retry(self.container.kill, "kill the container")
+        except Exception as error:
+            if not (gone(error) or stopped(error)):
+                raise
 
     def release(self) -> None:
         self.sampler.stop()
@@ -319,13 +349,9 @@ class _DockerRun(KillableRun):
             and not (self.timed_out or self.cancel_requested)
         )
         oom_killed, wait_status = False, reader.exit_status or 0
-        if not clean_exit:  # ask the daemon how the container ended
-            code = engine.retry(
-                lambda: self.container.wait(timeout=30), what="docker wait", policy=self.backend.retry_policy
-            )["StatusCode"]
-            wait_status = code - 128 if code > 128 else code << 8
-            self.container.reload()
-            oom_killed = bool(self.container.attrs["State"].get("OOMKilled"))
+        if not clean_exit:  # ask the engine how the container ended
+            wait_status = self._container_status() if reader.exit_status is None else reader.exit_status
+            oom_killed = self._oom_killed(wait_status)
         usage = reader.envelope.usage if reader.envelope else {}
         peaks = [p for p in (self.sampler.peak_memory, usage.get("max_rss")) if p]
         outcome = classify(
@@ -341,5 +367,42 @@ class _DockerRun(KillableRun):
             what="the sandbox container",
         )
         outcome.details["container"] = self.container.id[:12]
+        outcome.details["engine"] = self.backend.engine.url
+        if self.key.runtime:
+            outcome.details["runtime"] = self.key.runtime
+        if self.plan.notes:
+            outcome.details["limits"] = list(self.plan.notes)
         outcome.details["resources"] = self.sampler.summary()
         return outcome
+
+    def _container_status(self) -> int:
+        """The wait status of the container's pid 1, which did not report (it was killed, or the
+        whole container died): the engine's exit code, or SIGKILL if it is removed already."""
+        engine = self.backend.engine
+        try:
+            code = engine.retry(lambda: self.container.wait(timeout=30), "wait for the container")["StatusCode"]
+        except Exception as error:
+            if not gone(error):
+                raise
+            return signal.SIGKILL
+        return code - 128 if code > 128 else code << 8
+
+    def _oom_killed(self, wait_status: int) -> bool:
+        """Whether the engine's OOM killer struck in the container, from the ``oom`` event the engine
+        logs (its state says so only once a container has stopped, and ours lingers until released).
+        Asked only of a run ended by SIGKILL under a memory limit the engine keeps with a cgroup;
+        the event may lag the kill a moment, so the log is read up to a second past now."""
+        killed = os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) == signal.SIGKILL
+        engine = self.backend.engine
+        if not killed or self.key.limits.memory is None or "memory" not in engine.facts.cgroup_limits:
+            return False
+        try:
+            events = engine.client.api.events(
+                since=int(self.handle.started) - 1,
+                until=int(time.time()) + 1,
+                filters={"container": self.container.id, "event": "oom"},
+                decode=True,
+            )
+            return any(True for _ in events)
+        except Exception:  # no event log to read: no evidence of an OOM kill
+            return False

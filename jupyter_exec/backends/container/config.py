@@ -1,15 +1,19 @@
-"""``DockerConfig``: the settings of the container backend."""
+"""``DockerConfig``: the settings of the container backend; ``ContainerOptions``: a run's own."""
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 
-from traitlets import Float, Int, Unicode
+from traitlets import Bool, Float, Int, Unicode
 from traitlets.config import Configurable
 
 from jupyter_exec.config import env_trait
+from jupyter_exec.errors import SpecError
+from jupyter_exec.spec import Placement
 
-__all__ = ["DockerConfig"]
+__all__ = ["ContainerOptions", "DockerConfig"]
 
 
 def _default_user() -> str:
@@ -19,8 +23,36 @@ def _default_user() -> str:
 
 
 class DockerConfig(Configurable):
-    """Settings of the Docker backend: ``%config DockerConfig.NAME = ...`` (before the kernel's
-    first Docker cell), Jupyter config files, or ``JX_DOCKER_*`` variables."""
+    """Settings of the container backend: ``%config DockerConfig.NAME = ...`` (before the kernel's
+    first container cell), Jupyter config files, or ``JX_CONTAINER_*`` / ``JX_DOCKER_*`` variables."""
+
+    url = env_trait(
+        Unicode(
+            help="The container engine: a Docker-API address like unix:///run/user/1000/podman/podman.sock "
+            "or tcp://host:2376, or 'auto': DOCKER_HOST if set, else rootful Docker for root; for anyone "
+            "else rootless Docker, then the user's Podman (its API service started on demand), then a "
+            "root daemon not reached only through the docker group."
+        ),
+        "JX_CONTAINER_URL",
+        "auto",
+    )
+    docker_group = env_trait(
+        Bool(
+            help="Let 'auto' use a root daemon's socket this user reaches only through the docker group "
+            "(root-equivalent: anyone in it can start a privileged container)."
+        ),
+        "JX_CONTAINER_DOCKER_GROUP",
+        False,
+    )
+    runtime = env_trait(
+        Unicode(
+            help="OCI runtime for the cells' containers, e.g. 'runsc' (gVisor: a user-space kernel "
+            "between the cell and the host's); '' for the engine's default. --runtime overrides it; "
+            "the administrator's policy (runtime: NAME) can force one."
+        ),
+        "JX_CONTAINER_RUNTIME",
+        "",
+    )
 
     image = env_trait(
         Unicode(help="Image cells run in. Build the default with `jupyter-exec images build base [--offline]`."),
@@ -62,3 +94,16 @@ class DockerConfig(Configurable):
         "JX_DOCKER_CA_BUNDLE",
         "",
     )
+
+
+@dataclass(frozen=True)
+class ContainerOptions(Placement):
+    """A container run's own options (its ``RunSpec.placement``): the OCI runtime (``--runtime``)."""
+
+    runtime: str | None = None  # None: DockerConfig.runtime, else the engine's default
+
+    @classmethod
+    def parse(cls, runtime: str | None) -> ContainerOptions:
+        if runtime is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", runtime):
+            raise SpecError(f"--runtime: {runtime!r} is not a runtime name; write e.g. --runtime runsc")
+        return cls(runtime or None)

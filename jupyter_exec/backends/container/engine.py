@@ -1,35 +1,42 @@
-"""The container engine connection: one client per process, daemon errors mapped, transient ones retried.
+"""One container engine: its address, its client, its retries, and what it says of itself.
 
-Every call into the daemon that creates or starts something goes through ``retry``:
-a connection reset or a 5xx from the daemon is tried again with backoff; a 4xx (a bad
-request, a missing image) is not, and a failing cell is never retried because cells
-never reach this layer.
+Any engine that speaks the Docker API is driven through the Docker SDK: rootful Docker,
+rootless Docker, Podman's API service (``podman system service``). ``engines`` finds them
+and picks one; an ``Engine`` talks to one. Its client is made once per address and
+process; its ``facts`` (kind, rootless or not, cgroup mode, the limits it can set through
+cgroups, its runtimes and their arguments) are asked once.
+
+Every call into the engine that creates or starts something goes through ``retry``: a
+connection reset or a 5xx is tried again with backoff; a 4xx (a bad request, a missing
+image) is not, and a failing cell is never retried because cells never reach this layer.
 """
 
 from __future__ import annotations
 
 import functools
-import grp
 import os
-import pwd
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from jupyter_exec.errors import BackendUnavailableError
 
-__all__ = ["DEFAULT_RETRY", "RetryPolicy", "client", "daemon_address", "has_nvidia_runtime", "is_transient", "retry"]
+from .seccomp import profile_file, profile_text
+
+__all__ = ["DEFAULT_RETRY", "Engine", "Facts", "RetryPolicy", "is_transient", "retry"]
 
 T = TypeVar("T")
+CGROUP_LIMITS = frozenset({"memory", "pids", "cpus"})  # the Limits an engine sets through cgroups
 _lock = threading.Lock()
-_client: Any = None
+_clients: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often a transient daemon failure is retried: ``attempts`` in all, ``wait`` s doubling.
+    """How often a transient engine failure is retried: ``attempts`` in all, ``wait`` s doubling.
     The backend makes its own from ``DockerConfig.retries`` / ``retry_wait``."""
 
     attempts: int = 4
@@ -39,65 +46,135 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 
 
-def daemon_address() -> str:
-    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+@dataclass(frozen=True)
+class Facts:
+    """What an engine says of itself."""
+
+    kind: str  # docker | podman
+    version: str
+    rootless: bool
+    cgroup: str  # v1 | v2 | none
+    cgroup_limits: frozenset[str]  # of CGROUP_LIMITS: what it can set per container through cgroups
+    runtimes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> runtime arguments
+    default_runtime: str = "runc"
+    storage: str = ""
+
+    def describe(self) -> str:
+        """One line for ``doctor``."""
+        limits = ", ".join(sorted(self.cgroup_limits)) or "none"
+        return (
+            f"{self.kind} {self.version}, {'rootless' if self.rootless else 'rootful'}, cgroup {self.cgroup} "
+            f"(limits through cgroups: {limits}), storage {self.storage or '?'}, "
+            f"runtimes: {', '.join(sorted(self.runtimes)) or self.default_runtime}"
+        )
 
 
-def _unreachable(error: BaseException) -> BackendUnavailableError:
-    return BackendUnavailableError(
+def _docker_facts(info: dict[str, Any]) -> Facts:
+    security = " ".join(info.get("SecurityOptions") or [])
+    cgroup = "none" if info.get("CgroupDriver") == "none" else f"v{info.get('CgroupVersion') or '1'}"
+    rootless = "name=rootless" in security
+    able = {"memory": info.get("MemoryLimit"), "pids": info.get("PidsLimit"), "cpus": info.get("CpuCfsQuota")}
+    limits = frozenset(k for k, ok in able.items() if ok) if cgroup != "none" else frozenset()
+    if rootless and cgroup == "v1":
+        limits = frozenset()  # cgroup v1 is never delegated to an unprivileged daemon
+    return Facts(
         "docker",
-        f"Docker daemon not reachable at {daemon_address()} ({error})",
-        "start it (e.g. `dockerd &` as root, or `systemctl start docker`) or pass --backend seccomp",
+        str(info.get("ServerVersion", "")),
+        rootless,
+        cgroup,
+        limits,
+        {name: tuple(spec.get("runtimeArgs") or ()) for name, spec in (info.get("Runtimes") or {}).items()},
+        str(info.get("DefaultRuntime") or "runc"),
+        str(info.get("Driver") or ""),
     )
 
 
-def _socket_refused() -> BackendUnavailableError | None:
-    """The error for a user the daemon's socket refuses (not in its group), before the SDK
-    words it as an unreachable daemon; None when that is not the problem."""
-    address = daemon_address()
-    path = address.removeprefix("unix://")
-    if path == address or not os.path.exists(path) or os.access(path, os.R_OK | os.W_OK):
-        return None
-    gid = os.stat(path).st_gid
-    try:
-        group = grp.getgrgid(gid).gr_name
-    except KeyError:
-        group = str(gid)
-    user = pwd.getpwuid(os.geteuid()).pw_name
-    return BackendUnavailableError(
-        "docker",
-        f"Docker's socket {path} is there, but only the {group} group may use it and {user} is not in it",
-        f"that group is root-equivalent: an administrator adds you (usermod -aG {group} {user}) only if you may be "
-        "root; otherwise pass --backend seccomp (rootless engines are not supported yet)",
+def _podman_facts(info: dict[str, Any], libpod: dict[str, Any]) -> Facts:
+    """Podman's Docker-compatible ``/info`` claims every limit and lists runtimes that are not
+    installed; its own ``/libpod/info`` tells the truth (rootless, cgroup controllers)."""
+    host = libpod.get("host") or {}
+    rootless = bool((host.get("security") or {}).get("rootless"))
+    controllers = set(host.get("cgroupControllers") or ())
+    names = {"memory": "memory", "pids": "pids", "cpus": "cpu"}
+    return Facts(
+        "podman",
+        str((libpod.get("version") or {}).get("Version") or info.get("ServerVersion", "")),
+        rootless,
+        str(host.get("cgroupVersion") or "v1"),
+        frozenset(limit for limit, controller in names.items() if controller in controllers),
+        {
+            name: tuple(spec.get("runtimeArgs") or ())
+            for name, spec in (info.get("Runtimes") or {}).items()
+            if os.path.exists(str(spec.get("path", "")))  # listed in containers.conf is not installed
+        },
+        str(info.get("DefaultRuntime") or "runc"),
+        str((libpod.get("store") or {}).get("graphDriverName") or info.get("Driver") or ""),
     )
 
 
-def client(timeout: float = 60) -> Any:
-    """The shared ``docker.DockerClient``; ``BackendUnavailableError`` when there is none."""
-    global _client
+@functools.cache
+def _facts(url: str) -> Facts:
+    client = _client(url)
+    version = client.version()
+    info = client.info()
+    if any("podman" in str(part.get("Name", "")).lower() for part in version.get("Components") or ()):
+        libpod = client.api.get(f"{client.api.base_url}/v{version.get('Version', '4.0.0')}/libpod/info")
+        libpod.raise_for_status()
+        return _podman_facts(info, libpod.json())
+    return _docker_facts(info)
+
+
+def _client(url: str, timeout: float = 60) -> Any:
+    """The ``docker.DockerClient`` for ``url``, made once per process."""
     with _lock:
-        if _client is not None:
-            return _client
-        if (refused := _socket_refused()) is not None:
-            raise refused
+        if url in _clients:
+            return _clients[url]
         try:
             import docker
         except ImportError as error:
             raise BackendUnavailableError(
-                "docker", "the Docker SDK is not installed", "pip install 'jupyter-exec[docker]'"
+                "container", "the Docker SDK is not installed", "pip install 'jupyter-exec[docker]'"
             ) from error
         try:
-            candidate = docker.DockerClient(
-                base_url=daemon_address(), version="auto", timeout=timeout, max_pool_size=32
-            )
+            client = docker.DockerClient(base_url=url, version="auto", timeout=timeout, max_pool_size=32)
         except docker.errors.DockerException as error:
-            raise _unreachable(error) from error
-        _client = candidate
-        return _client
+            raise BackendUnavailableError(
+                "container",
+                f"no container engine answers at {url} ({error})",
+                "start one (dockerd, or `podman system service`), or pass --backend seccomp",
+            ) from error
+        _clients[url] = client
+        return client
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A container engine at ``url``; cheap to make, the client and facts are shared per address."""
+
+    url: str
+    retry_policy: RetryPolicy = DEFAULT_RETRY
+
+    @property
+    def client(self) -> Any:
+        return _client(self.url)
+
+    @property
+    def facts(self) -> Facts:
+        return _facts(self.url)
+
+    def retry(self, call: Callable[[], T], what: str) -> T:
+        return retry(call, what=what, policy=self.retry_policy)
+
+    def seccomp_option(self, folder: Path, *, gvisor: bool = False) -> str:
+        """The ``security_opt`` entry of our seccomp profile: Docker takes the profile itself,
+        Podman's API takes a path (to a file the engine's user can read)."""
+        if self.facts.kind == "podman":
+            return f"seccomp={profile_file(folder, gvisor=gvisor)}"
+        return f"seccomp={profile_text(gvisor=gvisor)}"
 
 
 def is_transient(error: BaseException) -> bool:
-    """A connection problem or a daemon-side (5xx) failure: worth trying again."""
+    """A connection problem or an engine-side (5xx) failure: worth trying again."""
     import docker.errors
     import requests.exceptions
 
@@ -106,7 +183,7 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, (requests.exceptions.ConnectionError, ConnectionError))
 
 
-def retry(call: Callable[[], T], *, what: str = "docker call", policy: RetryPolicy = DEFAULT_RETRY) -> T:
+def retry(call: Callable[[], T], *, what: str = "engine call", policy: RetryPolicy = DEFAULT_RETRY) -> T:
     """``call()`` (``what`` names it for tracebacks), tried again while it fails transiently."""
     attempts, wait = max(1, policy.attempts), policy.wait
     attempt = 1
@@ -118,10 +195,3 @@ def retry(call: Callable[[], T], *, what: str = "docker call", policy: RetryPoli
                 raise
         time.sleep(wait * 2 ** (attempt - 1))
         attempt += 1
-
-
-@functools.cache
-def has_nvidia_runtime() -> bool:
-    """Whether the daemon can hand GPUs to a container (the NVIDIA runtime is registered)."""
-    info = client().info()
-    return "nvidia" in (info.get("Runtimes") or {})

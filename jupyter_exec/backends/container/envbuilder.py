@@ -1,4 +1,4 @@
-"""Derived Docker images for runtime envs: ``jupyter-exec/env:<hash>`` built FROM the cell's image.
+"""Derived images for runtime envs: ``jupyter-exec/env:<hash>`` built FROM the cell's image, by its engine.
 
 Packages are installed on the host with ``uv pip install --target`` for the image's Python
 version and platform, then copied in with a two-line Dockerfile. So the image needs no
@@ -21,7 +21,7 @@ from jupyter_exec.envs.spec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError, EnvBuildError
 
-from .engine import client
+from .engine import Engine
 from .images import build_command
 
 __all__ = ["ENV_ROOT", "ImageEnvBuilder"]
@@ -30,9 +30,9 @@ ENV_ROOT = "/opt/jupyter-exec-env"
 
 
 @functools.cache
-def _image_python(image_id: str) -> str:
+def _image_python(engine: Engine, image_id: str) -> str:
     """``major.minor`` of the image's python3 (asked once per image)."""
-    output = client().containers.run(
+    output = engine.client.containers.run(
         image_id,
         ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
         remove=True,
@@ -50,12 +50,26 @@ def _adds_nothing(spec: EnvSpec) -> bool:
 class ImageEnvBuilder:
     """Builds ``EnvSpec`` into a derived image of ``base_image``."""
 
-    kind = "docker"
+    kind = "docker"  # the image format; the engine is any the container backend uses
 
-    def __init__(self, base_image: str, ca_bundle: str | None = None) -> None:
+    def __init__(self, base_image: str, ca_bundle: str | None = None, engine: Engine | None = None) -> None:
         self.base_image = base_image
         self.ca_bundle = ca_bundle
         self.target = f"{self.kind}:{base_image}"
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        """The given engine, else the one the container backend's settings choose."""
+        if self._engine is None:
+            from jupyter_exec.config import application_config
+
+            from .config import DockerConfig
+            from .engines import choose
+
+            settings = DockerConfig(config=application_config())
+            self._engine = choose(settings.url, settings.docker_group)
+        return self._engine
 
     @classmethod
     def for_target(cls, target: str) -> ImageEnvBuilder:
@@ -75,13 +89,13 @@ class ImageEnvBuilder:
     def build(self, spec: EnvSpec, path: Path, log: Path, progress: Progress) -> BuiltEnv:
         from docker.errors import ImageNotFound
 
-        docker = client()
+        docker = self.engine.client
         name = self.base_image
         try:
             base = docker.images.get(name)
         except ImageNotFound:
             raise BackendUnavailableError(
-                "docker", f"image {name} is not on this machine", f"build or pull it first: {build_command(name)}"
+                "container", f"image {name} is not on this machine", f"build or pull it first: {build_command(name)}"
             ) from None
         path.mkdir(parents=True)
         if _adds_nothing(spec):  # --image alone (env vars at most): the image as it is
@@ -91,8 +105,14 @@ class ImageEnvBuilder:
         VenvBuilder.copy_files(spec, staging)
         log.write_text("")
         if spec.needs_packages:
+            python = _image_python(self.engine, base.id)
             VenvBuilder(ca_bundle=self.ca_bundle).install_target(
-                spec, staging / "site", _image_python(base.id), f"{platform.machine()}-manylinux_2_28", log, progress
+                spec,
+                staging / "site",
+                python,
+                f"{platform.machine()}-manylinux_2_28",
+                log,
+                progress,
             )
         built = self.describe(spec, path.name, path)
         dockerfile = f"FROM {base.id}\nCOPY env {ENV_ROOT}\n"
@@ -120,7 +140,7 @@ class ImageEnvBuilder:
         import shutil
 
         try:
-            client().images.remove(f"jupyter-exec/env:{path.name}", force=True)
+            self.engine.client.images.remove(f"jupyter-exec/env:{path.name}", force=True)
         except Exception:  # already gone, or the daemon is away: the dir still goes
             pass
         shutil.rmtree(path, ignore_errors=True)

@@ -1,9 +1,12 @@
-"""Sandbox images: build them from ``dockerfiles/`` (online or fully offline) and list them.
+"""Sandbox images: build them from ``dockerfiles/`` (online or fully offline), copy them between
+engines, list them. Each works on the engine the container backend uses, or the one given.
 
 ``build("base", offline=True)`` needs no registry: it makes a Debian root filesystem with
-debootstrap from the mirror this machine's own apt already uses, imports it, and builds
-the base Dockerfile on top. Each image is labelled with a hash of its Dockerfile folder,
-so building again is a no-op until that folder changes.
+debootstrap from the mirror this machine's own apt already uses (as root; the tarball is
+cached), imports it, and builds the base Dockerfile on top. Each image is labelled with a
+hash of its Dockerfile folder, so building again is a no-op until that folder changes.
+An engine that cannot build it offline (a user's rootless Podman: debootstrap needs root)
+gets it from one that has it: ``copy`` streams ``docker save`` into ``podman load``.
 """
 
 from __future__ import annotations
@@ -15,17 +18,19 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
 from jupyter_exec.errors import JupyterExecError
 
-from .engine import client, retry
+from .engine import Engine, retry
 
-__all__ = ["DEFAULT_IMAGE", "IMAGES", "build", "build_command", "image_tag", "list_images"]
+__all__ = ["DEFAULT_IMAGE", "IMAGES", "build", "build_command", "copy", "default_engine", "image_tag", "list_images"]
 
 DOCKERFILES = Path(__file__).parents[2] / "dockerfiles"  # jupyter_exec/dockerfiles
 IMAGES = ("base", "datascience", "gpu", "ray")
@@ -33,6 +38,17 @@ DEFAULT_IMAGE = "jupyter-exec/base:latest"
 HASH_LABEL = "jupyter-exec.source-hash"
 OFFLINE_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "ca-certificates")
 Progress = Callable[[str], None]
+
+
+def default_engine() -> Engine:
+    """The engine the container backend's settings choose."""
+    from jupyter_exec.config import application_config
+
+    from .config import DockerConfig
+    from .engines import choose
+
+    settings = DockerConfig(config=application_config())
+    return choose(settings.url, settings.docker_group)
 
 
 def image_tag(name: str) -> str:
@@ -81,18 +97,20 @@ def apt_mirror() -> tuple[str, str]:
     )
 
 
-def _rootfs_image(progress: Progress, cache_dir: Path) -> str:
+def _rootfs_image(progress: Progress, cache_dir: Path, docker: Any) -> str:
     """A Debian root filesystem as an image, made with debootstrap (tarball cached)."""
     mirror, suite = apt_mirror()
     tag = f"jupyter-exec/rootfs:{suite}-{hashlib.sha256(','.join(OFFLINE_PACKAGES).encode()).hexdigest()[:8]}"
-    docker = client()
     if docker.images.list(name=tag):
         return tag
     cache_dir.mkdir(parents=True, exist_ok=True)
     tarball = cache_dir / f"{tag.split(':')[1]}.tar"
     if not tarball.exists():
         if shutil.which("debootstrap") is None or os.geteuid() != 0:
-            raise JupyterExecError("--offline needs debootstrap, run as root (apt-get install debootstrap)")
+            raise JupyterExecError(
+                "--offline needs debootstrap, run as root (apt-get install debootstrap); a user's engine can "
+                "instead copy the image from an engine that has it: jupyter-exec images copy base --from URL"
+            )
         rootfs = cache_dir / "rootfs.tmp"
         shutil.rmtree(rootfs, ignore_errors=True)
         progress(f"debootstrap {suite} with {', '.join(OFFLINE_PACKAGES)} (about a minute or two)")
@@ -154,8 +172,10 @@ def build(
     force: bool = False,
     rootfs_cache: Path | None = None,
     progress: Progress = print,
+    engine: Engine | None = None,
 ) -> str:
-    """Build ``jupyter-exec/NAME:latest``; returns its tag. A no-op when already up to date."""
+    """Build ``jupyter-exec/NAME:latest`` on ``engine`` (default: the backend's); returns its tag.
+    A no-op when already up to date."""
     if name not in IMAGES:
         raise JupyterExecError(f"no image {name!r}; choose one of: {', '.join(IMAGES)}")
     if offline and name != "base":
@@ -164,7 +184,7 @@ def build(
             f"`jupyter-exec images build {name}` (its packages come from the network)"
         )
     tag, digest = image_tag(name), source_hash(name, offline)
-    docker = client()
+    docker = (engine or default_engine()).client
     existing = docker.images.list(name=tag)
     if existing and not force and (existing[0].labels or {}).get(HASH_LABEL) == digest:
         progress(f"{tag} is up to date ({HASH_LABEL}={digest})")
@@ -172,7 +192,7 @@ def build(
     buildargs = {}
     if offline:
         buildargs["BASE_IMAGE"] = _rootfs_image(
-            progress, rootfs_cache or Path(platformdirs.user_cache_dir("jupyter-exec")) / "rootfs"
+            progress, rootfs_cache or Path(platformdirs.user_cache_dir("jupyter-exec")) / "rootfs", docker
         )
     progress(f"building {tag} from dockerfiles/{name}" + (f" on {buildargs['BASE_IMAGE']}" if buildargs else ""))
     stream = docker.api.build(
@@ -203,11 +223,12 @@ class ImageRow:
     source_hash: str
 
 
-def list_images() -> list[ImageRow]:
-    """The jupyter-exec images this daemon has."""
+def list_images(engine: Engine | None = None) -> list[ImageRow]:
+    """The jupyter-exec images ``engine`` (default: the backend's) has."""
     rows = []
-    for image in client().images.list():
+    for image in (engine or default_engine()).client.images.list():
         for tag in image.tags:
+            tag = tag.removeprefix("localhost/")  # Podman's name for a local image
             if tag.startswith("jupyter-exec/"):
                 rows.append(
                     ImageRow(
@@ -218,3 +239,32 @@ def list_images() -> list[ImageRow]:
                     )
                 )
     return sorted(rows, key=lambda r: r.tag)
+
+
+def copy(name: str, source: Engine, target: Engine, *, progress: Progress = print) -> str:
+    """Copy ``jupyter-exec/NAME:latest`` (or another tag) from ``source`` to ``target`` (``docker
+    save`` streamed into ``podman load``); a no-op when ``target`` has it with the same source hash."""
+    import docker.errors
+
+    tag = image_tag(name) if name in IMAGES else name
+    try:
+        image = source.client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        raise JupyterExecError(f"{source.url} has no image {tag}; build it there first: {build_command(tag)}") from None
+    digest = (image.labels or {}).get(HASH_LABEL)
+    present = target.client.images.list(name=tag)
+    if digest and present and (present[0].labels or {}).get(HASH_LABEL) == digest:
+        progress(f"{tag} is up to date on {target.url}")
+        return tag
+    progress(f"copying {tag} from {source.url} to {target.url}")
+    with tempfile.TemporaryFile() as archive:
+        for chunk in image.save(named=True):
+            archive.write(chunk)
+
+        def load() -> Any:
+            archive.seek(0)
+            return target.client.images.load(archive)
+
+        retry(load, what="load the image")
+    progress(f"copied {tag}")
+    return tag

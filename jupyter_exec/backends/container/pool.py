@@ -1,46 +1,34 @@
-"""Sandbox containers: made, kept warm, handed out once, and always removed.
+"""Warm sandbox containers, each handed out once and always removed; and the reaper.
 
-A ``Slot`` is one container plus the host folder bind-mounted read-only at ``/jx``: the
-bootstrap and four FIFOs, ``protocol`` (bootstrap -> kernel), ``request`` (kernel ->
-bootstrap), and the cell's ``stdout`` and ``stderr``. The protocol never shares a stream
-with what the cell prints, so nothing printed can pass for a result; and output ends
-exactly when the cell's processes do, with no round trip through the daemon's log
-stream. A started container's bootstrap says ``ready`` and then blocks opening
-``request``: a pooled slot is a Python already past start-up.
-
-``ContainerPool`` keeps ``size`` started slots per key (image, limits, network, mounts),
-each used for exactly one run; taking one starts a refill in the background. Every
-container carries ``jupyter-exec.*`` labels (run, kernel, owner pid, boot id) so that
-``reap_containers`` can remove what a dead kernel left behind.
+``ContainerPool`` keeps ``size`` started slots (``slot.Slot``: a container past Python's
+start-up) per key (image, limits, network, mounts, runtime), each used for exactly one
+run; the caller refills a key in the background once its run is over. Every container
+carries ``jupyter-exec.*`` labels (run, kernel, owner pid, boot id). A container dies with
+its kernel (the slot's lifeline); ``reap_containers`` is the second line, run when a
+kernel starts: it removes what a dead kernel left on any engine this user reaches.
 """
 
 from __future__ import annotations
 
-import os
 import queue
-import select
 import shutil
-import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jupyter_exec._proc import pid_alive
-from jupyter_exec.errors import NodeFailedError
-from jupyter_exec.runner.protocol import BOOTSTRAP_PATH
 
-from .engine import DEFAULT_RETRY, RetryPolicy, client, retry
+from .hostconfig import SLOT_ROOT
+from .slot import Slot
 
-__all__ = ["POOLED", "ContainerPool", "PoolKey", "Slot", "bind", "boot_id", "reap_containers"]
+__all__ = ["POOLED", "ContainerPool", "PoolKey", "boot_id", "reap_containers"]
 
 LABEL = "jupyter-exec"
 POOLED = "pool"  # the run label of a pooled container not yet given a run
-_SLOT_ROOT = Path(tempfile.gettempdir()) / f"jupyter-exec-docker-{os.getuid()}"
-_COMMAND = "exec python3 -I /jx/bootstrap.py /jx/protocol /jx/request >/jx/stdout 2>/jx/stderr"
 
 
 def boot_id() -> str:
@@ -57,134 +45,7 @@ class PoolKey:
     image: str
     limits: Any  # spec.Limits without the timeout (enforced from the host)
     mounts: tuple[Any, ...]  # spec.Mount values
-
-
-class Slot:
-    """One container and its host folder. Used for one run, then ``discard``-ed."""
-
-    def __init__(
-        self,
-        image: str,
-        options: dict[str, Any],
-        labels: dict[str, str],
-        user: str,
-        retry_policy: RetryPolicy = DEFAULT_RETRY,
-    ) -> None:
-        self.retry_policy = retry_policy
-        _SLOT_ROOT.mkdir(mode=0o711, exist_ok=True)
-        self.folder = Path(tempfile.mkdtemp(prefix="slot-", dir=_SLOT_ROOT))
-        self.folder.chmod(0o755)
-        shutil.copyfile(BOOTSTRAP_PATH, self.folder / "bootstrap.py")
-        (self.folder / "bootstrap.py").chmod(0o644)
-        uid, _, gid = user.partition(":")
-        for name in ("protocol", "request", "stdout", "stderr"):
-            os.mkfifo(self.folder / name, 0o600)
-            if os.geteuid() == 0:
-                os.chown(self.folder / name, int(uid), int(gid or uid))
-        self.protocol_fd, self.stdout_fd, self.stderr_fd = (
-            os.open(self.folder / name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            for name in ("protocol", "stdout", "stderr")
-        )
-        self.ready_bytes = b""
-        self.container: Any = None
-        options = {**options, "mounts": [bind(self.folder, "/jx", True), *options.get("mounts", ())]}
-        try:
-            self.container = retry(
-                lambda: client().containers.create(
-                    image, ["/bin/sh", "-c", _COMMAND], labels=labels, user=user, detach=True, **options
-                ),
-                what="docker create",
-                policy=retry_policy,
-            )
-        except BaseException:
-            self.discard()
-            raise
-
-    def start(self) -> None:
-        retry(self.container.start, what="docker start", policy=self.retry_policy)
-
-    def wait_ready(self, timeout: float = 30.0) -> bytes:
-        """Block until the bootstrap says ready; the protocol bytes read so far."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.ready_bytes:
-            left = deadline - time.monotonic()
-            readable, _, _ = select.select([self.protocol_fd], [], [], max(left, 0))
-            chunk = _read(self.protocol_fd) if readable else b""
-            if chunk == b"" or left <= 0:
-                raise NodeFailedError(f"the sandbox container did not start: {self._why()}")
-            self.ready_bytes += chunk or b""
-        return self.ready_bytes
-
-    def _why(self) -> str:
-        try:
-            self.container.reload()
-            logs = self.container.logs(tail=20).decode(errors="replace").strip()
-            return (
-                f"{self.container.status}, exit {self.container.attrs['State'].get('ExitCode')}: {logs or 'no output'}"
-            )
-        except Exception as error:  # the answer is for a message only
-            return f"cannot inspect it ({error})"
-
-    def send_request(self, request: bytes, timeout: float = 10.0) -> None:
-        """Write the request into the FIFO the bootstrap is opening, then close it (EOF)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fd = os.open(self.folder / "request", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                break
-            except OSError as error:  # ENXIO: the bootstrap has not opened it yet
-                if time.monotonic() > deadline:
-                    raise NodeFailedError(f"the sandbox did not take its request: {error}") from error
-                time.sleep(0.001)
-        try:
-            os.set_blocking(fd, True)
-            view = memoryview(request)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-
-    def alive(self) -> bool:
-        """Still waiting for a request (its bootstrap has not ended)."""
-        readable, _, _ = select.select([self.protocol_fd], [], [], 0)
-        if not readable:
-            return True
-        chunk = _read(self.protocol_fd)
-        self.ready_bytes += chunk or b""
-        return chunk != b""
-
-    def discard(self) -> None:
-        """Remove the container (whatever its state) and the host folder."""
-        try:
-            if self.container is not None:
-                retry(lambda: self.container.remove(force=True), what="docker rm", policy=self.retry_policy)
-        except Exception as error:
-            import docker.errors
-
-            if not isinstance(error, docker.errors.NotFound):
-                raise
-        finally:
-            for fd in (
-                getattr(self, "protocol_fd", None),
-                getattr(self, "stdout_fd", None),
-                getattr(self, "stderr_fd", None),
-            ):
-                if fd is not None:
-                    os.close(fd)
-            shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def bind(source: Path, target: str, read_only: bool) -> Any:
-    from docker.types import Mount
-
-    return Mount(target=target, source=str(source), type="bind", read_only=read_only)
-
-
-def _read(fd: int) -> bytes | None:
-    try:
-        return os.read(fd, 65536)
-    except BlockingIOError:
-        return None
+    runtime: str | None = None  # the OCI runtime (None: the engine's default)
 
 
 class ContainerPool:
@@ -300,30 +161,39 @@ class ContainerPool:
         self._janitor.join(timeout)
 
 
-def reap_containers() -> int:
-    """Remove containers whose kernel is gone (its owner pid is dead on this boot). How many."""
-    if "DOCKER_HOST" not in os.environ and not Path("/var/run/docker.sock").exists():
-        return 0
+def reap_containers(urls: Iterable[str]) -> int:
+    """Remove containers whose kernel is gone (its owner pid is dead on this boot) from the
+    engines at ``urls`` that answer. How many."""
     try:
-        docker = client(timeout=10)
-        containers = docker.api.containers(all=True, filters={"label": f"{LABEL}.kernel"})
-    except Exception:  # no daemon, no SDK: nothing of ours can be running
+        import docker
+    except ImportError:  # no SDK: no container of ours was made from this environment
         return 0
     this_boot, reaped = boot_id(), 0
-    for container in containers:
-        labels = container.get("Labels") or {}
-        owner = labels.get(f"{LABEL}.owner-pid", "")
-        same_boot = labels.get(f"{LABEL}.boot-id") == this_boot
-        if same_boot and owner.isdigit() and pid_alive(int(owner)):
-            continue
-        if not same_boot and container.get("State") == "running":
-            continue  # another machine's kernel sharing this daemon
+    for url in urls:
         try:
-            docker.api.remove_container(container["Id"], force=True)
-            reaped += 1
-        except Exception:  # already gone, or removal in progress elsewhere
-            pass
-    for folder in _SLOT_ROOT.glob("slot-*") if _SLOT_ROOT.exists() else ():
-        if time.time() - folder.stat().st_mtime > 3600:
+            client = docker.DockerClient(base_url=url, version="1.41", timeout=10)
+            containers = client.api.containers(all=True, filters={"label": f"{LABEL}.kernel"})
+        except Exception:  # nothing answers there: nothing of ours can be running there
+            continue
+        for container in containers:
+            labels = container.get("Labels") or {}
+            owner = labels.get(f"{LABEL}.owner-pid", "")
+            same_boot = labels.get(f"{LABEL}.boot-id") == this_boot
+            if same_boot and owner.isdigit() and pid_alive(int(owner)):
+                continue
+            if not same_boot and container.get("State") == "running":
+                continue  # another machine's kernel sharing this engine
+            try:
+                client.api.remove_container(container["Id"], force=True)
+                reaped += 1
+            except Exception:  # already gone, or removal in progress elsewhere
+                pass
+        client.close()
+    for folder in SLOT_ROOT.glob("slot-*") if SLOT_ROOT.exists() else ():
+        try:
+            stale = time.time() - folder.stat().st_mtime > 3600
+        except OSError:
+            continue  # removed meanwhile by the kernel that made it
+        if stale:
             shutil.rmtree(folder, ignore_errors=True)
     return reaped

@@ -1,7 +1,7 @@
-"""Resource samples of a running container from the daemon's stats stream (about 1/s).
+"""Resource samples of a running container from the engine's stats stream (about 1/s).
 
 Peak memory, CPU seconds, CPU % and pids, gathered on a thread while the run goes on.
-On cgroup v1 the daemon also reports the cgroup's own high-water mark (``max_usage``),
+On cgroup v1 Docker also reports the cgroup's own high-water mark (``max_usage``),
 which catches peaks between samples.
 """
 
@@ -10,16 +10,16 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .engine import client
+from .engine import Engine
 
 __all__ = ["Sampler"]
 
 
 class Sampler:
-    """Reads ``docker stats`` for one container until it ends or ``stop`` is called."""
+    """Reads the engine's stats (``docker stats``) for one container until it ends or ``stop`` is called."""
 
-    def __init__(self, container_id: str) -> None:
-        self.container_id = container_id
+    def __init__(self, engine: Engine, container_id: str) -> None:
+        self.engine, self.container_id = engine, container_id
         self.started = False
         self.samples = 0
         self.memory: int | None = None  # latest, without the page cache (as `docker stats`)
@@ -38,7 +38,7 @@ class Sampler:
 
     def _run(self) -> None:
         try:
-            for sample in client().api.stats(self.container_id, stream=True, decode=True):
+            for sample in self.engine.client.api.stats(self.container_id, stream=True, decode=True):
                 if self._stop.is_set():
                     return
                 self._take(sample)

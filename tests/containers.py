@@ -1,0 +1,25 @@
+"""What the container tests ask an engine: our containers by label, and that none of a finished run is left."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def containers(client: Any, **labels: str) -> list[dict[str, Any]]:
+    """Containers with these ``jupyter-exec.*`` labels (``owner_pid=...``), as the engine lists them."""
+    filters = [f"jupyter-exec.{k.replace('_', '-')}={v}" for k, v in labels.items()] or ["jupyter-exec.run"]
+    return client.api.containers(all=True, filters={"label": filters})
+
+
+def assert_no_run_containers(client: Any, owner_pid: int, timeout: float = 10) -> None:
+    """Only idle pool containers (run label ``pool``) of the kernel ``owner_pid`` may remain once
+    its runs are over (the engine may be running other kernels' cells meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mine = containers(client, owner_pid=str(owner_pid))
+        left = [c["Names"] for c in mine if c["Labels"].get("jupyter-exec.run") != "pool"]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not left, f"containers of finished runs remain: {left}"

@@ -1,0 +1,105 @@
+"""Containers for an ordinary user, checked from root: the docker-group rule as ``jx-user``
+sees it (through ``scripts/as-user``), and an image copied from root's Docker into the
+user's rootless Podman. (The container wall itself runs as ``jx-user`` through
+``scripts/test-as-user``: test_container_lockdown.py is marked ``ordinary_user``.)
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import require
+
+pytestmark = pytest.mark.kernel
+
+ROOT = Path(__file__).resolve().parents[1]
+USER = os.environ.get("JX_USER", "jx-user")
+
+
+def _account() -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        return None
+
+
+def test_a_socket_reached_only_through_a_group_is_not_used_unless_allowed():
+    """``auto`` never picks a root daemon's socket the user reaches only through a group (the
+    docker group is root-equivalent); ``DockerConfig.docker_group`` lets it."""
+    account = _account()
+    require(os.geteuid() == 0 and account is not None, f"needs root and the account {USER}")
+    assert account is not None
+    work = Path(tempfile.mkdtemp(prefix="jx-group-"))
+    path = work / "engine.sock"
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(path))
+        os.chown(path, 0, account.pw_gid)  # root's socket, the user's group
+        path.chmod(0o660)
+        work.chmod(0o755)
+        probe = (
+            "from pathlib import Path; from jupyter_exec.backends.container import engines; "
+            f"print(engines.through_group_only(Path({str(path)!r})))"
+        )
+        done = subprocess.run(
+            [str(ROOT / "scripts" / "as-user"), "python", "-c", probe], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        server.close()
+        shutil.rmtree(work, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    group = grp.getgrgid(account.pw_gid).gr_name
+    assert done.stdout.strip() == (
+        f"reached only through the group {group!r}, which is root-equivalent "
+        "(set DockerConfig.docker_group = True to use it anyway)"
+    )
+
+
+def test_an_image_is_copied_into_the_users_podman(tmp_path):
+    """``jupyter-exec images copy``: ``docker save`` streamed into the user's ``podman load`` (how an
+    image built by root's Docker reaches a rootless engine), and a second copy is a no-op."""
+    account = _account()
+    require(os.geteuid() == 0 and account is not None, f"needs root and the account {USER}")
+    assert account is not None
+    from jupyter_exec.backends.container import images
+    from jupyter_exec.backends.container.engine import Engine
+
+    listed = subprocess.run(
+        [
+            str(ROOT / "scripts" / "as-user"),
+            "python",
+            "-c",
+            "from jupyter_exec.backends.container import engines\nprint(engines.choose().url)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0 and "podman" in listed.stdout, listed
+    docker, podman = Engine("unix:///var/run/docker.sock"), Engine(listed.stdout.strip())
+    tag = "jupyter-exec/copy-test:latest"
+    archive = tmp_path / "tiny.tar"
+    (tmp_path / "hello.txt").write_text("hello\n")
+    subprocess.run(["tar", "-C", str(tmp_path), "-cf", str(archive), "hello.txt"], check=True)
+    repository, _, version = tag.partition(":")
+    docker.client.api.import_image_from_file(
+        str(archive), repository=repository, tag=version, changes=[f'LABEL {images.HASH_LABEL}="test-1"']
+    )
+    said: list[str] = []
+    try:
+        images.copy(tag, docker, podman, progress=said.append)
+        assert said[-1] == f"copied {tag}"
+        assert [row.tag for row in images.list_images(podman) if row.tag == tag] == [tag]
+        images.copy(tag, docker, podman, progress=said.append)
+        assert said[-1] == f"{tag} is up to date on {podman.url}"
+    finally:
+        docker.client.images.remove(tag, force=True)
+        podman.client.images.remove(tag, force=True)
