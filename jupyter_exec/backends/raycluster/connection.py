@@ -98,6 +98,7 @@ class Connection:
         self._fits: set[tuple[Any, str | None]] = set()  # requests known to fit the nodes (cleared with them)
         self.lost: str | None = None  # why the cluster went away, while the watch ends what ran on it
         self._closed = threading.Event()  # set once a lost cluster's connection is closed
+        self._loss_lock = threading.Lock()
         self._in_flight: dict[int, Callable[[str], None]] = {}
         self._attempt: _Attempt | None = None  # the last ray.init by address, maybe given up on
         self._watch: Watch | None = None
@@ -183,10 +184,14 @@ class Connection:
 
     def gone(self) -> str | None:
         """Why the cluster is gone, if one look at it now shows that it is (a run just lost its
-        node or worker: the head may have gone with it, before the watch has seen it)."""
+        node or worker: the head may have gone with it, before the watch has seen it). Seen
+        here first, the loss is acted on at once, as the watch would: the next run must not
+        be submitted to a cluster already known to be gone."""
         watch = self._watch
         why = watch.look() if watch is not None and self.connected else None
-        return self._went_away(why) if why else self.lost
+        if why and self._mark_lost(why):
+            threading.Thread(target=self._end_lost, daemon=True, name="jx-ray-lost").start()
+        return self.lost
 
     def _went_away(self, why: str) -> str:
         cluster = (
@@ -199,10 +204,22 @@ class Connection:
     def lose(self, why: str) -> None:
         """The cluster went away (the watch saw it): end what runs on it, then let go of Ray, so
         the kernel lives on (Ray would end it) and the next run connects afresh."""
-        self.lost = self._went_away(why)
-        noise.say(f"[jupyter-exec] {self.lost}: ending the runs on it and disconnecting")
+        if self._mark_lost(why):
+            self._end_lost()
+
+    def _mark_lost(self, why: str) -> bool:
+        """Record why the cluster is gone; False if that was known already."""
+        with self._loss_lock:
+            if self.lost is not None:
+                return False
+            self.lost = self._went_away(why)
+            return True
+
+    def _end_lost(self) -> None:
+        lost = str(self.lost)
+        noise.say(f"[jupyter-exec] {lost}: ending the runs on it and disconnecting")
         for end in list(self._in_flight.values()):
-            end(self.lost)
+            end(lost)
         deadline = time.monotonic() + _LOSS_GRACE
         while self._in_flight and time.monotonic() < deadline:
             time.sleep(0.05)
