@@ -19,11 +19,10 @@ import argparse
 import contextlib
 import multiprocessing
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 
-from timing import median_ms, paired_medians_ms
+from timing import median_ms, notebook_shell, paired_medians_ms
 
 
 def main() -> None:
@@ -32,13 +31,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--load", type=float, default=0.0, help="busy fraction of one process per core (0: none)")
     args = parser.parse_args()
-    os.environ.setdefault("JX_DATA_DIR", tempfile.mkdtemp(prefix="jx-bench-"))
     os.environ["JX_RAY_ADDRESS"] = ""
-
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython()
-    shell.run_line_magic("load_ext", "jupyter_exec")
+    shell = notebook_shell()
     shell.run_cell_magic("rayrun", "--quiet", "1")  # starts the embedded local Ray once
 
     import ray
@@ -72,7 +66,7 @@ def main() -> None:
     xs = list(range(args.items))
     map_ms, raw_map_ms = [], []
     for _ in range(5):
-        map_ms.append(median_ms(lambda: jupyter_exec.map(lambda x: 2 * x, xs, progress=False), 1))
+        map_ms.append(median_ms(lambda: jupyter_exec.map(lambda x: 2 * x, xs, backend="ray", progress=False), 1))
         raw_map_ms.append(median_ms(lambda: ray.get([double.remote(x) for x in xs]), 1))
     map_median, raw_map_median = sorted(map_ms)[2], sorted(raw_map_ms)[2]
     print(

@@ -175,12 +175,24 @@ class ExecConfig(Configurable):
         "32m",
     )
 
+    cache_max_size = env_trait(
+        Unicode(
+            help="Size cap of the cache of identical runs (--cache): past it the least recently used "
+            "entries go, e.g. '1g'. `%jx cache clear` empties it."
+        ),
+        "JX_CACHE_MAX_SIZE",
+        "1g",
+    )
+
     def default_limits(self) -> Limits:
         """The default limits, parsed once per distinct setting (this is on every run's path)."""
         return _parsed_limits(self.mem, self.cpus, self.timeout, self.cpu_time, self.pids, self.fsize, self.shm)
 
     def output_limit_bytes(self) -> int:
         return _parsed_size(self.output_limit, "ExecConfig.output_limit")
+
+    def cache_max_bytes(self) -> int:
+        return _parsed_size(self.cache_max_size, "ExecConfig.cache_max_size")
 
     def min_free_bytes(self) -> int:
         text = self.min_free_space.strip()

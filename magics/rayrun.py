@@ -16,7 +16,15 @@ from jupyter_exec.manager import Manager
 from jupyter_exec.spec import Limits, RunSpec
 
 from .cells import run_cell
-from .options import common_fields, env_options, option_group, parse_line, transfer_options, usage_errors
+from .options import (
+    cache_options,
+    common_fields,
+    env_options,
+    option_group,
+    parse_line,
+    transfer_options,
+    usage_errors,
+)
 
 __all__ = ["RayMagics"]
 
@@ -75,6 +83,7 @@ class RayMagics(Magics):
     @ray_options
     @transfer_options
     @env_options
+    @cache_options
     @cell_magic
     @usage_errors()
     def rayrun(self, line: str, cell: str) -> Any:

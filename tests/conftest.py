@@ -155,6 +155,17 @@ class Kernel:
         assert "ran" not in result.stdout and self.store().runs(1) == before
         return result.stderr.removeprefix("UsageError: ").rstrip("\n")
 
+    def assert_no_run_processes(self) -> None:
+        """Only idle workers and fork servers (their cwd is ``/``, no run's scratch directory)
+        may remain of this kernel's runs, within 5 s."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            busy = [p for p in owned_processes(self.pid) if not _is_idle_worker(p)]
+            if not busy:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"processes of finished runs remain: {busy}")
+
     def doctor(self) -> str:
         """What ``%jx doctor`` says in this kernel (what a limit's enforcement depends on)."""
         if not hasattr(self, "_doctor"):
@@ -242,6 +253,14 @@ def add_run(store: Store, name: str, status: Status | None = Status.SUCCEEDED, *
     if status is not None:
         store.finish_run(run, status)
     return run
+
+
+def _is_idle_worker(pid: int) -> bool:
+    """A pooled worker not yet given a run (or a fork server) has no scratch directory as its cwd."""
+    try:
+        return os.readlink(f"/proc/{pid}/cwd") == "/"
+    except OSError:
+        return True
 
 
 def owned_processes(owner_pid: int) -> list[int]:

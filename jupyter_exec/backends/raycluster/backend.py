@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from jupyter_exec.backends.base import Availability, ExecutorBackend, Submission, TaskHandle
+from jupyter_exec.backends.base import Availability, ExecutorBackend, MapOutcome, Submission, TaskHandle
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.extras import install_hint
@@ -132,7 +132,7 @@ class RayBackend(ExecutorBackend):
         batch_size: int | None = None,
         max_parallel: int | None = None,
         progress: Callable[[str], None] | None = None,
-    ) -> list[Any]:
+    ) -> MapOutcome:
         """``work`` (a function, or cell code that sees ``item``) over ``items`` as batches of Ray tasks."""
         options = self.options(spec)
         _refuse_unenforced(spec.limits)
@@ -149,6 +149,12 @@ class RayBackend(ExecutorBackend):
             max_in_flight=max_parallel,
             say=progress,
         )
+
+    def identity(self, spec: RunSpec) -> dict[str, Any]:
+        """Ray's version (where a task runs is in the run's options, which the key covers)."""
+        import ray
+
+        return {**super().identity(spec), "ray": ray.__version__}
 
     def get_result(self, handle: TaskHandle, timeout: float | None = None) -> Envelope:
         """Waits for the task in the calling thread: no thread per run (a trivial cell stays

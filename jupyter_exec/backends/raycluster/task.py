@@ -16,12 +16,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import linecache
 import os
 import sys
 import threading
 import time
-import traceback
 from typing import Any, NoReturn
 
 from jupyter_exec.runner import bootstrap
@@ -196,32 +194,6 @@ def _restore_env(name: str, value: str | None) -> None:
 
 
 def run_batch(work: Any, items: list, start: int, trust: bool) -> str:
-    """Apply ``work`` (a function, or cell code that sees ``item``) to each item, as data (JSON).
-
-    Stops at the first item that raises and reports its index and traceback.
-    """
-    return json.dumps(_apply(work, items, start, trust))
-
-
-def _apply(work: Any, items: list, start: int, trust: bool) -> dict:
-    results = []
-    is_code = isinstance(work, str)
-    if is_code:
-        linecache.cache[bootstrap.CELL] = (len(work), None, work.splitlines(True), bootstrap.CELL)
-    for offset, item in enumerate(items):
-        try:
-            value = bootstrap.run_cell(work, {"item": item, "__name__": "__main__"}) if is_code else work(item)
-            results.append(bootstrap.encode(value, trust, f"result[{start + offset}]"))
-        except bootstrap.Untransferable as why:
-            return {"results": results, "untransferable": str(why)}
-        except Exception as error:
-            described = bootstrap.describe_error(error)
-            if not is_code:  # a function: its own frames, not this loop's
-                frames = traceback.extract_tb(error.__traceback__)[1:]
-                described["traceback"] = (
-                    "Traceback (most recent call last):\n"
-                    + "".join(traceback.format_list(frames))
-                    + "".join(traceback.format_exception_only(error))
-                )
-            return {"results": results, "error": described, "index": start + offset}
-    return {"results": results}
+    """Apply ``work`` (a function, or cell code that sees ``item``) to each item, as data (JSON):
+    each item's result, or its error (``bootstrap.apply_batch``)."""
+    return json.dumps(bootstrap.apply_batch(work, items, start, trust))
