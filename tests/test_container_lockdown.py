@@ -264,7 +264,9 @@ def test_a_killed_kernels_containers_are_gone_within_seconds(case, tmp_path):
     doomed = Kernel(tmp_path / "data", tmp_path, env=case.kernel_env)
     owner = str(doomed.pid)
     try:
-        doomed.client.execute(f"{case.magic} --timeout 5m --pids 200\nimport time\nprint('started', flush=True)\ntime.sleep(300)")
+        doomed.client.execute(
+            f"{case.magic} --timeout 5m --pids 200\nimport time\nprint('started', flush=True)\ntime.sleep(300)"
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             mine = containers(case.engine.client, owner_pid=owner)
