@@ -307,7 +307,7 @@ def test_map_keeps_the_results_of_items_whose_worker_lived(kernel):
         "        os._exit(1)\n"
         "    return x * 10\n"
         "try:\n"
-        "    jupyter_exec.map(risky, range(8), batch_size=1, progress=False)\n"
+        "    jupyter_exec.map(risky, range(8), backend='ray', batch_size=1, progress=False)\n"
         "except jupyter_exec.MapError as error:\n"
         "    print(error.results)\n"
         "    print(sorted(error.errors), type(error.errors[5]).__name__)\n"
@@ -318,7 +318,7 @@ def test_map_keeps_the_results_of_items_whose_worker_lived(kernel):
     results, failed, message = cell.stdout.splitlines()[:3]
     assert results == "[0, 10, 20, 30, 40, None, 60, 70]"
     assert failed == "[5] NodeFailedError"
-    assert "items 5..5" in message and "os._exit(1)" in message, message
+    assert "the map task for items 5..5" in message, message
 
 
 def test_the_head_stopped_under_a_run_ends_it_and_the_next_run_reconnects(cluster, kernel):
