@@ -120,6 +120,15 @@ class ExecConfig(Configurable):
         "JX_RAY_ADDRESS",
         "",
     )
+    ray_connect_timeout = env_trait(
+        Unicode(
+            help="How long finding the Ray cluster at an address may take before the cell fails "
+            "with what was found there (nothing listening, not a Ray cluster, a token or version "
+            "mismatch), e.g. '10s'; ray.init then gets as long again."
+        ),
+        "JX_RAY_CONNECT_TIMEOUT",
+        "10s",
+    )
     scratch_dir = env_trait(
         Unicode(help="Where each run's private scratch directory is made (removed after the run)."),
         "JX_SCRATCH_DIR",

@@ -184,7 +184,11 @@ class ResourceLimitError(TaskError):
 
 
 class NodeFailedError(TaskError):
-    """The process, container or node running the cell died for reasons outside the cell."""
+    """The process, container or node running the cell died for reasons outside the cell.
+    ``results``: for a fan-out (``jupyter_exec.map``), what every item that finished returned,
+    None for the others; None for a single run."""
+
+    results: list[Any] | None = None
 
 
 class RemoteError(TaskError):

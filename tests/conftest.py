@@ -98,8 +98,12 @@ class Kernel:
                 return
 
     def run(self, code: str, timeout: float = 120, check: bool = False) -> CellResult:
+        return self.collect(self.client.execute(code), timeout, check, code)
+
+    def collect(self, msg_id: str, timeout: float = 120, check: bool = False, code: str = "") -> CellResult:
+        """What the cell of execute request ``msg_id`` showed, once it has finished."""
         cell = CellResult()
-        for msg in self.messages(self.client.execute(code), timeout):
+        for msg in self.messages(msg_id, timeout):
             kind, content = msg["msg_type"], msg["content"]
             if kind == "stream":
                 setattr(cell, content["name"], getattr(cell, content["name"]) + content["text"])
@@ -186,6 +190,23 @@ class Kernel:
 
     def last_run(self) -> dict:
         return self.store().runs(limit=1)[0]
+
+    def last_log(self) -> str:
+        """The log of the last run so far (what it printed, and what its backend noted)."""
+        path = self.last_run()["log_path"]
+        return Path(path).read_text() if path and Path(path).exists() else ""
+
+    def start(self, code: str, printed: str, timeout: float = 90) -> str:
+        """Execute ``code`` and return once its run is going and has printed ``printed``; the
+        request's id, for ``collect``."""
+        msg_id = self.client.execute(code)
+        deadline = time.monotonic() + timeout
+        while not ([r["status"] for r in self.store().runs(1)] == ["running"] and printed in self.last_log()):
+            assert time.monotonic() < deadline, (
+                f"the run did not print {printed!r} within {timeout:g} s: {self.store().runs(1)}, {self.last_log()!r}"
+            )
+            time.sleep(0.2)
+        return msg_id
 
     def shutdown(self) -> None:
         self.client.stop_channels()

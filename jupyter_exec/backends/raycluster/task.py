@@ -20,13 +20,15 @@ import os
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from jupyter_exec.runner import bootstrap
 
 __all__ = ["OutputRelay", "run_batch", "run_cell"]
 
 FLUSH_EVERY = 0.05
+_WHOLE = ("display", "exit")  # kinds whose items travel one by one, not joined as text
+_LAST_PUSH_SECONDS = 5.0  # a worker the cell ends waits this long for its last chunk to arrive
 _relays: dict[tuple[str, str], Any] = {}
 
 
@@ -66,7 +68,7 @@ class _Outbox:
 
     def add(self, kind: str, payload: Any) -> None:
         with self._lock:
-            if kind == "display":
+            if kind in _WHOLE:
                 self.items.append([kind, payload])
             elif self.items and self.items[-1][0] == kind:
                 self.items[-1][1].append(payload)  # joined at flush: no quadratic concatenation
@@ -83,27 +85,30 @@ class _Outbox:
         while not self._stop.wait(FLUSH_EVERY):
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = False) -> None:
+        """Push what was collected; ``wait``: until the relay has it (the process is about to end)."""
         with self._send_lock:
             with self._lock:
                 batch, self.items = self.items, []
             if not batch:
                 return
-            batch = [[kind, payload if kind == "display" else "".join(payload)] for kind, payload in batch]
+            batch = [[kind, payload if kind in _WHOLE else "".join(payload)] for kind, payload in batch]
             import ray
 
             relay = _relays.get(self.relay_name)
             if relay is None:
                 relay = _relays[self.relay_name] = ray.get_actor(self.relay_name[0], namespace=self.relay_name[1])
             self.sent += 1
-            relay.push.remote(self.run_id, self.sent, batch)
+            pushed = relay.push.remote(self.run_id, self.sent, batch)
+            if wait:
+                ray.get(pushed, timeout=_LAST_PUSH_SECONDS)
 
-    def close(self) -> int:
+    def close(self, wait: bool = False) -> int:
         """Push what is left; the number of chunks pushed in all."""
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-        self.flush()
+        self.flush(wait)
         return self.sent
 
 
@@ -143,10 +148,24 @@ def run_cell(request_json: str) -> str:
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices
     sys.stdout, sys.stderr = _Capture("stdout", outbox), _Capture("stderr", outbox)
+    real_exit = os._exit
+
+    def exit_now(status: int) -> NoReturn:
+        """The cell ends this worker: its output so far, and how it ended, reach the kernel first."""
+        try:
+            sys.stdout, sys.stderr = saved_streams
+            context = ray.get_runtime_context()
+            outbox.add("exit", {"code": status, "node_id": context.get_node_id(), "pid": os.getpid()})
+            outbox.close(wait=True)
+        finally:
+            real_exit(status)
+
+    os._exit = exit_now
     cpu_started = time.process_time()
     try:
         envelope = bootstrap.run_request(request, outbox.display)
     finally:
+        os._exit = real_exit
         sys.stdout, sys.stderr = saved_streams
         if os.getcwd() != saved_cwd:  # the worker runs later cells too
             os.chdir(saved_cwd)
