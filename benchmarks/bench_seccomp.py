@@ -17,22 +17,16 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
-from timing import median_ms
+from timing import median_ms, notebook_shell
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=40)
     runs = parser.parse_args().runs
-    os.environ.setdefault("JX_DATA_DIR", tempfile.mkdtemp(prefix="jx-bench-"))
-
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython()
-    shell.run_line_magic("load_ext", "jupyter_exec")
+    shell = notebook_shell()
     from jupyter_exec import current_manager
 
     manager = current_manager()
@@ -49,7 +43,7 @@ def main() -> None:
     from jupyter_exec.backends.process.guarantees import guarantees
 
     host = guarantees(confined=True)
-    spaces = "user namespace" if host.namespaces.user else "namespaces" if host.namespaces.options else "none"
+    spaces = "user namespace" if host.namespaces.user else "namespaces" if host.namespaces.available else "none"
     print(f"uid {os.getuid()}, namespaces: {spaces}, cgroup: {host.cgroup.kind or 'none'}")
     raw = median_ms(lambda: subprocess.run([sys.executable, "-c", "x = 1"], check=True), runs)
     cell()

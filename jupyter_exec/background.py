@@ -59,8 +59,10 @@ class BackgroundRuns:
         sink: OutputSink | None = None,
         on_event: EventCallback | None = None,
         bind: Callable[[RunResult], None] | None = None,
+        runner: Callable[..., RunResult] | None = None,
     ) -> BackgroundRun:
-        """Start the run on its own thread; return once it is recorded (it has an id)."""
+        """Start the run on its own thread; return once it is recorded (it has an id).
+        ``runner`` replaces ``manager.run`` (``--trace`` records a node around it)."""
         future: Future[RunResult] = Future()
         created: list[int] = []
         recorded = threading.Event()
@@ -74,7 +76,7 @@ class BackgroundRuns:
 
         def work() -> None:
             try:
-                result = self.manager.run(code, spec, namespace=namespace, sink=sink, on_event=events)
+                result = (runner or self.manager.run)(code, spec, namespace=namespace, sink=sink, on_event=events)
                 if bind is not None:
                     bind(result)
             except BaseException as error:

@@ -120,6 +120,15 @@ class ExecConfig(Configurable):
         "JX_RAY_ADDRESS",
         "",
     )
+    ray_connect_timeout = env_trait(
+        Unicode(
+            help="How long finding the Ray cluster at an address may take before the cell fails "
+            "with what was found there (nothing listening, not a Ray cluster, a token or version "
+            "mismatch), e.g. '10s'; ray.init then gets as long again."
+        ),
+        "JX_RAY_CONNECT_TIMEOUT",
+        "10s",
+    )
     scratch_dir = env_trait(
         Unicode(help="Where each run's private scratch directory is made (removed after the run)."),
         "JX_SCRATCH_DIR",
@@ -185,12 +194,24 @@ class ExecConfig(Configurable):
         "32m",
     )
 
+    cache_max_size = env_trait(
+        Unicode(
+            help="Size cap of the cache of identical runs (--cache): past it the least recently used "
+            "entries go, e.g. '1g'. `%jx cache clear` empties it."
+        ),
+        "JX_CACHE_MAX_SIZE",
+        "1g",
+    )
+
     def default_limits(self) -> Limits:
         """The default limits, parsed once per distinct setting (this is on every run's path)."""
         return _parsed_limits(self.mem, self.cpus, self.timeout, self.cpu_time, self.pids, self.fsize, self.shm)
 
     def output_limit_bytes(self) -> int:
         return _parsed_size(self.output_limit, "ExecConfig.output_limit")
+
+    def cache_max_bytes(self) -> int:
+        return _parsed_size(self.cache_max_size, "ExecConfig.cache_max_size")
 
     def min_free_bytes(self) -> int:
         text = self.min_free_space.strip()

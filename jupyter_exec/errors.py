@@ -9,6 +9,7 @@
     ├── EnvBuildError                   a runtime env could not be built; carries its log
     ├── ApiError                        a side-panel REST request that cannot be answered; carries the HTTP status
     ├── StoreError                      the run store cannot be used (locked, unreadable, disk full); carries its path
+    ├── MapError                        items of a map failed; carries every result and each item's error
     └── TaskError                       the run did not succeed
         ├── RemoteError                 the cell raised; keeps type name, message, remote traceback
         ├── TaskCancelledError          cancelled (interrupt, %jx cancel)
@@ -36,6 +37,7 @@ __all__ = [
     "BackendUnavailableError",
     "EnvBuildError",
     "JupyterExecError",
+    "MapError",
     "MissingExtraError",
     "NodeFailedError",
     "PolicyError",
@@ -106,6 +108,28 @@ class StoreError(JupyterExecError):
         return [f"StoreError: {self}"]
 
 
+class MapError(JupyterExecError):
+    """Items of a ``jupyter_exec.map`` failed. Raised once every item has run: ``results``
+    holds all items' results in order (None where one failed) and ``errors`` the error of
+    each failed item by its index, so one bad item never costs the others' work."""
+
+    def __init__(self, results: list[Any], errors: dict[int, BaseException], run_id: int | None = None) -> None:
+        first = min(errors)
+        super().__init__(f"{len(errors)} of {len(results)} items failed; the first, item {first}: {errors[first]}")
+        self.results, self.errors, self.run_id = results, errors, run_id
+
+    def _render_traceback_(self) -> list[str]:
+        """The count, then the first failed item's own traceback."""
+        first = self.errors[min(self.errors)]
+        detail = getattr(first, "_render_traceback_", lambda: [f"{type(first).__name__}: {first}"])()
+        more = f" (map run {self.run_id}: .results and .errors hold every item)" if self.run_id else ""
+        first_index = min(self.errors)
+        return [
+            f"MapError: {len(self.errors)} of {len(self.results)} items failed{more}; the first, item {first_index}:",
+            *detail,
+        ]
+
+
 class BackendUnavailableError(JupyterExecError):
     """The backend cannot run on this machine; ``fix`` says what to do about it."""
 
@@ -160,7 +184,11 @@ class ResourceLimitError(TaskError):
 
 
 class NodeFailedError(TaskError):
-    """The process, container or node running the cell died for reasons outside the cell."""
+    """The process, container or node running the cell died for reasons outside the cell.
+    ``results``: for a fan-out (``jupyter_exec.map``), what every item that finished returned,
+    None for the others; None for a single run."""
+
+    results: list[Any] | None = None
 
 
 class RemoteError(TaskError):

@@ -7,10 +7,12 @@ before anything is recorded or started), records the run, hands the backend a
 ``RunResult``. The row in the store is finished whatever happens. An ``on_event``
 callback, if given, hears the run's life as plain dicts: ``created`` (id, backend,
 limits, log path), ``running``, ``sample`` (resources, about 1/s) and ``finished``
-(status, duration, error, peak memory); output chunks go to the sink as always.
-``Manager.map`` fans one function or cell out over many items the same way, recorded as
-one batch run. The Manager knows backends only through ``backends.base`` and
-``backends.factory``.
+(status, duration, error, peak memory); output chunks go to the sink as always. With
+``--cache`` (``RunSpec.cache``) a run identical to one that succeeded is not run: its
+stored output is shown again and its values decoded, recorded as ``cached``; a run that
+succeeds is kept (``cache``). ``Manager.map`` fans one function or cell out over many
+items the same way (``fanout``), recorded as one map run. The Manager knows backends only
+through ``backends.base`` and ``backends.factory``.
 """
 
 from __future__ import annotations
@@ -31,14 +33,25 @@ from typing import Any
 from ._proc import pid_alive
 from .backends import factory
 from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
+from .cache import CacheHit, NotCacheable, Recorder, RunCache, run_key
 from .cancel_watch import CancelWatcher
 from .config import ExecConfig, application_config
 from .envs import BuiltEnv, EnvCache, EnvSpec
-from .errors import BackendUnavailableError, JupyterExecError, SpecError, TaskError, describe_error, status_of
+from .envs.hashing import env_hash
+from .errors import (
+    BackendUnavailableError,
+    JupyterExecError,
+    MapError,
+    SpecError,
+    TaskError,
+    describe_error,
+    status_of,
+)
+from .fanout import MapRequest, run_map
 from .monitor import Monitor
 from .output import ConsoleSink, RunOutput
 from .policy import Policy, policy_in_effect
-from .runner.protocol import OutputSink
+from .runner.protocol import Envelope, OutputSink
 from .runner.transfer import pack_inputs
 from .spec import Limits, RunSpec
 from .status import Status
@@ -78,6 +91,7 @@ class Manager:
         self.scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._backends: dict[str, ExecutorBackend] = {}
         self.envs = EnvCache(self.config.envs_dir, self.config.store_path, factory.env_builder_for)
+        self.cache = RunCache(self.config.store_path, self.config.cache_max_bytes())
         self.default_env: EnvSpec | None = None  # %jx env: inherited by every run
         self._active: dict[int, TaskHandle] = {}
         self._starting: set[int] = set()  # recorded, not yet submitted (env being built)
@@ -102,6 +116,7 @@ class Manager:
             if backend is None:
                 backend = factory.backend_class(resolved, self.config)(self.config)
                 self.policy.check_image(backend.image(None))  # not even a pool starts a forbidden image
+                backend.bound_by(self.policy)
                 backend.initialize()
                 self._backends[resolved] = backend
         return backend
@@ -122,23 +137,14 @@ class Manager:
         """Run ``code`` as ``spec`` says; raise the ``TaskError`` that ends it otherwise."""
         emit = on_event or _ignore
         backend = self.backend(spec.backend)
-        wanted_env = self._wanted_env(spec)
+        wanted_env = self.wanted_env(spec)
         spec = self._admitted(spec, backend, wanted_env)
         inputs = pack_inputs(spec.inputs, namespace or {})
         self.room.check(self.config.min_free_bytes())
-        run_id = self.store.create_run(
-            kernel=self.kernel_id,
-            owner_pid=os.getpid(),
-            name=spec.name,
-            backend=backend.name,
-            isolation=backend.isolation,
-            spec=spec.describe(),
-            code=code,
-            code_hash=hashlib.sha256(code.encode()).hexdigest(),
-        )
-        scratch = (
-            Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self.scratch_root)) if backend.needs_scratch else None
-        )
+        shown = sink or ConsoleSink()
+        key = self._cache_key(code, inputs, spec, backend, wanted_env, shown) if spec.cache else None
+        hit = self.cache.get(key) if key else None
+        run_id = self.record(code, spec, backend, spec.name)
         log_path = self.logs_dir / f"{run_id}.log"
         emit(
             "created",
@@ -151,8 +157,13 @@ class Manager:
                 "name": spec.name,
             },
         )
-        shown = sink or ConsoleSink()
         output = RunOutput(run_id, log_path, shown, self.config.output_limit_bytes())
+        if hit is not None:
+            return self._replay(run_id, hit, spec, output, log_path, emit)
+        recorder = Recorder(output, self.cache.max_size) if key else None
+        scratch = (
+            Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self.scratch_root)) if backend.needs_scratch else None
+        )
         self._starting.add(run_id)
         self._cancel_watch.run_started()
         outcome: Outcome | None = None
@@ -161,7 +172,7 @@ class Manager:
         try:
             spec, environment = self._environment(spec, wanted_env, backend, shown, leases)
             handle = backend.submit(
-                Submission(run_id, self.kernel_id, code, spec, inputs, scratch, output, environment)
+                Submission(run_id, self.kernel_id, code, spec, inputs, scratch, recorder or output, environment)
             )
             with self._lock:
                 self._active[run_id] = handle
@@ -184,6 +195,8 @@ class Manager:
             result = RunResult(
                 run_id, Status.SUCCEEDED, envelope.decoded_value(spec.trust), envelope.decoded_outputs(spec.trust)
             )
+            if key and recorder is not None and not recorder.overflow:
+                self._keep(key, run_id, backend, code, spec, envelope, recorder)
         except BaseException as error:
             active = self._active.get(run_id)
             outcome = outcome or (active.outcome if active is not None else None)
@@ -209,45 +222,115 @@ class Manager:
         work: Callable[[Any], Any] | str,
         items: list[Any],
         spec: RunSpec,
+        how: MapRequest | None = None,
         *,
-        batch_size: int | None = None,
-        max_parallel: int | None = None,
-        progress: Callable[[str], None] | None = None,
+        return_exceptions: bool = False,
     ) -> list[Any]:
         """``[work(item) for item in items]`` on ``spec.backend``, results in order, recorded as one
-        batch run (its details count the items); the first item that raises ends it with that error."""
-        backend = self.backend(spec.backend)
-        if not backend.fans_out:
-            raise BackendUnavailableError(
-                backend.name,
-                "jupyter_exec.map fans out on Ray only for now",
-                "pass backend='ray', or loop over %%sandbox runs",
-            )
-        if self.policy.sources:
-            type(backend).admit(spec, self.policy)
-        code = work if isinstance(work, str) else f"map({getattr(work, '__qualname__', type(work).__name__)})"
-        self.room.check(self.config.min_free_bytes())
-        run_id = self.store.create_run(
+        map run (its details count the items) beside the runs of its batches (on a backend that
+        does not fan out itself); see ``fanout``. Every item runs; then a ``MapError`` carries all
+        results and each failed item's error (``return_exceptions``: the errors stand in the list)."""
+        run_id, outcome = run_map(self, work, items, spec, how or MapRequest())
+        if not outcome.errors:
+            return outcome.results
+        if return_exceptions:
+            return [outcome.errors.get(i, result) for i, result in enumerate(outcome.results)]
+        raise MapError(outcome.results, dict(sorted(outcome.errors.items())), run_id)
+
+    def record(self, code: str, spec: RunSpec, backend: ExecutorBackend, name: str | None) -> int:
+        """A new row for a run of ``code`` on ``backend``, queued; its id."""
+        return self.store.create_run(
             kernel=self.kernel_id,
             owner_pid=os.getpid(),
-            name=spec.name or "map",
+            name=name,
             backend=backend.name,
             isolation=backend.isolation,
             spec=spec.describe(),
             code=code,
             code_hash=hashlib.sha256(code.encode()).hexdigest(),
         )
-        self.store.mark_running(run_id, None)
-        details = {"items": len(items)}
+
+    def _cache_key(
+        self,
+        code: str,
+        inputs: str | None,
+        spec: RunSpec,
+        backend: ExecutorBackend,
+        wanted_env: EnvSpec | None,
+        shown: OutputSink,
+    ) -> str | None:
+        """The run's key in the cache of identical runs; None (and why, on stderr) if it has none."""
         try:
-            results = backend.map(
-                work, items, spec, run_id=run_id, batch_size=batch_size, max_parallel=max_parallel, progress=progress
+            return self.cache_key(code, inputs, spec, backend, wanted_env)
+        except NotCacheable as why:
+            reason = str(why)
+        except Exception as error:  # what the key needs cannot be read now: the run just runs
+            reason = f"cannot tell what the run depends on ({type(error).__name__}: {error})"
+        shown.output("stderr", f"[jupyter-exec] --cache: not cached: {reason}\n")
+        return None
+
+    def cache_key(
+        self, code: str, inputs: str | None, spec: RunSpec, backend: ExecutorBackend, wanted_env: EnvSpec | None
+    ) -> str:
+        """``run_key`` of a run (limits merged, as the policy bounds them) with its runtime env's hash
+        and env vars and the backend's identity; ``NotCacheable`` if it cannot be cached."""
+        spec = self._admitted(spec, backend, wanted_env)
+        env = None
+        if wanted_env is not None:
+            builder = backend.env_builder(wanted_env)
+            env = env_hash(wanted_env, builder.target if builder else backend.name)
+            spec = replace(spec, env={**wanted_env.env_vars, **spec.env})
+        return run_key(code=code, inputs=inputs, spec=spec, identity=backend.identity(spec), env=env)
+
+    def _replay(
+        self, run_id: int, hit: CacheHit, spec: RunSpec, output: RunOutput, log_path: Path, emit: EventCallback
+    ) -> RunResult:
+        """A cache hit as run ``run_id``: the stored output shown (and logged) again, the values
+        decoded; nothing runs. Recorded as ``cached``, with the run it came from."""
+        self.store.mark_running(run_id, str(log_path))
+        try:
+            for kind, data in hit.output:
+                if kind == "display":
+                    output.display(data)
+                else:
+                    output.output(kind, data)
+            envelope = Envelope(value=hit.value, outputs=hit.outputs)
+            result = RunResult(
+                run_id, Status.CACHED, envelope.decoded_value(spec.trust), envelope.decoded_outputs(spec.trust)
             )
         except BaseException as error:
-            self.store.finish_run(run_id, status_of(error), error=describe_error(error), details=details)
+            self._finish(run_id, status_of(error), None, error, None, emit, output.log_cut)
             raise
-        self.store.finish_run(run_id, Status.SUCCEEDED, details=details)
-        return results
+        finally:
+            output.close()
+        replayed = Outcome(Status.CACHED, details={"cached_from": hit.run_id})
+        self._finish(run_id, Status.CACHED, replayed, None, None, emit, output.log_cut)
+        return result
+
+    def _keep(
+        self,
+        key: str,
+        run_id: int,
+        backend: ExecutorBackend,
+        code: str,
+        spec: RunSpec,
+        envelope: Envelope,
+        recorder: Recorder,
+    ) -> None:
+        """Put a succeeded run in the cache (a pickle only from a run with --trust, which its key names)."""
+        try:
+            self.cache.put(
+                key,
+                run_id=run_id,
+                backend=backend.name,
+                code=code,
+                trusted=spec.trust,
+                output=recorder.chunks,
+                value=envelope.value,
+                outputs=envelope.outputs,
+            )
+        except ValueError:  # a pickle the sandbox sent unasked: never kept
+            pass
 
     def _admitted(self, spec: RunSpec, backend: ExecutorBackend, wanted_env: EnvSpec | None) -> RunSpec:
         """The spec with the default limits under its own and the administrator's ceilings over
@@ -266,7 +349,7 @@ class Manager:
             spec, limits=_merged_limits(spec.limits, self.config.default_limits(), backend.enforced_limits, self.policy)
         )
 
-    def _wanted_env(self, spec: RunSpec) -> EnvSpec | None:
+    def wanted_env(self, spec: RunSpec) -> EnvSpec | None:
         """The run's runtime env with the kernel default (``%jx env``) inherited; None if empty."""
         wanted: EnvSpec | None = spec.runtime_env
         if self.default_env is not None:
@@ -276,7 +359,7 @@ class Manager:
     def _environment(
         self, spec: RunSpec, wanted: EnvSpec | None, backend: ExecutorBackend, shown: OutputSink, leases: ExitStack
     ) -> tuple[RunSpec, BuiltEnv | None]:
-        """The run's runtime env (``_wanted_env``), built or found in the cache.
+        """The run's runtime env (``wanted_env``), built or found in the cache.
 
         Its env_vars join the run's environment variables; the env is leased for the run.
         """

@@ -119,6 +119,16 @@ class RunOutput:
                 pass  # the record of the run still says so
         return f"\n[jupyter-exec] run {self.run_id}: {self.log_cut}; its output still shows here\n"
 
+    def note(self, text: str) -> None:
+        """Into the log only, never shown: what the backend's machinery said during the run
+        (Ray's own log lines), for ``%jx logs N``."""
+        with self._lock:
+            if self.log is None and self.logged:  # closed: the run is over and its log complete
+                return
+            notice = self._log(text) if self.log_cut is None else None
+        if notice:
+            self.shown.output("stderr", notice)
+
     def display(self, bundle: dict[str, str]) -> None:
         self.shown.display(bundle)
 

@@ -95,6 +95,9 @@ _CEILINGS: dict[str, _Ceiling] = {
     "network": _Ceiling("--network", _switch, lambda on: "allowed" if on else "not allowed"),
     "ray_num_cpus": _Ceiling("--num-cpus", _number, "{:g}".format),
     "ray_memory": _Ceiling("--memory", parse_size, format_size),
+    "warm_containers": _Ceiling(
+        "DockerConfig.pool_max", functools.partial(_number, whole=True, zero=True), "{:g}".format
+    ),
 }
 _LIMIT_KEYS = tuple(key for key, ceiling in _CEILINGS.items() if ceiling.limit)
 _ALLOW_KEYS = ("backends", "images", "ray_addresses")
@@ -210,6 +213,11 @@ class Policy:
             and (getattr(merged, key) is None or getattr(merged, key) > ceiling.value)
         }
         return replace(merged, **lowered) if lowered else merged
+
+    def capped(self, key: str, value: int) -> int:
+        """A setting (not a run's option) under the ceiling ``key``: the ceiling where it is lower."""
+        ceiling = self.ceilings.get(key)
+        return value if ceiling is None else min(value, int(ceiling.value))
 
     def at_most(self, key: str, flag: str, value: float | None, shown: str | None = None) -> None:
         """Refuse ``value`` of option ``flag`` above the ceiling ``key`` (None: not asked for)."""

@@ -22,7 +22,7 @@ from .units import parse_count, parse_duration, parse_number, parse_size
 if TYPE_CHECKING:
     from .envs.spec import EnvSpec
 
-__all__ = ["Limits", "Mount", "Placement", "RunSpec", "parse_env", "parse_gpus", "parse_names"]
+__all__ = ["CacheRequest", "Limits", "Mount", "Placement", "RunSpec", "parse_env", "parse_gpus", "parse_names"]
 
 
 def parse_gpus(value: str | int) -> str:
@@ -154,6 +154,21 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class CacheRequest:
+    """``--cache``: serve the run from the cache of identical runs when it can, and keep it there
+    when it succeeds. ``mounts``: how read-only mounts enter the key, ``content`` (every file's
+    bytes) or ``mtime`` (size and modification time: cheaper, and blind to a same-size change
+    within the clock's resolution); ``network``: a ``--network`` run may be served too."""
+
+    mounts: str = "content"
+    network: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mounts not in ("content", "mtime"):
+            raise SpecError(f"--cache-mounts: {self.mounts!r} is not content or mtime; write --cache-mounts mtime")
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything about a run except its code."""
 
@@ -167,6 +182,7 @@ class RunSpec:
     name: str | None = None
     placement: Placement | None = None  # the backend's own options (Ray: resources, node); None: its defaults
     runtime_env: EnvSpec | None = None  # packages, files, env vars (envs/; Ray applies it natively)
+    cache: CacheRequest | None = None  # --cache: None runs it always
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able view for the store."""
@@ -181,4 +197,5 @@ class RunSpec:
             "name": self.name,
             "placement": self.placement.describe() if self.placement else {},
             "runtime_env": self.runtime_env.describe() if self.runtime_env else None,
+            "cache": dataclasses.asdict(self.cache) if self.cache else None,
         }

@@ -1,6 +1,7 @@
 """The words for where a run is: one enum that the store, traces, widgets and the side panel share.
 
-``queued`` (recorded, not started) -> ``running`` -> one of the final statuses. The
+``queued`` (recorded, not started) -> ``running`` -> one of the final statuses; a run served
+from the cache of identical runs (``--cache``) goes straight to ``cached``. The
 side panel's ``labextension/src/tokens.ts`` and the run widget's ``run.js`` repeat the
 final set; a test checks them against ``FINAL``.
 """
@@ -22,6 +23,7 @@ class Status(str, Enum):
     TIMEOUT = "timeout"
     OOM = "oom"
     CANCELLED = "cancelled"
+    CACHED = "cached"  # nothing ran: the output and values of an identical earlier run, replayed
 
     def __str__(self) -> str:
         return self.value
@@ -30,5 +32,7 @@ class Status(str, Enum):
         return str.__format__(self, format_spec)  # f"{Status.OOM}" is "oom" on every Python
 
 
-FINAL: frozenset[Status] = frozenset({Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT, Status.OOM, Status.CANCELLED})
+FINAL: frozenset[Status] = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT, Status.OOM, Status.CANCELLED, Status.CACHED}
+)
 UNFINISHED: frozenset[Status] = frozenset({Status.QUEUED, Status.RUNNING})

@@ -59,7 +59,7 @@ def run_cell(
 ) -> Any:
     """Run ``cell``; bind its ``--out`` values; return its value (or a ``BackgroundRun``).
 
-    ``runner`` replaces ``manager.run`` for a run in front (``--trace`` records a node around it).
+    ``runner`` replaces ``manager.run`` (``--trace`` records a node around it).
     """
     sink: Any = _QuietSink() if quiet else None
     on_event: EventCallback | None = None
@@ -74,7 +74,7 @@ def run_cell(
 
     if background:
         run: BackgroundRun = background_runs(manager).start(
-            cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event, bind=bind
+            cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event, bind=bind, runner=runner
         )
         return run
     result = (runner or manager.run)(cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event)

@@ -1,4 +1,5 @@
-"""``%jx``: the kernel's runs, logs, cancel, envs, experiment trees, resources, doctor and policy."""
+"""``%jx``: the kernel's runs, logs, cancel, envs, the cache of identical runs, experiment trees,
+resources, doctor and policy."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from jupyter_exec.doctor import diagnose
 from jupyter_exec.errors import JupyterExecError
 from jupyter_exec.manager import Manager
 from jupyter_exec.policy import policy_report
-from jupyter_exec.reports import envs_table, runs_table
+from jupyter_exec.reports import cache_table, envs_table, runs_table
 from jupyter_exec.resources import format_report, resources_report
 from jupyter_exec.trace.explore import trace_store
 from jupyter_exec.trace.view import render
+from jupyter_exec.units import format_bytes
 
 from .cells import background_runs, widgets_wanted
 from .options import env_options, parse_line, runtime_env, usage_errors
@@ -45,13 +47,13 @@ class JxMagics(Magics):
     @usage_errors(JupyterExecError)
     def jx(self, line: str) -> Any:
         """%jx runs | show N | logs N | cancel N | wait N [SECONDS] | tree [NAME] | resources | doctor | policy |
-        envs | env"""
+        envs | env | cache [size | clear [KEY]]"""
         command, _, rest = line.strip().partition(" ")
         handler = getattr(self, f"_jx_{command}", None)
         if handler is None:
             raise UsageError(
                 f"%jx {command}: unknown command; use one of: runs, show N, logs N, cancel N, wait N, "
-                "tree, resources, doctor, policy, envs, env"
+                "tree, resources, doctor, policy, envs, env, cache"
             )
         return handler(rest.strip())
 
@@ -130,6 +132,24 @@ class JxMagics(Magics):
             self.manager.default_env = runtime_env(parse_line(jx_env, rest), Path(os.getcwd()))
         current = self.manager.default_env
         print(json.dumps(current.describe(), indent=2) if current else "no default runtime env")
+
+    def _jx_cache(self, rest: str) -> Any:
+        """The cache of identical runs: its entries (nothing), their count and size (``size``), or
+        ``clear`` (all, or the entries whose key starts with KEY)."""
+        command, _, key = rest.partition(" ")
+        cache = self.manager.cache
+        if command == "size":
+            count, size = cache.size()
+            print(
+                f"{count} entries, {format_bytes(size)} (cap {format_bytes(cache.max_size)}: ExecConfig.cache_max_size)"
+            )
+            return None
+        if command == "clear":
+            print(f"{cache.clear(key.strip())} entries removed")
+            return None
+        if command:
+            raise UsageError(f"%jx cache {command}: use %jx cache, %jx cache size or %jx cache clear [KEY]")
+        return cache_table(cache)
 
     def _jx_doctor(self, rest: str) -> None:
         print(diagnose(self.manager.policy, self.manager.config)[0])

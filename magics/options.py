@@ -21,9 +21,10 @@ from IPython.core.magic_arguments import argument
 
 from jupyter_exec.envs import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, JupyterExecError, MissingExtraError, SpecError, TaskError
-from jupyter_exec.spec import parse_env, parse_names
+from jupyter_exec.spec import CacheRequest, parse_env, parse_names
 
 __all__ = [
+    "cache_options",
     "common_fields",
     "env_options",
     "limit_options",
@@ -182,10 +183,37 @@ trace_options = option_group(
 )
 
 
+cache_options = option_group(
+    argument(
+        "--cache",
+        action="store_true",
+        help="serve the cell from the cache of identical runs (same code, inputs, env, image, limits, "
+        "mounted files) without running it, and keep it there when it succeeds (%%jx cache)",
+    ),
+    argument(
+        "--cache-mounts",
+        metavar="content|mtime",
+        help="with --cache: read-only mounts enter the key by their files' content (default) or, "
+        "cheaper, by size and modification time",
+    ),
+    argument("--cache-network", action="store_true", help="with --cache: a --network cell may be cached too"),
+)
+
+
+def cache_request(args: Any) -> CacheRequest | None:
+    """The cache options as a ``CacheRequest`` (None without ``--cache``; the others need it)."""
+    if not args.cache:
+        if args.cache_mounts or args.cache_network:
+            raise SpecError("--cache-mounts and --cache-network go with --cache")
+        return None
+    return CacheRequest(mounts=args.cache_mounts or "content", network=args.cache_network)
+
+
 def common_fields(args: Any, base_dir: Path | None = None) -> dict[str, Any]:
-    """The RunSpec fields every cell magic takes the same way: transfer and env options.
+    """The RunSpec fields every cell magic takes the same way: transfer, env and cache options.
     Relative env paths are taken from ``base_dir`` (default: the current directory)."""
     return {
+        "cache": cache_request(args),
         "inputs": parse_names(args.inputs, "--in"),
         "outputs": parse_names(args.outputs, "--out"),
         "env": parse_env(args.env),

@@ -16,7 +16,15 @@ from jupyter_exec.manager import Manager
 from jupyter_exec.spec import Limits, RunSpec
 
 from .cells import run_cell
-from .options import common_fields, env_options, option_group, parse_line, transfer_options, usage_errors
+from .options import (
+    cache_options,
+    common_fields,
+    env_options,
+    option_group,
+    parse_line,
+    transfer_options,
+    usage_errors,
+)
 
 __all__ = ["RayMagics"]
 
@@ -29,6 +37,11 @@ ray_options = option_group(
     argument("--num-cpus", metavar="N", help="CPUs the task reserves (default 1)"),
     argument("--num-gpus", metavar="N", help="GPUs the task reserves (default 0)"),
     argument("--memory", metavar="SIZE", help="memory the task reserves for scheduling, e.g. 4g (Ray does not cap it)"),
+    argument(
+        "--resources",
+        metavar="NAME=N,...",
+        help="custom resources the task reserves, as nodes declare them (ray start --resources)",
+    ),
     argument("--node", metavar="ID|IP|HOST|local", help="run on this node: id (or prefix), IP, hostname or local"),
     argument("--soft", action="store_true", help="with --node: prefer that node, run elsewhere if it cannot"),
     argument("--gpu-id", metavar="I,J", help="pin these GPU ids through CUDA_VISIBLE_DEVICES"),
@@ -55,6 +68,7 @@ class RayMagics(Magics):
             num_cpus=args.num_cpus,
             num_gpus=args.num_gpus,
             memory=args.memory,
+            custom=args.resources,
             node=args.node,
             soft=args.soft or None,
             gpu_ids=args.gpu_id,
@@ -69,6 +83,7 @@ class RayMagics(Magics):
     @ray_options
     @transfer_options
     @env_options
+    @cache_options
     @cell_magic
     @usage_errors()
     def rayrun(self, line: str, cell: str) -> Any:

@@ -23,6 +23,7 @@ from jupyter_exec.trace.explore import run_in_trace
 
 from .cells import run_cell
 from .options import (
+    cache_options,
     common_fields,
     env_options,
     limit_options,
@@ -70,6 +71,7 @@ class SandboxMagics(Magics):
     @limit_options
     @transfer_options
     @env_options
+    @cache_options
     @trace_options
     @argument(
         "--bg",
@@ -92,16 +94,12 @@ class SandboxMagics(Magics):
         )
 
     def _trace_run(self, args: Any) -> Callable[..., Any] | None:
-        """With ``--trace``: a ``manager.run`` that records the run as a node of that trace."""
+        """With ``--trace``: a ``manager.run`` that records the run as a node of that trace (in
+        front or, with ``--bg``, in the background, beside other writers of the same trace)."""
         if not args.trace:
             if args.parent or args.metric or args.maximize is not None:
                 raise UsageError("--parent, --metric, --maximize and --minimize need --trace NAME")
             return None
-        if args.bg:
-            raise UsageError(
-                "--trace runs in front: drop --bg (to grow a trace several runs at a time, use "
-                "jupyter_exec.explore(propose, trace=NAME, max_parallel=K))"
-            )
         return functools.partial(
             run_in_trace,
             self.manager,

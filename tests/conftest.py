@@ -98,8 +98,12 @@ class Kernel:
                 return
 
     def run(self, code: str, timeout: float = 120, check: bool = False) -> CellResult:
+        return self.collect(self.client.execute(code), timeout, check, code)
+
+    def collect(self, msg_id: str, timeout: float = 120, check: bool = False, code: str = "") -> CellResult:
+        """What the cell of execute request ``msg_id`` showed, once it has finished."""
         cell = CellResult()
-        for msg in self.messages(self.client.execute(code), timeout):
+        for msg in self.messages(msg_id, timeout):
             kind, content = msg["msg_type"], msg["content"]
             if kind == "stream":
                 setattr(cell, content["name"], getattr(cell, content["name"]) + content["text"])
@@ -151,6 +155,17 @@ class Kernel:
         assert "ran" not in result.stdout and self.store().runs(1) == before
         return result.stderr.removeprefix("UsageError: ").rstrip("\n")
 
+    def assert_no_run_processes(self) -> None:
+        """Only idle workers and fork servers (their cwd is ``/``, no run's scratch directory)
+        may remain of this kernel's runs, within 5 s."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            busy = [p for p in owned_processes(self.pid) if not _is_idle_worker(p)]
+            if not busy:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"processes of finished runs remain: {busy}")
+
     def doctor(self) -> str:
         """What ``%jx doctor`` says in this kernel (what a limit's enforcement depends on)."""
         if not hasattr(self, "_doctor"):
@@ -175,6 +190,23 @@ class Kernel:
 
     def last_run(self) -> dict:
         return self.store().runs(limit=1)[0]
+
+    def last_log(self) -> str:
+        """The log of the last run so far (what it printed, and what its backend noted)."""
+        path = self.last_run()["log_path"]
+        return Path(path).read_text() if path and Path(path).exists() else ""
+
+    def start(self, code: str, printed: str, timeout: float = 90) -> str:
+        """Execute ``code`` and return once its run is going and has printed ``printed``; the
+        request's id, for ``collect``."""
+        msg_id = self.client.execute(code)
+        deadline = time.monotonic() + timeout
+        while not ([r["status"] for r in self.store().runs(1)] == ["running"] and printed in self.last_log()):
+            assert time.monotonic() < deadline, (
+                f"the run did not print {printed!r} within {timeout:g} s: {self.store().runs(1)}, {self.last_log()!r}"
+            )
+            time.sleep(0.2)
+        return msg_id
 
     def shutdown(self) -> None:
         self.client.stop_channels()
@@ -221,6 +253,14 @@ def add_run(store: Store, name: str, status: Status | None = Status.SUCCEEDED, *
     if status is not None:
         store.finish_run(run, status)
     return run
+
+
+def _is_idle_worker(pid: int) -> bool:
+    """A pooled worker not yet given a run (or a fork server) has no scratch directory as its cwd."""
+    try:
+        return os.readlink(f"/proc/{pid}/cwd") == "/"
+    except OSError:
+        return True
 
 
 def owned_processes(owner_pid: int) -> list[int]:

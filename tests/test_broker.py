@@ -24,6 +24,7 @@ import tempfile
 import textwrap
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import docker
@@ -311,6 +312,22 @@ def test_explore_runs_its_nodes_in_parallel_through_the_broker(bob, broker):
     assert len(runs) == 4 and all(row["status"] == "succeeded" for row in runs)
     overlapped = sorted((row["created"], row["created"] + row["duration"]) for row in runs)
     assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(overlapped)), overlapped
+
+
+def test_map_and_the_cache_of_identical_runs_through_the_broker(alice, broker):
+    mapped = alice.run(
+        "import jupyter_exec\n"
+        "jupyter_exec.map('item * item', range(6), backend='container', max_parallel=2, progress=False)",
+        check=True,
+    )
+    assert mapped.result_text == "[0, 1, 4, 9, 16, 25]"
+    tag = uuid.uuid4().hex[:8]
+    cell = f"{SANDBOX} --cache\nprint('ran {tag}')\n6 * 7"
+    before = len(broker.admin({"op": "runs", "user": USERS[0], "finished": True, "limit": 1000})["runs"])
+    first, second = alice.run(cell, check=True), alice.run(cell, check=True)
+    assert first.stdout == second.stdout == f"ran {tag}\n" and first.result_text == second.result_text == "42"
+    after = len(broker.admin({"op": "runs", "user": USERS[0], "finished": True, "limit": 1000})["runs"])
+    assert after == before + 1  # the second came from the kernel's cache: the broker ran it once
 
 
 def test_interrupt_cancels_the_run_at_the_broker(bob, broker):

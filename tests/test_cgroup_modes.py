@@ -107,3 +107,20 @@ def test_a_v2_group_gets_the_limits_in_cgroup_v2s_own_words(tmp_path):
     (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
     (tmp_path / "memory.peak").write_text("1048576\n")
     assert group.oom_killed() and group.peak_memory() == 2**20
+    assert (tmp_path / "pids.max").read_text() == "max" and (tmp_path / "cpu.max").read_text() == "max 100000"
+
+
+def test_a_group_set_up_for_one_runs_limits_takes_anothers(tmp_path):
+    """The pool sets a waiting worker's group to the last run's limits; the next run's replace
+    them, up or down or to none (v1's memory+swap limit never below the memory limit)."""
+    require(os.geteuid() == 0 and cgroup_mode().kind == "root", "real cgroups need root here")
+    group = RunCgroup.create(f"jx-{os.getpid()}-test-{tmp_path.name}")
+    try:
+        for memory, pids, cpus in ((256 * 2**20, 32, 0.5), (2**30, 64, None), (None, None, 1.0), (2**28, 8, None)):
+            group.set_limits(memory=memory, pids=pids, cpus=cpus)
+            memory_file = "memory.max" if group.v2 else "memory.limit_in_bytes"
+            shown = int(group._read("memory", memory_file).replace("max", "-1"))
+            assert shown == memory or (memory is None and (shown == -1 or shown > 2**60)), (memory, shown)
+            assert group._read("pids", "pids.max").strip() == ("max" if pids is None else str(pids))
+    finally:
+        group.kill_and_remove()

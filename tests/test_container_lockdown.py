@@ -259,11 +259,14 @@ def test_each_limit_is_kept_or_refused(kernel, case):
 
 def test_a_killed_kernels_containers_are_gone_within_seconds(case, tmp_path):
     """SIGKILL a kernel in the middle of a run, with a warm pool: its containers (the running
-    one and the pooled ones) go without any other kernel starting (the lifeline)."""
+    one and the pooled ones) go without any other kernel starting (the lifeline). The run asks
+    for limits of its own (``--pids``), so it starts a container besides the pool's."""
     doomed = Kernel(tmp_path / "data", tmp_path, env=case.kernel_env)
     owner = str(doomed.pid)
     try:
-        doomed.client.execute(f"{case.magic} --timeout 5m\nimport time\nprint('started', flush=True)\ntime.sleep(300)")
+        doomed.client.execute(
+            f"{case.magic} --timeout 5m --pids 200\nimport time\nprint('started', flush=True)\ntime.sleep(300)"
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             mine = containers(case.engine.client, owner_pid=owner)

@@ -199,11 +199,11 @@ def test_map_is_checked_before_connecting(tmp_path):
     manager.policy = policy
     set_current_manager(manager)
     try:
-        assert refusal(lambda: jupyter_exec.map(abs, [1], num_gpus=4)) == (
+        assert refusal(lambda: jupyter_exec.map(abs, [1], backend="ray", num_gpus=4)) == (
             f"--num-gpus 4 is above the administrator's ceiling of 0 (policy {path}); drop --num-gpus"
         )
         assert "Ray address ray://elsewhere:10001 is not allowed" in refusal(
-            lambda: jupyter_exec.map(abs, [1], address="ray://elsewhere:10001")
+            lambda: jupyter_exec.map(abs, [1], backend="ray", address="ray://elsewhere:10001")
         )
         assert not connection().connected and manager.store.runs() == []  # refused: nothing recorded
     finally:

@@ -20,6 +20,7 @@ PUBLIC = {
     "JupyterExecError",
     "Limits",
     "Manager",
+    "MapError",
     "Mount",
     "NodeFailedError",
     "PolicyError",

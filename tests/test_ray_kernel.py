@@ -88,10 +88,12 @@ def test_exception_with_remote_traceback(ray_kernel):
     assert ray_kernel.last_run()["status"] == "failed"
 
 
-def test_worker_death_is_a_node_failure(ray_kernel):
+def test_worker_death_is_a_node_failure_naming_the_exit(ray_kernel):
     cell = ray_kernel.run("%%rayrun\nimport os\nos._exit(3)")
     assert cell.error["ename"] == "NodeFailedError" and "Ray worker" in cell.error["evalue"]
-    assert ray_kernel.last_run()["status"] == "failed"
+    assert "exit code 3" in cell.error["evalue"]
+    assert (ray_kernel.last_run()["status"], ray_kernel.last_run()["exit_code"]) == ("failed", 3)
+    assert ray_kernel.run("%%rayrun\n'fine'", check=True).result_text == "'fine'"
 
 
 def test_output_streams_live(ray_kernel):
@@ -104,6 +106,21 @@ def test_output_streams_live(ray_kernel):
     assert cell.finished_at - cell.stream_times[0] > 1.0  # the first line came long before the end
     log = open(ray_kernel.last_run()["log_path"]).read()
     assert "tick 5" in log
+
+
+def test_output_survives_the_relay_being_killed(ray_kernel):
+    """The relay actor that carries output is one process of the cluster's like any other: if
+    it is killed, the runs after the one that finds it gone have their output again."""
+    ray_kernel.run(
+        "import os, signal, ray\n"
+        "from jupyter_exec.backends.raycluster.connection import connection\n"
+        "(relay,) = [a for a in ray._private.state.actors().values() if a['Name'] == connection().relay_key[0]]\n"
+        "os.kill(relay['Pid'], signal.SIGKILL)",
+        check=True,
+    )
+    cell = "%%rayrun\nimport time\nprint('after the relay', flush=True)\ntime.sleep(0.5)"
+    ray_kernel.run(cell, check=True)  # the run that finds the relay gone (its output may be lost)
+    assert ray_kernel.run(cell, check=True).stdout == "after the relay\n"
 
 
 def test_short_cells_never_poll_for_output(ray_kernel):
@@ -211,17 +228,39 @@ def test_limits_ray_cannot_enforce_are_refused(ray_kernel):
 def test_map_fans_out_in_order(ray_kernel):
     cell = ray_kernel.run(
         "import jupyter_exec\n"
-        "squares = jupyter_exec.map(lambda x: x * x, range(200), max_in_flight=2)\n"
-        "from_code = jupyter_exec.map('item + 1', [1, 2, 3])\n"
+        "squares = jupyter_exec.map(lambda x: x * x, range(200), backend='ray', max_parallel=2)\n"
+        "from_code = jupyter_exec.map('item + 1', [1, 2, 3], backend='ray')\n"
         "squares == [x * x for x in range(200)] and from_code == [2, 3, 4]",
         check=True,
     )
     assert cell.result_text == "True"
     assert "map: 200/200 items" in cell.stderr
-    failing = ray_kernel.run("jupyter_exec.map(lambda x: 1 // (x - 7), range(10), progress=False)")
-    assert failing.error["ename"] == "ZeroDivisionError" and "item 7" in failing.error["evalue"]
-    too_big = ray_kernel.run("jupyter_exec.map(abs, range(3), num_gpus=1)")  # nothing could run it
+    failing = ray_kernel.run(
+        "try:\n    jupyter_exec.map(lambda x: 1 // (x - 7), range(10), backend='ray', progress=False)\n"
+        "except jupyter_exec.MapError as error:\n"
+        "    print(error.results[:7], error.results[8:], list(error.errors), type(error.errors[7]).__name__)",
+        check=True,
+    )  # as on every backend: the other items' results survive the one that raised
+    assert failing.stdout == "[-1, -1, -1, -1, -1, -1, -1] [1, 0] [7] ZeroDivisionError\n", failing.stdout
+    too_big = ray_kernel.run("jupyter_exec.map(abs, range(3), backend='ray', num_gpus=1)")  # nothing could run it
     assert too_big.error["ename"] == "SpecError" and "can ever run this task" in too_big.error["evalue"]
+
+
+def test_explore_on_ray_records_a_child_whose_worker_died_and_goes_on(ray_kernel):
+    cell = ray_kernel.run(
+        "import itertools, jupyter_exec\n"
+        "proposals = itertools.count()\n"
+        "def propose(parent):\n"
+        "    n = next(proposals)\n"
+        "    return ('import os\\nos._exit(3)' if n == 1 else f'{{\"score\": {n}}}'), {'n': n}\n"
+        "tree = jupyter_exec.explore(propose, budget=4, backend='ray', trace='ray-faults', progress=False)\n"
+        "print(sorted((str(n.status), n.error or '') for n in tree.nodes.values()))",
+        timeout=180,
+        check=True,
+    )
+    (failed, *succeeded) = sorted(eval(cell.stdout))
+    assert failed[0] == "failed" and "exit code 3" in failed[1]
+    assert [status for status, _ in succeeded] == ["succeeded"] * 3
 
 
 def test_second_kernel_connects_by_address_without_starting_or_stopping(ray_kernel, ray_address, tmp_path):
@@ -285,22 +324,37 @@ def test_runtime_env_becomes_rays_own(ray_kernel):
     assert spec["runtime_env"]["working_dir"].endswith("rayproject")
 
 
-def test_shutting_down_stops_the_embedded_ray_promptly(tmp_path):
-    """The kernel stops its Ray when told to shut down, before ipykernel SIGTERMs its process
-    group: the kernel exits in seconds, not at jupyter_client's kill, and no Ray process stays."""
+def test_the_embedded_ray_lost_is_started_anew_and_stops_promptly_with_the_kernel(tmp_path):
+    """If the kernel's local Ray goes (its GCS killed), the run on it fails in seconds and the
+    next run starts a new one. The kernel stops its Ray when told to shut down, before
+    ipykernel SIGTERMs its process group: the kernel exits in seconds, not at jupyter_client's
+    kill, and no Ray process stays."""
     import psutil
+
+    def ray_processes() -> list[psutil.Process]:
+        children = psutil.Process(kernel.pid).children(recursive=True)
+        return [p for p in children if p.name() in ("gcs_server", "raylet")]
 
     kernel = Kernel(tmp_path / "data", tmp_path, env={"JX_RAY_ADDRESS": ""})
     try:
         kernel.run("%%rayrun\n1", timeout=180, check=True)
-        ray_processes = [
-            p for p in psutil.Process(kernel.pid).children(recursive=True) if p.name() in ("gcs_server", "raylet")
-        ]
-        assert len(ray_processes) == 2
+        (gcs,) = [p for p in ray_processes() if p.name() == "gcs_server"]
+        msg_id = kernel.start("%%rayrun\nimport time\nprint('started', flush=True)\ntime.sleep(60)", "started")
+        gcs.kill()
+        killed = time.monotonic()
+        lost = kernel.collect(msg_id, timeout=60)
+        assert time.monotonic() - killed <= 30
+        assert lost.error["ename"] == "NodeFailedError", lost.error
+        assert "this kernel's local Ray" in lost.error["evalue"] and "went away" in lost.error["evalue"]
+        assert kernel.last_run()["status"] == "failed"
+        again = kernel.run("%%rayrun\n'a new local Ray'", timeout=180, check=True)
+        assert again.result_text == "'a new local Ray'" and "starting a local Ray" in again.stderr
+        running = ray_processes()
+        assert len(running) == 2 and gcs.pid not in [p.pid for p in running]  # the old one's are gone
     finally:
         started = time.monotonic()
         kernel.shutdown()
         took = time.monotonic() - started
     assert took < 4.5, f"shutdown took {took:.1f} s"  # jupyter_client kills a kernel at 5 s
-    psutil.wait_procs(ray_processes, timeout=10)
-    assert not [p for p in ray_processes if p.is_running()]
+    psutil.wait_procs(running, timeout=10)
+    assert not [p for p in running if p.is_running()]

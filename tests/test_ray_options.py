@@ -25,6 +25,14 @@ def test_resources_and_gpu_ids():
     assert RunSpec(backend="ray", placement=options).describe()["placement"]["gpu_ids"] == ("1", "3")
 
 
+def test_custom_resources_are_reserved_and_passed_to_ray():
+    options = RayOptions.parse(custom="second=1, disk=0.5")
+    assert options.custom == (("disk", 0.5), ("second", 1.0))
+    assert options.resources() == {"CPU": 1.0, "disk": 0.5, "second": 1.0}  # the feasibility check sees them
+    assert options.task_options(None)["resources"] == {"disk": 0.5, "second": 1.0}
+    assert "resources" not in RayOptions.parse().task_options(None)
+
+
 @pytest.mark.parametrize(
     "values, message",
     [
@@ -34,6 +42,9 @@ def test_resources_and_gpu_ids():
         ({"retries": "1.5"}, "--retries"),
         ({"gpu_ids": "0,1", "num_gpus": "1"}, "--gpu-id"),
         ({"soft": True}, "--soft needs --node"),
+        ({"custom": "second"}, "NAME=AMOUNT"),
+        ({"custom": "second=lots"}, "--resources second"),
+        ({"custom": "CPU=2"}, "with --num-cpus"),
     ],
 )
 def test_bad_options_name_the_option(values, message):

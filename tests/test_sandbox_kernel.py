@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import owned_processes
+
+from jupyter_exec.status import FINAL
 
 pytestmark = [pytest.mark.kernel, pytest.mark.ordinary_user]
 SECCOMP = "%%sandbox --backend seccomp"
@@ -27,7 +26,7 @@ def test_interrupt_cancels_the_run(kernel):
     reply = kernel.interrupt_run(f"{SECCOMP}\nimport time\nprint('started', flush=True)\ntime.sleep(60)")
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     assert kernel.last_run()["status"] == "cancelled"
-    _assert_no_run_processes(kernel)
+    kernel.assert_no_run_processes()
 
 
 @pytest.mark.parametrize(
@@ -92,7 +91,7 @@ def test_hostile_cell_is_contained(kernel, name, options, code, status, ename):
     if name == "spin":
         assert elapsed < 3.0
     assert kernel.run("print('alive')", check=True).stdout == "alive\n"
-    _assert_no_run_processes(kernel)
+    kernel.assert_no_run_processes()
 
 
 def test_printed_fake_frame_cannot_forge_result(kernel):
@@ -198,23 +197,4 @@ def test_jx_commands(kernel):
 
 def test_every_run_is_finished_in_the_store(kernel):
     rows = kernel.store().runs(limit=10_000)
-    assert rows and all(r["status"] in ("succeeded", "failed", "timeout", "oom", "cancelled") for r in rows)
-
-
-def _assert_no_run_processes(kernel) -> None:
-    """Only idle pool workers (waiting for a request) may remain."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        busy = [p for p in owned_processes(kernel.pid) if not _is_idle_worker(p)]
-        if not busy:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"processes of finished runs remain: {busy}")
-
-
-def _is_idle_worker(pid: int) -> bool:
-    """A pooled worker not yet given a run has no scratch directory as its cwd."""
-    try:
-        return os.readlink(f"/proc/{pid}/cwd") == "/"
-    except OSError:
-        return True
+    assert rows and all(r["status"] in FINAL for r in rows)

@@ -18,6 +18,7 @@ from jupyter_exec.errors import StoreError
 from jupyter_exec.status import Status
 from jupyter_exec.storage import opening
 from jupyter_exec.storage.salvage import salvage
+from jupyter_exec.storage.schema import LATEST
 from jupyter_exec.store import Store
 from jupyter_exec.trace.store import TraceStore
 
@@ -102,7 +103,7 @@ def test_store_check_reports_the_store_and_vacuum_gives_free_pages_back(tmp_path
     assert check.returncode == 0, check.stderr
     lines = check.stdout.splitlines()
     assert lines[0].startswith(f"{path}: 200 runs, ") and "wal journal on " in lines[0] and " free" in lines[0]
-    assert "schema version 4, integrity: ok" in lines[1]
+    assert f"schema version {LATEST}, integrity: ok" in lines[1]
     assert [line.split() for line in lines if line.strip().startswith(("runs ", "trace_nodes "))] == [
         ["runs", "200", "rows"],
         ["trace_nodes", "1", "rows"],
@@ -114,7 +115,7 @@ def test_store_check_reports_the_store_and_vacuum_gives_free_pages_back(tmp_path
     before = path.stat().st_size
     vacuum = subprocess.run([*CLI, "store", "vacuum"], env=env, capture_output=True, text=True, timeout=60)
     assert vacuum.returncode == 0, vacuum.stderr
-    assert path.stat().st_size < before / 2 and len(_rows(path)) == 20
+    assert path.stat().st_size < before * 0.6 and len(_rows(path)) == 20  # the schema itself takes some pages
 
     with open(path, "r+b") as file:
         file.write(b"\0" * 100)

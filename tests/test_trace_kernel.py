@@ -116,7 +116,7 @@ def test_sandbox_cells_as_trace_nodes(kernel):
         ("--trace cells --parent first", "--parent: 'first' is not a node id"),
         ("--trace cells --maximize", "trace 'cells' records loss (minimised)"),
         ("--parent best", "need --trace NAME"),
-        ("--trace cells --bg", "drop --bg (to grow a trace several runs at a time, use jupyter_exec.explore"),
+        ("--trace cells --bg --parent 99999", "trace 'cells' has no node 99999"),  # in the background too
     ],
 )
 def test_bad_trace_options_are_one_line_errors(kernel, line, message):

@@ -1,5 +1,5 @@
 // The live run panel. State comes only from the model's traits; the page adds the clock.
-const FINAL = ["succeeded", "failed", "timeout", "oom", "cancelled"];
+const FINAL = ["succeeded", "failed", "timeout", "oom", "cancelled", "cached"];
 
 function bytes(n) {
   if (n == null) return "-";

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.builder import BuiltEnv, EnvBuilder
 from jupyter_exec.envs.spec import EnvSpec
-from jupyter_exec.errors import NodeFailedError, TaskError
+from jupyter_exec.errors import NodeFailedError, TaskError, TransferError, remote_error
 from jupyter_exec.runner.protocol import Envelope, OutputSink, ProtocolReader
 from jupyter_exec.spec import Placement, RunSpec
 from jupyter_exec.status import Status
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 KILL_GRACE = 2.0  # seconds a killed run's descriptors may stay open before we stop reading
 
-__all__ = ["Availability", "ExecutorBackend", "Outcome", "Submission", "TaskHandle"]
+__all__ = ["Availability", "ExecutorBackend", "MapOutcome", "MapProgress", "Outcome", "Submission", "TaskHandle"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,67 @@ class Outcome:
     peak_memory: int | None = None  # bytes
     cpu_seconds: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MapOutcome:
+    """What a map brought back: ``results`` in the items' order (None where an item failed)
+    and ``errors`` by item index, each the error the item raised in the sandbox.
+    ``settled(index)`` is called as each item's result or error comes in."""
+
+    results: list[Any]
+    errors: dict[int, BaseException] = field(default_factory=dict)
+    settled: Callable[[int], None] | None = None
+
+    def succeed(self, index: int, result: Any) -> None:
+        self.results[index] = result
+        if self.settled is not None:
+            self.settled(index)
+
+    def fail(self, index: int, error: BaseException) -> None:
+        self.errors[index] = error
+        if self.settled is not None:
+            self.settled(index)
+
+    def add(self, start: int, batch: dict[str, Any], decode: Callable[[Any], Any], run_id: int | None) -> None:
+        """Take in one batch as ``bootstrap.apply_batch`` reports it (items from ``start``, run
+        ``run_id``)."""
+        failed = batch.get("errors") or {}
+        for offset, encoded in enumerate(batch["results"]):
+            index = start + offset
+            described = failed.get(str(index))
+            if described is None:
+                try:
+                    self.succeed(index, decode(encoded))
+                except TransferError as error:
+                    self.fail(index, error)
+            elif described["type"] == "TransferError":
+                self.fail(
+                    index,
+                    TransferError(
+                        f"{described['message']}, which cannot come back as data; "
+                        "return data, or pass trust=True to pickle it (only for code you trust)"
+                    ),
+                )
+            else:
+                self.fail(
+                    index, remote_error(described["type"], described["message"], described["traceback"], run_id=run_id)
+                )
+
+
+class MapProgress:
+    """The progress line every map shows (``say``: where it goes; None: nowhere), at most five
+    times a second and once more when the last item is in."""
+
+    def __init__(self, total: int, say: Callable[[str], None] | None) -> None:
+        self.total, self.say, self.done, self._shown = total, say, 0, 0.0
+
+    def advance(self, items: int) -> None:
+        self.done += items
+        if self.say and (time.monotonic() - self._shown > 0.2 or self.done == self.total):
+            self._shown = time.monotonic()
+            end = "\n" if self.done == self.total else ""
+            self.say(f"\r[jupyter-exec] map: {self.done}/{self.total} items{end}")
 
 
 class TaskHandle:
@@ -156,7 +217,9 @@ class KillableRun(abc.ABC):
     def stream(self, fds: dict[int, str], tick: Callable[[float], None] = lambda elapsed: None) -> None:
         """Read ``fds`` (named stdout, stderr or protocol) until every holder lets go.
 
-        Output is decoded incrementally, so a character split across reads stays whole. The
+        Output is decoded incrementally, so a character split across reads stays whole. Once
+        stdout and stderr are closed and the supervisor has reported the cell's exit (its
+        last message), the run is over without waiting for the protocol channel to close. The
         wall-clock limit is enforced here: past it the run is killed and ``timed_out`` set.
         After a kill, something outside our reach may hold a descriptor open; it gets
         ``KILL_GRACE`` seconds, then we stop waiting. ``tick`` is called each pass.
@@ -192,6 +255,8 @@ class KillableRun(abc.ABC):
                 killed_at = now
             if killed_at is not None and now - killed_at > KILL_GRACE:
                 break
+            if self.reader.exit_status is not None and "stdout" not in streams.values() and len(streams) == 1:
+                break  # the supervisor's last word, and the cell's output complete: nothing more can come
         for name, decoder in decoders.items():
             if tail := decoder.decode(b"", final=True):
                 sink.output(name, tail)
@@ -246,6 +311,10 @@ class ExecutorBackend(abc.ABC):
         checked by the Manager for all."""
         return None
 
+    def bound_by(self, policy: Policy) -> None:
+        """Bound the backend's own settings by the administrator's policy (a warm pool's size);
+        called once, before ``initialize``."""
+
     def initialize(self) -> None:
         """Start what the backend needs (pools, connections). Called once before use."""
 
@@ -289,8 +358,8 @@ class ExecutorBackend(abc.ABC):
         batch_size: int | None = None,
         max_parallel: int | None = None,
         progress: Callable[[str], None] | None = None,
-    ) -> list[Any]:
-        """``work`` over ``items``, results in order (backends with ``fans_out``)."""
+    ) -> MapOutcome:
+        """``work`` over ``items``, results in order, errors per item (backends with ``fans_out``)."""
         raise NotImplementedError(f"{self.name} does not fan out")
 
     def shutdown(self) -> None:
@@ -303,6 +372,11 @@ class ExecutorBackend(abc.ABC):
         """What the run uses now: ``memory`` (bytes), ``cpu_seconds`` so far, and ``gpu`` (%)
         / ``gpu_memory`` (bytes) where known; None when this backend cannot tell (``samples``)."""
         return None
+
+    def identity(self, spec: RunSpec) -> dict[str, Any]:
+        """What decides a run's result here besides its code, inputs and spec, for the cache of
+        identical runs (``--cache``): the Python build, the image's digest, the runtime."""
+        return {"backend": self.name, "isolation": self.isolation}
 
     def env_builder(self, env: EnvSpec | None = None) -> EnvBuilder | None:
         """What builds runtime envs (``env``, if known) for this backend; None if it cannot use them."""

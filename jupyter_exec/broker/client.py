@@ -93,6 +93,18 @@ class BrokerBackend(ExecutorBackend):
                 ) from None
             raise
 
+    def identity(self, spec: RunSpec) -> dict[str, Any]:
+        """The broker's answer for its own engine (image digest, runtime, engine), and which broker."""
+        placement = spec.placement
+        reply = self.ask(
+            {
+                "op": "identity",
+                "image": spec.runtime_env.image if spec.runtime_env else None,
+                "runtime": placement.runtime if isinstance(placement, ContainerOptions) else None,
+            }
+        )
+        return {**reply["identity"], "broker": str(self.address)}
+
     def image(self, env: EnvSpec | None) -> str:
         return (env.image if env else None) or str(self.hello.get("image") or _DEFAULT_IMAGE)
 

@@ -113,7 +113,7 @@ def serve_run(broker: Broker, identity: Identity, doc: dict[str, Any], channel: 
     request = wire.parse_run(doc, MAX_CODE)
     defaults = wire.parse_defaults(doc.get("defaults"))
     policy, quotas = broker.rules.for_user(identity.user, identity.groups)
-    with broker.sandboxes.backend(identity.user) as backend:
+    with broker.sandboxes.backend(identity.user, policy) as backend:
         spec = _admit(broker, request, policy, backend, defaults)
         runtime = spec.placement.runtime if isinstance(spec.placement, ContainerOptions) else None
         image = backend.image(spec.runtime_env)

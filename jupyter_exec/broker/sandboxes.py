@@ -26,6 +26,7 @@ from jupyter_exec.backends.factory import env_builder_for
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs import BuiltEnv, EnvCache, EnvSpec
 from jupyter_exec.envs.builder import Progress
+from jupyter_exec.policy import Policy
 
 __all__ = ["USER_LABEL", "Sandboxes"]
 
@@ -48,8 +49,9 @@ class Sandboxes:
         threading.Thread(target=self._close_idle, daemon=True, name="jx-broker-idle").start()
 
     @contextlib.contextmanager
-    def backend(self, user: str) -> Iterator[ContainerBackend]:
-        """``user``'s container backend, held (never closed as idle) while the block runs."""
+    def backend(self, user: str, policy: Policy) -> Iterator[ContainerBackend]:
+        """``user``'s container backend (its pool bounded by ``policy``, the user's, when it is made),
+        held (never closed as idle) while the block runs."""
         with self._lock:
             backend = self._backends.get(user)
             if backend is None:
@@ -62,6 +64,7 @@ class Sandboxes:
             self._busy[user] = self._busy.get(user, 0) + 1
         try:
             if fresh:
+                backend.bound_by(policy)
                 backend.initialize()  # warms this user's pool
             yield backend
         finally:

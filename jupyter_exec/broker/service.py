@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from jupyter_exec.backends.container import ContainerBackend, ContainerOptions
 from jupyter_exec.config import ExecConfig
+from jupyter_exec.envs.spec import EnvSpec
 from jupyter_exec.errors import JupyterExecError, PolicyError
 from jupyter_exec.policy import policy_report
+from jupyter_exec.spec import RunSpec
 
 from . import wire
 from .audit import AuditLog
@@ -109,8 +112,6 @@ class Broker:
                 code_hash=row["code_hash"],
                 duration=row["duration"],
             )
-        from jupyter_exec.backends.container import ContainerBackend
-
         ContainerBackend.reap()  # containers of a broker that died, should any have outlived it
         self.scheduler = Scheduler(self.rules.capacity)
         self.limiter = RateLimiter()
@@ -205,6 +206,21 @@ class Broker:
         if live.stop is not None:
             live.stop()
         return {"cancelled": True, "status": row["status"]}
+
+    def _identity(self, identity: Identity, doc: dict[str, Any]) -> dict[str, Any]:
+        """What decides a run's result here besides its code and spec, for the kernel's cache of
+        identical runs (``--cache``): the image's digest (asked afresh), the runtime the policy
+        leaves the run, the engine; as a local container backend answers it."""
+        policy = self.rules.for_user(identity.user, identity.groups)[0]
+        image, runtime = (doc.get(k) if isinstance(doc.get(k), str) else None for k in ("image", "runtime"))
+        spec = RunSpec(
+            backend="container",
+            placement=ContainerOptions.parse(runtime),
+            runtime_env=EnvSpec(image=image) if image else None,
+        )
+        spec = ContainerBackend.admit(spec, policy) or spec
+        with self.sandboxes.backend(identity.user, policy) as backend:
+            return {"identity": backend.identity(spec)}
 
     def _resources(self, identity: Identity, doc: dict[str, Any]) -> dict[str, Any]:
         quotas = self.rules.for_user(identity.user, identity.groups)[1]

@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 VERSION = 1
-OPS = ("hello", "run", "cancel", "runs", "show", "logs", "resources")
+OPS = ("hello", "run", "cancel", "runs", "show", "logs", "resources", "identity")
 _TASK_ERRORS: dict[str, type[TaskError]] = {
     cls.__name__: cls for cls in (TaskError, TaskCancelledError, TaskTimeoutError, NodeFailedError)
 }

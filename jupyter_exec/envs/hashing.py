@@ -17,12 +17,13 @@ from pathlib import Path
 
 from .spec import EnvSpec
 
-__all__ = ["env_hash", "tree_files"]
+__all__ = ["env_hash", "file_digest", "tree_files"]
 
 _ALWAYS_EXCLUDED = (".git", "__pycache__", ".ipynb_checkpoints", "*.pyc")
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's bytes (hex), read a megabyte at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -62,17 +63,17 @@ def _tree_digest(root: Path, excludes: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for path in tree_files(root, excludes):
         digest.update(str(path.relative_to(root if root.is_dir() else root.parent)).encode() + b"\0")
-        digest.update(_file_digest(path).encode())
+        digest.update(file_digest(path).encode())
     return digest.hexdigest()
 
 
 def env_hash(spec: EnvSpec, target: str) -> str:
     """A hex digest naming what ``spec`` builds for ``target`` (e.g. ``venv:/usr/bin/python3``)."""
-    pip = sorted(f"{p}#sha256={_file_digest(Path(p))}" if os.path.isabs(p) else " ".join(p.split()) for p in spec.pip)
+    pip = sorted(f"{p}#sha256={file_digest(Path(p))}" if os.path.isabs(p) else " ".join(p.split()) for p in spec.pip)
     normalised = {
         "target": target,
         "pip": pip,
-        "requirements": _file_digest(spec.requirements) if spec.requirements else None,
+        "requirements": file_digest(spec.requirements) if spec.requirements else None,
         "image": spec.image,
         "working_dir": _tree_digest(spec.working_dir, spec.excludes) if spec.working_dir else None,
         "py_modules": [[m.name, _tree_digest(m, spec.excludes)] for m in spec.py_modules],

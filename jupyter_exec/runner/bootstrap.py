@@ -211,13 +211,57 @@ def _compiled(code: str) -> "tuple[types.CodeType, Optional[types.CodeType]]":
     return compile(tree, CELL, "exec"), last
 
 
+MAP_INPUT = "__jx_map__"  # the input that makes a request a batch of map items
+
+
 def load_inputs(request: "dict[str, Any]") -> "dict[str, Any]":
     if not request.get("inputs"):
         return {}
     import pickle
 
-    inputs: "dict[str, Any]" = pickle.loads(base64.b64decode(request["inputs"]))
+    try:
+        inputs: "dict[str, Any]" = pickle.loads(base64.b64decode(request["inputs"]))
+    except ModuleNotFoundError as missing:
+        if missing.name != "cloudpickle":
+            raise
+        raise ModuleNotFoundError(
+            "a function or class defined in the notebook travels pickled by cloudpickle, which this "
+            "sandbox's Python lacks: add cloudpickle to its image (pip install cloudpickle), or send "
+            "something importable there (or code, for map)",
+            name="cloudpickle",
+        ) from None
     return inputs
+
+
+def apply_batch(work: "Any", items: "list[Any]", start: int, trust: bool) -> "dict[str, Any]":
+    """``work`` (a function, or cell code whose last expression is the result and which sees
+    ``item``) over ``items``, each result encoded as data: ``{"results": [...], "errors":
+    {index: described}}``; an item that raises (or returns what cannot travel as data) has
+    None among the results and its error, and the items after it still run."""
+    results: "list[Any]" = []
+    errors: "dict[str, dict[str, str]]" = {}
+    is_code = isinstance(work, str)
+    if is_code:
+        linecache.cache[CELL] = (len(work), None, work.splitlines(True), CELL)
+    for offset, item in enumerate(items):
+        try:
+            value = run_cell(work, {"item": item, "__name__": "__main__"}) if is_code else work(item)
+            results.append(encode(value, trust, f"result[{start + offset}]"))
+        except Untransferable as why:
+            results.append(None)
+            errors[str(start + offset)] = {"type": "TransferError", "message": str(why), "traceback": ""}
+        except Exception as error:
+            results.append(None)
+            described = describe_error(error)
+            if not is_code:  # a function: its own frames, not this loop's
+                frames = traceback.extract_tb(error.__traceback__)[1:]
+                described["traceback"] = (
+                    "Traceback (most recent call last):\n"
+                    + "".join(traceback.format_list(frames))
+                    + "".join(traceback.format_exception_only(error))
+                )
+            errors[str(start + offset)] = described
+    return {"results": results, "errors": errors}
 
 
 def usage() -> "dict[str, float]":
@@ -330,14 +374,14 @@ def _supervise() -> None:
             os._exit(1)
         if pid == child:
             break
-    _kill_descendants()
+    kill_descendants()
     send({"t": "exit", "status": status})
     if lifeline:
         _linger()
     os._exit(0)
 
 
-def _kill_descendants() -> None:
+def kill_descendants() -> None:
     """SIGKILL every descendant of this process and reap them, until none is left: a child
     killed mid-fork leaves its own child re-parented here, found on the next pass."""
     import signal
@@ -377,16 +421,23 @@ def descendants(root: int) -> "list[int]":
 
 
 def main() -> None:
-    global _channel
     target = sys.argv[1]
-    _channel = int(target) if target.isdigit() else os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+    channel = int(target) if target.isdigit() else os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+    serve(channel, _import_confine(), sys.argv[2] if len(sys.argv) > 2 else None)
+
+
+def serve(channel: int, confine: "Optional[types.ModuleType]", request_path: "Optional[str]" = None) -> None:
+    """Be the run's process: say ready on ``channel``, read the request (from
+    ``request_path``, else stdin), confine with ``confine`` if asked, run the cell, send
+    the envelope and exit. A fork server's child calls this with the module it imported."""
+    global _channel
+    _channel = channel
     os.set_inheritable(_channel, False)
-    confine = _import_confine()
     _supervise()
     main_pid = os.getpid()
     send({"t": "ready"})
-    if len(sys.argv) > 2:
-        with open(sys.argv[2], "rb") as source:
+    if request_path is not None:
+        with open(request_path, "rb") as source:
             request = json.loads(source.read())
     else:
         request = json.loads(sys.stdin.buffer.read())
@@ -397,7 +448,7 @@ def main() -> None:
             notes = confine.confine(request["confine"])
         except OSError as error:
             send({"t": "result", "confine_error": str(error)})
-            return
+            os._exit(0)
         send({"t": "confined", "notes": notes})
     os.environ.update(request.get("env", {}))
     if request.get("cwd"):
@@ -443,6 +494,10 @@ def run_request(
     envelope: "dict[str, Any]" = {"t": "result", "value": None, "outputs": {}, "error": None}
     try:
         namespace.update(load_inputs(request))
+        batch = namespace.pop(MAP_INPUT, None)
+        if batch is not None:  # a batch of map items: each item's result or error, as data
+            envelope["value"] = {"data": apply_batch(batch["work"], batch["items"], batch["start"], trust)}
+            return envelope
         value = run_cell(code, namespace)
         _show_open_figures(emit)
         if value is not None:

@@ -18,9 +18,10 @@ from jupyter_exec.errors import RemoteError, TransferError, remote_error
 from .sanitize import sanitize_bundle
 from .transfer import decode
 
-__all__ = ["BOOTSTRAP_PATH", "Envelope", "OutputSink", "ProtocolReader", "build_request"]
+__all__ = ["BOOTSTRAP_PATH", "FORKSERVER_PATH", "Envelope", "OutputSink", "ProtocolReader", "build_request"]
 
 BOOTSTRAP_PATH = Path(__file__).with_name("bootstrap.py")
+FORKSERVER_PATH = Path(__file__).with_name("forkserver.py")  # the process sandbox's template
 MAX_MESSAGE = 1 << 30
 
 

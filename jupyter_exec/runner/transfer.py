@@ -1,7 +1,9 @@
 """Moving values across the sandbox boundary, kernel side.
 
-Into the sandbox, variables travel as pickle (cloudpickle for functions and classes
-defined in the notebook): the kernel trusts itself. Out of the sandbox, values arrive as
+Into the sandbox, variables travel as pickle, written by cloudpickle so that functions
+and classes defined in the notebook (in ``__main__``, which the sandbox does not have)
+travel by value: the kernel trusts itself. Everything else pickles as plain pickle
+would, loadable without cloudpickle. Out of the sandbox, values arrive as
 the tagged JSON that ``bootstrap.encode`` writes and are rebuilt here as data; a
 ``pickle`` tag is only opened when the user passed ``--trust``.
 """
@@ -29,17 +31,12 @@ def pack_inputs(names: tuple[str, ...], namespace: Mapping[str, Any]) -> str | N
         raise SpecError(
             f"--in {missing[0]}: no variable {missing[0]!r} in the notebook; define it or drop it from --in"
         )
-    values = {n: namespace[n] for n in names}
-    try:
-        data = pickle.dumps(values)
-        pickle.loads(data)  # things defined in __main__ pickle by name but do not load elsewhere
-    except Exception:
-        import cloudpickle
+    import cloudpickle
 
-        try:
-            data = cloudpickle.dumps(values)
-        except Exception as error:
-            raise SpecError(f"--in: cannot send {', '.join(names)} to the sandbox: {error}") from error
+    try:
+        data = cloudpickle.dumps({n: namespace[n] for n in names})
+    except Exception as error:
+        raise SpecError(f"--in: cannot send {', '.join(names)} to the sandbox: {error}") from error
     return base64.b64encode(data).decode()
 
 

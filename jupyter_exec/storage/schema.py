@@ -115,6 +115,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE runs ADD COLUMN cancel_requested REAL;",
         present="SELECT 1 FROM pragma_table_info('runs') WHERE name = 'cancel_requested'",
     ),
+    Migration(
+        5,
+        "the cache of identical runs (--cache): one entry per key, least recently used evicted first",
+        """
+        CREATE TABLE IF NOT EXISTS run_cache (
+            key       TEXT PRIMARY KEY,
+            run_id    INTEGER NOT NULL,          -- the run it came from
+            backend   TEXT NOT NULL,
+            code      TEXT NOT NULL,
+            trusted   INTEGER NOT NULL,          -- 1: the run had --trust (its values may be pickles)
+            size      INTEGER NOT NULL,
+            created   REAL NOT NULL,
+            last_used REAL NOT NULL,
+            hits      INTEGER NOT NULL DEFAULT 0,
+            entry     TEXT NOT NULL              -- output and values as data (JSON)
+        );
+        CREATE INDEX IF NOT EXISTS run_cache_lru ON run_cache(last_used);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

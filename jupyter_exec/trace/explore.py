@@ -2,9 +2,11 @@
 
 ``propose(parent)`` writes the code of a child (``parent`` is None for a new root). Each
 child runs through ``Manager.run`` like any cell — recorded, limited, sandboxed — in a
-worker thread; the main thread alone touches the trace and the scheduler, so neither
-needs locks. The trace lives in the store, so calling ``explore`` again (after a kernel
-restart, say) carries on from what is there.
+worker thread; the main thread alone records nodes and asks the scheduler, holding the
+trace's lock while it does, since cells in the background and maps may grow the same
+trace meanwhile (the scheduler catches up with their nodes from the trace's log). The
+trace lives in the store, so calling ``explore`` again (after a kernel restart, say)
+carries on from what is there.
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ from .schedulers import MCTS, Scheduler
 from .store import TraceStore
 from .timer import Timer
 
-__all__ = ["explore", "metrics_of", "record_outcome", "resolve_parent", "run_in_trace", "trace_store"]
+__all__ = [
+    "explore",
+    "metrics_of",
+    "record_outcome",
+    "record_value",
+    "resolve_parent",
+    "run_in_trace",
+    "trace_store",
+]
 
 Proposal = str | tuple[str, Mapping[str, Any]] | Mapping[str, Any]
 
@@ -48,11 +58,10 @@ def trace_store(manager: Manager) -> TraceStore:
         return _stores[key]
 
 
-def metrics_of(result: RunResult, metric: str) -> dict[str, float]:
+def metrics_of(value: Any, outputs: Mapping[str, Any], metric: str) -> dict[str, float]:
     """Numbers from a run: a numeric last value is ``metric``; a dict's numbers and numeric --out values by name."""
     found: dict[str, float] = {}
-    value = result.value
-    sources: list[Mapping[Any, Any]] = [result.outputs]
+    sources: list[Mapping[Any, Any]] = [outputs]
     if isinstance(value, Mapping):
         sources.insert(0, value)
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -73,14 +82,21 @@ def record_outcome(
             trace, node, status_of(error), error=describe_error(error), run_id=getattr(error, "run_id", None)
         )
     assert result is not None
-    metrics = metrics_of(result, trace.metric)
+    return record_value(store, trace, node, result.value, result.outputs, result.run_id)
+
+
+def record_value(
+    store: TraceStore, trace: Trace, node: Node, value: Any, outputs: Mapping[str, Any], run_id: int | None
+) -> Node:
+    """Finish ``node`` from what its run brought back: without the metric it counts as failed."""
+    metrics = metrics_of(value, outputs, trace.metric)
     missing = (
         None
         if trace.metric in metrics
         else (f"the run's result has no number {trace.metric!r}; end the cell with e.g. {{'{trace.metric}': 0.93}}")
     )
     return store.finish(
-        trace, node, Status.FAILED if missing else Status.SUCCEEDED, metrics, error=missing, run_id=result.run_id
+        trace, node, Status.FAILED if missing else Status.SUCCEEDED, metrics, error=missing, run_id=run_id
     )
 
 
@@ -116,7 +132,8 @@ def run_in_trace(
     """
     store = trace_store(manager)
     model = store.open(trace, metric, maximize)
-    node = store.add(model, resolve_parent(model, parent), code, spec=spec.describe())
+    with model.lock:  # the parent chosen and the node added at once, whatever else grows the trace
+        node = store.add(model, resolve_parent(model, parent), code, spec=spec.describe())
     try:
         result = manager.run(code, spec, **run_options)
     except BaseException as error:
@@ -217,7 +234,8 @@ def explore(
     def launch() -> bool:
         if timer.expired or (budget is not None and len(model) >= budget):
             return False
-        selection = scheduler.next(model)
+        with model.lock:
+            selection = scheduler.next(model)
         if selection is None:
             return False
         parent = None if selection.parent is None else model.nodes[selection.parent]
@@ -226,8 +244,9 @@ def explore(
         except BaseException:
             scheduler.release(selection)
             raise
-        node = store.add(model, selection.parent, code, params=params, spec=spec.describe())
-        scheduler.observe(node)
+        with model.lock:
+            node = store.add(model, selection.parent, code, params=params, spec=spec.describe())
+            scheduler.observe(node)
         child_spec = replace(spec, name=f"{trace}/{node.id}")
         in_flight[pool.submit(manager.run, code, child_spec, sink=_Silent())] = node
         return True
@@ -262,8 +281,9 @@ def explore(
 
 def _settle(store: TraceStore, trace: Trace, scheduler: Scheduler, node: Node, future: Future) -> None:
     error = future.exception()
-    record_outcome(store, trace, node, None if error else future.result(), error)
-    scheduler.observe(node)
+    with trace.lock:
+        record_outcome(store, trace, node, None if error else future.result(), error)
+        scheduler.observe(node)
     if error is not None and not isinstance(error, TaskError):
         raise error  # the backend or the spec is wrong: every further run would fail too
 

@@ -6,11 +6,17 @@ metrics. Indexes are updated as nodes arrive — children, leaves, depth, the be
 on each root→node path, SOTA — so a scheduler never has to scan 100,000 nodes. Every
 change is appended to ``log`` so a scheduler can catch up incrementally with what it
 has not seen yet, whichever order it was made and whatever was loaded from the store.
+
+Several threads may grow one trace at once (cells with ``--trace`` and ``--bg``, a
+``map(..., trace=...)``, ``explore``): every change and every read that walks the tree
+holds ``lock``, and finishes get strictly increasing ``ended`` times, so the order they
+were made in is the order a reload replays them in and the derived fields come out the same.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -66,10 +72,16 @@ class Trace:
         self._best: int | None = None
         self._latest_accepted: int | None = None
         self.finished_count = 0
+        self.lock = threading.RLock()
+        self.last_ended = 0.0  # the latest finish, so the next is later still
 
     # -- changes -------------------------------------------------------------------------
     def add(self, node: Node) -> Node:
         """Add a running node (its parent must already be here); ``finish`` records the outcome."""
+        with self.lock:
+            return self._add(node)
+
+    def _add(self, node: Node) -> Node:
         if node.finished:
             raise ValueError(f"node {node.id} must be added running, then finished")
         if node.id in self.nodes:
@@ -98,17 +110,20 @@ class Trace:
         run_id: int | None = None,
         ended: float | None = None,
     ) -> Node:
-        """Record a node's outcome, once."""
+        """Record a node's outcome, once (``ended``: when, as stored; default now, after every
+        finish before it)."""
         if status not in FINAL:
             raise ValueError(f"not a final status: {status!r}")
-        node = self.nodes[node_id]
-        if node.finished:
-            raise ValueError(f"node {node_id} is already finished ({node.status})")
-        node.status, node.metrics, node.error = Status(status), dict(metrics or {}), error
-        node.run_id = run_id if run_id is not None else node.run_id
-        node.ended = ended if ended is not None else time.time()
-        self._derive(node)
-        return node
+        with self.lock:
+            node = self.nodes[node_id]
+            if node.finished:
+                raise ValueError(f"node {node_id} is already finished ({node.status})")
+            node.status, node.metrics, node.error = Status(status), dict(metrics or {}), error
+            node.run_id = run_id if run_id is not None else node.run_id
+            node.ended = ended if ended is not None else max(time.time(), self.last_ended + 1e-6)
+            self.last_ended = max(self.last_ended, node.ended)
+            self._derive(node)
+            return node
 
     def _derive(self, node: Node) -> None:
         parent = self.nodes.get(node.parent) if node.parent is not None else None
@@ -146,7 +161,8 @@ class Trace:
         return node_id in self._leaves
 
     def leaves(self) -> list[Node]:
-        return [self.nodes[i] for i in sorted(self._leaves)]
+        with self.lock:
+            return [self.nodes[i] for i in sorted(self._leaves)]
 
     def ancestors(self, node_id: int) -> list[Node]:
         """Root → node, the node included."""
@@ -166,12 +182,15 @@ class Trace:
         return None if chosen is None else self.nodes[chosen]
 
     def walk(self) -> Iterator[Node]:
-        """Depth-first, children in the order they were added."""
-        stack = list(reversed(self.roots))
-        while stack:
-            node = self.nodes[stack.pop()]
-            yield node
-            stack.extend(reversed(self._children.get(node.id, ())))
+        """Depth-first, children in the order they were added (as the tree was when the walk began)."""
+        with self.lock:
+            order = []
+            stack = list(reversed(self.roots))
+            while stack:
+                node = self.nodes[stack.pop()]
+                order.append(node)
+                stack.extend(reversed(self._children.get(node.id, ())))
+        yield from order
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -180,7 +199,8 @@ class Trace:
         """One row per node (pandas): status, metrics as columns, params, timings, SOTA flag."""
         pandas = require("pandas", "Trace.to_dataframe()")
 
-        best = self._best
+        with self.lock:
+            best, nodes = self._best, list(self.nodes.values())
         rows = [
             {
                 "id": n.id,
@@ -197,7 +217,7 @@ class Trace:
                 "error": n.error,
                 "code": n.code,
             }
-            for n in self.nodes.values()
+            for n in nodes
         ]
         frame = pandas.DataFrame(rows)
         if not frame.empty:

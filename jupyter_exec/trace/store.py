@@ -4,13 +4,21 @@
 one row per node, written when the node starts and finished whatever happens. A trace
 is loaded back (after a kernel restart, say) by replaying its rows into a ``Trace``;
 nodes a dead kernel left running are closed as ``failed`` first.
+
+A process keeps one live ``Trace`` per name (``open`` returns it), so every writer in it
+— cells with ``--trace``, in front or in the background, a map, ``explore`` — grows the
+same tree: a node's row and its place in the model change together under the trace's
+lock. ``open`` also catches up with what other processes wrote since (and closes what
+those that died left running).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from jupyter_exec._proc import pid_alive
@@ -25,6 +33,11 @@ __all__ = ["TraceStore"]
 
 class TraceStore(Database):
     """Thread-safe reads and writes of traces; every change goes to the DB and the model."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._live: dict[str, Trace] = {}
+        self._opening = threading.Lock()
 
     def names(self) -> list[str]:
         """Trace names, the most recently grown first."""
@@ -47,6 +60,17 @@ class TraceStore(Database):
         """
         if not name:
             raise SpecError("a trace needs a name, e.g. trace='tuning'")
+        with self._opening:
+            trace = self._live.get(name)
+            if trace is None:
+                trace = self._live[name] = self._open(name, metric, maximize)
+            else:
+                self._check(name, (trace.metric, trace.maximize), metric, maximize)
+                self._close_orphans(name)
+                self._catch_up(trace)
+            return trace
+
+    def _open(self, name: str, metric: str | None, maximize: bool | None) -> Trace:
         stored = self._meta(name)
         if stored is None:
             metric, maximize = metric or "score", True if maximize is None else maximize
@@ -55,13 +79,30 @@ class TraceStore(Database):
                 (name, metric, int(maximize), time.time()),
             )
             return Trace(name, metric, maximize)
+        self._check(name, stored, metric, maximize)
+        return self._load(name, *stored)
+
+    @staticmethod
+    def _check(name: str, stored: tuple[str, bool], metric: str | None, maximize: bool | None) -> None:
+        """A stored trace keeps its metric and direction: asking for others is an error."""
         if (metric or stored[0], stored[1] if maximize is None else maximize) != stored:
             raise SpecError(
                 f"trace {name!r} records {stored[0]} "
                 f"({'maximised' if stored[1] else 'minimised'}); use another trace name for "
                 f"{metric} ({'maximised' if maximize else 'minimised'})"
             )
-        return self._load(name, *stored)
+
+    def _catch_up(self, trace: Trace) -> None:
+        """Add the nodes other processes added since, and their finishes, in their order."""
+        with trace.lock:
+            rows = [
+                dict(r)
+                for r in self._execute(
+                    "SELECT * FROM trace_nodes WHERE trace=? AND (id > ? OR ended > ?) ORDER BY id",
+                    (trace.name, max(trace.nodes, default=0), trace.last_ended),
+                )
+            ]
+            self._apply(trace, [r for r in rows if r["id"] not in trace.nodes], rows)
 
     def read(self, name: str) -> Trace | None:
         """Trace ``name`` as stored, or None; nothing is written (for readers such as the side panel)."""
@@ -80,7 +121,14 @@ class TraceStore(Database):
     def _replay(self, name: str, metric: str, maximize: bool) -> Trace:
         trace = Trace(name, metric, maximize)
         rows = [dict(r) for r in self._execute("SELECT * FROM trace_nodes WHERE trace=? ORDER BY id", (name,))]
-        for row in rows:
+        self._apply(trace, rows, rows)
+        return trace
+
+    @staticmethod
+    def _apply(trace: Trace, added: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+        """Add the ``added`` rows as running nodes (in id order), then finish those of ``rows``
+        that ended and are not finished in ``trace`` yet, in the order they ended."""
+        for row in added:
             trace.add(
                 Node(
                     id=row["id"],
@@ -93,7 +141,8 @@ class TraceStore(Database):
                     owner_pid=row["owner_pid"],
                 )
             )
-        for row in sorted((r for r in rows if r["ended"] is not None), key=lambda r: (r["ended"], r["id"])):
+        ended = [r for r in rows if r["ended"] is not None and not trace.nodes[r["id"]].finished]
+        for row in sorted(ended, key=lambda r: (r["ended"], r["id"])):
             trace.finish(
                 row["id"],
                 row["status"],
@@ -102,7 +151,6 @@ class TraceStore(Database):
                 run_id=row["run_id"],
                 ended=row["ended"],
             )
-        return trace
 
     def _close_orphans(self, name: str) -> None:
         rows = self._execute(
@@ -128,31 +176,32 @@ class TraceStore(Database):
         if parent is not None and parent not in trace.nodes:
             raise SpecError(f"trace {trace.name!r} has no node {parent}; `%jx tree {trace.name}` shows it")
         params, spec, created = dict(params or {}), dict(spec or {}), time.time()
-        cursor = self._execute(
-            "INSERT INTO trace_nodes (trace, parent, status, code, params, spec, owner_pid, created)"
-            f" VALUES (?, ?, '{Status.RUNNING}', ?, ?, ?, ?, ?)",
-            (
-                trace.name,
-                parent,
-                code,
-                json.dumps(params, default=str),
-                json.dumps(spec, default=str),
-                os.getpid(),
-                created,
-            ),
-        )
-        assert cursor.lastrowid is not None
-        return trace.add(
-            Node(
-                id=cursor.lastrowid,
-                parent=parent,
-                code=code,
-                params=params,
-                spec=spec,
-                created=created,
-                owner_pid=os.getpid(),
+        with trace.lock:  # the row and the model together: ids and the model's order agree
+            cursor = self._execute(
+                "INSERT INTO trace_nodes (trace, parent, status, code, params, spec, owner_pid, created)"
+                f" VALUES (?, ?, '{Status.RUNNING}', ?, ?, ?, ?, ?)",
+                (
+                    trace.name,
+                    parent,
+                    code,
+                    json.dumps(params, default=str),
+                    json.dumps(spec, default=str),
+                    os.getpid(),
+                    created,
+                ),
             )
-        )
+            assert cursor.lastrowid is not None
+            return trace.add(
+                Node(
+                    id=cursor.lastrowid,
+                    parent=parent,
+                    code=code,
+                    params=params,
+                    spec=spec,
+                    created=created,
+                    owner_pid=os.getpid(),
+                )
+            )
 
     def finish(
         self,
@@ -165,11 +214,12 @@ class TraceStore(Database):
         run_id: int | None = None,
     ) -> Node:
         """Record a node's outcome in the DB and the model."""
-        trace.finish(node.id, status, metrics, error=error, run_id=run_id)
-        self._execute(
-            "UPDATE trace_nodes SET status=?, metrics=?, error=?, run_id=?, ended=? WHERE id=?",
-            (node.status, json.dumps(node.metrics), node.error, node.run_id, node.ended, node.id),
-        )
+        with trace.lock:
+            trace.finish(node.id, status, metrics, error=error, run_id=run_id)
+            self._execute(
+                "UPDATE trace_nodes SET status=?, metrics=?, error=?, run_id=?, ended=? WHERE id=?",
+                (node.status, json.dumps(node.metrics), node.error, node.run_id, node.ended, node.id),
+            )
         return node
 
     def active_runs(self, names: list[str]) -> list[int]:

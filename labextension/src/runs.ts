@@ -14,7 +14,8 @@ const FILTERS: [string, string][] = [
   ['', 'all runs'],
   ['queued,running', 'unfinished'],
   ['failed,timeout,oom,cancelled', 'did not succeed'],
-  ['succeeded', 'succeeded']
+  ['succeeded', 'succeeded'],
+  ['cached', 'served from the cache']
 ];
 
 /** How long a run took, or has been going (by the server's clock). */
@@ -23,6 +24,21 @@ function elapsed(run: IRunSummary, now: number): number | null {
     return run.duration;
   }
   return isFinal(run.status) ? null : now - (run.started ?? run.created);
+}
+
+/** A map's items, as "1000 items: 999 ok · 1 failed · 600 from the cache" ('' for a cell). */
+function describeItems(details: { [key: string]: unknown } | null): string {
+  if (details?.items === undefined) {
+    return '';
+  }
+  const counts = [
+    ['succeeded', 'ok'],
+    ['failed', 'failed'],
+    ['cached', 'from the cache']
+  ]
+    .filter(([key]) => Number(details[key] ?? 0) > 0)
+    .map(([key, word]) => `${details[key]} ${word}`);
+  return `${details.items} items` + (counts.length ? `: ${counts.join(' · ')}` : '');
 }
 
 /** The limits a run was given, as "memory 2.0 GiB · timeout 10m 00s · …". */
@@ -151,6 +167,8 @@ export class RunsView extends PollingView {
       ['exit code', run.exit_code ?? ''],
       ['limits', describeLimits(run.spec?.limits)],
       ['cancel asked', formatTime(run.cancel_requested)],
+      ['cached from', run.details?.cached_from !== undefined ? `run ${run.details.cached_from}` : ''],
+      ['items', describeItems(run.details)],
       ['error', run.error ?? '']
     ];
     const head = h(

@@ -3,7 +3,7 @@
  * Times are epoch seconds; sizes are bytes.
  */
 
-export const FINAL_STATUSES = ['succeeded', 'failed', 'timeout', 'oom', 'cancelled'];
+export const FINAL_STATUSES = ['succeeded', 'failed', 'timeout', 'oom', 'cancelled', 'cached'];
 
 export function isFinal(status: string): boolean {
   return FINAL_STATUSES.includes(status);

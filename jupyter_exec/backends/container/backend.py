@@ -81,7 +81,7 @@ class ContainerBackend(ExecutorBackend):
             raise BackendUnavailableError(self.name, "DockerConfig.user must not be root", "set a uid like 65534:65534")
         self.retry_policy = RetryPolicy(self.settings.retries, self.settings.retry_wait)
         self.kernel_id = f"pid-{os.getpid()}"
-        self.pool = ContainerPool(config.pool_size, self._make_slot)
+        self.pool = ContainerPool(config.pool_size, self._make_slot, most=self.settings.pool_max)
         self._plans: dict[PoolKey, ContainerPlan] = {}
         self._runs: dict[int, _ContainerRun] = {}
         #: More labels for every container this backend makes (the broker adds the user's name).
@@ -166,6 +166,11 @@ class ContainerBackend(ExecutorBackend):
             )
         return dataclasses.replace(spec, placement=ContainerOptions(forced.value))
 
+    def bound_by(self, policy: Policy) -> None:
+        """The warm pool under the policy's ``warm_containers``: its least and its most."""
+        self.pool.size = policy.capped("warm_containers", self.pool.size)
+        self.pool.most = policy.capped("warm_containers", self.pool.most)
+
     def initialize(self) -> None:
         spec = RunSpec(limits=self.config.default_limits())
         self.pool.warm(self._key(spec, self.settings.image))
@@ -174,6 +179,20 @@ class ContainerBackend(ExecutorBackend):
         """Runtime envs (``--pip`` ...) become derived images of the run's image (``--image``, else this
         backend's)."""
         return ImageEnvBuilder(self.image(env), self.config.ca_bundle or None, self.engine)
+
+    def identity(self, spec: RunSpec) -> dict[str, Any]:
+        """The image's digest (asked of the engine each time: a tag rebuilt is another image), the
+        engine and runtime, and what the container is made with besides the limits."""
+        image = self.image(spec.runtime_env)
+        return {
+            **super().identity(spec),
+            "engine": self.engine.url,
+            "runtime": self._runtime(spec),
+            "image": image,
+            "digest": self.engine.client.api.inspect_image(image)["Id"],
+            "user": self.settings.user,
+            "tmp_size": self.settings.tmp_size,
+        }
 
     def image(self, env: EnvSpec | None) -> str:
         return (env.image if env else None) or self.settings.image

@@ -78,6 +78,15 @@ class DockerConfig(Configurable):
         "JX_DOCKER_USER",
         _default_user,
     )
+    pool_max = env_trait(
+        Int(
+            help="Most warm containers of one kind the pool makes ahead while cells come faster than a "
+            "container can be made (a notebook re-run, a loop, a map); ExecConfig.pool_size is the least. "
+            "The administrator's policy (warm_containers) can lower it. 0 keeps just the least."
+        ),
+        "JX_CONTAINER_POOL_MAX",
+        4,
+    )
     retries = env_trait(
         Int(help="Attempts for a daemon call that fails transiently (connection reset, 5xx); 1 turns retrying off."),
         "JX_DOCKER_RETRIES",

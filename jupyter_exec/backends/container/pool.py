@@ -2,7 +2,9 @@
 
 ``ContainerPool`` keeps ``size`` started slots (``slot.Slot``: a container past Python's
 start-up) per key (image, limits, network, mounts, runtime), each used for exactly one
-run; the caller refills a key in the background once its run is over. Every container
+run; the caller refills a key in the background once its run is over, and while a key's
+cells come faster than containers are made the pool makes them ahead, several at once, as
+many as the cells use up meanwhile (``demand``), up to a cap. Every container
 carries ``jupyter-exec.*`` labels (run, kernel, owner pid, boot id). A container dies with
 its kernel (the slot's lifeline); ``reap_containers`` is the second line, run when a
 kernel starts: it removes what a dead kernel left on any engine this user reaches.
@@ -22,6 +24,7 @@ from typing import Any
 
 from jupyter_exec._proc import pid_alive
 
+from .demand import Demand
 from .hostconfig import SLOT_ROOT
 from .slot import Slot
 
@@ -29,6 +32,8 @@ __all__ = ["POOLED", "ContainerPool", "PoolKey", "boot_id", "reap_containers"]
 
 LABEL = "jupyter-exec"
 POOLED = "pool"  # the run label of a pooled container not yet given a run
+_PARALLEL = 3  # slots of one key made at once (the engine makes containers in parallel)
+_WAIT_FOR_MADE = 30.0  # seconds a take waits for a slot being made before making its own
 
 
 def boot_id() -> str:
@@ -49,87 +54,125 @@ class PoolKey:
 
 
 class ContainerPool:
-    """Started slots per key, refilled in the background; ``discard`` runs off the caller's path."""
+    """Started slots per key, made ahead of demand; ``discard`` runs off the caller's path.
 
-    def __init__(self, size: int, make: Callable[[PoolKey, str], Slot], max_keys: int = 4) -> None:
+    A key keeps ``size`` slots warm (``ExecConfig.pool_size``); while its cells come faster
+    than a container can be made, as many as they use up meanwhile (``Demand``), up to
+    ``most`` (``DockerConfig.pool_max``, under the policy's ``warm_containers``), made up to
+    ``_PARALLEL`` at a time. ``take`` hands out a warm slot; with none warm but some on their
+    way it waits for the first of those, and only with neither does it make one for the caller.
+    """
+
+    def __init__(self, size: int, make: Callable[[PoolKey, str], Slot], max_keys: int = 4, most: int = 0) -> None:
         self.size, self.make, self.max_keys = size, make, max_keys
+        self.most = max(size, most)
         self._idle: OrderedDict[PoolKey, deque[Slot]] = OrderedDict()
+        self._making: dict[PoolKey, int] = {}
+        self._demand: dict[PoolKey, Demand] = {}
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)  # a slot was made (or failed to be)
         self._closed = False
-        self._filling: set[PoolKey] = set()
-        self._refills: list[threading.Thread] = []
+        self._makers: list[threading.Thread] = []
         self._trash: queue.Queue[Slot | None] = queue.Queue()
         self._janitor = threading.Thread(target=self._remove_loop, daemon=True, name="jx-docker-janitor")
         self._janitor.start()
 
     def take(self, key: PoolKey, run_label: str) -> Slot:
-        """A started slot for ``key``: a warm one if there is one, else one made now for ``run_label``.
+        """A started slot for ``key``: a warm one, else the first of those being made, else one
+        made now for ``run_label``.
 
-        The caller ``warm``-s the key once its run is over, so that making the next
-        container never competes with the run for the CPU and the daemon.
+        The caller ``warm``-s the key once its run is over, so that for cells typed seconds
+        apart making the next container never competes with the run for the CPU and the
+        engine; when cells come faster than that, the pool makes the next ones now, ahead.
         """
-        slot = None
-        with self._lock:
-            idle = self._idle.get(key)
-            if idle is not None:
-                self._idle.move_to_end(key)
-            while idle and slot is None:
-                candidate = idle.popleft()
-                if candidate.alive():
-                    slot = candidate
-                else:
-                    self._trash.put(candidate)
+        slot, asked = None, time.monotonic()
+        with self._ready:
+            demand = self._demand.setdefault(key, Demand(self.size, self.most))
+            while slot is None:
+                idle = self._idle.get(key)
+                if idle is not None:
+                    self._idle.move_to_end(key)
+                while idle and slot is None:
+                    candidate = idle.popleft()
+                    if candidate.alive():
+                        slot = candidate
+                    else:
+                        self._trash.put(candidate)
+                if slot is not None or not self._making.get(key) or self._closed:
+                    break
+                if time.monotonic() - asked > _WAIT_FOR_MADE:
+                    break
+                self._ready.wait(_WAIT_FOR_MADE)
+        made = None
         if slot is None:
+            started = time.monotonic()
             slot = self.make(key, run_label)
             try:
                 slot.start()
             except BaseException:
                 self.discard(slot)
                 raise
+            made = time.monotonic() - started
+        with self._lock:
+            if made is not None:
+                demand.made(made)
+            demand.took(waited=time.monotonic() - asked)
+            ahead = demand.target() > self.size
+        if ahead:
+            self.warm(key)
         return slot
 
     def warm(self, key: PoolKey) -> None:
-        """Fill the pool for ``key`` in the background (the oldest key beyond ``max_keys`` is emptied)."""
+        """Make slots for ``key`` in the background, up to what its demand wants (the oldest key
+        beyond ``max_keys`` is emptied)."""
         if self.size <= 0:
             return
         with self._lock:
-            if self._closed or key in self._filling:
+            if self._closed:
                 return
-            self._filling.add(key)
-            refill = threading.Thread(target=self._refill, args=(key,), daemon=True, name="jx-docker-refill")
-            self._refills = [t for t in self._refills if t.is_alive()] + [refill]
             self._idle.setdefault(key, deque())
             self._idle.move_to_end(key)
             while len(self._idle) > self.max_keys:
-                _, evicted = self._idle.popitem(last=False)
+                evicted_key, evicted = self._idle.popitem(last=False)
+                self._demand.pop(evicted_key, None)
                 for slot in evicted:
                     self._trash.put(slot)
-            refill.start()
+            wanted = self._demand.setdefault(key, Demand(self.size, self.most)).target()
+            making = self._making.get(key, 0)
+            more = min(wanted - len(self._idle[key]) - making, _PARALLEL - making)
+            if more <= 0:
+                return
+            self._making[key] = making + more
+            makers = [
+                threading.Thread(target=self._make_one, args=(key,), daemon=True, name="jx-docker-refill")
+                for _ in range(more)
+            ]
+            self._makers = [t for t in self._makers if t.is_alive()] + makers
+        for maker in makers:
+            maker.start()
 
-    def _refill(self, key: PoolKey) -> None:
+    def _make_one(self, key: PoolKey) -> None:
+        """Make one slot for ``key``'s idle queue, then top the key up again if it still wants more."""
+        started, slot = time.monotonic(), None
         try:
-            while True:
-                with self._lock:
-                    if self._closed or key not in self._idle or len(self._idle[key]) >= self.size:
-                        return
-                slot = self.make(key, POOLED)
-                try:
-                    slot.start()
-                except BaseException:
-                    self.discard(slot)
-                    raise
-                with self._lock:
-                    keep = not self._closed and key in self._idle
-                    if keep:
-                        self._idle[key].append(slot)
-                if not keep:
-                    slot.discard()  # made while the pool closed: the janitor may be gone
-                    return
+            slot = self.make(key, POOLED)
+            slot.start()
         except Exception:  # a failed refill only costs the next run its warm start
-            return
-        finally:
-            with self._lock:
-                self._filling.discard(key)
+            if slot is not None:
+                self.discard(slot)
+            slot = None
+        with self._ready:
+            self._making[key] -= 1
+            keep = slot is not None and not self._closed and key in self._idle
+            if keep:
+                assert slot is not None
+                self._idle[key].append(slot)
+                self._demand[key].made(time.monotonic() - started)
+            self._ready.notify_all()
+        if slot is not None and not keep:
+            slot.discard()  # made while the pool closed: the janitor may be gone
+        if keep:
+            self.warm(key)
 
     def discard(self, slot: Slot) -> None:
         """Remove ``slot`` in the background."""
@@ -146,12 +189,18 @@ class ContainerPool:
         with self._lock:
             return sum(len(q) for q in self._idle.values())
 
-    def close(self, timeout: float = 60.0) -> None:
-        """Remove every idle slot and wait for pending removals (and for refills under way)."""
+    def ahead_count(self) -> int:
+        """Slots warm or being made: what cells arriving now will not wait for."""
         with self._lock:
+            return sum(len(q) for q in self._idle.values()) + sum(self._making.values())
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Remove every idle slot and wait for pending removals (and for slots being made)."""
+        with self._ready:
             self._closed = True
-        for refill in self._refills:
-            refill.join(timeout)
+            self._ready.notify_all()
+        for maker in self._makers:
+            maker.join(timeout)
         with self._lock:
             for slots in self._idle.values():
                 for slot in slots:

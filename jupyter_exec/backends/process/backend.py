@@ -40,10 +40,11 @@ from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.monitor import proc_usage
 from jupyter_exec.runner import confine as confinement
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
-from jupyter_exec.spec import Limits
+from jupyter_exec.spec import Limits, RunSpec
 
 from .cgroups import reap_cgroups
 from .guarantees import guarantees
+from .templates import Exit
 from .workers import Worker, WorkerKey, WorkerPool, reap_workers
 
 __all__ = ["LocalBackend", "SeccompBackend"]
@@ -52,6 +53,11 @@ _SYSTEM_READABLE = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc",
 _MASKED = ("/tmp", "/run", "/var/run")  # where the host keeps sockets: hidden when there is a mount namespace
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 _ALL_LIMITS = frozenset(f.name for f in dataclasses.fields(Limits))
+
+
+@functools.cache
+def _python_build() -> str:
+    return f"{os.path.realpath(sys.executable)} {sys.version}"
 
 
 @functools.cache
@@ -107,6 +113,10 @@ class LocalBackend(ExecutorBackend):
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
         return WorkerKey(python, namespaces=False, network=True)
 
+    def identity(self, spec: RunSpec) -> dict[str, Any]:
+        """The kernel's Python build (a runtime env's own Python is in the env's hash)."""
+        return {**super().identity(spec), "python": _python_build()}
+
     def env_builder(self, env: EnvSpec | None = None) -> VenvBuilder:
         return VenvBuilder(sys.executable, self.config.ca_bundle or None)
 
@@ -153,15 +163,16 @@ class LocalBackend(ExecutorBackend):
             working_dir=str(environment.working_dir) if environment and environment.working_dir else None,
         )
         worker = self.pool.take(
-            self._worker_key(limits, environment.python if environment and environment.python else sys.executable)
+            self._worker_key(limits, environment.python if environment and environment.python else sys.executable),
+            functools.partial(_set_limits, limits=limits),
         )
         run = _ProcessRun(submission, self, worker)
         self._runs[submission.run_id] = run
         try:
             run.start(request)
         except BaseException:
-            run.kill()
             run.release()
+            worker.close()
             raise
         return run.handle
 
@@ -210,12 +221,12 @@ class SeccompBackend(LocalBackend):
             )
         abi, promised = confinement.landlock_abi(), guarantees(cls.confined)
         notes = [f"landlock abi {abi}", *promised.notes()]
-        if abi < 6 and promised.namespaces.options is None:
+        if abi < 6 and not promised.namespaces.available:
             notes.append("signals: Landlock before ABI 6 cannot stop a run signalling your other processes")
         return Availability(True, notes=tuple(notes))
 
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
-        return WorkerKey(python, namespaces=guarantees(True).namespaces.options is not None, network=limits.network)
+        return WorkerKey(python, namespaces=guarantees(True).namespaces.available, network=limits.network)
 
     def confine_plan(self, submission: Submission) -> dict[str, Any]:
         spec = submission.spec
@@ -236,7 +247,7 @@ class SeccompBackend(LocalBackend):
             "seccomp": True,
             "network": spec.limits.network,
         }
-        if guarantees(True).namespaces.options is not None:
+        if guarantees(True).namespaces.available:
             plan["mounts"] = _private_mounts(spec.limits, [*readable, *writable])
             readable += plan["mounts"]["mask"]  # only the run's own paths are left there
             writable.append(confinement.SHM_PATH)
@@ -258,6 +269,12 @@ def _private_mounts(limits: Limits, seen: list[str]) -> dict[str, Any]:
     return {"host_mount_ns": _host_mount_ns(), "shm_size": limits.shm, "mask": mask}
 
 
+def _set_limits(worker: Worker, limits: Limits) -> None:
+    """The run's memory, pids and CPU limits on the worker's cgroup (if it has one)."""
+    if worker.cgroup is not None:
+        worker.cgroup.set_limits(memory=limits.memory, pids=limits.pids, cpus=limits.cpus)
+
+
 class _ProcessRun(KillableRun):
     """One run in one worker: feeds the request, pumps the pipes, enforces the clock."""
 
@@ -270,12 +287,8 @@ class _ProcessRun(KillableRun):
     def start(self, request: bytes) -> None:
         limits = self.submission.spec.limits
         self.reader.feed(self.worker.wait_ready())
-        if self.cgroup is not None:
-            self.cgroup.set_limits(memory=limits.memory, pids=limits.pids, cpus=limits.cpus)
-        stdin = self.worker.process.stdin
-        assert stdin is not None
-        stdin.write(request)
-        stdin.close()
+        _set_limits(self.worker, limits)  # nothing to write if the pool primed it for these limits
+        self.worker.child.write_request(request)
         self.handle.started = time.time()
         self.start_pump()
 
@@ -283,8 +296,11 @@ class _ProcessRun(KillableRun):
         self.worker.kill()
 
     def release(self) -> None:
-        self.worker.close()
         self.backend.forget(self.submission.run_id)
+
+    def after(self) -> None:
+        """Off the run's path, once it is over: the worker reaped, its cgroup removed, its pipes closed."""
+        self.worker.close(ended=True)
 
     def usage(self) -> dict[str, Any]:
         """Memory and CPU seconds of the run's processes. Memory is the larger of their resident
@@ -296,17 +312,18 @@ class _ProcessRun(KillableRun):
         return usage
 
     def stream_until_exit(self) -> Outcome:
-        """Stream the run's pipes until they close, then reap it and say how it ended."""
-        process = self.worker.process
-        assert process.stdout is not None and process.stderr is not None
-        self.stream(
-            {process.stdout.fileno(): "stdout", process.stderr.fileno(): "stderr", self.worker.protocol_fd: "protocol"}
-        )
-        _, status, rusage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        return self._outcome(status, rusage)
+        """Stream the run's pipes until they close, then say how it ended: from the supervisor's
+        report when the cell sent its envelope, else once the template has reaped the worker
+        (its CPU time then tells a ``--cpu-time`` kill from another)."""
+        child = self.worker.child
+        self.stream({child.stdout: "stdout", child.stderr: "stderr", self.worker.protocol_fd: "protocol"})
+        if self.reader.envelope is not None and self.reader.exit_status is not None:
+            return self._outcome(Exit(self.reader.exit_status))
+        ended = child.wait()
+        assert ended is not None  # no timeout: until it is reaped
+        return self._outcome(ended)
 
-    def _outcome(self, status: int, rusage: Any) -> Outcome:
+    def _outcome(self, ended: Exit) -> Outcome:
         envelope = self.reader.envelope
         usage = envelope.usage if envelope else {}
         peak = self.cgroup.peak_memory() if self.cgroup else None
@@ -314,10 +331,10 @@ class _ProcessRun(KillableRun):
             run_id=self.submission.run_id,
             limits=self.submission.spec.limits,
             reader=self.reader,
-            wait_status=status,
+            wait_status=ended.status,
             cancelled=self.cancel_requested,
             timed_out=self.timed_out,
             oom_killed=bool(self.cgroup and self.cgroup.oom_killed()),
-            peak_memory=peak or usage.get("max_rss") or rusage.ru_maxrss * 1024,
-            cpu_seconds=usage.get("cpu_seconds", rusage.ru_utime + rusage.ru_stime),
+            peak_memory=peak or usage.get("max_rss") or ended.maxrss,
+            cpu_seconds=usage.get("cpu_seconds", ended.cpu_seconds),
         )

@@ -201,6 +201,7 @@ class RunCgroup:
 
     def __init__(self, dirs: dict[str, Path], v2: bool, made: bool) -> None:
         self.dirs, self.v2, self.made = dirs, v2, made
+        self._written: dict[tuple[str, str], str] = {}  # what set_limits wrote, so it is not written twice
 
     @classmethod
     def create(cls, name: str) -> RunCgroup:
@@ -217,8 +218,15 @@ class RunCgroup:
         path = own_cgroup(Path(f"/proc/{pid}/cgroup").read_text()) or "/"
         return cls(_all(ROOT / path.lstrip("/")), v2=True, made=False)
 
-    def _write(self, controller: str, filename: str, value: str) -> None:
-        (self.dirs[controller] / filename).write_text(value)
+    def _write(self, controller: str, filename: str, value: str, fresh: str | None = None) -> None:
+        """Write ``value`` unless the file already has it (``fresh``: what a new group has)."""
+        if self._written.get((controller, filename), fresh) != value:
+            (self.dirs[controller] / filename).write_text(value)
+            self._written[(controller, filename)] = value
+
+    def joins(self) -> list[str]:
+        """The files a process writes ``0`` to, to join this group (one per hierarchy)."""
+        return sorted({str(path / "cgroup.procs") for path in self.dirs.values()})
 
     def _read(self, controller: str, filename: str) -> str:
         try:
@@ -227,24 +235,28 @@ class RunCgroup:
             return ""
 
     def set_limits(self, *, memory: int | None, pids: int | None, cpus: float | None) -> None:
-        if pids is not None:
-            self._write("pids", "pids.max", str(pids))
-        if memory is not None:
-            if self.v2:
-                self._write("memory", "memory.max", str(memory))
-                if (self.dirs["memory"] / "memory.swap.max").exists():  # absent without swap accounting
-                    self._write("memory", "memory.swap.max", "0")
-            else:
-                self._write("memory", "memory.limit_in_bytes", str(memory))
-                if (self.dirs["memory"] / "memory.memsw.limit_in_bytes").exists():
-                    self._write("memory", "memory.memsw.limit_in_bytes", str(memory))
-        if cpus is not None:
+        """The run's limits; None is none. A group set up ahead for another run's limits (the
+        pool primes new workers with the last run's) gets each one changed, and only those
+        that differ are written."""
+        self._write("pids", "pids.max", "max" if pids is None else str(pids), "max")
+        if self.v2:
+            self._write("memory", "memory.max", "max" if memory is None else str(memory), "max")
+            if (self.dirs["memory"] / "memory.swap.max").exists():  # absent without swap accounting
+                self._write("memory", "memory.swap.max", "max" if memory is None else "0", "max")
             period = 100_000
-            if self.v2:
-                self._write("cpu", "cpu.max", f"{int(cpus * period)} {period}")
-            else:
-                self._write("cpu", "cpu.cfs_period_us", str(period))
-                self._write("cpu", "cpu.cfs_quota_us", str(int(cpus * period)))
+            self._write("cpu", "cpu.max", f"{'max' if cpus is None else int(cpus * period)} {period}", f"max {period}")
+            return
+        # v1: the memory+swap limit may never be below the memory limit, so it goes first up, last down.
+        files = ["memory.limit_in_bytes"]
+        if (self.dirs["memory"] / "memory.memsw.limit_in_bytes").exists():
+            files.append("memory.memsw.limit_in_bytes")
+        now = int(self._written.get(("memory", files[0]), "-1"))
+        if memory is None or (now != -1 and memory > now):
+            files.reverse()
+        for filename in files:
+            self._write("memory", filename, "-1" if memory is None else str(memory), "-1")
+        self._write("cpu", "cpu.cfs_period_us", "100000", "100000")
+        self._write("cpu", "cpu.cfs_quota_us", "-1" if cpus is None else str(int(cpus * 100_000)), "-1")
 
     def add(self, pids: list[int]) -> None:
         for path in set(self.dirs.values()):

@@ -88,7 +88,7 @@ class Guarantees:
                 "a local process shares the host's /dev/shm, so its size cannot be limited",
                 fix="use --backend seccomp or docker",
             )
-        if self.namespaces.options is not None:
+        if self.namespaces.available:
             counted = "counted in --mem" if self.cgroup.kind else "not counted in --mem, which is address space here"
             return Enforcement(f"a fresh tmpfs of that size at /dev/shm per run, {counted} (multiprocessing works)")
         return Enforcement(
@@ -104,7 +104,7 @@ class Guarantees:
         ns = self.namespaces
         if not self.confined:
             space = "none (the local backend is not confined)"
-        elif ns.options is None:
+        elif not ns.available:
             space = f"none ({ns.why}); seccomp and Landlock still apply"
         elif ns.user:
             space = "pid, mount and net, inside a user namespace of your own (your uid mapped to itself)"
@@ -115,7 +115,7 @@ class Guarantees:
         for name in HOST_DEPENDENT:
             kept = self.limit(name)
             lines.append(f"{_OPTION[name]}: {kept.how}" if kept.how else f"{_OPTION[name]}: refused, {kept.why}")
-        if self.confined and ns.options is not None:
+        if self.confined and ns.available:
             lines.append("processes a run leaves: killed with its pid namespace; /tmp and /run hold only its own")
         else:
             lines.append("processes a run leaves: killed by its supervisor, a child subreaper (setsid ones too)")

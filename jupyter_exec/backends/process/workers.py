@@ -1,10 +1,11 @@
-"""Pre-started bootstrap processes, each used for exactly one run.
+"""Bootstraps forked from a template, each used for exactly one run.
 
-Starting Python costs tens of milliseconds; a worker that is already past start-up and
-waiting for its request on stdin costs about one. Each worker runs one cell and is
-discarded, so nothing carries over between runs. Workers start with a minimal
-environment (never the kernel's: it may hold tokens) and carry ``JX_OWNER_PID`` so the
-workers of a dead kernel can be found and killed.
+A worker is a child of the run's fork server (``templates``): a Python already past
+start-up, in namespaces of its own and (where the host allows) a cgroup of its own,
+waiting for its request on stdin. Each runs one cell and is discarded, so nothing
+carries over between runs; the template it came from never runs anything. The pool keeps
+``size`` idle workers per key and forks the next one in the background after each take,
+which costs a few milliseconds, so cells that follow each other find one ready.
 """
 
 from __future__ import annotations
@@ -19,85 +20,66 @@ import sys
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_exec._proc import pid_alive
 from jupyter_exec.errors import NodeFailedError
-from jupyter_exec.runner.bootstrap import SUPERVISE_VAR, descendants
-from jupyter_exec.runner.protocol import BOOTSTRAP_PATH
+from jupyter_exec.runner.bootstrap import descendants
+from jupyter_exec.runner.protocol import FORKSERVER_PATH
 
 from .cgroups import RunCgroup, cgroup_mode, systemd_scope_prefix
+from .templates import OWNER_VAR, Forked, Template
 
 __all__ = ["Namespaces", "Worker", "WorkerPool", "kill_tree", "namespace_support", "namespaces", "reap_workers"]
 
-OWNER_VAR = "JX_OWNER_PID"
-_BASE_ENV_NAMES = ("PATH", "LANG", "LC_ALL", "TZ")
-_BUS_VARS = ("XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")
-_WITHOUT_BUS = ("env", *(f"--unset={name}" for name in _BUS_VARS))
 _serial = itertools.count()
-
-
-def worker_env(supervise: bool) -> dict[str, str]:
-    env = {k: os.environ[k] for k in _BASE_ENV_NAMES if k in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update(
-        {OWNER_VAR: str(os.getpid()), "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    )
-    if supervise:
-        env[SUPERVISE_VAR] = "1"
-    return env
-
-
-# New pid and mount namespaces (net unless the run has --network); mounts are private, so
-# what a run mounts (its /dev/shm, /tmp) never propagates to the host.
-_NAMESPACES = ("--pid", "--mount", "--propagation", "private", "--fork", "--kill-child", "--mount-proc")
-# Without root: a user namespace first, the user's own uid mapped (files a run writes are
-# theirs), keeping the capabilities it gives over what it owns so the bootstrap can mount.
-_USER_NAMESPACE = ("--user", "--map-current-user", "--keep-caps")
-# What a worker must be able to do in them: mount its own /dev/shm.
-_PROBE = "import ctypes, sys; sys.exit(ctypes.CDLL(None).mount(b'jx', b'/dev/shm', b'tmpfs', 0, None) != 0)"
 
 
 @dataclass(frozen=True)
 class Namespaces:
-    """The namespaces a worker gets here: the ``unshare`` options that work (None: none do,
-    and ``why``); ``user`` when they start with a user namespace (an ordinary user)."""
+    """The namespaces a worker gets here: ``mode`` ``root`` (the kernel's own privileges) or
+    ``user`` (inside a user namespace of the run's own: an ordinary user), or None when
+    none can be made (then ``why``)."""
 
-    options: tuple[str, ...] | None
-    user: bool = False
+    mode: str | None
     why: str = ""
 
-    def prefix(self, network: bool) -> list[str]:
-        assert self.options is not None
-        return ["unshare", *self.options] if network else ["unshare", "--net", *self.options]
+    @property
+    def available(self) -> bool:
+        return self.mode is not None
+
+    @property
+    def user(self) -> bool:
+        return self.mode == "user"
 
 
 @functools.cache
 def namespaces() -> Namespaces:
-    """Which namespaces workers can have here (checked once): root's own, else through a
-    user namespace (Debian's default for ordinary users), else none."""
+    """Which namespaces workers can have here (checked once, by the fork server's own code):
+    root's own, else through a user namespace (Debian's default for ordinary users), else none."""
     reasons = []
-    attempts: list[tuple[tuple[str, ...], bool]] = [(_NAMESPACES, False)] if os.geteuid() == 0 else []
-    attempts.append(((*_USER_NAMESPACE, *_NAMESPACES), True))
-    for options, user in attempts:
-        found = Namespaces(options, user)
+    for mode in ("root", "user") if os.geteuid() == 0 else ("user",):
         try:
             done = subprocess.run(
-                [*found.prefix(False), sys.executable, "-I", "-c", _PROBE], capture_output=True, timeout=10
+                [sys.executable, "-I", str(FORKSERVER_PATH), "--probe", mode], capture_output=True, timeout=10
             )
         except (OSError, subprocess.TimeoutExpired) as error:
-            return Namespaces(None, why=f"unshare not usable: {error}")
+            return Namespaces(None, why=f"cannot probe namespaces: {error}")
         if done.returncode == 0:
-            return found
+            return Namespaces(mode)
         stderr = done.stderr.decode(errors="replace").strip()
-        reasons.append(f"unshare{' --user' if user else ''} refused: {stderr or f'exit code {done.returncode}'}")
+        reasons.append(
+            f"unshare{' of a user namespace' if mode == 'user' else ''} refused: "
+            f"{stderr or f'exit code {done.returncode}'}"
+        )
     return Namespaces(None, why="; ".join(reasons))
 
 
 def namespace_support() -> str | None:
     """None if new pid/mount/net namespaces can be made here, else why not."""
-    return namespaces().why if namespaces().options is None else None
+    return None if namespaces().available else namespaces().why
 
 
 @dataclass(frozen=True)
@@ -108,53 +90,43 @@ class WorkerKey:
 
 
 class Worker:
-    """One started bootstrap: its process, the three pipes the host reads, and (where the
-    host allows) its own cgroup, joined while it waits so a run only sets the limits."""
+    """One forked bootstrap: its process, the three pipes the host reads, and (where the
+    host allows) its own cgroup, joined while it waits so a run only sets the limits.
+    ``own_template``: the template was started for this worker alone (a systemd scope),
+    and goes with it."""
 
-    def __init__(self, key: WorkerKey) -> None:
-        self.key = key
-        read_fd, write_fd = os.pipe()
-        command = [key.python, "-I", str(BOOTSTRAP_PATH), str(write_fd)]
-        if key.namespaces:
-            command = namespaces().prefix(key.network) + command
-        env = worker_env(supervise=not key.namespaces)
-        if cgroup_mode().kind == "systemd":
-            # The user manager makes the scope; its address is for systemd-run, not the run.
-            command = [*systemd_scope_prefix(f"jx-{os.getpid()}-w{next(_serial)}"), *_WITHOUT_BUS, *command]
-            env.update({k: os.environ[k] for k in _BUS_VARS if k in os.environ})
+    def __init__(self, key: WorkerKey, template: Template, own_template: bool = False) -> None:
+        self.key, self.template, self.own_template = key, template, own_template
+        kind = cgroup_mode().kind
+        # A group of its own, which the child joins before it forks anything (so everything
+        # it starts is in it); a systemd scope already is one: the template's.
+        self.cgroup = RunCgroup.create(f"jx-{os.getpid()}-w{next(_serial)}") if kind in ("root", "delegated") else None
         try:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(write_fd,),
-                start_new_session=True,
-                env=env,
-                cwd="/",
-            )
-        finally:
-            os.close(write_fd)
-        self.protocol_fd = read_fd
+            self.child: Forked = template.fork(key.network, self.cgroup.joins() if self.cgroup else ())
+        except BaseException:
+            if self.cgroup is not None:
+                self.cgroup.kill_and_remove()
+            raise
+        if kind == "systemd":
+            self.cgroup = RunCgroup.of_process(self.child.pid)
+        self.protocol_fd = self.child.protocol
         self.ready_bytes = b""
-        self.cgroup: RunCgroup | None = None
 
     def prepare(self) -> None:
-        """Wait for the bootstrap, then give its whole tree a cgroup of its own (a systemd
-        scope already is one)."""
+        """Wait for the bootstrap to say it is ready."""
         self.wait_ready()
-        kind = cgroup_mode().kind
-        if self.cgroup is not None or not kind:
-            return
-        if kind == "systemd":
-            self.cgroup = RunCgroup.of_process(self.pid)
-        else:
-            self.cgroup = RunCgroup.create(f"jx-{os.getpid()}-w{self.pid}")
-            self.cgroup.add(self.tree())
 
     @property
     def pid(self) -> int:
-        return self.process.pid
+        return self.child.pid
+
+    def alive(self) -> bool:
+        """Still waiting for its request (nothing but ``ready`` said, the channel open)."""
+        if not select.select([self.protocol_fd], [], [], 0)[0]:
+            return True
+        chunk = os.read(self.protocol_fd, 65536)
+        self.ready_bytes += chunk
+        return bool(chunk)
 
     def wait_ready(self, timeout: float = 30.0) -> bytes:
         """Block until the bootstrap says ready; return any protocol bytes read past it."""
@@ -162,20 +134,14 @@ class Worker:
             readable, _, _ = select.select([self.protocol_fd], [], [], timeout)
             chunk = os.read(self.protocol_fd, 65536) if readable else b""
             if not chunk:
-                stderr = self._drain_stderr()
+                stderr = self.child.stderr_now()
                 self.kill()
                 raise NodeFailedError(f"the sandbox process did not start: {stderr or 'no answer'}")
             self.ready_bytes += chunk
         return self.ready_bytes
 
-    def _drain_stderr(self) -> str:
-        if self.process.poll() is None:
-            return ""
-        assert self.process.stderr is not None  # started with stderr=PIPE
-        return self.process.stderr.read().decode(errors="replace").strip()[-2000:]
-
     def tree(self) -> list[int]:
-        """This worker's process and its descendants (the bootstrap under ``unshare``)."""
+        """This worker's process and its descendants (the pid namespace's init and below)."""
         return [self.pid, *descendants(self.pid)]
 
     def kill(self) -> None:
@@ -185,94 +151,152 @@ class Worker:
         is killed first, all of it, found as the supervisor's descendants."""
         if not self.key.namespaces:
             kill_tree(self.pid, including_root=False)
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        for kill, target in ((os.killpg, self.pid), (os.kill, self.pid)):
+            try:
+                kill(target, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         for pid in self.cgroup.procs() if self.cgroup else ():
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
-    def close(self) -> None:
-        self.kill()
+    def close(self, ended: bool = False) -> None:
+        """Kill the worker (``ended``: its run is over, so first wait a moment for it to go by
+        itself), wait until it is reaped (its cgroup is then empty: a pid namespace's init goes
+        last), remove its cgroup and close its pipes."""
+        if not (ended and self.child.wait(timeout=2.0)):
+            self.kill()
+            self.child.wait(timeout=2.0)
         if self.cgroup is not None:
             self.cgroup.kill_and_remove()
-        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
-        try:
-            os.close(self.protocol_fd)
-        except OSError:
-            pass
-        if self.process.returncode is None:
-            self.process.wait()
+        self.child.close()
+        if self.own_template:
+            self.template.close()
 
 
 class WorkerPool:
-    """Idle workers per key, refilled in the background after each take."""
+    """Idle workers per key, forked from one template per Python and namespace setting,
+    refilled in the background after each take."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._idle: dict[WorkerKey, deque[Worker]] = defaultdict(deque)
+        self._templates: dict[tuple[str, bool], Template] = {}
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)  # a worker was added, or a filler stopped
+        self._filling: set[WorkerKey] = set()
+        self._prime: dict[WorkerKey, Callable[[Worker], None]] = {}
+        self._starting = threading.Lock()  # one template started at a time
         self._closed = False
 
-    def take(self, key: WorkerKey) -> Worker:
-        with self._lock:
-            queue = self._idle[key]
-            worker = None
-            while queue and worker is None:
-                candidate = queue.popleft()
-                if candidate.process.poll() is None:
-                    worker = candidate
-                else:
-                    candidate.close()
-        if self.size > 0:
-            threading.Thread(target=self._refill, args=(key,), daemon=True, name="jx-pool-refill").start()
-        if worker is None:
-            worker = Worker(key)
-            try:
-                worker.prepare()
-            except BaseException:
-                worker.close()
-                raise
-        return worker
-
-    def _refill(self, key: WorkerKey) -> None:
-        while True:
-            with self._lock:
-                if self._closed or len(self._idle[key]) >= self.size:
-                    return
-            worker = Worker(key)
-            try:
-                worker.prepare()
-            except NodeFailedError:
-                worker.close()
-                return
+    def _template(self, key: WorkerKey) -> tuple[Template, bool]:
+        """The template ``key``'s workers fork from, and whether it is the worker's own."""
+        mode = (namespaces().mode or "none") if key.namespaces else "none"
+        if cgroup_mode().kind == "systemd":  # a scope per worker: its template goes in it
+            return Template(key.python, mode, systemd_scope_prefix(f"jx-{os.getpid()}-w{next(_serial)}")), True
+        with self._starting:
+            template = self._templates.get((key.python, key.namespaces))
+            if template is not None and template.alive():
+                return template, False
+            if template is not None:
+                template.close()
+            template = Template(key.python, mode)
             with self._lock:
                 if self._closed:
-                    worker.close()
+                    template.close()
+                    raise NodeFailedError("the sandbox's worker pool is closed")
+                self._templates[(key.python, key.namespaces)] = template
+        return template, False
+
+    def _new_worker(self, key: WorkerKey) -> Worker:
+        template, own = self._template(key)
+        try:
+            worker = Worker(key, template, own)
+        except BaseException:
+            if own:
+                template.close()
+            raise
+        try:
+            worker.prepare()
+            prime = self._prime.get(key)
+            if prime is not None:
+                prime(worker)
+        except BaseException:
+            worker.close()
+            raise
+        return worker
+
+    def take(self, key: WorkerKey, prime: Callable[[Worker], None] | None = None) -> Worker:
+        """An idle worker for ``key``; if none is left but one is being forked, that one (it is
+        ready within milliseconds, sooner than forking another beside it); else one forked now.
+        ``prime`` is applied to the workers forked ahead for ``key`` from now on (a run's
+        limits set on their groups, off the next run's path)."""
+        worker = None
+        with self._ready:
+            if prime is not None:
+                self._prime[key] = prime
+            queue = self._idle[key]
+            while worker is None:
+                while queue and worker is None:
+                    candidate = queue.popleft()
+                    if candidate.alive():
+                        worker = candidate
+                    else:
+                        candidate.close()
+                if worker is not None or key not in self._filling or self._closed:
+                    break
+                self._ready.wait(1.0)
+        self.warm(key)
+        return worker or self._new_worker(key)
+
+    def _refill(self, key: WorkerKey) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if self._closed or len(self._idle[key]) >= self.size:
+                        return
+                try:
+                    worker = self._new_worker(key)
+                except NodeFailedError:
                     return
-                self._idle[key].append(worker)
+                with self._ready:
+                    if self._closed:
+                        worker.close()
+                        return
+                    self._idle[key].append(worker)
+                    self._ready.notify_all()
+        finally:
+            with self._ready:
+                self._filling.discard(key)
+                self._ready.notify_all()
 
     def warm(self, key: WorkerKey) -> None:
-        """Start filling the pool for ``key`` now, so the first run finds a worker."""
-        if self.size > 0:
-            threading.Thread(target=self._refill, args=(key,), daemon=True, name="jx-pool-warm").start()
+        """Fill the pool for ``key`` in the background (one filler per key at a time)."""
+        with self._lock:
+            if self.size <= 0 or self._closed or key in self._filling:
+                return
+            self._filling.add(key)
+        threading.Thread(target=self._refill, args=(key,), daemon=True, name="jx-pool-refill").start()
 
     def idle_count(self) -> int:
         with self._lock:
             return sum(len(q) for q in self._idle.values())
 
     def close(self) -> None:
-        with self._lock:
+        with self._ready:
             self._closed = True
             workers = [w for q in self._idle.values() for w in q]
             self._idle.clear()
+            self._ready.notify_all()
         for worker in workers:
             worker.close()
+        with self._starting:
+            templates = list(self._templates.values())
+            self._templates.clear()
+        for template in templates:
+            template.close()
 
 
 def kill_tree(root: int, *, including_root: bool = True, wait: float = 2.0) -> None:

@@ -10,21 +10,24 @@ objects as pickle, so the cluster's workers are trusted as Ray always trusts the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from jupyter_exec.backends.base import Availability, ExecutorBackend, Submission, TaskHandle
+from jupyter_exec.backends.base import Availability, ExecutorBackend, MapOutcome, Submission, TaskHandle
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.extras import install_hint
 from jupyter_exec.runner.protocol import Envelope, build_request
 from jupyter_exec.spec import Limits, RunSpec
+from jupyter_exec.units import parse_duration
 
 from .connection import connection, ray_runtime_env, ship_local_files
 from .fanout import fan_out
 from .options import LOCAL_RAY, RayOptions
+from .quiet import noise
 from .run import RayRun, deadlines
 
 if TYPE_CHECKING:
@@ -76,10 +79,23 @@ class RayBackend(ExecutorBackend):
         return Availability(True)
 
     def submit(self, submission: Submission) -> TaskHandle:
+        note = getattr(submission.sink, "note", None)  # the run's log only: where Ray's own lines go
+        if note is not None:
+            noise.attach(submission.run_id, note)
+        try:
+            return self._submit(submission)
+        except BaseException:
+            self.forget(submission.run_id)
+            raise
+
+    def _submit(self, submission: Submission) -> TaskHandle:
         options = self.options(submission.spec)
         _refuse_unenforced(submission.spec.limits)
         conn = connection()
-        conn.ensure(options.address, lambda text: submission.sink.output("stderr", text))
+        conn.ensure(options.address, lambda text: submission.sink.output("stderr", text), self.connect_timeout())
+        if conn.output.relay_died:  # its worker was killed: this run's output needs a live one
+            conn.output.relay_died = False
+            conn.new_relay()
         node_id = conn.resolve_node(options.node) if options.node else None
         if not options.wait_for_resources:
             conn.check_feasible(options, node_id)
@@ -96,15 +112,12 @@ class RayBackend(ExecutorBackend):
                 "cuda_visible_devices": ",".join(options.gpu_ids) or None,
             },
         ).decode()
-        run = RayRun(submission, self, conn, node_id)
+        runtime_env = ship_local_files(ray_runtime_env(submission.spec))
+        # The task first: the bookkeeping below then overlaps with it on another core.
+        run = RayRun(submission, self, conn, node_id, conn.cell_task_for(options, node_id, runtime_env).remote(request))
         self._runs[submission.run_id] = run
         conn.output.track(submission.run_id, run)
-        try:
-            runtime_env = ship_local_files(ray_runtime_env(submission.spec))
-            run.ref = conn.cell_task_for(options, node_id, runtime_env).remote(request)
-        except BaseException:
-            self.forget(submission.run_id)
-            raise
+        conn.track(submission.run_id, run.lose)
         if submission.spec.limits.timeout is not None:
             deadlines.add(time.monotonic() + submission.spec.limits.timeout, run)
         return run.handle
@@ -119,12 +132,12 @@ class RayBackend(ExecutorBackend):
         batch_size: int | None = None,
         max_parallel: int | None = None,
         progress: Callable[[str], None] | None = None,
-    ) -> list[Any]:
+    ) -> MapOutcome:
         """``work`` (a function, or cell code that sees ``item``) over ``items`` as batches of Ray tasks."""
         options = self.options(spec)
         _refuse_unenforced(spec.limits)
         conn = connection()
-        conn.ensure(options.address, progress or (lambda text: None))
+        conn.ensure(options.address, progress or (lambda text: None), self.connect_timeout())
         return fan_out(
             conn,
             work,
@@ -136,6 +149,12 @@ class RayBackend(ExecutorBackend):
             max_in_flight=max_parallel,
             say=progress,
         )
+
+    def identity(self, spec: RunSpec) -> dict[str, Any]:
+        """Ray's version (where a task runs is in the run's options, which the key covers)."""
+        import ray
+
+        return {**super().identity(spec), "ray": ray.__version__}
 
     def get_result(self, handle: TaskHandle, timeout: float | None = None) -> Envelope:
         """Waits for the task in the calling thread: no thread per run (a trivial cell stays
@@ -194,12 +213,24 @@ class RayBackend(ExecutorBackend):
 
     def forget(self, run_id: int) -> None:
         self._runs.pop(run_id, None)
-        connection().output.untrack(run_id)
+        connection().untrack(run_id)
+        noise.detach(run_id)
+
+    def connect_timeout(self) -> float:
+        """``ExecConfig.ray_connect_timeout`` in seconds: how long finding a cluster may take."""
+        return _seconds(self.config.ray_connect_timeout)
 
 
+@functools.lru_cache(maxsize=8)
+def _seconds(setting: str) -> float:
+    return parse_duration(setting, "ExecConfig.ray_connect_timeout")
+
+
+@functools.lru_cache(maxsize=64)
 def _refuse_unenforced(limits: Limits) -> None:
     """A Ray task gets only a wall-clock limit; other limits are refused, not ignored.
-    (A Ray worker always has the cluster's network: ``network`` does not apply.)"""
+    (A Ray worker always has the cluster's network: ``network`` does not apply.) Checked
+    once per distinct limits: this is on every cell's path."""
     unenforced = [
         f.name
         for f in dataclasses.fields(limits)

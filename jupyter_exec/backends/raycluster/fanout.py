@@ -3,19 +3,23 @@
 Items are sent in batches (one task per batch, so a thousand small items cost about
 what a handful of tasks cost), at most ``max_in_flight`` tasks run at once, and the
 results come back in the items' order, as data (the same tagged JSON a cell's result
-travels as). The first item that raises stops the map and its error is raised, naming
-the item; a task that dies is mapped by the same function as a single cell's.
+travels as). An item that raises has its error kept beside the others' results
+(``MapOutcome``). A fault outside the items' code (a worker or node died, the cluster
+went away) ends only the batches it hit, as a single cell's would end (``task_error``;
+``--retries`` lets Ray run them again): each of their items gets that ``NodeFailedError``,
+the other batches finish, and nothing more starts once the cluster is gone. A fault that
+is not the node's (every batch would hit it: a bad runtime env) ends the map.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
-from jupyter_exec.errors import TransferError, remote_error
+from jupyter_exec.backends.base import MapOutcome, MapProgress
+from jupyter_exec.errors import NodeFailedError
 from jupyter_exec.runner.transfer import decode
 from jupyter_exec.spec import RunSpec
 
@@ -37,7 +41,7 @@ def fan_out(
     batch_size: int | None,
     max_in_flight: int | None,
     say: Callable[[str], None] | None,
-) -> list[Any]:
+) -> MapOutcome:
     """``work`` over ``items`` in batches, at most ``max_in_flight`` tasks at once; results in order."""
     import ray
     from ray.exceptions import RayError
@@ -46,55 +50,59 @@ def fan_out(
         conn.check_feasible(options, None)
     total, trust = len(items), spec.trust
     if not total:
-        return []
+        return MapOutcome([])
     if max_in_flight is None:
         cpus = ray.cluster_resources().get("CPU", 1.0)
         max_in_flight = max(1, int(cpus // options.num_cpus) if options.num_cpus else int(cpus))
     batch_size = batch_size or max(1, math.ceil(total / (max_in_flight * 4)))
-    task = conn.batch_task.options(
-        num_cpus=options.num_cpus,
-        num_gpus=options.num_gpus,
-        max_retries=options.retries,
-        runtime_env=ray_runtime_env(spec),
-        **({"memory": options.memory} if options.memory else {}),
-    )
+    task = conn.batch_task.options(**options.task_options(ray_runtime_env(spec)))
     work_ref = ray.put(work)
     starts = list(range(0, total, batch_size))
-    results: list[Any] = [None] * total
+    outcome = MapOutcome([None] * total)
     in_flight: dict[Any, int] = {}
-    done, shown = 0, 0.0
+    progress = MapProgress(total, say)
+    lost: list[str] = []
+    key = run_id if run_id is not None else id(outcome)
+
+    def end(why: str) -> None:  # the cluster went away: stop waiting for it
+        lost.append(why)
+        for ref in list(in_flight):
+            ray.cancel(ref, force=True)
+
+    def fail_batch(start: int, error: BaseException) -> None:
+        stop = min(start + batch_size, total)
+        for index in range(start, stop):
+            outcome.fail(index, error)
+        progress.advance(stop - start)
+
+    conn.track(key, end)
     try:
         while starts or in_flight:
-            while starts and len(in_flight) < max_in_flight:
+            while starts and not lost and len(in_flight) < max_in_flight:
                 start = starts.pop(0)
                 in_flight[task.remote(work_ref, items[start : start + batch_size], start, trust)] = start
+            if not in_flight:
+                break
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in ready:
                 start = in_flight.pop(ref)
                 try:
                     batch = json.loads(ray.get(ref))
                 except RayError as error:
-                    raise task_error(error, run_id, what=f"the map task for items {start}..") from error
-                _raise_batch_error(batch)
-                for offset, encoded in enumerate(batch["results"]):
-                    results[start + offset] = decode(encoded, trust)
-                done += len(batch["results"])
-            if say and (time.monotonic() - shown > 0.2 or done == total):
-                shown = time.monotonic()
-                say(f"\r[jupyter-exec] map: {done}/{total} items" + ("\n" if done == total else ""))
+                    what = f"the map task for items {start}..{min(start + batch_size, total) - 1}"
+                    fault = task_error(error, run_id, lost=lost[0] if lost else None, what=what)
+                    if not isinstance(fault, NodeFailedError):  # not the node's fault: every batch would fail
+                        raise fault from error
+                    fail_batch(start, fault)
+                    continue
+                outcome.add(start, batch, lambda encoded: decode(encoded, trust), run_id)
+                progress.advance(len(batch["results"]))
     except BaseException:
         for ref in in_flight:
             ray.cancel(ref, force=True)
         raise
-    return results
-
-
-def _raise_batch_error(batch: dict[str, Any]) -> None:
-    if "untransferable" in batch:
-        raise TransferError(
-            f"map: {batch['untransferable']} and cannot come back as data; "
-            "return data, or pass trust=True to pickle it (only for code you trust)"
-        )
-    if "error" in batch:
-        described = batch["error"]
-        raise remote_error(described["type"], f"item {batch['index']}: {described['message']}", described["traceback"])
+    finally:
+        conn.untrack(key)
+    for start in starts:  # never started: the cluster went away first
+        fail_batch(start, NodeFailedError(f"{lost[0]} before items {start}.. could start", run_id=run_id))
+    return outcome

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ class RayOptions(Placement):
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     memory: int | None = None  # bytes reserved for scheduling (Ray's ``memory``)
+    custom: tuple[tuple[str, float], ...] = ()  # custom resources a node declares (``ray start --resources``)
     node: str | None = None  # node id (or prefix), IP, hostname, or "local"
     soft: bool = False  # node affinity is a preference, not a rule
     gpu_ids: tuple[str, ...] = ()  # pinned through CUDA_VISIBLE_DEVICES
@@ -31,12 +33,21 @@ class RayOptions(Placement):
 
     @classmethod
     def parse(cls, **values: Any) -> RayOptions:
-        """Options from user-typed strings; ``None`` values are left at their defaults."""
+        """Options from user-typed strings; ``None`` values are left at their defaults. Parsed
+        once per distinct set of values (every ``%%rayrun`` parses them)."""
+        try:
+            return _parsed(frozenset(values.items()))
+        except TypeError:  # a value that cannot be a cache key (a list): parsed as it is
+            return cls._parse(values)
+
+    @classmethod
+    def _parse(cls, values: dict[str, Any]) -> RayOptions:
         v = {k: x for k, x in values.items() if x is not None}
         unknown = set(v) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise SpecError(f"unknown Ray option(s) {sorted(unknown)}")
         gpu_ids = tuple(g.strip() for g in str(v.get("gpu_ids", "")).split(",") if g.strip())
+        custom = _custom_resources(v.get("custom", ""))
         if "num_gpus" not in v and gpu_ids:
             v["num_gpus"] = len(gpu_ids)
         parsed = {
@@ -45,6 +56,7 @@ class RayOptions(Placement):
             "num_gpus": parse_number(v.get("num_gpus", 0), "--num-gpus", allow_zero=True),
             "memory": parse_size(v["memory"], "--memory") if "memory" in v else None,
             "gpu_ids": gpu_ids,
+            "custom": custom,
             "retries": parse_count(v.get("retries", 0), "--retries", allow_zero=True, example="0 or 3"),
         }
         if gpu_ids and parsed["num_gpus"] < len(gpu_ids):
@@ -58,5 +70,44 @@ class RayOptions(Placement):
 
     def resources(self) -> dict[str, float]:
         """What one task reserves, in Ray's resource names."""
-        wanted = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": float(self.memory or 0)}
+        wanted = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": float(self.memory or 0), **dict(self.custom)}
         return {k: x for k, x in wanted.items() if x}
+
+    def task_options(self, runtime_env: dict[str, Any] | None) -> dict[str, Any]:
+        """Ray's ``.options()`` for a task with these reservations and retries."""
+        options: dict[str, Any] = {
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "max_retries": self.retries,
+            "runtime_env": runtime_env,
+        }
+        if self.memory:
+            options["memory"] = self.memory
+        if self.custom:
+            options["resources"] = dict(self.custom)
+        return options
+
+
+@functools.lru_cache(maxsize=128)
+def _parsed(values: frozenset[tuple[str, Any]]) -> RayOptions:
+    return RayOptions._parse(dict(values))
+
+
+_BUILT_IN = {"CPU": "--num-cpus", "GPU": "--num-gpus", "memory": "--memory"}
+
+
+def _custom_resources(value: object) -> tuple[tuple[str, float], ...]:
+    """``name=amount,name=amount`` (as ``--resources`` takes them), sorted by name."""
+    if isinstance(value, tuple):
+        return value
+    found: dict[str, float] = {}
+    for part in str(value).split(","):
+        if not part.strip():
+            continue
+        name, sep, amount = (x.strip() for x in part.partition("="))
+        if not sep or not name:
+            raise SpecError(f"--resources {value}: write each as NAME=AMOUNT, e.g. --resources accelerator=1,disk=2")
+        if name in _BUILT_IN:
+            raise SpecError(f"--resources {name}=...: ask for {name} with {_BUILT_IN[name]}")
+        found[name] = parse_number(amount, f"--resources {name}", example="1 or 0.5")
+    return tuple(sorted(found.items()))

@@ -1,7 +1,8 @@
 """Bringing a Ray cell's live output into the kernel, pulling from the relay only when it pays.
 
 Workers push numbered output chunks to the kernel's relay actor (``ray_task.OutputRelay``);
-one thread here long-polls the relay and hands each chunk to its run, in order.
+one thread here long-polls the relay and hands each chunk to its run, in order. A relay
+that dies (its worker killed) is replaced before the next run (``relay_died``).
 
 A thread waiting in ``ray.get`` on that long poll makes every other Ray call of the
 process slower (about 0.2 ms a task on 2 cores), the user's own ``ray.get`` included. So
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 __all__ = ["LIVE_AFTER", "OutputPump"]
@@ -33,12 +35,13 @@ class OutputTarget(Protocol):
 class OutputPump:
     """One thread per connection that delivers relay chunks to the runs being tracked."""
 
-    def __init__(self, ray: Any, relay: Any) -> None:
+    def __init__(self, ray: Any, relay: Callable[[], Any]) -> None:
         self._runs: dict[int, OutputTarget] = {}
         self._changed = threading.Condition()
         self._parked = False  # waiting for a first run: only then does tracking wake the thread
         self._closed = False
         self.pulls = 0  # long polls made: a kernel that runs only short, silent cells makes none
+        self.relay_died = False  # the connection makes a new one before the next run
         self._thread = threading.Thread(target=self._loop, args=(ray, relay), daemon=True, name="jx-ray-output")
         self._thread.start()
 
@@ -81,12 +84,16 @@ class OutputPump:
                 self._changed.wait(wait)
             return False
 
-    def _loop(self, ray: Any, relay: Any) -> None:
+    def _loop(self, ray: Any, relay: Callable[[], Any]) -> None:
+        from ray.exceptions import ActorDiedError
+
         while self._pull_due() and ray.is_initialized():  # never let a call re-initialise Ray
             self.pulls += 1
             try:
-                batch = ray.get(relay.pull.remote(PULL_SECONDS))
-            except Exception:  # the connection went away (shutdown, cluster lost): retry or stop
+                batch = ray.get(relay().pull.remote(PULL_SECONDS))
+            except Exception as error:  # the connection went away (shutdown, cluster lost): retry or stop
+                if isinstance(error, ActorDiedError):  # its worker was killed: replaced before the next run
+                    self.relay_died = True
                 with self._changed:
                     self._changed.wait(_RETRY_SECONDS)
                 continue

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jupyter_exec.backends.base import Outcome, Submission, TaskHandle
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["Deadlines", "RayRun", "StillRunning", "deadlines"]
 
 _OUTPUT_GRACE = 10.0
+_EXIT_NOTICE_GRACE = 2.0  # how long a worker that died gets for its exit notice to arrive
 
 
 class StillRunning(Exception):
@@ -37,13 +40,17 @@ class Deadlines:
     The thread waiting for a run can then block in a plain ``ray.get``: Ray's timed get
     costs a trivial cell about 0.1 ms more, a twentieth of the whole task. Runs are held
     weakly and ended ones are dropped from the top as new ones come, so a loop of many
-    short cells keeps no memory alive.
+    short cells keeps no memory alive. The thread is woken only for a deadline earlier than
+    the next look it has planned (it looks at least every ``_IDLE_LOOK`` seconds): a cell
+    under the default ten-minute timeout wakes no thread, which on a busy machine would
+    cost the cell a turn on a core.
     """
 
     def __init__(self) -> None:
         self._due: list[tuple[float, int, weakref.ref[RayRun]]] = []
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._next_look = 0.0  # when the thread looks next, unless woken
 
     def add(self, when: float, run: RayRun) -> None:
         with self._changed:
@@ -52,7 +59,7 @@ class Deadlines:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, daemon=True, name="jx-ray-deadlines")
                 self._thread.start()
-            elif self._due[0][2]() is run:
+            elif when < self._next_look:
                 self._changed.notify()
 
     def _drop_ended(self) -> None:
@@ -63,16 +70,17 @@ class Deadlines:
         while True:
             with self._changed:
                 self._drop_ended()
-                if not self._due:
-                    self._changed.wait()
-                    continue
-                wait = self._due[0][0] - time.monotonic()
-                if wait > 0:
-                    self._changed.wait(wait)
+                now = time.monotonic()
+                if not self._due or self._due[0][0] > now:
+                    self._next_look = min(self._due[0][0] if self._due else math.inf, now + _IDLE_LOOK)
+                    self._changed.wait(self._next_look - now)
                     continue
                 run = heapq.heappop(self._due)[2]()
             if run is not None:
                 run.expire()  # does nothing if the run has ended meanwhile
+
+
+_IDLE_LOOK = 30.0
 
 
 def _ended(run: RayRun | None) -> bool:
@@ -85,12 +93,15 @@ deadlines = Deadlines()
 class RayRun:
     """One cell on Ray: waits for the task, takes its output, maps how it ended."""
 
-    def __init__(self, submission: Submission, backend: RayBackend, conn: Connection, node_id: str | None) -> None:
-        self.submission, self.backend, self.conn = submission, backend, conn
+    def __init__(
+        self, submission: Submission, backend: RayBackend, conn: Connection, node_id: str | None, ref: Any
+    ) -> None:
+        self.submission, self.backend, self.conn, self.ref = submission, backend, conn, ref
         self.handle = TaskHandle(submission, backend)
-        self.ref: Any = None
         self.cancel_requested = False
         self.timed_out = False
+        self.lost: str | None = None  # why the cluster went away under the run
+        self.exited: dict[str, Any] | None = None  # the cell ended its worker (os._exit): code, node, pid
         self.began = time.monotonic()
         self.wants_output = False  # ended with chunks not yet delivered: the pump pulls for them
         self.received = 0
@@ -102,7 +113,9 @@ class RayRun:
         sink = self.submission.sink
         with self._output:
             for kind, payload in items:
-                if kind == "display":
+                if kind == "exit":
+                    self.exited = payload
+                elif kind == "display":
                     sink.display(sanitize_bundle(payload, self.submission.spec.trust))
                 else:
                     sink.output(kind, payload)
@@ -117,14 +130,23 @@ class RayRun:
 
     def expire(self) -> None:
         """The run's ``--timeout`` passed: force-cancel it (its waiter then reports the timeout)."""
-        import ray
-
         if not self.handle.done():
             self.timed_out = True
-            try:
-                ray.cancel(self.ref, force=True)
-            except Exception:  # Ray gone (kernel exiting): the waiter hears of it from ray.get
-                pass
+            self._stop()
+
+    def lose(self, why: str) -> None:
+        """The cluster went away: stop waiting for it (its waiter then reports ``why``)."""
+        if not self.handle.done():
+            self.lost = why
+            self._stop()
+
+    def _stop(self) -> None:
+        import ray
+
+        try:
+            ray.cancel(self.ref, force=True)
+        except Exception:  # Ray gone (kernel exiting): the waiter hears of it from ray.get
+            pass
 
     def resolve(self, timeout: float | None) -> None:
         """Finish the handle if the task ends within ``timeout`` (None: however long it takes)."""
@@ -141,9 +163,20 @@ class RayRun:
             outcome.details = {**self.details, **outcome.details}
             self.handle.finish(outcome)
 
+    def _await_output(self, done: Callable[[], bool], seconds: float) -> None:
+        """Pull the relay until ``done()`` (the run's chunks all came) or ``seconds`` pass."""
+        self.wants_output = True
+        self.conn.output.wake()
+        with self._output:
+            self._output.wait_for(done, seconds)
+
+    def _await_exit_notice(self) -> None:
+        """A worker that the cell ended with ``os._exit`` sent its code and last output first."""
+        self._await_output(lambda: self.exited is not None, _EXIT_NOTICE_GRACE)
+
     def _outcome(self, wait: float | None) -> Outcome:
         import ray
-        from ray.exceptions import GetTimeoutError, RayError
+        from ray.exceptions import GetTimeoutError, NodeDiedError, RayError, WorkerCrashedError
 
         until = None if wait is None else time.monotonic() + wait
         while True:
@@ -161,19 +194,25 @@ class RayRun:
                     raise StillRunning from None
                 # ray.get can time out at once after an interrupted get (seen with Ray 2.60): wait again
             except RayError as ray_error:
+                if isinstance(ray_error, (NodeDiedError, WorkerCrashedError)) and not (
+                    self.lost or self.cancel_requested
+                ):
+                    self.lost = self.conn.gone()  # the head may have gone with the node
+                    if self.lost is None and isinstance(ray_error, WorkerCrashedError):
+                        self._await_exit_notice()
                 error = task_error(
                     ray_error,
                     self.submission.run_id,
                     self.submission.spec.limits.timeout,
                     timed_out=self.timed_out,
                     cancelled=self.cancel_requested,
+                    lost=self.lost,
+                    exited=self.exited,
                 )
-                return Outcome(error.status, error=error)
+                details: dict[str, Any] = {k: self.exited[k] for k in ("node_id", "pid")} if self.exited else {}
+                return Outcome(error.status, error=error, exit_code=error.exit_code, details=details)
         if self.received < result["chunks"]:
-            self.wants_output = True
-            self.conn.output.wake()
-            with self._output:
-                self._output.wait_for(lambda: self.received >= result["chunks"], _OUTPUT_GRACE)
+            self._await_output(lambda: self.received >= result["chunks"], _OUTPUT_GRACE)
         raw = result["envelope"]
         envelope = Envelope(
             value=raw.get("value"),

@@ -16,19 +16,19 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import linecache
 import os
 import sys
 import threading
 import time
-import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 from jupyter_exec.runner import bootstrap
 
 __all__ = ["OutputRelay", "run_batch", "run_cell"]
 
 FLUSH_EVERY = 0.05
+_WHOLE = ("display", "exit")  # kinds whose items travel one by one, not joined as text
+_LAST_PUSH_SECONDS = 5.0  # a worker the cell ends waits this long for its last chunk to arrive
 _relays: dict[tuple[str, str], Any] = {}
 
 
@@ -68,7 +68,7 @@ class _Outbox:
 
     def add(self, kind: str, payload: Any) -> None:
         with self._lock:
-            if kind == "display":
+            if kind in _WHOLE:
                 self.items.append([kind, payload])
             elif self.items and self.items[-1][0] == kind:
                 self.items[-1][1].append(payload)  # joined at flush: no quadratic concatenation
@@ -85,27 +85,30 @@ class _Outbox:
         while not self._stop.wait(FLUSH_EVERY):
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = False) -> None:
+        """Push what was collected; ``wait``: until the relay has it (the process is about to end)."""
         with self._send_lock:
             with self._lock:
                 batch, self.items = self.items, []
             if not batch:
                 return
-            batch = [[kind, payload if kind == "display" else "".join(payload)] for kind, payload in batch]
+            batch = [[kind, payload if kind in _WHOLE else "".join(payload)] for kind, payload in batch]
             import ray
 
             relay = _relays.get(self.relay_name)
             if relay is None:
                 relay = _relays[self.relay_name] = ray.get_actor(self.relay_name[0], namespace=self.relay_name[1])
             self.sent += 1
-            relay.push.remote(self.run_id, self.sent, batch)
+            pushed = relay.push.remote(self.run_id, self.sent, batch)
+            if wait:
+                ray.get(pushed, timeout=_LAST_PUSH_SECONDS)
 
-    def close(self) -> int:
+    def close(self, wait: bool = False) -> int:
         """Push what is left; the number of chunks pushed in all."""
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-        self.flush()
+        self.flush(wait)
         return self.sent
 
 
@@ -145,10 +148,24 @@ def run_cell(request_json: str) -> str:
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices
     sys.stdout, sys.stderr = _Capture("stdout", outbox), _Capture("stderr", outbox)
+    real_exit = os._exit
+
+    def exit_now(status: int) -> NoReturn:
+        """The cell ends this worker: its output so far, and how it ended, reach the kernel first."""
+        try:
+            sys.stdout, sys.stderr = saved_streams
+            context = ray.get_runtime_context()
+            outbox.add("exit", {"code": status, "node_id": context.get_node_id(), "pid": os.getpid()})
+            outbox.close(wait=True)
+        finally:
+            real_exit(status)
+
+    os._exit = exit_now
     cpu_started = time.process_time()
     try:
         envelope = bootstrap.run_request(request, outbox.display)
     finally:
+        os._exit = real_exit
         sys.stdout, sys.stderr = saved_streams
         if os.getcwd() != saved_cwd:  # the worker runs later cells too
             os.chdir(saved_cwd)
@@ -177,32 +194,6 @@ def _restore_env(name: str, value: str | None) -> None:
 
 
 def run_batch(work: Any, items: list, start: int, trust: bool) -> str:
-    """Apply ``work`` (a function, or cell code that sees ``item``) to each item, as data (JSON).
-
-    Stops at the first item that raises and reports its index and traceback.
-    """
-    return json.dumps(_apply(work, items, start, trust))
-
-
-def _apply(work: Any, items: list, start: int, trust: bool) -> dict:
-    results = []
-    is_code = isinstance(work, str)
-    if is_code:
-        linecache.cache[bootstrap.CELL] = (len(work), None, work.splitlines(True), bootstrap.CELL)
-    for offset, item in enumerate(items):
-        try:
-            value = bootstrap.run_cell(work, {"item": item, "__name__": "__main__"}) if is_code else work(item)
-            results.append(bootstrap.encode(value, trust, f"result[{start + offset}]"))
-        except bootstrap.Untransferable as why:
-            return {"results": results, "untransferable": str(why)}
-        except Exception as error:
-            described = bootstrap.describe_error(error)
-            if not is_code:  # a function: its own frames, not this loop's
-                frames = traceback.extract_tb(error.__traceback__)[1:]
-                described["traceback"] = (
-                    "Traceback (most recent call last):\n"
-                    + "".join(traceback.format_list(frames))
-                    + "".join(traceback.format_exception_only(error))
-                )
-            return {"results": results, "error": described, "index": start + offset}
-    return {"results": results}
+    """Apply ``work`` (a function, or cell code that sees ``item``) to each item, as data (JSON):
+    each item's result, or its error (``bootstrap.apply_batch``)."""
+    return json.dumps(bootstrap.apply_batch(work, items, start, trust))

@@ -1,0 +1,177 @@
+"""Ray clusters for tests: a head and worker nodes started with ``ray start``, each in a
+process group of its own so that a test can kill one node, or the head, and nothing of it
+stays behind (``stop`` kills the group, whatever it started).
+
+Started the way a user starts a cluster, never through jupyter-exec: the kernel under test
+connects by address. Token authentication is on (Ray's default for ``ray start --head``); the
+nodes and the kernels get ``RAY_AUTH_MODE=token`` and Ray's token file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RAY_CLI = Path(sys.executable).with_name("ray")
+TOKEN_ENV = {"RAY_AUTH_MODE": "token"}
+
+
+class RayProcess:
+    """One ``ray start --block`` (a head or a node) and everything it started."""
+
+    def __init__(self, args: list[str], temp_dir: Path | None = None) -> None:
+        self.args = args
+        extra = [f"--temp-dir={temp_dir}"] if temp_dir else []
+        self.process = subprocess.Popen(
+            [str(RAY_CLI), "start", "--block", "--disable-usage-stats", *args, *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **TOKEN_ENV},
+        )
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def node_id(self) -> str | None:
+        """The id of the node this process runs (its raylet's), once the raylet has started."""
+        import psutil
+
+        for process in psutil.process_iter(["name", "cmdline"]):
+            try:
+                if process.info["name"] == "raylet" and os.getpgid(process.pid) == self.process.pid:
+                    flags = [arg for arg in process.info["cmdline"] or [] if arg.startswith("--node_id=")]
+                    return flags[0].split("=", 1)[1] if flags else None
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return None
+
+    def kill(self) -> None:
+        """SIGKILL to the whole group: the node is gone at once, as when its machine dies."""
+        self.stop(signal.SIGKILL)
+
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
+        try:
+            os.killpg(self.process.pid, how)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        try:  # what the group started and left running (a raylet's workers)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def start_head(
+    port: int, temp_dir: Path, *, num_cpus: int = 1, resources: dict | None = None, gpus: int = 0
+) -> RayProcess:
+    """A head on 127.0.0.1:``port``, its raylet registered (drivers can connect), within 90 s."""
+    head = RayProcess(
+        [
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            f"--num-cpus={num_cpus}",
+            f"--num-gpus={gpus}",
+            f"--resources={json.dumps(resources or {})}",
+            "--include-dashboard=false",
+        ],
+        temp_dir,
+    )
+    deadline = time.monotonic() + 90
+    while not listening(port):
+        assert head.alive(), "ray start --head exited"
+        assert time.monotonic() < deadline, "the Ray head did not come up in 90 s"
+        time.sleep(0.3)
+    wait_for_nodes(f"127.0.0.1:{port}", "node:__internal_head__", 1, max(deadline - time.monotonic(), 1))
+    return head
+
+
+def start_node(address: str, *, num_cpus: int = 1, resources: dict | None = None) -> RayProcess:
+    """A worker node joining ``address`` (it registers a few seconds later: wait for it).
+
+    Each node has an address of its own on the loopback network (127.0.0.2, .3, ...), as a
+    machine of its own would: a driver on this machine then attaches to the head's raylet,
+    never to a node a test may kill (a driver cannot live without its raylet), and no two
+    nodes' dashboard agents want the same port."""
+    global _nodes_started
+    _nodes_started += 1
+    return RayProcess(
+        [
+            f"--address={address}",
+            f"--node-ip-address=127.0.0.{1 + _nodes_started}",
+            f"--num-cpus={num_cpus}",
+            f"--resources={json.dumps(resources or {})}",
+        ]
+    )
+
+
+_nodes_started = 0
+
+
+def live_nodes(address: str, resource: str) -> list[str]:
+    """The ids of the live nodes that declare ``resource``, as the GCS at ``address`` knows them."""
+    with _Gcs(address) as gcs:
+        reply = gcs.nodes.GetAllNodeInfo(gcs.pb.GetAllNodeInfoRequest(), timeout=10, metadata=gcs.auth)
+    return [n.node_id.hex() for n in reply.node_info_list if n.state == 0 and resource in n.resources_total]
+
+
+def wait_for_nodes(address: str, resource: str, count: int = 1, seconds: float = 90) -> list[str]:
+    """The ids of the ``count`` live nodes with ``resource``, once that many have registered and
+    no more are live (a killed node is marked dead some seconds after it goes)."""
+    deadline = time.monotonic() + seconds
+    while len(found := live_nodes(address, resource)) != count:
+        assert time.monotonic() < deadline, f"not {count} live nodes with {resource} within {seconds:g} s: {found}"
+        time.sleep(0.5)
+    return found
+
+
+def cluster_metadata(address: str, replace: dict | None = None) -> dict:
+    """The versions the cluster records for drivers to check (``replace``: record these instead)."""
+    with _Gcs(address) as gcs:
+        key, namespace = b"CLUSTER_METADATA", b"cluster"
+        if replace is not None:
+            request = gcs.pb.InternalKVPutRequest(
+                key=key, value=json.dumps(replace).encode(), overwrite=True, namespace=namespace
+            )
+            gcs.kv.InternalKVPut(request, timeout=10, metadata=gcs.auth)
+        reply = gcs.kv.InternalKVGet(
+            gcs.pb.InternalKVGetRequest(key=key, namespace=namespace), timeout=10, metadata=gcs.auth
+        )
+        return json.loads(reply.value)
+
+
+class _Gcs:
+    """A gRPC channel to a cluster's GCS with Ray's token, as the test's own window on it."""
+
+    def __init__(self, address: str) -> None:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+        token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token")).read_text().strip()
+        self.auth = (("authorization", f"Bearer {token}"),)
+        self.channel = grpc.insecure_channel(address)
+        self.pb = gcs_service_pb2
+        self.kv = gcs_service_pb2_grpc.InternalKVGcsServiceStub(self.channel)
+        self.nodes = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(self.channel)
+
+    def __enter__(self) -> _Gcs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.channel.close()
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
