@@ -18,6 +18,7 @@ import pwd
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -505,3 +506,10 @@ def test_admin_commands_list_and_cancel_anyones_run(broker):
     _until(lambda: not _exists(container), "the cancelled run's container removed")
     (big,) = raw(USERS[0], broker, {"op": "run", "code": "x" * (2 << 20), "limits": {}})
     assert big[0]["status"] == 400 and "at most" in big[0]["message"]
+    for garbage in (b"not json\n", b'["a list"]\n', b'{"v": 9, "op": "run"}\n', b'{"v": 1, "op": "rm -rf"}\n'):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(broker.socket))
+            sock.sendall(garbage)
+            answer = json.loads(sock.makefile("rb").readline())
+        assert answer["t"] == "error" and answer["status"] == 400, (garbage, answer)
+    assert broker.admin({"op": "hello"})["user"] == "root"  # the broker goes on
