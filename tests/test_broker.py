@@ -477,6 +477,21 @@ def test_a_killed_broker_leaves_no_run_running_and_no_container(alice, broker):
     assert {line["run"] for line in restarted} >= {row["id"] for row in running}
 
 
+def test_a_stopped_broker_cancels_its_runs_and_records_them(broker):
+    """SIGTERM (systemctl stop): the runs going end ``cancelled``, recorded so, their containers removed."""
+    going = {"op": "run", "code": f"{HOSTNAME}time.sleep(120)", "limits": {}}
+    client = raw(USERS[1], broker, going, background=True)
+    run, container = _going(broker, USERS[1])
+    assert broker.process is not None
+    broker.process.terminate()
+    broker.process.wait(30)
+    out, _ = client.communicate(timeout=30)
+    assert json.loads(out)[0][-1]["status"] == "cancelled"
+    assert not _exists(container)
+    broker.start()
+    assert broker.admin({"op": "show", "run": run})["run"]["status"] == "cancelled"
+
+
 def test_a_client_that_hangs_up_leaves_no_container(broker):
     """A kernel that dies mid-run (its connection closes): the run is cancelled, its container removed."""
     going = {"op": "run", "code": f"{HOSTNAME}time.sleep(120)", "limits": {}}

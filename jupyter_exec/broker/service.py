@@ -13,8 +13,8 @@ rate and written to the audit log.
 from __future__ import annotations
 
 import fcntl
-import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +35,8 @@ from .sandboxes import Sandboxes
 from .wire import BrokerError
 
 __all__ = ["Broker", "Channel", "Identity", "Live", "Settings"]
+
+_CLOSE_WAIT = 15.0  # seconds a stopping broker gives its runs to end and be recorded
 
 
 @dataclass(frozen=True)
@@ -232,16 +234,18 @@ class Broker:
         }
 
     def close(self) -> None:
-        """Stop every run (their records are finished by their threads) and the pools."""
+        """Stop every run and wait (a while) for their threads to record them ``cancelled``, then the pools."""
         with self.live_lock:
             live = list(self.live.values())
         for run in live:
             run.cancel.set()
             if run.stop is not None:
                 run.stop()
+        deadline = time.monotonic() + _CLOSE_WAIT
+        while self.live and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.sandboxes.close()
         self.audit.close()
-        os.close(os.dup(self._lock_file.fileno()))
         self._lock_file.close()
 
 
