@@ -35,6 +35,7 @@ c.JupyterHub.cookie_secret_file = {cookie!r}
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = {password!r}
 c.Authenticator.allowed_users = set({users!r})
+c.JupyterHub.load_groups = {{"students": {{"users": {students!r}}}}}
 c.Spawner.cmd = [{singleuser!r}]
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = 120
@@ -63,7 +64,8 @@ def free_port() -> int:
 
 
 class Hub:
-    """A running hub with the broker as its service (see the module docstring)."""
+    """A running hub with the broker as its service (see the module docstring); every user but
+    the first is in the hub group ``students``."""
 
     def __init__(self, users: tuple[str, ...], policy: str) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="jx-hub-"))
@@ -92,6 +94,7 @@ class Hub:
                 cookie=str(self.home / "cookie_secret"),
                 password=self.password,
                 users=list(users),
+                students=list(users[1:]),
                 singleuser=str(USER_VENV / "bin" / "jupyterhub-singleuser"),
                 broker=self.broker_url,
                 root=str(ROOT),

@@ -24,7 +24,7 @@ from test_browser import browser as browser  # the session's Chromium, a fixture
 pytestmark = pytest.mark.kernel
 
 USERS = (os.environ.get("JX_USER", "jx-user"), os.environ.get("JX_USER2", "jx-user2"))
-POLICY = "memory: 1g\nquotas: {runs: 2}\n"
+POLICY = "memory: 1g\nquotas: {runs: 2}\ngroups:\n  students: {runtime: runsc}\n"
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,9 @@ def test_each_users_kernel_runs_a_container_cell_through_the_hub_service(hub):
         )
     audit = [json.loads(line) for line in hub.audit.read_text().splitlines()]
     ran = [line for line in audit if line["op"] == "run" and line["decision"] == "ran"]
-    assert {line["user"] for line in ran} == set(USERS)
+    assert {line["user"] for line in ran} == set(USERS) and {line["via"] for line in ran} == {"hub"}
+    # the hub's group students (jx-user2) has gVisor forced by the broker's policy; jx-user is in none
+    assert {line["user"]: line["runtime"] for line in ran} == {USERS[0]: None, USERS[1]: "runsc"}
 
 
 def test_a_user_cannot_reach_another_users_runs_through_the_hub(hub):
