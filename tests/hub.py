@@ -84,7 +84,15 @@ class Hub:
             "--policy",
             str(self.home / "broker.yaml"),
         ]
-        command += ["--data-dir", str(self.home / "broker"), "--audit", str(self.audit)]
+        self.admin_socket = self.home / "admin.sock"  # the admin commands' way in
+        command += [
+            "--data-dir",
+            str(self.home / "broker"),
+            "--audit",
+            str(self.audit),
+            "--socket",
+            str(self.admin_socket),
+        ]
         (self.home / "jupyterhub_config.py").write_text(
             CONFIG.format(
                 bind=self.url,

@@ -11,6 +11,8 @@ import os
 import pwd
 import re
 import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -73,6 +75,13 @@ def test_a_user_cannot_reach_another_users_runs_through_the_hub(hub):
             hub.api("GET", f"/user/{bob}/jupyter-exec/api/v1/{path}", token=hub.tokens[alice])
         assert refused.value.code in (403, 404)
     assert hub.api("GET", f"/user/{alice}/jupyter-exec/api/v1/runs", token=hub.tokens[alice])
+    listed = subprocess.run(
+        [sys.executable, "-m", "jupyter_exec.cli", "broker", "runs", "--all", "--socket", str(hub.admin_socket)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert listed.returncode == 0 and f" {alice} " in listed.stdout and f" {bob} " in listed.stdout, listed
 
 
 def _broker(hub: Hub, token: str, request: dict) -> list[dict]:

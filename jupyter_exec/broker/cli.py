@@ -19,6 +19,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -38,7 +39,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     broker.add_argument("action", nargs="?", default="serve", choices=("serve", "runs", "cancel"))
     broker.add_argument("run", nargs="?", type=int, help="the run to cancel")
-    broker.add_argument("--socket", default=DEFAULT_SOCKET, help=f"the Unix socket (default {DEFAULT_SOCKET})")
+    broker.add_argument(
+        "--socket",
+        help=f"the Unix socket (default {DEFAULT_SOCKET}); with --hub, one more way in, for the admin commands",
+    )
     broker.add_argument(
         "--hub",
         action="store_true",
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "serve":
             return _serve(args)
-        address = Address.parse(f"unix://{Path(args.socket).resolve()}")
+        address = Address.parse(f"unix://{Path(args.socket or DEFAULT_SOCKET).resolve()}")
         if args.action == "cancel":
             if args.run is None:
                 raise JupyterExecError("cancel: which run? e.g. jupyter-exec broker cancel 12")
@@ -83,20 +87,22 @@ def _serve(args: argparse.Namespace) -> int:
         raise JupyterExecError("serve: --data-dir DIR is required (the broker's records, logs and envs)")
     policy = args.policy.resolve() if args.policy else None
     broker = Broker(Settings(data_dir=args.data_dir.resolve(), policy=policy, audit=args.audit))
-    server: HubServer | UnixServer
+    servers: list[HubServer | UnixServer] = []
     if args.hub:
         url, api = os.environ.get("JUPYTERHUB_SERVICE_URL", ""), os.environ.get("JUPYTERHUB_API_URL", "")
         if not url or not api:
             broker.close()
             raise JupyterExecError("--hub: start it from the hub (c.JupyterHub.services, docs/broker.md)")
-        server = HubServer(broker, url, HubAuth(api))
-        where = f"{url} (a JupyterHub service; tokens checked at {api})"
-    else:
-        server = UnixServer(broker, Path(args.socket), args.admin_group)
-        where = f"unix://{server.path}"
+        servers.append(HubServer(broker, url, HubAuth(api)))
+    if args.socket or not args.hub:
+        servers.append(UnixServer(broker, Path(args.socket or DEFAULT_SOCKET), args.admin_group))
+    where = ", ".join(
+        f"unix://{s.path}" if isinstance(s, UnixServer) else f"{s.url} (a JupyterHub service)" for s in servers
+    )
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        server.close()
+        for server in servers:
+            server.close()
 
     def reload(signum: int, frame: FrameType | None) -> None:
         print(broker.reload(), file=sys.stderr, flush=True)
@@ -105,8 +111,10 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
     print(f"jupyter-exec broker: serving on {where}, policy {broker.rules.source}", file=sys.stderr, flush=True)
+    for other in servers[1:]:
+        threading.Thread(target=other.serve_forever, daemon=True, name="jx-broker-admin").start()
     try:
-        server.serve_forever()
+        servers[0].serve_forever()
     finally:
         broker.close()
     return 0
