@@ -109,7 +109,7 @@ def test_a_request_without_a_users_token_is_refused(hub):
         assert json.loads(refused.value.read())["t"] == "error"
 
 
-BODY = "import time\nprint('through the broker', flush=True)\ntime.sleep(1)\n6 * 7"
+BODY = "import time\nprint('through the broker', flush=True)\nblock = bytearray(40 << 20)\ntime.sleep(3)\n6 * 7"
 CELLS = ["%load_ext jupyter_exec", f"%%sandbox --backend container\n{BODY}"]
 
 
@@ -137,8 +137,12 @@ def test_a_user_logs_in_through_the_hub_and_runs_a_sandbox_cell_in_jupyterlab(hu
         expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
         run, _ = _runner(page, cells)
         run(0)
-        run(1)
-        expect(cells.nth(1)).to_contain_text("through the broker", timeout=30_000)
+        run(1, wait=False)
+        panel = cells.nth(1).locator(".jx-run")  # the run's widget, its gauges fed by the broker's samples
+        expect(panel.locator(".jx-log")).to_contain_text("through the broker", timeout=30_000)
+        expect(panel.locator(".jx-status")).to_have_text("running")
+        expect(panel.locator(".jx-gauge")).to_have_count(2)
+        expect(panel.locator(".jx-status")).to_have_text("succeeded", timeout=30_000)
         expect(cells.nth(1).locator(".jp-OutputArea-executeResult")).to_contain_text("42")
     finally:
         page.close()
