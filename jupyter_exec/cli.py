@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .broker import cli as broker_cli
 from .doctor import diagnose
 from .errors import JupyterExecError
 
@@ -69,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     remove = env_commands.add_parser("rm", help="remove one env")
     remove.add_argument("hash", help="the env's hash (a unique prefix will do)")
     _store_parser(commands)
+    broker_cli.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "broker":
+        return broker_cli.run(args)
     if args.command == "images":
         return _images(args)
     if args.command == "envs":

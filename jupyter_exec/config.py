@@ -165,6 +165,25 @@ class ExecConfig(Configurable):
         Unicode(help="Envs unused this long are removed by gc, e.g. '30d'."), "JX_ENVS_MAX_AGE", "30d"
     )
 
+    broker = env_trait(
+        Unicode(
+            help="A jupyter-exec broker that runs this kernel's container cells, for shared hubs: "
+            "unix:///run/jupyter-exec/broker.sock (a system service) or an http(s):// URL (a JupyterHub "
+            "service, e.g. http://127.0.0.1:8000/services/jupyter-exec/). Set, every container run goes "
+            "to the broker and nowhere else; the kernel needs no container engine. '' for none."
+        ),
+        "JX_BROKER",
+        "",
+    )
+    broker_token = env_trait(
+        Unicode(
+            help="The token an http(s) broker checks against the hub; default: the single-user "
+            "server's $JUPYTERHUB_API_TOKEN."
+        ),
+        "JX_BROKER_TOKEN",
+        lambda: os.environ.get("JUPYTERHUB_API_TOKEN", ""),
+    )
+
     min_free_space = env_trait(
         Unicode(
             help="Free space the data directory must keep for a run to start, e.g. '32m': below it "

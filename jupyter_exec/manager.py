@@ -110,11 +110,11 @@ class Manager:
         """The initialised backend called ``name`` (``auto``: the strongest that works here among
         those the policy allows), made once per kernel; the policy refuses the others before
         they are made."""
-        resolved = factory.choose(name if name != "auto" else self.config.backend, self.policy)
+        resolved = factory.choose(name if name != "auto" else self.config.backend, self.policy, self.config)
         with self._lock:
             backend = self._backends.get(resolved)
             if backend is None:
-                backend = factory.backend_class(resolved)(self.config)
+                backend = factory.backend_class(resolved, self.config)(self.config)
                 self.policy.check_image(backend.image(None))  # not even a pool starts a forbidden image
                 backend.bound_by(self.policy)
                 backend.initialize()

@@ -4,7 +4,8 @@
 answers (rootless Podman or Docker, or a rootful one; see ``container.engines``), else
 seccomp. It never falls back to an unconfined process on its own: ``local`` must be
 asked for by name. ``docker`` is another name of ``container`` (``ALIASES``), in options
-and in policy files alike.
+and in policy files alike. With a broker configured (``ExecConfig.broker``), ``container``
+is the broker's (``broker.client.BrokerBackend``): container runs go there and nowhere else.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+from jupyter_exec.broker.client import broker_address, brokered
+from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.builder import EnvBuilder
 from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError, JupyterExecError
@@ -57,15 +60,19 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def backend_class(name: str) -> type[ExecutorBackend]:
+def backend_class(name: str, config: ExecConfig | None = None) -> type[ExecutorBackend]:
+    """The class that runs ``name``'s runs: the broker's client for ``container`` when ``config``
+    (else the running application's configuration) names a broker."""
     try:
-        return BACKENDS[canonical(name)]
+        found = BACKENDS[canonical(name)]
     except KeyError:
         names = ", ".join([*BACKENDS, *(f"{alias} (= {real})" for alias, real in ALIASES.items())])
         raise BackendUnavailableError(name, "no such backend", f"choose one of: auto, {names}") from None
+    address = broker_address(config) if found is ContainerBackend else ""
+    return brokered(address) if address else found
 
 
-def resolve_name(name: str, allowed: Collection[str] | None = None) -> str:
+def resolve_name(name: str, allowed: Collection[str] | None = None, config: ExecConfig | None = None) -> str:
     """The backend ``name`` stands for (``auto`` resolved), or the error saying why none.
 
     ``auto`` considers only the ``allowed`` backends (the administrator's policy; None: all).
@@ -77,7 +84,7 @@ def resolve_name(name: str, allowed: Collection[str] | None = None) -> str:
         if allowed is not None and candidate not in allowed:
             reasons.append(f"{candidate}: not allowed by the administrator's policy")
             continue
-        availability = BACKENDS[candidate].availability()
+        availability = backend_class(candidate, config).availability()
         if availability.ok:
             return candidate
         reasons.append(f"{candidate}: {availability.reason}")
@@ -90,17 +97,17 @@ def resolve_name(name: str, allowed: Collection[str] | None = None) -> str:
     )
 
 
-def choose(name: str, policy: Policy) -> str:
+def choose(name: str, policy: Policy, config: ExecConfig | None = None) -> str:
     """The backend ``name`` stands for under ``policy`` (``auto``: the strongest that works here
     among those it allows); a broken policy, or a backend it does not allow, is refused."""
     policy.refuse_if_broken()
-    resolved = resolve_name(name, policy.allowed_backends)
+    resolved = resolve_name(name, policy.allowed_backends, config)
     policy.require("backends", resolved, f"the {resolved} backend")
     return resolved
 
 
-def availability_report() -> dict[str, Availability]:
-    return {name: cls.availability() for name, cls in BACKENDS.items()}
+def availability_report(config: ExecConfig | None = None) -> dict[str, Availability]:
+    return {name: backend_class(name, config).availability() for name in BACKENDS}
 
 
 def reap_all() -> dict[str, int]:

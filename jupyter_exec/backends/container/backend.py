@@ -84,6 +84,8 @@ class ContainerBackend(ExecutorBackend):
         self.pool = ContainerPool(config.pool_size, self._make_slot, most=self.settings.pool_max)
         self._plans: dict[PoolKey, ContainerPlan] = {}
         self._runs: dict[int, _ContainerRun] = {}
+        #: More labels for every container this backend makes (the broker adds the user's name).
+        self.labels: dict[str, str] = {}
 
     @functools.cached_property
     def engine(self) -> Engine:
@@ -219,6 +221,7 @@ class ContainerBackend(ExecutorBackend):
             f"{LABEL}.kernel": self.kernel_id,
             f"{LABEL}.owner-pid": str(os.getpid()),
             f"{LABEL}.boot-id": boot_id(),
+            **self.labels,
         }
         return Slot(self.engine, key.image, self._plan(key), labels, self.settings.user)
 

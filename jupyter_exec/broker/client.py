@@ -1,0 +1,262 @@
+"""``BrokerBackend``: the container backend of a kernel whose container cells run at a broker.
+
+With ``ExecConfig.broker`` (``JX_BROKER``) set, ``backends.factory`` gives this class for
+``container`` (and ``docker``, and ``auto``): the kernel then needs no container engine, and
+its container runs go to the broker and nowhere else. To the Manager it is a backend like
+any other: ``submit`` sends the run and returns once the broker has admitted it (a refusal
+by the broker's policy raises here, as a local refusal would); a thread reads the broker's
+events into the run's sink (output, displays) and its latest resource sample; the end event
+finishes the handle. ``cancel`` is a request of its own; hanging up (a kernel that dies)
+makes the broker stop the run. Runtime envs (``--pip``, ``--image``) are built on the
+broker's side, so the Manager passes them through (``native_runtime_env``).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
+from jupyter_exec.backends.container import ContainerBackend, ContainerOptions
+from jupyter_exec.config import ExecConfig, application_config
+from jupyter_exec.envs.spec import EnvSpec
+from jupyter_exec.errors import BackendUnavailableError, NodeFailedError, SpecError, TaskCancelledError
+from jupyter_exec.spec import Limits, RunSpec
+from jupyter_exec.status import Status
+
+from .transport import Address, Stream, ask, open_stream
+from .wire import BrokerError, outcome_parts, raise_for
+
+if TYPE_CHECKING:
+    from jupyter_exec.policy import Policy
+
+__all__ = ["BrokerBackend", "broker_address", "brokered"]
+
+_DEFAULT_IMAGE = "jupyter-exec/base:latest"
+
+
+def broker_address(config: ExecConfig | None = None) -> str:
+    """The broker this kernel uses ('' for none): ``config``'s, else the running application's."""
+    return (config or ExecConfig(config=application_config())).broker.strip()
+
+
+class BrokerBackend(ExecutorBackend):
+    """Container runs at the broker (see the module docstring); ``brokered(address)`` makes the
+    class for one address, so that class-level questions (``availability``) know it."""
+
+    name: ClassVar[str] = "container"
+    isolation: ClassVar[str] = "container"
+    samples: ClassVar[bool] = True
+    native_runtime_env: ClassVar[bool] = True
+    #: None enforced in the kernel: the Manager sends the limits the user asked for as they are, and the kernel's
+    #: defaults go apart (``_request``), for the broker to bound by its own policy.
+    enforced_limits: ClassVar[frozenset[str] | None] = frozenset()
+    options_class = ContainerOptions
+    configured: ClassVar[str] = ""  # the address this class was made for
+
+    def __init__(self, config: ExecConfig) -> None:
+        super().__init__(config)
+        self.address = Address.parse(config.broker or self.configured)
+        self.token = config.broker_token
+        self.hello: dict[str, Any] = {}
+        self._runs: dict[int, _BrokeredRun] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def availability(cls) -> Availability:
+        """Nothing to probe cheaply: the broker is asked at the kernel's first container run."""
+        try:
+            parsed = Address.parse(cls.configured or broker_address())
+        except BackendUnavailableError as error:
+            return Availability(False, error.reason, error.fix)
+        return Availability(True, notes=(f"through the broker at {parsed}",))
+
+    @classmethod
+    def admit(cls, spec: RunSpec, policy: Policy) -> RunSpec | None:
+        """The kernel's own policy as for local containers (the broker applies the administrator's)."""
+        return ContainerBackend.admit(spec, policy)
+
+    def initialize(self) -> None:
+        """Ask the broker who we are to it: unreachable, or a token it refuses, fails here, once."""
+        self.hello = self.ask({"op": "hello"})
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return ask(self.address, request, self.token)
+        except BrokerError as error:
+            if error.status in (401, 403):
+                raise BackendUnavailableError(
+                    self.name,
+                    f"the broker at {self.address} refused this kernel: {error}",
+                    "start the server through the hub again (its token may have expired), or ask your administrator",
+                ) from None
+            raise
+
+    def identity(self, spec: RunSpec) -> dict[str, Any]:
+        """The broker's answer for its own engine (image digest, runtime, engine), and which broker."""
+        placement = spec.placement
+        reply = self.ask(
+            {
+                "op": "identity",
+                "image": spec.runtime_env.image if spec.runtime_env else None,
+                "runtime": placement.runtime if isinstance(placement, ContainerOptions) else None,
+            }
+        )
+        return {**reply["identity"], "broker": str(self.address)}
+
+    def image(self, env: EnvSpec | None) -> str:
+        return (env.image if env else None) or str(self.hello.get("image") or _DEFAULT_IMAGE)
+
+    def submit(self, submission: Submission) -> TaskHandle:
+        stream = open_stream(self.address, _request(submission, self.config.default_limits()), self.token)
+        first = stream.next()
+        if first is None or first.get("t") != "accepted":
+            stream.close()
+            if first is None:
+                raise NodeFailedError(f"the broker at {self.address} hung up before taking the run")
+            raise_for(first)
+            raise NodeFailedError(f"the broker answered {first.get('t')!r} where it should take the run")
+        run = _BrokeredRun(submission, self, stream, int(first["run"]))
+        with self._lock:
+            self._runs[submission.run_id] = run
+        run.start()
+        return run.handle
+
+    def cancel(self, handle: TaskHandle) -> bool:
+        run = self._runs.get(handle.run_id)
+        if run is None or handle.done():
+            return False
+        run.cancelled = True
+        try:
+            self.ask({"op": "cancel", "run": run.broker_run})
+        except (BrokerError, BackendUnavailableError):
+            run.stream.close()  # hanging up stops it too
+        return True
+
+    def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
+        run = self._runs.get(handle.run_id)
+        return run.sample if run is not None else None
+
+    def forget(self, run_id: int) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def shutdown(self) -> None:
+        for run in list(self._runs.values()):
+            run.stream.close()
+        for run in list(self._runs.values()):
+            run.handle.wait(10)
+
+    def get_available_resources(self) -> dict[str, Any]:
+        reply = self.ask({"op": "resources"})
+        return {"broker": str(self.address), **{k: v for k, v in reply.items() if k != "t"}}
+
+
+@functools.cache
+def brokered(address: str) -> type[BrokerBackend]:
+    """``BrokerBackend`` for the broker at ``address`` (one class per address)."""
+    return type("BrokerBackend", (BrokerBackend,), {"configured": address, "__module__": __name__})
+
+
+def _request(submission: Submission, defaults: Limits) -> dict[str, Any]:
+    """The run request: the spec as data (the broker checks every field again), the limits the
+    user asked for apart from the kernel's ``defaults``."""
+    spec = submission.spec
+    env = spec.runtime_env
+    pip: list[str] = []
+    if env is not None:
+        if env.working_dir or env.py_modules or any(p.startswith("/") for p in env.pip):
+            raise SpecError(
+                "--working-dir, --py-modules and local wheels cannot go through the broker: it builds envs on "
+                "its side, shared by everyone; publish the package to your index, or send data with --in"
+            )
+        pip = list(env.pip)
+        if env.requirements is not None:
+            pip += [
+                line.strip()
+                for line in env.requirements.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")
+            ]
+    if spec.mounts:
+        raise SpecError("--mount: the broker runs cells away from your files; send data with --in instead")
+    placement = spec.placement
+    return {
+        "op": "run",
+        "code": submission.code,
+        "inputs": submission.inputs,
+        "outputs": list(spec.outputs),
+        "trust": spec.trust,
+        "env": dict(spec.env),
+        "limits": spec.limits.as_dict(),
+        "defaults": defaults.as_dict(),
+        "runtime": placement.runtime if isinstance(placement, ContainerOptions) else None,
+        "image": env.image if env is not None else None,
+        "pip": pip,
+        "name": spec.name,
+        "kernel": submission.kernel_id,
+        "client_run": submission.run_id,
+    }
+
+
+class _BrokeredRun:
+    """One run at the broker: its stream of events, read on a thread until the end event."""
+
+    def __init__(self, submission: Submission, backend: BrokerBackend, stream: Stream, broker_run: int) -> None:
+        self.submission, self.backend, self.stream, self.broker_run = submission, backend, stream, broker_run
+        self.handle = TaskHandle(submission, backend)
+        self.sample: dict[str, Any] | None = None
+        self.cancelled = False
+
+    def start(self) -> None:
+        threading.Thread(target=self._pump, daemon=True, name=f"jx-broker-{self.submission.run_id}").start()
+
+    def _pump(self) -> None:
+        try:
+            outcome = self._follow()
+        except Exception as error:  # a garbled stream: the run is lost to us, never left unfinished
+            outcome = Outcome(Status.FAILED, error=NodeFailedError(f"lost the run at the broker: {error!r}"))
+        finally:
+            self.stream.close()
+            self.backend.forget(self.submission.run_id)
+        self.handle.finish(outcome)
+
+    def _follow(self) -> Outcome:
+        sink = self.submission.sink
+        while (event := self.stream.next()) is not None:
+            kind = event.get("t")
+            if kind == "out":
+                sink.output("stderr" if event.get("s") == "stderr" else "stdout", str(event.get("x", "")))
+            elif kind == "display" and isinstance(event.get("data"), dict):
+                sink.display(event["data"])
+            elif kind == "sample":
+                self.sample = {k: event.get(k) for k in ("memory", "cpu_seconds")}
+            elif kind == "queued":
+                sink.output("stderr", f"[jupyter-exec] queued at the broker: {event.get('why')}\n")
+            elif kind == "running":
+                self.handle.started = float(event.get("started") or self.handle.started)
+            elif kind == "end":
+                status, envelope, error = outcome_parts(event)
+                details = {
+                    **event.get("details", {}),
+                    "broker": str(self.stream.address),
+                    "broker_run": self.broker_run,
+                }
+                return Outcome(
+                    status,
+                    envelope=envelope,
+                    error=error,
+                    exit_code=event.get("exit_code"),
+                    peak_memory=event.get("peak_memory"),
+                    cpu_seconds=event.get("cpu_seconds"),
+                    details=details,
+                )
+        if self.cancelled:
+            return Outcome(Status.CANCELLED, error=TaskCancelledError(f"run {self.submission.run_id} was cancelled"))
+        return Outcome(
+            Status.FAILED,
+            error=NodeFailedError(
+                f"the broker at {self.stream.address} went away in the middle of the run (it stopped or restarted), "
+                "and the run ended with it; run the cell again"
+            ),
+        )

@@ -1,0 +1,296 @@
+"""The broker's wire format, shared by the kernel's client, the admin CLI and the broker.
+
+A request is one JSON document, ``{"v": 1, "op": NAME, ...}``: one line on the Unix socket,
+the body of ``POST {prefix}api/v1`` over HTTP. The answer is JSON lines, each an event
+``{"t": KIND, ...}``::
+
+    run        accepted {run}, [queued {why}], running, out {s, x} | display {data} | sample {...}, end {...}
+    any other  reply {...} | error {status, kind, message}
+
+Everything a cell prints travels inside a JSON string the broker writes, so nothing it prints
+can start a line of its own: output and control cannot be confused (as with the bootstrap's
+own channel, which the broker reads). ``parse_run`` checks a run request field by field: the
+broker trusts no client, so a hand-made request is held to what the magic would send.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_exec.errors import (
+    BackendUnavailableError,
+    JupyterExecError,
+    NodeFailedError,
+    PolicyError,
+    ResourceLimitError,
+    SpecError,
+    TaskCancelledError,
+    TaskError,
+    TaskTimeoutError,
+    remote_error,
+)
+from jupyter_exec.runner.protocol import Envelope
+from jupyter_exec.spec import Limits, parse_env, parse_gpus, parse_names
+from jupyter_exec.status import Status
+
+__all__ = [
+    "OPS",
+    "VERSION",
+    "BrokerError",
+    "RunRequest",
+    "decode",
+    "encode",
+    "end_event",
+    "error_event",
+    "failure",
+    "outcome_parts",
+    "parse_defaults",
+    "parse_request",
+    "parse_run",
+    "raise_for",
+]
+
+VERSION = 1
+OPS = ("hello", "run", "cancel", "runs", "show", "logs", "resources", "identity")
+_TASK_ERRORS: dict[str, type[TaskError]] = {
+    cls.__name__: cls for cls in (TaskError, TaskCancelledError, TaskTimeoutError, NodeFailedError)
+}
+
+
+class BrokerError(JupyterExecError):
+    """A request the broker answers with an error: ``status`` as in HTTP (400 bad request, 403
+    refused by the policy, 404 no such run of yours, 413 too large, 429 too many)."""
+
+    def __init__(self, status: int, message: str, kind: str = "BrokerError") -> None:
+        super().__init__(message)
+        self.status, self.kind = status, kind
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(line)
+    except ValueError as error:
+        raise BrokerError(400, f"not a JSON document ({error})") from None
+    if not isinstance(event, dict):
+        raise BrokerError(400, 'expected a JSON object like {"v": 1, "op": "hello"}')
+    return event
+
+
+def error_event(error: BaseException) -> dict[str, Any]:
+    """The error event for ``error``: a refusal keeps its kind (and a policy's file)."""
+    if isinstance(error, BrokerError):
+        return {"t": "error", "status": error.status, "kind": error.kind, "message": str(error)}
+    if isinstance(error, PolicyError):
+        return {"t": "error", "status": 403, "kind": "PolicyError", "message": str(error), "source": error.source}
+    if isinstance(error, SpecError):
+        return {"t": "error", "status": 400, "kind": "SpecError", "message": str(error)}
+    if isinstance(error, BackendUnavailableError):
+        return {
+            "t": "error",
+            "status": 503,
+            "kind": "BackendUnavailableError",
+            "message": error.reason,
+            "fix": error.fix,
+        }
+    return {"t": "error", "status": 500, "kind": type(error).__name__, "message": str(error)}
+
+
+def raise_for(event: dict[str, Any]) -> None:
+    """Raise what an error event says, as the error a local run would raise."""
+    if event.get("t") != "error":
+        return
+    kind, message = event.get("kind"), str(event.get("message", ""))
+    if kind == "PolicyError":
+        raise PolicyError(message, event.get("source"))
+    if kind == "SpecError":
+        raise SpecError(message)
+    if kind == "BackendUnavailableError":
+        raise BackendUnavailableError("container", f"the broker: {message}", str(event.get("fix", "")))
+    raise BrokerError(int(event.get("status", 500)), message, str(kind))
+
+
+def parse_request(event: dict[str, Any]) -> str:
+    """The request's op, after checking its version."""
+    if event.get("v") != VERSION:
+        raise BrokerError(
+            400, f"protocol version {event.get('v')!r}: this broker speaks {VERSION}; upgrade jupyter-exec"
+        )
+    op = event.get("op")
+    if op not in OPS:
+        raise BrokerError(400, f"unknown op {op!r}; one of: {', '.join(OPS)}")
+    return str(op)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One run as the broker gets it; every field checked by ``parse_run``."""
+
+    code: str
+    limits: Limits
+    inputs: str | None = None  # pickled by the kernel, opened only inside the sandbox
+    outputs: tuple[str, ...] = ()
+    trust: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    runtime: str | None = None
+    image: str | None = None
+    pip: tuple[str, ...] = ()
+    name: str | None = None
+    kernel: str = ""
+    client_run: int | None = None
+
+
+def _text(doc: dict[str, Any], key: str, *, optional: bool = True, most: int = 200) -> str | None:
+    value = doc.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) > most:
+        raise BrokerError(400, f"{key}: expected a string of at most {most} characters, got {value!r:.60}")
+    return value
+
+
+def _limits(raw: Any) -> Limits:
+    """Limits as ``Limits.as_dict`` writes them: whole bytes, seconds, a bool, GPUs as text."""
+    if not isinstance(raw, dict):
+        raise BrokerError(400, 'limits: expected an object like {"memory": 536870912}')
+    unknown = set(raw) - set(Limits().as_dict())
+    if unknown:
+        raise BrokerError(400, f"limits: unknown {sorted(unknown)}; known: {sorted(Limits().as_dict())}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if value is None:
+            continue
+        if key == "network":
+            if not isinstance(value, bool):
+                raise BrokerError(400, "limits.network: expected true or false")
+        elif key == "gpus":
+            try:
+                value = parse_gpus(value)
+            except SpecError as error:
+                raise BrokerError(400, f"limits.gpus: {error}") from None
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise BrokerError(400, f"limits.{key}: expected a number above 0, got {value!r}")
+        elif key in ("memory", "pids", "fsize", "shm"):
+            value = int(value)
+        values[key] = value
+    return Limits(**values)
+
+
+def parse_defaults(raw: Any) -> Limits:
+    """The kernel's default limits (``ExecConfig.mem`` ...), sent apart from the asked ones: the
+    broker lowers a default above a ceiling to it, where an asked limit above one is refused."""
+    return _limits(raw or {})
+
+
+def failure(error: BaseException) -> TaskError:
+    """``error`` (a run that could not start or went wrong at the broker) as a ``TaskError``."""
+    if isinstance(error, TaskError):
+        return error
+    if isinstance(error, BackendUnavailableError):
+        return NodeFailedError(f"the broker could not run it: {error.reason} ({error.fix})")
+    return NodeFailedError(f"the broker could not run it: {type(error).__name__}: {error}")
+
+
+def parse_run(doc: dict[str, Any], max_code: int) -> RunRequest:
+    """A run request, checked; ``BrokerError`` (400) names the first bad field."""
+    code = doc.get("code")
+    if not isinstance(code, str) or len(code) > max_code:
+        raise BrokerError(400, f"code: expected the cell's text, at most {max_code} characters")
+    for unsupported in ("mounts", "working_dir", "py_modules"):
+        if doc.get(unsupported):
+            raise BrokerError(
+                400,
+                f"{unsupported.replace('_', '-')}: the broker runs cells away from your files, so none of them can "
+                "be mounted or copied in; send data with --in",
+                "SpecError",
+            )
+    inputs = doc.get("inputs")
+    if inputs is not None and not isinstance(inputs, str):
+        raise BrokerError(400, "inputs: expected base64 text or null")
+    env = doc.get("env") or {}
+    pip = doc.get("pip") or []
+    outputs = doc.get("outputs") or []
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise BrokerError(400, "env: expected an object of strings")
+    if not isinstance(pip, list) or not all(isinstance(p, str) and p and len(p) < 500 for p in pip):
+        raise BrokerError(400, "pip: expected a list of requirement strings")
+    if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+        raise BrokerError(400, "outputs: expected a list of variable names")
+    client_run = doc.get("client_run")
+    try:
+        parse_env([f"{k}={v}" for k, v in env.items()])
+        names = parse_names(",".join(outputs), "--out")
+    except SpecError as error:
+        raise BrokerError(400, str(error), "SpecError") from None
+    return RunRequest(
+        code=code,
+        limits=_limits(doc.get("limits") or {}),
+        inputs=inputs,
+        outputs=names,
+        trust=doc.get("trust") is True,
+        env=dict(env),
+        runtime=_text(doc, "runtime"),
+        image=_text(doc, "image"),
+        pip=tuple(pip),
+        name=_text(doc, "name"),
+        kernel=_text(doc, "kernel") or "",
+        client_run=client_run if isinstance(client_run, int) and not isinstance(client_run, bool) else None,
+    )
+
+
+def end_event(
+    status: Status,
+    envelope: Envelope | None,
+    error: BaseException | None,
+    *,
+    exit_code: int | None = None,
+    peak_memory: int | None = None,
+    cpu_seconds: float | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """How a run ended, for the client: the raw envelope (its values are decoded in the kernel,
+    with the kernel's ``--trust``) and the error as class, message and remote traceback."""
+    described: dict[str, Any] | None = None
+    if error is not None:
+        described = {"class": type(error).__name__, "message": str(error)}
+        if isinstance(error, TaskError):
+            described["class"] = next(c.__name__ for c in type(error).__mro__ if c.__module__ == TaskError.__module__)
+            described["status"] = error.status
+        remote = envelope.error if envelope is not None else None
+        if remote is not None and described["class"] == "RemoteError":
+            described.update(type=remote["type"], message=remote["message"], traceback=remote["traceback"])
+    return {
+        "t": "end",
+        "status": status,
+        "envelope": None if envelope is None else envelope.__dict__,
+        "error": described,
+        "exit_code": exit_code,
+        "peak_memory": peak_memory,
+        "cpu_seconds": cpu_seconds,
+        "details": details or {},
+    }
+
+
+def outcome_parts(event: dict[str, Any]) -> tuple[Status, Envelope | None, TaskError | None]:
+    """The status, envelope and error an end event carries, rebuilt on the kernel's side."""
+    status = Status(event["status"])
+    raw = event.get("envelope")
+    envelope = Envelope(**raw) if isinstance(raw, dict) else None
+    described = event.get("error")
+    if not described:
+        return status, envelope, None
+    cls, message = described.get("class"), str(described.get("message", ""))
+    error: TaskError
+    if cls == "RemoteError":
+        error = remote_error(str(described.get("type")), message, str(described.get("traceback", "")))
+    elif cls == "ResourceLimitError":
+        error = ResourceLimitError(message, status=Status(described.get("status", Status.OOM)))
+    else:
+        error = _TASK_ERRORS.get(str(cls), NodeFailedError)(message)
+    return status, envelope, error
