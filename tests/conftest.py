@@ -7,6 +7,7 @@ what a user would see: iopub messages, the namespace, the run store.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import queue
@@ -308,6 +309,31 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """The session's one Chromium (Debian's, driven by Playwright's sync API, which allows one
+    instance per thread: every browser test shares it)."""
+    require(Path(CHROMIUM).exists(), "Chromium not installed (apt-get install chromium)")
+    require(importlib.util.find_spec("playwright") is not None, "playwright not installed (pip install -e .[test])")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=15_000)  # 2 shared cores: give the page time, never a fixed sleep
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture(scope="session")

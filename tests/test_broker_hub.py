@@ -21,7 +21,6 @@ import pytest
 from conftest import require
 from hub import USER_VENV, Hub
 from test_browser import _notebook, _runner
-from test_browser import browser as browser  # the session's Chromium, a fixture
 
 pytestmark = pytest.mark.kernel
 

@@ -22,28 +22,7 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "build" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 BACKEND = "local"
-
-
-@pytest.fixture(scope="session")
-def browser():
-    require(Path(CHROMIUM).exists(), "Chromium not installed (apt-get install chromium)")
-    require(importlib.util.find_spec("playwright") is not None, "playwright not installed (pip install -e .[test])")
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=15_000)  # 2 shared cores: give the page time, never a fixed sleep
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 CELLS = [
