@@ -14,42 +14,39 @@ from jupyter_exec.policy import load_policy
 from jupyter_exec.spec import RunSpec
 
 
+class Clock:
+    """A ``Demand`` of 1 to 6 containers, made in 300 ms, on a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.demand = Demand(1, 6, clock=lambda: self.now)
+        self.demand.made(0.3)
+
+    def takes(self, count: int, every: float, waited: float = 0.0) -> int:
+        """``count`` cells, one every ``every`` seconds of their own, each having waited
+        ``waited`` for its container; what the demand wants then."""
+        for _ in range(count):
+            self.now += waited
+            self.demand.took(waited=waited)
+            self.now += every
+        return self.demand.target()
+
+
 def test_cells_typed_seconds_apart_keep_the_least():
-    now = [0.0]
-    demand = Demand(1, 6, clock=lambda: now[0])
-    demand.made(0.3)
-    for _ in range(5):
-        demand.took()
-        now[0] += 5.0  # a person typing
-    assert demand.target() == 1
+    assert Clock().takes(5, every=5.0) == 1  # a person typing
 
 
 def test_cells_back_to_back_want_what_is_used_up_while_one_is_made():
-    now = [0.0]
-    demand = Demand(1, 6, clock=lambda: now[0])
-    demand.made(0.3)
-    for _ in range(8):
-        demand.took()
-        now[0] += 0.1  # a cell every 100 ms, a container in 300 ms: three on their way
-    assert demand.target() == 3
-    for _ in range(8):
-        demand.took()
-        now[0] += 0.01  # faster than that: the cap
-    assert demand.target() == 6
-    now[0] += 31  # quiet: back to the least
-    assert demand.target() == 1
+    clock = Clock()
+    assert clock.takes(8, every=0.1) == 3  # a cell every 100 ms, a container in 300 ms: three on their way
+    assert clock.takes(8, every=0.01) == 6  # faster than that: the cap
+    clock.now += 31  # quiet: back to the least
+    assert clock.demand.target() == 1
 
 
 def test_time_spent_waiting_for_a_container_is_not_the_cells_pace():
     """Cells of 50 ms that each wait 300 ms for their container are cells every 50 ms."""
-    now = [0.0]
-    demand = Demand(1, 6, clock=lambda: now[0])
-    demand.made(0.3)
-    for _ in range(8):
-        now[0] += 0.3
-        demand.took(waited=0.3)
-        now[0] += 0.05
-    assert demand.target() == 6
+    assert Clock().takes(8, every=0.05, waited=0.3) == 6
 
 
 def test_the_cap_is_never_below_the_least():
