@@ -97,6 +97,20 @@ def test_cancel_click_stops_the_run(manager):
     assert panel.status == "cancelled" and manager.store.get(panel.run_id)["status"] == "cancelled"
 
 
+def test_a_run_that_ends_while_its_cancel_is_asked_shows_its_final_status():
+    """The run ends (cancelled) before the click's handler is done with it: the panel keeps
+    the final status, never the "cancelling" the click would show."""
+
+    def cancel_and_end_at_once(run_id: int) -> bool:
+        panel.event("finished", {"status": "cancelled"})
+        return True
+
+    panel = RunWidget(cancel=cancel_and_end_at_once)
+    panel.event("running", {"started": time.time()})
+    panel._on_click(panel, {"action": "cancel"}, [])
+    assert panel.status == "cancelled"
+
+
 def test_background_run_returns_at_once_and_binds_at_the_end(manager):
     bound = {}
     started = time.monotonic()

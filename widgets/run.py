@@ -66,7 +66,7 @@ class RunWidget(FallbackWidget):
         self._pending: deque[list[str]] = deque(maxlen=tail)
         self._partial = {"stdout": "", "stderr": ""}
         self._new_lines = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the pending lines, and the status against a late cancel click
         self._timer: threading.Timer | None = None
         self.on_msg(self._on_click)
         route_to_subshell(self)
@@ -124,7 +124,8 @@ class RunWidget(FallbackWidget):
         elif kind == "sample":
             self.samples = ([*self.samples, data])[-self._max_samples :]
         elif kind == "finished":
-            self.status = data["status"]
+            with self._lock:  # against a cancel click setting "cancelling" after this
+                self.status = data["status"]
             self.flush()
             self.set_state(
                 {
@@ -139,7 +140,9 @@ class RunWidget(FallbackWidget):
         action = content.get("action")
         if action == "cancel" and self._cancel is not None and self.status not in FINAL:
             if self._cancel(self.run_id):
-                self.status = "cancelling"
+                with self._lock:  # the run may have ended (cancelled) meanwhile: keep its final status
+                    if self.status not in FINAL:
+                        self.status = "cancelling"
         elif action == "full_log" and self._read_log is not None:
             text = self._read_log(self.run_id)
             self.full_log = (
