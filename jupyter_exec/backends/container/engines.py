@@ -130,6 +130,14 @@ def start_podman(socket: Path) -> bool:
     podman = shutil.which("podman")
     if podman is None:
         return False
+    if os.geteuid() != 0 and not _may_make_user_namespaces():
+        # Started from here anyway, it answers a ping and then fails every container.
+        raise BackendUnavailableError(
+            "container",
+            "rootless Podman needs a user namespace, and this process may not make one (unshare is "
+            "refused here, as under Docker's default seccomp profile)",
+            "pass --backend seccomp, or start Podman's service where user namespaces are allowed",
+        )
     socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     url = f"unix://{socket}"
     with open(socket.parent / "jupyter-exec-start.lock", "w") as lock:
@@ -157,6 +165,17 @@ def start_podman(socket: Path) -> bool:
     raise BackendUnavailableError(
         "container", f"started `podman system service {url}`, but {how}", f"see {log}, or pass --backend seccomp"
     )
+
+
+def _may_make_user_namespaces() -> bool:
+    """Whether a process started from here may make a user namespace (as rootless Podman must)."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return True  # cannot tell: let Podman try and say
+    try:
+        return subprocess.run([unshare, "--user", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def configured_url(url: str) -> str | None:
