@@ -103,3 +103,44 @@ def test_an_image_is_copied_into_the_users_podman(tmp_path):
     finally:
         docker.client.images.remove(tag, force=True)
         podman.client.images.remove(tag, force=True)
+
+
+def test_where_no_user_namespace_can_be_made_auto_never_starts_podman():
+    """As ``jx-user`` under the no-namespace filter, with no Podman service on its socket yet:
+    Podman's service is not started (it would answer a ping, then fail every container, as seen
+    under Docker's default profile); the container backend says why and ``auto`` picks seccomp."""
+    account = _account()
+    require(os.geteuid() == 0 and account is not None, f"needs root and the account {USER}")
+    assert account is not None
+    work = Path(tempfile.mkdtemp(prefix="jx-no-userns-"))  # where the user can reach it
+    work.chmod(0o755)
+    runtime_dir = work / "runtime"  # the user's sockets: none there yet
+    runtime_dir.mkdir(mode=0o700)
+    os.chown(runtime_dir, account.pw_uid, account.pw_gid)
+    probe = (
+        "from jupyter_exec.runner.confine import apply_seccomp\n"
+        "apply_seccomp(network=True)  # as tests/no_namespaces.py: unshare refused from here on\n"
+        "from jupyter_exec.backends import factory\n"
+        "from jupyter_exec.backends.container import ContainerBackend\n"
+        "found = ContainerBackend.availability()\n"
+        "print(found.ok, found.reason, sep='\\n')\n"
+        "print(factory.resolve_name('auto'))"
+    )
+    try:
+        done = subprocess.run(
+            [str(ROOT / "scripts" / "as-user"), "env", f"XDG_RUNTIME_DIR={runtime_dir}", "python", "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        started = (runtime_dir / "podman" / "podman.sock").exists()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "False",
+        "rootless Podman needs a user namespace, and this process may not make one (unshare is refused "
+        "here, as under Docker's default seccomp profile)",
+        "seccomp",
+    ], done.stdout
+    assert not started  # no service was started
