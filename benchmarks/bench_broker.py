@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from timing import median_ms
+from timing import median_ms, notebook_shell
 
 
 def main() -> None:
@@ -48,10 +48,7 @@ def main() -> None:
 
 
 def measure(address: str, runs: int) -> tuple[float, float]:
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython()
-    shell.run_line_magic("load_ext", "jupyter_exec")
+    shell = notebook_shell()
     from jupyter_exec import current_manager
     from jupyter_exec.broker.transport import Address, ask
 
