@@ -17,23 +17,30 @@ import platformdirs
 from traitlets import Enum, Int, TraitType, Undefined, Unicode
 from traitlets.config import Application, Config, Configurable
 
+from .limits import LIMITS
 from .spec import Limits
 from .storage.filesystems import store_location
 from .units import parse_size
 
-__all__ = ["ExecConfig", "application_config", "env_trait"]
+__all__ = ["ExecConfig", "application_config", "env_trait", "limit_setting"]
 
 T = TypeVar("T", bound=TraitType[Any, Any])
 
 
-def env_trait(trait: T, variable: str, fallback: Any | Callable[[], Any]) -> T:
+def env_trait(
+    trait: T, variable: str, fallback: Any | Callable[[], Any], check: Callable[[Any, str], object] | None = None
+) -> T:
     """``trait`` as a setting: configurable, and defaulting to ``$variable`` (read when an
     instance is made, as the trait's type reads a command-line value), else ``fallback``
-    (a value, or a function for one worked out then). Its help names the variable."""
+    (a value, or a function for one worked out then). Its help names the variable.
+    ``check(value, variable)`` refuses a bad value of the variable, naming it."""
 
     def from_environment() -> Any:
         if variable in os.environ:
-            return trait.from_string(os.environ[variable])
+            value = trait.from_string(os.environ[variable])
+            if check is not None:
+                check(value, variable)
+            return value
         return fallback() if callable(fallback) else fallback
 
     trait.default_value = Undefined
@@ -48,20 +55,29 @@ def application_config() -> Config | None:
     return Application.instance().config if Application.initialized() else None
 
 
+def limit_setting(field: str) -> Unicode[str, str | bytes]:
+    """The ExecConfig setting of the default of limit ``field``: its name, help, ``JX_*`` variable
+    and default from the limits table; a bad value of the variable is refused naming it."""
+    limit = LIMITS[field]
+    assert limit.variable is not None and limit.default is not None, f"{field}: the kernel has no default for it"
+    return env_trait(
+        Unicode(help=limit.config_help()),
+        limit.variable,
+        limit.default,
+        lambda value, variable: value and limit.read(value, variable),
+    )
+
+
+#: The limits the kernel has defaults for: (field, its ExecConfig setting).
+_DEFAULTED = tuple((limit.field, limit.setting) for limit in LIMITS.values() if limit.setting is not None)
 _parsed_size = functools.lru_cache(maxsize=8)(parse_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _parsed_limits(mem: str, cpus: str, timeout: str, cpu_time: str, pids: str, fsize: str, shm: str) -> Limits:
-    return Limits.parse(
-        memory=mem or None,
-        cpus=cpus or None,
-        timeout=timeout or None,
-        cpu_time=cpu_time or None,
-        pids=pids or None,
-        fsize=fsize or None,
-        shm=shm or None,
-    )
+def _parsed_limits(settings: tuple[str, ...]) -> Limits:
+    """The default limits from their settings' text ('' for none), each named as ``ExecConfig.NAME``."""
+    values = {field: text or None for (field, _), text in zip(_DEFAULTED, settings, strict=True)}
+    return Limits.read(values, lambda limit: f"ExecConfig.{limit.setting}")
 
 
 class ExecConfig(Configurable):
@@ -76,21 +92,14 @@ class ExecConfig(Configurable):
         "JX_BACKEND",
         "auto",
     )
-    mem = env_trait(Unicode(help="Default memory limit, e.g. '2g'; '' for none."), "JX_MEM", "2g")
-    cpus = env_trait(Unicode(help="Default CPU share, e.g. '1.5'; '' for none."), "JX_CPUS", "")
-    timeout = env_trait(Unicode(help="Default wall-clock limit, e.g. '10m'; '' for none."), "JX_TIMEOUT", "10m")
-    cpu_time = env_trait(Unicode(help="Default CPU-time limit, e.g. '5m'; '' for none."), "JX_CPU_TIME", "")
-    pids = env_trait(Unicode(help="Default process/thread limit, e.g. '256'; '' for none."), "JX_PIDS", "256")
-    fsize = env_trait(Unicode(help="Default largest file a run may write, e.g. '1g'; '' for none."), "JX_FSIZE", "1g")
-    shm = env_trait(
-        Unicode(
-            help="Default size of a run's own /dev/shm (a tmpfs; what is written there counts "
-            "towards the memory limit), e.g. '64m'; '' for none of its own (seccomp: the "
-            "kernel's tmpfs default, Docker: DockerConfig.shm_size)."
-        ),
-        "JX_SHM",
-        "64m",
-    )
+    # The default limits: one setting per row of the limits table that has one (a test checks).
+    mem = limit_setting("memory")
+    cpus = limit_setting("cpus")
+    timeout = limit_setting("timeout")
+    cpu_time = limit_setting("cpu_time")
+    pids = limit_setting("pids")
+    fsize = limit_setting("fsize")
+    shm = limit_setting("shm")
     output_limit = env_trait(
         Unicode(
             help="Output shown in the notebook per run before it is cut, e.g. '1m'. "
@@ -205,7 +214,7 @@ class ExecConfig(Configurable):
 
     def default_limits(self) -> Limits:
         """The default limits, parsed once per distinct setting (this is on every run's path)."""
-        return _parsed_limits(self.mem, self.cpus, self.timeout, self.cpu_time, self.pids, self.fsize, self.shm)
+        return _parsed_limits(tuple(getattr(self, setting) for _, setting in _DEFAULTED))
 
     def output_limit_bytes(self) -> int:
         return _parsed_size(self.output_limit, "ExecConfig.output_limit")

@@ -36,7 +36,6 @@ import difflib
 import fnmatch
 import functools
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -49,8 +48,9 @@ import yaml
 
 from .backends.factory import ALIASES, BACKENDS, canonical
 from .errors import PolicyError, SpecError
+from .limits import LIMITS, Limit
 from .spec import Limits
-from .units import format_duration, format_size, parse_count, parse_duration, parse_number, parse_size
+from .units import format_size, parse_count, parse_number, parse_size
 
 __all__ = ["POLICY_DIRS", "POLICY_ENV", "Policy", "load_policy", "parse_policy", "policy_in_effect", "policy_report"]
 
@@ -66,40 +66,26 @@ def _number(value: Any, where: str, whole: bool = False, zero: bool = False) -> 
     return parse_number(value, where, allow_zero=zero, example="2 or 0.5")
 
 
-def _switch(value: Any, where: str) -> float:
-    """``network: true|false`` as a ceiling: 1 allowed, 0 not."""
-    if not isinstance(value, bool):
-        raise SpecError(f"{where}: expected true or false, got {value!r}")
-    return float(value)
-
-
 @dataclass(frozen=True)
 class _Ceiling:
-    """How one ceiling key is read from a file and shown back."""
+    """How one ceiling key that is not a limit is read from a file and shown back."""
 
     flag: str  # what the user types
-    parse: Callable[[Any, str], float]  # (value in the file, "policy FILE, key K") -> number
-    text: Callable[[float], str]  # number -> as a user would type it
-    limit: bool = False  # a Limits field of the same name: applies when unset
+    read_ceiling: Callable[[Any, str], float]  # (value in the file, "policy FILE, key K") -> number
+    show_ceiling: Callable[[float], str]  # number -> as a user would type it
 
 
-_CEILINGS: dict[str, _Ceiling] = {
-    "memory": _Ceiling("--mem", parse_size, format_size, limit=True),
-    "cpus": _Ceiling("--cpus", _number, "{:g}".format, limit=True),
-    "timeout": _Ceiling("--timeout", parse_duration, format_duration, limit=True),
-    "cpu_time": _Ceiling("--cpu-time", parse_duration, format_duration, limit=True),
-    "pids": _Ceiling("--pids", parse_count, "{:g}".format, limit=True),
-    "fsize": _Ceiling("--fsize", parse_size, format_size, limit=True),
-    "shm": _Ceiling("--shm", parse_size, format_size, limit=True),
-    "gpus": _Ceiling("--gpus", functools.partial(_number, whole=True, zero=True), "{:g}".format),
-    "network": _Ceiling("--network", _switch, lambda on: "allowed" if on else "not allowed"),
+#: Every ceiling key: one per limit (the limits table's rows that have one), then the backends' own.
+_CEILINGS: dict[str, _Ceiling | Limit] = {
+    **{key: limit for key, limit in LIMITS.items() if limit.ceiling},
     "ray_num_cpus": _Ceiling("--num-cpus", _number, "{:g}".format),
     "ray_memory": _Ceiling("--memory", parse_size, format_size),
     "warm_containers": _Ceiling(
         "DockerConfig.pool_max", functools.partial(_number, whole=True, zero=True), "{:g}".format
     ),
 }
-_LIMIT_KEYS = tuple(key for key, ceiling in _CEILINGS.items() if ceiling.limit)
+#: The limits whose ceiling also applies to a run that left them unset (the most a run may use).
+_CAPS = tuple(key for key, limit in LIMITS.items() if limit.ceiling and limit.kind == "cap")
 _ALLOW_KEYS = ("backends", "images", "ray_addresses")
 _FORCED_KEYS = ("runtime",)  # a value every run gets, whatever it asks (the container runtime)
 
@@ -195,24 +181,25 @@ class Policy:
         if image is not None:
             self.require("images", image, f"image {image}")
 
-    def bound(self, asked: Limits, merged: Limits, enforced: frozenset[str] | None) -> Limits:
+    def bound(self, asked: Limits, merged: Limits, lowered: frozenset[str] | None) -> Limits:
         """``merged`` (the run's limits over the defaults) under the ceilings.
 
-        A limit the user asked for above a ceiling is refused; one the user left unset (a
-        default above the ceiling, or none) becomes the ceiling, where the backend enforces it.
+        A limit the user asked for above a ceiling is refused; a cap the user left unset (a
+        default above the ceiling, or none) becomes the ceiling, where it is in ``lowered`` (the
+        limits the backend enforces; None: all).
         """
-        for key in _LIMIT_KEYS:
-            self.at_most(key, _CEILINGS[key].flag, getattr(asked, key))
-        self.at_most("gpus", "--gpus", _gpu_count(asked.gpus), asked.gpus)
-        self.at_most("network", "--network", 1.0 if asked.network else None)
-        lowered: dict[str, Any] = {  # each a value of its Limits field's type (parse_size: int)
+        for key, limit in LIMITS.items():
+            if limit.ceiling:
+                value = getattr(asked, key)
+                self.at_most(key, limit.flag, limit.amount(value), None if value is None else limit.show(value))
+        lowering: dict[str, Any] = {  # each a value of its Limits field's type (parse_size: int)
             key: ceiling.value
             for key, ceiling in self.ceilings.items()
-            if key in _LIMIT_KEYS
-            and (enforced is None or key in enforced)
+            if key in _CAPS
+            and (lowered is None or key in lowered)
             and (getattr(merged, key) is None or getattr(merged, key) > ceiling.value)
         }
-        return replace(merged, **lowered) if lowered else merged
+        return replace(merged, **lowering) if lowering else merged
 
     def capped(self, key: str, value: int) -> int:
         """A setting (not a run's option) under the ceiling ``key``: the ceiling where it is lower."""
@@ -224,27 +211,18 @@ class Policy:
         ceiling = self.ceilings.get(key)
         if ceiling is None or value is None or value <= ceiling.value:
             return
-        if key == "network":
+        row = _CEILINGS[key]
+        if isinstance(row, Limit) and row.kind == "switch":
             raise PolicyError(
-                f"--network is not allowed by the administrator's policy ({ceiling.source}); drop --network",
-                ceiling.source,
+                f"{flag} is not allowed by the administrator's policy ({ceiling.source}); drop {flag}", ceiling.source
             )
-        most = _CEILINGS[key].text(ceiling.value)
-        asked = _CEILINGS[key].text(value) if shown is None else shown
+        most = row.show_ceiling(ceiling.value)
+        asked = row.show_ceiling(value) if shown is None else shown
         fix = f"ask for at most {most}" if ceiling.value else f"drop {flag}"
         raise PolicyError(
             f"{flag} {asked} is above the administrator's ceiling of {most} (policy {ceiling.source}); {fix}",
             ceiling.source,
         )
-
-
-def _gpu_count(gpus: str | None) -> float | None:
-    """How many GPUs ``--gpus`` asks for: ``all`` is more than any ceiling."""
-    if gpus is None:
-        return None
-    if gpus == "all":
-        return math.inf
-    return float(len(gpus.removeprefix("device=").split(","))) if gpus.startswith("device=") else float(gpus)
 
 
 def parse_policy(data: Any, source: str) -> Policy:
@@ -263,7 +241,7 @@ def parse_policy(data: Any, source: str) -> Policy:
         where = f"policy {source}, key {key}"
         try:
             if key in _CEILINGS:
-                ceilings[key] = Ceiling(_CEILINGS[key].parse(value, where), source)
+                ceilings[key] = Ceiling(_CEILINGS[key].read_ceiling(value, where), source)
             elif key in _ALLOW_KEYS:
                 allow[key] = (AllowList(_patterns(key, value, where), source),)
             elif key in _FORCED_KEYS:
@@ -344,8 +322,10 @@ def policy_report(policy: Policy) -> str:
     if policy.broken:
         lines.append(f"  BROKEN, every run is refused: {policy.broken}")
     for key, ceiling in policy.ceilings.items():
-        shown = _CEILINGS[key].text(ceiling.value)
-        lines.append(f"  {key:14} {shown if key == 'network' else 'at most ' + shown}   ({ceiling.source})")
+        row = _CEILINGS[key]
+        shown = row.show_ceiling(ceiling.value)
+        switch = isinstance(row, Limit) and row.kind == "switch"
+        lines.append(f"  {key:14} {shown if switch else 'at most ' + shown}   ({ceiling.source})")
     for key, lists in policy.allow.items():
         lines.extend(f"  {key:14} {', '.join(a.patterns) or 'none'}   ({a.source})" for a in lists)
     for key, forced in policy.forced.items():

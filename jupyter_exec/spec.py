@@ -1,42 +1,25 @@
 """What a run asks for: ``RunSpec`` (code-independent options), ``Limits``, ``Mount`` and
 ``Placement`` (a backend's own typed options, e.g. Ray's resources).
 
-One vocabulary for every backend (sizes and durations as ``units`` reads them).
-Everything is validated here, before anything runs, and a bad value raises
-``SpecError`` naming the option and an example of a good one.
+One vocabulary for every backend: each limit is a row of ``limits.LIMITS`` (its flag, how it
+is read, its default). Everything is validated here, before anything runs, and a bad value
+raises ``SpecError`` naming the option and an example of a good one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .envs.spec import EnvSpec, parse_env
 from .errors import SpecError
-from .units import parse_count, parse_duration, parse_number, parse_size
+from .limits import LIMITS, Gpus, Limit
 
-if TYPE_CHECKING:
-    from .envs.spec import EnvSpec
-
-__all__ = ["CacheRequest", "Limits", "Mount", "Placement", "RunSpec", "parse_env", "parse_gpus", "parse_names"]
-
-
-def parse_gpus(value: str | int) -> str:
-    """``all``, a count like ``1``, or device ids like ``0,1`` / ``device=0`` (normalised, validated)."""
-    text = str(value).strip().lower().replace(" ", "")
-    if text == "all" or (text.isdigit() and int(text) > 0):
-        return text
-    if text.isdigit():
-        raise SpecError(f"--gpus: a count must be at least 1, got {value!r}; for device 0 write device=0")
-    if text.startswith("device="):
-        text = text.removeprefix("device=")
-    if text and all(part.isdigit() or (len(part) > 4 and part.startswith("gpu-")) for part in text.split(",")):
-        return "device=" + text
-    raise SpecError(f"--gpus: cannot read {value!r}; write all, a count like 1, or device ids like device=0,1")
+__all__ = ["CacheRequest", "Limits", "Mount", "Placement", "RunSpec", "parse_env", "parse_names"]
 
 
 @dataclass(frozen=True)
@@ -54,28 +37,26 @@ class Limits:
     pids: int | None = None  # processes and threads
     fsize: int | None = None  # largest file the run may write, bytes
     network: bool = False  # any network at all (off by default)
-    gpus: str | None = None  # "all", a count ("2") or device ids ("0,1")
+    gpus: Gpus | None = None  # all, a count or device ids
     shm: int | None = None  # size of the run's own /dev/shm (tmpfs, counts as memory), bytes
+
+    def __post_init__(self) -> None:
+        if self.gpus is not None and not isinstance(self.gpus, Gpus):  # Limits(gpus="all") as typed
+            object.__setattr__(self, "gpus", Gpus.parse(self.gpus))
 
     @classmethod
     def parse(cls, **values: Any) -> Limits:
-        """Limits from user-typed strings; ``None`` values are left unset."""
-        parsers: dict[str, Callable[[Any], Any]] = {
-            "memory": lambda v: parse_size(v, "--mem"),
-            "cpus": lambda v: parse_number(v, "--cpus"),
-            "timeout": lambda v: parse_duration(v, "--timeout"),
-            "cpu_time": lambda v: parse_duration(v, "--cpu-time"),
-            "pids": lambda v: parse_count(v, "--pids"),
-            "fsize": lambda v: parse_size(v, "--fsize"),
-            "network": bool,
-            "gpus": parse_gpus,
-            "shm": lambda v: parse_size(v, "--shm"),
-        }
-        unknown = set(values) - set(parsers)
+        """Limits from user-typed values (``memory="512m"``); ``None`` values are left unset."""
+        return cls.read(values)
+
+    @classmethod
+    def read(cls, values: Mapping[str, Any], where: Callable[[Limit], str] = lambda limit: limit.flag) -> Limits:
+        """Limits from typed or stored values (``as_dict``'s), each read by its row of the table; a bad
+        one raises ``SpecError`` naming ``where(row)`` (default: its flag)."""
+        unknown = set(values) - set(LIMITS)
         if unknown:
-            raise SpecError(f"unknown limit(s) {sorted(unknown)}; known: {sorted(parsers)}")
-        parsed: dict[str, Any] = {k: parsers[k](v) for k, v in values.items() if v is not None}
-        return cls(**parsed)
+            raise SpecError(f"unknown limit(s) {sorted(unknown)}; known: {sorted(LIMITS)}")
+        return cls(**{k: LIMITS[k].read(v, where(LIMITS[k])) for k, v in values.items() if v is not None})
 
     def merged_over(self, defaults: Limits) -> Limits:
         """These limits, with unset fields taken from ``defaults``."""
@@ -88,9 +69,20 @@ class Limits:
             },
         )
 
+    def only(self, fields: Iterable[str] | None) -> Limits:
+        """These limits with only ``fields`` kept (None: all of them)."""
+        if fields is None:
+            return self
+        kept = frozenset(fields)
+        return Limits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in kept})
+
     def as_dict(self) -> dict[str, Any]:
-        """Field name to value (all plain values: no deep copy needed)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Field name to value, as plain JSON values (GPUs as typed); ``read`` takes it back."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Gpus) else value
 
 
 @dataclass(frozen=True)
@@ -116,20 +108,6 @@ class Mount:
         if not target.startswith("/"):
             raise SpecError(f"--mount: the target {target!r} must be an absolute path like /data")
         return cls(source, target, mode == "ro")
-
-
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def parse_env(pairs: list[str] | None) -> dict[str, str]:
-    """``["K=V", ...]`` to a dict; a pair without ``=`` or with a bad name is an error."""
-    env: dict[str, str] = {}
-    for pair in pairs or []:
-        name, sep, value = pair.partition("=")
-        if not sep or not _ENV_NAME_RE.match(name):
-            raise SpecError(f"--env: cannot read {pair!r}; write NAME=VALUE, e.g. --env SEED=1")
-        env[name] = value
-    return env
 
 
 def parse_names(text: str | None, option: str) -> tuple[str, ...]:

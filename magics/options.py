@@ -21,13 +21,16 @@ from IPython.core.magic_arguments import argument
 
 from jupyter_exec.envs import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, JupyterExecError, MissingExtraError, SpecError, TaskError
-from jupyter_exec.spec import CacheRequest, parse_env, parse_names
+from jupyter_exec.limits import LIMITS
+from jupyter_exec.spec import CacheRequest, Limits, parse_env, parse_names
 
 __all__ = [
     "cache_options",
     "common_fields",
     "env_options",
+    "limit_argument",
     "limit_options",
+    "limits",
     "option_group",
     "parse_line",
     "runtime_env",
@@ -94,6 +97,21 @@ def option_group(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
+def limit_argument(field: str) -> Callable[[F], F]:
+    """The option of limit ``field``, as its row of the limits table says (flag, help); its value
+    lands in ``args.limit_FIELD`` (apart from a backend's own options: Ray's ``--memory``)."""
+    limit = LIMITS[field]
+    dest = f"limit_{field}"
+    if limit.kind == "switch":
+        return argument(limit.flag, dest=dest, action="store_true", default=None, help=limit.option_help())
+    return argument(limit.flag, dest=dest, metavar=limit.metavar, help=limit.option_help())
+
+
+def limits(args: Any) -> Limits:
+    """The limits the options in ``args`` ask for (of those the magic takes: None for the others)."""
+    return Limits.parse(**{field: getattr(args, f"limit_{field}", None) for field in LIMITS})
+
+
 transfer_options = option_group(
     argument("--in", dest="inputs", metavar="A,B", help="notebook variables to send in (pickled)"),
     argument("--out", dest="outputs", metavar="X,Y", help="variables to bring back, as data"),
@@ -105,7 +123,7 @@ transfer_options = option_group(
     argument("--env", action="append", metavar="K=V", help="environment variable for the run (repeatable)"),
     argument("--name", help="a name for this run in %%jx runs"),
     argument("--quiet", action="store_true", help="do not stream output into the cell (it is still logged)"),
-    argument("--timeout", metavar="T", help="wall-clock limit, e.g. 30s or 5m"),
+    limit_argument("timeout"),
 )
 
 limit_options = option_group(
@@ -122,19 +140,7 @@ limit_options = option_group(
         help="the container's OCI runtime, e.g. runsc for gVisor (default DockerConfig.runtime, else the "
         "engine's; implies --backend container)",
     ),
-    argument("--mem", metavar="SIZE", help="memory limit, e.g. 512m or 2g"),
-    argument("--cpus", metavar="N", help="CPU share, e.g. 1 or 0.5"),
-    argument("--cpu-time", metavar="T", help="CPU-time limit, e.g. 10s"),
-    argument("--pids", metavar="N", help="most processes and threads at once"),
-    argument("--fsize", metavar="SIZE", help="largest file the cell may write, e.g. 100m"),
-    argument(
-        "--shm",
-        metavar="SIZE",
-        help="size of the cell's own /dev/shm (multiprocessing, DataLoader workers), e.g. 256m; "
-        "counts towards --mem (default ExecConfig.shm)",
-    ),
-    argument("--network", action="store_true", help="allow network access (off by default)"),
-    argument("--gpus", metavar="all|N|device=IDS", help="GPUs for the run (container: needs the NVIDIA runtime)"),
+    *(limit_argument(field) for field in LIMITS if field != "timeout"),  # --timeout: with the transfer options
     argument(
         "--mount",
         action="append",

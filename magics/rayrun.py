@@ -13,13 +13,14 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from jupyter_exec.backends.raycluster import RayOptions
 from jupyter_exec.manager import Manager
-from jupyter_exec.spec import Limits, RunSpec
+from jupyter_exec.spec import RunSpec
 
 from .cells import run_cell
 from .options import (
     cache_options,
     common_fields,
     env_options,
+    limits,
     option_group,
     parse_line,
     transfer_options,
@@ -75,9 +76,7 @@ class RayMagics(Magics):
             retries=args.retries,
             wait_for_resources=args.wait_for_resources or None,
         )
-        return RunSpec(
-            backend="ray", limits=Limits.parse(timeout=args.timeout), placement=options, **common_fields(args)
-        )
+        return RunSpec(backend="ray", limits=limits(args), placement=options, **common_fields(args))
 
     @magic_arguments()
     @ray_options

@@ -18,7 +18,7 @@ from jupyter_exec.backends.factory import canonical
 from jupyter_exec.envs import EnvSpec
 from jupyter_exec.errors import SpecError
 from jupyter_exec.manager import Manager
-from jupyter_exec.spec import Limits, Mount, RunSpec
+from jupyter_exec.spec import Mount, RunSpec
 from jupyter_exec.trace.explore import run_in_trace
 
 from .cells import run_cell
@@ -27,6 +27,7 @@ from .options import (
     common_fields,
     env_options,
     limit_options,
+    limits,
     parse_line,
     trace_options,
     transfer_options,
@@ -52,17 +53,7 @@ class SandboxMagics(Magics):
         return RunSpec(
             backend=_backend(args),
             placement=ContainerOptions.parse(args.runtime) if args.runtime else None,
-            limits=Limits.parse(
-                memory=args.mem,
-                cpus=args.cpus,
-                timeout=args.timeout,
-                cpu_time=args.cpu_time,
-                pids=args.pids,
-                fsize=args.fsize,
-                network=args.network or None,
-                gpus=args.gpus,
-                shm=args.shm,
-            ),
+            limits=limits(args),
             mounts=tuple(Mount.parse(m, base_dir) for m in args.mount or ()),
             **fields,
         )

@@ -93,8 +93,8 @@ def test_a_burst_beyond_the_rate_is_refused_for_that_user_only():
     ("doc", "message"),
     [
         ({"code": 1}, "code: expected the cell's text"),
-        ({"code": "1", "limits": {"memory": -1}}, "limits.memory: expected a number above 0"),
-        ({"code": "1", "limits": {"root": True}}, "limits: unknown ['root']"),
+        ({"code": "1", "limits": {"memory": -1}}, "limits.memory: a size must be positive, got -1"),
+        ({"code": "1", "limits": {"root": True}}, "limits: unknown limit"),
         ({"code": "1", "mounts": ["/etc:/x"]}, "mounts: the broker runs cells away from your files"),
         ({"code": "1", "env": {"A": 1}}, "env: expected an object of strings"),
         ({"code": "1", "outputs": ["not a name"]}, "--out"),

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import Kernel
 
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.spec import Limits
@@ -18,6 +19,19 @@ def test_defaults_come_from_environment(monkeypatch):
     config = ExecConfig()
     assert config.default_limits() == Limits(timeout=7.0, pids=256, fsize=2**30, shm=64 * 2**20)
     assert config.pool_size == 0
+
+
+@pytest.mark.kernel
+def test_a_bad_jx_value_is_refused_naming_its_variable(tmp_path):
+    bad = Kernel(tmp_path / "data", tmp_path, env={"JX_MEM": "lots"})
+    try:
+        assert bad.refused("%%sandbox --backend local\nprint('ran')") == (
+            "JX_MEM: cannot read 'lots' as a size; write it like 512m, 2g or 1.5GiB"
+        )
+        bad.run("%config ExecConfig.mem = '1g'", check=True)  # set otherwise, the variable is not read
+        assert bad.run("%%sandbox --backend local\nprint('ran')", check=True).stdout == "ran\n"
+    finally:
+        bad.shutdown()
 
 
 def test_doctor_cli_tells_the_truth():

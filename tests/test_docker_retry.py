@@ -56,7 +56,7 @@ def test_retries_stop_after_the_configured_attempts():
     [("all", "all"), ("1", "1"), ("0,1", "device=0,1"), ("device=2", "device=2"), ("GPU-abcd", "device=gpu-abcd")],
 )
 def test_gpus_are_parsed(text, parsed):
-    assert Limits.parse(gpus=text).gpus == parsed
+    assert str(Limits.parse(gpus=text).gpus) == parsed
 
 
 @pytest.mark.parametrize("text", ["0", "two", "", "1,x"])

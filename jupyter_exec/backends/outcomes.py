@@ -13,10 +13,10 @@ import signal
 from typing import Any
 
 from jupyter_exec.errors import NodeFailedError, ResourceLimitError, TaskCancelledError, TaskError, TaskTimeoutError
+from jupyter_exec.limits import LIMITS
 from jupyter_exec.runner.protocol import ProtocolReader
 from jupyter_exec.spec import Limits
 from jupyter_exec.status import Status
-from jupyter_exec.units import format_size
 
 from .base import Outcome
 
@@ -50,14 +50,19 @@ def classify(
     if cancelled:
         error = TaskCancelledError(f"run {run_id} was cancelled", **context)
     elif timed_out:
-        error = TaskTimeoutError(f"timed out after {limits.timeout:g} s (--timeout); the run was killed", **context)
+        error = TaskTimeoutError(
+            f"timed out after {limits.timeout:g} s ({LIMITS['timeout'].flag}); the run was killed", **context
+        )
     elif oom_killed or (envelope and envelope.error and envelope.error["type"] == "MemoryError"):
-        memory = format_size(limits.memory) if limits.memory else "(unset)"
-        error = ResourceLimitError(f"out of memory: the run needed more than --mem {memory}", **context)
+        memory = LIMITS["memory"]
+        asked = memory.show(limits.memory) if limits.memory else "(unset)"
+        error = ResourceLimitError(f"out of memory: the run needed more than {memory.flag} {asked}", **context)
     elif term_signal == signal.SIGXCPU or (
         limits.cpu_time and term_signal == signal.SIGKILL and (cpu_seconds or 0) >= limits.cpu_time
     ):
-        error = TaskTimeoutError(f"CPU time limit of {limits.cpu_time:g} s reached (--cpu-time)", **context)
+        error = TaskTimeoutError(
+            f"CPU time limit of {limits.cpu_time:g} s reached ({LIMITS['cpu_time'].flag})", **context
+        )
     elif envelope is None:
         how = f"signal {signal.Signals(term_signal).name}" if term_signal else f"exit code {exit_code}"
         error = NodeFailedError(f"{what} ended ({how}) before reporting a result", **context)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.container import ContainerBackend, ContainerOptions
+from jupyter_exec.backends.container.config import DEFAULT_IMAGE
 from jupyter_exec.config import ExecConfig, application_config
 from jupyter_exec.envs.spec import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, NodeFailedError, SpecError, TaskCancelledError
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from jupyter_exec.policy import Policy
 
 __all__ = ["BrokerBackend", "broker_address", "brokered"]
-
-_DEFAULT_IMAGE = "jupyter-exec/base:latest"
 
 
 def broker_address(config: ExecConfig | None = None) -> str:
@@ -106,7 +105,7 @@ class BrokerBackend(ExecutorBackend):
         return {**reply["identity"], "broker": str(self.address)}
 
     def image(self, env: EnvSpec | None) -> str:
-        return (env.image if env else None) or str(self.hello.get("image") or _DEFAULT_IMAGE)
+        return (env.image if env else None) or str(self.hello.get("image") or DEFAULT_IMAGE)
 
     def submit(self, submission: Submission) -> TaskHandle:
         stream = open_stream(self.address, _request(submission, self.config.default_limits()), self.token)

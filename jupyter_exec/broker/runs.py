@@ -13,6 +13,7 @@ the run: its container is killed and removed, whatever state it was in.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from contextlib import ExitStack
 from pathlib import Path
@@ -28,7 +29,8 @@ from jupyter_exec.status import Status
 
 from . import wire
 from .quotas import Ticket
-from .wire import RunRequest
+from .rules import Capacity, Quotas
+from .wire import BrokerError, RunRequest
 
 if TYPE_CHECKING:
     from .service import Broker, Channel, Identity
@@ -80,12 +82,17 @@ class _ChannelSink:
             self.log.close()
 
 
-def _gpu_count(limits: Limits) -> int:
-    if limits.gpus is None:
-        return 0
-    if limits.gpus.startswith("device="):
-        return len(limits.gpus.removeprefix("device=").split(","))
-    return 1 << 10 if limits.gpus == "all" else int(limits.gpus)
+def _gpus_held(limits: Limits, capacity: Capacity, quotas: Quotas) -> int:
+    """The GPUs a run holds while it runs: ``all`` is every GPU of the machine (its capacity). A
+    machine whose GPUs the policy does not count cannot count ``all``: refused where a GPU quota
+    applies, and counted as none where nothing counts GPUs."""
+    asked = limits.gpus.count(capacity.gpus) if limits.gpus is not None else 0.0
+    if asked != math.inf:
+        return int(asked)
+    if quotas.gpus is not None:
+        why = f"--gpus all is more than your GPU quota ({quotas.gpus}); ask for a count, e.g. --gpus 1"
+        raise BrokerError(403, why, "PolicyError")
+    return 0
 
 
 def _admit(broker: Broker, request: RunRequest, policy: Policy, backend: ContainerBackend, defaults: Limits) -> RunSpec:
@@ -123,7 +130,8 @@ def serve_run(broker: Broker, identity: Identity, doc: dict[str, Any], channel: 
             "limits": spec.limits.as_dict(),
             "code_hash": hashlib.sha256(request.code.encode()).hexdigest(),
         }
-        ticket = Ticket(identity.user, spec.limits.memory or 0, _gpu_count(spec.limits), quotas)
+        gpus = _gpus_held(spec.limits, broker.scheduler.capacity, quotas)
+        ticket = Ticket(identity.user, spec.limits.memory or 0, gpus, quotas)
         why = broker.scheduler.enter(ticket)  # a run that may not even wait is refused here
         run_id = broker.records.create(
             user=identity.user,

@@ -37,7 +37,7 @@ _DIGEST_TTL = 30.0  # seconds an image's digest is trusted before it is asked ag
 class Sandboxes:
     """Each user's container backend, the env cache and the images' digests (see the module docstring)."""
 
-    def __init__(self, config: ExecConfig, data_dir: Path, idle_after: float = 600.0) -> None:
+    def __init__(self, config: ExecConfig, data_dir: Path, idle_after: float) -> None:
         self.config, self.idle_after = config, idle_after
         self.envs = EnvCache(data_dir / "envs", data_dir / "envs.sqlite3", env_builder_for)
         self._backends: dict[str, ContainerBackend] = {}

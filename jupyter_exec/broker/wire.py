@@ -16,7 +16,6 @@ broker trusts no client, so a hand-made request is held to what the magic would 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +32,7 @@ from jupyter_exec.errors import (
     remote_error,
 )
 from jupyter_exec.runner.protocol import Envelope
-from jupyter_exec.spec import Limits, parse_env, parse_gpus, parse_names
+from jupyter_exec.spec import Limits, parse_env, parse_names
 from jupyter_exec.status import Status
 
 __all__ = [
@@ -156,30 +155,14 @@ def _text(doc: dict[str, Any], key: str, *, optional: bool = True, most: int = 2
 
 
 def _limits(raw: Any) -> Limits:
-    """Limits as ``Limits.as_dict`` writes them: whole bytes, seconds, a bool, GPUs as text."""
+    """Limits as ``Limits.as_dict`` writes them (whole bytes, seconds, a bool, GPUs as text), each
+    read by its row of the limits table."""
     if not isinstance(raw, dict):
         raise BrokerError(400, 'limits: expected an object like {"memory": 536870912}')
-    unknown = set(raw) - set(Limits().as_dict())
-    if unknown:
-        raise BrokerError(400, f"limits: unknown {sorted(unknown)}; known: {sorted(Limits().as_dict())}")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if value is None:
-            continue
-        if key == "network":
-            if not isinstance(value, bool):
-                raise BrokerError(400, "limits.network: expected true or false")
-        elif key == "gpus":
-            try:
-                value = parse_gpus(value)
-            except SpecError as error:
-                raise BrokerError(400, f"limits.gpus: {error}") from None
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise BrokerError(400, f"limits.{key}: expected a number above 0, got {value!r}")
-        elif key in ("memory", "pids", "fsize", "shm"):
-            value = int(value)
-        values[key] = value
-    return Limits(**values)
+    try:
+        return Limits.read(raw, lambda limit: f"limits.{limit.field}")
+    except SpecError as error:
+        raise BrokerError(400, f"limits: {error}" if str(error).startswith("unknown") else str(error)) from None
 
 
 def parse_defaults(raw: Any) -> Limits:

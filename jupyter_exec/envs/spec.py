@@ -11,6 +11,7 @@ builds.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,28 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 
 from jupyter_exec.errors import SpecError
-from jupyter_exec.spec import parse_env
 from jupyter_exec.units import parse_duration
 
-__all__ = ["EnvSpec"]
+__all__ = ["SETUP_TIMEOUT", "EnvSpec", "parse_env"]
+
+SETUP_TIMEOUT = 600.0  # seconds an env's build may take unless its spec says otherwise
 
 _FIELDS = ("pip", "requirements", "image", "working_dir", "py_modules", "env_vars", "excludes", "config")
 _LOCAL_SUFFIXES = (".whl", ".tar.gz", ".zip")
+
+
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_env(pairs: list[str] | None) -> dict[str, str]:
+    """``["K=V", ...]`` to a dict; a pair without ``=`` or with a bad name is an error."""
+    env: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not _ENV_NAME_RE.match(name):
+            raise SpecError(f"--env: cannot read {pair!r}; write NAME=VALUE, e.g. --env SEED=1")
+        env[name] = value
+    return env
 
 
 def _is_local_path(item: str) -> bool:
@@ -40,7 +56,7 @@ class EnvSpec:
     py_modules: tuple[Path, ...] = ()
     env_vars: dict[str, str] = field(default_factory=dict)
     excludes: tuple[str, ...] = ()
-    setup_timeout: float = 600.0
+    setup_timeout: float = SETUP_TIMEOUT
 
     @classmethod
     def from_options(
@@ -91,7 +107,7 @@ class EnvSpec:
             py_modules=modules,
             env_vars=dict(env_vars or {}),
             excludes=tuple(excludes or ()),
-            setup_timeout=parse_duration(setup_timeout, "setup_timeout") if setup_timeout is not None else 600.0,
+            setup_timeout=SETUP_TIMEOUT if setup_timeout is None else parse_duration(setup_timeout, "setup_timeout"),
         )
 
     @classmethod
@@ -172,7 +188,7 @@ class EnvSpec:
             runtime_env["env_vars"] = dict(self.env_vars)
         if self.excludes:
             runtime_env["excludes"] = list(self.excludes)
-        if self.setup_timeout != 600.0:
+        if self.setup_timeout != SETUP_TIMEOUT:
             runtime_env["config"] = {"setup_timeout_seconds": int(self.setup_timeout)}
         return runtime_env
 

@@ -11,9 +11,12 @@ from traitlets.config import Configurable
 
 from jupyter_exec.config import env_trait
 from jupyter_exec.errors import SpecError
+from jupyter_exec.limits import LIMITS
 from jupyter_exec.spec import Placement
 
-__all__ = ["ContainerOptions", "DockerConfig"]
+__all__ = ["DEFAULT_IMAGE", "ContainerOptions", "DockerConfig"]
+
+DEFAULT_IMAGE = "jupyter-exec/base:latest"  # built by `jupyter-exec images build base`
 
 
 def _default_user() -> str:
@@ -57,7 +60,7 @@ class DockerConfig(Configurable):
     image = env_trait(
         Unicode(help="Image cells run in. Build the default with `jupyter-exec images build base [--offline]`."),
         "JX_DOCKER_IMAGE",
-        "jupyter-exec/base:latest",
+        DEFAULT_IMAGE,
     )
     tmp_size = env_trait(
         Unicode(help="Size of the writable tmpfs at /tmp (counts towards --mem), e.g. '256m'."),
@@ -67,7 +70,7 @@ class DockerConfig(Configurable):
     shm_size = env_trait(
         Unicode(help="Size of /dev/shm for a run without a shm limit (--shm, ExecConfig.shm = ''), e.g. '64m'."),
         "JX_DOCKER_SHM_SIZE",
-        "64m",
+        LIMITS["shm"].default or "",  # a run's own /dev/shm is that size whether or not it asks for one
     )
     nofile = env_trait(Int(help="Open-file limit (ulimit nofile) in the container."), "JX_DOCKER_NOFILE", 1024)
     user = env_trait(

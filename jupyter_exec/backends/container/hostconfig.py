@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_exec.errors import BackendUnavailableError
+from jupyter_exec.limits import Gpus
 from jupyter_exec.spec import Limits, Mount
 from jupyter_exec.units import format_size, parse_size
 
@@ -183,9 +184,8 @@ def _check_runtime(engine: Engine, runtime: str, limits: Limits, user: str) -> N
         )
 
 
-def _device_request(device_request: Any, gpus: str) -> Any:
-    if gpus == "all":
-        return device_request(count=-1, capabilities=[["gpu"]])
-    if gpus.startswith("device="):
-        return device_request(device_ids=gpus.removeprefix("device=").split(","), capabilities=[["gpu"]])
-    return device_request(count=int(gpus), capabilities=[["gpu"]])
+def _device_request(device_request: Any, gpus: Gpus) -> Any:
+    """The engine's request for ``gpus``: ``all`` is every GPU the engine has (Docker's count -1)."""
+    if gpus.ids:
+        return device_request(device_ids=list(gpus.ids), capabilities=[["gpu"]])
+    return device_request(count=-1 if gpus.all else gpus.number, capabilities=[["gpu"]])

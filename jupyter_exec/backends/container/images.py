@@ -30,11 +30,10 @@ from jupyter_exec.errors import JupyterExecError
 
 from .engine import Engine, retry
 
-__all__ = ["DEFAULT_IMAGE", "IMAGES", "build", "build_command", "copy", "default_engine", "image_tag", "list_images"]
+__all__ = ["IMAGES", "build", "build_command", "copy", "default_engine", "image_tag", "list_images"]
 
 DOCKERFILES = Path(__file__).parents[2] / "dockerfiles"  # jupyter_exec/dockerfiles
 IMAGES = ("base", "datascience", "gpu", "ray")
-DEFAULT_IMAGE = "jupyter-exec/base:latest"
 HASH_LABEL = "jupyter-exec.source-hash"
 OFFLINE_PACKAGES = ("python3", "python3-numpy", "python3-pandas", "ca-certificates")
 Progress = Callable[[str], None]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from jupyter_exec.limits import LIMITS
+
 from .cgroups import CgroupMode, cgroup_mode
 from .workers import Namespaces, namespaces
 
@@ -19,7 +21,6 @@ __all__ = ["Enforcement", "Guarantees", "guarantees"]
 
 # The limits whose enforcement depends on the host; every other one is kept everywhere.
 HOST_DEPENDENT = ("memory", "pids", "cpus", "shm")
-_OPTION = {"memory": "--mem", "pids": "--pids", "cpus": "--cpus", "shm": "--shm"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Guarantees:
     def refusal(self, name: str) -> str:
         """One line: the option, why this host cannot keep it, and the host's reason."""
         kept = self.limit(name)
-        return f"{_OPTION[name]} cannot be enforced here: {kept.why}" + (f" ({kept.cause})" if kept.cause else "")
+        return f"{LIMITS[name].flag} cannot be enforced here: {kept.why}" + (f" ({kept.cause})" if kept.cause else "")
 
     def _memory(self) -> Enforcement:
         if self.cgroup.kind:
@@ -114,7 +115,8 @@ class Guarantees:
         lines = [f"namespaces: {space}", f"cgroup: {cgroup}"]
         for name in HOST_DEPENDENT:
             kept = self.limit(name)
-            lines.append(f"{_OPTION[name]}: {kept.how}" if kept.how else f"{_OPTION[name]}: refused, {kept.why}")
+            flag = LIMITS[name].flag
+            lines.append(f"{flag}: {kept.how}" if kept.how else f"{flag}: refused, {kept.why}")
         if self.confined and ns.available:
             lines.append("processes a run leaves: killed with its pid namespace; /tmp and /run hold only its own")
         else:
