@@ -13,7 +13,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from .errors import JupyterExecError
-from .manager import EventCallback, Manager, RunResult
+from .events import EventCallback, RunEvent, RunResult
+from .manager import Manager
 from .runner.protocol import OutputSink
 from .spec import RunSpec
 
@@ -67,12 +68,12 @@ class BackgroundRuns:
         created: list[int] = []
         recorded = threading.Event()
 
-        def events(kind: str, data: dict[str, Any]) -> None:
-            if kind == "created":
-                created.append(data["run_id"])
+        def events(event: RunEvent) -> None:
+            if event["kind"] == "created":
+                created.append(event["run_id"])
                 recorded.set()
             if on_event is not None:
-                on_event(kind, data)
+                on_event(event)
 
         def work() -> None:
             try:

@@ -20,23 +20,43 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from .admission import AdmittedSpec
 from .backends.base import ExecutorBackend, MapOutcome, MapProgress
-from .cache import NotCacheable, digest
+from .cache import NotCacheable, RunCache, digest
 from .errors import MapError, TaskError, TransferError, describe_error, status_of
+from .events import EventCallback, RunEvent, RunResult
 from .runner.bootstrap import MAP_INPUT, Untransferable, encode
+from .runner.protocol import OutputSink
 from .runner.transfer import decode
 from .spec import RunSpec
 from .status import Status
+from .store import Store
 
-if TYPE_CHECKING:
-    from .manager import Manager, RunResult
+__all__ = ["MapHost", "MapRequest", "batch_size_for", "map_in_runs", "run_map", "work_label"]
 
-__all__ = ["MapRequest", "batch_size_for", "map_in_runs", "run_map", "work_label"]
+
+class MapHost(Protocol):
+    """What a map needs of the Manager: admission, the record, the cache, and runs for its batches."""
+
+    store: Store
+    cache: RunCache
+
+    def admitted(self, spec: RunSpec) -> tuple[ExecutorBackend, AdmittedSpec]: ...
+
+    def record(self, code: str, spec: RunSpec, backend: ExecutorBackend, name: str | None) -> int: ...
+
+    def cache_key(self, code: str, inputs: str | None, spec: AdmittedSpec, backend: ExecutorBackend) -> str: ...
+
+    def run(
+        self, code: str, spec: RunSpec, *, namespace: Mapping[str, Any], sink: OutputSink, on_event: EventCallback
+    ) -> RunResult: ...
+
+    def cancel(self, run_id: int) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -63,14 +83,11 @@ def work_label(work: Callable[[Any], Any] | str) -> str:
 
 
 def run_map(
-    manager: Manager, work: Callable[[Any], Any] | str, items: list[Any], spec: RunSpec, how: MapRequest
+    manager: MapHost, work: Callable[[Any], Any] | str, items: list[Any], spec: RunSpec, how: MapRequest
 ) -> tuple[int, MapOutcome]:
     """``work`` over ``items`` as ``spec`` and ``how`` say, recorded as one map run: its id and
     outcome (a ``MapError`` is the caller's to raise)."""
-    backend = manager.backend(spec.backend)
-    if manager.policy.sources:
-        spec = type(backend).admit(spec, manager.policy) or spec
-    manager.room.check(manager.config.min_free_bytes())
+    backend, spec = manager.admitted(spec)
     keys = _item_keys(manager, work, items, spec, backend, how.progress) if spec.cache else None
     run_id = manager.record(work_label(work), spec, backend, spec.name or "map")
     manager.store.mark_running(run_id, None)
@@ -106,10 +123,10 @@ def run_map(
 
 
 def _item_keys(
-    manager: Manager,
+    manager: MapHost,
     work: Callable[[Any], Any] | str,
     items: list[Any],
-    spec: RunSpec,
+    spec: AdmittedSpec,
     backend: ExecutorBackend,
     progress: Callable[[str], None] | None,
 ) -> list[str] | None:
@@ -119,7 +136,7 @@ def _item_keys(
 
     try:
         code = work if isinstance(work, str) else f"map:{digest(cloudpickle.dumps(work))}"
-        base = manager.cache_key(f"map\0{code}", None, spec, backend, manager.wanted_env(spec))
+        base = manager.cache_key(f"map\0{code}", None, spec, backend)
         return [digest(f"{base}\0{digest(cloudpickle.dumps(item))}") for item in items]
     except NotCacheable as why:
         reason = str(why)
@@ -130,7 +147,7 @@ def _item_keys(
     return None
 
 
-def _served(manager: Manager, keys: list[str] | None, outcome: MapOutcome, trust: bool) -> set[int]:
+def _served(manager: MapHost, keys: list[str] | None, outcome: MapOutcome, trust: bool) -> set[int]:
     """The items found in the cache, their results filled in."""
     served = set()
     for index, key in enumerate(keys or ()):
@@ -145,7 +162,7 @@ def _served(manager: Manager, keys: list[str] | None, outcome: MapOutcome, trust
 
 
 def _keep(
-    manager: Manager,
+    manager: MapHost,
     keys: list[str],
     outcome: MapOutcome,
     ran: list[int],
@@ -166,11 +183,11 @@ def _keep(
 
 
 def _spread(
-    manager: Manager,
+    manager: MapHost,
     backend: ExecutorBackend,
     work: Callable[[Any], Any] | str,
     items: list[Any],
-    spec: RunSpec,
+    spec: AdmittedSpec,
     how: MapRequest,
     run_id: int,
 ) -> MapOutcome:
@@ -198,10 +215,10 @@ class _Silent:
 
 
 def map_in_runs(
-    manager: Manager,
+    manager: MapHost,
     work: Callable[[Any], Any] | str,
     items: list[Any],
-    spec: RunSpec,
+    spec: AdmittedSpec,
     *,
     name: str,
     how: MapRequest,
@@ -225,12 +242,12 @@ def map_in_runs(
     def run_batch(start: int) -> RunResult:
         batch = items[start : start + size]
 
-        def created(kind: str, data: dict[str, Any]) -> None:
-            if kind == "created":
+        def created(event: RunEvent) -> None:
+            if event["kind"] == "created":
                 with lock:
-                    started[start] = data["run_id"]
+                    started[start] = event["run_id"]
                 if stopping.is_set():  # recorded just as the map was stopped
-                    manager.cancel(data["run_id"])
+                    manager.cancel(event["run_id"])
 
         return manager.run(
             code,

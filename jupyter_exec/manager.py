@@ -1,24 +1,23 @@
 """The kernel-side manager: one per kernel, the single way a cell gets run.
 
-``Manager.run(code, spec)`` picks the backend, applies the default limits and the
-administrator's policy (``policy.py``, and the backend's own ``admit``: a refusal comes
-before anything is recorded or started), records the run, hands the backend a
-``Submission``, waits (an interrupt cancels the run), binds nothing itself and returns a
-``RunResult``. The row in the store is finished whatever happens. An ``on_event``
-callback, if given, hears the run's life as plain dicts: ``created`` (id, backend,
-limits, log path), ``running``, ``sample`` (resources, about 1/s) and ``finished``
-(status, duration, error, peak memory); output chunks go to the sink as always. With
-``--cache`` (``RunSpec.cache``) a run identical to one that succeeded is not run: its
-stored output is shown again and its values decoded, recorded as ``cached``; a run that
-succeeds is kept (``cache``). ``Manager.map`` fans one function or cell out over many
-items the same way (``fanout``), recorded as one map run. The Manager knows backends only
-through ``backends.base`` and ``backends.factory``.
+``Manager.run(code, spec)`` takes a run through named steps: ``admitted`` (the backend, and
+the spec as ``admission.admit`` lets it run there: defaults, the administrator's policy, what
+the backend enforces; a refusal comes before anything is recorded or started), ``record``
+(its row, queued), ``_submit`` (its runtime env, the backend's ``Submission``), ``_await``
+(its result; an interrupt cancels it), ``_finish`` (its row, whatever happened) and
+``_release`` (what it held). It binds nothing itself and returns a ``RunResult``. An
+``on_event`` callback, if given, hears the run's life as typed events (``events``):
+``created``, ``running``, ``sample`` (about 1/s) and ``finished``; output chunks go to the
+sink as always. With ``--cache`` (``RunSpec.cache``) a run identical to one that succeeded
+is not run: its stored output is shown again and its values decoded, recorded as
+``cached``; a run that succeeds is kept (``cache``). ``Manager.map`` fans one function or
+cell out over many items the same way (``fanout``), recorded as one map run. The Manager
+knows backends only through ``backends.base`` and ``backends.factory``.
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
 import hashlib
 import os
 import shutil
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ._proc import pid_alive
+from .admission import AdmittedSpec, BackendFacts, admit
 from .backends import factory
 from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
 from .cache import CacheHit, NotCacheable, Recorder, RunCache, run_key
@@ -38,40 +38,38 @@ from .cancel_watch import CancelWatcher
 from .config import ExecConfig, application_config
 from .envs import BuiltEnv, EnvCache, EnvSpec
 from .envs.hashing import env_hash
-from .errors import (
-    BackendUnavailableError,
-    JupyterExecError,
-    MapError,
-    SpecError,
-    TaskError,
-    describe_error,
-    status_of,
-)
+from .errors import BackendUnavailableError, JupyterExecError, MapError, TaskError, describe_error, status_of
+from .events import Created, EventCallback, Finished, RunEvent, Running, RunResult
 from .fanout import MapRequest, run_map
 from .monitor import Monitor
 from .output import ConsoleSink, RunOutput
-from .policy import Policy, policy_in_effect
+from .policy import policy_in_effect
 from .runner.protocol import Envelope, OutputSink
 from .runner.transfer import pack_inputs
-from .spec import Limits, RunSpec
+from .spec import RunSpec
 from .status import Status
 from .storage.space import Room
 from .store import Store
 
 __all__ = ["EventCallback", "Manager", "RunResult"]
 
-#: ``on_event(kind, data)``: called from the waiting thread and the monitor thread.
-EventCallback = Callable[[str, dict[str, Any]], None]
-
 
 @dataclass
-class RunResult:
-    """A finished, successful run: the last value and the ``--out`` values, as data."""
+class _Run:
+    """One run while the Manager takes it through its steps."""
 
-    run_id: int
-    status: Status
-    value: Any = None
-    outputs: dict[str, Any] = field(default_factory=dict)
+    id: int
+    code: str
+    inputs: str | None  # packed
+    spec: AdmittedSpec
+    backend: ExecutorBackend
+    output: RunOutput
+    emit: EventCallback
+    key: str | None  # in the cache of identical runs (--cache)
+    scratch: Path | None = None
+    handle: TaskHandle | None = None
+    monitor: Monitor | None = None
+    leases: ExitStack = field(default_factory=ExitStack)  # the runtime env it uses
 
 
 class Manager:
@@ -90,6 +88,7 @@ class Manager:
         self.scratch_root = Path(self.config.scratch_dir)
         self.scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._backends: dict[str, ExecutorBackend] = {}
+        self._facts: dict[str, BackendFacts] = {}
         self.envs = EnvCache(self.config.envs_dir, self.config.store_path, factory.env_builder_for)
         self.cache = RunCache(self.config.store_path, self.config.cache_max_bytes())
         self.default_env: EnvSpec | None = None  # %jx env: inherited by every run
@@ -118,6 +117,7 @@ class Manager:
                 self.policy.check_image(backend.image(None))  # not even a pool starts a forbidden image
                 backend.bound_by(self.policy)
                 backend.initialize()
+                self._facts[resolved] = BackendFacts.of(backend)  # what admission needs of it: fixed now
                 self._backends[resolved] = backend
         return backend
 
@@ -136,86 +136,103 @@ class Manager:
     ) -> RunResult:
         """Run ``code`` as ``spec`` says; raise the ``TaskError`` that ends it otherwise."""
         emit = on_event or _ignore
-        backend = self.backend(spec.backend)
-        wanted_env = self.wanted_env(spec)
-        spec = self._admitted(spec, backend, wanted_env)
-        inputs = pack_inputs(spec.inputs, namespace or {})
-        self.room.check(self.config.min_free_bytes())
+        backend, admitted = self.admitted(spec)
+        inputs = pack_inputs(admitted.inputs, namespace or {})
         shown = sink or ConsoleSink()
-        key = self._cache_key(code, inputs, spec, backend, wanted_env, shown) if spec.cache else None
-        hit = self.cache.get(key) if key else None
-        run_id = self.record(code, spec, backend, spec.name)
-        log_path = self.logs_dir / f"{run_id}.log"
+        key = self._cache_key(code, inputs, admitted, backend, shown) if admitted.cache else None
+        run_id = self.record(code, admitted, backend, admitted.name)
+        output = RunOutput(run_id, self._log_path(run_id), shown, self.config.output_limit_bytes())
+        run = _Run(run_id, code, inputs, admitted, backend, output, emit, key)
         emit(
-            "created",
-            {
-                "run_id": run_id,
-                "backend": backend.name,
-                "isolation": backend.isolation,
-                "limits": spec.limits.as_dict(),
-                "log_path": str(log_path),
-                "name": spec.name,
-            },
+            Created(
+                kind="created",
+                run_id=run_id,
+                backend=backend.name,
+                isolation=backend.isolation,
+                limits=admitted.limits.as_dict(),
+                log_path=str(output.log_path),
+                name=admitted.name,
+            )
         )
-        output = RunOutput(run_id, log_path, shown, self.config.output_limit_bytes())
-        if hit is not None:
-            return self._replay(run_id, hit, spec, output, log_path, emit)
-        recorder = Recorder(output, self.cache.max_size) if key else None
-        scratch = (
-            Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=self.scratch_root)) if backend.needs_scratch else None
-        )
-        self._starting.add(run_id)
+        hit = self.cache.get(key) if key else None
+        return self._replay(run, hit) if hit is not None else self._execute(run)
+
+    def admitted(self, spec: RunSpec) -> tuple[ExecutorBackend, AdmittedSpec]:
+        """The backend ``spec`` runs on, and the spec as admitted there (``admission``), with the
+        kernel's runtime env (``%jx env``) inherited and its default limits; a spec admitted
+        already (a map's batch) as it is."""
+        backend = self.backend(spec.backend)
+        if isinstance(spec, AdmittedSpec):
+            return backend, spec
+        wanted = self.wanted_env(spec)
+        if wanted is not spec.runtime_env:
+            spec = replace(spec, runtime_env=wanted)
+        return backend, admit(spec, self._facts[backend.name], self.policy, self.config.default_limits())
+
+    def _execute(self, run: _Run) -> RunResult:
+        """Submit the run and wait for it; its row is finished whatever happens."""
+        recorder = Recorder(run.output, self.cache.max_size) if run.key else None
+        if run.backend.needs_scratch:
+            run.scratch = Path(tempfile.mkdtemp(prefix=f"run-{run.id}-", dir=self.scratch_root))
+        self._starting.add(run.id)
         self._cancel_watch.run_started()
-        outcome: Outcome | None = None
-        monitor: Monitor | None = None
-        leases = ExitStack()
         try:
-            spec, environment = self._environment(spec, wanted_env, backend, shown, leases)
-            handle = backend.submit(
-                Submission(run_id, self.kernel_id, code, spec, inputs, scratch, recorder or output, environment)
-            )
-            with self._lock:
-                self._active[run_id] = handle
-                cancel_now = run_id in self._cancel_asked
-            if cancel_now:
-                backend.cancel(handle)
-            self.store.mark_running(run_id, str(log_path))
-            emit("running", {"started": handle.started})
-            try:
-                # Sample only runs that last: a short cell never pays for a monitor thread, and
-                # no thread at all for a backend that cannot tell.
-                if backend.samples and not handle.wait(_FIRST_SAMPLE):
-                    monitor = Monitor(lambda: backend.sample(handle), lambda sample: emit("sample", sample)).start()
-                envelope = backend.get_result(handle)
-            except KeyboardInterrupt:
-                backend.cancel(handle)
-                handle.wait(10)
-                raise
-            outcome = handle.outcome
-            result = RunResult(
-                run_id, Status.SUCCEEDED, envelope.decoded_value(spec.trust), envelope.decoded_outputs(spec.trust)
-            )
-            if key and recorder is not None and not recorder.overflow:
-                self._keep(key, run_id, backend, code, spec, envelope, recorder)
+            self._submit(run, recorder or run.output)
+            envelope = self._await(run)
+            trust = run.spec.trust
+            result = RunResult(run.id, Status.SUCCEEDED, envelope.decoded_value(trust), envelope.decoded_outputs(trust))
+            if run.key and recorder is not None and not recorder.overflow:
+                self._keep(run, envelope, recorder)
         except BaseException as error:
-            active = self._active.get(run_id)
-            outcome = outcome or (active.outcome if active is not None else None)
-            self._finish(run_id, status_of(error), outcome, error, monitor, emit, output.log_cut)
+            self._finish(run, status_of(error), run.handle.outcome if run.handle else None, error)
             raise
         else:
-            self._finish(run_id, Status.SUCCEEDED, outcome, None, monitor, emit, output.log_cut)
+            self._finish(run, Status.SUCCEEDED, run.handle.outcome if run.handle else None, None)
             return result
         finally:
-            leases.close()
-            self._active.pop(run_id, None)
-            self._starting.discard(run_id)
-            self._cancel_asked.discard(run_id)
-            output.close()
-            if scratch is not None:
-                try:
-                    scratch.rmdir()  # the usual case (the cell left nothing), and far cheaper than rmtree
-                except OSError:
-                    shutil.rmtree(scratch, ignore_errors=True)
+            self._release(run)
+
+    def _submit(self, run: _Run, sink: OutputSink) -> None:
+        """Its runtime env (built or found, and leased), then the backend takes it: running."""
+        environment = self._environment(run)
+        run.handle = handle = run.backend.submit(
+            Submission(run.id, self.kernel_id, run.code, run.spec, run.inputs, run.scratch, sink, environment)
+        )
+        with self._lock:
+            self._active[run.id] = handle
+            cancel_now = run.id in self._cancel_asked
+        if cancel_now:
+            run.backend.cancel(handle)
+        self.store.mark_running(run.id, str(run.output.log_path))
+        run.emit(Running(kind="running", started=handle.started))
+
+    def _await(self, run: _Run) -> Envelope:
+        """The run's envelope (or its ``TaskError``); an interrupt cancels the run first. Only runs
+        that last are sampled: a short cell never pays for a monitor thread, and a backend that
+        cannot tell gets no thread at all."""
+        backend, handle = run.backend, run.handle
+        assert handle is not None
+        try:
+            if backend.samples and not handle.wait(_FIRST_SAMPLE):
+                run.monitor = Monitor(lambda: backend.sample(handle), run.emit).start()
+            return backend.get_result(handle)
+        except KeyboardInterrupt:
+            backend.cancel(handle)
+            handle.wait(10)
+            raise
+
+    def _release(self, run: _Run) -> None:
+        """What the run held: its env's lease, its place among the active runs, its log, its scratch."""
+        run.leases.close()
+        self._active.pop(run.id, None)
+        self._starting.discard(run.id)
+        self._cancel_asked.discard(run.id)
+        run.output.close()
+        if run.scratch is not None:
+            try:
+                run.scratch.rmdir()  # the usual case (the cell left nothing), and far cheaper than rmtree
+            except OSError:
+                shutil.rmtree(run.scratch, ignore_errors=True)
 
     def map(
         self,
@@ -238,7 +255,9 @@ class Manager:
         raise MapError(outcome.results, dict(sorted(outcome.errors.items())), run_id)
 
     def record(self, code: str, spec: RunSpec, backend: ExecutorBackend, name: str | None) -> int:
-        """A new row for a run of ``code`` on ``backend``, queued; its id."""
+        """A new row for a run of ``code`` on ``backend``, queued; its id. Refused while the disks
+        of the records are (nearly) full, so no record is lost to a full disk."""
+        self.room.check(self.config.min_free_bytes())
         return self.store.create_run(
             kernel=self.kernel_id,
             owner_pid=os.getpid(),
@@ -251,17 +270,11 @@ class Manager:
         )
 
     def _cache_key(
-        self,
-        code: str,
-        inputs: str | None,
-        spec: RunSpec,
-        backend: ExecutorBackend,
-        wanted_env: EnvSpec | None,
-        shown: OutputSink,
+        self, code: str, inputs: str | None, spec: AdmittedSpec, backend: ExecutorBackend, shown: OutputSink
     ) -> str | None:
         """The run's key in the cache of identical runs; None (and why, on stderr) if it has none."""
         try:
-            return self.cache_key(code, inputs, spec, backend, wanted_env)
+            return self.cache_key(code, inputs, spec, backend)
         except NotCacheable as why:
             reason = str(why)
         except Exception as error:  # what the key needs cannot be read now: the run just runs
@@ -269,25 +282,20 @@ class Manager:
         shown.output("stderr", f"[jupyter-exec] --cache: not cached: {reason}\n")
         return None
 
-    def cache_key(
-        self, code: str, inputs: str | None, spec: RunSpec, backend: ExecutorBackend, wanted_env: EnvSpec | None
-    ) -> str:
-        """``run_key`` of a run (limits merged, as the policy bounds them) with its runtime env's hash
-        and env vars and the backend's identity; ``NotCacheable`` if it cannot be cached."""
-        spec = self._admitted(spec, backend, wanted_env)
+    def cache_key(self, code: str, inputs: str | None, spec: AdmittedSpec, backend: ExecutorBackend) -> str:
+        """``run_key`` of an admitted run with its runtime env's hash and the backend's identity;
+        ``NotCacheable`` if it cannot be cached."""
         env = None
-        if wanted_env is not None:
-            builder = backend.env_builder(wanted_env)
-            env = env_hash(wanted_env, builder.target if builder else backend.name)
-            spec = replace(spec, env={**wanted_env.env_vars, **spec.env})
+        if spec.runtime_env is not None:
+            builder = backend.env_builder(spec.runtime_env)
+            env = env_hash(spec.runtime_env, builder.target if builder else backend.name)
         return run_key(code=code, inputs=inputs, spec=spec, identity=backend.identity(spec), env=env)
 
-    def _replay(
-        self, run_id: int, hit: CacheHit, spec: RunSpec, output: RunOutput, log_path: Path, emit: EventCallback
-    ) -> RunResult:
-        """A cache hit as run ``run_id``: the stored output shown (and logged) again, the values
-        decoded; nothing runs. Recorded as ``cached``, with the run it came from."""
-        self.store.mark_running(run_id, str(log_path))
+    def _replay(self, run: _Run, hit: CacheHit) -> RunResult:
+        """A cache hit as this run: the stored output shown (and logged) again, the values decoded;
+        nothing runs. Recorded as ``cached``, with the run it came from."""
+        output, trust = run.output, run.spec.trust
+        self.store.mark_running(run.id, str(output.log_path))
         try:
             for kind, data in hit.output:
                 if kind == "display":
@@ -295,59 +303,31 @@ class Manager:
                 else:
                     output.output(kind, data)
             envelope = Envelope(value=hit.value, outputs=hit.outputs)
-            result = RunResult(
-                run_id, Status.CACHED, envelope.decoded_value(spec.trust), envelope.decoded_outputs(spec.trust)
-            )
+            result = RunResult(run.id, Status.CACHED, envelope.decoded_value(trust), envelope.decoded_outputs(trust))
         except BaseException as error:
-            self._finish(run_id, status_of(error), None, error, None, emit, output.log_cut)
+            self._finish(run, status_of(error), None, error)
             raise
         finally:
             output.close()
-        replayed = Outcome(Status.CACHED, details={"cached_from": hit.run_id})
-        self._finish(run_id, Status.CACHED, replayed, None, None, emit, output.log_cut)
+        self._finish(run, Status.CACHED, Outcome(Status.CACHED, details={"cached_from": hit.run_id}), None)
         return result
 
-    def _keep(
-        self,
-        key: str,
-        run_id: int,
-        backend: ExecutorBackend,
-        code: str,
-        spec: RunSpec,
-        envelope: Envelope,
-        recorder: Recorder,
-    ) -> None:
+    def _keep(self, run: _Run, envelope: Envelope, recorder: Recorder) -> None:
         """Put a succeeded run in the cache (a pickle only from a run with --trust, which its key names)."""
+        assert run.key is not None
         try:
             self.cache.put(
-                key,
-                run_id=run_id,
-                backend=backend.name,
-                code=code,
-                trusted=spec.trust,
+                run.key,
+                run_id=run.id,
+                backend=run.backend.name,
+                code=run.code,
+                trusted=run.spec.trust,
                 output=recorder.chunks,
                 value=envelope.value,
                 outputs=envelope.outputs,
             )
         except ValueError:  # a pickle the sandbox sent unasked: never kept
             pass
-
-    def _admitted(self, spec: RunSpec, backend: ExecutorBackend, wanted_env: EnvSpec | None) -> RunSpec:
-        """The spec with the default limits under its own and the administrator's ceilings over
-        both; a ``PolicyError`` if it asks for more than the policy allows (nothing is recorded yet)."""
-        image = backend.image(wanted_env)
-        if wanted_env is not None and wanted_env.image and image is None:
-            raise SpecError(
-                f"image {wanted_env.image}: only the container backend runs images, and this run is on "
-                f"{backend.name}, which runs cells on its own Python; use %%sandbox --backend container, "
-                "or drop the image"
-            )
-        self.policy.check_image(image)
-        if self.policy.sources:  # no policy file: the backend's options have nothing to pass
-            spec = type(backend).admit(spec, self.policy) or spec
-        return replace(
-            spec, limits=_merged_limits(spec.limits, self.config.default_limits(), backend.enforced_limits, self.policy)
-        )
 
     def wanted_env(self, spec: RunSpec) -> EnvSpec | None:
         """The run's runtime env with the kernel default (``%jx env``) inherited; None if empty."""
@@ -356,20 +336,16 @@ class Manager:
             wanted = wanted.inherit(self.default_env) if wanted else self.default_env
         return None if wanted is None or wanted.is_empty() else wanted
 
-    def _environment(
-        self, spec: RunSpec, wanted: EnvSpec | None, backend: ExecutorBackend, shown: OutputSink, leases: ExitStack
-    ) -> tuple[RunSpec, BuiltEnv | None]:
-        """The run's runtime env (``wanted_env``), built or found in the cache.
-
-        Its env_vars join the run's environment variables; the env is leased for the run.
-        """
+    def _environment(self, run: _Run) -> BuiltEnv | None:
+        """The run's runtime env, built or found in the cache and leased for the run; None for a
+        run without one, or on a backend that applies it itself (Ray)."""
+        wanted, backend = run.spec.runtime_env, run.backend
         if wanted is None:
-            return spec, None
-        spec = replace(spec, runtime_env=wanted, env={**wanted.env_vars, **spec.env})
+            return None
         builder = backend.env_builder(wanted)
         if builder is None:
             if backend.native_runtime_env:
-                return spec, None
+                return None
             raise BackendUnavailableError(
                 backend.name,
                 "runtime environments (--pip, --working-dir, ...) are not supported by this backend yet",
@@ -377,35 +353,29 @@ class Manager:
             )
 
         def progress(line: str) -> None:
-            shown.output("stderr", f"[jupyter-exec] {line}\n")
+            run.output.shown.output("stderr", f"[jupyter-exec] {line}\n")
 
         environment = self.envs.ensure(wanted, builder, progress)
-        leases.enter_context(self.envs.lease(environment.hash))
-        return spec, environment
+        run.leases.enter_context(self.envs.lease(environment.hash))
+        return environment
 
-    def _finish(
-        self,
-        run_id: int,
-        status: Status,
-        outcome: Outcome | None,
-        error: BaseException | None,
-        monitor: Monitor | None,
-        emit: EventCallback,
-        log_cut: str | None,
-    ) -> None:
+    def _finish(self, run: _Run, status: Status, outcome: Outcome | None, error: BaseException | None) -> None:
+        """The run's row finished as it ended, and ``finished`` told."""
+        monitor = run.monitor
         if monitor is not None:
             monitor.stop()
         if isinstance(error, TaskError):
-            error.run_id = run_id
-            error.log_path = str(self.logs_dir / f"{run_id}.log")
+            error.run_id = run.id
+            error.log_path = str(self._log_path(run.id))
         # The backend's peak can miss memory charged before the run's cgroup was joined; samples
         # can miss a short spike: the larger of the two is the better answer.
         peak = (
             max((outcome.peak_memory if outcome else None) or 0, (monitor.peak_memory if monitor else None) or 0)
             or None
         )
+        log_cut = run.output.log_cut
         self.store.finish_run(
-            run_id,
+            run.id,
             status,
             error=describe_error(error),
             exit_code=outcome.exit_code if outcome else None,
@@ -413,17 +383,20 @@ class Manager:
             cpu_seconds=outcome.cpu_seconds if outcome else None,
             details={**(outcome.details if outcome else {}), **({"log": log_cut} if log_cut else {})},
         )
-        if emit is not _ignore:  # the row is read back only for someone watching
-            emit(
-                "finished",
-                {
-                    "status": status,
-                    "error": describe_error(error),
-                    "peak_memory": peak,
-                    "cpu_seconds": outcome.cpu_seconds if outcome else None,
-                    "duration": (self.store.get(run_id) or {}).get("duration"),
-                },
+        if run.emit is not _ignore:  # the row is read back only for someone watching
+            run.emit(
+                Finished(
+                    kind="finished",
+                    status=status,
+                    error=describe_error(error),
+                    peak_memory=peak,
+                    cpu_seconds=outcome.cpu_seconds if outcome else None,
+                    duration=(self.store.get(run.id) or {}).get("duration"),
+                )
             )
+
+    def _log_path(self, run_id: int) -> Path:
+        return self.logs_dir / f"{run_id}.log"
 
     def cancel(self, run_id: int) -> bool:
         """Cancel a run of this kernel that is still going (or still starting: it is
@@ -454,15 +427,5 @@ class Manager:
 _FIRST_SAMPLE = 0.3  # seconds a run goes before its resources are sampled
 
 
-@functools.lru_cache(maxsize=64)
-def _merged_limits(limits: Limits, defaults: Limits, enforced: frozenset[str] | None, policy: Policy) -> Limits:
-    """``limits`` over those ``defaults`` a backend enforces (None: all; a Ray task gets the default
-    timeout, not the sandbox's pids or file-size limits), under ``policy``'s ceilings; worked out
-    once per combination (a refusal is not cached: it raises)."""
-    if enforced is not None:
-        defaults = Limits(**{k: v for k, v in defaults.as_dict().items() if k in enforced})
-    return policy.bound(limits, limits.merged_over(defaults), enforced)
-
-
-def _ignore(kind: str, data: dict[str, Any]) -> None:
+def _ignore(event: RunEvent) -> None:
     """The event callback of a run nobody watches."""

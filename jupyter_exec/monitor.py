@@ -3,7 +3,7 @@
 A backend answers ``sample(handle)`` with what it can read now (memory in bytes, CPU
 seconds so far, GPU figures when it has them); ``Monitor`` asks on a thread, turns CPU
 seconds into a percentage, keeps the peak memory and hands each sample to a callback.
-The callback sees plain dicts, so the core never needs to know who is watching.
+The callback sees plain dicts (``events.Sample``), so the core never needs to know who is watching.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
+
+from .events import Sample
 
 __all__ = ["Monitor", "proc_usage"]
 
@@ -39,12 +41,12 @@ def proc_usage(pids: Iterable[int]) -> dict[str, Any]:
 class Monitor:
     """Samples one run until ``stop`` (or the run's end), calling ``emit(sample)`` each time.
 
-    A sample is ``{"t": seconds since start, "memory": bytes, "cpu": percent of one core,
-    ...}`` plus whatever else the backend reported (``gpu``, ``gpu_memory``).
+    A sample is ``{"kind": "sample", "t": seconds since start, "memory": bytes, "cpu": percent
+    of one core, ...}`` plus whatever else the backend reported (``gpu``, ``gpu_memory``).
     """
 
     def __init__(
-        self, read: Callable[[], dict[str, Any] | None], emit: Callable[[dict[str, Any]], None], interval: float = 1.0
+        self, read: Callable[[], dict[str, Any] | None], emit: Callable[[Sample], None], interval: float = 1.0
     ) -> None:
         self.read, self.emit, self.interval = read, emit, interval
         self.peak_memory: int | None = None
@@ -74,8 +76,8 @@ class Monitor:
             if not reading:
                 continue
             now = time.monotonic()
-            sample = {k: v for k, v in reading.items() if k != "cpu_seconds"}
-            sample["t"] = round(now - started, 2)
+            sample = cast(Sample, {k: v for k, v in reading.items() if k != "cpu_seconds"})
+            sample["kind"], sample["t"] = "sample", round(now - started, 2)
             cpu_seconds = reading.get("cpu_seconds")
             if cpu_seconds is not None and last is not None and now > last[0]:
                 sample["cpu"] = round(max(0.0, cpu_seconds - last[1]) / (now - last[0]) * 100, 1)

@@ -13,7 +13,8 @@ from typing import Any
 from IPython.display import display
 
 from jupyter_exec.background import BackgroundRun, BackgroundRuns
-from jupyter_exec.manager import EventCallback, Manager, RunResult
+from jupyter_exec.events import EventCallback, RunEvent, RunResult
+from jupyter_exec.manager import Manager
 from jupyter_exec.output import ConsoleSink
 from jupyter_exec.spec import RunSpec
 
@@ -85,9 +86,9 @@ def run_cell(
 def _following(panel: Any, shown: Any) -> EventCallback:
     """The panel's event callback that also updates its display with the final state when the run ends."""
 
-    def on_event(kind: str, data: dict[str, Any]) -> None:
-        panel.event(kind, data)
-        if kind == "finished":
+    def on_event(event: RunEvent) -> None:
+        panel.event(event)
+        if event["kind"] == "finished":
             shown.update(panel)
 
     return on_event

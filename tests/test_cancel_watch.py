@@ -37,9 +37,9 @@ class Started:
         self.ended = threading.Event()
         recorded = threading.Event()
 
-        def events(kind: str, data: dict) -> None:
-            if kind == "created":
-                self.run_id = data["run_id"]
+        def events(event: dict) -> None:
+            if event["kind"] == "created":
+                self.run_id = event["run_id"]
                 recorded.set()
 
         def work() -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from jupyter_exec.admission import BackendFacts, admit
 from jupyter_exec.backends.raycluster import RayBackend, RayOptions
-from jupyter_exec.backends.raycluster.backend import _refuse_unenforced
 from jupyter_exec.backends.raycluster.connection import ray_runtime_env
+from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, SpecError
+from jupyter_exec.policy import Policy
 from jupyter_exec.spec import Limits, RunSpec
 
 
@@ -66,6 +68,10 @@ def test_runtime_env_from_env_spec_and_env_vars(tmp_path):
 
 def test_limits_a_ray_task_cannot_enforce_are_refused_not_ignored():
     assert RayBackend.enforced_limits == {"timeout"}
-    _refuse_unenforced(Limits.parse(timeout="5s"))
-    with pytest.raises(BackendUnavailableError, match="memory, pids"):
-        _refuse_unenforced(Limits.parse(memory="1g", pids=10))
+    ray = BackendFacts.of(RayBackend(ExecConfig()))
+    defaults = ExecConfig().default_limits()
+    admitted = admit(RunSpec(backend="ray", limits=Limits.parse(timeout="5s", network=True)), ray, Policy(), defaults)
+    assert admitted.limits == Limits(timeout=5.0, network=True)  # no sandbox defaults; a Ray task has the network
+    assert admit(RunSpec(backend="ray"), ray, Policy(), defaults).limits == Limits(timeout=defaults.timeout)
+    with pytest.raises(BackendUnavailableError, match="a Ray task cannot enforce memory, pids limits"):
+        admit(RunSpec(backend="ray", limits=Limits.parse(memory="1g", pids=10)), ray, Policy(), defaults)

@@ -13,15 +13,16 @@ import sys
 import pytest
 from conftest import require
 
+from jupyter_exec.admission import BackendFacts, admit
 from jupyter_exec.backends.container import ContainerBackend
 from jupyter_exec.backends.process import LocalBackend, SeccompBackend
 from jupyter_exec.backends.process import backend as process
 from jupyter_exec.backends.process.workers import Namespaces, namespace_support, namespaces
 from jupyter_exec.backends.raycluster import RayBackend
-from jupyter_exec.backends.raycluster.backend import _refuse_unenforced
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.manager import Manager
+from jupyter_exec.policy import Policy
 from jupyter_exec.spec import Limits, RunSpec
 
 
@@ -40,7 +41,7 @@ def test_the_default_shm_reaches_only_backends_that_keep_it(monkeypatch):
     assert "shm" not in LocalBackend(ExecConfig(pool_size=0)).enforced_limits  # the host's /dev/shm
     assert "shm" not in RayBackend.enforced_limits
     with pytest.raises(BackendUnavailableError, match="cannot enforce shm limits"):
-        _refuse_unenforced(Limits.parse(shm="8m"))
+        admit(RunSpec(limits=Limits.parse(shm="8m")), BackendFacts.of(RayBackend(ExecConfig())), Policy(), Limits())
     if namespace_support() is None:
         _host(monkeypatch, None)
         assert "shm" in SeccompBackend(ExecConfig(pool_size=0)).enforced_limits

@@ -14,8 +14,10 @@ from conftest import Kernel, require
 from jupyter_exec.background import BackgroundRuns
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import TaskCancelledError, TaskTimeoutError
+from jupyter_exec.events import Finished, Running
 from jupyter_exec.manager import Manager
 from jupyter_exec.spec import Limits, RunSpec
+from jupyter_exec.status import Status
 from jupyter_exec.trace.model import Node, Trace
 from jupyter_exec.widgets import ResourcesWidget, RunWidget, TreeWidget
 
@@ -102,11 +104,15 @@ def test_a_run_that_ends_while_its_cancel_is_asked_shows_its_final_status():
     the final status, never the "cancelling" the click would show."""
 
     def cancel_and_end_at_once(run_id: int) -> bool:
-        panel.event("finished", {"status": "cancelled"})
+        panel.event(
+            Finished(
+                kind="finished", status=Status.CANCELLED, error=None, peak_memory=None, cpu_seconds=None, duration=1.0
+            )
+        )
         return True
 
     panel = RunWidget(cancel=cancel_and_end_at_once)
-    panel.event("running", {"started": time.time()})
+    panel.event(Running(kind="running", started=time.time()))
     panel._on_click(panel, {"action": "cancel"}, [])
     assert panel.status == "cancelled"
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import traitlets
 
+from jupyter_exec.events import RunEvent
 from jupyter_exec.status import FINAL
 from jupyter_exec.units import format_bytes
 
@@ -108,30 +109,30 @@ class RunWidget(FallbackWidget):
         self.set_state({"log": log, "log_lines": total})
 
     # -- the event callback ----------------------------------------------------------------
-    def event(self, kind: str, data: dict[str, Any]) -> None:
+    def event(self, event: RunEvent) -> None:
         """``Manager.run``'s ``on_event``."""
-        if kind == "created":
+        if event["kind"] == "created":
             self.set_state(
                 {
-                    "run_id": data["run_id"],
-                    "backend": f"{data['backend']} ({data['isolation']})",
-                    "limits": {k: v for k, v in data["limits"].items() if v not in (None, False)},
-                    "title": self.title or data.get("name") or "",
+                    "run_id": event["run_id"],
+                    "backend": f"{event['backend']} ({event['isolation']})",
+                    "limits": {k: v for k, v in event["limits"].items() if v not in (None, False)},
+                    "title": self.title or event["name"] or "",
                 }
             )
-        elif kind == "running":
-            self.set_state({"status": "running", "started": data["started"]})
-        elif kind == "sample":
-            self.samples = ([*self.samples, data])[-self._max_samples :]
-        elif kind == "finished":
+        elif event["kind"] == "running":
+            self.set_state({"status": "running", "started": event["started"]})
+        elif event["kind"] == "sample":
+            self.samples = ([*self.samples, dict(event)])[-self._max_samples :]
+        elif event["kind"] == "finished":
             with self._lock:  # against a cancel click setting "cancelling" after this
-                self.status = data["status"]
+                self.status = event["status"]
             self.flush()
             self.set_state(
                 {
-                    "duration": data.get("duration") or (time.time() - self.started if self.started else None),
-                    "error": data.get("error") or "",
-                    "peak_memory": data.get("peak_memory"),
+                    "duration": event["duration"] or (time.time() - self.started if self.started else None),
+                    "error": event["error"] or "",
+                    "peak_memory": event["peak_memory"],
                 }
             )
 

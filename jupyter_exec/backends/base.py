@@ -28,8 +28,9 @@ from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.builder import BuiltEnv, EnvBuilder
 from jupyter_exec.envs.spec import EnvSpec
 from jupyter_exec.errors import NodeFailedError, TaskError, TransferError, remote_error
+from jupyter_exec.limits import LIMITS
 from jupyter_exec.runner.protocol import Envelope, OutputSink, ProtocolReader
-from jupyter_exec.spec import Placement, RunSpec
+from jupyter_exec.spec import Limits, Placement, RunSpec
 from jupyter_exec.status import Status
 
 if TYPE_CHECKING:
@@ -289,6 +290,9 @@ class ExecutorBackend(abc.ABC):
     native_runtime_env: ClassVar[bool] = False
     #: Capability: ``map`` fans work out over many items itself.
     fans_out: ClassVar[bool] = False
+    #: Capability: where runs go (a broker) admits them again under its own policy: the kernel
+    #: merges none of its default limits in (they travel apart) and lowers none to a ceiling.
+    admitted_again: ClassVar[bool] = False
 
     def __init__(self, config: ExecConfig) -> None:
         self.config = config
@@ -308,8 +312,15 @@ class ExecutorBackend(abc.ABC):
         """Refuse (``PolicyError``) what this backend's own options ask beyond the policy,
         before anything connects or starts; return the spec with what the policy forces on
         those options (a container runtime), or None when it forces nothing. Limits are
-        checked by the Manager for all."""
+        admitted for all backends alike (``admission``)."""
         return None
+
+    def refusal(self, limits: Limits, unenforced: tuple[str, ...]) -> tuple[str, str]:
+        """What the user is told when a run asks for limits this backend does not enforce
+        (``unenforced``: fields of ``limits`` outside ``enforced_limits``): why, and the fix.
+        Admission decides that the run is refused; the backend only says why."""
+        flags = ", ".join(f"{LIMITS[name].flag} {LIMITS[name].show(getattr(limits, name))}" for name in unenforced)
+        return f"{flags}: the {self.name} backend cannot enforce it", "drop it, or use --backend container"
 
     def bound_by(self, policy: Policy) -> None:
         """Bound the backend's own settings by the administrator's policy (a warm pool's size);

@@ -48,9 +48,9 @@ class BrokerBackend(ExecutorBackend):
     isolation: ClassVar[str] = "container"
     samples: ClassVar[bool] = True
     native_runtime_env: ClassVar[bool] = True
-    #: None enforced in the kernel: the Manager sends the limits the user asked for as they are, and the kernel's
-    #: defaults go apart (``_request``), for the broker to bound by its own policy.
-    enforced_limits: ClassVar[frozenset[str] | None] = frozenset()
+    #: The broker enforces every limit, and admits each run again under its own policy: the kernel sends
+    #: the limits the user asked for as they are, and its defaults apart (``_request``).
+    admitted_again: ClassVar[bool] = True
     options_class = ContainerOptions
     configured: ClassVar[str] = ""  # the address this class was made for
 

@@ -1,9 +1,10 @@
 """One run at the broker: admit it under the user's policy, hold it for room, run it in the user's
 container backend, stream its events, and record and audit how it ended.
 
-Admission is the broker's own, from the broker's files: the request's limits are the ones the
-user asked for (refused above a ceiling), over the kernel's defaults and then the broker's
-(lowered to the ceilings), so nothing a kernel sets can loosen the administrator's policy. The
+Admission is ``admission.admit``, as in a kernel, under the broker's own files: the request's
+limits are the ones the user asked for (refused above a ceiling), over the kernel's defaults
+and then the broker's (lowered to the ceilings), so nothing a kernel sets can loosen the
+administrator's policy. The
 client learns its run's number at once (``accepted``); a run that must wait for room says why
 (``queued``). Output and displays go to the client as events and to the run's log (kept by the
 broker, capped), so ``logs`` can replay them. A client that hangs up, or asks ``cancel``, stops
@@ -19,6 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from jupyter_exec.admission import AdmittedSpec, BackendFacts, admit
 from jupyter_exec.backends.base import Outcome, Submission, TaskHandle
 from jupyter_exec.backends.container import ContainerBackend, ContainerOptions
 from jupyter_exec.envs.spec import EnvSpec
@@ -82,6 +84,24 @@ class _ChannelSink:
             self.log.close()
 
 
+def _admit(
+    broker: Broker, request: RunRequest, policy: Policy, backend: ContainerBackend, defaults: Limits
+) -> AdmittedSpec:
+    """The run's spec as admitted under ``policy`` (``admission``), with the kernel's ``defaults`` over
+    the broker's: ``PolicyError`` for what it refuses (nothing is recorded then)."""
+    spec = RunSpec(
+        backend="container",
+        limits=request.limits,
+        outputs=request.outputs,
+        env=dict(request.env),
+        trust=request.trust,
+        name=request.name,
+        placement=ContainerOptions.parse(request.runtime),
+        runtime_env=EnvSpec(pip=request.pip, image=request.image) if request.pip or request.image else None,
+    )
+    return admit(spec, BackendFacts.of(backend), policy, defaults.merged_over(broker.config.default_limits()))
+
+
 def _gpus_held(limits: Limits, capacity: Capacity, quotas: Quotas) -> int:
     """The GPUs a run holds while it runs: ``all`` is every GPU of the machine (its capacity). A
     machine whose GPUs the policy does not count cannot count ``all``: refused where a GPU quota
@@ -95,26 +115,6 @@ def _gpus_held(limits: Limits, capacity: Capacity, quotas: Quotas) -> int:
     return 0
 
 
-def _admit(broker: Broker, request: RunRequest, policy: Policy, backend: ContainerBackend, defaults: Limits) -> RunSpec:
-    """The run's spec under ``policy``: ``PolicyError`` for what it refuses (nothing is recorded then)."""
-    policy.refuse_if_broken()
-    policy.require("backends", "container", "the container backend")
-    policy.check_image(backend.image(EnvSpec(image=request.image) if request.image else None))
-    spec = RunSpec(
-        backend="container",
-        limits=request.limits,
-        outputs=request.outputs,
-        env=dict(request.env),
-        trust=request.trust,
-        name=request.name,
-        placement=ContainerOptions.parse(request.runtime),
-        runtime_env=EnvSpec(pip=request.pip, image=request.image) if request.pip or request.image else None,
-    )
-    spec = ContainerBackend.admit(spec, policy) or spec
-    merged = request.limits.merged_over(defaults).merged_over(broker.config.default_limits())
-    return RunSpec(**{**spec.__dict__, "limits": policy.bound(request.limits, merged, backend.enforced_limits)})
-
-
 def serve_run(broker: Broker, identity: Identity, doc: dict[str, Any], channel: Channel) -> None:
     """Serve one run request on ``channel`` (see the module docstring); refusals raise, as for any op."""
     request = wire.parse_run(doc, MAX_CODE)
@@ -123,7 +123,8 @@ def serve_run(broker: Broker, identity: Identity, doc: dict[str, Any], channel: 
     with broker.sandboxes.backend(identity.user, policy) as backend:
         spec = _admit(broker, request, policy, backend, defaults)
         runtime = spec.placement.runtime if isinstance(spec.placement, ContainerOptions) else None
-        image = backend.image(spec.runtime_env)
+        image = spec.image
+        assert image is not None  # a container starts from an image, always
         facts: dict[str, Any] = {
             "image": image,
             "runtime": runtime or backend.settings.runtime or None,

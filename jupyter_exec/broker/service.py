@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from jupyter_exec.admission import BackendFacts, admit
 from jupyter_exec.backends.container import ContainerBackend, ContainerOptions
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.spec import EnvSpec
 from jupyter_exec.errors import JupyterExecError, PolicyError
 from jupyter_exec.policy import policy_report
-from jupyter_exec.spec import RunSpec
+from jupyter_exec.spec import Limits, RunSpec
 
 from . import wire
 from .audit import AuditLog
@@ -220,9 +221,8 @@ class Broker:
             placement=ContainerOptions.parse(runtime),
             runtime_env=EnvSpec(image=image) if image else None,
         )
-        spec = ContainerBackend.admit(spec, policy) or spec
         with self.sandboxes.backend(identity.user, policy) as backend:
-            return {"identity": backend.identity(spec)}
+            return {"identity": backend.identity(admit(spec, BackendFacts.of(backend), policy, Limits()))}
 
     def _resources(self, identity: Identity, doc: dict[str, Any]) -> dict[str, Any]:
         quotas = self.rules.for_user(identity.user, identity.groups)[1]

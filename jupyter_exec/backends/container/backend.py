@@ -96,8 +96,28 @@ class ContainerBackend(ExecutorBackend):
     # process backend for why it is a property over a ClassVar.
     @property
     def enforced_limits(self) -> frozenset[str]:  # type: ignore[override]
-        """Every limit, but ``cpus`` where the engine has no cgroup for it (an explicit --cpus is refused)."""
-        return _ALL_LIMITS if "cpus" in self.engine.facts.cgroup_limits else _ALL_LIMITS - {"cpus"}
+        """Every limit, but ``cpus`` where the engine has no cgroup for it and ``gpus`` where it has
+        no NVIDIA runtime (an explicit one is refused)."""
+        facts = self.engine.facts
+        return _ALL_LIMITS - {
+            *(() if "cpus" in facts.cgroup_limits else ("cpus",)),
+            *(() if "nvidia" in facts.runtimes else ("gpus",)),
+        }
+
+    def refusal(self, limits: Limits, unenforced: tuple[str, ...]) -> tuple[str, str]:
+        if "gpus" in unenforced:
+            return (
+                f"--gpus {limits.gpus}: the container engine has no NVIDIA runtime, so it cannot give "
+                "a container GPUs (the cell was not run)",
+                "install the NVIDIA Container Toolkit and restart the engine, drop --gpus, or use %%rayrun --num-gpus",
+            )
+        facts, engine = self.engine.facts, self.engine
+        where = f"{'rootless' if facts.rootless else 'rootful'} {facts.kind} at {engine.url} (cgroup {facts.cgroup})"
+        return (
+            f"--cpus {limits.cpus:g} (a CPU share needs a cgroup, and none is delegated to it) cannot be enforced "
+            f"by the {where}",
+            "drop --cpus, or use an engine with cgroups (rootful, or a cgroup v2 host with delegation)",
+        )
 
     @classmethod
     def reap(cls) -> int:
@@ -172,7 +192,7 @@ class ContainerBackend(ExecutorBackend):
         self.pool.most = policy.capped("warm_containers", self.pool.most)
 
     def initialize(self) -> None:
-        spec = RunSpec(limits=self.config.default_limits())
+        spec = RunSpec(limits=self.config.default_limits().only(self.enforced_limits))
         self.pool.warm(self._key(spec, self.settings.image))
 
     def env_builder(self, env: EnvSpec | None = None) -> ImageEnvBuilder:
@@ -203,8 +223,6 @@ class ContainerBackend(ExecutorBackend):
 
     def _key(self, spec: RunSpec, image: str) -> PoolKey:
         limits = dataclasses.replace(spec.limits, timeout=None)
-        if "cpus" not in self.enforced_limits and spec.limits.cpus is None:
-            limits = dataclasses.replace(limits, cpus=None)
         return PoolKey(image, limits, spec.mounts, self._runtime(spec))
 
     def _plan(self, key: PoolKey) -> ContainerPlan:
@@ -225,24 +243,14 @@ class ContainerBackend(ExecutorBackend):
         }
         return Slot(self.engine, key.image, self._plan(key), labels, self.settings.user)
 
-    def _refuse_gpus(self, limits: Limits) -> None:
-        if limits.gpus is not None and "nvidia" not in self.engine.facts.runtimes:
-            raise BackendUnavailableError(
-                self.name,
-                f"--gpus {limits.gpus}: the container engine has no NVIDIA runtime, so it cannot give "
-                "a container GPUs (the cell was not run)",
-                "install the NVIDIA Container Toolkit and restart the engine, drop --gpus, or use %%rayrun --num-gpus",
-            )
-
     def submit(self, submission: Submission) -> TaskHandle:
         import docker.errors
         import requests.exceptions
 
         spec, environment = submission.spec, submission.environment
-        self._refuse_gpus(spec.limits)
         image = environment.image if environment and environment.image else self.settings.image
         key = self._key(spec, image)
-        container_plan = self._plan(key)  # a limit or runtime the engine cannot keep is refused here
+        container_plan = self._plan(key)  # a runtime the engine cannot keep is refused here
         request = build_request(
             submission.code,
             inputs=submission.inputs,

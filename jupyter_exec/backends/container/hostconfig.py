@@ -16,9 +16,10 @@ Podman's Docker-compatible API drops those without a word. A rootless engine on 
 v1 host has no cgroup of its own to set, so there ``--mem`` becomes ``RLIMIT_AS`` (each
 process's address space: an allocation past it raises ``MemoryError``), ``--pids``
 becomes ``RLIMIT_NPROC`` (counted per container: Podman gives each its own user
-namespace) and ``--cpus`` is refused, naming the limit and why. Under gVisor ``--pids`` is
-``RLIMIT_NPROC`` too: gVisor counts its sandbox's processes itself, and a host pids cgroup
-would count gVisor's own threads (a sandbox that cannot make one dies whole).
+namespace) and ``--cpus`` is refused (it is not among the limits the backend enforces
+there). Under gVisor ``--pids`` is ``RLIMIT_NPROC`` too: gVisor counts its sandbox's
+processes itself, and a host pids cgroup would count gVisor's own threads (a sandbox that
+cannot make one dies whole).
 ``--shm`` is the size of the container's ``/dev/shm``.
 """
 
@@ -74,17 +75,11 @@ def bind(source: Path, target: str, read_only: bool) -> Any:
     return DockerMount(target=target, source=str(source), type="bind", read_only=read_only)
 
 
-def _unenforceable(engine: Engine, what: str, fix: str) -> BackendUnavailableError:
-    facts = engine.facts
-    where = f"{'rootless' if facts.rootless else 'rootful'} {facts.kind} at {engine.url} (cgroup {facts.cgroup})"
-    return BackendUnavailableError("container", f"{what} cannot be enforced by the {where}", fix)
-
-
 def plan(
     limits: Limits, mounts: tuple[Mount, ...], *, engine: Engine, settings: DockerConfig, runtime: str | None
 ) -> ContainerPlan:
-    """The container for a run with these limits, mounts and runtime on ``engine``; refuses
-    (``BackendUnavailableError``) a limit or runtime the engine cannot keep."""
+    """The container for a run with these (admitted) limits, mounts and runtime on ``engine``; refuses
+    (``BackendUnavailableError``) a runtime the engine cannot keep."""
     from docker.types import DeviceRequest
 
     facts = engine.facts
@@ -115,13 +110,7 @@ def plan(
         else:
             rlimits["as"] = limits.memory
             notes.append(f"--mem {format_size(limits.memory)} as RLIMIT_AS of each process (no cgroup here)")
-    if limits.cpus is not None:
-        if "cpus" not in facts.cgroup_limits:
-            raise _unenforceable(
-                engine,
-                f"--cpus {limits.cpus:g} (a CPU share needs a cgroup, and none is delegated to it)",
-                "drop --cpus, or use an engine with cgroups (rootful, or a cgroup v2 host with delegation)",
-            )
+    if limits.cpus is not None:  # admitted only where the engine has a cgroup for it
         host["nano_cpus"] = int(limits.cpus * 1e9)
     if limits.pids is not None:
         if "pids" in facts.cgroup_limits and not gvisor:

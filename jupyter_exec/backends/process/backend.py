@@ -106,9 +106,19 @@ class LocalBackend(ExecutorBackend):
     # as writable and so refuses any read-only property over it.
     @property
     def enforced_limits(self) -> frozenset[str]:  # type: ignore[override]
-        """Every limit but those this host cannot keep for this backend (``guarantees``): the
-        manager applies no default for those, and an explicit one is refused."""
-        return _ALL_LIMITS - guarantees(self.confined).unenforced()
+        """Every limit but GPUs (a process has no GPU placement) and those this host cannot keep
+        for this backend (``guarantees``): no default is applied for those, an explicit one is refused."""
+        return _ALL_LIMITS - {"gpus"} - guarantees(self.confined).unenforced()
+
+    def refusal(self, limits: Limits, unenforced: tuple[str, ...]) -> tuple[str, str]:
+        """GPUs first (no process has them), else the first limit this host cannot keep, and why."""
+        if "gpus" in unenforced:
+            return (
+                f"--gpus {limits.gpus}: a local process has no GPU placement",
+                "use --backend docker (with the NVIDIA runtime) or %%rayrun --num-gpus",
+            )
+        promised = guarantees(self.confined)
+        return promised.refusal(unenforced[0]), promised.limit(unenforced[0]).fix
 
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
         return WorkerKey(python, namespaces=False, network=True)
@@ -127,17 +137,8 @@ class LocalBackend(ExecutorBackend):
         return {"rlimits": self._rlimits(submission.spec.limits)}
 
     def _rlimits(self, limits: Limits) -> dict[str, Any]:
-        """The rlimits of a run; a limit this host cannot keep refuses the run instead."""
-        if limits.gpus is not None:
-            raise BackendUnavailableError(
-                self.name,
-                f"--gpus {limits.gpus}: a local process has no GPU placement",
-                "use --backend docker (with the NVIDIA runtime) or %%rayrun --num-gpus",
-            )
+        """The rlimits of a run (admitted: every limit in it is one this host keeps)."""
         promised = guarantees(self.confined)
-        for name in promised.unenforced():
-            if getattr(limits, name) is not None:
-                raise BackendUnavailableError(self.name, promised.refusal(name), promised.limit(name).fix)
         rlimits: dict[str, Any] = {"cpu": limits.cpu_time and max(1, round(limits.cpu_time)), "fsize": limits.fsize}
         if not promised.cgroup.kind:
             rlimits["as"] = limits.memory

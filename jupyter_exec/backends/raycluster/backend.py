@@ -9,7 +9,6 @@ objects as pickle, so the cluster's workers are trusted as Ray always trusts the
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.util
 import time
@@ -72,6 +71,13 @@ class RayBackend(ExecutorBackend):
             "ray_addresses", address, "the embedded local Ray" if address == LOCAL_RAY else f"Ray address {address}"
         )
 
+    def refusal(self, limits: Limits, unenforced: tuple[str, ...]) -> tuple[str, str]:
+        """A Ray task gets only a wall-clock limit (and always the cluster's network)."""
+        return (
+            f"a Ray task cannot enforce {', '.join(unenforced)} limits",
+            "use --memory / --num-cpus to reserve resources on Ray, or %%sandbox for hard limits",
+        )
+
     @classmethod
     def availability(cls) -> Availability:
         if importlib.util.find_spec("ray") is None:
@@ -90,7 +96,6 @@ class RayBackend(ExecutorBackend):
 
     def _submit(self, submission: Submission) -> TaskHandle:
         options = self.options(submission.spec)
-        _refuse_unenforced(submission.spec.limits)
         conn = connection()
         conn.ensure(options.address, lambda text: submission.sink.output("stderr", text), self.connect_timeout())
         if conn.output.relay_died:  # its worker was killed: this run's output needs a live one
@@ -135,7 +140,6 @@ class RayBackend(ExecutorBackend):
     ) -> MapOutcome:
         """``work`` (a function, or cell code that sees ``item``) over ``items`` as batches of Ray tasks."""
         options = self.options(spec)
-        _refuse_unenforced(spec.limits)
         conn = connection()
         conn.ensure(options.address, progress or (lambda text: None), self.connect_timeout())
         return fan_out(
@@ -224,21 +228,3 @@ class RayBackend(ExecutorBackend):
 @functools.lru_cache(maxsize=8)
 def _seconds(setting: str) -> float:
     return parse_duration(setting, "ExecConfig.ray_connect_timeout")
-
-
-@functools.lru_cache(maxsize=64)
-def _refuse_unenforced(limits: Limits) -> None:
-    """A Ray task gets only a wall-clock limit; other limits are refused, not ignored.
-    (A Ray worker always has the cluster's network: ``network`` does not apply.) Checked
-    once per distinct limits: this is on every cell's path."""
-    unenforced = [
-        f.name
-        for f in dataclasses.fields(limits)
-        if f.name not in RayBackend.enforced_limits | {"network"} and getattr(limits, f.name) != f.default
-    ]
-    if unenforced:
-        raise BackendUnavailableError(
-            "ray",
-            f"a Ray task cannot enforce {', '.join(unenforced)} limits",
-            "use --memory / --num-cpus to reserve resources on Ray, or %%sandbox for hard limits",
-        )

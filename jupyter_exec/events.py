@@ -1,0 +1,78 @@
+"""A run as its caller sees it: the events of its life (``Manager.run``'s ``on_event``) and the
+``RunResult`` it ends with.
+
+Each event is a plain dict (so a widget can sync it as it is) typed by its ``kind``:
+``created`` (the run is recorded: its id, backend, limits, log), ``running`` (submitted),
+``sample`` (what it uses now, about once a second, for runs that last) and ``finished``
+(its status, error, duration and peak memory). They come from the waiting thread and the
+monitor's thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+from .status import Status
+
+__all__ = ["Created", "EventCallback", "Finished", "RunEvent", "RunResult", "Running", "Sample"]
+
+
+class Created(TypedDict):
+    """The run is recorded (before anything starts)."""
+
+    kind: Literal["created"]
+    run_id: int
+    backend: str
+    isolation: str
+    limits: dict[str, Any]  # Limits.as_dict(): as admitted
+    log_path: str
+    name: str | None
+
+
+class Running(TypedDict):
+    """The backend took the run."""
+
+    kind: Literal["running"]
+    started: float  # epoch seconds
+
+
+class _Sampled(TypedDict):
+    kind: Literal["sample"]
+    t: float  # seconds since the monitor started
+
+
+class Sample(_Sampled, total=False):
+    """What the run uses now (``Monitor``): what the backend could read, beside the time."""
+
+    memory: int  # bytes
+    cpu: float  # percent of one core since the last sample
+    gpu: float  # percent
+    gpu_memory: int  # bytes
+
+
+class Finished(TypedDict):
+    """The run's row is finished in the store."""
+
+    kind: Literal["finished"]
+    status: Status
+    error: str | None
+    peak_memory: int | None
+    cpu_seconds: float | None
+    duration: float | None
+
+
+RunEvent = Created | Running | Sample | Finished
+#: ``on_event(event)``: called from the waiting thread and the monitor thread.
+EventCallback = Callable[[RunEvent], None]
+
+
+@dataclass
+class RunResult:
+    """A finished, successful run: the last value and the ``--out`` values, as data."""
+
+    run_id: int
+    status: Status
+    value: Any = None
+    outputs: dict[str, Any] = field(default_factory=dict)
