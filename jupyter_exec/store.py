@@ -161,18 +161,18 @@ class Store(Database):
         peak_memory: int | None = None,
         cpu_seconds: float | None = None,
         details: dict[str, Any] | None = None,
-    ) -> dict[str, Any] | None:
-        """Finish an unfinished run; its row as it is now (None if it was finished already)."""
+    ) -> bool:
+        """Finish an unfinished run; whether this call finished it (False: it was finished already)."""
         if status not in FINAL:
             raise ValueError(f"not a final status: {status}")
         now = time.time()
-        row = self._execute(
-            "UPDATE runs SET status=?, error=?, exit_code=?, peak_memory=?, cpu_seconds=?, ended=?,"
-            f" duration=? - COALESCE(started, created), details=? WHERE id=? AND status NOT IN ({FINAL_SQL})"
-            " RETURNING *",
-            (status, error, exit_code, peak_memory, cpu_seconds, now, now, json.dumps(details or {}), run_id),
-        ).fetchone()
-        return dict(row) if row else None
+        return bool(
+            self._execute(
+                "UPDATE runs SET status=?, error=?, exit_code=?, peak_memory=?, cpu_seconds=?, ended=?,"
+                f" duration=? - COALESCE(started, created), details=? WHERE id=? AND status NOT IN ({FINAL_SQL})",
+                (status, error, exit_code, peak_memory, cpu_seconds, now, now, json.dumps(details or {}), run_id),
+            ).rowcount
+        )
 
     def get(self, run_id: int) -> dict[str, Any] | None:
         row = self._execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -224,9 +224,6 @@ class Store(Database):
 
     def fail_orphans(self, is_alive: Callable[[int], bool], error: str) -> list[dict[str, Any]]:
         """Finish as ``failed`` (``error``) the unfinished runs whose owner is not alive; their rows."""
-        finished = (
-            self.finish_run(row["id"], Status.FAILED, error=error)
-            for row in self.unfinished()
-            if not is_alive(row["owner_pid"])
-        )
+        orphans = [row["id"] for row in self.unfinished() if not is_alive(row["owner_pid"])]
+        finished = [self.get(run_id) for run_id in orphans if self.finish_run(run_id, Status.FAILED, error=error)]
         return [row for row in finished if row is not None]

@@ -60,7 +60,7 @@ class Records(Store):
 
     def finish(self, run_id: int, outcome: Outcome) -> dict[str, Any] | None:
         """Finish an unfinished run as ``outcome`` says; the row as it is now (None if it was finished already)."""
-        return self.finish_run(
+        finished = self.finish_run(
             run_id,
             outcome.status,
             error=str(outcome.error) if outcome.error else None,
@@ -69,6 +69,7 @@ class Records(Store):
             cpu_seconds=outcome.cpu_seconds,
             details=outcome.details,
         )
+        return self.get(run_id) if finished else None
 
     def listing(self, user: str | None, *, finished: bool, limit: int = 50) -> list[dict[str, Any]]:
         """The newest runs of ``user`` (None: everyone's); only unfinished ones unless ``finished``."""

@@ -145,7 +145,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE runs ADD COLUMN client_run INTEGER;
         ALTER TABLE runs ADD COLUMN image TEXT;
         ALTER TABLE runs ADD COLUMN runtime TEXT;
-        CREATE INDEX IF NOT EXISTS runs_user ON runs(user, id);
+        CREATE INDEX IF NOT EXISTS runs_user ON runs(user, id) WHERE user IS NOT NULL;
         """,
     ),
 )
