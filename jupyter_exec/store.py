@@ -6,6 +6,9 @@ network filesystems and full disks). A run's row is inserted as ``queued`` befor
 started and finished whatever happens; rows a dead kernel left unfinished are closed
 as ``failed`` by ``close_orphans``. Anyone may ask for a run to be cancelled
 (``request_cancel``); the kernel running it watches for that (``cancel_watch``).
+
+A broker's file is a store too (``broker.records``): its rows say whom each run was for
+(``user``, ``client_run``) and where it ran (``image``, ``runtime``); a kernel leaves those NULL.
 """
 
 from __future__ import annotations
@@ -113,10 +116,15 @@ class Store(Database):
         spec: dict[str, Any],
         code: str,
         code_hash: str,
+        user: str | None = None,
+        client_run: int | None = None,
+        image: str | None = None,
+        runtime: str | None = None,
     ) -> int:
+        """A new run, ``queued``; its id. The last four are a broker's (see the module docstring)."""
         result = self._execute(
-            "INSERT INTO runs (kernel, owner_pid, name, backend, isolation, spec, code, code_hash, status, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (kernel, owner_pid, name, backend, isolation, spec, code, code_hash, status, created,"
+            " user, client_run, image, runtime) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 kernel,
                 owner_pid,
@@ -128,6 +136,10 @@ class Store(Database):
                 code_hash,
                 Status.QUEUED,
                 time.time(),
+                user,
+                client_run,
+                image,
+                runtime,
             ),
         )
         assert result.lastrowid is not None
@@ -149,14 +161,17 @@ class Store(Database):
         peak_memory: int | None = None,
         cpu_seconds: float | None = None,
         details: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> bool:
+        """Finish an unfinished run; whether this call finished it (False: it was finished already)."""
         if status not in FINAL:
             raise ValueError(f"not a final status: {status}")
         now = time.time()
-        self._execute(
-            "UPDATE runs SET status=?, error=?, exit_code=?, peak_memory=?, cpu_seconds=?, ended=?,"
-            f" duration=? - COALESCE(started, created), details=? WHERE id=? AND status NOT IN ({FINAL_SQL})",
-            (status, error, exit_code, peak_memory, cpu_seconds, now, now, json.dumps(details or {}), run_id),
+        return bool(
+            self._execute(
+                "UPDATE runs SET status=?, error=?, exit_code=?, peak_memory=?, cpu_seconds=?, ended=?,"
+                f" duration=? - COALESCE(started, created), details=? WHERE id=? AND status NOT IN ({FINAL_SQL})",
+                (status, error, exit_code, peak_memory, cpu_seconds, now, now, json.dumps(details or {}), run_id),
+            ).rowcount
         )
 
     def get(self, run_id: int) -> dict[str, Any] | None:
@@ -164,14 +179,22 @@ class Store(Database):
         return dict(row) if row else None
 
     def runs(
-        self, limit: int = 50, *, statuses: Collection[str] = (), columns: Collection[str] = COLUMNS
+        self,
+        limit: int = 50,
+        *,
+        statuses: Collection[str] = (),
+        columns: Collection[str] = COLUMNS,
+        user: str | None = None,
     ) -> list[dict[str, Any]]:
-        """The newest ``limit`` runs, newest first; only those in ``statuses`` if any are given."""
-        where = f" WHERE status IN ({', '.join('?' * len(statuses))})" if statuses else ""
-        rows = self._execute(
-            f"SELECT {', '.join(columns)} FROM runs{where} ORDER BY id DESC LIMIT ?", (*statuses, limit)
-        )
-        return [dict(r) for r in rows.fetchall()]
+        """The newest ``limit`` runs, newest first; only those in ``statuses`` if any are given, and
+        only ``user``'s if given (a broker's file)."""
+        where = [f"status IN ({', '.join('?' * len(statuses))})"] if statuses else []
+        args: list[Any] = list(statuses)
+        if user is not None:
+            where.append("user = ?")
+            args.append(user)
+        sql = f"SELECT {', '.join(columns)} FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
+        return [dict(r) for r in self._execute(f"{sql} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()]
 
     def request_cancel(self, run_id: int) -> dict[str, Any] | None:
         """Ask for an unfinished run to be cancelled, whichever kernel runs it (its ``Manager``
@@ -197,9 +220,10 @@ class Store(Database):
 
     def close_orphans(self, is_alive: Callable[[int], bool]) -> int:
         """Finish runs whose kernel died mid-run. ``is_alive(pid)`` says if an owner lives."""
-        closed = 0
-        for row in self.unfinished():
-            if not is_alive(row["owner_pid"]):
-                self.finish_run(row["id"], Status.FAILED, error="the kernel running it exited before it finished")
-                closed += 1
-        return closed
+        return len(self.fail_orphans(is_alive, "the kernel running it exited before it finished"))
+
+    def fail_orphans(self, is_alive: Callable[[int], bool], error: str) -> list[dict[str, Any]]:
+        """Finish as ``failed`` (``error``) the unfinished runs whose owner is not alive; their rows."""
+        orphans = [row["id"] for row in self.unfinished() if not is_alive(row["owner_pid"])]
+        finished = [self.get(run_id) for run_id in orphans if self.finish_run(run_id, Status.FAILED, error=error)]
+        return [row for row in finished if row is not None]

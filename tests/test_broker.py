@@ -26,12 +26,14 @@ import textwrap
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
 import pytest
 from conftest import Kernel, free_port, make_wheel, require
 from jupyter_client.manager import KernelManager
+from test_store_migrations import old_broker_file
 
 pytestmark = pytest.mark.kernel
 
@@ -85,13 +87,15 @@ def _user_dir(user: str) -> Path:
 
 
 class Broker:
-    """Root's ``jupyter-exec broker`` on a socket every account reaches."""
+    """Root's ``jupyter-exec broker`` on a socket every account reaches; ``prepare`` fills its data
+    directory first."""
 
-    def __init__(self) -> None:
+    def __init__(self, prepare: Callable[[Path], object] = lambda data: None) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="jx-broker-"))
         self.home.chmod(0o755)
         self.socket = self.home / "broker.sock"
         self.data = self.home / "data"
+        prepare(self.data)
         self.audit = self.home / "audit.jsonl"
         self.policy = self.home / "broker.yaml"
         self.policy.write_text(POLICY.replace("BOB", USERS[1]))
@@ -203,13 +207,17 @@ def _containers(**labels: str) -> list:
     return docker.from_env().api.containers(all=True, filters={"label": filters})  # no inspect: none can vanish
 
 
-@pytest.fixture(scope="session")
-def broker():
+def _can_run_brokers() -> None:
     require(os.geteuid() == 0, "root (the broker owns the engine; the users are other accounts)")
     require(shutil.which("setpriv") is not None, "setpriv (util-linux)")
     require((USER_VENV / "bin" / "python").exists(), f"the users' venv {USER_VENV} (scripts/setup.d/60)")
     for user in USERS:
         _account(user)
+
+
+@pytest.fixture(scope="session")
+def broker():
+    _can_run_brokers()
     made = Broker()
     yield made
     made.stop()
@@ -528,3 +536,28 @@ def test_admin_commands_list_and_cancel_anyones_run(broker):
             answer = json.loads(sock.makefile("rb").readline())
         assert answer["t"] == "error" and answer["status"] == 400, (garbage, answer)
     assert broker.admin({"op": "hello"})["user"] == "root"  # the broker goes on
+
+
+def test_a_broker_upgraded_in_place_keeps_every_run_of_its_old_file():
+    """A data directory the first broker left (its own runs table, a run going when it died): the
+    runs are all there, still each user's own, the one going is finished and audited, and new
+    runs go on above the old ids."""
+    _can_run_brokers()
+    old: dict[int, dict] = {}
+    upgraded = Broker(lambda data: old.update(old_broker_file(data / "broker.sqlite3", USERS)))
+    try:
+        listed = upgraded.admin({"op": "runs", "finished": True})["runs"]
+        assert [(r["id"], r["user"], r["name"]) for r in listed] == [
+            (i, old[i]["user"], old[i]["name"]) for i in (3, 2, 1)
+        ]
+        going = upgraded.admin({"op": "show", "run": 3})["run"]
+        assert going["status"] == "failed" and "broker restarted" in going["error"]
+        assert any(
+            line.get("run") == 3 and "broker restarted" in line.get("reason", "") for line in upgraded.audit_lines()
+        )
+        ((mine,),), ((theirs,),) = (raw(user, upgraded, {"op": "show", "run": 1}) for user in USERS)
+        assert mine["run"]["status"] == "succeeded" and theirs["status"] == 404
+        (ran,) = raw(USERS[1], upgraded, {"op": "run", "code": "6 * 7", "limits": {}})
+        assert (ran[0]["t"], ran[0]["run"], ran[-1]["status"]) == ("accepted", 5, "succeeded")
+    finally:
+        upgraded.stop()

@@ -1,21 +1,29 @@
 """Store files made by every schema this project shipped open, keep their rows and work.
 
 The old schemas are kept here as data, the SQL each release ran (``git log -p`` of store.py,
-trace/store.py and envs/cache.py): files made before ``user_version`` all say 0.
+trace/store.py, envs/cache.py and broker/records.py): files made before ``user_version`` all
+say 0, the broker's first file too.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import add_run
 
+from jupyter_exec import reports
+from jupyter_exec.backends.base import Outcome
+from jupyter_exec.broker.records import RESTARTED
+from jupyter_exec.broker.records import Records as BrokerRecords
 from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
 from jupyter_exec.server.records import Records
+from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
 from jupyter_exec.storage.schema import LATEST
 from jupyter_exec.store import Store
@@ -91,6 +99,31 @@ CREATE TABLE IF NOT EXISTS envs (
 
 CANCEL_COLUMN = "ALTER TABLE runs ADD COLUMN cancel_requested REAL;"
 
+#: The broker's file as it shipped (commit 78082d6, unchanged until its runs joined the store's schema).
+BROKER_FIRST_RELEASE = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT NOT NULL,
+    kernel TEXT,
+    client_run INTEGER,
+    name TEXT,
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    ended REAL,
+    duration REAL,
+    error TEXT,
+    image TEXT,
+    runtime TEXT,
+    limits TEXT,
+    code_hash TEXT,
+    exit_code INTEGER,
+    peak_memory INTEGER,
+    details TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_user ON runs (user, id);
+"""
+
 #: What each release made of a store file, oldest first (commits 0d4226f, 26127ae, 88b403a, a2f0cf1).
 SHIPPED = {
     "first release (runs)": RUNS_FIRST_RELEASE,
@@ -143,6 +176,7 @@ def test_a_file_of_each_shipped_schema_opens_and_works(tmp_path, schema):
     envs.start_build("e2", "venv", tmp_path / "e2", "{}", tmp_path / "e2.log")
     assert {row["hash"] for row in envs.all()} == ({"e1", "e2"} if ENVS in SHIPPED[schema] else {"e2"})
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == LATEST
+    assert _schema(path) == _schema(_fresh(tmp_path)) and old["user"] is None
 
 
 def test_a_file_made_today_opens_without_migrating(tmp_path):
@@ -187,3 +221,99 @@ def test_kernels_opening_an_old_file_at_once_migrate_it_once(tmp_path):
         assert out.split()[-1] == "succeeded"
     columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(runs)")]
     assert columns.count("cancel_requested") == 1
+
+
+def old_broker_file(path: Path, users: tuple[str, str]) -> dict[int, dict]:
+    """A broker's file as the first broker left it, with the statements it ran: a run of each user
+    finished, one of the first user's still ``running`` (the broker died), and a fourth whose row
+    is gone (its log stays); the rows by id."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(BROKER_FIRST_RELEASE)
+    made = (
+        (users[0], "kernel-a", 7, "first", 1, "jupyter-exec/base:1", None, {"memory": 1 << 30}, "h1"),
+        (users[1], "", None, None, 2, "jupyter-exec/base:1", "runsc", {}, "h2"),
+        (users[0], "kernel-a", 9, "going", 3, "jupyter-exec/env:abc", None, {"cpus": 1.0}, "h3"),
+        (users[1], "kernel-b", 1, "lost", 4, "jupyter-exec/base:1", None, {}, "h4"),
+    )
+    for user, kernel, client_run, name, n, image, runtime, limits, code_hash in made:
+        db.execute(
+            "INSERT INTO runs (user, kernel, client_run, name, status, created, image, runtime, limits, code_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (user, kernel, client_run, name, "queued", 1.7e9 + n, image, runtime, json.dumps(limits), code_hash),
+        )
+        db.execute("UPDATE runs SET status=?, started=?, image=? WHERE id=?", ("running", 1.7e9 + n + 0.5, image, n))
+    for n, status, error, exit_code in ((1, "succeeded", None, 0), (2, "failed", "ZeroDivisionError: x", 1)):
+        db.execute(
+            "UPDATE runs SET status=?, error=?, exit_code=?, peak_memory=?, ended=?,"
+            " duration=? - COALESCE(started, created), details=? WHERE id=? AND status NOT IN ('succeeded')"
+            " RETURNING *",
+            (status, error, exit_code, 50 << 20, 1.7e9 + 9, 1.7e9 + 9, json.dumps({"runtime": "runc"}), n),
+        ).fetchone()
+    db.execute("DELETE FROM runs WHERE id = 4")
+    rows = {row["id"]: dict(row) for row in db.execute("SELECT * FROM runs")}
+    db.close()
+    return rows
+
+
+KEPT = (
+    "id", "user", "client_run", "name", "status", "created", "started", "ended", "duration", "error", "image",
+    "runtime", "code_hash", "exit_code", "peak_memory", "details",
+)  # fmt: skip
+
+
+def test_a_broker_file_of_the_first_release_keeps_every_run_and_goes_on(tmp_path):
+    path = tmp_path / "broker.sqlite3"
+    old = old_broker_file(path, ("alice", "bob"))
+    records = BrokerRecords(path)
+
+    for run_id, row in old.items():
+        now = records.get(run_id)
+        assert now is not None and {k: now[k] for k in KEPT} == {k: row[k] for k in KEPT}
+        assert now["kernel"] == row["kernel"] and json.loads(now["spec"])["limits"] == json.loads(row["limits"])
+        assert (now["backend"], now["code"]) == ("container", "")
+    assert [r["id"] for r in records.listing(None, finished=True)] == [3, 2, 1]
+    assert [r["id"] for r in records.listing("alice", finished=False)] == [3]
+    assert [r["id"] for r in records.listing("bob", finished=True)] == [2]
+
+    (recovered,) = records.recover()  # the run the dead broker left going, and only it
+    assert recovered["id"] == 3 and recovered["user"] == "alice"
+    assert (recovered["status"], recovered["error"]) == ("failed", RESTARTED)
+    assert records.get(1)["status"] == "succeeded" and records.recover() == []
+    spec = RunSpec(backend="container", limits=Limits(memory=1 << 30), name="after")
+    run = records.create(user="bob", kernel="k", client_run=2, spec=spec, image="i", runtime=None, code_hash="h5")
+    assert run == 5  # above the run whose row was lost: its log (logs/4.log) is not overwritten
+    records.mark_running(run, str(tmp_path / "logs" / "5.log"))
+    finished = records.finish(run, Outcome(Status.SUCCEEDED, exit_code=0, peak_memory=1, cpu_seconds=0.5))
+    assert finished and (finished["status"], finished["cpu_seconds"], finished["user"]) == ("succeeded", 0.5, "bob")
+    table = reports.runs_table(records, 10)  # the kernel's `%jx runs` reads a broker's file as it reads its own
+    assert list(table.index) == [5, 3, 2, 1] and list(table["status"]) == ["succeeded", "failed", "failed", "succeeded"]
+    assert _schema(path) == _schema(_fresh(tmp_path))
+
+
+def test_a_damaged_broker_file_is_moved_aside_and_its_run_ids_go_on(tmp_path, capfd):
+    path = tmp_path / "broker.sqlite3"
+    path.write_bytes(b"not a database at all" * 100)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "41.log").write_text("a run's output\n")
+    records = BrokerRecords(path)
+    spec = RunSpec(backend="container")
+    assert (
+        records.create(user="a", kernel="k", client_run=None, spec=spec, image="i", runtime=None, code_hash="h") == 42
+    )
+    assert "was damaged" in capfd.readouterr().err and list(tmp_path.glob("broker.sqlite3.corrupt-*"))
+
+
+def _fresh(tmp_path: Path) -> Path:
+    fresh = tmp_path / "fresh" / "runs.sqlite3"
+    Store(fresh).close()
+    return fresh
+
+
+def _schema(path: Path) -> list[tuple]:
+    """A file's tables and indexes as SQLite holds them (spacing aside: old releases indented differently)."""
+    with sqlite3.connect(path) as db:
+        found = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+    return [(kind, name, table, " ".join((sql or "").split())) for kind, name, table, sql in found]

@@ -138,10 +138,9 @@ def serve_run(broker: Broker, identity: Identity, doc: dict[str, Any], channel: 
             user=identity.user,
             kernel=request.kernel,
             client_run=request.client_run,
-            name=request.name,
+            spec=spec,
             image=image,
             runtime=facts["runtime"],
-            limits=facts["limits"],
             code_hash=facts["code_hash"],
         )
         _Run(broker, identity, request, spec, ticket, channel, run_id, facts).serve(backend, why)
@@ -223,7 +222,7 @@ class _Run:
             )
             handle = backend.submit(submission)
             self.live.stop = lambda: backend.cancel(handle)
-            broker.records.mark_running(self.run_id, self.facts["image"])
+            broker.records.mark_running(self.run_id, str(self.sink.path))
             self.sink.send({"t": "running", "started": handle.started})
             if self._stopping():
                 backend.cancel(handle)
@@ -245,7 +244,7 @@ class _Run:
     def _finish(self, outcome: Outcome) -> None:
         broker = self.broker
         error = outcome.error
-        row = broker.records.finish(self.run_id, outcome.status, str(error) if error else None, outcome)
+        row = broker.records.finish(self.run_id, outcome)
         self.sink.send(
             wire.end_event(
                 outcome.status,

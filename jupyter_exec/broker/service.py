@@ -182,7 +182,7 @@ class Broker:
             raise BrokerError(403, "only an administrator lists other users' runs")
         limit = _whole(doc.get("limit"), 50)
         who = user if identity.admin else identity.user
-        return {"runs": self.records.runs(who, finished=bool(doc.get("finished")), limit=max(1, min(limit, 1000)))}
+        return {"runs": self.records.listing(who, finished=bool(doc.get("finished")), limit=max(1, min(limit, 1000)))}
 
     def _show(self, identity: Identity, doc: dict[str, Any]) -> dict[str, Any]:
         return {"run": self.owned(identity, doc)}

@@ -7,7 +7,10 @@ schema is a new ``Migration`` at the end; a shipped one is never edited.
 
 Files made before ``user_version`` was used (all of them say 0) are adopted: the
 ``CREATE ... IF NOT EXISTS`` steps are harmless to repeat, and a step that is not (an
-``ALTER``) carries ``present``, a query that finds its effect already there.
+``ALTER``) carries ``present``, a query that finds its effect already there. The broker's
+file from before it shared this schema (also 0, a ``runs`` table of its own shape) is
+adopted too: ``BROKER_FIRST`` sets its runs aside, the steps build the file as any other,
+and its runs are taken back in with their ids.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 from jupyter_exec.errors import StoreError
 
-__all__ = ["LATEST", "MIGRATIONS", "Migration", "migrate"]
+__all__ = ["BROKER_FIRST", "LATEST", "MIGRATIONS", "Adoption", "Migration", "migrate"]
 
 
 @dataclass(frozen=True)
@@ -134,9 +137,57 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX IF NOT EXISTS run_cache_lru ON run_cache(last_used);
         """,
     ),
+    Migration(
+        6,
+        "runs at a broker: the user each ran for, its number in the sending kernel's store, its image and runtime",
+        """
+        ALTER TABLE runs ADD COLUMN user TEXT;
+        ALTER TABLE runs ADD COLUMN client_run INTEGER;
+        ALTER TABLE runs ADD COLUMN image TEXT;
+        ALTER TABLE runs ADD COLUMN runtime TEXT;
+        CREATE INDEX IF NOT EXISTS runs_user ON runs(user, id) WHERE user IS NOT NULL;
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """A file of another shape at version 0, found by the query ``found``: ``before`` sets its
+    tables aside, the migrations build the file as any other, ``after`` takes their rows in."""
+
+    what: str
+    found: str
+    before: str
+    after: str
+
+
+BROKER_FIRST = Adoption(
+    "the broker's runs as first released (its own runs table, before version 6)",
+    "SELECT 1 FROM pragma_table_info('runs') WHERE name = 'user'",
+    """
+    ALTER TABLE runs RENAME TO broker_runs_v1;
+    DROP INDEX IF EXISTS runs_user;
+    """,
+    # Renaming its sqlite_sequence row keeps the ids going on above every run it ever had (logs/N.log).
+    # It kept no code (only the hash), no pid and, of the spec, the limits.
+    """
+    UPDATE sqlite_sequence SET name = 'runs' WHERE name = 'broker_runs_v1';
+    INSERT INTO runs (
+        id, kernel, owner_pid, name, backend, isolation, spec, code, code_hash, status, error, exit_code,
+        created, started, ended, duration, peak_memory, details, user, client_run, image, runtime
+    )
+    SELECT
+        id, COALESCE(kernel, ''), 0, name, 'container', 'container',
+        '{"backend": "container", "limits": ' || COALESCE(limits, '{}') || '}', '', COALESCE(code_hash, ''),
+        status, error, exit_code, created, started, ended, duration, peak_memory, details,
+        user, client_run, image, runtime
+    FROM broker_runs_v1 ORDER BY id;
+    DROP TABLE broker_runs_v1;
+    """,
+)
 
 
 def migrate(db: sqlite3.Connection, path: Path) -> int:
@@ -155,11 +206,15 @@ def migrate(db: sqlite3.Connection, path: Path) -> int:
         if found > LATEST:
             raise _newer(path, found)
         legacy = found == 0 and _has_tables(db)
+        adopted = legacy and db.execute(BROKER_FIRST.found).fetchone() is not None
+        if adopted:
+            _script(db, BROKER_FIRST.before)
         for step in MIGRATIONS[found:]:
             if legacy and step.present and db.execute(step.present).fetchone():
                 continue
-            for statement in _statements(step.sql):
-                db.execute(statement)
+            _script(db, step.sql)
+        if adopted:
+            _script(db, BROKER_FIRST.after)
         db.execute(f"PRAGMA user_version = {LATEST}")
         db.execute("COMMIT")
     except BaseException:
@@ -174,6 +229,11 @@ def _version(db: sqlite3.Connection) -> int:
 
 def _has_tables(db: sqlite3.Connection) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' LIMIT 1").fetchone() is not None
+
+
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    for statement in _statements(sql):
+        db.execute(statement)
 
 
 def _statements(sql: str) -> list[str]:
