@@ -25,7 +25,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import ExecutorBackend, MapOutcome, MapProgress
+from .backends.base import ExecutorBackend, MapOutcome
+from .backends.runs import MapProgress
 from .cache import NotCacheable, digest
 from .errors import MapError, TaskError, TransferError, describe_error, status_of
 from .runner.bootstrap import MAP_INPUT, Untransferable, encode

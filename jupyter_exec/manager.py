@@ -345,9 +345,8 @@ class Manager:
         self.policy.check_image(image)
         if self.policy.sources:  # no policy file: the backend's options have nothing to pass
             spec = type(backend).admit(spec, self.policy) or spec
-        return replace(
-            spec, limits=_merged_limits(spec.limits, self.config.default_limits(), backend.enforced_limits, self.policy)
-        )
+        enforced = frozenset() if backend.defaults_applied_remotely else backend.enforced_limits  # none merged here
+        return replace(spec, limits=_merged_limits(spec.limits, self.config.default_limits(), enforced, self.policy))
 
     def wanted_env(self, spec: RunSpec) -> EnvSpec | None:
         """The run's runtime env with the kernel default (``%jx env``) inherited; None if empty."""

@@ -112,7 +112,7 @@ class Broker:
             time.sleep(0.1)
 
     def admin(self, request: dict) -> dict:
-        from jupyter_exec.broker.transport import Address, ask
+        from jupyter_exec.backends.broker.transport import Address, ask
 
         return ask(Address.parse(self.address), request)
 
@@ -167,7 +167,7 @@ class UserKernel(Kernel):
 
 _RAW = textwrap.dedent("""
     import json, sys, threading
-    from jupyter_exec.broker.transport import Address, open_stream
+    from jupyter_exec.backends.broker.transport import Address, open_stream
     address, requests = Address.parse(sys.argv[1]), json.load(sys.stdin)
     streams = [open_stream(address, request) for request in requests]
     events = [[] for _ in streams]

@@ -139,7 +139,6 @@ def test_backends_never_import_ipython_and_base_imports_nothing_above_it():
         assert not re.search(r"^\s*(from|import) IPython", path.read_text(), re.M), path
     above = {
         "jupyter_exec.manager",
-        "jupyter_exec.policy",
         "jupyter_exec.session",
         "jupyter_exec.magics",
         "jupyter_exec.widgets",

@@ -17,10 +17,12 @@ import threading
 import urllib.parse
 from typing import Any
 
-from . import wire
+from jupyter_exec.backends.broker import wire
+from jupyter_exec.backends.broker.wire import BrokerError
+
 from .hubauth import HubAuth
+from .ops import handle
 from .service import Broker
-from .wire import BrokerError
 
 __all__ = ["HubServer"]
 
@@ -50,7 +52,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             channel.send(wire.error_event(BrokerError(400, "Content-Length: expected a number")))
             return
         try:
-            self.server.broker.handle(identity, doc, channel)
+            handle(self.server.broker, identity, doc, channel)
         except OSError:
             pass  # the client went away: its run (if any) was stopped by the run's own loop
 

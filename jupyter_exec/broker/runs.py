@@ -16,9 +16,11 @@ import hashlib
 import threading
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from jupyter_exec.backends.base import Outcome, Submission, TaskHandle
+from jupyter_exec.backends.broker import wire
+from jupyter_exec.backends.broker.wire import RunRequest
 from jupyter_exec.backends.container import ContainerBackend, ContainerOptions
 from jupyter_exec.envs.spec import EnvSpec
 from jupyter_exec.errors import TaskCancelledError
@@ -26,12 +28,8 @@ from jupyter_exec.policy import Policy
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
 
-from . import wire
 from .quotas import Ticket
-from .wire import RunRequest
-
-if TYPE_CHECKING:
-    from .service import Broker, Channel, Identity
+from .service import Broker, Channel, Identity, Live
 
 __all__ = ["serve_run"]
 
@@ -152,8 +150,6 @@ class _Run:
         run_id: int,
         facts: dict[str, Any],
     ) -> None:
-        from .service import Live
-
         self.broker, self.identity, self.request, self.spec, self.ticket = broker, identity, request, spec, ticket
         self.channel, self.run_id, self.facts = channel, run_id, facts
         self.live = Live()

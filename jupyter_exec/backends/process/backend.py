@@ -23,16 +23,10 @@ import sysconfig
 import time
 from typing import Any, ClassVar
 
-from jupyter_exec.backends.base import (
-    Availability,
-    ExecutorBackend,
-    KillableRun,
-    Outcome,
-    Submission,
-    TaskHandle,
-    cancel_run,
-)
+from jupyter_exec.backends import names
+from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
+from jupyter_exec.backends.runs import KillableRun, RunRegistry
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.spec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
@@ -79,7 +73,7 @@ class LocalBackend(ExecutorBackend):
     """A subprocess in its own session, with rlimits, a cgroup where possible, and a
     wall-clock timeout that kills everything the run started."""
 
-    name: ClassVar[str] = "local"
+    name: ClassVar[str] = names.LOCAL
     isolation: ClassVar[str] = "subprocess"
     needs_scratch: ClassVar[bool] = True
     samples: ClassVar[bool] = True
@@ -88,7 +82,7 @@ class LocalBackend(ExecutorBackend):
     def __init__(self, config: ExecConfig) -> None:
         super().__init__(config)
         self.pool = WorkerPool(config.pool_size)
-        self._runs: dict[int, _ProcessRun] = {}
+        self.runs: RunRegistry[_ProcessRun] = RunRegistry()
 
     @classmethod
     def reap(cls) -> int:
@@ -166,8 +160,7 @@ class LocalBackend(ExecutorBackend):
             self._worker_key(limits, environment.python if environment and environment.python else sys.executable),
             functools.partial(_set_limits, limits=limits),
         )
-        run = _ProcessRun(submission, self, worker)
-        self._runs[submission.run_id] = run
+        run = self.runs.add(_ProcessRun(submission, self, worker))
         try:
             run.start(request)
         except BaseException:
@@ -177,11 +170,10 @@ class LocalBackend(ExecutorBackend):
         return run.handle
 
     def cancel(self, handle: TaskHandle) -> bool:
-        return cancel_run(self._runs.get(handle.run_id))
+        return self.runs.cancel(handle.run_id)
 
     def shutdown(self) -> None:
-        for run in list(self._runs.values()):
-            cancel_run(run)
+        self.runs.shutdown()
         self.pool.close()
 
     def get_available_resources(self) -> dict[str, Any]:
@@ -192,17 +184,17 @@ class LocalBackend(ExecutorBackend):
         }
 
     def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
-        run = self._runs.get(handle.run_id)
+        run = self.runs.get(handle.run_id)
         return None if run is None else run.usage()
 
     def forget(self, run_id: int) -> None:
-        self._runs.pop(run_id, None)
+        self.runs.forget(run_id)
 
 
 class SeccompBackend(LocalBackend):
     """``local`` plus Landlock, dropped capabilities, a seccomp denylist and namespaces."""
 
-    name: ClassVar[str] = "seccomp"
+    name: ClassVar[str] = names.SECCOMP
     isolation: ClassVar[str] = "seccomp"
     confined: ClassVar[bool] = True
 
