@@ -47,7 +47,7 @@ class _ChannelSink:
         self.lock = threading.Lock()
         self.hung_up = False
 
-    def send(self, event: dict[str, Any]) -> None:
+    def send(self, event: wire.Event) -> None:
         with self.lock:
             if self.hung_up:
                 return
@@ -227,7 +227,9 @@ class _Run:
                 stopped = True
             sample = backend.sample(handle)
             if sample:
-                self.sink.send({"t": "sample", **sample})
+                self.sink.send(
+                    {"t": "sample", "memory": sample.get("memory"), "cpu_seconds": sample.get("cpu_seconds")}
+                )
 
     def _finish(self, outcome: Outcome) -> None:
         broker = self.broker

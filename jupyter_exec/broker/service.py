@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from jupyter_exec.backends.broker.wire import Event
 from jupyter_exec.backends.container import ContainerBackend
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import JupyterExecError, PolicyError
@@ -45,7 +46,7 @@ class Identity:
 class Channel(Protocol):
     """Where one request's events go. ``send`` raises ``OSError`` once the client is gone."""
 
-    def send(self, event: dict[str, Any]) -> None: ...
+    def send(self, event: Event) -> None: ...
 
     def gone(self) -> bool: ...
 

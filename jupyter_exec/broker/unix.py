@@ -19,7 +19,6 @@ import socket
 import struct
 import threading
 from pathlib import Path
-from typing import Any
 
 from jupyter_exec.backends.broker import wire
 from jupyter_exec.backends.broker.wire import BrokerError
@@ -58,7 +57,7 @@ class _SocketChannel:
         self.sock = sock
         self.lock = threading.Lock()
 
-    def send(self, event: dict[str, Any]) -> None:
+    def send(self, event: wire.Event) -> None:
         with self.lock:
             self.sock.sendall(wire.encode(event))
 

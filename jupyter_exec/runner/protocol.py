@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jupyter_exec.errors import RemoteError, TransferError, remote_error
 
 from .sanitize import sanitize_bundle
 from .transfer import decode
+
+if TYPE_CHECKING:  # the plan's types exist for the type checker alone (confine.py is stdlib only)
+    from .confine import Plan
 
 __all__ = ["BOOTSTRAP_PATH", "FORKSERVER_PATH", "Envelope", "OutputSink", "ProtocolReader", "build_request"]
 
@@ -41,7 +44,7 @@ def build_request(
     trust: bool,
     env: dict[str, str],
     cwd: str | None,
-    confine: dict[str, Any] | None = None,
+    confine: Plan | None = None,
     sys_path: tuple[str, ...] = (),
     working_dir: str | None = None,
     extra: dict[str, Any] | None = None,

@@ -29,7 +29,7 @@ from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
 
 from .transport import Address, Stream, ask, open_stream
-from .wire import BrokerError, outcome_parts, raise_for
+from .wire import BrokerError, Request, RunDoc, outcome_parts, raise_for
 
 __all__ = ["BrokerBackend", "broker_address", "brokered"]
 
@@ -82,7 +82,7 @@ class BrokerBackend(ExecutorBackend):
         """Ask the broker who we are to it: unreachable, or a token it refuses, fails here, once."""
         self.hello = self.ask({"op": "hello"})
 
-    def ask(self, request: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+    def ask(self, request: Request, timeout: float = 30) -> dict[str, Any]:
         try:
             return ask(self.address, request, self.token, timeout)
         except BrokerError as error:
@@ -146,7 +146,7 @@ def brokered(address: str) -> type[BrokerBackend]:
     return type("BrokerBackend", (BrokerBackend,), {"configured": address, "__module__": __name__})
 
 
-def _request(submission: Submission, defaults: Limits) -> dict[str, Any]:
+def _request(submission: Submission, defaults: Limits) -> RunDoc:
     """The run request: the spec as data (the broker checks every field again), the limits the
     user asked for apart from the kernel's ``defaults``."""
     spec = submission.spec

@@ -29,7 +29,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.spec import Limits, Mount
@@ -38,6 +38,9 @@ from jupyter_exec.units import format_size, parse_size
 from .config import DockerConfig
 from .engine import Engine
 from .runtimes import GVISOR, missing_args
+
+if TYPE_CHECKING:  # the plan's types exist for the type checker alone (confine.py is stdlib only)
+    from jupyter_exec.runner.confine import Rlimits
 
 __all__ = ["CA_TARGET", "SLOT_ROOT", "ContainerPlan", "bind", "plan"]
 
@@ -63,7 +66,7 @@ class ContainerPlan:
     environment: dict[str, str]
     userns: str | None  # Podman's keep-id for a rootless engine: the cell's uid is the user's
     gvisor: bool
-    rlimits: dict[str, float]  # set by the bootstrap in the cell's process (runner/confine.py)
+    rlimits: Rlimits  # set by the bootstrap in the cell's process (runner/confine.py)
     notes: tuple[str, ...] = ()
 
 
@@ -90,7 +93,7 @@ def plan(
     gvisor = runtime == GVISOR
     if runtime:
         _check_runtime(engine, runtime, limits, settings.user)
-    rlimits: dict[str, float] = {"nofile": settings.nofile}
+    rlimits: Rlimits = {"nofile": settings.nofile}
     notes = []
     host: dict[str, Any] = {
         "network_mode": "bridge" if limits.network else "none",

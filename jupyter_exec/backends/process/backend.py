@@ -21,7 +21,7 @@ import os
 import sys
 import sysconfig
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from jupyter_exec.backends import names
 from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
@@ -40,6 +40,9 @@ from .cgroups import reap_cgroups
 from .guarantees import guarantees
 from .templates import Exit
 from .workers import Worker, WorkerKey, WorkerPool, reap_workers
+
+if TYPE_CHECKING:  # the plan's types exist for the type checker alone (confine.py is stdlib only)
+    from jupyter_exec.runner.confine import Mounts, Plan, Rlimits
 
 __all__ = ["LocalBackend", "SeccompBackend"]
 
@@ -117,10 +120,10 @@ class LocalBackend(ExecutorBackend):
     def initialize(self) -> None:
         self.pool.warm(self._worker_key(Limits(), sys.executable))
 
-    def confine_plan(self, submission: Submission) -> dict[str, Any]:
+    def confine_plan(self, submission: Submission) -> Plan:
         return {"rlimits": self._rlimits(submission.spec.limits)}
 
-    def _rlimits(self, limits: Limits) -> dict[str, Any]:
+    def _rlimits(self, limits: Limits) -> Rlimits:
         """The rlimits of a run; a limit this host cannot keep refuses the run instead."""
         if limits.gpus is not None:
             raise BackendUnavailableError(
@@ -132,7 +135,7 @@ class LocalBackend(ExecutorBackend):
         for name in promised.unenforced():
             if getattr(limits, name) is not None:
                 raise BackendUnavailableError(self.name, promised.refusal(name), promised.limit(name).fix)
-        rlimits: dict[str, Any] = {"cpu": limits.cpu_time and max(1, round(limits.cpu_time)), "fsize": limits.fsize}
+        rlimits: Rlimits = {"cpu": limits.cpu_time and max(1, round(limits.cpu_time)), "fsize": limits.fsize}
         if not promised.cgroup.kind:
             rlimits["as"] = limits.memory
             # In a user namespace of the run's own, RLIMIT_NPROC counts only its processes;
@@ -220,7 +223,7 @@ class SeccompBackend(LocalBackend):
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
         return WorkerKey(python, namespaces=guarantees(True).namespaces.available, network=limits.network)
 
-    def confine_plan(self, submission: Submission) -> dict[str, Any]:
+    def confine_plan(self, submission: Submission) -> Plan:
         spec = submission.spec
         for mount in spec.mounts:
             if mount.target != str(mount.source):
@@ -233,7 +236,7 @@ class SeccompBackend(LocalBackend):
         if submission.environment is not None:
             readable.append(str(submission.environment.path))
         writable = [str(submission.scratch), *_DEVICES, *(str(m.source) for m in spec.mounts if not m.read_only)]
-        plan: dict[str, Any] = {
+        plan: Plan = {
             **super().confine_plan(submission),
             "landlock": True,
             "seccomp": True,
@@ -250,7 +253,7 @@ class SeccompBackend(LocalBackend):
         return {**plan, "readable": readable, "writable": writable}
 
 
-def _private_mounts(limits: Limits, seen: list[str]) -> dict[str, Any]:
+def _private_mounts(limits: Limits, seen: list[str]) -> Mounts:
     """The run's mounts in its own mount namespace: ``/dev/shm`` of ``--shm``; ``/tmp`` and
     ``/run`` emptied, but for the paths the run must ``seen`` there (its scratch directory
     under the default ``/tmp``, a ``--mount``), which stay at their place."""
