@@ -505,6 +505,21 @@ def test_a_client_that_hangs_up_leaves_no_container(broker):
     assert broker.admin({"op": "show", "run": run})["run"]["status"] == "cancelled"
 
 
+def test_a_kernel_shutting_down_cancels_its_runs_at_the_broker(broker):
+    """Its runs still going are cancelled at the broker (not cut off as lost), and recorded
+    ``cancelled`` by the broker and in the user's own store; their containers are removed."""
+    kernel = UserKernel(USERS[0], {"JX_BROKER": broker.address})
+    try:
+        kernel.start(f"{SANDBOX} --bg --name leaving\n{HOSTNAME}time.sleep(120)")
+        run, container = _going(broker, USERS[0])
+        Kernel.shutdown(kernel)  # the kernel alone: its data directory is read below
+        assert kernel.store().runs(1)[0]["status"] == "cancelled"
+        assert broker.admin({"op": "show", "run": run})["run"]["status"] == "cancelled"
+        _until(lambda: not _exists(container), "the run's container removed")
+    finally:
+        shutil.rmtree(kernel.data_dir, ignore_errors=True)
+
+
 def test_admin_commands_list_and_cancel_anyones_run(broker):
     going = {"op": "run", "code": f"{HOSTNAME}time.sleep(120)", "limits": {}}
     client = raw(USERS[0], broker, going, background=True)
