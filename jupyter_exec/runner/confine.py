@@ -19,7 +19,7 @@ Applied by the bootstrap in this order, while the process is still single-thread
    be imported (``pyseccomp`` costs ~50 ms a run).
 
 Each step reports what it did or why it could not, so the host can say so instead of
-pretending. The host asks for the steps with a ``Plan`` (typed below for the type checker).
+pretending. The host asks for the steps with a ``Plan`` (``plans``).
 """
 
 from __future__ import annotations
@@ -35,42 +35,7 @@ import struct
 # milliseconds (annotations are not evaluated, see the __future__ import).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import TypedDict
-
-    #: ``apply_rlimits``'s limits: bytes, seconds, counts ("as" is a keyword: hence this form).
-    Rlimits = TypedDict(
-        "Rlimits",
-        {
-            "as": float | None,
-            "cpu": float | None,
-            "fsize": float | None,
-            "nproc": float | None,
-            "nproc_more": float | None,
-            "nofile": float | None,
-        },
-        total=False,
-    )
-
-    class Mounts(TypedDict):
-        """``private_mounts``'s arguments: the run's own mount namespace."""
-
-        host_mount_ns: str  # the kernel's, where nothing may be mounted
-        shm_size: int | None  # bytes of the run's /dev/shm (None: the kernel's default)
-        mask: dict[str, list[str]]  # directory emptied -> the paths kept in it
-
-    class Plan(TypedDict, total=False):
-        """What the host (the process or container backend) asks ``confine`` to do: a step
-        per key, skipped where it is absent."""
-
-        rlimits: Rlimits
-        mounts: Mounts
-        landlock: bool
-        readable: list[str]  # for Landlock: read-only paths
-        writable: list[str]  # for Landlock: writable paths
-        seccomp: bool
-        network: bool  # sockets allowed (Landlock's TCP rules, the seccomp filter)
-        connect: bool  # connect() allowed without network: false where host sockets stay in view
-
+    from .plans import Plan, Rlimits
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long

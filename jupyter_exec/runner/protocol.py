@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from jupyter_exec.errors import RemoteError, TransferError, remote_error
 
+from .plans import Plan
 from .sanitize import sanitize_bundle
 from .transfer import decode
-
-if TYPE_CHECKING:  # the plan's types exist for the type checker alone (confine.py is stdlib only)
-    from .confine import Plan
 
 __all__ = ["BOOTSTRAP_PATH", "FORKSERVER_PATH", "Envelope", "OutputSink", "ProtocolReader", "build_request"]
 

@@ -29,18 +29,16 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jupyter_exec.errors import BackendUnavailableError
+from jupyter_exec.runner.plans import Rlimits
 from jupyter_exec.spec import Limits, Mount
 from jupyter_exec.units import format_size, parse_size
 
 from .config import DockerConfig
 from .engine import Engine
 from .runtimes import GVISOR, missing_args
-
-if TYPE_CHECKING:  # the plan's types exist for the type checker alone (confine.py is stdlib only)
-    from jupyter_exec.runner.confine import Rlimits
 
 __all__ = ["CA_TARGET", "SLOT_ROOT", "ContainerPlan", "bind", "plan"]
 

@@ -21,7 +21,7 @@ import os
 import sys
 import sysconfig
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from jupyter_exec.backends import names
 from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
@@ -33,6 +33,7 @@ from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.monitor import proc_usage
 from jupyter_exec.runner import confine as confinement
+from jupyter_exec.runner.plans import Mounts, Plan, Rlimits
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
 from jupyter_exec.spec import Limits, RunSpec
 
@@ -40,9 +41,6 @@ from .cgroups import reap_cgroups
 from .guarantees import guarantees
 from .templates import Exit
 from .workers import Worker, WorkerKey, WorkerPool, reap_workers
-
-if TYPE_CHECKING:  # the plan's types exist for the type checker alone (confine.py is stdlib only)
-    from jupyter_exec.runner.confine import Mounts, Plan, Rlimits
 
 __all__ = ["LocalBackend", "SeccompBackend"]
 
