@@ -50,7 +50,7 @@ def main() -> None:
 def measure(address: str, runs: int) -> tuple[float, float]:
     shell = notebook_shell()
     from jupyter_exec import current_manager
-    from jupyter_exec.broker.transport import Address, ask
+    from jupyter_exec.backends.broker.transport import Address, ask
 
     manager = current_manager()
 

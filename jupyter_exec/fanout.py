@@ -26,7 +26,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from .admission import AdmittedSpec
-from .backends.base import ExecutorBackend, MapOutcome, MapProgress
+from .backends.base import ExecutorBackend, MapOutcome
+from .backends.runs import MapProgress
 from .cache import NotCacheable, RunCache, digest
 from .errors import MapError, TaskError, TransferError, describe_error, status_of
 from .events import EventCallback, RunEvent, RunResult

@@ -46,7 +46,7 @@ from typing import Any
 
 import yaml
 
-from .backends.factory import ALIASES, BACKENDS, canonical
+from .backends.names import ALIASES, NAMES, canonical
 from .errors import PolicyError, SpecError
 from .limits import LIMITS, Limit
 from .spec import Limits
@@ -155,7 +155,7 @@ class Policy:
     def allowed_backends(self) -> frozenset[str] | None:
         """The backends every allow-list admits (None: no list, all are allowed); worked out once."""
         lists = self.allow.get("backends", ())
-        return frozenset(name for name in BACKENDS if all(a.allows(name) for a in lists)) if lists else None
+        return frozenset(name for name in NAMES if all(a.allows(name) for a in lists)) if lists else None
 
     def refuse_if_broken(self) -> None:
         """A policy file that cannot be read refuses every run (fail closed)."""
@@ -268,9 +268,9 @@ def _patterns(key: str, value: Any, where: str) -> tuple[str, ...]:
     patterns = tuple(item.strip() for item in value)
     if key != "backends":
         return patterns
-    unknown = [name for name in patterns if canonical(name) not in BACKENDS]
+    unknown = [name for name in patterns if canonical(name) not in NAMES]
     if unknown:
-        names = ", ".join([*BACKENDS, *ALIASES])
+        names = ", ".join([*NAMES, *ALIASES])
         raise SpecError(f"{where}: unknown backend {unknown[0]!r}; choose from {names}")
     return tuple(dict.fromkeys(canonical(name) for name in patterns))  # docker is the container backend
 

@@ -1,7 +1,8 @@
 """IPython magics: ``%%sandbox``, ``%%rayrun`` and ``%jx``. Installed as ``jupyter_exec.magics``.
 
 They only parse and call the kernel's one ``Manager`` (made here, when the extension
-loads, and made current for ``map`` and ``explore``).
+loads, and made current for ``map`` and ``explore``). Loading also hands the core what it
+shows of the notebook: the tree widget that ``explore`` keeps current.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.manager import Manager
 from jupyter_exec.session import set_current_manager
+from jupyter_exec.trace.explore import show_traces_with
 
-from .cells import probe_widgets
+from .cells import follow_trace, probe_widgets
 from .jx import JxMagics
 from .rayrun import RayMagics
 from .sandbox import SandboxMagics
@@ -28,6 +30,7 @@ _loaded: dict[int, tuple[Manager, Callable[[dict[str, Any]], None]]] = {}
 def register(ipython: Any) -> None:
     manager = Manager(ExecConfig(parent=ipython), kernel_id=_kernel_id())
     set_current_manager(manager)
+    show_traces_with(follow_trace)
     probe_widgets()
     for magics in _MAGIC_CLASSES:
         ipython.register_magics(magics(ipython, manager))
@@ -48,6 +51,7 @@ def unregister(ipython: Any) -> None:
         ipython.unobserve(stop, names="exit_now")
         manager.shutdown()
         set_current_manager(None)
+        show_traces_with(None)
 
 
 def _kernel_id() -> str | None:

@@ -17,8 +17,10 @@ from jupyter_exec.events import EventCallback, RunEvent, RunResult
 from jupyter_exec.manager import Manager
 from jupyter_exec.output import ConsoleSink
 from jupyter_exec.spec import RunSpec
+from jupyter_exec.trace.explore import TraceView
+from jupyter_exec.trace.model import Trace
 
-__all__ = ["background_runs", "probe_widgets", "run_cell", "widgets_wanted"]
+__all__ = ["background_runs", "follow_trace", "probe_widgets", "run_cell", "widgets_wanted"]
 
 _background: dict[int, BackgroundRuns] = {}
 
@@ -46,6 +48,18 @@ def widgets_wanted(manager: Manager, quiet: bool = False) -> bool:
     except ImportError:  # anywidget / ipywidgets not installed: plain text
         return False
     return widgets_enabled(manager.config.widgets)
+
+
+def follow_trace(trace: Trace, manager: Manager) -> TraceView | None:
+    """The tree widget of ``trace``, displayed here for ``explore`` to keep current (the
+    extension's ``trace.explore.Viewer``); None where no widget frontend would draw it."""
+    if not widgets_wanted(manager):
+        return None
+    from jupyter_exec.widgets import TreeWidget
+
+    view = TreeWidget.of(trace, manager)
+    display(view)
+    return view
 
 
 def run_cell(

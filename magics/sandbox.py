@@ -14,7 +14,7 @@ from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from jupyter_exec.backends.container import ContainerOptions
-from jupyter_exec.backends.factory import canonical
+from jupyter_exec.backends.names import canonical
 from jupyter_exec.envs import EnvSpec
 from jupyter_exec.errors import SpecError
 from jupyter_exec.manager import Manager

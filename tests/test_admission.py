@@ -12,9 +12,10 @@ from conftest import require
 import jupyter_exec
 from jupyter_exec.admission import AdmittedSpec, BackendFacts, admit
 from jupyter_exec.backends.base import Submission
+from jupyter_exec.backends.broker.client import _request, brokered
 from jupyter_exec.backends.container import ContainerBackend
 from jupyter_exec.backends.process import SeccompBackend
-from jupyter_exec.broker.client import _request, brokered
+from jupyter_exec.broker.ops import handle
 from jupyter_exec.broker.service import Broker, Identity, Settings
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs import EnvSpec
@@ -102,15 +103,15 @@ def test_a_cell_a_map_and_a_broker_admit_a_request_the_same_way(kernel_side, tmp
     broker = Broker(Settings(tmp_path / "broker", policy=path), ExecConfig(data_dir=str(tmp_path / "b"), pool_size=0))
     try:
         channel = _Channel()
-        broker.handle(Identity("alice"), {"v": 1, **_request(submission, config.default_limits())}, channel)
+        handle(broker, Identity("alice"), {"v": 1, **_request(submission, config.default_limits())}, channel)
         end = channel.events[-1]
         assert end["t"] == "end" and end["status"] == "succeeded", channel.events
         shown = _Channel()
-        broker.handle(Identity("alice"), {"v": 1, "op": "show", "run": channel.events[0]["run"]}, shown)
+        handle(broker, Identity("alice"), {"v": 1, "op": "show", "run": channel.events[0]["run"]}, shown)
         row = shown.events[0]["run"]
     finally:
         broker.close()
-    assert json.loads(row["limits"]) == ADMITTED and row["image"] == admitted.image
+    assert json.loads(row["spec"])["limits"] == ADMITTED and row["image"] == admitted.image
 
 
 def test_what_a_backend_cannot_keep_is_refused_in_its_words(kernel_side):

@@ -116,7 +116,7 @@ class Broker:
             time.sleep(0.1)
 
     def admin(self, request: dict) -> dict:
-        from jupyter_exec.broker.transport import Address, ask
+        from jupyter_exec.backends.broker.transport import Address, ask
 
         return ask(Address.parse(self.address), request)
 
@@ -171,7 +171,7 @@ class UserKernel(Kernel):
 
 _RAW = textwrap.dedent("""
     import json, sys, threading
-    from jupyter_exec.broker.transport import Address, open_stream
+    from jupyter_exec.backends.broker.transport import Address, open_stream
     address, requests = Address.parse(sys.argv[1]), json.load(sys.stdin)
     streams = [open_stream(address, request) for request in requests]
     events = [[] for _ in streams]
@@ -511,6 +511,21 @@ def test_a_client_that_hangs_up_leaves_no_container(broker):
     _until(lambda: not _exists(container), "the hung-up run's container removed")
     _until(lambda: broker.admin({"op": "show", "run": run})["run"]["status"] != "running", "the run finished")
     assert broker.admin({"op": "show", "run": run})["run"]["status"] == "cancelled"
+
+
+def test_a_kernel_shutting_down_cancels_its_runs_at_the_broker(broker):
+    """Its runs still going are cancelled at the broker (not cut off as lost), and recorded
+    ``cancelled`` by the broker and in the user's own store; their containers are removed."""
+    kernel = UserKernel(USERS[0], {"JX_BROKER": broker.address})
+    try:
+        kernel.start(f"{SANDBOX} --bg --name leaving\n{HOSTNAME}time.sleep(120)")
+        run, container = _going(broker, USERS[0])
+        Kernel.shutdown(kernel)  # the kernel alone: its data directory is read below
+        assert kernel.store().runs(1)[0]["status"] == "cancelled"
+        assert broker.admin({"op": "show", "run": run})["run"]["status"] == "cancelled"
+        _until(lambda: not _exists(container), "the run's container removed")
+    finally:
+        shutil.rmtree(kernel.data_dir, ignore_errors=True)
 
 
 def test_admin_commands_list_and_cancel_anyones_run(broker):

@@ -85,7 +85,7 @@ def test_a_user_cannot_reach_another_users_runs_through_the_hub(hub):
 
 def _broker(hub: Hub, token: str, request: dict) -> list[dict]:
     """The broker's events for ``request``, sent through the hub with ``token``."""
-    from jupyter_exec.broker.transport import Address, open_stream
+    from jupyter_exec.backends.broker.transport import Address, open_stream
 
     stream = open_stream(Address.parse(hub.broker_url), request, token, timeout=30)
     try:

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from jupyter_exec.backends.broker.wire import BrokerError, parse_run
 from jupyter_exec.broker.audit import AuditLog
 from jupyter_exec.broker.quotas import RateLimiter, Scheduler, Ticket
 from jupyter_exec.broker.rules import Capacity, Quotas, parse_rules
-from jupyter_exec.broker.wire import BrokerError, parse_run
 from jupyter_exec.errors import PolicyError
 
 RULES = {

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Kernel, owned_processes
+from conftest import NO_NAMESPACES, Kernel, owned_processes, require
 
 from jupyter_exec.backends.process.cgroups import cgroup_mode
 
@@ -63,3 +63,23 @@ def test_killed_kernel_mid_run_dies_with_it_and_is_cleared_by_the_next(tmp_path)
     finally:
         successor.shutdown()
         kernel.km.cleanup_resources()
+
+
+@pytest.mark.parametrize("backend", ["seccomp"] + ([] if NO_NAMESPACES else ["container"]))  # rootless needs them
+def test_a_kernel_shutting_down_ends_its_runs_still_going_as_cancelled(tmp_path, backend):
+    """Every backend shuts down alike: what still runs is cancelled, and the kernel waits for it
+    to end, so %jx runs shows it cancelled, not running, nor failed by the next kernel's reaper."""
+    if backend == "container":
+        from jupyter_exec.backends.container import ContainerBackend
+
+        availability = ContainerBackend.availability()
+        require(availability.ok, f"container backend: {availability.reason} — {availability.fix}")
+    kernel = Kernel(tmp_path / "data", tmp_path)
+    kernel.start(
+        f"%%sandbox --bg --backend {backend}\nimport time\nprint('going', flush=True)\ntime.sleep(300)", "going"
+    )
+    store = kernel.store()
+    run_id = store.runs(1)[0]["id"]
+    kernel.shutdown()
+    row = store.get(run_id)
+    assert row["status"] == "cancelled", row

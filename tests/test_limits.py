@@ -8,11 +8,11 @@ import math
 
 import pytest
 
+from jupyter_exec.backends.broker.wire import BrokerError, parse_run
 from jupyter_exec.backends.container.config import DockerConfig
 from jupyter_exec.backends.container.hostconfig import _device_request
 from jupyter_exec.broker.rules import Capacity, Quotas
 from jupyter_exec.broker.runs import _gpus_held
-from jupyter_exec.broker.wire import BrokerError, parse_run
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import PolicyError, SpecError
 from jupyter_exec.limits import LIMITS, Gpus

@@ -1,5 +1,7 @@
-"""The ways a cell can run: ``base`` is the contract, ``factory`` the registry by name, and
-each engine is a package of its own (``process``, ``container``, ``raycluster``).
+"""The ways a cell can run: ``base`` is the contract, ``names`` the backends' names (plain
+strings), ``runs`` what backends share to follow their runs, ``factory`` the registry by
+name, and each backend is a package of its own (``process``, ``container``, ``raycluster``,
+and ``broker``: container runs sent to a broker).
 
 Nothing here is imported eagerly, so importing the contract never pulls in an engine.
 """

@@ -6,39 +6,36 @@ at once; the run goes on in the background, streaming output to the submission's
 that says how it ended. Backends never import IPython.
 
 What callers would otherwise special-case is part of the contract: ``options_class``
-(the backend's typed ``Placement``), ``admit`` (its own ceilings in the administrator's
-policy), ``reap`` (what dead kernels left behind) and capability flags (``samples``,
-``needs_scratch``, ``native_runtime_env``). This module imports nothing above it.
+(the backend's typed ``Placement``), ``enforced_limits`` and ``admitted_again``
+(which limits it keeps, and whose defaults apply), ``admit`` (its own ceilings in the
+administrator's policy), ``reap`` (what dead kernels left behind) and capability flags
+(``samples``, ``needs_scratch``, ``native_runtime_env``, ``fans_out``).
+
+This module is the contract only: the machinery the backends share to follow their runs
+(the run registry, the kill-able read loop) is ``runs``'s. It imports nothing above it.
 """
 
 from __future__ import annotations
 
 import abc
-import codecs
-import os
-import select
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.builder import BuiltEnv, EnvBuilder
 from jupyter_exec.envs.spec import EnvSpec
-from jupyter_exec.errors import NodeFailedError, TaskError, TransferError, remote_error
+from jupyter_exec.errors import TaskError, TransferError, remote_error
 from jupyter_exec.limits import LIMITS
-from jupyter_exec.runner.protocol import Envelope, OutputSink, ProtocolReader
+from jupyter_exec.policy import Policy
+from jupyter_exec.runner.protocol import Envelope, OutputSink
 from jupyter_exec.spec import Limits, Placement, RunSpec
 from jupyter_exec.status import Status
 
-if TYPE_CHECKING:
-    from jupyter_exec.policy import Policy
-
-KILL_GRACE = 2.0  # seconds a killed run's descriptors may stay open before we stop reading
-
-__all__ = ["Availability", "ExecutorBackend", "MapOutcome", "MapProgress", "Outcome", "Submission", "TaskHandle"]
+__all__ = ["Availability", "ExecutorBackend", "MapOutcome", "Outcome", "Submission", "TaskHandle"]
 
 
 @dataclass(frozen=True)
@@ -124,21 +121,6 @@ class MapOutcome:
                 )
 
 
-class MapProgress:
-    """The progress line every map shows (``say``: where it goes; None: nowhere), at most five
-    times a second and once more when the last item is in."""
-
-    def __init__(self, total: int, say: Callable[[str], None] | None) -> None:
-        self.total, self.say, self.done, self._shown = total, say, 0, 0.0
-
-    def advance(self, items: int) -> None:
-        self.done += items
-        if self.say and (time.monotonic() - self._shown > 0.2 or self.done == self.total):
-            self._shown = time.monotonic()
-            end = "\n" if self.done == self.total else ""
-            self.say(f"\r[jupyter-exec] map: {self.done}/{self.total} items{end}")
-
-
 class TaskHandle:
     """A submitted run. Finished exactly once, by the backend."""
 
@@ -172,112 +154,15 @@ class TaskHandle:
         return True
 
 
-class KillableRun(abc.ABC):
-    """A run a backend started in a process or container it can kill, read through
-    file descriptors (stdout, stderr, the protocol channel) by its pump thread.
-
-    ``pump`` is that thread's body: stream until the run's processes let go, work out
-    the outcome, release what the run held, and finish the handle whatever happens.
-    """
-
-    handle: TaskHandle
-    submission: Submission
-    reader: ProtocolReader
-    cancel_requested: bool = False
-    timed_out: bool = False
-
-    @abc.abstractmethod
-    def kill(self) -> None:
-        """Kill everything the run started, at once."""
-
-    @abc.abstractmethod
-    def stream_until_exit(self) -> Outcome:
-        """Stream the run's output until it ends; how it ended."""
-
-    @abc.abstractmethod
-    def release(self) -> None:
-        """Give back what the run held (its process or container); never raises."""
-
-    def after(self) -> None:
-        """Called once the handle is finished (e.g. to refill a pool off the run's path)."""
-
-    def start_pump(self) -> None:
-        threading.Thread(target=self.pump, daemon=True, name=f"jx-run-{self.submission.run_id}").start()
-
-    def pump(self) -> None:
-        try:
-            outcome = self.stream_until_exit()
-        except BaseException as error:  # never leave a handle unfinished
-            self.kill()
-            outcome = Outcome(Status.FAILED, error=NodeFailedError(f"lost the run: {error!r}"))
-        finally:
-            self.release()
-        self.handle.finish(outcome)
-        self.after()
-
-    def stream(self, fds: dict[int, str], tick: Callable[[float], None] = lambda elapsed: None) -> None:
-        """Read ``fds`` (named stdout, stderr or protocol) until every holder lets go.
-
-        Output is decoded incrementally, so a character split across reads stays whole. Once
-        stdout and stderr are closed and the supervisor has reported the cell's exit (its
-        last message), the run is over without waiting for the protocol channel to close. The
-        wall-clock limit is enforced here: past it the run is killed and ``timed_out`` set.
-        After a kill, something outside our reach may hold a descriptor open; it gets
-        ``KILL_GRACE`` seconds, then we stop waiting. ``tick`` is called each pass.
-        """
-        timeout = self.submission.spec.limits.timeout
-        started = time.monotonic()
-        deadline = started + timeout if timeout else None
-        killed_at: float | None = None
-        streams = dict(fds)
-        decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
-        sink = self.submission.sink
-        while streams:
-            wait = 0.1 if deadline is None or killed_at is not None else max(0.0, min(0.1, deadline - time.monotonic()))
-            readable, _, _ = select.select(list(streams), [], [], wait)
-            for fd in readable:
-                try:
-                    chunk = os.read(fd, 65536)
-                except BlockingIOError:
-                    continue
-                name = streams[fd]
-                if not chunk:
-                    del streams[fd]
-                elif name == "protocol":
-                    self.reader.feed(chunk)
-                elif text := decoders[name].decode(chunk):
-                    sink.output(name, text)
-            now = time.monotonic()
-            tick(now - started)
-            if killed_at is None and deadline is not None and now >= deadline:
-                self.timed_out = True
-                self.kill()
-            if killed_at is None and (self.timed_out or self.cancel_requested):
-                killed_at = now
-            if killed_at is not None and now - killed_at > KILL_GRACE:
-                break
-            if self.reader.exit_status is not None and "stdout" not in streams.values() and len(streams) == 1:
-                break  # the supervisor's last word, and the cell's output complete: nothing more can come
-        for name, decoder in decoders.items():
-            if tail := decoder.decode(b"", final=True):
-                sink.output(name, tail)
-
-
-def cancel_run(run: KillableRun | None) -> bool:
-    """Cancel ``run`` if it is still going; True if it was."""
-    if run is None or run.handle.done():
-        return False
-    run.cancel_requested = True
-    run.kill()
-    return True
-
-
 class ExecutorBackend(abc.ABC):
     """One way of running a cell. Each is registered by name in ``factory``."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # one of ``names.NAMES``
     isolation: ClassVar[str]  # none | subprocess | seccomp | container | ray
-    enforced_limits: ClassVar[frozenset[str] | None] = None  # Limits fields it enforces; None: all
+    #: The ``Limits`` fields this backend enforces (None: all). The kernel's defaults are merged
+    #: for these only, and a ceiling of the policy lowers them; an explicit limit outside the set
+    #: is refused, never ignored (a Ray task gets the default timeout, not the sandbox's pids).
+    enforced_limits: ClassVar[frozenset[str] | None] = None
     #: The backend's own options (``RunSpec.placement``); None: it takes none.
     options_class: ClassVar[type[Placement] | None] = None
 
@@ -291,7 +176,9 @@ class ExecutorBackend(abc.ABC):
     #: Capability: ``map`` fans work out over many items itself.
     fans_out: ClassVar[bool] = False
     #: Capability: where runs go (a broker) admits them again under its own policy: the kernel
+    #: sends the limits asked for as they are (checked against its own policy, never lowered),
     #: merges none of its default limits in (they travel apart) and lowers none to a ceiling.
+    #: True for the broker's client, whose broker enforces every limit (``enforced_limits``: all).
     admitted_again: ClassVar[bool] = False
 
     def __init__(self, config: ExecConfig) -> None:
@@ -337,6 +224,11 @@ class ExecutorBackend(abc.ABC):
     def cancel(self, handle: TaskHandle) -> bool:
         """Stop the run; True if it was still running."""
 
+    def forget(self, run_id: int) -> None:
+        """Drop run ``run_id`` from what the backend follows (``sample``, ``cancel``, ``shutdown``
+        find no more of it); called once the run is over, or if it never started. Its handle
+        stays as it was. A backend that follows nothing has nothing to drop."""
+
     def get_result(self, handle: TaskHandle, timeout: float | None = None) -> Envelope:
         """The run's envelope, or its ``TaskError``."""
         if not handle.wait(timeout):
@@ -374,7 +266,9 @@ class ExecutorBackend(abc.ABC):
         raise NotImplementedError(f"{self.name} does not fan out")
 
     def shutdown(self) -> None:
-        """Release what ``initialize`` started. Runs still going are cancelled."""
+        """Cancel the runs still going and wait for them to end (at most ``runs.SHUTDOWN_WAIT``
+        seconds in all, so each is recorded ``cancelled``), then release what ``initialize``
+        started."""
 
     def get_available_resources(self) -> dict[str, Any]:
         return {}

@@ -3,38 +3,34 @@
 ``auto`` prefers the strongest isolation that works here: a container when an engine
 answers (rootless Podman or Docker, or a rootful one; see ``container.engines``), else
 seccomp. It never falls back to an unconfined process on its own: ``local`` must be
-asked for by name. ``docker`` is another name of ``container`` (``ALIASES``), in options
-and in policy files alike. With a broker configured (``ExecConfig.broker``), ``container``
-is the broker's (``broker.client.BrokerBackend``): container runs go there and nowhere else.
+asked for by name. The names themselves (``docker`` is another name of ``container``)
+are ``names``'s, which the policy and the options read without loading a backend. With a
+broker configured (``ExecConfig.broker``), ``container`` is the broker's
+(``broker.client.BrokerBackend``): container runs go there and nowhere else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING
 
-from jupyter_exec.broker.client import broker_address, brokered
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.builder import EnvBuilder
 from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError, JupyterExecError
+from jupyter_exec.policy import Policy
 
 from .base import Availability, ExecutorBackend
+from .broker.client import broker_address, brokered
 from .container import ContainerBackend
 from .container.envbuilder import ImageEnvBuilder
+from .names import ALIASES, AUTO_ORDER, canonical
 from .process import LocalBackend, SeccompBackend
 from .raycluster import RayBackend
 
-if TYPE_CHECKING:
-    from jupyter_exec.policy import Policy
-
 __all__ = [
-    "ALIASES",
-    "AUTO_ORDER",
     "BACKENDS",
     "availability_report",
     "backend_class",
-    "canonical",
     "choose",
     "env_builder_for",
     "reap_all",
@@ -42,22 +38,12 @@ __all__ = [
 ]
 
 BACKENDS: dict[str, type[ExecutorBackend]] = {
-    LocalBackend.name: LocalBackend,
-    SeccompBackend.name: SeccompBackend,
-    RayBackend.name: RayBackend,
-    ContainerBackend.name: ContainerBackend,
-}
-ALIASES = {"docker": ContainerBackend.name}  # other names a backend answers to
-AUTO_ORDER = ("container", "seccomp")
+    cls.name: cls for cls in (LocalBackend, SeccompBackend, RayBackend, ContainerBackend)
+}  # in ``names.NAMES``'s order
 _ENV_BUILDERS: dict[str, type[VenvBuilder] | type[ImageEnvBuilder]] = {
     VenvBuilder.kind: VenvBuilder,
     ImageEnvBuilder.kind: ImageEnvBuilder,
 }
-
-
-def canonical(name: str) -> str:
-    """The backend's own name for ``name`` (``docker`` -> ``container``); other names unchanged."""
-    return ALIASES.get(name, name)
 
 
 def backend_class(name: str, config: ExecConfig | None = None) -> type[ExecutorBackend]:

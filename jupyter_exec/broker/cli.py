@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from jupyter_exec.backends.broker.transport import Address, ask
 from jupyter_exec.errors import JupyterExecError
-
-from .transport import Address, ask
 
 __all__ = ["add_parser", "run"]
 

@@ -15,12 +15,15 @@ import select
 import socket
 import threading
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
-from . import wire
+from jupyter_exec.backends.broker import wire
+from jupyter_exec.backends.broker.wire import BrokerError
+
 from .hubauth import HubAuth
+from .ops import handle
 from .service import Broker
-from .wire import BrokerError
 
 __all__ = ["HubServer"]
 
@@ -50,7 +53,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             channel.send(wire.error_event(BrokerError(400, "Content-Length: expected a number")))
             return
         try:
-            self.server.broker.handle(identity, doc, channel)
+            handle(self.server.broker, identity, doc, channel)
         except OSError:
             pass  # the client went away: its run (if any) was stopped by the run's own loop
 
@@ -65,11 +68,10 @@ class _HttpChannel:
         self.handler, self.started = handler, False
         self.lock = threading.Lock()
 
-    def send(self, event: dict[str, Any]) -> None:
+    def send(self, event: wire.Event) -> None:
         with self.lock:
             if not self.started:
-                status = int(event.get("status", 200)) if event.get("t") == "error" else 200
-                self.handler.send_response(status)
+                self.handler.send_response(_status(event))
                 self.handler.send_header("Content-Type", "application/x-ndjson")
                 self.handler.send_header("Cache-Control", "no-store")
                 self.handler.end_headers()
@@ -84,6 +86,11 @@ class _HttpChannel:
             return bool(readable) and not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except (OSError, ValueError):
             return True
+
+
+def _status(event: Mapping[str, Any]) -> int:
+    """The HTTP status of an answer: an error's own, else 200."""
+    return int(event.get("status", 500)) if event.get("t") == "error" else 200
 
 
 class _Server(http.server.ThreadingHTTPServer):

@@ -17,8 +17,9 @@ import time
 import urllib.error
 import urllib.request
 
+from jupyter_exec.backends.broker.wire import BrokerError
+
 from .service import Identity
-from .wire import BrokerError
 
 __all__ = ["HubAuth"]
 

@@ -20,10 +20,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from jupyter_exec.backends.broker.wire import BrokerError
 from jupyter_exec.units import format_size
 
 from .rules import Capacity, Quotas
-from .wire import BrokerError
 
 __all__ = ["RateLimiter", "Scheduler", "Ticket"]
 

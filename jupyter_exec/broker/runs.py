@@ -18,10 +18,12 @@ import math
 import threading
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from jupyter_exec.admission import AdmittedSpec, BackendFacts, admit
 from jupyter_exec.backends.base import Outcome, Submission, TaskHandle
+from jupyter_exec.backends.broker import wire
+from jupyter_exec.backends.broker.wire import BrokerError, RunRequest
 from jupyter_exec.backends.container import ContainerBackend, ContainerOptions
 from jupyter_exec.envs.spec import EnvSpec
 from jupyter_exec.errors import TaskCancelledError
@@ -29,13 +31,9 @@ from jupyter_exec.policy import Policy
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
 
-from . import wire
 from .quotas import Ticket
 from .rules import Capacity, Quotas
-from .wire import BrokerError, RunRequest
-
-if TYPE_CHECKING:
-    from .service import Broker, Channel, Identity
+from .service import Broker, Channel, Identity, Live
 
 __all__ = ["serve_run"]
 
@@ -53,7 +51,7 @@ class _ChannelSink:
         self.lock = threading.Lock()
         self.hung_up = False
 
-    def send(self, event: dict[str, Any]) -> None:
+    def send(self, event: wire.Event) -> None:
         with self.lock:
             if self.hung_up:
                 return
@@ -160,8 +158,6 @@ class _Run:
         run_id: int,
         facts: dict[str, Any],
     ) -> None:
-        from .service import Live
-
         self.broker, self.identity, self.request, self.spec, self.ticket = broker, identity, request, spec, ticket
         self.channel, self.run_id, self.facts = channel, run_id, facts
         self.live = Live()
@@ -239,7 +235,9 @@ class _Run:
                 stopped = True
             sample = backend.sample(handle)
             if sample:
-                self.sink.send({"t": "sample", **sample})
+                self.sink.send(
+                    {"t": "sample", "memory": sample.get("memory"), "cpu_seconds": sample.get("cpu_seconds")}
+                )
 
     def _finish(self, outcome: Outcome) -> None:
         broker = self.broker

@@ -19,11 +19,12 @@ import socket
 import struct
 import threading
 from pathlib import Path
-from typing import Any
 
-from . import wire
+from jupyter_exec.backends.broker import wire
+from jupyter_exec.backends.broker.wire import BrokerError
+
+from .ops import handle
 from .service import Broker, Identity
-from .wire import BrokerError
 
 __all__ = ["UnixServer", "identity_of"]
 
@@ -56,7 +57,7 @@ class _SocketChannel:
         self.sock = sock
         self.lock = threading.Lock()
 
-    def send(self, event: dict[str, Any]) -> None:
+    def send(self, event: wire.Event) -> None:
         with self.lock:
             self.sock.sendall(wire.encode(event))
 
@@ -103,7 +104,7 @@ class UnixServer:
             except BrokerError as error:
                 channel.send(wire.error_event(error))
                 return
-            self.broker.handle(identity, doc, channel)
+            handle(self.broker, identity, doc, channel)
         except OSError:
             pass  # the client went away: its run (if any) was stopped by the run's own loop
         finally:

@@ -19,7 +19,7 @@ Applied by the bootstrap in this order, while the process is still single-thread
    be imported (``pyseccomp`` costs ~50 ms a run).
 
 Each step reports what it did or why it could not, so the host can say so instead of
-pretending.
+pretending. The host asks for the steps with a ``Plan`` (``plans``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import struct
 # milliseconds (annotations are not evaluated, see the __future__ import).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from .plans import Plan, Rlimits
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -205,7 +205,7 @@ def _syscall(name: str, *args: object) -> int:
 # --- rlimits --------------------------------------------------------------------------
 
 
-def apply_rlimits(limits: dict[str, float | None]) -> None:
+def apply_rlimits(limits: Rlimits) -> None:
     """``{"as": bytes, "cpu": seconds, "fsize": bytes, "nproc": n, "nofile": n}``; no cores.
 
     ``"nproc_more": n`` allows ``n`` processes more than this user runs now: outside a
@@ -222,7 +222,7 @@ def apply_rlimits(limits: dict[str, float | None]) -> None:
         "nofile": resource.RLIMIT_NOFILE,
     }
     for key, value in limits.items():
-        if value is None:
+        if not isinstance(value, (int, float)):  # None: no limit
             continue
         soft = int(value) + (user_task_count() if key == "nproc_more" else 0)
         # CPU: SIGXCPU at the soft limit, SIGKILL a second later if it is caught.
@@ -484,7 +484,7 @@ def apply_seccomp(network: bool, connect: bool = True) -> None:
         raise OSError(err, f"seccomp filter refused: {os.strerror(err)}")
 
 
-def confine(plan: dict[str, Any]) -> list[str]:
+def confine(plan: Plan) -> list[str]:
     """Apply ``plan`` (built by the host) and return notes on what was applied."""
     notes = []
     apply_rlimits(plan.get("rlimits", {}))

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from jupyter_exec.errors import RemoteError, TransferError, remote_error
 
+from .plans import Plan
 from .sanitize import sanitize_bundle
 from .transfer import decode
 
@@ -41,7 +42,7 @@ def build_request(
     trust: bool,
     env: dict[str, str],
     cwd: str | None,
-    confine: dict[str, Any] | None = None,
+    confine: Plan | None = None,
     sys_path: tuple[str, ...] = (),
     working_dir: str | None = None,
     extra: dict[str, Any] | None = None,

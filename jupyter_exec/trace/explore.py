@@ -7,6 +7,10 @@ trace's lock while it does, since cells in the background and maps may grow the 
 trace meanwhile (the scheduler catches up with their nodes from the trace's log). The
 trace lives in the store, so calling ``explore`` again (after a kernel restart, say)
 carries on from what is there.
+
+What shows the trace live is handed in, never imported from the notebook's side: a
+``Viewer`` given to ``explore``, else the one ``%load_ext jupyter_exec`` installs with
+``show_traces_with`` (the tree widget, where a widget frontend is attached).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from jupyter_exec.errors import SpecError, TaskError, describe_error, status_of
 from jupyter_exec.manager import Manager, RunResult
@@ -33,20 +37,42 @@ from .store import TraceStore
 from .timer import Timer
 
 __all__ = [
+    "TraceView",
+    "Viewer",
     "explore",
     "metrics_of",
     "record_outcome",
     "record_value",
     "resolve_parent",
     "run_in_trace",
+    "show_traces_with",
     "trace_store",
 ]
 
 Proposal = str | tuple[str, Mapping[str, Any]] | Mapping[str, Any]
 
+
+class TraceView(Protocol):
+    """What shows a trace live (the tree widget is one): redrawn as ``explore`` grows it, at
+    most every ``min_interval`` seconds."""
+
+    def refresh(self, *, min_interval: float = 0.0) -> None: ...
+
+
+#: Shows ``trace`` (of that Manager's store) and returns its view; None where it cannot be shown.
+Viewer = Callable[[Trace, Manager], TraceView | None]
+
 _stores: dict[str, TraceStore] = {}
-_live: weakref.WeakKeyDictionary[Trace, Any] = weakref.WeakKeyDictionary()  # trace -> its TreeWidget
+_live: weakref.WeakKeyDictionary[Trace, TraceView] = weakref.WeakKeyDictionary()
+_viewer: Viewer | None = None  # what shows a trace when explore is given none
 _lock = threading.Lock()
+
+
+def show_traces_with(viewer: Viewer | None) -> None:
+    """Make ``viewer`` show what ``explore`` grows when it is given no viewer of its own (the
+    extension installs the tree widget's when it loads, and None when it unloads)."""
+    global _viewer
+    _viewer = viewer
 
 
 def trace_store(manager: Manager) -> TraceStore:
@@ -165,17 +191,12 @@ def _proposal(proposed: Proposal) -> tuple[str, dict[str, Any]]:
     )
 
 
-def _follow(trace: Trace, manager: Manager) -> None:
-    """Show ``trace`` as a tree widget that ``_progress`` keeps current, where a widget frontend is attached."""
-    try:
-        from IPython.display import display
-
-        from jupyter_exec.widgets import TreeWidget, widgets_enabled
-    except ImportError:  # no IPython or no widget packages: the text line alone
-        return
-    if widgets_enabled(manager.config.widgets):
-        _live[trace] = view = TreeWidget.of(trace, manager)
-        display(view)
+def _follow(trace: Trace, manager: Manager, viewer: Viewer | None) -> None:
+    """Show ``trace`` with ``viewer`` (else the installed one), kept current by ``_progress``;
+    nothing where there is no viewer or it cannot show it here: the text line alone."""
+    viewer = viewer or _viewer
+    if viewer is not None and (view := viewer(trace, manager)) is not None:
+        _live[trace] = view
 
 
 def _progress(trace: Trace, budget: int | None, running: int, end: str = "") -> None:
@@ -204,6 +225,7 @@ def explore(
     maximize: bool | None = None,
     manager: Manager | None = None,
     progress: bool = True,
+    viewer: Viewer | None = None,
 ) -> Trace:
     """Grow trace ``trace`` until it holds ``budget`` nodes or ``time_budget`` runs out.
 
@@ -213,7 +235,8 @@ def explore(
     ``{"code": ..., "params": ...}``; the child's cell ends with a number or a dict holding
     ``metric`` (for a new trace ``score``, maximised; a stored trace keeps its own). No run
     starts after the time budget and runs still going are cancelled. The default
-    scheduler is ``MCTS`` with one root.
+    scheduler is ``MCTS`` with one root. With ``progress``, a line of text follows the trace,
+    and ``viewer`` (default: the tree widget, in a notebook with the extension loaded) shows it.
     """
     if budget is None and time_budget is None:
         raise SpecError("explore needs budget=N (nodes), time_budget='30m', or both")
@@ -226,7 +249,7 @@ def explore(
     store = trace_store(manager)
     model = store.open(trace, metric, maximize)
     if progress:
-        _follow(model, manager)
+        _follow(model, manager, viewer)
     scheduler = scheduler or MCTS()
     spec = RunSpec(backend=backend, limits=limits if isinstance(limits, Limits) else Limits.parse(**(limits or {})))
     in_flight: dict[Future, Node] = {}

@@ -20,22 +20,17 @@ import importlib.util
 import os
 import signal
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from jupyter_exec.backends.base import (
-    Availability,
-    ExecutorBackend,
-    KillableRun,
-    Outcome,
-    Submission,
-    TaskHandle,
-    cancel_run,
-)
+from jupyter_exec.backends import names
+from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
+from jupyter_exec.backends.runs import KillableRun, RunRegistry
 from jupyter_exec.config import ExecConfig, application_config
 from jupyter_exec.envs.spec import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, PolicyError
 from jupyter_exec.extras import install_hint
+from jupyter_exec.policy import Policy
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
 from jupyter_exec.spec import Limits, RunSpec
 
@@ -48,9 +43,6 @@ from .images import build_command
 from .pool import LABEL, ContainerPool, PoolKey, boot_id, reap_containers
 from .slot import Slot, gone, stopped
 from .stats import Sampler
-
-if TYPE_CHECKING:  # the policy module sits above the backends
-    from jupyter_exec.policy import Policy
 
 __all__ = ["ContainerBackend"]
 
@@ -67,7 +59,7 @@ def _settings() -> DockerConfig:
 class ContainerBackend(ExecutorBackend):
     """Runs each cell in its own container from a warm pool; see the module docstring."""
 
-    name: ClassVar[str] = "container"
+    name: ClassVar[str] = names.CONTAINER
     isolation: ClassVar[str] = "container"
     samples: ClassVar[bool] = True
     options_class = ContainerOptions
@@ -83,7 +75,7 @@ class ContainerBackend(ExecutorBackend):
         self.kernel_id = f"pid-{os.getpid()}"
         self.pool = ContainerPool(config.pool_size, self._make_slot, most=self.settings.pool_max)
         self._plans: dict[PoolKey, ContainerPlan] = {}
-        self._runs: dict[int, _ContainerRun] = {}
+        self.runs: RunRegistry[_ContainerRun] = RunRegistry()
         #: More labels for every container this backend makes (the broker adds the user's name).
         self.labels: dict[str, str] = {}
 
@@ -275,8 +267,7 @@ class ContainerBackend(ExecutorBackend):
                 f"the container engine at {self.engine.url} failed: {error}",
                 "check it (`docker info` / `podman info`), or pass --backend seccomp",
             ) from error
-        run = _ContainerRun(submission, self, slot, key, container_plan)
-        self._runs[submission.run_id] = run
+        run = self.runs.add(_ContainerRun(submission, self, slot, key, container_plan))
         try:
             run.start(request)
         except BaseException:
@@ -286,22 +277,19 @@ class ContainerBackend(ExecutorBackend):
         return run.handle
 
     def cancel(self, handle: TaskHandle) -> bool:
-        return cancel_run(self._runs.get(handle.run_id))
+        return self.runs.cancel(handle.run_id)
 
     def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
-        run = self._runs.get(handle.run_id)
+        run = self.runs.get(handle.run_id)
         if run is None or not run.sampler.samples:
             return None
         return {"memory": run.sampler.memory, "cpu_seconds": run.sampler.cpu_seconds}
 
     def forget(self, run_id: int) -> None:
-        self._runs.pop(run_id, None)
+        self.runs.forget(run_id)
 
     def shutdown(self) -> None:
-        for run in list(self._runs.values()):
-            cancel_run(run)
-        for run in list(self._runs.values()):
-            run.handle.wait(10)
+        self.runs.shutdown()
         self.pool.close()
 
     def get_available_resources(self) -> dict[str, Any]:

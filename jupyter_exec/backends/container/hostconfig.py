@@ -34,6 +34,7 @@ from typing import Any
 
 from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.limits import Gpus
+from jupyter_exec.runner.plans import Rlimits
 from jupyter_exec.spec import Limits, Mount
 from jupyter_exec.units import format_size, parse_size
 
@@ -65,7 +66,7 @@ class ContainerPlan:
     environment: dict[str, str]
     userns: str | None  # Podman's keep-id for a rootless engine: the cell's uid is the user's
     gvisor: bool
-    rlimits: dict[str, float]  # set by the bootstrap in the cell's process (runner/confine.py)
+    rlimits: Rlimits  # set by the bootstrap in the cell's process (runner/confine.py)
     notes: tuple[str, ...] = ()
 
 
@@ -86,7 +87,7 @@ def plan(
     gvisor = runtime == GVISOR
     if runtime:
         _check_runtime(engine, runtime, limits, settings.user)
-    rlimits: dict[str, float] = {"nofile": settings.nofile}
+    rlimits: Rlimits = {"nofile": settings.nofile}
     notes = []
     host: dict[str, Any] = {
         "network_mode": "bridge" if limits.network else "none",

@@ -23,22 +23,17 @@ import sysconfig
 import time
 from typing import Any, ClassVar
 
-from jupyter_exec.backends.base import (
-    Availability,
-    ExecutorBackend,
-    KillableRun,
-    Outcome,
-    Submission,
-    TaskHandle,
-    cancel_run,
-)
+from jupyter_exec.backends import names
+from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
+from jupyter_exec.backends.runs import KillableRun, RunRegistry
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.spec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.monitor import proc_usage
 from jupyter_exec.runner import confine as confinement
+from jupyter_exec.runner.plans import Mounts, Plan, Rlimits
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
 from jupyter_exec.spec import Limits, RunSpec
 
@@ -79,7 +74,7 @@ class LocalBackend(ExecutorBackend):
     """A subprocess in its own session, with rlimits, a cgroup where possible, and a
     wall-clock timeout that kills everything the run started."""
 
-    name: ClassVar[str] = "local"
+    name: ClassVar[str] = names.LOCAL
     isolation: ClassVar[str] = "subprocess"
     needs_scratch: ClassVar[bool] = True
     samples: ClassVar[bool] = True
@@ -88,7 +83,7 @@ class LocalBackend(ExecutorBackend):
     def __init__(self, config: ExecConfig) -> None:
         super().__init__(config)
         self.pool = WorkerPool(config.pool_size)
-        self._runs: dict[int, _ProcessRun] = {}
+        self.runs: RunRegistry[_ProcessRun] = RunRegistry()
 
     @classmethod
     def reap(cls) -> int:
@@ -133,13 +128,13 @@ class LocalBackend(ExecutorBackend):
     def initialize(self) -> None:
         self.pool.warm(self._worker_key(Limits(), sys.executable))
 
-    def confine_plan(self, submission: Submission) -> dict[str, Any]:
+    def confine_plan(self, submission: Submission) -> Plan:
         return {"rlimits": self._rlimits(submission.spec.limits)}
 
-    def _rlimits(self, limits: Limits) -> dict[str, Any]:
+    def _rlimits(self, limits: Limits) -> Rlimits:
         """The rlimits of a run (admitted: every limit in it is one this host keeps)."""
         promised = guarantees(self.confined)
-        rlimits: dict[str, Any] = {"cpu": limits.cpu_time and max(1, round(limits.cpu_time)), "fsize": limits.fsize}
+        rlimits: Rlimits = {"cpu": limits.cpu_time and max(1, round(limits.cpu_time)), "fsize": limits.fsize}
         if not promised.cgroup.kind:
             rlimits["as"] = limits.memory
             # In a user namespace of the run's own, RLIMIT_NPROC counts only its processes;
@@ -167,8 +162,7 @@ class LocalBackend(ExecutorBackend):
             self._worker_key(limits, environment.python if environment and environment.python else sys.executable),
             functools.partial(_set_limits, limits=limits),
         )
-        run = _ProcessRun(submission, self, worker)
-        self._runs[submission.run_id] = run
+        run = self.runs.add(_ProcessRun(submission, self, worker))
         try:
             run.start(request)
         except BaseException:
@@ -178,11 +172,10 @@ class LocalBackend(ExecutorBackend):
         return run.handle
 
     def cancel(self, handle: TaskHandle) -> bool:
-        return cancel_run(self._runs.get(handle.run_id))
+        return self.runs.cancel(handle.run_id)
 
     def shutdown(self) -> None:
-        for run in list(self._runs.values()):
-            cancel_run(run)
+        self.runs.shutdown()
         self.pool.close()
 
     def get_available_resources(self) -> dict[str, Any]:
@@ -193,17 +186,17 @@ class LocalBackend(ExecutorBackend):
         }
 
     def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
-        run = self._runs.get(handle.run_id)
+        run = self.runs.get(handle.run_id)
         return None if run is None else run.usage()
 
     def forget(self, run_id: int) -> None:
-        self._runs.pop(run_id, None)
+        self.runs.forget(run_id)
 
 
 class SeccompBackend(LocalBackend):
     """``local`` plus Landlock, dropped capabilities, a seccomp denylist and namespaces."""
 
-    name: ClassVar[str] = "seccomp"
+    name: ClassVar[str] = names.SECCOMP
     isolation: ClassVar[str] = "seccomp"
     confined: ClassVar[bool] = True
 
@@ -229,7 +222,7 @@ class SeccompBackend(LocalBackend):
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
         return WorkerKey(python, namespaces=guarantees(True).namespaces.available, network=limits.network)
 
-    def confine_plan(self, submission: Submission) -> dict[str, Any]:
+    def confine_plan(self, submission: Submission) -> Plan:
         spec = submission.spec
         for mount in spec.mounts:
             if mount.target != str(mount.source):
@@ -242,7 +235,7 @@ class SeccompBackend(LocalBackend):
         if submission.environment is not None:
             readable.append(str(submission.environment.path))
         writable = [str(submission.scratch), *_DEVICES, *(str(m.source) for m in spec.mounts if not m.read_only)]
-        plan: dict[str, Any] = {
+        plan: Plan = {
             **super().confine_plan(submission),
             "landlock": True,
             "seccomp": True,
@@ -259,7 +252,7 @@ class SeccompBackend(LocalBackend):
         return {**plan, "readable": readable, "writable": writable}
 
 
-def _private_mounts(limits: Limits, seen: list[str]) -> dict[str, Any]:
+def _private_mounts(limits: Limits, seen: list[str]) -> Mounts:
     """The run's mounts in its own mount namespace: ``/dev/shm`` of ``--shm``; ``/tmp`` and
     ``/run`` emptied, but for the paths the run must ``seen`` there (its scratch directory
     under the default ``/tmp``, a ``--mount``), which stay at their place."""

@@ -13,12 +13,15 @@ import functools
 import importlib.util
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from jupyter_exec.backends import names
 from jupyter_exec.backends.base import Availability, ExecutorBackend, MapOutcome, Submission, TaskHandle
+from jupyter_exec.backends.runs import RunRegistry
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.extras import install_hint
+from jupyter_exec.policy import Policy
 from jupyter_exec.runner.protocol import Envelope, build_request
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.units import parse_duration
@@ -29,9 +32,6 @@ from .options import LOCAL_RAY, RayOptions
 from .quiet import noise
 from .run import RayRun, deadlines
 
-if TYPE_CHECKING:
-    from jupyter_exec.policy import Policy
-
 __all__ = ["RayBackend"]
 
 _CANCEL_GRACE = 10.0
@@ -40,7 +40,7 @@ _CANCEL_GRACE = 10.0
 class RayBackend(ExecutorBackend):
     """A cell as a Ray task with the resources it asks for; output streams via a relay actor."""
 
-    name: ClassVar[str] = "ray"
+    name: ClassVar[str] = names.RAY
     isolation: ClassVar[str] = "ray"
     enforced_limits: ClassVar[frozenset[str]] = frozenset({"timeout"})
     options_class = RayOptions
@@ -52,7 +52,7 @@ class RayBackend(ExecutorBackend):
         if not availability.ok:
             raise BackendUnavailableError(self.name, availability.reason, availability.fix)
         super().__init__(config)
-        self._runs: dict[int, RayRun] = {}
+        self.runs: RunRegistry[RayRun] = RunRegistry()
 
     @staticmethod
     def options(spec: RunSpec) -> RayOptions:
@@ -119,8 +119,9 @@ class RayBackend(ExecutorBackend):
         ).decode()
         runtime_env = ship_local_files(ray_runtime_env(submission.spec))
         # The task first: the bookkeeping below then overlaps with it on another core.
-        run = RayRun(submission, self, conn, node_id, conn.cell_task_for(options, node_id, runtime_env).remote(request))
-        self._runs[submission.run_id] = run
+        run = self.runs.add(
+            RayRun(submission, self, conn, node_id, conn.cell_task_for(options, node_id, runtime_env).remote(request))
+        )
         conn.output.track(submission.run_id, run)
         conn.track(submission.run_id, run.lose)
         if submission.spec.limits.timeout is not None:
@@ -163,7 +164,7 @@ class RayBackend(ExecutorBackend):
     def get_result(self, handle: TaskHandle, timeout: float | None = None) -> Envelope:
         """Waits for the task in the calling thread: no thread per run (a trivial cell stays
         close to a bare Ray task). An interrupt there reaches the manager, which cancels."""
-        run = self._runs.get(handle.run_id)
+        run = self.runs.get(handle.run_id)
         if run is not None:
             run.resolve(timeout)
         return super().get_result(handle, timeout)
@@ -174,7 +175,7 @@ class RayBackend(ExecutorBackend):
         import ray
 
         handles = list(handles)
-        runs = {run.ref: run for h in handles if not h.done() and (run := self._runs.get(h.run_id))}
+        runs = {run.ref: run for h in handles if not h.done() and (run := self.runs.get(h.run_id))}
         if runs:
             ready, _ = ray.wait(list(runs), num_returns=1, timeout=timeout)
             for ref in ready:
@@ -182,16 +183,15 @@ class RayBackend(ExecutorBackend):
         return [h for h in handles if h.done()], [h for h in handles if not h.done()]
 
     def cancel(self, handle: TaskHandle) -> bool:
-        run = self._runs.get(handle.run_id)
-        if run is None or handle.done():
+        """Cancel the task, and wait a while for Ray to say it ended (nothing else may be waiting)."""
+        run = self.runs.get(handle.run_id)
+        if run is None or not self.runs.cancel(handle.run_id):
             return False
-        run.cancel()
-        run.resolve(_CANCEL_GRACE)
+        run.settle(_CANCEL_GRACE)
         return True
 
     def shutdown(self) -> None:
-        for run in list(self._runs.values()):
-            self.cancel(run.handle)
+        self.runs.shutdown()
         connection().close()
 
     def get_available_resources(self) -> dict[str, Any]:
@@ -216,7 +216,7 @@ class RayBackend(ExecutorBackend):
         }
 
     def forget(self, run_id: int) -> None:
-        self._runs.pop(run_id, None)
+        self.runs.forget(run_id)
         connection().untrack(run_id)
         noise.detach(run_id)
 

@@ -18,7 +18,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from jupyter_exec.backends.base import MapOutcome, MapProgress
+from jupyter_exec.backends.base import MapOutcome
+from jupyter_exec.backends.runs import MapProgress
 from jupyter_exec.errors import NodeFailedError
 from jupyter_exec.runner.transfer import decode
 from jupyter_exec.spec import RunSpec

@@ -10,9 +10,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from jupyter_exec.backends.base import Outcome, Submission, TaskHandle
+from jupyter_exec.backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
+from jupyter_exec.backends.runs import TrackedRun
 from jupyter_exec.errors import NodeFailedError
 from jupyter_exec.runner.protocol import Envelope
 from jupyter_exec.runner.sanitize import sanitize_bundle
@@ -20,9 +21,6 @@ from jupyter_exec.status import Status
 
 from .connection import Connection
 from .errors import task_error
-
-if TYPE_CHECKING:
-    from .backend import RayBackend
 
 __all__ = ["Deadlines", "RayRun", "StillRunning", "deadlines"]
 
@@ -90,11 +88,12 @@ def _ended(run: RayRun | None) -> bool:
 deadlines = Deadlines()
 
 
-class RayRun:
-    """One cell on Ray: waits for the task, takes its output, maps how it ended."""
+class RayRun(TrackedRun):
+    """One cell on Ray: waits for the task, takes its output, maps how it ended. Its handle is
+    finished by whoever waits for it (``resolve``): Ray needs no thread per run."""
 
     def __init__(
-        self, submission: Submission, backend: RayBackend, conn: Connection, node_id: str | None, ref: Any
+        self, submission: Submission, backend: ExecutorBackend, conn: Connection, node_id: str | None, ref: Any
     ) -> None:
         self.submission, self.backend, self.conn, self.ref = submission, backend, conn, ref
         self.handle = TaskHandle(submission, backend)
@@ -127,6 +126,10 @@ class RayRun:
 
         self.cancel_requested = True
         ray.cancel(self.ref, force=True)
+
+    def settle(self, timeout: float) -> bool:
+        self.resolve(timeout)
+        return self.handle.done()
 
     def expire(self) -> None:
         """The run's ``--timeout`` passed: force-cancel it (its waiter then reports the timeout)."""

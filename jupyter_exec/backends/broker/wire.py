@@ -11,13 +11,18 @@ Everything a cell prints travels inside a JSON string the broker writes, so noth
 can start a line of its own: output and control cannot be confused (as with the bootstrap's
 own channel, which the broker reads). ``parse_run`` checks a run request field by field: the
 broker trusts no client, so a hand-made request is held to what the magic would send.
+
+The documents are typed below (``RunDoc`` and the other requests; ``Event``), so what the
+client sends and what the broker answers are built one way; what either side receives is
+JSON from another process, and is checked (the broker) or read defensively (the client).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from jupyter_exec.errors import (
     BackendUnavailableError,
@@ -38,8 +43,22 @@ from jupyter_exec.status import Status
 __all__ = [
     "OPS",
     "VERSION",
+    "Accepted",
     "BrokerError",
+    "CancelDoc",
+    "Display",
+    "End",
+    "ErrorEvent",
+    "Event",
+    "IdentityDoc",
+    "Out",
+    "Queued",
+    "Reply",
+    "Request",
+    "RunDoc",
     "RunRequest",
+    "Running",
+    "Sample",
     "decode",
     "encode",
     "end_event",
@@ -59,6 +78,116 @@ _TASK_ERRORS: dict[str, type[TaskError]] = {
 }
 
 
+# ---- the requests (``v`` is added by the transport) ----------------------------------------
+
+
+class RunDoc(TypedDict):
+    """Run a cell: the spec as data, the limits asked for apart from the kernel's defaults."""
+
+    op: Literal["run"]
+    code: str
+    inputs: str | None  # packed by runner.transfer, opened only inside the sandbox
+    outputs: list[str]
+    trust: bool
+    env: dict[str, str]
+    limits: dict[str, Any]  # Limits.as_dict()
+    defaults: dict[str, Any]  # the kernel's default limits, Limits.as_dict()
+    runtime: str | None
+    image: str | None
+    pip: list[str]
+    name: str | None
+    kernel: str
+    client_run: int
+
+
+class CancelDoc(TypedDict):
+    op: Literal["cancel"]
+    run: int  # the broker's number of the run (``accepted``)
+
+
+class IdentityDoc(TypedDict):
+    """What decides a run's result at the broker besides its code and spec (``--cache``)."""
+
+    op: Literal["identity"]
+    image: str | None
+    runtime: str | None
+
+
+class _Op(TypedDict):
+    op: Literal["hello", "resources"]
+
+
+class _RunsDoc(TypedDict, total=False):
+    op: Literal["runs"]
+    user: str | None  # an administrator's question about another user
+    finished: bool
+    limit: int
+
+
+Request = RunDoc | CancelDoc | IdentityDoc | _Op | _RunsDoc
+
+
+# ---- the events (``t`` names the kind) ---------------------------------------------------------
+
+
+class Accepted(TypedDict):
+    t: Literal["accepted"]
+    run: int
+
+
+class Queued(TypedDict):
+    t: Literal["queued"]
+    why: str  # what the run waits for
+
+
+class Running(TypedDict):
+    t: Literal["running"]
+    started: float  # time.time() at the broker
+
+
+class Out(TypedDict):
+    t: Literal["out"]
+    s: str  # stdout | stderr
+    x: str
+
+
+class Display(TypedDict):
+    t: Literal["display"]
+    data: dict[str, str]  # a sanitized display bundle
+
+
+class Sample(TypedDict):
+    t: Literal["sample"]
+    memory: int | None  # bytes
+    cpu_seconds: float | None
+
+
+class End(TypedDict):
+    """How a run ended (``end_event``; ``outcome_parts`` rebuilds it in the kernel)."""
+
+    t: Literal["end"]
+    status: str
+    envelope: dict[str, Any] | None  # the raw Envelope: its values are decoded in the kernel
+    error: dict[str, Any] | None  # class, message, and status or remote type and traceback
+    exit_code: int | None
+    peak_memory: int | None
+    cpu_seconds: float | None
+    details: dict[str, Any]
+
+
+class ErrorEvent(TypedDict, total=False):
+    t: Literal["error"]
+    status: int  # as in HTTP
+    kind: str  # the error's class, rebuilt in the kernel by ``raise_for``
+    message: str
+    source: str | None  # a PolicyError's policy file
+    fix: str  # a BackendUnavailableError's
+
+
+Reply = dict[str, Any]  # {"t": "reply", ...}: the answer of an op other than run
+Event = Accepted | Queued | Running | Out | Display | Sample | End | ErrorEvent | Reply
+
+
 class BrokerError(JupyterExecError):
     """A request the broker answers with an error: ``status`` as in HTTP (400 bad request, 403
     refused by the policy, 404 no such run of yours, 413 too large, 429 too many)."""
@@ -68,7 +197,7 @@ class BrokerError(JupyterExecError):
         self.status, self.kind = status, kind
 
 
-def encode(event: dict[str, Any]) -> bytes:
+def encode(event: Mapping[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
@@ -82,7 +211,7 @@ def decode(line: bytes) -> dict[str, Any]:
     return event
 
 
-def error_event(error: BaseException) -> dict[str, Any]:
+def error_event(error: BaseException) -> ErrorEvent:
     """The error event for ``error``: a refusal keeps its kind (and a policy's file)."""
     if isinstance(error, BrokerError):
         return {"t": "error", "status": error.status, "kind": error.kind, "message": str(error)}
@@ -101,7 +230,7 @@ def error_event(error: BaseException) -> dict[str, Any]:
     return {"t": "error", "status": 500, "kind": type(error).__name__, "message": str(error)}
 
 
-def raise_for(event: dict[str, Any]) -> None:
+def raise_for(event: Mapping[str, Any]) -> None:
     """Raise what an error event says, as the error a local run would raise."""
     if event.get("t") != "error":
         return
@@ -236,7 +365,7 @@ def end_event(
     peak_memory: int | None = None,
     cpu_seconds: float | None = None,
     details: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> End:
     """How a run ended, for the client: the raw envelope (its values are decoded in the kernel,
     with the kernel's ``--trust``) and the error as class, message and remote traceback."""
     described: dict[str, Any] | None = None
@@ -260,7 +389,7 @@ def end_event(
     }
 
 
-def outcome_parts(event: dict[str, Any]) -> tuple[Status, Envelope | None, TaskError | None]:
+def outcome_parts(event: Mapping[str, Any]) -> tuple[Status, Envelope | None, TaskError | None]:
     """The status, envelope and error an end event carries, rebuilt on the kernel's side."""
     status = Status(event["status"])
     raw = event.get("envelope")

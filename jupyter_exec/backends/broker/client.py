@@ -15,24 +15,26 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from jupyter_exec.backends import names
 from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.container import ContainerBackend, ContainerOptions
 from jupyter_exec.backends.container.config import DEFAULT_IMAGE
+from jupyter_exec.backends.runs import RunRegistry, TrackedRun
 from jupyter_exec.config import ExecConfig, application_config
 from jupyter_exec.envs.spec import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, NodeFailedError, SpecError, TaskCancelledError
+from jupyter_exec.policy import Policy
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
 
 from .transport import Address, Stream, ask, open_stream
-from .wire import BrokerError, outcome_parts, raise_for
-
-if TYPE_CHECKING:
-    from jupyter_exec.policy import Policy
+from .wire import BrokerError, Request, RunDoc, outcome_parts, raise_for
 
 __all__ = ["BrokerBackend", "broker_address", "brokered"]
+
+_CANCEL_ASK = 5.0  # seconds a cancel waits for the broker's answer before hanging up instead
 
 
 def broker_address(config: ExecConfig | None = None) -> str:
@@ -44,12 +46,13 @@ class BrokerBackend(ExecutorBackend):
     """Container runs at the broker (see the module docstring); ``brokered(address)`` makes the
     class for one address, so that class-level questions (``availability``) know it."""
 
-    name: ClassVar[str] = "container"
+    name: ClassVar[str] = names.CONTAINER
     isolation: ClassVar[str] = "container"
     samples: ClassVar[bool] = True
     native_runtime_env: ClassVar[bool] = True
     #: The broker enforces every limit, and admits each run again under its own policy: the kernel sends
     #: the limits the user asked for as they are, and its defaults apart (``_request``).
+    enforced_limits: ClassVar[frozenset[str] | None] = None
     admitted_again: ClassVar[bool] = True
     options_class = ContainerOptions
     configured: ClassVar[str] = ""  # the address this class was made for
@@ -59,8 +62,7 @@ class BrokerBackend(ExecutorBackend):
         self.address = Address.parse(config.broker or self.configured)
         self.token = config.broker_token
         self.hello: dict[str, Any] = {}
-        self._runs: dict[int, _BrokeredRun] = {}
-        self._lock = threading.Lock()
+        self.runs: RunRegistry[_BrokeredRun] = RunRegistry()
 
     @classmethod
     def availability(cls) -> Availability:
@@ -80,9 +82,9 @@ class BrokerBackend(ExecutorBackend):
         """Ask the broker who we are to it: unreachable, or a token it refuses, fails here, once."""
         self.hello = self.ask({"op": "hello"})
 
-    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+    def ask(self, request: Request, timeout: float = 30) -> dict[str, Any]:
         try:
-            return ask(self.address, request, self.token)
+            return ask(self.address, request, self.token, timeout)
         except BrokerError as error:
             if error.status in (401, 403):
                 raise BackendUnavailableError(
@@ -116,36 +118,22 @@ class BrokerBackend(ExecutorBackend):
                 raise NodeFailedError(f"the broker at {self.address} hung up before taking the run")
             raise_for(first)
             raise NodeFailedError(f"the broker answered {first.get('t')!r} where it should take the run")
-        run = _BrokeredRun(submission, self, stream, int(first["run"]))
-        with self._lock:
-            self._runs[submission.run_id] = run
+        run = self.runs.add(_BrokeredRun(submission, self, stream, int(first["run"])))
         run.start()
         return run.handle
 
     def cancel(self, handle: TaskHandle) -> bool:
-        run = self._runs.get(handle.run_id)
-        if run is None or handle.done():
-            return False
-        run.cancelled = True
-        try:
-            self.ask({"op": "cancel", "run": run.broker_run})
-        except (BrokerError, BackendUnavailableError):
-            run.stream.close()  # hanging up stops it too
-        return True
+        return self.runs.cancel(handle.run_id)
 
     def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
-        run = self._runs.get(handle.run_id)
+        run = self.runs.get(handle.run_id)
         return run.sample if run is not None else None
 
     def forget(self, run_id: int) -> None:
-        with self._lock:
-            self._runs.pop(run_id, None)
+        self.runs.forget(run_id)
 
     def shutdown(self) -> None:
-        for run in list(self._runs.values()):
-            run.stream.close()
-        for run in list(self._runs.values()):
-            run.handle.wait(10)
+        self.runs.shutdown()
 
     def get_available_resources(self) -> dict[str, Any]:
         reply = self.ask({"op": "resources"})
@@ -158,7 +146,7 @@ def brokered(address: str) -> type[BrokerBackend]:
     return type("BrokerBackend", (BrokerBackend,), {"configured": address, "__module__": __name__})
 
 
-def _request(submission: Submission, defaults: Limits) -> dict[str, Any]:
+def _request(submission: Submission, defaults: Limits) -> RunDoc:
     """The run request: the spec as data (the broker checks every field again), the limits the
     user asked for apart from the kernel's ``defaults``."""
     spec = submission.spec
@@ -198,7 +186,7 @@ def _request(submission: Submission, defaults: Limits) -> dict[str, Any]:
     }
 
 
-class _BrokeredRun:
+class _BrokeredRun(TrackedRun):
     """One run at the broker: its stream of events, read on a thread until the end event."""
 
     def __init__(self, submission: Submission, backend: BrokerBackend, stream: Stream, broker_run: int) -> None:
@@ -206,6 +194,15 @@ class _BrokeredRun:
         self.handle = TaskHandle(submission, backend)
         self.sample: dict[str, Any] | None = None
         self.cancelled = False
+
+    def cancel(self) -> None:
+        """Ask the broker to cancel the run (it then ends it as cancelled); if the broker cannot
+        be asked, hang up, which stops the run too."""
+        self.cancelled = True
+        try:
+            self.backend.ask({"op": "cancel", "run": self.broker_run}, timeout=_CANCEL_ASK)
+        except (BrokerError, BackendUnavailableError):
+            self.stream.close()
 
     def start(self) -> None:
         threading.Thread(target=self._pump, daemon=True, name=f"jx-broker-{self.submission.run_id}").start()

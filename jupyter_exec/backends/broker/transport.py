@@ -17,7 +17,7 @@ from typing import Any
 
 from jupyter_exec.errors import BackendUnavailableError
 
-from .wire import VERSION, decode, encode, raise_for
+from .wire import VERSION, Request, decode, encode, raise_for
 
 __all__ = ["Address", "Stream", "ask", "open_stream"]
 
@@ -75,7 +75,7 @@ class Stream:
             pass
 
 
-def open_stream(address: Address, request: dict[str, Any], token: str = "", timeout: float | None = None) -> Stream:
+def open_stream(address: Address, request: Request, token: str = "", timeout: float | None = None) -> Stream:
     """Send ``request`` (the version is added); the stream of the broker's answer."""
     body = encode({"v": VERSION, **request})
     try:
@@ -141,7 +141,7 @@ class _Lines:
         return self._lines.pop(0) if self._lines else b""
 
 
-def ask(address: Address, request: dict[str, Any], token: str = "", timeout: float = 30) -> dict[str, Any]:
+def ask(address: Address, request: Request, token: str = "", timeout: float = 30) -> dict[str, Any]:
     """The one reply to ``request``; an error event is raised as the error it names."""
     stream = open_stream(address, request, token, timeout)
     try:
