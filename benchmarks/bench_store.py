@@ -6,7 +6,7 @@
    statements through a bare ``sqlite3`` connection in WAL mode, and what the free-space
    guard (``Room.check``: two statvfs, the ballast's stat) adds to it. Target: the guard
    adds ≤ 0.02 ms a run.
-2. Opening: ``Store(path)`` of an existing store (journal mode, migrations found done, the
+2. Opening: ``RunRecords(path)`` of an existing store (journal mode, migrations found done, the
    first-read probes) against ``sqlite3.connect`` + one SELECT. Reported, no target: it is
    paid once per kernel.
 3. Salvage: reading every row of a healthy store of 2 x ``--runs`` runs page by page in
@@ -29,9 +29,9 @@ from pathlib import Path
 from timing import median_ms
 
 from jupyter_exec.status import Status
-from jupyter_exec.storage.salvage import salvage
-from jupyter_exec.storage.space import Reserve, Room
-from jupyter_exec.store import Store
+from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.salvage import salvage
+from jupyter_exec.store.space import Reserve, Room
 
 _INSERT = (
     "INSERT INTO runs (kernel, owner_pid, name, backend, isolation, spec, code, code_hash, status, created)"
@@ -53,7 +53,7 @@ def main() -> None:
 
 
 def record(work: Path, runs: int) -> None:
-    store = Store(work / "ours.sqlite3")
+    store = RunRecords(work / "ours.sqlite3")
     room = Room([work], Reserve(store.path))
 
     def ours() -> None:
@@ -63,7 +63,7 @@ def record(work: Path, runs: int) -> None:
         store.mark_running(run, None)
         store.finish_run(run, Status.SUCCEEDED)
 
-    Store(work / "raw.sqlite3").close()  # the same schema, then written without us
+    RunRecords(work / "raw.sqlite3").close()  # the same schema, then written without us
     raw = sqlite3.connect(work / "raw.sqlite3", isolation_level=None)
     raw.execute("PRAGMA journal_mode=WAL")
     raw.execute("PRAGMA synchronous=NORMAL")
@@ -80,7 +80,7 @@ def record(work: Path, runs: int) -> None:
     theirs, mine = median_ms(bare, runs), median_ms(ours, runs)
     guard = median_ms(lambda: room.check(32 << 20), runs)
     print(
-        f"run record: bare sqlite3 {theirs:.3f} ms, Store {mine:.3f} ms: {mine / theirs:.2f}x;"
+        f"run record: bare sqlite3 {theirs:.3f} ms, RunRecords {mine:.3f} ms: {mine / theirs:.2f}x;"
         f" Room.check {guard:.3f} ms"
     )
 
@@ -94,15 +94,15 @@ def opening(work: Path) -> None:
         db.close()
 
     def ours() -> None:
-        Store(path).close()
+        RunRecords(path).close()
 
     theirs, mine = median_ms(bare, 50), median_ms(ours, 50)
-    print(f"open: bare sqlite3 {theirs:.3f} ms, Store {mine:.3f} ms")
+    print(f"open: bare sqlite3 {theirs:.3f} ms, RunRecords {mine:.3f} ms")
 
 
 def salvaging(work: Path, runs: int) -> None:
     path = work / "ours.sqlite3"  # `record` wrote twice --runs runs into it
-    Store(path).close()
+    RunRecords(path).close()
     if shutil.which("sqlite3") is None:
         print("salvage: the sqlite3 command is not installed; nothing to compare with")
         return

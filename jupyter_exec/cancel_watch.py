@@ -2,7 +2,7 @@
 typed in another kernel.
 
 Only the kernel running a cell can stop it, so a request is a mark on the run's row
-(``Store.request_cancel``), and each ``Manager`` has a ``CancelWatcher`` that looks for
+(``RunRecords.request_cancel``), and each ``Manager`` has a ``CancelWatcher`` that looks for
 marks on its own unfinished runs and cancels them through the Manager, so they end
 ``cancelled`` exactly as an interrupt would.
 
@@ -25,7 +25,7 @@ from typing import Any
 from ._proc import pid_alive
 from .errors import JupyterExecError
 from .status import FINAL, Status
-from .store import Store
+from .store.runs import RunRecords
 
 __all__ = ["CancelWatcher", "ask_cancel", "cancel_elsewhere"]
 
@@ -44,7 +44,7 @@ class CancelWatcher:
 
     def __init__(
         self,
-        store: Store,
+        store: RunRecords,
         runs: Callable[[], Collection[int]],
         cancel: Callable[[int], Any],
         *,
@@ -123,7 +123,7 @@ class CancelWatcher:
                 _log.warning("jupyter-exec: cancelling run %s failed: %s", run_id, error)
 
 
-def ask_cancel(store: Store, run_id: int) -> dict[str, Any] | None:
+def ask_cancel(store: RunRecords, run_id: int) -> dict[str, Any] | None:
     """Ask the kernel running ``run_id`` to cancel it; the row as it is now (None: no such run).
 
     A run whose kernel has died has nobody to stop it: it is closed at once, as the next
@@ -136,7 +136,7 @@ def ask_cancel(store: Store, run_id: int) -> dict[str, Any] | None:
     return row
 
 
-def cancel_elsewhere(store: Store, run_id: int, wait: float = 5.0) -> str:
+def cancel_elsewhere(store: RunRecords, run_id: int, wait: float = 5.0) -> str:
     """``%jx cancel N`` for a run of another kernel: ask, wait up to ``wait`` s, say what happened."""
     row = ask_cancel(store, run_id)
     if row is None:

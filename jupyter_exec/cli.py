@@ -191,7 +191,7 @@ def _store_parser(commands: Any) -> None:
 
 def _store(args: argparse.Namespace) -> int:
     from .config import ExecConfig, application_config
-    from .storage.health import inspect, recover, vacuum
+    from .store.health import inspect, recover, vacuum
     from .units import format_bytes
 
     config = ExecConfig(config=application_config())

@@ -19,7 +19,7 @@ from traitlets.config import Application, Config, Configurable
 
 from .limits import LIMITS
 from .spec import Limits
-from .storage.filesystems import store_location
+from .store.filesystems import store_location
 from .units import parse_size
 
 __all__ = ["ExecConfig", "application_config", "env_trait", "limit_setting"]
@@ -228,7 +228,7 @@ class ExecConfig(Configurable):
 
     @property
     def store_path(self) -> Path:
-        """``data_dir/runs.sqlite3``, or this machine's place for it (``storage.filesystems.store_location``)."""
+        """``data_dir/runs.sqlite3``, or this machine's place for it (``store.filesystems.store_location``)."""
         return store_location(Path(self.data_dir))[0]
 
     @property

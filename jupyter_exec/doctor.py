@@ -10,8 +10,8 @@ from .backends.factory import availability_report, choose
 from .config import ExecConfig, application_config
 from .errors import BackendUnavailableError, PolicyError
 from .policy import Policy, load_policy, policy_report
-from .storage.filesystems import store_location
-from .storage.health import inspect
+from .store.filesystems import store_location
+from .store.health import inspect
 
 __all__ = ["diagnose"]
 

@@ -36,7 +36,7 @@ from .runner.protocol import OutputSink
 from .runner.transfer import decode
 from .spec import RunSpec
 from .status import Status
-from .store import Store
+from .store.runs import RunRecords
 
 __all__ = ["MapHost", "MapRequest", "batch_size_for", "map_in_runs", "run_map", "work_label"]
 
@@ -44,7 +44,7 @@ __all__ = ["MapHost", "MapRequest", "batch_size_for", "map_in_runs", "run_map", 
 class MapHost(Protocol):
     """What a map needs of the Manager: admission, the record, the cache, and runs for its batches."""
 
-    store: Store
+    store: RunRecords
     cache: RunCache
 
     def admitted(self, spec: RunSpec) -> tuple[ExecutorBackend, AdmittedSpec]: ...

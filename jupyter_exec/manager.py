@@ -48,8 +48,8 @@ from .runner.protocol import Envelope, OutputSink
 from .runner.transfer import pack_inputs
 from .spec import RunSpec
 from .status import Status
-from .storage.space import Room
-from .store import Store
+from .store.runs import RunRecords
+from .store.space import Room
 
 __all__ = ["EventCallback", "Manager", "RunResult"]
 
@@ -79,7 +79,7 @@ class Manager:
         self.config = config or ExecConfig(config=application_config())
         self.policy = policy_in_effect()  # the administrator's; read once per process
         self.kernel_id = kernel_id or f"pid-{os.getpid()}"
-        self.store = Store(self.config.store_path)
+        self.store = RunRecords(self.config.store_path)
         self.logs_dir = self.config.logs_dir  # fixed with the store: both live in data_dir
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         # Runs are refused while the disks of their records are (nearly) full.

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from .runner.protocol import OutputSink
-from .storage.space import DISK_FULL
+from .store.space import DISK_FULL
 from .units import format_bytes
 
 __all__ = ["ConsoleSink", "RunOutput"]

@@ -8,14 +8,14 @@ from typing import Any
 
 from .cache import RunCache
 from .envs.cache import EnvIndex
-from .store import COLUMNS, Store
+from .store.runs import COLUMNS, RunRecords
 
 __all__ = ["cache_table", "envs_table", "runs_table"]
 
 _ENV_COLUMNS = ["hash", "status", "target", "size", "uses", "builds", "last_used", "created", "spec", "build_log"]
 
 
-def runs_table(store: Store, limit: int = 50) -> Any:
+def runs_table(store: RunRecords, limit: int = 50) -> Any:
     """The newest runs; ``node`` is where a Ray run ran (its node id's first 12 characters, as --node takes);
     ``items`` what a map's items came to, ``from`` the run a cached one replays."""
     rows = store.runs(limit=limit, columns=(*COLUMNS, "details"))

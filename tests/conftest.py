@@ -25,7 +25,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from jupyter_exec.status import Status
-from jupyter_exec.store import Store
+from jupyter_exec.store.runs import RunRecords
 
 REQUIRE_ALL = os.environ.get("JX_REQUIRE_ALL") == "1"
 # Every kernel of the session where no namespace can be made (scripts/test-as-user's second pass).
@@ -186,8 +186,8 @@ class Kernel:
         cell = self.run(f"print(repr({expression}))", check=True)
         return ast.literal_eval(cell.stdout.strip())
 
-    def store(self) -> Store:
-        return Store(self.data_dir / "runs.sqlite3")
+    def store(self) -> RunRecords:
+        return RunRecords(self.data_dir / "runs.sqlite3")
 
     def last_run(self) -> dict:
         return self.store().runs(limit=1)[0]
@@ -236,7 +236,7 @@ def kernel(data_dir, notebook_dir):
     assert not owned_processes(pid), f"processes of the session's runs remain: {owned_processes(pid)}"
 
 
-def add_run(store: Store, name: str, status: Status | None = Status.SUCCEEDED, **fields) -> int:
+def add_run(store: RunRecords, name: str, status: Status | None = Status.SUCCEEDED, **fields) -> int:
     """Record a run in ``store`` as a kernel would, finished as ``status`` (None: left queued); its id."""
     run = store.create_run(
         **{

@@ -14,7 +14,7 @@ from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import TaskCancelledError
 from jupyter_exec.manager import Manager
 from jupyter_exec.spec import RunSpec
-from jupyter_exec.store import Store
+from jupyter_exec.store.runs import RunRecords
 
 BACKEND = "local"
 LONG = "import time\nprint('waiting', flush=True)\ntime.sleep(60)"
@@ -61,7 +61,7 @@ class Started:
 def test_a_request_in_the_store_cancels_the_run(manager, data_dir):
     run = Started(manager)
     asked = time.monotonic()
-    other = Store(data_dir / "runs.sqlite3")  # another process's view of the store
+    other = RunRecords(data_dir / "runs.sqlite3")  # another process's view of the store
     assert other.request_cancel(run.run_id)["status"] == "running"
     assert run.ended.wait(10), "the run was not cancelled"
     assert time.monotonic() - asked < 3
@@ -100,7 +100,7 @@ def test_jx_cancel_reaches_a_run_of_another_kernel(manager, kernel):
 
 
 def test_a_run_whose_kernel_died_is_closed_at_once(tmp_path):
-    store = Store(tmp_path / "runs.sqlite3")
+    store = RunRecords(tmp_path / "runs.sqlite3")
     dead = subprocess.Popen(["true"])
     dead.wait()
     run_id = store.create_run(

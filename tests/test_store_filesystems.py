@@ -25,8 +25,8 @@ from conftest import free_port, require
 
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.doctor import diagnose
-from jupyter_exec.storage.filesystems import filesystem_of, local_store_root, parse_mountinfo
-from jupyter_exec.store import Store
+from jupyter_exec.store.filesystems import filesystem_of, local_store_root, parse_mountinfo
+from jupyter_exec.store.runs import RunRecords
 
 SFTP_SERVER = Path("/usr/lib/openssh/sftp-server")
 
@@ -64,7 +64,7 @@ def test_a_store_on_a_local_disk_or_tmpfs_uses_wal(tmp_path):
     shm = Path(tempfile.mkdtemp(dir="/dev/shm"))
     try:
         for place in (tmp_path, shm):
-            Store(place / "runs.sqlite3").close()
+            RunRecords(place / "runs.sqlite3").close()
             assert sqlite3.connect(place / "runs.sqlite3").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             assert ExecConfig(data_dir=str(place)).store_path == place / "runs.sqlite3"
     finally:
@@ -123,7 +123,7 @@ def test_on_sshfs_the_store_is_kept_on_this_machine_and_doctor_says_so(sshfs):
     assert found is not None and found.type == "fuse.sshfs" and not found.shares_locks
     config = ExecConfig(data_dir=str(data_dir))
     assert local_store_root() in config.store_path.parents
-    Store(config.store_path).close()
+    RunRecords(config.store_path).close()
     report, _ = diagnose(config=config)
     store_lines = [line for line in report.splitlines() if "store" in line or "kept on this machine" in line]
     assert any(str(config.store_path) in line for line in store_lines), report
@@ -134,8 +134,8 @@ def test_on_sshfs_the_store_is_kept_on_this_machine_and_doctor_says_so(sshfs):
 WRITER = """
 import sys
 from jupyter_exec.status import Status
-from jupyter_exec.store import Store
-store = Store(sys.argv[1])
+from jupyter_exec.store.runs import RunRecords
+store = RunRecords(sys.argv[1])
 for i in range(int(sys.argv[3])):
     run = store.create_run(kernel=sys.argv[2], owner_pid=0, name=f"{sys.argv[2]}-{i}", backend="local",
                            isolation="none", spec={}, code="pass", code_hash="0")
@@ -147,7 +147,7 @@ for i in range(int(sys.argv[3])):
 
 def test_writers_sharing_a_store_on_sshfs_lose_nothing_when_one_is_killed(sshfs):
     path = sshfs / "shared" / "runs.sqlite3"  # opened directly: a rollback journal on a network filesystem
-    Store(path).close()
+    RunRecords(path).close()
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     runs = 120

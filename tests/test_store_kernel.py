@@ -18,7 +18,7 @@ from conftest import Kernel, add_run, owned_processes, require
 from jupyter_exec._proc import pid_alive
 from jupyter_exec.errors import StoreError
 from jupyter_exec.status import Status
-from jupyter_exec.store import Store
+from jupyter_exec.store.runs import RunRecords
 
 pytestmark = pytest.mark.kernel
 LOCAL = "%%sandbox --backend local"
@@ -26,7 +26,7 @@ LOCAL = "%%sandbox --backend local"
 
 def test_a_store_with_a_garbage_header_is_moved_aside_and_the_next_cell_recorded(tmp_path):
     data = tmp_path / "data"
-    store = Store(data / "runs.sqlite3")
+    store = RunRecords(data / "runs.sqlite3")
     for i in range(5):
         add_run(store, f"old-{i}")
     store.close()
@@ -121,7 +121,7 @@ def test_a_full_data_directory_refuses_a_cell_and_a_filling_one_keeps_its_record
 
 
 def test_the_ballast_lets_a_run_be_finished_on_a_disk_filled_under_it(small_disk):
-    store = Store(small_disk / "runs.sqlite3")
+    store = RunRecords(small_disk / "runs.sqlite3")
     store.reserve.ensure(0)
     assert store.reserve.path.stat().st_size == 1 << 20
     run = add_run(store, "under way", status=None)

@@ -25,8 +25,8 @@ from jupyter_exec.errors import ApiError, StoreError
 from jupyter_exec.server.records import Records
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
-from jupyter_exec.storage.schema import LATEST
-from jupyter_exec.store import Store
+from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.schema import LATEST
 from jupyter_exec.trace.store import TraceStore
 
 RUNS_FIRST_RELEASE = """
@@ -163,7 +163,7 @@ def _old_file(path, sql):
 def test_a_file_of_each_shipped_schema_opens_and_works(tmp_path, schema):
     path = tmp_path / "runs.sqlite3"
     _old_file(path, SHIPPED[schema])
-    store, traces, envs = Store(path), TraceStore(path), EnvIndex(path)
+    store, traces, envs = RunRecords(path), TraceStore(path), EnvIndex(path)
 
     old = store.get(1)
     assert (old["name"], old["status"], old["spec"], old["cancel_requested"]) == ("old", "succeeded", '{"a": 1}', None)
@@ -181,19 +181,19 @@ def test_a_file_of_each_shipped_schema_opens_and_works(tmp_path, schema):
 
 def test_a_file_made_today_opens_without_migrating(tmp_path):
     path = tmp_path / "runs.sqlite3"
-    add_run(Store(path), "today")
+    add_run(RunRecords(path), "today")
     before = path.read_bytes()[:100]
-    assert Store(path).get(1)["name"] == "today"
+    assert RunRecords(path).get(1)["name"] == "today"
     assert path.read_bytes()[:100] == before  # not even the header's change counter moved
 
 
 def test_a_file_from_a_newer_release_is_refused_in_one_line(tmp_path):
     path = tmp_path / "runs.sqlite3"
-    Store(path).close()
+    RunRecords(path).close()
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {LATEST + 1}")
     with pytest.raises(StoreError) as refused:
-        Store(path)
+        RunRecords(path)
     message = str(refused.value)
     assert str(path) in message and "newer jupyter-exec" in message and "JX_DATA_DIR" in message
     assert "\n" not in message
@@ -206,7 +206,7 @@ def test_kernels_opening_an_old_file_at_once_migrate_it_once(tmp_path):
     path = tmp_path / "runs.sqlite3"
     _old_file(path, SHIPPED["first release (runs)"])
     opener = (
-        "import sys; from jupyter_exec.store import Store; s = Store(sys.argv[1]);"
+        "import sys; from jupyter_exec.store.runs import RunRecords; s = RunRecords(sys.argv[1]);"
         " print(s.get(1)['cancel_requested'], s.request_cancel(1)['status'])"
     )
     children = [
@@ -308,7 +308,7 @@ def test_a_damaged_broker_file_is_moved_aside_and_its_run_ids_go_on(tmp_path, ca
 
 def _fresh(tmp_path: Path) -> Path:
     fresh = tmp_path / "fresh" / "runs.sqlite3"
-    Store(fresh).close()
+    RunRecords(fresh).close()
     return fresh
 
 

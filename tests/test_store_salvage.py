@@ -16,10 +16,10 @@ from conftest import add_run, require
 
 from jupyter_exec.errors import StoreError
 from jupyter_exec.status import Status
-from jupyter_exec.storage import opening
-from jupyter_exec.storage.salvage import salvage
-from jupyter_exec.storage.schema import LATEST
-from jupyter_exec.store import Store
+from jupyter_exec.store import opening
+from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.salvage import salvage
+from jupyter_exec.store.schema import LATEST
 from jupyter_exec.trace.store import TraceStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ CLI = [sys.executable, "-m", "jupyter_exec.cli"]
 def _store(path: Path, runs: int) -> None:
     """A store with ``runs`` finished runs (code of varied length, some spilling onto overflow
     pages) and a small trace."""
-    store, traces = Store(path), TraceStore(path)
+    store, traces = RunRecords(path), TraceStore(path)
     for i in range(runs):
         run = store.create_run(
             kernel="k",
@@ -80,7 +80,7 @@ def _last_page_of_runs(path: Path) -> None:
             last = db.execute("SELECT name, pagetype FROM dbstat WHERE pageno = ?", (pages,)).fetchone()
         if last == ("runs", "leaf"):
             return
-        store = Store(path)
+        store = RunRecords(path)
         add_run(store, f"extra-{extra}")
         store.close()
     raise AssertionError("the runs table never ended the file")
@@ -164,7 +164,7 @@ def test_recover_salvages_the_intact_rows_of_a_torn_last_page(tmp_path, with_sql
 def test_salvage_reads_a_file_whose_header_is_garbage_and_its_wal(tmp_path):
     path = tmp_path / "runs.sqlite3"
     _store(path, 120)
-    writer = Store(path)  # rows written after a checkpoint live only in the WAL until the next one
+    writer = RunRecords(path)  # rows written after a checkpoint live only in the WAL until the next one
     for i in range(30):
         add_run(writer, f"late-{i}", Status.FAILED)
     crashed = tmp_path / "crashed.sqlite3"  # the files as a crash leaves them
@@ -190,7 +190,7 @@ def test_a_damaged_store_is_moved_aside_and_ids_go_on_above_its_own(tmp_path, ca
     with open(path, "r+b") as file:
         file.write(b"not a database, not at all" * 4)
 
-    store = Store(path)
+    store = RunRecords(path)
     warning = capsys.readouterr().err
     moved = sorted(tmp_path.glob("runs.sqlite3.corrupt-*"))
     assert len(moved) == 1 and warning.count("\n") == 1
@@ -201,7 +201,7 @@ def test_a_damaged_store_is_moved_aside_and_ids_go_on_above_its_own(tmp_path, ca
 
 def test_a_store_locked_too_long_is_one_line_naming_it(tmp_path, monkeypatch):
     path = tmp_path / "runs.sqlite3"
-    Store(path).close()
+    RunRecords(path).close()
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -216,7 +216,7 @@ def test_a_store_locked_too_long_is_one_line_naming_it(tmp_path, monkeypatch):
     try:
         assert holder.stdout.readline() == "locked\n"
         monkeypatch.setattr(opening, "BUSY_TIMEOUT", 0.5)
-        store = Store(path)  # reading goes on beside a writer (WAL); writing waits, then says why
+        store = RunRecords(path)  # reading goes on beside a writer (WAL); writing waits, then says why
         with pytest.raises(StoreError) as refused:
             add_run(store, "waits")
     finally:
@@ -234,7 +234,7 @@ def test_a_store_the_user_cannot_read_is_one_line_naming_it(tmp_path):
     shared = Path(tempfile.mkdtemp(prefix="jx-unreadable-"))  # a place jx-user can reach
     data = shared / "data"
     data.mkdir()
-    Store(data / "runs.sqlite3").close()
+    RunRecords(data / "runs.sqlite3").close()
     shared.chmod(0o755)
     data.chmod(0o755)  # the directory can be read, the store cannot
     (data / "runs.sqlite3").chmod(0o600)
@@ -244,8 +244,8 @@ def test_a_store_the_user_cannot_read_is_one_line_naming_it(tmp_path):
             "python",
             "-c",
             "from jupyter_exec.errors import StoreError\n"
-            "from jupyter_exec.store import Store\n"
-            "try:\n    Store(__import__('sys').argv[1])\n"
+            "from jupyter_exec.store.runs import RunRecords\n"
+            "try:\n    RunRecords(__import__('sys').argv[1])\n"
             "except StoreError as error:\n    print(''.join(error._render_traceback_()))",
             str(data / "runs.sqlite3"),
         ],

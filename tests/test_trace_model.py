@@ -13,7 +13,7 @@ import pytest
 
 from jupyter_exec.errors import RemoteError, SpecError
 from jupyter_exec.manager import RunResult
-from jupyter_exec.store import Store
+from jupyter_exec.store.runs import RunRecords
 from jupyter_exec.trace import RoundRobin, Timer, Trace, TraceStore, explore
 from jupyter_exec.trace.explore import resolve_parent
 from jupyter_exec.trace.model import Node
@@ -81,7 +81,7 @@ def test_render_marks_sota():
 
 def test_store_round_trip_shares_the_run_store_file(tmp_path):
     path = tmp_path / "runs.sqlite3"
-    runs = Store(path)
+    runs = RunRecords(path)
     store = TraceStore(path)
     trace = store.open("t", "loss", maximize=False)
     root = store.add(trace, None, "a", params={"lr": 0.1}, spec={"backend": "local"})
@@ -130,7 +130,7 @@ class FakeManager:
     """Evaluates each child's code as an expression; counts how many run at once."""
 
     def __init__(self, path: Path, delay: float = 0.02) -> None:
-        self.store = Store(path)
+        self.store = RunRecords(path)
         self.config = SimpleNamespace(widgets="off")
         self.delay, self.running, self.most = delay, 0, 0
         self.lock = threading.Lock()

@@ -1,4 +1,5 @@
-"""The broker's own record of every run it took: a store file (``jupyter_exec.store``) in its data directory.
+"""The broker's own record of every run it took: a store file (``jupyter_exec.store``) in its
+data directory, with the same runs table as a kernel's (``store.runs``).
 
 A run is recorded (``queued``) before it waits or starts and finished whatever happens, like
 a kernel's, and is a row of the same ``runs`` table, with the user it ran for: ``runs``,
@@ -8,7 +9,7 @@ about anyone's. The broker keeps a cell's hash, not its code. A broker that died
 only one: it holds the data directory's lock) finishes them all as ``failed`` with the reason
 "broker restarted" before it serves (their containers died with the broker: each is bound to
 its life, see ``container.slot``). The file of a broker from before (its own table) is
-brought over by ``storage.schema.BROKER_FIRST``.
+brought over by ``store.schema.BROKER_FIRST``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from jupyter_exec.backends.base import Outcome
 from jupyter_exec.backends.container import ContainerBackend
 from jupyter_exec.spec import RunSpec
 from jupyter_exec.status import UNFINISHED
-from jupyter_exec.store import Store
+from jupyter_exec.store.runs import RunRecords
 
 __all__ = ["LISTED", "RESTARTED", "Records"]
 
@@ -28,7 +29,7 @@ RESTARTED = "broker restarted: the run was stopped when the broker that ran it e
 LISTED = ("id", "user", "status", "name", "created", "duration", "peak_memory", "image", "runtime", "error", "kernel")
 
 
-class Records(Store):
+class Records(RunRecords):
     """The broker's runs (see the module docstring)."""
 
     def create(

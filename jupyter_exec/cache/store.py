@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jupyter_exec.store import Database
+from jupyter_exec.store.database import Database
 
 __all__ = ["CacheHit", "RunCache"]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from jupyter_exec._proc import pid_alive
 from jupyter_exec.errors import BackendUnavailableError, EnvBuildError, JupyterExecError
-from jupyter_exec.store import Database
+from jupyter_exec.store.database import Database
 
 from .builder import BuiltEnv, EnvBuilder, Progress
 from .hashing import env_hash

@@ -19,7 +19,7 @@ from jupyter_exec.cancel_watch import ask_cancel
 from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
 from jupyter_exec.status import FINAL, Status
-from jupyter_exec.store import Store
+from jupyter_exec.store.runs import RunRecords
 from jupyter_exec.trace.store import TraceStore
 
 from .logs import read_piece
@@ -72,16 +72,16 @@ class Records:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._tables: tuple[Store, EnvIndex, TraceStore] | None = None
+        self._tables: tuple[RunRecords, EnvIndex, TraceStore] | None = None
 
-    def _open(self) -> tuple[Store, EnvIndex, TraceStore] | None:
+    def _open(self) -> tuple[RunRecords, EnvIndex, TraceStore] | None:
         """The store's tables, opened on first use after a kernel has made the file; None before."""
         with self._lock:
             if self._tables is None and self.path.exists():
-                self._tables = (Store(self.path), EnvIndex(self.path), TraceStore(self.path))
+                self._tables = (RunRecords(self.path), EnvIndex(self.path), TraceStore(self.path))
             return self._tables
 
-    def _store(self) -> Store | None:
+    def _store(self) -> RunRecords | None:
         tables = self._open()
         return tables[0] if tables else None
 

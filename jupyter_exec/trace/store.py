@@ -24,7 +24,7 @@ from typing import Any
 from jupyter_exec._proc import pid_alive
 from jupyter_exec.errors import SpecError
 from jupyter_exec.status import Status
-from jupyter_exec.store import UNFINISHED_SQL, Database
+from jupyter_exec.store.database import UNFINISHED_SQL, Database
 
 from .model import Node, Trace
 
