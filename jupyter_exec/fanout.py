@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from .admission import AdmittedSpec
 from .backends.base import ExecutorBackend, MapOutcome
 from .backends.runs import MapProgress
-from .cache import NotCacheable, RunCache, digest
+from .cache import CacheEntries, NotCacheable, digest
 from .errors import MapError, TaskError, TransferError, describe_error, status_of
 from .events import EventCallback, RunEvent, RunResult
 from .runner.bootstrap import MAP_INPUT, Untransferable, encode
@@ -45,7 +45,7 @@ class MapHost(Protocol):
     """What a map needs of the Manager: admission, the record, the cache, and runs for its batches."""
 
     store: RunRecords
-    cache: RunCache
+    cache: CacheEntries
 
     def admitted(self, spec: RunSpec) -> tuple[ExecutorBackend, AdmittedSpec]: ...
 

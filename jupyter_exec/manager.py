@@ -33,7 +33,7 @@ from ._proc import pid_alive
 from .admission import AdmittedSpec, BackendFacts, admit
 from .backends import factory
 from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
-from .cache import CacheHit, NotCacheable, Recorder, RunCache, run_key
+from .cache import CacheEntries, CacheHit, NotCacheable, Recorder, run_key
 from .cancel_watch import CancelWatcher
 from .config import ExecConfig, application_config
 from .envs import BuiltEnv, EnvCache, EnvSpec
@@ -90,7 +90,7 @@ class Manager:
         self._backends: dict[str, ExecutorBackend] = {}
         self._facts: dict[str, BackendFacts] = {}
         self.envs = EnvCache(self.config.envs_dir, self.config.store_path, factory.env_builder_for)
-        self.cache = RunCache(self.config.store_path, self.config.cache_max_bytes())
+        self.cache = CacheEntries(self.config.store_path, self.config.cache_max_bytes())
         self.default_env: EnvSpec | None = None  # %jx env: inherited by every run
         self._active: dict[int, TaskHandle] = {}
         self._starting: set[int] = set()  # recorded, not yet submitted (env being built)

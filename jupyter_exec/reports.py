@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .cache import RunCache
+from .cache import CacheEntries
 from .envs.cache import EnvIndex
 from .store.runs import COLUMNS, RunRecords
 
@@ -47,7 +47,7 @@ def _items(details: dict[str, Any]) -> str:
 _COUNTS = (("succeeded", "ok"), ("failed", "failed"), ("cached", "from the cache"))
 
 
-def cache_table(cache: RunCache) -> Any:
+def cache_table(cache: CacheEntries) -> Any:
     """The cache of identical runs: each entry's key (its first 12 characters, as ``%jx cache clear``
     takes), the run it came from, size, hits, when made and last used, the start of its code."""
     rows = cache.entries()

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from conftest import require
 
-from jupyter_exec.cache import RunCache
+from jupyter_exec.cache import CacheEntries
 from jupyter_exec.status import Status
 
 pytestmark = pytest.mark.kernel
@@ -129,7 +129,7 @@ def test_what_is_never_served_or_kept(kernel, tmp_path):
         assert kernel.run(unsafe).error["ename"] == "TransferError"
     trusted = kernel.run(f"{CACHED} --trust --out w\nimport fractions\nw = fractions.Fraction(1, 3)  # {tag}")
     assert trusted.error is None
-    cache = RunCache(kernel.store().path, 1 << 30)
+    cache = CacheEntries(kernel.store().path, 1 << 30)
     entries = cache._execute("SELECT trusted, entry FROM run_cache").fetchall()
     assert all(r["trusted"] or '"pickle"' not in r["entry"] for r in entries)  # a pickle only under --trust
     assert any(r["trusted"] and '"pickle"' in r["entry"] for r in entries)
@@ -163,7 +163,7 @@ def test_jx_cache_lists_sizes_and_clears(kernel):
 @pytest.mark.ordinary_user
 def test_the_size_cap_evicts_the_least_recently_used(tmp_path):
     entry = {"output": [["stdout", "x" * 60]], "value": 1, "outputs": {}}
-    cache = RunCache(tmp_path / "runs.sqlite3", 3 * len(json.dumps(entry)))  # room for three
+    cache = CacheEntries(tmp_path / "runs.sqlite3", 3 * len(json.dumps(entry)))  # room for three
     for key in ("a", "b", "c"):
         cache.put(key, run_id=1, backend="x", code="c", trusted=False, **entry)
     assert cache.get("a") is not None  # a is now the most recently used

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from .entries import CacheEntries, CacheHit
 from .keys import NotCacheable, digest, mount_digest, run_key
 from .recorder import Recorder
-from .store import CacheHit, RunCache
 
-__all__ = ["CacheHit", "NotCacheable", "Recorder", "RunCache", "digest", "mount_digest", "run_key"]
+__all__ = ["CacheEntries", "CacheHit", "NotCacheable", "Recorder", "digest", "mount_digest", "run_key"]

@@ -17,7 +17,7 @@ from typing import Any
 
 from jupyter_exec.store.database import Database
 
-__all__ = ["CacheHit", "RunCache"]
+__all__ = ["CacheEntries", "CacheHit"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def _holds_pickle(value: Any) -> bool:
     return False
 
 
-class RunCache(Database):
+class CacheEntries(Database):
     """The ``run_cache`` table; entries beyond ``max_size`` bytes are evicted, oldest use first."""
 
     def __init__(self, path: Path, max_size: int) -> None:
