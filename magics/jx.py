@@ -19,7 +19,7 @@ from jupyter_exec.manager import Manager
 from jupyter_exec.policy import policy_report
 from jupyter_exec.reports import cache_table, envs_table, runs_table
 from jupyter_exec.resources import format_report, resources_report
-from jupyter_exec.trace.explore import trace_store
+from jupyter_exec.trace.explore import trace_tables
 from jupyter_exec.trace.view import render
 from jupyter_exec.units import format_bytes
 
@@ -98,11 +98,11 @@ class JxMagics(Magics):
 
     def _jx_tree(self, rest: str) -> Any:
         """The experiment tree NAME (default: the latest): a widget, or text without a widget frontend."""
-        store = trace_store(self.manager)
-        names = store.names()
+        tables = trace_tables(self.manager)
+        names = tables.names()
         if not names or (rest and rest not in names):
             raise UsageError(f"no trace {rest!r}; traces here: {', '.join(names) or 'none yet (see explore)'}")
-        trace = store.open(rest or names[0])
+        trace = tables.open(rest or names[0])
         if widgets_wanted(self.manager):
             from jupyter_exec.widgets import TreeWidget
 

@@ -1,7 +1,7 @@
 """Store files made by every schema this project shipped open, keep their rows and work.
 
 The old schemas are kept here as data, the SQL each release ran (``git log -p`` of store.py,
-trace/store.py, envs/cache.py and broker/records.py): files made before ``user_version`` all
+trace/tables.py, envs/cache.py and broker/records.py): files made before ``user_version`` all
 say 0, the broker's first file too.
 """
 
@@ -27,7 +27,7 @@ from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
 from jupyter_exec.store.runs import RunRecords
 from jupyter_exec.store.schema import LATEST
-from jupyter_exec.trace.store import TraceStore
+from jupyter_exec.trace.tables import TraceTables
 
 RUNS_FIRST_RELEASE = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -163,7 +163,7 @@ def _old_file(path, sql):
 def test_a_file_of_each_shipped_schema_opens_and_works(tmp_path, schema):
     path = tmp_path / "runs.sqlite3"
     _old_file(path, SHIPPED[schema])
-    store, traces, envs = RunRecords(path), TraceStore(path), EnvIndex(path)
+    store, traces, envs = RunRecords(path), TraceTables(path), EnvIndex(path)
 
     old = store.get(1)
     assert (old["name"], old["status"], old["spec"], old["cancel_requested"]) == ("old", "succeeded", '{"a": 1}', None)

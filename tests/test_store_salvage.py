@@ -20,7 +20,7 @@ from jupyter_exec.store import opening
 from jupyter_exec.store.runs import RunRecords
 from jupyter_exec.store.salvage import salvage
 from jupyter_exec.store.schema import LATEST
-from jupyter_exec.trace.store import TraceStore
+from jupyter_exec.trace.tables import TraceTables
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "jupyter_exec.cli"]
@@ -29,7 +29,7 @@ CLI = [sys.executable, "-m", "jupyter_exec.cli"]
 def _store(path: Path, runs: int) -> None:
     """A store with ``runs`` finished runs (code of varied length, some spilling onto overflow
     pages) and a small trace."""
-    store, traces = RunRecords(path), TraceStore(path)
+    store, traces = RunRecords(path), TraceTables(path)
     for i in range(runs):
         run = store.create_run(
             kernel="k",
@@ -196,7 +196,7 @@ def test_a_damaged_store_is_moved_aside_and_ids_go_on_above_its_own(tmp_path, ca
     assert len(moved) == 1 and warning.count("\n") == 1
     assert str(path) in warning and str(moved[0]) in warning and "jupyter-exec store recover" in warning
     assert add_run(store, "new") == 58  # above both the damaged file's runs (40) and the last log (57)
-    assert TraceStore(path).open("t2") is not None and capsys.readouterr().err == ""  # warned once
+    assert TraceTables(path).open("t2") is not None and capsys.readouterr().err == ""  # warned once
 
 
 def test_a_store_locked_too_long_is_one_line_naming_it(tmp_path, monkeypatch):

@@ -100,9 +100,9 @@ def test_sandbox_cells_as_trace_nodes(kernel):
     assert "   └─ " in tree[3] and "loss=2.5" in tree[3]
     assert "failed" in tree[4] and "ZeroDivisionError" in tree[4]
     frame = kernel.run(
-        "from jupyter_exec.trace.explore import trace_store\n"
+        "from jupyter_exec.trace.explore import trace_tables\n"
         "from jupyter_exec import current_manager\nm = current_manager()\n"
-        "df = trace_store(m).open('cells').to_dataframe()\n"
+        "df = trace_tables(m).open('cells').to_dataframe()\n"
         "print(list(df['status']), df['run_id'].notna().all())",
         check=True,
     )

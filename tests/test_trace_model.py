@@ -14,7 +14,7 @@ import pytest
 from jupyter_exec.errors import RemoteError, SpecError
 from jupyter_exec.manager import RunResult
 from jupyter_exec.store.runs import RunRecords
-from jupyter_exec.trace import RoundRobin, Timer, Trace, TraceStore, explore
+from jupyter_exec.trace import RoundRobin, Timer, Trace, TraceTables, explore
 from jupyter_exec.trace.explore import resolve_parent
 from jupyter_exec.trace.model import Node
 from jupyter_exec.trace.view import render
@@ -82,13 +82,13 @@ def test_render_marks_sota():
 def test_store_round_trip_shares_the_run_store_file(tmp_path):
     path = tmp_path / "runs.sqlite3"
     runs = RunRecords(path)
-    store = TraceStore(path)
+    store = TraceTables(path)
     trace = store.open("t", "loss", maximize=False)
     root = store.add(trace, None, "a", params={"lr": 0.1}, spec={"backend": "local"})
     store.finish(trace, root, "succeeded", {"loss": 2.0}, run_id=7)
     child = store.add(trace, root.id, "b")
     store.finish(trace, child, "succeeded", {"loss": 1.0})
-    loaded = TraceStore(path).open("t")
+    loaded = TraceTables(path).open("t")
     assert loaded.metric == "loss" and not loaded.maximize
     assert [(n.id, n.parent, n.status, n.metrics, n.params) for n in loaded.nodes.values()] == [
         (root.id, None, "succeeded", {"loss": 2.0}, {"lr": 0.1}),
@@ -104,7 +104,7 @@ def test_store_round_trip_shares_the_run_store_file(tmp_path):
 
 
 def test_nodes_of_a_dead_kernel_are_closed_on_load(tmp_path):
-    store = TraceStore(tmp_path / "runs.sqlite3")
+    store = TraceTables(tmp_path / "runs.sqlite3")
     trace = store.open("t")
     node = store.add(trace, None, "a")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -230,7 +230,7 @@ def test_explore_propose_error_releases_and_nothing_is_left_running(tmp_path):
     with pytest.raises(KeyError):
         explore(propose, budget=5, trace="e", manager=manager, scheduler=scheduler, progress=False)
     assert scheduler.pending == frozenset()
-    trace = TraceStore(tmp_path / "runs.sqlite3").open("e")
+    trace = TraceTables(tmp_path / "runs.sqlite3").open("e")
     assert len(trace) == 1 and trace.nodes[trace.roots[0]].status == "succeeded"
 
 
@@ -275,6 +275,6 @@ def test_public_names():
         "Timer",
         "Trace",
         "TraceLength",
-        "TraceStore",
+        "TraceTables",
         "explore",
     }

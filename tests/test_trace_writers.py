@@ -8,8 +8,8 @@ from conftest import Kernel
 
 pytestmark = [pytest.mark.kernel, pytest.mark.ordinary_user]
 
-LIVE = "trace_store(jupyter_exec.current_manager()).open('sweep')"  # the model every writer grew
-STORED = "jupyter_exec.trace.TraceStore(jupyter_exec.current_manager().store.path).read('sweep')"
+LIVE = "trace_tables(jupyter_exec.current_manager()).open('sweep')"  # the model every writer grew
+STORED = "jupyter_exec.trace.TraceTables(jupyter_exec.current_manager().store.path).read('sweep')"
 
 
 def _shape(trace: str) -> str:
@@ -34,7 +34,7 @@ def test_background_cells_and_a_map_grow_one_tree(tmp_path):
             )
             handles.append(int(cell.result_text.split()[1]))  # <run N running in the background: ...>
         swept = kernel.run(
-            "import jupyter_exec\nfrom jupyter_exec.trace.explore import trace_store\n"
+            "import jupyter_exec\nfrom jupyter_exec.trace.explore import trace_tables\n"
             "scores = jupyter_exec.map(\"import time\\ntime.sleep(0.05)\\n{'score': item / 2}\", range(20), "
             "backend='seccomp', trace='sweep', max_parallel=2, batch_size=3)",
             check=True,
@@ -61,7 +61,7 @@ def test_background_cells_and_a_map_grow_one_tree(tmp_path):
 
     restarted = Kernel(data_dir, tmp_path)
     try:
-        restarted.run("import jupyter_exec\nfrom jupyter_exec.trace.explore import trace_store", check=True)
+        restarted.run("import jupyter_exec\nfrom jupyter_exec.trace.explore import trace_tables", check=True)
         assert restarted.eval(_shape(LIVE)) == live
         assert restarted.run("%jx tree sweep", check=True).stdout == rendered
     finally:

@@ -20,7 +20,7 @@ from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
 from jupyter_exec.status import FINAL, Status
 from jupyter_exec.store.runs import RunRecords
-from jupyter_exec.trace.store import TraceStore
+from jupyter_exec.trace.tables import TraceTables
 
 from .logs import read_piece
 
@@ -72,13 +72,13 @@ class Records:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._tables: tuple[RunRecords, EnvIndex, TraceStore] | None = None
+        self._tables: tuple[RunRecords, EnvIndex, TraceTables] | None = None
 
-    def _open(self) -> tuple[RunRecords, EnvIndex, TraceStore] | None:
+    def _open(self) -> tuple[RunRecords, EnvIndex, TraceTables] | None:
         """The store's tables, opened on first use after a kernel has made the file; None before."""
         with self._lock:
             if self._tables is None and self.path.exists():
-                self._tables = (RunRecords(self.path), EnvIndex(self.path), TraceStore(self.path))
+                self._tables = (RunRecords(self.path), EnvIndex(self.path), TraceTables(self.path))
             return self._tables
 
     def _store(self) -> RunRecords | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .explore import explore
 from .model import Node, Trace
 from .schedulers import MCTS, Probabilistic, Random, RoundRobin, Scheduler, Selection, SOTABased, TraceLength
-from .store import TraceStore
+from .tables import TraceTables
 from .timer import Timer
 
 __all__ = [
@@ -20,6 +20,6 @@ __all__ = [
     "Timer",
     "Trace",
     "TraceLength",
-    "TraceStore",
+    "TraceTables",
     "explore",
 ]

@@ -33,7 +33,7 @@ from jupyter_exec.status import Status
 
 from .model import Node, Trace
 from .schedulers import MCTS, Scheduler
-from .store import TraceStore
+from .tables import TraceTables
 from .timer import Timer
 
 __all__ = [
@@ -46,7 +46,7 @@ __all__ = [
     "resolve_parent",
     "run_in_trace",
     "show_traces_with",
-    "trace_store",
+    "trace_tables",
 ]
 
 Proposal = str | tuple[str, Mapping[str, Any]] | Mapping[str, Any]
@@ -62,7 +62,7 @@ class TraceView(Protocol):
 #: Shows ``trace`` (of that Manager's store) and returns its view; None where it cannot be shown.
 Viewer = Callable[[Trace, Manager], TraceView | None]
 
-_stores: dict[str, TraceStore] = {}
+_tables: dict[str, TraceTables] = {}
 _live: weakref.WeakKeyDictionary[Trace, TraceView] = weakref.WeakKeyDictionary()
 _viewer: Viewer | None = None  # what shows a trace when explore is given none
 _lock = threading.Lock()
@@ -75,13 +75,13 @@ def show_traces_with(viewer: Viewer | None) -> None:
     _viewer = viewer
 
 
-def trace_store(manager: Manager) -> TraceStore:
+def trace_tables(manager: Manager) -> TraceTables:
     """The trace tables in ``manager``'s store file, opened once per process."""
     key = str(manager.store.path)
     with _lock:
-        if key not in _stores:
-            _stores[key] = TraceStore(manager.store.path)
-        return _stores[key]
+        if key not in _tables:
+            _tables[key] = TraceTables(manager.store.path)
+        return _tables[key]
 
 
 def metrics_of(value: Any, outputs: Mapping[str, Any], metric: str) -> dict[str, float]:
@@ -100,19 +100,19 @@ def metrics_of(value: Any, outputs: Mapping[str, Any], metric: str) -> dict[str,
 
 
 def record_outcome(
-    store: TraceStore, trace: Trace, node: Node, result: RunResult | None, error: BaseException | None
+    tables: TraceTables, trace: Trace, node: Node, result: RunResult | None, error: BaseException | None
 ) -> Node:
     """Finish ``node`` from its run: a run that succeeded without the metric counts as failed."""
     if error is not None:
-        return store.finish(
+        return tables.finish(
             trace, node, status_of(error), error=describe_error(error), run_id=getattr(error, "run_id", None)
         )
     assert result is not None
-    return record_value(store, trace, node, result.value, result.outputs, result.run_id)
+    return record_value(tables, trace, node, result.value, result.outputs, result.run_id)
 
 
 def record_value(
-    store: TraceStore, trace: Trace, node: Node, value: Any, outputs: Mapping[str, Any], run_id: int | None
+    tables: TraceTables, trace: Trace, node: Node, value: Any, outputs: Mapping[str, Any], run_id: int | None
 ) -> Node:
     """Finish ``node`` from what its run brought back: without the metric it counts as failed."""
     metrics = metrics_of(value, outputs, trace.metric)
@@ -121,7 +121,7 @@ def record_value(
         if trace.metric in metrics
         else (f"the run's result has no number {trace.metric!r}; end the cell with e.g. {{'{trace.metric}': 0.93}}")
     )
-    return store.finish(
+    return tables.finish(
         trace, node, Status.FAILED if missing else Status.SUCCEEDED, metrics, error=missing, run_id=run_id
     )
 
@@ -156,16 +156,16 @@ def run_in_trace(
     ``parent`` is a node id, ``best``, ``latest`` (the default: carry on the current line)
     or ``root``. The run's errors are re-raised once the node is finished.
     """
-    store = trace_store(manager)
-    model = store.open(trace, metric, maximize)
+    tables = trace_tables(manager)
+    model = tables.open(trace, metric, maximize)
     with model.lock:  # the parent chosen and the node added at once, whatever else grows the trace
-        node = store.add(model, resolve_parent(model, parent), code, spec=spec.describe())
+        node = tables.add(model, resolve_parent(model, parent), code, spec=spec.describe())
     try:
         result = manager.run(code, spec, **run_options)
     except BaseException as error:
-        record_outcome(store, model, node, None, error)
+        record_outcome(tables, model, node, None, error)
         raise
-    record_outcome(store, model, node, result, None)
+    record_outcome(tables, model, node, result, None)
     return result
 
 
@@ -246,8 +246,8 @@ def explore(
         raise SpecError(f"max_parallel must be a whole number ≥ 1, got {max_parallel!r}")
     timer = Timer(time_budget)
     manager = manager or current_manager()
-    store = trace_store(manager)
-    model = store.open(trace, metric, maximize)
+    tables = trace_tables(manager)
+    model = tables.open(trace, metric, maximize)
     if progress:
         _follow(model, manager, viewer)
     scheduler = scheduler or MCTS()
@@ -268,7 +268,7 @@ def explore(
             scheduler.release(selection)
             raise
         with model.lock:
-            node = store.add(model, selection.parent, code, params=params, spec=spec.describe())
+            node = tables.add(model, selection.parent, code, params=params, spec=spec.describe())
             scheduler.observe(node)
         child_spec = replace(spec, name=f"{trace}/{node.id}")
         in_flight[pool.submit(manager.run, code, child_spec, sink=_Silent())] = node
@@ -285,16 +285,16 @@ def explore(
                     _progress(model, budget, len(in_flight))
                 done, _ = wait(in_flight, timeout=timer.remaining, return_when=FIRST_COMPLETED)
                 if not done:
-                    _cancel(manager, store, trace, in_flight.values())
+                    _cancel(manager, tables, trace, in_flight.values())
                     done, _ = wait(in_flight)
                 for future in done:
-                    _settle(store, model, scheduler, in_flight.pop(future), future)
+                    _settle(tables, model, scheduler, in_flight.pop(future), future)
         except BaseException:
-            _cancel(manager, store, trace, in_flight.values())
+            _cancel(manager, tables, trace, in_flight.values())
             for future in list(in_flight):
                 wait([future])
                 with suppress(Exception):  # recorded in the node; the first error is the one raised
-                    _settle(store, model, scheduler, in_flight.pop(future), future)
+                    _settle(tables, model, scheduler, in_flight.pop(future), future)
             raise
         finally:
             if progress:
@@ -302,15 +302,15 @@ def explore(
     return model
 
 
-def _settle(store: TraceStore, trace: Trace, scheduler: Scheduler, node: Node, future: Future) -> None:
+def _settle(tables: TraceTables, trace: Trace, scheduler: Scheduler, node: Node, future: Future) -> None:
     error = future.exception()
     with trace.lock:
-        record_outcome(store, trace, node, None if error else future.result(), error)
+        record_outcome(tables, trace, node, None if error else future.result(), error)
         scheduler.observe(node)
     if error is not None and not isinstance(error, TaskError):
         raise error  # the backend or the spec is wrong: every further run would fail too
 
 
-def _cancel(manager: Manager, store: TraceStore, trace: str, nodes: Iterable[Node]) -> None:
-    for run_id in store.active_runs([f"{trace}/{n.id}" for n in nodes]):
+def _cancel(manager: Manager, tables: TraceTables, trace: str, nodes: Iterable[Node]) -> None:
+    for run_id in tables.active_runs([f"{trace}/{n.id}" for n in nodes]):
         manager.cancel(run_id)

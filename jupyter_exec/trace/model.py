@@ -1,6 +1,6 @@
 """The experiment trace: every run a node in a tree, kept with the indexes schedulers need.
 
-A ``Trace`` is an in-memory model (``TraceStore`` persists it). It holds one or more
+A ``Trace`` is an in-memory model (``TraceTables`` persists it). It holds one or more
 roots; a node is added as ``running`` and finished once with a final status and its
 metrics. Indexes are updated as nodes arrive — children, leaves, depth, the best metric
 on each root→node path, SOTA — so a scheduler never has to scan 100,000 nodes. Every

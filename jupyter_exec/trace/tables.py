@@ -1,4 +1,4 @@
-"""Traces in the run store's SQLite file, in tables of their own.
+"""``TraceTables``: traces in the store file, in tables of their own.
 
 ``trace_meta`` names each trace with its metric and direction; ``trace_nodes`` holds
 one row per node, written when the node starts and finished whatever happens. A trace
@@ -28,10 +28,10 @@ from jupyter_exec.store.database import UNFINISHED_SQL, Database
 
 from .model import Node, Trace
 
-__all__ = ["TraceStore"]
+__all__ = ["TraceTables"]
 
 
-class TraceStore(Database):
+class TraceTables(Database):
     """Thread-safe reads and writes of traces; every change goes to the DB and the model."""
 
     def __init__(self, path: Path) -> None:
