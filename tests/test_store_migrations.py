@@ -18,8 +18,7 @@ from conftest import add_run
 
 from jupyter_exec import reports
 from jupyter_exec.backends.base import Outcome
-from jupyter_exec.broker.records import RESTARTED
-from jupyter_exec.broker.records import Records as BrokerRecords
+from jupyter_exec.broker.records import RESTARTED, BrokerRecords
 from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
 from jupyter_exec.server.records import Records

@@ -4,7 +4,7 @@ A run's line is written when the run is over (or refused), so it holds everythin
 time, user, decision (``ran`` or ``refused``, and why), image and its digest, runtime, limits,
 code hash, status, duration and peak memory. Other requests (cancel, runs, logs, ...) get a
 line each too, with their decision. A run still going when the broker died gets its line
-when the broker starts again and finishes it (``records.Records.recover``), so no request is
+when the broker starts again and finishes it (``records.BrokerRecords.recover``), so no request is
 missing. The file is the broker's (mode 0600); past ``max_bytes`` it becomes ``FILE.1``
 (``FILE.1`` becomes ``FILE.2``, ... up to ``backups``), and a new file is started.
 """

@@ -23,13 +23,13 @@ from jupyter_exec.spec import RunSpec
 from jupyter_exec.status import UNFINISHED
 from jupyter_exec.store.runs import RunRecords
 
-__all__ = ["LISTED", "RESTARTED", "Records"]
+__all__ = ["LISTED", "RESTARTED", "BrokerRecords"]
 
 RESTARTED = "broker restarted: the run was stopped when the broker that ran it ended"
 LISTED = ("id", "user", "status", "name", "created", "duration", "peak_memory", "image", "runtime", "error", "kernel")
 
 
-class Records(RunRecords):
+class BrokerRecords(RunRecords):
     """The broker's runs (see the module docstring)."""
 
     def create(

@@ -24,7 +24,7 @@ from jupyter_exec.errors import JupyterExecError, PolicyError
 
 from .audit import AuditLog
 from .quotas import RateLimiter, Scheduler
-from .records import Records
+from .records import BrokerRecords
 from .rules import Rules, read_rules
 from .sandboxes import Sandboxes
 
@@ -94,7 +94,7 @@ class Broker:
         self.audit = AuditLog(
             settings.audit or settings.data_dir / "audit.jsonl", settings.audit_max_bytes, settings.audit_backups
         )
-        self.records = Records(settings.data_dir / "broker.sqlite3")
+        self.records = BrokerRecords(settings.data_dir / "broker.sqlite3")
         for row in self.records.recover():
             self.audit.write(
                 op="run",
