@@ -21,7 +21,7 @@ from jupyter_exec.backends.base import Outcome
 from jupyter_exec.broker.records import RESTARTED, BrokerRecords
 from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
-from jupyter_exec.server.records import Records
+from jupyter_exec.server.queries import PanelQueries
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
 from jupyter_exec.store.runs import RunRecords
@@ -197,7 +197,7 @@ def test_a_file_from_a_newer_release_is_refused_in_one_line(tmp_path):
     assert str(path) in message and "newer jupyter-exec" in message and "JX_DATA_DIR" in message
     assert "\n" not in message
     with pytest.raises(ApiError) as answered:  # the side panel's server says the same, as a 503
-        Records(path).runs((), 10)
+        PanelQueries(path).runs((), 10)
     assert (answered.value.status, str(answered.value)) == (503, message)
 
 

@@ -3,7 +3,7 @@ store the kernels write, under ``/jupyter-exec/api/v1/``.
 
 Installing the package enables it (``etc/jupyter/jupyter_server_config.d/jupyter_exec.json``;
 ``jupyter server extension list`` shows it). ``extension`` registers the routes,
-``handlers`` speaks HTTP, ``records`` reads the store and ``logs`` reads log files.
+``handlers`` speaks HTTP, ``queries`` reads the store and ``logs`` reads log files.
 This package is the only part of jupyter-exec that imports jupyter_server.
 """
 

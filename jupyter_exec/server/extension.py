@@ -9,7 +9,7 @@ from jupyter_server.utils import url_path_join
 from jupyter_exec.config import ExecConfig
 
 from .handlers import ROUTES
-from .records import API_PREFIX, Records
+from .queries import API_PREFIX, PanelQueries
 
 __all__ = ["load"]
 
@@ -22,9 +22,9 @@ def load(server_app: Any) -> None:
     kernels it starts at the same store.
     """
     config = ExecConfig(parent=server_app)
-    records = Records(config.store_path)
+    queries = PanelQueries(config.store_path)
     base = url_path_join(server_app.web_app.settings["base_url"], API_PREFIX)
     server_app.web_app.add_handlers(
-        ".*$", [(url_path_join(base, pattern), handler, {"records": records}) for pattern, handler in ROUTES]
+        ".*$", [(url_path_join(base, pattern), handler, {"queries": queries}) for pattern, handler in ROUTES]
     )
     server_app.log.info("jupyter-exec: side panel API at %s (store %s)", base, config.store_path)

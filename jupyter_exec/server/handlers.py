@@ -25,7 +25,7 @@ from tornado.ioloop import IOLoop
 
 from jupyter_exec.errors import ApiError
 
-from .records import API_PREFIX, STATUSES, Records
+from .queries import API_PREFIX, STATUSES, PanelQueries
 
 __all__ = ["ROUTES"]
 
@@ -34,10 +34,10 @@ _MAX_PIECE = 1 << 20
 
 
 class _Handler(APIHandler):
-    """Shared by every route: the records, work off the loop, errors as JSON with a status."""
+    """Shared by every route: the queries, work off the loop, errors as JSON with a status."""
 
-    def initialize(self, records: Records) -> None:
-        self.records = records
+    def initialize(self, queries: PanelQueries) -> None:
+        self.queries = queries
 
     async def reply(self, work: Callable[..., dict[str, Any]], *args: Any, status: int = 200) -> None:
         """Answer with ``work(*args)`` run on a thread (SQLite may wait on a writer, a disk may be slow)."""
@@ -72,20 +72,20 @@ class RunsHandler(_Handler):
             raise web.HTTPError(
                 400, f"status={','.join(unknown)}: unknown; use any of {', '.join(STATUSES)}, comma-separated"
             )
-        await self.reply(self.records.runs, statuses, self.whole_number("limit", 50, 1, _MAX_LIMIT))
+        await self.reply(self.queries.runs, statuses, self.whole_number("limit", 50, 1, _MAX_LIMIT))
 
 
 class RunHandler(_Handler):
     @web.authenticated
     async def get(self, run_id: str) -> None:
-        await self.reply(self.records.run, _run_id(run_id))
+        await self.reply(self.queries.run, _run_id(run_id))
 
 
 class LogHandler(_Handler):
     @web.authenticated
     async def get(self, run_id: str) -> None:
         await self.reply(
-            self.records.log,
+            self.queries.log,
             _run_id(run_id),
             self.whole_number("offset", 0, 0, 1 << 62),
             self.whole_number("max_bytes", 1 << 16, 1, _MAX_PIECE),
@@ -96,25 +96,25 @@ class LogHandler(_Handler):
 class CancelHandler(_Handler):
     @web.authenticated
     async def post(self, run_id: str) -> None:
-        await self.reply(self.records.cancel, _run_id(run_id), status=202)
+        await self.reply(self.queries.cancel, _run_id(run_id), status=202)
 
 
 class EnvsHandler(_Handler):
     @web.authenticated
     async def get(self) -> None:
-        await self.reply(self.records.envs)
+        await self.reply(self.queries.envs)
 
 
 class TracesHandler(_Handler):
     @web.authenticated
     async def get(self) -> None:
-        await self.reply(self.records.traces)
+        await self.reply(self.queries.traces)
 
 
 class TraceHandler(_Handler):
     @web.authenticated
     async def get(self, name: str) -> None:
-        await self.reply(self.records.trace, name)
+        await self.reply(self.queries.trace, name)
 
 
 class UnknownHandler(_Handler):

@@ -1,5 +1,5 @@
 /**
- * What the server extension answers (jupyter_exec/server/records.py), as types.
+ * What the server extension answers (jupyter_exec/server/queries.py), as types.
  * Times are epoch seconds; sizes are bytes.
  */
 

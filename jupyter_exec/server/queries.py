@@ -24,7 +24,7 @@ from jupyter_exec.trace.tables import TraceTables
 
 from .logs import read_piece
 
-__all__ = ["API_PREFIX", "STATUSES", "Records"]
+__all__ = ["API_PREFIX", "STATUSES", "PanelQueries"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,7 +66,7 @@ def _answerable(method: Callable[P, R]) -> Callable[P, R]:
     return answer
 
 
-class Records:
+class PanelQueries:
     """The runs, logs, envs and traces in the store at ``path`` (thread-safe)."""
 
     def __init__(self, path: Path) -> None:
