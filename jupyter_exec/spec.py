@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .envs.spec import EnvSpec, parse_env
+from .envs.envspec import EnvSpec, parse_env
 from .errors import SpecError
 from .limits import LIMITS, Gpus, Limit
 

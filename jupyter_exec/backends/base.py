@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.builder import BuiltEnv, EnvBuilder
-from jupyter_exec.envs.spec import EnvSpec
+from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.errors import TaskError, TransferError, remote_error
 from jupyter_exec.limits import LIMITS
 from jupyter_exec.policy import Policy

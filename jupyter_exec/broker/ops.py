@@ -19,7 +19,7 @@ from jupyter_exec.admission import BackendFacts, admit
 from jupyter_exec.backends.broker import wire
 from jupyter_exec.backends.broker.wire import BrokerError
 from jupyter_exec.backends.container import ContainerOptions
-from jupyter_exec.envs.spec import EnvSpec
+from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.errors import JupyterExecError
 from jupyter_exec.policy import policy_report
 from jupyter_exec.spec import Limits, RunSpec

@@ -25,7 +25,7 @@ from jupyter_exec.backends.base import Outcome, Submission, TaskHandle
 from jupyter_exec.backends.broker import wire
 from jupyter_exec.backends.broker.wire import BrokerError, RunRequest
 from jupyter_exec.backends.container import ContainerBackend, ContainerOptions
-from jupyter_exec.envs.spec import EnvSpec
+from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.errors import TaskCancelledError
 from jupyter_exec.policy import Policy
 from jupyter_exec.spec import Limits, RunSpec

@@ -2,7 +2,7 @@
 
 from .builder import BuiltEnv, EnvBuilder
 from .cache import EnvCache
-from .spec import EnvSpec
+from .envspec import EnvSpec
 from .venv import VenvBuilder
 
 __all__ = ["BuiltEnv", "EnvBuilder", "EnvCache", "EnvSpec", "VenvBuilder"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .spec import EnvSpec
+from .envspec import EnvSpec
 
 __all__ = ["BuiltEnv", "EnvBuilder", "Progress"]
 

@@ -25,8 +25,8 @@ from jupyter_exec.errors import BackendUnavailableError, EnvBuildError, JupyterE
 from jupyter_exec.store.database import Database
 
 from .builder import BuiltEnv, EnvBuilder, Progress
+from .envspec import EnvSpec
 from .hashing import env_hash
-from .spec import EnvSpec
 
 __all__ = ["EnvCache", "EnvIndex"]
 

@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from .spec import EnvSpec
+from .envspec import EnvSpec
 
 __all__ = ["env_hash", "file_digest", "tree_files"]
 

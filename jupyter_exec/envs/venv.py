@@ -20,8 +20,8 @@ from pathlib import Path
 from jupyter_exec.errors import EnvBuildError
 
 from .builder import BuiltEnv, Progress
+from .envspec import EnvSpec
 from .hashing import tree_files
-from .spec import EnvSpec
 
 __all__ = ["VenvBuilder"]
 

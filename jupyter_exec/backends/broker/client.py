@@ -23,7 +23,7 @@ from jupyter_exec.backends.container import ContainerBackend, ContainerOptions
 from jupyter_exec.backends.container.config import DEFAULT_IMAGE
 from jupyter_exec.backends.runs import RunRegistry, TrackedRun
 from jupyter_exec.config import ExecConfig, application_config
-from jupyter_exec.envs.spec import EnvSpec
+from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, NodeFailedError, SpecError, TaskCancelledError
 from jupyter_exec.policy import Policy
 from jupyter_exec.spec import Limits, RunSpec

@@ -27,7 +27,7 @@ from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, S
 from jupyter_exec.backends.outcomes import classify
 from jupyter_exec.backends.runs import KillableRun, RunRegistry
 from jupyter_exec.config import ExecConfig, application_config
-from jupyter_exec.envs.spec import EnvSpec
+from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, PolicyError
 from jupyter_exec.extras import install_hint
 from jupyter_exec.policy import Policy

@@ -17,7 +17,7 @@ import tarfile
 from pathlib import Path
 
 from jupyter_exec.envs.builder import BuiltEnv, Progress
-from jupyter_exec.envs.spec import EnvSpec
+from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError, EnvBuildError
 

@@ -28,7 +28,7 @@ from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, S
 from jupyter_exec.backends.outcomes import classify
 from jupyter_exec.backends.runs import KillableRun, RunRegistry
 from jupyter_exec.config import ExecConfig
-from jupyter_exec.envs.spec import EnvSpec
+from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.monitor import proc_usage
