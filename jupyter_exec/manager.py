@@ -11,7 +11,7 @@ the backend enforces; a refusal comes before anything is recorded or started), `
 sink as always. With ``--cache`` (``RunSpec.cache``) a run identical to one that succeeded
 is not run: its stored output is shown again and its values decoded, recorded as
 ``cached``; a run that succeeds is kept (``cache``). ``Manager.map`` fans one function or
-cell out over many items the same way (``fanout``), recorded as one map run. The Manager
+cell out over many items the same way (``map_runs``), recorded as one map run. The Manager
 knows backends only through ``backends.base`` and ``backends.factory``.
 """
 
@@ -40,7 +40,7 @@ from .envs import BuiltEnv, EnvCache, EnvSpec
 from .envs.hashing import env_hash
 from .errors import BackendUnavailableError, JupyterExecError, MapError, TaskError, describe_error, status_of
 from .events import Created, EventCallback, Finished, RunEvent, Running, RunResult
-from .fanout import MapRequest, run_map
+from .map_runs import MapRequest, run_map
 from .monitor import Monitor
 from .output import ConsoleSink, RunOutput
 from .policy import policy_in_effect
@@ -245,7 +245,7 @@ class Manager:
     ) -> list[Any]:
         """``[work(item) for item in items]`` on ``spec.backend``, results in order, recorded as one
         map run (its details count the items) beside the runs of its batches (on a backend that
-        does not fan out itself); see ``fanout``. Every item runs; then a ``MapError`` carries all
+        does not fan out itself); see ``map_runs``. Every item runs; then a ``MapError`` carries all
         results and each failed item's error (``return_exceptions``: the errors stand in the list)."""
         run_id, outcome = run_map(self, work, items, spec, how or MapRequest())
         if not outcome.errors:

@@ -7,7 +7,7 @@ panel): one row for the map with its item counts, and, on a backend that does no
 by itself, one for each batch. Every item runs even when some raise; then a ``MapError``
 carries all the results and each failed item's error. Ray spreads the batches over its
 cluster itself (``fanout`` in ``backends.raycluster``); elsewhere each batch is a run of
-its own (``jupyter_exec.fanout``).
+its own (``jupyter_exec.map_runs``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from .backends.raycluster.options import RayOptions
 from .envs import EnvSpec
 from .errors import MapError, SpecError
-from .fanout import MapRequest, work_label
 from .manager import Manager
+from .map_runs import MapRequest, work_label
 from .session import current_manager
 from .spec import CacheRequest, Limits, RunSpec, parse_env
 from .trace.sweep import SweepNodes
