@@ -46,8 +46,8 @@ def test_a_socket_reached_only_through_a_group_is_not_used_unless_allowed():
         path.chmod(0o660)
         work.chmod(0o755)
         probe = (
-            "from pathlib import Path; from jupyter_exec.backends.container import engines; "
-            f"print(engines.through_group_only(Path({str(path)!r})))"
+            "from pathlib import Path; from jupyter_exec.backends.container import discovery; "
+            f"print(discovery.through_group_only(Path({str(path)!r})))"
         )
         done = subprocess.run(
             [str(ROOT / "scripts" / "as-user"), "python", "-c", probe], capture_output=True, text=True, timeout=60
@@ -77,7 +77,7 @@ def test_an_image_is_copied_into_the_users_podman(tmp_path):
             str(ROOT / "scripts" / "as-user"),
             "python",
             "-c",
-            "from jupyter_exec.backends.container import engines\nprint(engines.choose().url)",
+            "from jupyter_exec.backends.container import discovery\nprint(discovery.choose().url)",
         ],
         capture_output=True,
         text=True,

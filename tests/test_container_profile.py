@@ -128,19 +128,19 @@ def test_docker_is_the_container_backend_by_another_name():
 
 @pytest.mark.ordinary_user
 def test_the_engine_is_configured_else_docker_host_else_found(monkeypatch):
-    from jupyter_exec.backends.container import engines
+    from jupyter_exec.backends.container import discovery
 
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    assert engines.configured_url("auto") is None
+    assert discovery.configured_url("auto") is None
     monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/1000/docker.sock")
-    assert engines.configured_url("auto") == "unix:///run/user/1000/docker.sock"
-    assert engines.configured_url("unix:///run/podman/podman.sock") == "unix:///run/podman/podman.sock"
+    assert discovery.configured_url("auto") == "unix:///run/user/1000/docker.sock"
+    assert discovery.configured_url("unix:///run/podman/podman.sock") == "unix:///run/podman/podman.sock"
     monkeypatch.setenv("JX_CONTAINER_URL", "tcp://engine:2376")
     from jupyter_exec.backends.container import DockerConfig
 
-    assert DockerConfig().url == "tcp://engine:2376" and engines.choose(DockerConfig().url).url == "tcp://engine:2376"
+    assert DockerConfig().url == "tcp://engine:2376" and discovery.choose(DockerConfig().url).url == "tcp://engine:2376"
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/4242")
     if os.geteuid() == 0:  # root: the rootful sockets, Docker's first
-        assert [c.label for c in engines.candidates()] == ["Docker (rootful)", "Podman (rootful)"]
+        assert [c.label for c in discovery.candidates()] == ["Docker (rootful)", "Podman (rootful)"]
     else:  # anyone else: rootless ones first
-        assert [c.label for c in engines.candidates()][:2] == ["Docker (rootless)", "Podman (rootless)"]
+        assert [c.label for c in discovery.candidates()][:2] == ["Docker (rootless)", "Podman (rootless)"]

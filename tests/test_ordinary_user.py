@@ -20,7 +20,7 @@ import uuid
 import pytest
 from conftest import require
 
-from jupyter_exec.backends.container.engines import DOCKER_SOCKET
+from jupyter_exec.backends.container.discovery import DOCKER_SOCKET
 
 pytestmark = [pytest.mark.kernel, pytest.mark.ordinary_user]
 SECCOMP = "%%sandbox --backend seccomp"

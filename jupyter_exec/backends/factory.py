@@ -1,7 +1,7 @@
 """Backend names to backend classes, what ``auto`` picks, and the builder of a stored env.
 
 ``auto`` prefers the strongest isolation that works here: a container when an engine
-answers (rootless Podman or Docker, or a rootful one; see ``container.engines``), else
+answers (rootless Podman or Docker, or a rootful one; see ``container.discovery``), else
 seccomp. It never falls back to an unconfined process on its own: ``local`` must be
 asked for by name. The names themselves (``docker`` is another name of ``container``)
 are ``names``'s, which the policy and the options read without loading a backend. With a

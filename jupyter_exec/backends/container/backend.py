@@ -1,6 +1,6 @@
 """``container`` (also ``docker``): each cell in a fresh, locked-down container that is removed afterwards.
 
-The engine is any that speaks the Docker API (``engines`` picks it: rootful or rootless
+The engine is any that speaks the Docker API (``discovery`` picks it: rootful or rootless
 Docker, Podman); the container's lock-down and limits are ``hostconfig``'s, its runtime
 ``--runtime`` / ``DockerConfig.runtime`` (``runsc``: gVisor), or the one the
 administrator's policy forces. ``--timeout`` is enforced from the host by killing the
@@ -34,7 +34,7 @@ from jupyter_exec.policy import Policy
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
 from jupyter_exec.spec import Limits, RunSpec
 
-from . import engines
+from . import discovery
 from .config import ContainerOptions, DockerConfig
 from .engine import Engine, RetryPolicy
 from .envbuilder import ImageEnvBuilder
@@ -82,7 +82,7 @@ class ContainerBackend(ExecutorBackend):
     @functools.cached_property
     def engine(self) -> Engine:
         """The engine this kernel's containers run on (chosen once)."""
-        return engines.choose(self.settings.url, self.settings.docker_group, self.retry_policy)
+        return discovery.choose(self.settings.url, self.settings.docker_group, self.retry_policy)
 
     # Depends on the engine, so read from the instance (as the manager reads it); see the
     # process backend for why it is a property over a ClassVar.
@@ -115,10 +115,10 @@ class ContainerBackend(ExecutorBackend):
     def reap(cls) -> int:
         """Containers whose kernel is gone, on every engine this user reaches."""
         settings = _settings()
-        urls = [url for url in (engines.configured_url(settings.url),) if url]
+        urls = [url for url in (discovery.configured_url(settings.url),) if url]
         urls += [
             c.url
-            for c in engines.candidates(settings.docker_group)
+            for c in discovery.candidates(settings.docker_group)
             if c.usable and os.access(c.url.removeprefix("unix://"), os.W_OK)
         ]
         return reap_containers(dict.fromkeys(urls))
@@ -133,7 +133,7 @@ class ContainerBackend(ExecutorBackend):
         if importlib.util.find_spec("docker") is None:
             return Availability(False, "the Docker SDK is not installed", install_hint("docker"))
         try:
-            engine = engines.choose(settings.url, settings.docker_group)
+            engine = discovery.choose(settings.url, settings.docker_group)
             found = engine.client.images.list(name=settings.image)
             facts = engine.facts
         except BackendUnavailableError as error:
@@ -141,7 +141,7 @@ class ContainerBackend(ExecutorBackend):
         except Exception as error:  # any failure to talk to the engine means "not here"
             result = Availability(
                 False,
-                f"the container engine at {engines.configured_url(settings.url) or 'auto'} failed "
+                f"the container engine at {discovery.configured_url(settings.url) or 'auto'} failed "
                 f"({type(error).__name__}: {error})",
                 "start it, or set DockerConfig.url, or pass --backend seccomp",
             )

@@ -1,7 +1,7 @@
 """One container engine: its address, its client, its retries, and what it says of itself.
 
 Any engine that speaks the Docker API is driven through the Docker SDK: rootful Docker,
-rootless Docker, Podman's API service (``podman system service``). ``engines`` finds them
+rootless Docker, Podman's API service (``podman system service``). ``discovery`` finds them
 and picks one; an ``Engine`` talks to one. Its client is made once per address and
 process; its ``facts`` (kind, rootless or not, cgroup mode, the limits it can set through
 cgroups, its runtimes and their arguments) are asked once.

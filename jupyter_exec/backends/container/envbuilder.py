@@ -65,7 +65,7 @@ class ImageEnvBuilder:
             from jupyter_exec.config import application_config
 
             from .config import DockerConfig
-            from .engines import choose
+            from .discovery import choose
 
             settings = DockerConfig(config=application_config())
             self._engine = choose(settings.url, settings.docker_group)

@@ -44,7 +44,7 @@ def default_engine() -> Engine:
     from jupyter_exec.config import application_config
 
     from .config import DockerConfig
-    from .engines import choose
+    from .discovery import choose
 
     settings = DockerConfig(config=application_config())
     return choose(settings.url, settings.docker_group)

@@ -7,7 +7,7 @@ import shutil
 
 from jupyter_exec.config import application_config
 
-from . import engines
+from . import discovery
 from .config import DockerConfig
 from .engine import Engine
 from .runtimes import GVISOR, missing_args
@@ -19,8 +19,8 @@ def engine_report() -> list[str]:
     """Lines for ``doctor`` (indented under the backend list)."""
     settings = DockerConfig(config=application_config())
     lines = ["container engines:"]
-    configured = engines.configured_url(settings.url)
-    found = engines.survey(settings.docker_group)
+    configured = discovery.configured_url(settings.url)
+    found = discovery.survey(settings.docker_group)
     chosen = configured or next((f.url for f in found if f.usable), None)
     if configured and configured not in {f.url for f in found}:
         lines.append(f"  * configured {configured}")
