@@ -44,14 +44,14 @@ class CancelWatcher:
 
     def __init__(
         self,
-        store: RunRecords,
+        records: RunRecords,
         runs: Callable[[], Collection[int]],
         cancel: Callable[[int], Any],
         *,
         delay: float = DELAY,
         interval: float = INTERVAL,
     ) -> None:
-        self._store, self._runs, self._cancel = store, runs, cancel
+        self._records, self._runs, self._cancel = records, runs, cancel
         self._delay, self._interval = delay, interval
         self._wake = threading.Condition()
         self._since: dict[int, float] = {}  # run id -> when the watcher saw it start
@@ -111,7 +111,7 @@ class CancelWatcher:
     def _look(self, runs: frozenset[int], asked: set[int]) -> None:
         self.looks += 1
         try:
-            wanted = self._store.cancel_requests(runs)
+            wanted = self._records.cancel_requests(runs)
         except sqlite3.Error as error:  # busy or closed: try again next time
             _log.warning("jupyter-exec: could not read cancel requests: %s", error)
             return
@@ -123,22 +123,22 @@ class CancelWatcher:
                 _log.warning("jupyter-exec: cancelling run %s failed: %s", run_id, error)
 
 
-def ask_cancel(store: RunRecords, run_id: int) -> dict[str, Any] | None:
+def ask_cancel(records: RunRecords, run_id: int) -> dict[str, Any] | None:
     """Ask the kernel running ``run_id`` to cancel it; the row as it is now (None: no such run).
 
     A run whose kernel has died has nobody to stop it: it is closed at once, as the next
     kernel would close it.
     """
-    row = store.request_cancel(run_id)
+    row = records.request_cancel(run_id)
     if row is not None and row["status"] not in FINAL and not pid_alive(row["owner_pid"]):
-        store.close_orphans(pid_alive)
-        row = store.get(run_id)
+        records.close_orphans(pid_alive)
+        row = records.get(run_id)
     return row
 
 
-def cancel_elsewhere(store: RunRecords, run_id: int, wait: float = 5.0) -> str:
+def cancel_elsewhere(records: RunRecords, run_id: int, wait: float = 5.0) -> str:
     """``%jx cancel N`` for a run of another kernel: ask, wait up to ``wait`` s, say what happened."""
-    row = ask_cancel(store, run_id)
+    row = ask_cancel(records, run_id)
     if row is None:
         raise JupyterExecError(f"no run {run_id}; `%jx runs` lists them")
     if row["status"] in FINAL:
@@ -146,7 +146,7 @@ def cancel_elsewhere(store: RunRecords, run_id: int, wait: float = 5.0) -> str:
     deadline = time.monotonic() + wait
     while row["status"] not in FINAL and time.monotonic() < deadline:
         time.sleep(0.1)
-        row = store.get(run_id) or row
+        row = records.get(run_id) or row
     if row["status"] == Status.CANCELLED:
         return f"run {run_id} cancelled by its kernel ({row['kernel']})"
     if row["status"] in FINAL:

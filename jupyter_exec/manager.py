@@ -79,12 +79,12 @@ class Manager:
         self.config = config or ExecConfig(config=application_config())
         self.policy = policy_in_effect()  # the administrator's; read once per process
         self.kernel_id = kernel_id or f"pid-{os.getpid()}"
-        self.store = RunRecords(self.config.store_path)
+        self.records = RunRecords(self.config.store_path)
         self.logs_dir = self.config.logs_dir  # fixed with the store: both live in data_dir
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         # Runs are refused while the disks of their records are (nearly) full.
-        self.room = Room([Path(self.config.data_dir), self.store.path.parent], self.store.reserve)
-        self.store.reserve.ensure(self.config.min_free_bytes())
+        self.room = Room([Path(self.config.data_dir), self.records.path.parent], self.records.reserve)
+        self.records.reserve.ensure(self.config.min_free_bytes())
         self.scratch_root = Path(self.config.scratch_dir)
         self.scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._backends: dict[str, ExecutorBackend] = {}
@@ -97,13 +97,13 @@ class Manager:
         self._cancel_asked: set[int] = set()  # cancelled while starting: cancelled once submitted
         self._lock = threading.Lock()
         # Cancel requests from the side panel or other kernels, for runs past a fraction of a second.
-        self._cancel_watch = CancelWatcher(self.store, lambda: (*self._starting, *self._active), self.cancel)
+        self._cancel_watch = CancelWatcher(self.records, lambda: (*self._starting, *self._active), self.cancel)
         self.reaped = self.reap()
         atexit.register(self.shutdown)
 
     def reap(self) -> dict[str, int]:
         """Remove what dead kernels left behind: each backend's leftovers, then unfinished rows."""
-        return {**factory.reap_all(), "runs": self.store.close_orphans(pid_alive)}
+        return {**factory.reap_all(), "runs": self.records.close_orphans(pid_alive)}
 
     def backend(self, name: str) -> ExecutorBackend:
         """The initialised backend called ``name`` (``auto``: the strongest that works here among
@@ -203,7 +203,7 @@ class Manager:
             cancel_now = run.id in self._cancel_asked
         if cancel_now:
             run.backend.cancel(handle)
-        self.store.mark_running(run.id, str(run.output.log_path))
+        self.records.mark_running(run.id, str(run.output.log_path))
         run.emit(Running(kind="running", started=handle.started))
 
     def _await(self, run: _Run) -> Envelope:
@@ -258,7 +258,7 @@ class Manager:
         """A new row for a run of ``code`` on ``backend``, queued; its id. Refused while the disks
         of the records are (nearly) full, so no record is lost to a full disk."""
         self.room.check(self.config.min_free_bytes())
-        return self.store.create_run(
+        return self.records.create_run(
             kernel=self.kernel_id,
             owner_pid=os.getpid(),
             name=name,
@@ -295,7 +295,7 @@ class Manager:
         """A cache hit as this run: the stored output shown (and logged) again, the values decoded;
         nothing runs. Recorded as ``cached``, with the run it came from."""
         output, trust = run.output, run.spec.trust
-        self.store.mark_running(run.id, str(output.log_path))
+        self.records.mark_running(run.id, str(output.log_path))
         try:
             for kind, data in hit.output:
                 if kind == "display":
@@ -374,7 +374,7 @@ class Manager:
             or None
         )
         log_cut = run.output.log_cut
-        self.store.finish_run(
+        self.records.finish_run(
             run.id,
             status,
             error=describe_error(error),
@@ -391,7 +391,7 @@ class Manager:
                     error=describe_error(error),
                     peak_memory=peak,
                     cpu_seconds=outcome.cpu_seconds if outcome else None,
-                    duration=(self.store.get(run.id) or {}).get("duration"),
+                    duration=(self.records.get(run.id) or {}).get("duration"),
                 )
             )
 
@@ -409,7 +409,7 @@ class Manager:
         return bool(handle and handle.backend.cancel(handle))
 
     def log_text(self, run_id: int) -> str:
-        row = self.store.get(run_id)
+        row = self.records.get(run_id)
         if row is None:
             raise JupyterExecError(f"no run {run_id}; `%jx runs` lists them")
         path = row["log_path"]

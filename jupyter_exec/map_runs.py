@@ -44,7 +44,7 @@ __all__ = ["MapHost", "MapRequest", "batch_size_for", "map_in_runs", "run_map", 
 class MapHost(Protocol):
     """What a map needs of the Manager: admission, the record, the cache, and runs for its batches."""
 
-    store: RunRecords
+    records: RunRecords
     cache: CacheEntries
 
     def admitted(self, spec: RunSpec) -> tuple[ExecutorBackend, AdmittedSpec]: ...
@@ -91,7 +91,7 @@ def run_map(
     backend, spec = manager.admitted(spec)
     keys = _item_keys(manager, work, items, spec, backend, how.progress) if spec.cache else None
     run_id = manager.record(work_label(work), spec, backend, spec.name or "map")
-    manager.store.mark_running(run_id, None)
+    manager.records.mark_running(run_id, None)
     outcome = MapOutcome([None] * len(items))
     if how.settled is not None:
         settled = how.settled
@@ -110,16 +110,16 @@ def run_map(
                 else:
                     outcome.succeed(index, done.results[position])
     except BaseException as error:
-        manager.store.finish_run(run_id, status_of(error), error=describe_error(error), details=details)
+        manager.records.finish_run(run_id, status_of(error), error=describe_error(error), details=details)
         raise
     if keys is not None:
         _keep(manager, keys, outcome, todo, run_id, backend, work_label(work), spec.trust)
     details.update(succeeded=len(items) - len(outcome.errors), failed=len(outcome.errors))
     if outcome.errors:
         failure = MapError(outcome.results, dict(sorted(outcome.errors.items())), run_id)
-        manager.store.finish_run(run_id, Status.FAILED, error=describe_error(failure), details=details)
+        manager.records.finish_run(run_id, Status.FAILED, error=describe_error(failure), details=details)
     else:
-        manager.store.finish_run(run_id, Status.CACHED if not todo and items else Status.SUCCEEDED, details=details)
+        manager.records.finish_run(run_id, Status.CACHED if not todo and items else Status.SUCCEEDED, details=details)
     return run_id, outcome
 
 

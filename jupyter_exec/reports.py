@@ -15,10 +15,10 @@ __all__ = ["cache_table", "envs_table", "runs_table"]
 _ENV_COLUMNS = ["hash", "status", "target", "size", "uses", "builds", "last_used", "created", "spec", "build_log"]
 
 
-def runs_table(store: RunRecords, limit: int = 50) -> Any:
+def runs_table(records: RunRecords, limit: int = 50) -> Any:
     """The newest runs; ``node`` is where a Ray run ran (its node id's first 12 characters, as --node takes);
     ``items`` what a map's items came to, ``from`` the run a cached one replays."""
-    rows = store.runs(limit=limit, columns=(*COLUMNS, "details"))
+    rows = records.runs(limit=limit, columns=(*COLUMNS, "details"))
     for row in rows:
         details = json.loads(row.pop("details") or "{}")
         row["node"] = (details.get("node_id") or "")[:12] or None

@@ -64,10 +64,10 @@ class JxMagics(Magics):
 
     def _jx_runs(self, rest: str) -> Any:
         """The newest runs; ``node`` is where a Ray run ran (its node id's first 12 characters, as --node takes)."""
-        return runs_table(self.manager.store, limit=int(rest) if rest.isdigit() else 50)
+        return runs_table(self.manager.records, limit=int(rest) if rest.isdigit() else 50)
 
     def _jx_show(self, rest: str) -> None:
-        row = self.manager.store.get(self._run_id(rest, "show"))
+        row = self.manager.records.get(self._run_id(rest, "show"))
         if row is None:
             raise UsageError(f"no run {rest}; `%jx runs` lists them")
         for key in ("spec", "details"):
@@ -83,7 +83,7 @@ class JxMagics(Magics):
         if self.manager.cancel(run_id):
             print(f"run {run_id} cancelled")
         else:
-            print(cancel_elsewhere(self.manager.store, run_id))
+            print(cancel_elsewhere(self.manager.records, run_id))
 
     def _jx_wait(self, rest: str) -> Any:
         """Wait for a --bg run (at most SECONDS); its value, or its error raised."""

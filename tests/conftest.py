@@ -126,7 +126,7 @@ class Kernel:
         msg_id = self.client.execute(code)
         deadline = time.monotonic() + 20
         while (
-            not (self.store().runs(1) and self.store().runs(1)[0]["status"] == "running")
+            not (self.records().runs(1) and self.records().runs(1)[0]["status"] == "running")
             and time.monotonic() < deadline
         ):
             time.sleep(0.05)
@@ -150,10 +150,10 @@ class Kernel:
     def refused(self, cell: str) -> str:
         """The one-line UsageError ``cell`` gets (without its prefix); asserts that nothing ran
         (the cell body prints 'ran') and that no run was recorded."""
-        before = self.store().runs(1)
+        before = self.records().runs(1)
         result = self.run(cell)
         assert result.stderr.startswith("UsageError: ") and result.stderr.count("\n") == 1, result
-        assert "ran" not in result.stdout and self.store().runs(1) == before
+        assert "ran" not in result.stdout and self.records().runs(1) == before
         return result.stderr.removeprefix("UsageError: ").rstrip("\n")
 
     def assert_no_run_processes(self) -> None:
@@ -186,11 +186,11 @@ class Kernel:
         cell = self.run(f"print(repr({expression}))", check=True)
         return ast.literal_eval(cell.stdout.strip())
 
-    def store(self) -> RunRecords:
+    def records(self) -> RunRecords:
         return RunRecords(self.data_dir / "runs.sqlite3")
 
     def last_run(self) -> dict:
-        return self.store().runs(limit=1)[0]
+        return self.records().runs(limit=1)[0]
 
     def last_log(self) -> str:
         """The log of the last run so far (what it printed, and what its backend noted)."""
@@ -202,9 +202,9 @@ class Kernel:
         request's id, for ``collect``."""
         msg_id = self.client.execute(code)
         deadline = time.monotonic() + timeout
-        while not ([r["status"] for r in self.store().runs(1)] == ["running"] and printed in self.last_log()):
+        while not ([r["status"] for r in self.records().runs(1)] == ["running"] and printed in self.last_log()):
             assert time.monotonic() < deadline, (
-                f"the run did not print {printed!r} within {timeout:g} s: {self.store().runs(1)}, {self.last_log()!r}"
+                f"the run did not print {printed!r} within {timeout:g} s: {self.records().runs(1)}, {self.last_log()!r}"
             )
             time.sleep(0.2)
         return msg_id

@@ -45,7 +45,7 @@ ADMITTED = {
 
 def _recorded(manager: Manager, newest: int) -> list[dict]:
     """The specs of the ``newest`` runs, as recorded (newest first)."""
-    return [json.loads(manager.store.get(row["id"])["spec"]) for row in manager.store.runs(newest)]
+    return [json.loads(manager.records.get(row["id"])["spec"]) for row in manager.records.runs(newest)]
 
 
 class _Channel:
@@ -125,7 +125,7 @@ def test_what_a_backend_cannot_keep_is_refused_in_its_words(kernel_side):
         manager.run("1", RunSpec(backend="seccomp", runtime_env=EnvSpec(image="python:3.12")))
     with pytest.raises(PolicyError, match=r"^--mem 2g is above the administrator's ceiling of 1g"):
         manager.run("1", RunSpec(backend="seccomp", limits=Limits.parse(memory="2g")))
-    assert manager.store.runs(10) == []  # refused before anything was recorded
+    assert manager.records.runs(10) == []  # refused before anything was recorded
 
 
 def test_admission_reads_only_its_arguments():

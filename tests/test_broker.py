@@ -521,7 +521,7 @@ def test_a_kernel_shutting_down_cancels_its_runs_at_the_broker(broker):
         kernel.start(f"{SANDBOX} --bg --name leaving\n{HOSTNAME}time.sleep(120)")
         run, container = _going(broker, USERS[0])
         Kernel.shutdown(kernel)  # the kernel alone: its data directory is read below
-        assert kernel.store().runs(1)[0]["status"] == "cancelled"
+        assert kernel.records().runs(1)[0]["status"] == "cancelled"
         assert broker.admin({"op": "show", "run": run})["run"]["status"] == "cancelled"
         _until(lambda: not _exists(container), "the run's container removed")
     finally:

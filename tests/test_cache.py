@@ -43,9 +43,9 @@ def test_a_second_identical_run_is_replayed_in_under_5_ms(kernel):
     )
     assert f"out {tag} 21" in first.stdout and first.displays and first.result
     assert kernel.eval("(y, z)") == values == (42, [21, "text", b"bytes"])
-    origin, hit = kernel.store().runs(2)[::-1]
+    origin, hit = kernel.records().runs(2)[::-1]
     assert origin["status"] == "succeeded" and hit["status"] == "cached"
-    assert json.loads(kernel.store().get(hit["id"])["details"])["cached_from"] == origin["id"]
+    assert json.loads(kernel.records().get(hit["id"])["details"])["cached_from"] == origin["id"]
     assert f"out {tag} 21" in kernel.run(f"%jx logs {hit['id']}", check=True).stdout  # its log has the output
     call = (
         f"get_ipython().run_cell_magic('sandbox', '--backend seccomp --cache --quiet --in x --out y,z', "
@@ -59,7 +59,7 @@ def test_a_second_identical_run_is_replayed_in_under_5_ms(kernel):
         check=True,
     )
     assert float(timed.result_text) < 5.0, timed.result_text
-    assert [r["status"] for r in kernel.store().runs(25)] == ["cached"] * 25
+    assert [r["status"] for r in kernel.records().runs(25)] == ["cached"] * 25
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_what_is_never_served_or_kept(kernel, tmp_path):
         assert kernel.run(unsafe).error["ename"] == "TransferError"
     trusted = kernel.run(f"{CACHED} --trust --out w\nimport fractions\nw = fractions.Fraction(1, 3)  # {tag}")
     assert trusted.error is None
-    cache = CacheEntries(kernel.store().path, 1 << 30)
+    cache = CacheEntries(kernel.records().path, 1 << 30)
     entries = cache._execute("SELECT trusted, entry FROM run_cache").fetchall()
     assert all(r["trusted"] or '"pickle"' not in r["entry"] for r in entries)  # a pickle only under --trust
     assert any(r["trusted"] and '"pickle"' in r["entry"] for r in entries)
@@ -186,7 +186,7 @@ def test_a_map_item_run_before_is_not_run_again(kernel):
     )
     assert cell.result_text == "True"
     assert "10 of 12 items from the cache" in cell.stderr
-    maps = [r for r in kernel.store().runs(20, columns=("id", "name", "status", "details")) if r["name"] == "map"]
+    maps = [r for r in kernel.records().runs(20, columns=("id", "name", "status", "details")) if r["name"] == "map"]
     assert json.loads(maps[0]["details"]) == {"items": 12, "cached": 10, "succeeded": 12, "failed": 0}
     again = kernel.run(f"jupyter_exec.map({work!r}, range(12), backend='seccomp', cache=True)")
     assert again.error is None and kernel.last_run()["status"] == Status.CACHED  # nothing ran at all

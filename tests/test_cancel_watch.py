@@ -54,7 +54,7 @@ class Started:
         threading.Thread(target=work, daemon=True).start()
         assert recorded.wait(30)
         deadline = time.monotonic() + 30
-        while manager.store.get(self.run_id)["status"] != "running" and time.monotonic() < deadline:
+        while manager.records.get(self.run_id)["status"] != "running" and time.monotonic() < deadline:
             time.sleep(0.02)
 
 

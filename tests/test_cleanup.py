@@ -45,7 +45,7 @@ def test_killed_kernel_mid_run_dies_with_it_and_is_cleared_by_the_next(tmp_path)
         "%%sandbox --backend seccomp\nimport time, subprocess\n"
         "subprocess.Popen(['sleep', '300'], start_new_session=True)\ntime.sleep(300)"
     )
-    store = kernel.store()
+    store = kernel.records()
     assert _wait_until(lambda: store.runs(1) and store.runs(1)[0]["status"] == "running")
     run_id = store.runs(1)[0]["id"]
     os.kill(pid, signal.SIGKILL)
@@ -58,7 +58,7 @@ def test_killed_kernel_mid_run_dies_with_it_and_is_cleared_by_the_next(tmp_path)
     successor = Kernel(tmp_path / "data", tmp_path)  # its Manager reaps on start
     try:
         assert _wait_until(lambda: not _cgroups_of(pid)), _cgroups_of(pid)
-        row = successor.store().get(run_id)
+        row = successor.records().get(run_id)
         assert row["status"] == "failed" and "kernel" in row["error"]
     finally:
         successor.shutdown()
@@ -78,7 +78,7 @@ def test_a_kernel_shutting_down_ends_its_runs_still_going_as_cancelled(tmp_path,
     kernel.start(
         f"%%sandbox --bg --backend {backend}\nimport time\nprint('going', flush=True)\ntime.sleep(300)", "going"
     )
-    store = kernel.store()
+    store = kernel.records()
     run_id = store.runs(1)[0]["id"]
     kernel.shutdown()
     row = store.get(run_id)

@@ -29,7 +29,7 @@ _EXPECTED = "(True, [0, 1, 4, 9, 16, 25, 36], True, [7], 'ZeroDivisionError')"
 
 def _map_rows(kernel, count: int) -> list[dict]:
     """The newest ``count`` map runs (not their batches), newest first, details parsed."""
-    rows = [r for r in kernel.store().runs(200, columns=("id", "name", "status", "details")) if r["name"] == "map"]
+    rows = [r for r in kernel.records().runs(200, columns=("id", "name", "status", "details")) if r["name"] == "map"]
     return [{**r, "details": json.loads(r["details"] or "{}")} for r in rows[:count]]
 
 
@@ -45,7 +45,7 @@ def test_a_thousand_items_on_seccomp(kernel):
     assert good["details"] == {"items": 1000, "cached": 0, "succeeded": 1000, "failed": 0}
     assert failed["status"] == "failed"
     assert failed["details"] == {"items": 1000, "cached": 0, "succeeded": 999, "failed": 1}
-    batches = [r for r in kernel.store().runs(40) if (r["name"] or "").startswith(f"map {failed['id']}[")]
+    batches = [r for r in kernel.records().runs(40) if (r["name"] or "").startswith(f"map {failed['id']}[")]
     assert len(batches) == 8 and all(r["status"] == "succeeded" for r in batches)  # four batches per slot
 
 
@@ -58,17 +58,17 @@ def test_interrupting_a_map_leaves_nothing_running(kernel):
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     (row,) = _map_rows(kernel, 1)
     assert row["status"] == "cancelled"
-    batches = [r for r in kernel.store().runs(20) if (r["name"] or "").startswith(f"map {row['id']}[")]
+    batches = [r for r in kernel.records().runs(20) if (r["name"] or "").startswith(f"map {row['id']}[")]
     assert 1 <= len(batches) <= 3 and all(r["status"] == "cancelled" for r in batches)  # nothing more started
     kernel.assert_no_run_processes()
 
 
 @pytest.mark.ordinary_user
 def test_a_map_refused_up_front_runs_nothing(kernel):
-    before = kernel.store().runs(1)
+    before = kernel.records().runs(1)
     cell = kernel.run("import jupyter_exec\njupyter_exec.map(abs, [1], backend='seccomp', num_gpus=1)")
     assert cell.error["ename"] == "SpecError" and "backend='ray'" in cell.error["evalue"]
-    assert kernel.store().runs(1) == before
+    assert kernel.records().runs(1) == before
 
 
 @pytest.fixture

@@ -205,7 +205,7 @@ def test_map_is_checked_before_connecting(tmp_path):
         assert "Ray address ray://elsewhere:10001 is not allowed" in refusal(
             lambda: jupyter_exec.map(abs, [1], backend="ray", address="ray://elsewhere:10001")
         )
-        assert not connection().connected and manager.store.runs() == []  # refused: nothing recorded
+        assert not connection().connected and manager.records.runs() == []  # refused: nothing recorded
     finally:
         set_current_manager(None)
         manager.shutdown()
@@ -269,7 +269,7 @@ def test_unset_limits_get_the_ceiling(strict):
     assert cell.error and cell.error["ename"] == "TaskTimeoutError" and "started" in cell.stdout
     assert time.monotonic() - began < 8  # stopped at the policy's 2 s, not the default 10m
     run = strict.last_run()
-    limits = json.loads(strict.store().get(run["id"])["spec"])["limits"]
+    limits = json.loads(strict.records().get(run["id"])["spec"])["limits"]
     assert (run["status"], limits["timeout"], limits["memory"], limits["pids"], limits["cpus"]) == (
         "timeout",
         2.0,
@@ -375,7 +375,7 @@ def test_jx_policy_cannot_loosen_the_system_policy(kernel, system_policy, tmp_pa
             "allowed: seccomp, container"
         )
         fresh.run("%%sandbox --backend seccomp\n1", check=True)
-        limits = json.loads(fresh.store().get(fresh.last_run()["id"])["spec"])["limits"]
+        limits = json.loads(fresh.records().get(fresh.last_run()["id"])["spec"])["limits"]
         assert (limits["memory"], limits["timeout"]) == (1 << 30, 300.0)  # JX_POLICY did tighten the timeout
         require(ContainerBackend.availability().ok, "Docker with the base image is not available")
         (tmp_path / "env.yaml").write_text("image: python:3.12-slim\n")

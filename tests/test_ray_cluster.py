@@ -197,7 +197,7 @@ def test_token_missing_is_named_and_interrupt_works_while_connecting(cluster, tm
 
 
 def _details(kernel: Kernel) -> dict:
-    return json.loads(kernel.store().get(kernel.last_run()["id"])["details"] or "{}")
+    return json.loads(kernel.records().get(kernel.last_run()["id"])["details"] or "{}")
 
 
 VISIBLE = "%%rayrun {options}\nimport os\nos.environ.get('CUDA_VISIBLE_DEVICES', '')"
@@ -278,7 +278,7 @@ def test_retries_run_the_cell_again_on_the_other_node_when_its_node_is_killed(cl
     assert cell.error is None, cell.error
     assert cell.result_text == "'finished'" and kernel.last_run()["status"] == "succeeded"
     assert not ray_lines(cell.stdout + cell.stderr)  # "Task failed. There are 1 retries remaining" is Ray's
-    assert json.loads(kernel.store().get(kernel.last_run()["id"])["details"])["node_id"] != first  # ran again
+    assert json.loads(kernel.records().get(kernel.last_run()["id"])["details"])["node_id"] != first  # ran again
 
 
 def test_a_node_killed_under_a_run_fails_it_naming_the_node(cluster, kernel):

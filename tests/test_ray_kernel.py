@@ -42,7 +42,7 @@ def ray_address(ray_kernel) -> str:
 
 
 def _details(kernel: Kernel) -> dict:
-    return json.loads(kernel.store().get(kernel.last_run()["id"])["details"] or "{}")
+    return json.loads(kernel.records().get(kernel.last_run()["id"])["details"] or "{}")
 
 
 def test_embedded_ray_starts_once_with_a_message(ray_kernel):
@@ -155,7 +155,7 @@ def test_env_vars_reach_the_task(ray_kernel):
 def test_interrupt_cancels_the_task(ray_kernel):
     msg_id = ray_kernel.client.execute("%%rayrun\nimport time\nprint('started', flush=True)\ntime.sleep(60)")
     deadline = time.monotonic() + 30
-    while ray_kernel.store().runs(1)[0]["status"] != "running" and time.monotonic() < deadline:
+    while ray_kernel.records().runs(1)[0]["status"] != "running" and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)
     ray_kernel.km.interrupt_kernel()
@@ -320,7 +320,7 @@ def test_runtime_env_becomes_rays_own(ray_kernel):
         check=True,
     )
     assert cell.result_text == "('shipped by ray', 'hi from py_modules', 'ray')"
-    spec = json.loads(ray_kernel.store().get(ray_kernel.last_run()["id"])["spec"])
+    spec = json.loads(ray_kernel.records().get(ray_kernel.last_run()["id"])["spec"])
     assert spec["runtime_env"]["working_dir"].endswith("rayproject")
 
 

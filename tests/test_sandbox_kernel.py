@@ -196,5 +196,5 @@ def test_jx_commands(kernel):
 
 
 def test_every_run_is_finished_in_the_store(kernel):
-    rows = kernel.store().runs(limit=10_000)
+    rows = kernel.records().runs(limit=10_000)
     assert rows and all(r["status"] in FINAL for r in rows)

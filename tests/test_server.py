@@ -172,7 +172,7 @@ def test_cancel_reaches_a_run_of_a_kernel(lab, lab_kernel):
     assert status == 202 and body["cancel_requested"] > 0
     error = next(m["content"] for m in lab_kernel.messages(msg_id, 20) if m["msg_type"] == "error")
     assert error["ename"] == "TaskCancelledError" and time.monotonic() - asked < 5
-    assert lab_kernel.store().get(run["id"])["status"] == "cancelled"
+    assert lab_kernel.records().get(run["id"])["status"] == "cancelled"
     status, body = call(lab, f"runs/{run['id']}/cancel", "POST")
     assert status == 202 and body["status"] == "cancelled"  # asked twice: the same answer, done
     done = _run_id(lab_kernel, f"{SECCOMP}\npass", check=True)

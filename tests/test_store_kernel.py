@@ -89,13 +89,13 @@ def test_a_full_data_directory_refuses_a_cell_and_a_filling_one_keeps_its_record
     kernel = Kernel(small_disk, tmp_path, env={"JX_MIN_FREE_SPACE": "2m"})
     try:
         filler = _fill(small_disk)
-        before = kernel.store().runs(1)
+        before = kernel.records().runs(1)
         refused = kernel.run(f"{LOCAL}\nprint('ran')")
         assert refused.error is not None and refused.error["ename"] == "StoreError", refused
         assert len(refused.error["traceback"]) == 1
         line = refused.error["traceback"][0]
         assert f"{small_disk} has 0 B free" in line and "jupyter-exec envs gc" in line and "JX_DATA_DIR" in line
-        assert "ran" not in refused.stdout and kernel.store().runs(1) == before
+        assert "ran" not in refused.stdout and kernel.records().runs(1) == before
 
         filler.unlink()
         assert kernel.run(f"{LOCAL}\nprint('ran')", check=True).stdout == "ran\n"
@@ -107,7 +107,7 @@ def test_a_full_data_directory_refuses_a_cell_and_a_filling_one_keeps_its_record
         assert flood.error is None, flood.error
         run = kernel.last_run()
         assert run["status"] == Status.SUCCEEDED
-        details = json.loads(kernel.store().get(run["id"])["details"])
+        details = json.loads(kernel.records().get(run["id"])["details"])
         assert details["log"].startswith("log truncated at") and str(small_disk / "logs") in details["log"]
         assert f"run {run['id']}: log truncated at" in flood.stderr  # said in the cell, once
         log = (small_disk / "logs" / f"{run['id']}.log").read_bytes()
@@ -171,7 +171,7 @@ def test_two_kernels_writing_at_once_one_killed_lose_no_runs(tmp_path):
 
         closed = writer.eval("current_manager().reap()['runs']")  # as the next kernel to start does
         assert closed <= 1  # the run under way when the kernel died
-        rows = writer.store().runs(10 * runs, columns=("name", "status"))
+        rows = writer.records().runs(10 * runs, columns=("name", "status"))
         names = [row["name"] for row in rows]
         assert len(names) == len(set(names)), "a run was recorded twice"
         assert {f"a-{i}" for i in range(runs)} <= set(names)

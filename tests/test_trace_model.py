@@ -130,7 +130,7 @@ class FakeManager:
     """Evaluates each child's code as an expression; counts how many run at once."""
 
     def __init__(self, path: Path, delay: float = 0.02) -> None:
-        self.store = RunRecords(path)
+        self.records = RunRecords(path)
         self.config = SimpleNamespace(widgets="off")
         self.delay, self.running, self.most = delay, 0, 0
         self.lock = threading.Lock()

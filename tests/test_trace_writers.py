@@ -9,7 +9,7 @@ from conftest import Kernel
 pytestmark = [pytest.mark.kernel, pytest.mark.ordinary_user]
 
 LIVE = "trace_tables(jupyter_exec.current_manager()).open('sweep')"  # the model every writer grew
-STORED = "jupyter_exec.trace.TraceTables(jupyter_exec.current_manager().store.path).read('sweep')"
+STORED = "jupyter_exec.trace.TraceTables(jupyter_exec.current_manager().records.path).read('sweep')"
 
 
 def _shape(trace: str) -> str:

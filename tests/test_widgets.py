@@ -53,7 +53,7 @@ def test_run_panel_follows_a_run(manager):
     assert panel.limits["memory"] == 512 << 20 and panel.backend.startswith(BACKEND)
     assert panel.samples and max(s["memory"] for s in panel.samples) > 60 << 20
     assert panel.peak_memory >= 60 << 20
-    assert manager.store.get(panel.run_id)["peak_memory"] == panel.peak_memory
+    assert manager.records.get(panel.run_id)["peak_memory"] == panel.peak_memory
     data, _ = panel._repr_mimebundle_()
     assert WIDGET_VIEW in data and "succeeded" in data["text/plain"] and "! careful" in data["text/plain"]
     assert '<span style="color:#b00">careful</span>' in data["text/html"]
@@ -96,7 +96,7 @@ def test_cancel_click_stops_the_run(manager):
     with pytest.raises(TaskCancelledError):
         manager.run("import time; time.sleep(60)", RunSpec(backend=BACKEND), sink=panel, on_event=panel.event)
     assert time.monotonic() - started < 10
-    assert panel.status == "cancelled" and manager.store.get(panel.run_id)["status"] == "cancelled"
+    assert panel.status == "cancelled" and manager.records.get(panel.run_id)["status"] == "cancelled"
 
 
 def test_a_run_that_ends_while_its_cancel_is_asked_shows_its_final_status():

@@ -81,15 +81,15 @@ class PanelQueries:
                 self._tables = (RunRecords(self.path), EnvIndex(self.path), TraceTables(self.path))
             return self._tables
 
-    def _store(self) -> RunRecords | None:
+    def _records(self) -> RunRecords | None:
         tables = self._open()
         return tables[0] if tables else None
 
     @_answerable
     def runs(self, statuses: Collection[str], limit: int) -> dict[str, Any]:
         """The newest ``limit`` runs (of ``statuses`` if any), newest first; ``now`` is the server's clock."""
-        store = self._store()
-        rows = store.runs(limit, statuses=statuses, columns=_LISTED) if store else []
+        records = self._records()
+        rows = records.runs(limit, statuses=statuses, columns=_LISTED) if records else []
         for row in rows:
             row["error"] = _first_line(row["error"])
         return {"runs": rows, "now": time.time()}
@@ -119,8 +119,8 @@ class PanelQueries:
     @_answerable
     def cancel(self, run_id: int) -> dict[str, Any]:
         """Ask the kernel running it to cancel the run (409 if it had already finished)."""
-        store = self._store()
-        row = ask_cancel(store, run_id) if store else None
+        records = self._records()
+        row = ask_cancel(records, run_id) if records else None
         if row is None:
             raise _no_run(run_id)
         if row["cancel_requested"] is None:
@@ -175,8 +175,8 @@ class PanelQueries:
         }
 
     def _row(self, run_id: int) -> dict[str, Any]:
-        store = self._store()
-        row = store.get(run_id) if store else None
+        records = self._records()
+        row = records.get(run_id) if records else None
         if row is None:
             raise _no_run(run_id)
         return row

@@ -77,10 +77,10 @@ def show_traces_with(viewer: Viewer | None) -> None:
 
 def trace_tables(manager: Manager) -> TraceTables:
     """The trace tables in ``manager``'s store file, opened once per process."""
-    key = str(manager.store.path)
+    key = str(manager.records.path)
     with _lock:
         if key not in _tables:
-            _tables[key] = TraceTables(manager.store.path)
+            _tables[key] = TraceTables(manager.records.path)
         return _tables[key]
 
 
