@@ -34,7 +34,7 @@ def main() -> None:
     os.environ.setdefault("JX_DATA_DIR", tempfile.mkdtemp(prefix="jx-bench-"))
     import jupyter_exec
     from jupyter_exec import Manager
-    from jupyter_exec.session import set_current_manager
+    from jupyter_exec.current import set_current_manager
 
     set_current_manager(Manager())
     items = list(range(args.items))

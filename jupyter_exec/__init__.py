@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .current import current_manager
 from .envs import EnvSpec
 from .errors import (
     BackendUnavailableError,
@@ -30,7 +31,6 @@ from .errors import (
 )
 from .manager import Manager, RunResult
 from .mapping import map
-from .session import current_manager
 from .spec import Limits, Mount, RunSpec
 from .status import Status
 from .trace import explore

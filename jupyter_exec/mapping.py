@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from .backends.raycluster.options import RayOptions
+from .current import current_manager
 from .envs import EnvSpec
 from .errors import MapError, SpecError
 from .manager import Manager
 from .map_runs import MapRequest, work_label
-from .session import current_manager
 from .spec import CacheRequest, Limits, RunSpec, parse_env
 from .trace.sweep import SweepNodes
 

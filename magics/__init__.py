@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_exec.config import ExecConfig
+from jupyter_exec.current import set_current_manager
 from jupyter_exec.manager import Manager
-from jupyter_exec.session import set_current_manager
 from jupyter_exec.trace.explore import show_traces_with
 
 from .cells import follow_trace, probe_widgets

@@ -18,12 +18,12 @@ from jupyter_exec.backends.process import SeccompBackend
 from jupyter_exec.broker.ops import handle
 from jupyter_exec.broker.service import Broker, Identity, Settings
 from jupyter_exec.config import ExecConfig
+from jupyter_exec.current import set_current_manager
 from jupyter_exec.envs import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, PolicyError, SpecError
 from jupyter_exec.manager import Manager
 from jupyter_exec.output import ConsoleSink
 from jupyter_exec.policy import Policy, load_policy
-from jupyter_exec.session import set_current_manager
 from jupyter_exec.spec import Limits, RunSpec
 
 # The same file is the kernel's policy (JX_POLICY) and the broker's: its top-level keys are a policy.

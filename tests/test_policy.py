@@ -19,10 +19,10 @@ from jupyter_exec.backends.factory import choose, resolve_name
 from jupyter_exec.backends.process import SeccompBackend
 from jupyter_exec.backends.raycluster import RayBackend, RayOptions
 from jupyter_exec.config import ExecConfig
+from jupyter_exec.current import set_current_manager
 from jupyter_exec.errors import BackendUnavailableError, PolicyError
 from jupyter_exec.manager import Manager
 from jupyter_exec.policy import POLICY_DIRS, load_policy
-from jupyter_exec.session import set_current_manager
 from jupyter_exec.spec import Limits, RunSpec
 
 STRICT = """\

@@ -183,7 +183,7 @@ def test_the_manager_imports_no_concrete_backend():
 def test_backends_never_import_ipython_and_base_is_the_contract_alone():
     for path in (ROOT / "backends").rglob("*.py"):
         assert not re.search(r"^\s*(from|import) IPython", path.read_text(), re.M), path
-    above = {"jupyter_exec.manager", "jupyter_exec.session", "jupyter_exec.server", "jupyter_exec.broker"}
+    above = {"jupyter_exec.manager", "jupyter_exec.current", "jupyter_exec.server", "jupyter_exec.broker"}
     needed = _needs("jupyter_exec.backends.base")
     assert not {m for m in needed if m.startswith((*above, "jupyter_exec.backends.", "jupyter_exec.magics"))}, needed
 

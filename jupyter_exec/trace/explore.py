@@ -25,9 +25,9 @@ from contextlib import suppress
 from dataclasses import replace
 from typing import Any, Protocol
 
+from jupyter_exec.current import current_manager
 from jupyter_exec.errors import SpecError, TaskError, describe_error, status_of
 from jupyter_exec.manager import Manager, RunResult
-from jupyter_exec.session import current_manager
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
 
