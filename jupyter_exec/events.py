@@ -46,7 +46,7 @@ class _Sampled(TypedDict):
 class Sample(_Sampled, total=False):
     """What the run uses now (``Monitor``): what the backend could read, beside the time."""
 
-    memory: int  # bytes
+    memory: int | None  # bytes
     cpu: float  # percent of one core since the last sample
     gpu: float  # percent
     gpu_memory: int  # bytes

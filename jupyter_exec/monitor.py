@@ -12,17 +12,26 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import TypedDict
 
 from .events import Sample
 
-__all__ = ["Monitor", "proc_usage"]
+__all__ = ["Monitor", "Usage", "proc_usage"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def proc_usage(pids: Iterable[int]) -> dict[str, Any]:
+class Usage(TypedDict, total=False):
+    """What a run uses now, as its backend reads it (``ExecutorBackend.sample``): what it can tell."""
+
+    memory: int | None  # bytes
+    cpu_seconds: float | None  # so far
+    gpu: float  # percent
+    gpu_memory: int  # bytes
+
+
+def proc_usage(pids: Iterable[int]) -> Usage:
     """Resident memory and CPU seconds (children already waited for included) of ``pids``,
     from /proc; processes that are gone count as nothing."""
     memory, ticks = 0, 0
@@ -45,9 +54,7 @@ class Monitor:
     of one core, ...}`` plus whatever else the backend reported (``gpu``, ``gpu_memory``).
     """
 
-    def __init__(
-        self, read: Callable[[], dict[str, Any] | None], emit: Callable[[Sample], None], interval: float = 1.0
-    ) -> None:
+    def __init__(self, read: Callable[[], Usage | None], emit: Callable[[Sample], None], interval: float = 1.0) -> None:
         self.read, self.emit, self.interval = read, emit, interval
         self.peak_memory: int | None = None
         self.samples = 0
@@ -76,14 +83,20 @@ class Monitor:
             if not reading:
                 continue
             now = time.monotonic()
-            sample = cast(Sample, {k: v for k, v in reading.items() if k != "cpu_seconds"})
-            sample["kind"], sample["t"] = "sample", round(now - started, 2)
+            sample: Sample = {"kind": "sample", "t": round(now - started, 2)}
+            if "memory" in reading:
+                sample["memory"] = reading["memory"]
+            if "gpu" in reading:
+                sample["gpu"] = reading["gpu"]
+            if "gpu_memory" in reading:
+                sample["gpu_memory"] = reading["gpu_memory"]
             cpu_seconds = reading.get("cpu_seconds")
             if cpu_seconds is not None and last is not None and now > last[0]:
                 sample["cpu"] = round(max(0.0, cpu_seconds - last[1]) / (now - last[0]) * 100, 1)
             if cpu_seconds is not None:
                 last = (now, cpu_seconds)
-            if reading.get("memory"):
-                self.peak_memory = max(self.peak_memory or 0, reading["memory"])
+            memory = reading.get("memory")
+            if memory:
+                self.peak_memory = max(self.peak_memory or 0, memory)
             self.samples += 1
             self.emit(sample)

@@ -30,6 +30,7 @@ from jupyter_exec.envs.builder import BuiltEnv, EnvBuilder
 from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.errors import TaskError, TransferError, remote_error
 from jupyter_exec.limits import LIMITS
+from jupyter_exec.monitor import Usage
 from jupyter_exec.policy import Policy
 from jupyter_exec.runner.protocol import Envelope, OutputSink
 from jupyter_exec.spec import Limits, Placement, RunSpec
@@ -273,7 +274,7 @@ class ExecutorBackend(abc.ABC):
     def get_available_resources(self) -> dict[str, Any]:
         return {}
 
-    def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
+    def sample(self, handle: TaskHandle) -> Usage | None:
         """What the run uses now: ``memory`` (bytes), ``cpu_seconds`` so far, and ``gpu`` (%)
         / ``gpu_memory`` (bytes) where known; None when this backend cannot tell (``samples``)."""
         return None

@@ -25,6 +25,7 @@ from jupyter_exec.backends.runs import RunRegistry, TrackedRun
 from jupyter_exec.config import ExecConfig, application_config
 from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, NodeFailedError, SpecError, TaskCancelledError
+from jupyter_exec.monitor import Usage
 from jupyter_exec.policy import Policy
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
@@ -125,7 +126,7 @@ class BrokerBackend(ExecutorBackend):
     def cancel(self, handle: TaskHandle) -> bool:
         return self.runs.cancel(handle.run_id)
 
-    def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
+    def sample(self, handle: TaskHandle) -> Usage | None:
         run = self.runs.get(handle.run_id)
         return run.sample if run is not None else None
 
@@ -192,7 +193,7 @@ class _BrokeredRun(TrackedRun):
     def __init__(self, submission: Submission, backend: BrokerBackend, stream: Stream, broker_run: int) -> None:
         self.submission, self.backend, self.stream, self.broker_run = submission, backend, stream, broker_run
         self.handle = TaskHandle(submission, backend)
-        self.sample: dict[str, Any] | None = None
+        self.sample: Usage | None = None
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -226,7 +227,7 @@ class _BrokeredRun(TrackedRun):
             elif kind == "display" and isinstance(event.get("data"), dict):
                 sink.display(event["data"])
             elif kind == "sample":
-                self.sample = {k: event.get(k) for k in ("memory", "cpu_seconds")}
+                self.sample = {"memory": event.get("memory"), "cpu_seconds": event.get("cpu_seconds")}
             elif kind == "queued":
                 sink.output("stderr", f"[jupyter-exec] queued at the broker: {event.get('why')}\n")
             elif kind == "running":

@@ -30,6 +30,7 @@ from jupyter_exec.config import ExecConfig, application_config
 from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, PolicyError
 from jupyter_exec.extras import install_hint
+from jupyter_exec.monitor import Usage
 from jupyter_exec.policy import Policy
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
 from jupyter_exec.spec import Limits, RunSpec
@@ -279,7 +280,7 @@ class ContainerBackend(ExecutorBackend):
     def cancel(self, handle: TaskHandle) -> bool:
         return self.runs.cancel(handle.run_id)
 
-    def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
+    def sample(self, handle: TaskHandle) -> Usage | None:
         run = self.runs.get(handle.run_id)
         if run is None or not run.sampler.samples:
             return None

@@ -31,7 +31,7 @@ from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError
-from jupyter_exec.monitor import proc_usage
+from jupyter_exec.monitor import Usage, proc_usage
 from jupyter_exec.runner import confine as confinement
 from jupyter_exec.runner.plans import Mounts, Plan, Rlimits
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
@@ -185,7 +185,7 @@ class LocalBackend(ExecutorBackend):
             "idle_workers": self.pool.idle_count(),
         }
 
-    def sample(self, handle: TaskHandle) -> dict[str, Any] | None:
+    def sample(self, handle: TaskHandle) -> Usage | None:
         run = self.runs.get(handle.run_id)
         return None if run is None else run.usage()
 
@@ -296,13 +296,13 @@ class _ProcessRun(KillableRun):
         """Off the run's path, once it is over: the worker reaped, its cgroup removed, its pipes closed."""
         self.worker.close(ended=True)
 
-    def usage(self) -> dict[str, Any]:
+    def usage(self) -> Usage:
         """Memory and CPU seconds of the run's processes. Memory is the larger of their resident
         size and the cgroup's count (which leaves out what the worker allocated before joining it)."""
         pids = self.cgroup.procs() if self.cgroup else self.worker.tree()
         usage = proc_usage(pids)
         if self.cgroup is not None:
-            usage["memory"] = max(usage["memory"], self.cgroup.memory_current() or 0)
+            usage["memory"] = max(usage.get("memory") or 0, self.cgroup.memory_current() or 0)
         return usage
 
     def stream_until_exit(self) -> Outcome:
