@@ -25,7 +25,7 @@ from typing import Any
 from ._proc import pid_alive
 from .errors import JupyterExecError
 from .status import FINAL, Status
-from .store.runs import RunRecords
+from .store.runs import RunRecords, RunRow
 
 __all__ = ["CancelWatcher", "ask_cancel", "cancel_elsewhere"]
 
@@ -123,7 +123,7 @@ class CancelWatcher:
                 _log.warning("jupyter-exec: cancelling run %s failed: %s", run_id, error)
 
 
-def ask_cancel(records: RunRecords, run_id: int) -> dict[str, Any] | None:
+def ask_cancel(records: RunRecords, run_id: int) -> RunRow | None:
     """Ask the kernel running ``run_id`` to cancel it; the row as it is now (None: no such run).
 
     A run whose kernel has died has nobody to stop it: it is closed at once, as the next

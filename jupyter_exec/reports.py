@@ -18,12 +18,14 @@ _ENV_COLUMNS = ["hash", "status", "target", "size", "uses", "builds", "last_used
 def runs_table(records: RunRecords, limit: int = 50) -> Any:
     """The newest runs; ``node`` is where a Ray run ran (its node id's first 12 characters, as --node takes);
     ``items`` what a map's items came to, ``from`` the run a cached one replays."""
-    rows = records.runs(limit=limit, columns=(*COLUMNS, "details"))
-    for row in rows:
-        details = json.loads(row.pop("details") or "{}")
-        row["node"] = (details.get("node_id") or "")[:12] or None
-        row["items"] = _items(details) if "items" in details else None
-        row["from"] = details.get("cached_from")
+    rows = []
+    for row in records.runs(limit=limit, columns=(*COLUMNS, "details")):
+        details = json.loads(row.get("details") or "{}")
+        shown: dict[str, Any] = {key: value for key, value in row.items() if key != "details"}
+        shown["node"] = (details.get("node_id") or "")[:12] or None
+        shown["items"] = _items(details) if "items" in details else None
+        shown["from"] = details.get("cached_from")
+        rows.append(shown)
     try:
         import pandas
     except ImportError:

@@ -19,6 +19,7 @@ from jupyter_exec.manager import Manager
 from jupyter_exec.policy import policy_report
 from jupyter_exec.reports import cache_table, envs_table, runs_table
 from jupyter_exec.resources import format_report, resources_report
+from jupyter_exec.store.runs import decoded
 from jupyter_exec.trace.explore import trace_tables
 from jupyter_exec.trace.view import render
 from jupyter_exec.units import format_bytes
@@ -70,9 +71,7 @@ class JxMagics(Magics):
         row = self.manager.records.get(self._run_id(rest, "show"))
         if row is None:
             raise UsageError(f"no run {rest}; `%jx runs` lists them")
-        for key in ("spec", "details"):
-            row[key] = json.loads(row[key]) if row[key] else None
-        print(json.dumps(row, indent=2, default=str))
+        print(json.dumps(decoded(row), indent=2, default=str))
 
     def _jx_logs(self, rest: str) -> None:
         print(self.manager.log_text(self._run_id(rest, "logs")), end="")

@@ -23,6 +23,7 @@ from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.errors import JupyterExecError
 from jupyter_exec.policy import policy_report
 from jupyter_exec.spec import Limits, RunSpec
+from jupyter_exec.store.runs import RunRow
 
 from .runs import serve_run
 from .service import Broker, Channel, Identity
@@ -50,7 +51,7 @@ def handle(broker: Broker, identity: Identity, doc: dict[str, Any], channel: Cha
             pass
 
 
-def _owned(broker: Broker, identity: Identity, doc: dict[str, Any]) -> dict[str, Any]:
+def _owned(broker: Broker, identity: Identity, doc: dict[str, Any]) -> RunRow:
     """The run ``doc`` names, if it is the caller's (or the caller is an administrator); else 404."""
     run_id = doc.get("run")
     row = broker.records.get(run_id) if isinstance(run_id, int) and not isinstance(run_id, bool) else None

@@ -15,13 +15,12 @@ brought over by ``store.schema.BROKER_FIRST``.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from jupyter_exec.backends.base import Outcome
 from jupyter_exec.backends.container import ContainerBackend
 from jupyter_exec.spec import RunSpec
 from jupyter_exec.status import UNFINISHED
-from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.runs import RunRecords, RunRow
 
 __all__ = ["LISTED", "RESTARTED", "BrokerRecords"]
 
@@ -59,7 +58,7 @@ class BrokerRecords(RunRecords):
             runtime=runtime,
         )
 
-    def finish(self, run_id: int, outcome: Outcome) -> dict[str, Any] | None:
+    def finish(self, run_id: int, outcome: Outcome) -> RunRow | None:
         """Finish an unfinished run as ``outcome`` says; the row as it is now (None if it was finished already)."""
         finished = self.finish_run(
             run_id,
@@ -72,10 +71,10 @@ class BrokerRecords(RunRecords):
         )
         return self.get(run_id) if finished else None
 
-    def listing(self, user: str | None, *, finished: bool, limit: int = 50) -> list[dict[str, Any]]:
+    def listing(self, user: str | None, *, finished: bool, limit: int = 50) -> list[RunRow]:
         """The newest runs of ``user`` (None: everyone's); only unfinished ones unless ``finished``."""
         return self.runs(limit, statuses=() if finished else UNFINISHED, columns=LISTED, user=user)
 
-    def recover(self) -> list[dict[str, Any]]:
+    def recover(self) -> list[RunRow]:
         """Finish every run a dead broker left unfinished as ``failed`` ("broker restarted"); those rows."""
         return self.fail_orphans(lambda pid: False, RESTARTED)

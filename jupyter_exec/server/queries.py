@@ -19,7 +19,7 @@ from jupyter_exec.cancel_watch import ask_cancel
 from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
 from jupyter_exec.status import FINAL, Status
-from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.runs import RunRecords, RunRow, decoded
 from jupyter_exec.trace.tables import TraceTables
 
 from .logs import read_piece
@@ -97,10 +97,7 @@ class PanelQueries:
     @_answerable
     def run(self, run_id: int) -> dict[str, Any]:
         """Every recorded field of one run, its spec and details decoded."""
-        row = self._row(run_id)
-        for key in ("spec", "details"):
-            row[key] = json.loads(row[key]) if row[key] else None
-        return {**row, "now": time.time()}
+        return {**decoded(self._row(run_id)), "now": time.time()}
 
     @_answerable
     def log(self, run_id: int, offset: int, max_bytes: int, tail: bool = False) -> dict[str, Any]:
@@ -174,7 +171,7 @@ class PanelQueries:
             "nodes": nodes,
         }
 
-    def _row(self, run_id: int) -> dict[str, Any]:
+    def _row(self, run_id: int) -> RunRow:
         records = self._records()
         row = records.get(run_id) if records else None
         if row is None:

@@ -12,15 +12,16 @@ A broker's file has the same table (``broker.records``): its rows say whom each 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from jupyter_exec.status import FINAL, Status
 
 from .database import FINAL_SQL, UNFINISHED_SQL, Database
 
-__all__ = ["COLUMNS", "RunRecords"]
+__all__ = ["COLUMNS", "RunRecords", "RunRow", "decoded"]
 
 COLUMNS = (
     "id",
@@ -38,6 +39,45 @@ COLUMNS = (
     "code_hash",
     "log_path",
 )
+
+
+class RunRow(TypedDict, total=False):
+    """A row of the runs table as read: every column (``get``), or those asked for (``runs``).
+    Times are epoch seconds; ``spec`` and ``details`` are JSON text (``decoded`` reads them)."""
+
+    id: int
+    kernel: str
+    owner_pid: int
+    name: str | None
+    backend: str
+    isolation: str | None
+    spec: str  # RunSpec.describe()
+    code: str  # "" at a broker, which keeps the hash only
+    code_hash: str
+    status: str
+    error: str | None
+    exit_code: int | None
+    created: float
+    started: float | None
+    ended: float | None
+    duration: float | None
+    peak_memory: int | None  # bytes
+    cpu_seconds: float | None
+    log_path: str | None
+    details: str | None  # Outcome.details, and the log's cut
+    cancel_requested: float | None
+    user: str | None  # the rest are a broker's (see the module docstring)
+    client_run: int | None
+    image: str | None
+    runtime: str | None
+
+
+def decoded(row: RunRow) -> dict[str, Any]:
+    """``row`` with its spec and details read from their JSON, to be shown (``%jx show``, the side panel)."""
+    shown: dict[str, Any] = dict(row)
+    for key in ("spec", "details"):
+        shown[key] = json.loads(shown[key]) if shown.get(key) else None
+    return shown
 
 
 class RunRecords(Database):
@@ -112,9 +152,9 @@ class RunRecords(Database):
             ).rowcount
         )
 
-    def get(self, run_id: int) -> dict[str, Any] | None:
+    def get(self, run_id: int) -> RunRow | None:
         row = self._execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-        return dict(row) if row else None
+        return _row(row) if row else None
 
     def runs(
         self,
@@ -123,7 +163,7 @@ class RunRecords(Database):
         statuses: Collection[str] = (),
         columns: Collection[str] = COLUMNS,
         user: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RunRow]:
         """The newest ``limit`` runs, newest first; only those in ``statuses`` if any are given, and
         only ``user``'s if given (a broker's file)."""
         where = [f"status IN ({', '.join('?' * len(statuses))})"] if statuses else []
@@ -132,9 +172,9 @@ class RunRecords(Database):
             where.append("user = ?")
             args.append(user)
         sql = f"SELECT {', '.join(columns)} FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
-        return [dict(r) for r in self._execute(f"{sql} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()]
+        return [_row(r) for r in self._execute(f"{sql} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()]
 
-    def request_cancel(self, run_id: int) -> dict[str, Any] | None:
+    def request_cancel(self, run_id: int) -> RunRow | None:
         """Ask for an unfinished run to be cancelled, whichever kernel runs it (its ``Manager``
         watches for this); the row as it is now, or None if there is no such run."""
         self._execute(
@@ -152,16 +192,20 @@ class RunRecords(Database):
         )
         return [r["id"] for r in rows.fetchall()]
 
-    def unfinished(self) -> Iterator[dict[str, Any]]:
+    def unfinished(self) -> Iterator[RunRow]:
         rows = self._execute(f"SELECT id, owner_pid FROM runs WHERE status IN ({UNFINISHED_SQL})").fetchall()
-        return (dict(r) for r in rows)
+        return (_row(r) for r in rows)
 
     def close_orphans(self, is_alive: Callable[[int], bool]) -> int:
         """Finish runs whose kernel died mid-run. ``is_alive(pid)`` says if an owner lives."""
         return len(self.fail_orphans(is_alive, "the kernel running it exited before it finished"))
 
-    def fail_orphans(self, is_alive: Callable[[int], bool], error: str) -> list[dict[str, Any]]:
+    def fail_orphans(self, is_alive: Callable[[int], bool], error: str) -> list[RunRow]:
         """Finish as ``failed`` (``error``) the unfinished runs whose owner is not alive; their rows."""
         orphans = [row["id"] for row in self.unfinished() if not is_alive(row["owner_pid"])]
         finished = [self.get(run_id) for run_id in orphans if self.finish_run(run_id, Status.FAILED, error=error)]
         return [row for row in finished if row is not None]
+
+
+def _row(row: sqlite3.Row) -> RunRow:
+    return cast(RunRow, dict(row))
