@@ -7,22 +7,35 @@ looking does not start Ray or fill a container pool.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from .backends.factory import BACKENDS
 from .manager import Manager
 from .units import format_bytes
 
-__all__ = ["format_report", "resources_report"]
+__all__ = ["BackendResources", "format_report", "resources_report"]
 
 
-def resources_report(manager: Manager) -> list[dict[str, Any]]:
-    """One dict per backend: name, isolation, ok, reason, fix, notes, started, resources."""
+class BackendResources(TypedDict):
+    """One backend in the report: whether it works here (as ``doctor`` says), and its figures."""
+
+    name: str
+    isolation: str
+    ok: bool
+    reason: str
+    fix: str  # "" when there is nothing to fix
+    notes: list[str]
+    started: bool  # in this kernel
+    resources: dict[str, Any]  # get_available_resources(): each backend's own figures
+
+
+def resources_report(manager: Manager) -> list[BackendResources]:
+    """One entry per registered backend."""
     report = []
     for name, cls in BACKENDS.items():
         availability = cls.availability()
         started = manager.started_backend(name)
-        entry: dict[str, Any] = {
+        entry: BackendResources = {
             "name": name,
             "isolation": cls.isolation,
             "ok": availability.ok,
@@ -47,7 +60,7 @@ def _value(key: str, value: Any) -> str:
     return str(value)
 
 
-def format_report(report: list[dict[str, Any]]) -> str:
+def format_report(report: list[BackendResources]) -> str:
     """The report as aligned text, one backend per block."""
     lines = []
     for entry in report:

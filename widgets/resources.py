@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any
 
 import traitlets
 
-from jupyter_exec.resources import format_report
+from jupyter_exec.resources import BackendResources, format_report
 
 from ._common import FallbackWidget
 
@@ -21,7 +20,7 @@ class ResourcesWidget(FallbackWidget):
     _esm = Path(__file__).with_name("resources.js")
     _css = Path(__file__).with_name("resources.css")
 
-    backends: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)
+    backends: traitlets.List[BackendResources] = traitlets.List().tag(sync=True)
 
     def text_fallback(self) -> str:
         return format_report(self.backends)

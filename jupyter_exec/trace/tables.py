@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from jupyter_exec._proc import pid_alive
 from jupyter_exec.errors import SpecError
@@ -28,7 +28,19 @@ from jupyter_exec.store.database import UNFINISHED_SQL, Database
 
 from .model import Node, Trace
 
-__all__ = ["TraceTables"]
+__all__ = ["TraceSummary", "TraceTables"]
+
+
+class TraceSummary(TypedDict):
+    """One trace in a few figures (``summaries``; the side panel's list of traces)."""
+
+    name: str
+    metric: str
+    maximize: bool
+    created: float  # epoch seconds
+    nodes: int
+    running: int  # nodes not finished
+    updated: float  # its newest node's start, or its creation
 
 
 class TraceTables(Database):
@@ -43,7 +55,7 @@ class TraceTables(Database):
         """Trace names, the most recently grown first."""
         return [s["name"] for s in self.summaries()]
 
-    def summaries(self) -> list[dict[str, Any]]:
+    def summaries(self) -> list[TraceSummary]:
         """Each trace's name, metric, direction, node counts and last growth, the most recently grown first."""
         rows = self._execute(
             "SELECT m.name, m.metric, m.maximize, m.created, COUNT(n.id) AS nodes,"
@@ -51,7 +63,7 @@ class TraceTables(Database):
             " FROM trace_meta m LEFT JOIN trace_nodes n ON n.trace = m.name"
             " GROUP BY m.name ORDER BY updated DESC"
         ).fetchall()
-        return [{**dict(r), "maximize": bool(r["maximize"])} for r in rows]
+        return [cast(TraceSummary, {**dict(r), "maximize": bool(r["maximize"])}) for r in rows]
 
     def open(self, name: str, metric: str | None = None, maximize: bool | None = None) -> Trace:
         """Load trace ``name``, creating it if new (default metric ``score``, maximised).
