@@ -29,7 +29,7 @@ from pathlib import Path
 from timing import median_ms
 
 from jupyter_exec.status import Status
-from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.records import RunRecords
 from jupyter_exec.store.salvage import salvage
 from jupyter_exec.store.space import Reserve, Room
 

@@ -25,7 +25,7 @@ from typing import Any
 from ._proc import pid_alive
 from .errors import JupyterExecError
 from .status import FINAL, Status
-from .store.runs import RunRecords, RunRow
+from .store.records import RunRecords, RunRow
 
 __all__ = ["CancelWatcher", "ask_cancel", "cancel_elsewhere"]
 

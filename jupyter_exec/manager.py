@@ -48,7 +48,7 @@ from .runner.protocol import Envelope, OutputSink
 from .runner.transfer import pack_inputs
 from .spec import RunSpec
 from .status import Status
-from .store.runs import RunRecords
+from .store.records import RunRecords
 from .store.space import Room
 
 __all__ = ["EventCallback", "Manager", "RunResult"]

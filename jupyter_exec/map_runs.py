@@ -36,7 +36,7 @@ from .runner.protocol import OutputSink
 from .runner.transfer import decode
 from .spec import RunSpec
 from .status import Status
-from .store.runs import RunRecords
+from .store.records import RunRecords
 
 __all__ = ["MapHost", "MapRequest", "batch_size_for", "map_in_runs", "run_map", "work_label"]
 

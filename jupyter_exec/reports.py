@@ -8,7 +8,7 @@ from typing import Any
 
 from .cache import CacheEntries
 from .envs.cache import EnvIndex
-from .store.runs import COLUMNS, RunRecords
+from .store.records import COLUMNS, RunRecords
 
 __all__ = ["cache_table", "envs_table", "runs_table"]
 

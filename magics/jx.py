@@ -19,7 +19,7 @@ from jupyter_exec.manager import Manager
 from jupyter_exec.policy import policy_report
 from jupyter_exec.reports import cache_table, envs_table, runs_table
 from jupyter_exec.resources import format_report, resources_report
-from jupyter_exec.store.runs import decoded
+from jupyter_exec.store.records import decoded
 from jupyter_exec.trace.explore import trace_tables
 from jupyter_exec.trace.view import render
 from jupyter_exec.units import format_bytes

@@ -25,7 +25,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from jupyter_exec.status import Status
-from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.records import RunRecords
 
 REQUIRE_ALL = os.environ.get("JX_REQUIRE_ALL") == "1"
 # Every kernel of the session where no namespace can be made (scripts/test-as-user's second pass).

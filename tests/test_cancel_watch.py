@@ -14,7 +14,7 @@ from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import TaskCancelledError
 from jupyter_exec.manager import Manager
 from jupyter_exec.spec import RunSpec
-from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.records import RunRecords
 
 BACKEND = "local"
 LONG = "import time\nprint('waiting', flush=True)\ntime.sleep(60)"

@@ -26,7 +26,7 @@ from conftest import free_port, require
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.doctor import diagnose
 from jupyter_exec.store.filesystems import filesystem_of, local_store_root, parse_mountinfo
-from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.records import RunRecords
 
 SFTP_SERVER = Path("/usr/lib/openssh/sftp-server")
 
@@ -134,7 +134,7 @@ def test_on_sshfs_the_store_is_kept_on_this_machine_and_doctor_says_so(sshfs):
 WRITER = """
 import sys
 from jupyter_exec.status import Status
-from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.records import RunRecords
 store = RunRecords(sys.argv[1])
 for i in range(int(sys.argv[3])):
     run = store.create_run(kernel=sys.argv[2], owner_pid=0, name=f"{sys.argv[2]}-{i}", backend="local",

@@ -18,7 +18,7 @@ from conftest import Kernel, add_run, owned_processes, require
 from jupyter_exec._proc import pid_alive
 from jupyter_exec.errors import StoreError
 from jupyter_exec.status import Status
-from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.records import RunRecords
 
 pytestmark = pytest.mark.kernel
 LOCAL = "%%sandbox --backend local"

@@ -24,7 +24,7 @@ from jupyter_exec.errors import ApiError, StoreError
 from jupyter_exec.server.queries import PanelQueries
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
-from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.records import RunRecords
 from jupyter_exec.store.schema import LATEST
 from jupyter_exec.trace.tables import TraceTables
 
@@ -205,7 +205,7 @@ def test_kernels_opening_an_old_file_at_once_migrate_it_once(tmp_path):
     path = tmp_path / "runs.sqlite3"
     _old_file(path, SHIPPED["first release (runs)"])
     opener = (
-        "import sys; from jupyter_exec.store.runs import RunRecords; s = RunRecords(sys.argv[1]);"
+        "import sys; from jupyter_exec.store.records import RunRecords; s = RunRecords(sys.argv[1]);"
         " print(s.get(1)['cancel_requested'], s.request_cancel(1)['status'])"
     )
     children = [

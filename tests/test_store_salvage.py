@@ -17,7 +17,7 @@ from conftest import add_run, require
 from jupyter_exec.errors import StoreError
 from jupyter_exec.status import Status
 from jupyter_exec.store import opening
-from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.records import RunRecords
 from jupyter_exec.store.salvage import salvage
 from jupyter_exec.store.schema import LATEST
 from jupyter_exec.trace.tables import TraceTables
@@ -244,7 +244,7 @@ def test_a_store_the_user_cannot_read_is_one_line_naming_it(tmp_path):
             "python",
             "-c",
             "from jupyter_exec.errors import StoreError\n"
-            "from jupyter_exec.store.runs import RunRecords\n"
+            "from jupyter_exec.store.records import RunRecords\n"
             "try:\n    RunRecords(__import__('sys').argv[1])\n"
             "except StoreError as error:\n    print(''.join(error._render_traceback_()))",
             str(data / "runs.sqlite3"),

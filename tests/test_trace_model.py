@@ -13,7 +13,7 @@ import pytest
 
 from jupyter_exec.errors import RemoteError, SpecError
 from jupyter_exec.manager import RunResult
-from jupyter_exec.store.runs import RunRecords
+from jupyter_exec.store.records import RunRecords
 from jupyter_exec.trace import RoundRobin, Timer, Trace, TraceTables, explore
 from jupyter_exec.trace.explore import resolve_parent
 from jupyter_exec.trace.model import Node

@@ -23,7 +23,7 @@ from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.errors import JupyterExecError
 from jupyter_exec.policy import policy_report
 from jupyter_exec.spec import Limits, RunSpec
-from jupyter_exec.store.runs import RunRow
+from jupyter_exec.store.records import RunRow
 
 from .runs import serve_run
 from .service import Broker, Channel, Identity

@@ -1,5 +1,5 @@
 """The broker's own record of every run it took: a store file (``jupyter_exec.store``) in its
-data directory, with the same runs table as a kernel's (``store.runs``).
+data directory, with the same runs table as a kernel's (``store.records``).
 
 A run is recorded (``queued``) before it waits or starts and finished whatever happens, like
 a kernel's, and is a row of the same ``runs`` table, with the user it ran for: ``runs``,
@@ -20,7 +20,7 @@ from jupyter_exec.backends.base import Outcome
 from jupyter_exec.backends.container import ContainerBackend
 from jupyter_exec.spec import RunSpec
 from jupyter_exec.status import UNFINISHED
-from jupyter_exec.store.runs import RunRecords, RunRow
+from jupyter_exec.store.records import RunRecords, RunRow
 
 __all__ = ["LISTED", "RESTARTED", "BrokerRecords"]
 

@@ -19,7 +19,7 @@ from jupyter_exec.cancel_watch import ask_cancel
 from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
 from jupyter_exec.status import FINAL, Status
-from jupyter_exec.store.runs import RunRecords, RunRow, decoded
+from jupyter_exec.store.records import RunRecords, RunRow, decoded
 from jupyter_exec.trace.tables import TraceTables
 
 from .logs import read_piece
