@@ -29,8 +29,8 @@ from jupyter_exec.units import format_bytes
 
 from . import task as ray_task
 from .options import RayOptions
-from .output import OutputPump
 from .probe import Gcs, GcsGone, probe
+from .pump import OutputPump
 from .quiet import noise
 from .watch import Watch
 
