@@ -1,8 +1,8 @@
 """Store files made by every schema this project shipped open, keep their rows and work.
 
-The old schemas are kept here as data, the SQL each release ran (``git log -p`` of store.py,
-trace/tables.py, envs/cache.py and broker/records.py): files made before ``user_version`` all
-say 0, the broker's first file too.
+The old schemas are kept here as data, the SQL each release ran (``git log --follow -p`` of
+store/records.py (once store.py), trace/tables.py (once trace/store.py), envs/cache.py and
+broker/records.py): files made before ``user_version`` all say 0, the broker's first file too.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ SHIPPED = {
     "with traces": RUNS_FIRST_RELEASE + TRACES,
     "with the env index": RUNS_FIRST_RELEASE + TRACES + ENVS,
     "with cancel requests": RUNS_FIRST_RELEASE + TRACES + ENVS + CANCEL_COLUMN,
-    # Store alone once had the column (the trace and env tables were made when first used).
+    # The runs table alone once had the column (the trace and env tables were made when first used).
     "runs with cancel requests, nothing else yet": RUNS_FIRST_RELEASE + CANCEL_COLUMN,
 }
 

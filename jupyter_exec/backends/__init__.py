@@ -3,5 +3,6 @@ strings), ``runs`` what backends share to follow their runs, ``factory`` the reg
 name, and each backend is a package of its own (``process``, ``container``, ``raycluster``,
 and ``broker``: container runs sent to a broker).
 
-Nothing here is imported eagerly, so importing the contract never pulls in an engine.
+Nothing here is imported eagerly, so importing the contract never pulls in a backend's libraries
+(Docker's SDK, Ray).
 """
