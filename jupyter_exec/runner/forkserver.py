@@ -15,7 +15,7 @@ run's stdin (the request), stdout, stderr, protocol channel, and a status pipe. 
 template answers ``{"pid": N}`` (N in the kernel's pid namespace) and, once that child is
 reaped, writes ``{"status": S, "maxrss": B, "cpu": T}`` to its status pipe and closes it.
 
-Each child starts a session of its own and dies with the template (``PDEATHSIG``); with
+Each child starts a process session of its own and dies with the template (``PDEATHSIG``); with
 namespaces it unshares pid, mount and net (``--network``: not net) — under ``user``
 inside a user namespace of its own, the user's ids mapped to themselves — and forks the
 pid namespace's init, which mounts its ``/proc`` and runs the bootstrap (whose

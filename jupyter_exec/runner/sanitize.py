@@ -1,6 +1,6 @@
 """Make display bundles from the sandbox safe to show in the notebook.
 
-HTML in a notebook output runs with the user's Jupyter session: a ``<script>`` or an
+HTML in a notebook output runs with the user's rights in Jupyter: a ``<script>`` or an
 ``onerror=`` from sandboxed code would act as the user in the browser, which is an
 escape from the sandbox. So HTML from the sandbox is re-written through an allowlist of
 tags and attributes (tables, text, images with ``data:`` sources, links to http(s)),

@@ -125,7 +125,7 @@ def _answers(url: str) -> bool:
 
 def start_podman(socket: Path) -> bool:
     """Start this user's Podman API service on ``socket`` (once, whoever asks first) and wait
-    for it to answer. It runs on in its own session, as systemd's ``podman.socket`` would keep
+    for it to answer. It runs on in its own process session, as systemd's ``podman.socket`` would keep
     it; its log is in the user's cache directory. False if Podman is not installed."""
     podman = shutil.which("podman")
     if podman is None:

@@ -71,7 +71,7 @@ def python_readable_paths() -> tuple[str, ...]:
 
 
 class LocalBackend(ExecutorBackend):
-    """A subprocess in its own session, with rlimits, a cgroup where possible, and a
+    """A subprocess in its own process session, with rlimits, a cgroup where possible, and a
     wall-clock timeout that kills everything the run started."""
 
     name: ClassVar[str] = names.LOCAL
