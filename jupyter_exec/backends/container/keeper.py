@@ -72,40 +72,45 @@ def _recv(end: socket.socket) -> bytes:
         return b""
 
 
+def _send(end: socket.socket, chunk: bytes) -> bool:
+    try:
+        end.sendall(chunk)
+        return True
+    except OSError:
+        return False
+
+
 def relay(kernel: socket.socket, engine_path: str) -> None:
     """Pump bytes both ways until the engine closes the connection. Once the kernel's side ends
-    (it closed, it died, or the keeper shut it), the engine is half-closed and heard out."""
+    (it closed, it died, or the keeper shut it), the engine is heard out."""
     engine = socket.socket(socket.AF_UNIX)
     with kernel, engine:
         try:
             engine.connect(engine_path)
         except OSError:
             return  # the kernel sees its connection closed: the engine is not there
-        peers = {kernel: engine, engine: kernel}
+        reading = [kernel, engine]
+
+        def kernel_ended() -> None:
+            """No more requests: the engine is half-closed, answers what it has, and closes."""
+            reading.remove(kernel)
+            try:
+                engine.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the engine is gone too: reading it ends the relay
+
         while True:
-            for end in select.select(list(peers), [], [])[0]:
-                if end not in peers:
+            for end in select.select(reading, [], [])[0]:
+                if end not in reading:
                     continue
                 chunk = _recv(end)
                 if end is engine:
                     if not chunk:
                         return
-                    if kernel in peers:
-                        try:
-                            kernel.sendall(chunk)
-                        except OSError:  # the kernel is gone: its answer is heard out all the same
-                            del peers[kernel]
-                elif not chunk:
-                    del peers[kernel]
-                    try:
-                        engine.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        return
-                else:
-                    try:
-                        engine.sendall(chunk)
-                    except OSError:
-                        return
+                    if kernel in reading and not _send(kernel, chunk):
+                        kernel_ended()  # the kernel is gone: what it asked is heard out all the same
+                elif not chunk or not _send(engine, chunk):
+                    kernel_ended()
 
 
 def main(argv: list[str]) -> None:
