@@ -195,6 +195,8 @@ def test_a_create_in_flight_when_the_kernel_dies_is_heard_out_then_removed(engin
         keeper.kill()
         slow.close()
         shutil.rmtree(work, ignore_errors=True)
+        for left in containers(engine.client, keeper=token):  # only if the test failed: no reaper knows them
+            engine.client.api.remove_container(left["Id"], force=True)
 
 
 def test_a_keeper_that_died_is_started_again_with_the_same_token(engine):
@@ -208,6 +210,7 @@ def test_a_keeper_that_died_is_started_again_with_the_same_token(engine):
         made.append(keepers.create(engine, DockerConfig().image, ["true"], labels={"jupyter-exec.test": "keeper"}))
         second = keepers._keepers[engine.url]
         assert second.process.pid != first.process.pid and second.token == first.token
+        assert not os.path.exists(first.folder)  # where the first listened
         assert {c["Id"] for c in containers(engine.client, keeper=first.token)} == {m["Id"] for m in made}
     finally:
         for container in made:

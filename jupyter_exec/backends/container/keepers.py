@@ -65,7 +65,10 @@ def create(engine: Engine, image: str, command: list[str], *, labels: dict[str, 
     with _lock:
         keeper = _keepers.get(engine.url)
         if keeper is None or not keeper.alive():
-            reused = keeper.token if keeper is not None and keeper.owner == os.getpid() else None
+            reused = None
+            if keeper is not None and keeper.owner == os.getpid():  # it died: its token and nothing else
+                reused = keeper.token
+                shutil.rmtree(keeper.folder, ignore_errors=True)
             keeper = _keepers[engine.url] = _Keeper(engine, reused)
     return keeper.api.create_container(image, command, labels={**labels, MARK: keeper.token}, **options)
 
@@ -79,7 +82,7 @@ class _Keeper:
         self.owner = os.getpid()
         self.token = token or f"{self.owner}-{secrets.token_hex(4)}"
         SLOT_ROOT.mkdir(mode=0o711, exist_ok=True)
-        folder = tempfile.mkdtemp(prefix=f"{_FOLDER}{self.owner}-", dir=SLOT_ROOT)  # 0700: only we may connect
+        self.folder = folder = tempfile.mkdtemp(prefix=f"{_FOLDER}{self.owner}-", dir=SLOT_ROOT)  # 0700: ours only
         relay = os.path.join(folder, "relay.sock")
         self.process = subprocess.Popen(
             [
