@@ -211,7 +211,7 @@ def apply_rlimits(limits: dict[str, float | None]) -> None:
     ``"nproc_more": n`` allows ``n`` processes more than this user runs now: outside a
     user namespace of its own, ``RLIMIT_NPROC`` counts every process of the user (their
     JupyterLab, kernels, ...), so a plain ``n`` would let nothing start, or let a bomb
-    take what the rest of their work needs."""
+    take what the rest of their work needs. "Now" is the kernel's own count (``nproc_in_use``)."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     names = {
         "as": resource.RLIMIT_AS,
@@ -224,14 +224,14 @@ def apply_rlimits(limits: dict[str, float | None]) -> None:
     for key, value in limits.items():
         if value is None:
             continue
-        soft = int(value) + (user_task_count() if key == "nproc_more" else 0)
+        soft = int(value) + (nproc_in_use() if key == "nproc_more" else 0)
         # CPU: SIGXCPU at the soft limit, SIGKILL a second later if it is caught.
         hard = soft + 1 if key == "cpu" else soft
         resource.setrlimit(names[key], (soft, hard))
 
 
 def user_task_count() -> int:
-    """Processes and threads of this process's user, as ``RLIMIT_NPROC`` counts them."""
+    """Processes and threads of this process's user that ``/proc`` shows here."""
     uid, count = os.getuid(), 0
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -241,6 +241,47 @@ def user_task_count() -> int:
             except OSError:
                 pass  # gone meanwhile
     return count
+
+
+def nproc_in_use() -> int:
+    """The processes and threads ``RLIMIT_NPROC`` counts against this process's uid now, as the
+    kernel counts them: also those ``/proc`` does not show here, as in a container sharing its
+    uid with others on the machine (a hub's users are all uid 1000 in theirs). Found by forking
+    under trial limits (a fork succeeds while the count is below the limit), starting from what
+    ``/proc`` shows: one fork where that is all. It lowers this process's own limit meanwhile, so
+    nothing else may fork then (the bootstrap calls it before the cell runs)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    top = 1 << 62 if hard == resource.RLIM_INFINITY else hard
+
+    def forks_under(limit: int) -> bool:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, hard))
+        try:
+            pid = os.fork()
+        except BlockingIOError:
+            return False
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        return True
+
+    try:
+        seen = user_task_count()
+        if seen >= top or forks_under(seen + 1):
+            return seen
+        low, step = seen + 1, 1  # the count is at least low (a fork under it failed), below high
+        while True:
+            high = min(low + step, top)
+            if forks_under(high):
+                break
+            if high == top:
+                return top  # at the hard limit already: nothing more can start
+            low, step = high, step * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if forks_under(middle) else (middle, high)
+        return low
+    finally:
+        resource.setrlimit(resource.RLIMIT_NPROC, (soft, hard))
 
 
 # --- private mounts -------------------------------------------------------------------
