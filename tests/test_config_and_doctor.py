@@ -50,3 +50,28 @@ def test_local_backend_runs_with_limits_but_no_confinement(kernel, notebook_dir)
     assert cell.error["ename"] == "TaskTimeoutError"
     cell = kernel.run("%%sandbox --backend local --shm 8m\nprint('ran')")  # the host's /dev/shm: no size
     assert cell.stderr.startswith("UsageError: local backend unavailable: --shm") and "ran" not in cell.stdout
+
+
+# Run doctor under a seccomp filter refusing Landlock's first call with EPERM, as the default
+# profiles of Docker before 20.10.18 and containerd before 1.6 refuse all three.
+_WITHOUT_LANDLOCK = """
+import ctypes, struct, sys
+from jupyter_exec.cli import main
+load_nr, refuse_landlock, allow = (0x20, 0, 0, 0), (0x15, 0, 1, 444), (0x06, 0, 0, 0x7FFF0000)
+program = b"".join(struct.pack("HBBI", *insn) for insn in (load_nr, refuse_landlock, (0x06, 0, 0, 0x50001), allow))
+filters = ctypes.create_string_buffer(program)
+fprog = struct.pack("HxxxxxxQ", len(program) // 8, ctypes.addressof(filters))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # no_new_privs
+assert libc.prctl(22, 2, ctypes.create_string_buffer(fprog), 0, 0) == 0  # PR_SET_SECCOMP, a filter
+sys.exit(main(["doctor"]))
+"""
+
+
+def test_doctor_says_when_a_seccomp_profile_refuses_landlock():
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_LANDLOCK], capture_output=True, text=True)
+    lines = done.stdout.splitlines()
+    seccomp = next(i for i, line in enumerate(lines) if line.split()[1:2] == ["seccomp"])
+    assert lines[seccomp].startswith("FAIL seccomp  a seccomp filter on this process refuses Landlock"), done.stdout
+    assert "a newer runtime's default does" in lines[seccomp + 1], done.stdout
+    assert "%%sandbox uses: seccomp" not in done.stdout

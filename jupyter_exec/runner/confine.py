@@ -356,11 +356,13 @@ _LL_NET_BIND_TCP, _LL_NET_CONNECT_TCP = 1, 2
 
 
 def landlock_abi() -> int:
-    """The kernel's Landlock ABI version, or 0 where Landlock is off or unknown."""
+    """The kernel's Landlock ABI version; where Landlock cannot be used, minus the errno of the
+    answer: ``EOPNOTSUPP`` off at boot, ``ENOSYS`` not in this kernel (or unknown here), ``EPERM``
+    refused by a seccomp filter (as older container runtimes' default profiles refuse it)."""
     if machine() not in _SYSCALLS:
-        return 0
-    result = _libc.syscall(_nr("landlock_create_ruleset"), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
-    return max(int(result), 0)
+        return -errno.ENOSYS
+    result = int(_libc.syscall(_nr("landlock_create_ruleset"), None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
+    return result if result > 0 else -ctypes.get_errno()
 
 
 def _fs_rights(abi: int) -> int:
@@ -378,7 +380,7 @@ def apply_landlock(readable: list[str], writable: list[str], network: bool) -> s
     """Restrict file access to the given trees. Returns a note of what was done."""
     abi = landlock_abi()
     if abi < 1:
-        raise OSError(errno.ENOSYS, "Landlock is not available in this kernel")
+        raise OSError(-abi, f"Landlock cannot be used here: {os.strerror(-abi)}")
     handled = _fs_rights(abi)
     read = _LL_EXECUTE | _LL_READ_FILE | _LL_READ_DIR
     file_only = _LL_FILE_RIGHTS_V1 | (_LL_TRUNCATE if abi >= 3 else 0) | (_LL_IOCTL_DEV if abi >= 5 else 0)
