@@ -28,8 +28,12 @@ from jupyter_exec.status import Status
 from jupyter_exec.store import Store
 
 REQUIRE_ALL = os.environ.get("JX_REQUIRE_ALL") == "1"
-# Every kernel of the session where no namespace can be made (scripts/test-as-user's second pass).
-NO_NAMESPACES = os.environ.get("JX_TEST_NO_NAMESPACES") == "1"
+# The session runs inside a hub-like container (scripts/hub-container-test): Docker's default
+# seccomp profile and capabilities, so no namespace can be made, for real.
+HUB_CONTAINER = os.environ.get("JX_TEST_HUB_CONTAINER") == "1"
+# Every kernel of the session where no namespace can be made: in the hub-like container, or on a
+# host under the imitation of one (scripts/test-as-user's second pass: tests/no_namespaces.py).
+NO_NAMESPACES = HUB_CONTAINER or os.environ.get("JX_TEST_NO_NAMESPACES") == "1"
 
 
 def require(condition: bool, reason: str) -> None:
@@ -59,10 +63,10 @@ class CellResult:
 
 
 def kernel_manager() -> KernelManager:
-    """A manager of this Python's kernel; under ``JX_TEST_NO_NAMESPACES=1`` the kernel starts
-    under ``no_namespaces.py``, so no namespace can be made in it."""
+    """A manager of this Python's kernel; under ``JX_TEST_NO_NAMESPACES=1`` (outside the hub-like
+    container) the kernel starts under ``no_namespaces.py``, so no namespace can be made in it."""
     km = KernelManager(kernel_name="python3")
-    if NO_NAMESPACES:
+    if NO_NAMESPACES and not HUB_CONTAINER:
         km.kernel_spec.argv[:0] = [sys.executable, str(Path(__file__).with_name("no_namespaces.py"))]
     return km
 
