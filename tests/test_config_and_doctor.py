@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 
@@ -52,13 +53,15 @@ def test_local_backend_runs_with_limits_but_no_confinement(kernel, notebook_dir)
     assert cell.stderr.startswith("UsageError: local backend unavailable: --shm") and "ran" not in cell.stdout
 
 
-# Run doctor under a seccomp filter refusing Landlock's first call with EPERM, as the default
-# profiles of Docker before 20.10.18 and containerd before 1.6 refuse all three.
+# Run doctor under a seccomp filter refusing Landlock's first call with an errno: EPERM as the
+# default profiles of Docker before 20.10.18 and containerd before 1.6 refuse all three, ENOSYS
+# as profiles with that default answer (and as a kernel without Landlock would).
 _WITHOUT_LANDLOCK = """
 import ctypes, struct, sys
 from jupyter_exec.cli import main
 load_nr, refuse_landlock, allow = (0x20, 0, 0, 0), (0x15, 0, 1, 444), (0x06, 0, 0, 0x7FFF0000)
-program = b"".join(struct.pack("HBBI", *insn) for insn in (load_nr, refuse_landlock, (0x06, 0, 0, 0x50001), allow))
+errno = (0x06, 0, 0, 0x50000 | {errno})
+program = b"".join(struct.pack("HBBI", *insn) for insn in (load_nr, refuse_landlock, errno, allow))
 filters = ctypes.create_string_buffer(program)
 fprog = struct.pack("HxxxxxxQ", len(program) // 8, ctypes.addressof(filters))
 libc = ctypes.CDLL(None, use_errno=True)
@@ -68,10 +71,19 @@ sys.exit(main(["doctor"]))
 """
 
 
-def test_doctor_says_when_a_seccomp_profile_refuses_landlock():
-    done = subprocess.run([sys.executable, "-c", _WITHOUT_LANDLOCK], capture_output=True, text=True)
+@pytest.mark.parametrize(
+    ("answer", "reason", "fix"),
+    [
+        (errno.EPERM, "a seccomp filter on this process refuses Landlock", "a newer runtime's default does"),
+        (errno.ENOSYS, "no Landlock, or a seccomp filter on this process refuses it", "a container profile that"),
+    ],
+)
+def test_doctor_says_when_a_seccomp_filter_refuses_landlock(answer, reason, fix):
+    """The seccomp backend is unavailable, and doctor names the cause and its fix."""
+    code = _WITHOUT_LANDLOCK.format(errno=answer)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     lines = done.stdout.splitlines()
     seccomp = next(i for i, line in enumerate(lines) if line.split()[1:2] == ["seccomp"])
-    assert lines[seccomp].startswith("FAIL seccomp  a seccomp filter on this process refuses Landlock"), done.stdout
-    assert "a newer runtime's default does" in lines[seccomp + 1], done.stdout
+    assert lines[seccomp].startswith("FAIL seccomp ") and reason in lines[seccomp], done.stdout + done.stderr
+    assert fix in lines[seccomp + 1], done.stdout
     assert "%%sandbox uses: seccomp" not in done.stdout

@@ -22,6 +22,7 @@ import os
 import sys
 import sysconfig
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 from jupyter_exec.backends.base import (
@@ -272,10 +273,13 @@ def _without_landlock(error: int) -> Availability:
             "Landlock is in this kernel but not enabled at boot (needed to confine files)",
             "boot with lsm=landlock,... or use --backend docker",
         )
+    filtered = "Seccomp:\t2" in Path("/proc/self/status").read_text()  # a profile may answer ENOSYS too
     return Availability(
         False,
-        f"this kernel has no Landlock, needed to confine files ({os.strerror(error)}; it came in Linux 5.13)",
-        "use --backend docker, or a kernel built with Landlock",
+        f"this kernel has no Landlock{', or a seccomp filter on this process refuses it' if filtered else ''}, "
+        f"needed to confine files ({os.strerror(error)}; Landlock came in Linux 5.13)",
+        "use --backend docker, or a kernel built with Landlock"
+        + (" and a container profile that allows its calls" if filtered else ""),
     )
 
 
