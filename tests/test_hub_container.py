@@ -128,24 +128,30 @@ def test_doctor_says_exactly_what_holds_here():
     assert "FAIL container no container engine" in report and "%%sandbox uses: seccomp" in report, report
 
 
-def test_our_filter_stacks_on_dockers_and_the_run_shares_the_kernels_namespaces_and_cgroup(kernel):
-    """No namespace and no cgroup of its own (doctor: none of either): the run's are the kernel's;
-    its seccomp filter is loaded on top of Docker's (two filters where the kernel has one)."""
+def test_a_run_is_confined_in_the_kernels_namespaces_and_cgroup(kernel):
+    """No namespace and no cgroup of the run's own (doctor: none of either): the run's are the
+    kernel's; no_new_privs and its seccomp filter loaded on top of Docker's (two filters where the
+    kernel has one); --mem as RLIMIT_AS, --pids as RLIMIT_NPROC above the uid's tasks on the whole
+    machine (the neighbour's among them)."""
     kernel_view = {
         "ns": {name: os.readlink(f"/proc/{kernel.pid}/ns/{name}") for name in ("pid", "mnt", "net", "user")},
         "cgroup": Path(f"/proc/{kernel.pid}/cgroup").read_text(),
         "filters": _status(kernel.pid)["Seccomp_filters"],
     }
     cell = kernel.run(
-        f"{SECCOMP}\nimport os\n"
+        f"{SECCOMP} --mem 300m --pids 40\nimport os, resource\n"
         "status = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
         "{'ns': {n: os.readlink(f'/proc/self/ns/{n}') for n in ('pid', 'mnt', 'net', 'user')},\n"
-        " 'cgroup': open('/proc/self/cgroup').read(), 'filters': status['Seccomp_filters'].strip()}",
+        " 'cgroup': open('/proc/self/cgroup').read(), 'filters': status['Seccomp_filters'].strip(),\n"
+        " 'nnp': status['NoNewPrivs'].strip(), 'as': resource.getrlimit(resource.RLIMIT_AS)[0],\n"
+        " 'nproc': resource.getrlimit(resource.RLIMIT_NPROC)[0]}",
         check=True,
     )
     run_view = eval(cell.result_text)  # a dict literal printed by the kernel
     assert run_view["ns"] == kernel_view["ns"] and run_view["cgroup"] == kernel_view["cgroup"]
-    assert (kernel_view["filters"], run_view["filters"]) == ("1", "2")
+    assert (kernel_view["filters"], run_view["filters"], run_view["nnp"]) == ("1", "2", "1")
+    assert run_view["as"] == 300 * 2**20
+    assert run_view["nproc"] >= 40 + int(os.environ["JX_TEST_HUB_NEIGHBOUR_TASKS"]), run_view["nproc"]
 
 
 def test_pids_holds_while_another_containers_processes_of_the_same_uid_count(kernel):
