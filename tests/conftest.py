@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import KernelManager
 
+from jupyter_exec.backends.process.templates import OWNER_NS_VAR, OWNER_VAR, pid_namespace
 from jupyter_exec.status import Status
 from jupyter_exec.store import Store
 
@@ -269,13 +270,14 @@ def _is_idle_worker(pid: int) -> bool:
 
 
 def owned_processes(owner_pid: int) -> list[int]:
-    """Processes started by jupyter-exec for the kernel with this pid."""
+    """Processes started by jupyter-exec for the kernel with this pid (in this pid namespace: a
+    container's kernel may have the same pid in its own)."""
     found = []
-    marker = f"JX_OWNER_PID={owner_pid}".encode()
+    markers = {f"{OWNER_VAR}={owner_pid}".encode(), f"{OWNER_NS_VAR}={pid_namespace()}".encode()}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                if markers <= set((entry / "environ").read_bytes().split(b"\0")):
                     found.append(int(entry.name))
             except OSError:
                 pass
