@@ -157,8 +157,9 @@ def test_a_run_is_confined_in_the_kernels_namespaces_and_cgroup(kernel):
 def test_pids_holds_while_another_containers_processes_of_the_same_uid_count(kernel):
     """Every hub user is uid 1000, and RLIMIT_NPROC counts a uid's processes and threads on the
     whole machine: the neighbour's (another user's server, started beside this container by the
-    script) count, unseen here. A run under --pids 16 still starts its 16, as --pids says, no
-    more (a count of what /proc shows here would let it start none)."""
+    script) count, unseen here. A run under --pids 16 still starts about 16 (what else of the
+    uid starts or ends meanwhile moves it by as many), where a count of what /proc shows here
+    would let it start none."""
     unseen = confine.nproc_in_use() - confine.user_task_count()
     assert unseen >= int(os.environ["JX_TEST_HUB_NEIGHBOUR_TASKS"]), unseen
     cell = kernel.run(
@@ -167,7 +168,7 @@ def test_pids_holds_while_another_containers_processes_of_the_same_uid_count(ker
         "        os._exit(0)\n    forks += 1\nforks",
         check=True,
     )
-    assert 12 <= int(cell.result_text) <= 16, cell.result_text  # less only by what starts meanwhile
+    assert 12 <= int(cell.result_text) <= 18, cell.result_text  # give or take what starts or ends meanwhile
 
 
 def test_cpus_is_refused_in_one_line(kernel):
