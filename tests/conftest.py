@@ -37,6 +37,10 @@ HUB_CONTAINER = os.environ.get("JX_TEST_HUB_CONTAINER") == "1"
 NO_NAMESPACES = HUB_CONTAINER or os.environ.get("JX_TEST_NO_NAMESPACES") == "1"
 
 
+# In a cell: its /proc/self/status as a dict (CapEff, NoNewPrivs, Seccomp_filters, ...).
+CELL_STATUS = "status = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip when a part is missing on a developer's machine; fail in CI (JX_REQUIRE_ALL=1)."""
     if condition:

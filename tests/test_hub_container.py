@@ -24,7 +24,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import HUB_CONTAINER
+from conftest import CELL_STATUS, HUB_CONTAINER
 from test_notebooks import NOTEBOOKS, Executed, assert_shows_what_it_says
 
 from jupyter_exec.runner import confine
@@ -140,7 +140,7 @@ def test_a_run_is_confined_in_the_kernels_namespaces_and_cgroup(kernel):
     }
     cell = kernel.run(
         f"{SECCOMP} --mem 300m --pids 40\nimport os, resource\n"
-        "status = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
+        f"{CELL_STATUS}"
         "{'ns': {n: os.readlink(f'/proc/self/ns/{n}') for n in ('pid', 'mnt', 'net', 'user')},\n"
         " 'cgroup': open('/proc/self/cgroup').read(), 'filters': status['Seccomp_filters'].strip(),\n"
         " 'nnp': status['NoNewPrivs'].strip(), 'as': resource.getrlimit(resource.RLIMIT_AS)[0],\n"
