@@ -230,6 +230,9 @@ def apply_rlimits(limits: dict[str, float | None]) -> None:
         resource.setrlimit(names[key], (soft, hard))
 
 
+_NO_PROGRAM = "/proc/self/jx-no-such-program"  # nothing can be made in /proc
+
+
 def user_task_count() -> int:
     """Processes and threads of this process's user that ``/proc`` shows here."""
     uid, count = os.getuid(), 0
@@ -244,41 +247,40 @@ def user_task_count() -> int:
 
 
 def nproc_in_use() -> int:
-    """The processes and threads ``RLIMIT_NPROC`` counts against this process's uid now, as the
-    kernel counts them: also those ``/proc`` does not show here, as in a container sharing its
-    uid with others on the machine (a hub's users are all uid 1000 in theirs). Found by forking
-    under trial limits (a fork succeeds while the count is below the limit), starting from what
-    ``/proc`` shows: one fork where that is all. It lowers this process's own limit meanwhile, so
-    nothing else may fork then (the bootstrap calls it before the cell runs)."""
+    """The tasks ``RLIMIT_NPROC`` counts against this uid now, as the kernel counts them: also
+    those ``/proc`` does not show, in other containers of the same uid (a hub's users are all
+    uid 1000). Found by making a child under trial limits (possible while the count is below the
+    limit), from what ``/proc`` shows: one child where that is all. The child is a ``posix_spawn``
+    (a vfork, tens of microseconds) of no program, reaped by libc when its exec fails. Call it
+    before anything else in this process can start a task: it lowers this process's limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
     top = 1 << 62 if hard == resource.RLIM_INFINITY else hard
 
-    def forks_under(limit: int) -> bool:
+    def spawns_under(limit: int) -> bool:
         resource.setrlimit(resource.RLIMIT_NPROC, (limit, hard))
         try:
-            pid = os.fork()
+            os.waitpid(os.posix_spawn(_NO_PROGRAM, [_NO_PROGRAM], {}), 0)
         except BlockingIOError:
-            return False
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
+            return False  # EAGAIN: at the limit
+        except FileNotFoundError:
+            pass  # made, and gone
         return True
 
     try:
         seen = user_task_count()
-        if seen >= top or forks_under(seen + 1):
+        if seen >= top or spawns_under(seen + 1):
             return seen
-        low, step = seen + 1, 1  # the count is at least low (a fork under it failed), below high
+        low, step = seen + 1, 1  # the count is at least low (no child under it), below high
         while True:
             high = min(low + step, top)
-            if forks_under(high):
+            if spawns_under(high):
                 break
             if high == top:
                 return top  # at the hard limit already: nothing more can start
             low, step = high, step * 2
         while high - low > 1:
             middle = (low + high) // 2
-            low, high = (low, middle) if forks_under(middle) else (middle, high)
+            low, high = (low, middle) if spawns_under(middle) else (middle, high)
         return low
     finally:
         resource.setrlimit(resource.RLIMIT_NPROC, (soft, hard))
