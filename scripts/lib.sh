@@ -24,3 +24,40 @@ apt_install() {
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
+
+# tree_hash: a hash of this tree's files as git sees them (tracked, or new and not ignored): a
+# stamp of what was built from the tree.
+tree_hash() {
+  "$VENV/bin/python" - "$ROOT" <<'PY'
+import hashlib, os, subprocess, sys
+root = sys.argv[1]
+listed = subprocess.run(["git", "-C", root, "ls-files", "-co", "--exclude-standard", "-z"],
+                        capture_output=True, check=True).stdout.split(b"\0")
+digest = hashlib.sha256()
+for name in sorted(n for n in listed if n):
+    path = os.path.join(root, os.fsdecode(name))
+    if os.path.isfile(path) and not os.path.islink(path):
+        with open(path, "rb") as source:
+            digest.update(name + b"\0" + source.read())
+print(digest.hexdigest()[:16])
+PY
+}
+
+# project_wheel: the path of this tree's wheel, as a user gets it from PyPI; built once per
+# tree_hash into $CACHE/wheels (shared by checkouts: each builds in a folder of its own, then
+# renames it into place), of which the newest few are kept.
+project_wheel() {
+  local sources built fresh
+  sources=$(tree_hash)
+  built="$CACHE/wheels/jx-$sources"
+  if [ ! -d "$built" ]; then
+    mkdir -p "$CACHE/wheels"
+    fresh=$(mktemp -d "$CACHE/wheels/.building-$sources-XXXXXX")
+    PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pip wheel -q --no-deps -w "$fresh" "$ROOT" 2>&1 |
+      grep -v '^WARNING: Location' >&2 || true
+    ls "$fresh"/jupyter_exec-*.whl >/dev/null || { echo "pip wheel made no jupyter_exec wheel from $ROOT" >&2; return 1; }
+    mv -T "$fresh" "$built" 2>/dev/null || rm -rf "$fresh"  # another checkout of this tree was first
+    ls -dt "$CACHE"/wheels/jx-* | tail -n +9 | xargs -r rm -rf
+  fi
+  ls "$built"/jupyter_exec-*.whl
+}

@@ -24,12 +24,21 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import KernelManager
 
+from jupyter_exec.backends.process.templates import OWNER_NS_VAR, OWNER_VAR, pid_namespace
 from jupyter_exec.status import Status
 from jupyter_exec.store import Store
 
 REQUIRE_ALL = os.environ.get("JX_REQUIRE_ALL") == "1"
-# Every kernel of the session where no namespace can be made (scripts/test-as-user's second pass).
-NO_NAMESPACES = os.environ.get("JX_TEST_NO_NAMESPACES") == "1"
+# The session runs inside a hub-like container (scripts/hub-container-test): Docker's default
+# seccomp profile and capabilities, so no namespace can be made, for real.
+HUB_CONTAINER = os.environ.get("JX_TEST_HUB_CONTAINER") == "1"
+# Every kernel of the session where no namespace can be made: in the hub-like container, or on a
+# host under the imitation of one (scripts/test-as-user's second pass: tests/no_namespaces.py).
+NO_NAMESPACES = HUB_CONTAINER or os.environ.get("JX_TEST_NO_NAMESPACES") == "1"
+
+
+# In a cell: its /proc/self/status as a dict (CapEff, NoNewPrivs, Seccomp_filters, ...).
+CELL_STATUS = "status = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
 
 
 def require(condition: bool, reason: str) -> None:
@@ -59,10 +68,10 @@ class CellResult:
 
 
 def kernel_manager() -> KernelManager:
-    """A manager of this Python's kernel; under ``JX_TEST_NO_NAMESPACES=1`` the kernel starts
-    under ``no_namespaces.py``, so no namespace can be made in it."""
+    """A manager of this Python's kernel; under ``JX_TEST_NO_NAMESPACES=1`` (outside the hub-like
+    container) the kernel starts under ``no_namespaces.py``, so no namespace can be made in it."""
     km = KernelManager(kernel_name="python3")
-    if NO_NAMESPACES:
+    if NO_NAMESPACES and not HUB_CONTAINER:
         km.kernel_spec.argv[:0] = [sys.executable, str(Path(__file__).with_name("no_namespaces.py"))]
     return km
 
@@ -265,13 +274,14 @@ def _is_idle_worker(pid: int) -> bool:
 
 
 def owned_processes(owner_pid: int) -> list[int]:
-    """Processes started by jupyter-exec for the kernel with this pid."""
+    """Processes started by jupyter-exec for the kernel with this pid (in this pid namespace: a
+    container's kernel may have the same pid in its own)."""
     found = []
-    marker = f"JX_OWNER_PID={owner_pid}".encode()
+    markers = {f"{OWNER_VAR}={owner_pid}".encode(), f"{OWNER_NS_VAR}={pid_namespace()}".encode()}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                if markers <= set((entry / "environ").read_bytes().split(b"\0")):
                     found.append(int(entry.name))
             except OSError:
                 pass

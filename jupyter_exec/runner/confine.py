@@ -211,7 +211,7 @@ def apply_rlimits(limits: Rlimits) -> None:
     ``"nproc_more": n`` allows ``n`` processes more than this user runs now: outside a
     user namespace of its own, ``RLIMIT_NPROC`` counts every process of the user (their
     JupyterLab, kernels, ...), so a plain ``n`` would let nothing start, or let a bomb
-    take what the rest of their work needs."""
+    take what the rest of their work needs. "Now" is the kernel's own count (``nproc_in_use``)."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     names = {
         "as": resource.RLIMIT_AS,
@@ -224,14 +224,17 @@ def apply_rlimits(limits: Rlimits) -> None:
     for key, value in limits.items():
         if not isinstance(value, (int, float)):  # None: no limit
             continue
-        soft = int(value) + (user_task_count() if key == "nproc_more" else 0)
+        soft = int(value) + (nproc_in_use() if key == "nproc_more" else 0)
         # CPU: SIGXCPU at the soft limit, SIGKILL a second later if it is caught.
         hard = soft + 1 if key == "cpu" else soft
         resource.setrlimit(names[key], (soft, hard))
 
 
+_NO_PROGRAM = "/proc/self/jx-no-such-program"  # nothing can be made in /proc
+
+
 def user_task_count() -> int:
-    """Processes and threads of this process's user, as ``RLIMIT_NPROC`` counts them."""
+    """Processes and threads of this process's user that ``/proc`` shows here."""
     uid, count = os.getuid(), 0
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -241,6 +244,46 @@ def user_task_count() -> int:
             except OSError:
                 pass  # gone meanwhile
     return count
+
+
+def nproc_in_use() -> int:
+    """The tasks ``RLIMIT_NPROC`` counts against this uid now, as the kernel counts them: also
+    those ``/proc`` does not show, in other containers of the same uid (a hub's users are all
+    uid 1000). Found by making a child under trial limits (possible while the count is below the
+    limit), from what ``/proc`` shows: one child where that is all. The child is a ``posix_spawn``
+    (a vfork, tens of microseconds) of no program, reaped by libc when its exec fails. Call it
+    before anything else in this process can start a task: it lowers this process's limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    top = 1 << 62 if hard == resource.RLIM_INFINITY else hard
+
+    def spawns_under(limit: int) -> bool:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, hard))
+        try:
+            os.waitpid(os.posix_spawn(_NO_PROGRAM, [_NO_PROGRAM], {}), 0)
+        except BlockingIOError:
+            return False  # EAGAIN: at the limit
+        except FileNotFoundError:
+            pass  # made, and gone
+        return True
+
+    try:
+        seen = user_task_count()
+        if seen >= top or spawns_under(seen + 1):
+            return seen
+        low, step = seen + 1, 1  # the count is at least low (no child under it), below high
+        while True:
+            high = min(low + step, top)
+            if spawns_under(high):
+                break
+            if high == top:
+                return top  # at the hard limit already: nothing more can start
+            low, step = high, step * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if spawns_under(middle) else (middle, high)
+        return low
+    finally:
+        resource.setrlimit(resource.RLIMIT_NPROC, (soft, hard))
 
 
 # --- private mounts -------------------------------------------------------------------
@@ -315,11 +358,13 @@ _LL_NET_BIND_TCP, _LL_NET_CONNECT_TCP = 1, 2
 
 
 def landlock_abi() -> int:
-    """The kernel's Landlock ABI version, or 0 where Landlock is off or unknown."""
+    """The kernel's Landlock ABI version; where Landlock cannot be used, minus the errno of the
+    answer: ``EOPNOTSUPP`` off at boot, ``ENOSYS`` not in this kernel (or unknown here), ``EPERM``
+    refused by a seccomp filter (as older container runtimes' default profiles refuse it)."""
     if machine() not in _SYSCALLS:
-        return 0
-    result = _libc.syscall(_nr("landlock_create_ruleset"), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
-    return max(int(result), 0)
+        return -errno.ENOSYS
+    result = int(_libc.syscall(_nr("landlock_create_ruleset"), None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
+    return result if result > 0 else -ctypes.get_errno()
 
 
 def _fs_rights(abi: int) -> int:
@@ -337,7 +382,7 @@ def apply_landlock(readable: list[str], writable: list[str], network: bool) -> s
     """Restrict file access to the given trees. Returns a note of what was done."""
     abi = landlock_abi()
     if abi < 1:
-        raise OSError(errno.ENOSYS, "Landlock is not available in this kernel")
+        raise OSError(-abi, f"Landlock cannot be used here: {os.strerror(-abi)}")
     handled = _fs_rights(abi)
     read = _LL_EXECUTE | _LL_READ_FILE | _LL_READ_DIR
     file_only = _LL_FILE_RIGHTS_V1 | (_LL_TRUNCATE if abi >= 3 else 0) | (_LL_IOCTL_DEV if abi >= 5 else 0)
