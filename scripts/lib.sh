@@ -7,9 +7,14 @@ mkdir -p "$CACHE"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-# apt_install PKG...: install the Debian packages not yet installed (apt-get update once).
+# apt_install [--no-recommends] PKG...: install the Debian packages not yet installed
+# (apt-get update once); --no-recommends leaves out what they only recommend.
 apt_install() {
-  local missing=()
+  local missing=() options=()
+  if [ "${1:-}" = --no-recommends ]; then
+    options+=(--no-install-recommends)
+    shift
+  fi
   for pkg in "$@"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
@@ -22,7 +27,7 @@ apt_install() {
   if [ ! -f "$CACHE/.apt-updated" ] || [ -n "$(find "$CACHE/.apt-updated" -mmin +720)" ]; then
     apt-get update -qq && touch "$CACHE/.apt-updated"
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${options[@]}" "${missing[@]}" >/dev/null
 }
 
 # tree_hash: a hash of this tree's files (tracked and untracked, not ignored), which decides
