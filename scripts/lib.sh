@@ -7,9 +7,14 @@ mkdir -p "$CACHE"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-# apt_install PKG...: install the Debian packages not yet installed (apt-get update once).
+# apt_install [--no-recommends] PKG...: install the Debian packages not yet installed
+# (apt-get update once); --no-recommends leaves out what they only recommend.
 apt_install() {
-  local missing=()
+  local missing=() options=()
+  if [ "${1:-}" = --no-recommends ]; then
+    options+=(--no-install-recommends)
+    shift
+  fi
   for pkg in "$@"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
@@ -22,11 +27,11 @@ apt_install() {
   if [ ! -f "$CACHE/.apt-updated" ] || [ -n "$(find "$CACHE/.apt-updated" -mmin +720)" ]; then
     apt-get update -qq && touch "$CACHE/.apt-updated"
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${options[@]}" "${missing[@]}" >/dev/null
 }
 
-# tree_hash: a hash of this tree's files as git sees them (tracked, or new and not ignored): a
-# stamp of what was built from the tree.
+# tree_hash: a hash of this tree's files (tracked and untracked, not ignored), which decides
+# when a wheel built from it is out of date. In Python: symlinked folders break sha256sum.
 tree_hash() {
   "$VENV/bin/python" - "$ROOT" <<'PY'
 import hashlib, os, subprocess, sys
@@ -43,21 +48,17 @@ print(digest.hexdigest()[:16])
 PY
 }
 
-# project_wheel: the path of this tree's wheel, as a user gets it from PyPI; built once per
-# tree_hash into $CACHE/wheels (shared by checkouts: each builds in a folder of its own, then
-# renames it into place), of which the newest few are kept.
+# project_wheel [HASH]: print the path of this tree's wheel, as users get it from PyPI (built
+# when the tree changed; kept in $CACHE/wheels/HASH, which checkouts of the same tree share).
 project_wheel() {
-  local sources built fresh
-  sources=$(tree_hash)
-  built="$CACHE/wheels/jx-$sources"
-  if [ ! -d "$built" ]; then
-    mkdir -p "$CACHE/wheels"
-    fresh=$(mktemp -d "$CACHE/wheels/.building-$sources-XXXXXX")
-    PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pip wheel -q --no-deps -w "$fresh" "$ROOT" 2>&1 |
-      grep -v '^WARNING: Location' >&2 || true
-    ls "$fresh"/jupyter_exec-*.whl >/dev/null || { echo "pip wheel made no jupyter_exec wheel from $ROOT" >&2; return 1; }
-    mv -T "$fresh" "$built" 2>/dev/null || rm -rf "$fresh"  # another checkout of this tree was first
-    ls -dt "$CACHE"/wheels/jx-* | tail -n +9 | xargs -r rm -rf
+  local sources="${1:-$(tree_hash)}" wheels="$CACHE/wheels" building
+  mkdir -p "$wheels"
+  if ! compgen -G "$wheels/$sources/jupyter_exec-*.whl" >/dev/null; then
+    step "the project's wheel ($sources)"
+    building=$(mktemp -d "$wheels/.building-XXXXXX")  # its own: other checkouts may build the same tree
+    PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pip wheel -q --no-deps -w "$building" "$ROOT" >&2
+    mv -T "$building" "$wheels/$sources" 2>/dev/null || rm -rf "$building"  # another got there first
+    find "$wheels" -mindepth 1 -maxdepth 1 -mtime +7 -exec rm -rf {} +
   fi
-  ls "$built"/jupyter_exec-*.whl
+  compgen -G "$wheels/$sources/jupyter_exec-*.whl"
 }

@@ -67,22 +67,27 @@ class CellResult:
         return (self.result or {}).get("text/plain", "")
 
 
-def kernel_manager() -> KernelManager:
-    """A manager of this Python's kernel; under ``JX_TEST_NO_NAMESPACES=1`` (outside the hub-like
-    container) the kernel starts under ``no_namespaces.py``, so no namespace can be made in it."""
+def kernel_manager(launcher: tuple[str, ...] = ()) -> KernelManager:
+    """A manager of this Python's kernel, started through ``launcher`` (a command that runs
+    the rest of its arguments, such as ``systemd-run --user --scope``); under
+    ``JX_TEST_NO_NAMESPACES=1`` (outside the hub-like container) the kernel starts under
+    ``no_namespaces.py``, so no namespace can be made in it."""
     km = KernelManager(kernel_name="python3")
     if NO_NAMESPACES and not HUB_CONTAINER:
         km.kernel_spec.argv[:0] = [sys.executable, str(Path(__file__).with_name("no_namespaces.py"))]
+    km.kernel_spec.argv[:0] = launcher
     return km
 
 
 class Kernel:
     """A running kernel and a client to drive it."""
 
-    def __init__(self, data_dir: Path, cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, cwd: Path, env: dict[str, str] | None = None, launcher: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir = data_dir
         self.cwd = cwd
-        self.km = kernel_manager()
+        self.km = kernel_manager(launcher)
         self.km.start_kernel(cwd=str(cwd), env={**os.environ, "JX_DATA_DIR": str(data_dir), **(env or {})})
         self.client = self.km.client()
         self.client.start_channels()
@@ -222,6 +227,15 @@ class Kernel:
         self.client.stop_channels()
         self.km.shutdown_kernel(now=False)
 
+    def shutdown_leaving_nothing(self) -> None:
+        """Shut down, then check that no process of its runs outlives it (within 20 s)."""
+        pid = self.pid
+        self.shutdown()
+        deadline = time.monotonic() + 20
+        while owned_processes(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not owned_processes(pid), f"processes of the kernel's runs remain: {owned_processes(pid)}"
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
@@ -237,12 +251,7 @@ def notebook_dir(tmp_path_factory) -> Path:
 def kernel(data_dir, notebook_dir):
     k = Kernel(data_dir, notebook_dir)
     yield k
-    pid = k.pid
-    k.shutdown()
-    deadline = time.monotonic() + 10
-    while owned_processes(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not owned_processes(pid), f"processes of the session's runs remain: {owned_processes(pid)}"
+    k.shutdown_leaving_nothing()
 
 
 def add_run(store: Store, name: str, status: Status | None = Status.SUCCEEDED, **fields) -> int:

@@ -12,11 +12,13 @@ is not available in a mode, the test checks that the cell meets exactly what doc
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from conftest import HUB_CONTAINER, NO_NAMESPACES, require
@@ -170,6 +172,21 @@ def test_host_loopback_and_sockets_are_unreachable(kernel):
         for server in servers:
             server.close()
         os.unlink(named_path)
+
+
+def test_a_cell_cannot_empty_a_file_of_yours_it_cannot_open(kernel):
+    """Landlock governs truncate() from ABI 3 (Linux 6.2) on; before that, as on Debian 12's
+    kernel, the seccomp filter refuses it, and doctor says so. The file keeps its content."""
+    victim = Path.home() / f"jx-test-{uuid.uuid4().hex}.txt"
+    victim.write_text("precious")
+    try:
+        cell = kernel.run(f"{SECCOMP}\nimport os\nos.truncate({str(victim)!r}, 0)")
+        assert cell.error is not None and cell.error["ename"] == "PermissionError", cell.error
+        assert victim.read_text() == "precious"
+    finally:
+        victim.unlink()
+    abi = int(re.search(r"landlock abi (\d+)", kernel.doctor()).group(1))
+    assert kernel.offers("truncate(): Landlock before ABI 3 does not govern it") == (abi < 3), kernel.doctor()
 
 
 def test_the_cell_runs_as_the_user_and_writes_files_the_user_owns(kernel, tmp_path):

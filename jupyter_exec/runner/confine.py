@@ -16,7 +16,8 @@ Applied by the bootstrap in this order, while the process is still single-thread
 4. capabilities dropped whenever the process has any: root's, or those an ordinary user
    holds inside a user namespace of its own,
 5. ``no_new_privs`` and a seccomp BPF denylist, built here by hand so no binding has to
-   be imported (``pyseccomp`` costs ~50 ms a run).
+   be imported (``pyseccomp`` costs ~50 ms a run); under Landlock before ABI 3 (Linux
+   6.1 and older, as Debian 12's), which does not govern ``truncate``, it refuses that too.
 
 Each step reports what it did or why it could not, so the host can say so instead of
 pretending. The host asks for the steps with a ``Plan`` (``plans``).
@@ -106,6 +107,8 @@ _SYSCALLS = {
         "connect": 42,
         "clone": 56,
         "clone3": 435,
+        # refused only where Landlock cannot (ABI < 3)
+        "truncate": 76,
         # used by this module itself
         "capset": 126,
         "landlock_create_ruleset": 444,
@@ -158,6 +161,7 @@ _SYSCALLS = {
         "lookup_dcookie": 18,
         "socket": 198,
         "connect": 203,
+        "truncate": 45,
         "clone": 220,
         "clone3": 435,
         "capset": 91,
@@ -171,6 +175,7 @@ _SPECIAL = {
     "connect",
     "clone",
     "clone3",
+    "truncate",
     "capset",
     "landlock_create_ruleset",
     "landlock_add_rule",
@@ -470,11 +475,14 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k)
 
 
-def seccomp_program(network: bool, connect: bool = True) -> bytes:
+def seccomp_program(network: bool, connect: bool = True, truncate: bool = True) -> bytes:
     """A BPF denylist: EPERM for dangerous calls, non-UNIX sockets (unless ``network``)
     and namespace-creating clones; ENOSYS for clone3 so libc falls back to clone.
     ``connect=False`` refuses every ``connect`` (where the host's socket files cannot be
-    hidden from the process and Landlock does not cover connecting to them)."""
+    hidden from the process and Landlock does not cover connecting to them);
+    ``truncate=False`` refuses ``truncate`` by path (where Landlock is older than ABI 3,
+    which does not govern it: any file of the user's could be emptied; ``ftruncate`` of a
+    file the run could open for writing is unaffected)."""
     arch = machine()
     table = _SYSCALLS[arch]
     denied = sorted(nr for name, nr in table.items() if name not in _SPECIAL)
@@ -509,12 +517,14 @@ def seccomp_program(network: bool, connect: bool = True) -> bytes:
         ]
     if not connect:
         prog += [_insn(_BPF_JEQ_K, 0, 1, table["connect"]), _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES)]
+    if not truncate:
+        prog += [_insn(_BPF_JEQ_K, 0, 1, table["truncate"]), _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES)]
     prog.append(_insn(_BPF_RET_K, 0, 0, _RET_ALLOW))
     return b"".join(prog)
 
 
-def apply_seccomp(network: bool, connect: bool = True) -> None:
-    program = seccomp_program(network, connect)
+def apply_seccomp(network: bool, connect: bool = True, truncate: bool = True) -> None:
+    program = seccomp_program(network, connect, truncate)
     count = len(program) // 8
     filters = ctypes.create_string_buffer(program, len(program))
 
@@ -541,6 +551,7 @@ def confine(plan: Plan) -> list[str]:
         if has_capabilities():
             drop_capabilities()
             notes.append("capabilities dropped")
-        apply_seccomp(plan.get("network", False), plan.get("connect", True))
+        truncate = not plan.get("landlock") or landlock_abi() >= 3  # else Landlock lets truncate() through
+        apply_seccomp(plan.get("network", False), plan.get("connect", True), truncate)
         notes.append("seccomp denylist")
     return notes

@@ -19,7 +19,7 @@ if [ "$(id -u)" -eq 0 ]; then
   if [ ! -f "$stamp" ]; then
     step "the project's wheel, installed for $JX_USER in $USER_VENV"
     [ -x "$USER_VENV/bin/python" ] || { mkdir -p "$(dirname "$USER_VENV")"; /usr/bin/python3 -m venv "$USER_VENV"; }
-    wheel=$(project_wheel)
+    wheel=$(project_wheel "$sources")
     "$USER_VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING' >&2 || true
     "$USER_VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$wheel" >&2
     "$USER_VENV/bin/python" -m pip install -q "$wheel[test]" 2>&1 | grep -v '^WARNING' >&2 || true

@@ -216,6 +216,8 @@ class SeccompBackend(LocalBackend):
         notes = [f"landlock abi {abi}", *promised.notes()]
         if abi < 6 and not promised.namespaces.available:
             notes.append("signals: Landlock before ABI 6 cannot stop a run signalling your other processes")
+        if abi < 3:
+            notes.append("truncate(): Landlock before ABI 3 does not govern it, so the seccomp filter refuses it")
         return Availability(True, notes=tuple(notes))
 
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
