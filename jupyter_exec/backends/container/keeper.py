@@ -12,8 +12,9 @@ kernel's folders. It says ``ready`` once it listens, then:
 - waits for OWNER to exit (a pidfd: at once, whatever killed it). Then it ends every relay: the
   engine is told that no more requests come (a half-close), answers those in flight and closes
   the connection, so no create is pending any more. It removes every container with MARK,
-  whatever its state (created and never started, starting, running), then the LEFTOVER folders,
-  and exits.
+  whatever its state (created and never started, starting, running: a running one gets a moment
+  to end by its lifeline first), asking again until none is left, then the LEFTOVER folders, and
+  exits.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from urllib.parse import quote
 
 _CHUNK = 65536
 _END_WAIT = 60.0  # seconds the engine may take to answer what was in flight (the kernel's timeout)
+_LIFELINE_GRACE = 3.0  # seconds a running container has to end by its lifeline before it is forced
+_RETRY = 0.2  # seconds between two rounds of removals
+_RETRY = 0.2  # seconds between two rounds of removals
 
 
 class _EngineHTTP(http.client.HTTPConnection):
@@ -57,12 +61,21 @@ def _ask(engine: str, method: str, url: str) -> tuple[int, bytes]:
         connection.close()
 
 
-def remove_marked(engine: str, mark: str) -> None:
-    """Remove every container labelled ``mark``, in any state (one the engine is removing already,
-    or has just removed, is no longer its to remove)."""
-    status, body = _ask(engine, "GET", "/containers/json?all=1&filters=" + quote(json.dumps({"label": [mark]})))
-    for container in json.loads(body) if status == 200 else ():
-        _ask(engine, "DELETE", f"/containers/{container['Id']}?force=1")
+def remove_marked(engine: str, mark: str, running_from: float, until: float) -> None:
+    """Remove every container labelled ``mark`` until none is left, or the clock passes ``until``.
+    One not running (created and never started, exited) goes at once; a running one is left to its
+    lifeline (its pid 1 exits within a second of the kernel's death) until ``running_from``, then
+    forced: a forced removal racing that exit can stall for ten seconds under gVisor."""
+    listing = "/containers/json?all=1&filters=" + quote(json.dumps({"label": [mark]}))
+    while True:
+        status, body = _ask(engine, "GET", listing)
+        left = json.loads(body) if status == 200 else []
+        for container in left:
+            if container["State"] != "running" or time.monotonic() >= running_from:
+                _ask(engine, "DELETE", f"/containers/{container['Id']}?force=1")
+        if not left or time.monotonic() > until:
+            return
+        time.sleep(_RETRY)
 
 
 def _recv(end: socket.socket) -> bytes:
@@ -135,11 +148,11 @@ def main(argv: list[str]) -> None:
             kernel.shutdown(socket.SHUT_RD)  # as if the kernel had closed it: each relay ends its engine's side
         except OSError:
             pass  # closed already
-    deadline = time.monotonic() + _END_WAIT
+    died = time.monotonic()
     for _, thread in relays:
-        thread.join(max(deadline - time.monotonic(), 0))
+        thread.join(max(died + _END_WAIT - time.monotonic(), 0))
     try:
-        remove_marked(engine, mark)
+        remove_marked(engine, mark, running_from=died + _LIFELINE_GRACE, until=time.monotonic() + _END_WAIT)
     finally:
         for folder in (found for pattern in leftovers for found in glob.glob(pattern)):
             shutil.rmtree(folder, ignore_errors=True)
