@@ -24,12 +24,21 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import KernelManager
 
+from jupyter_exec.backends.process.templates import OWNER_NS_VAR, OWNER_VAR, pid_namespace
 from jupyter_exec.status import Status
 from jupyter_exec.store.records import RunRecords
 
 REQUIRE_ALL = os.environ.get("JX_REQUIRE_ALL") == "1"
-# Every kernel of the session where no namespace can be made (scripts/test-as-user's second pass).
-NO_NAMESPACES = os.environ.get("JX_TEST_NO_NAMESPACES") == "1"
+# The session runs inside a hub-like container (scripts/hub-container-test): Docker's default
+# seccomp profile and capabilities, so no namespace can be made, for real.
+HUB_CONTAINER = os.environ.get("JX_TEST_HUB_CONTAINER") == "1"
+# Every kernel of the session where no namespace can be made: in the hub-like container, or on a
+# host under the imitation of one (scripts/test-as-user's second pass: tests/no_namespaces.py).
+NO_NAMESPACES = HUB_CONTAINER or os.environ.get("JX_TEST_NO_NAMESPACES") == "1"
+
+
+# In a cell: its /proc/self/status as a dict (CapEff, NoNewPrivs, Seccomp_filters, ...).
+CELL_STATUS = "status = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
 
 
 def require(condition: bool, reason: str) -> None:
@@ -58,22 +67,27 @@ class CellResult:
         return (self.result or {}).get("text/plain", "")
 
 
-def kernel_manager() -> KernelManager:
-    """A manager of this Python's kernel; under ``JX_TEST_NO_NAMESPACES=1`` the kernel starts
-    under ``no_namespaces.py``, so no namespace can be made in it."""
+def kernel_manager(launcher: tuple[str, ...] = ()) -> KernelManager:
+    """A manager of this Python's kernel, started through ``launcher`` (a command that runs
+    the rest of its arguments, such as ``systemd-run --user --scope``); under
+    ``JX_TEST_NO_NAMESPACES=1`` (outside the hub-like container) the kernel starts under
+    ``no_namespaces.py``, so no namespace can be made in it."""
     km = KernelManager(kernel_name="python3")
-    if NO_NAMESPACES:
+    if NO_NAMESPACES and not HUB_CONTAINER:
         km.kernel_spec.argv[:0] = [sys.executable, str(Path(__file__).with_name("no_namespaces.py"))]
+    km.kernel_spec.argv[:0] = launcher
     return km
 
 
 class Kernel:
     """A running kernel and a client to drive it."""
 
-    def __init__(self, data_dir: Path, cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, cwd: Path, env: dict[str, str] | None = None, launcher: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir = data_dir
         self.cwd = cwd
-        self.km = kernel_manager()
+        self.km = kernel_manager(launcher)
         self.km.start_kernel(cwd=str(cwd), env={**os.environ, "JX_DATA_DIR": str(data_dir), **(env or {})})
         self.client = self.km.client()
         self.client.start_channels()
@@ -213,6 +227,15 @@ class Kernel:
         self.client.stop_channels()
         self.km.shutdown_kernel(now=False)
 
+    def shutdown_leaving_nothing(self) -> None:
+        """Shut down, then check that no process of its runs outlives it (within 20 s)."""
+        pid = self.pid
+        self.shutdown()
+        deadline = time.monotonic() + 20
+        while owned_processes(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not owned_processes(pid), f"processes of the kernel's runs remain: {owned_processes(pid)}"
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
@@ -228,12 +251,7 @@ def notebook_dir(tmp_path_factory) -> Path:
 def kernel(data_dir, notebook_dir):
     k = Kernel(data_dir, notebook_dir)
     yield k
-    pid = k.pid
-    k.shutdown()
-    deadline = time.monotonic() + 10
-    while owned_processes(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not owned_processes(pid), f"processes of the session's runs remain: {owned_processes(pid)}"
+    k.shutdown_leaving_nothing()
 
 
 def add_run(store: RunRecords, name: str, status: Status | None = Status.SUCCEEDED, **fields) -> int:
@@ -265,13 +283,14 @@ def _is_idle_worker(pid: int) -> bool:
 
 
 def owned_processes(owner_pid: int) -> list[int]:
-    """Processes started by jupyter-exec for the kernel with this pid."""
+    """Processes started by jupyter-exec for the kernel with this pid (in this pid namespace: a
+    container's kernel may have the same pid in its own)."""
     found = []
-    marker = f"JX_OWNER_PID={owner_pid}".encode()
+    markers = {f"{OWNER_VAR}={owner_pid}".encode(), f"{OWNER_NS_VAR}={pid_namespace()}".encode()}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                if markers <= set((entry / "environ").read_bytes().split(b"\0")):
                     found.append(int(entry.name))
             except OSError:
                 pass

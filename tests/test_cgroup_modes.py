@@ -1,7 +1,8 @@
 """Where an ordinary user's runs get cgroups: read from ``/proc/self/cgroup`` and a cgroup v2
-tree. This host has cgroup v1 only, so the delegated and systemd modes cannot run here;
-what can be checked without v2 is the choice of place, on a tree laid out as systemd lays
-out ``user@UID.service`` (plain files standing in for the kernel's)."""
+tree. The choice of place is checked here on trees laid out as systemd lays out
+``user@UID.service`` (plain files standing in for the kernel's); the two v2 modes enforce
+their limits for real in tests/test_cgroup_v2.py, which scripts/vm-test runs in a cgroup-v2
+VM (this host has cgroup v1)."""
 
 from __future__ import annotations
 
@@ -20,18 +21,25 @@ from jupyter_exec.backends.process.cgroups import (
     systemd_scope_prefix,
 )
 
-KERNEL = "/user.slice/user-1001.slice/user@1001.service/app.slice/jupyter.service"
+# A Jupyter started as a user service made with Delegate=yes, its kernel moved into a leaf.
+UNIT = "/user.slice/user-1001.slice/user@1001.service/app.slice/jupyter.service"
+KERNEL = f"{UNIT}/kernel"
 
 
-def _tree(root: Path, controllers: dict[str, str]) -> None:
-    """Groups down to the kernel's, which holds a process; ``controllers`` offered per group."""
+def _tree(root: Path, controllers: dict[str, str], kernel: str = KERNEL) -> None:
+    """Groups down to the kernel's, which holds a process, as on a real host: the
+    hierarchy's root holds init, the user manager's own group holds ``init.scope``;
+    ``controllers`` offered per group (default: all three)."""
     path = root
-    for part in KERNEL.strip("/").split("/"):
-        path /= part
-        path.mkdir()
+    for group in ["", *kernel.strip("/").split("/")]:
+        path /= group
+        path.mkdir(exist_ok=True)
         (path / "cgroup.procs").write_text("")
         (path / "cgroup.subtree_control").write_text("")
-        (path / "cgroup.controllers").write_text(controllers.get(part, "cpu memory pids"))
+        (path / "cgroup.controllers").write_text(controllers.get(group, "cpu memory pids"))
+        if group.startswith("user@"):
+            (path / "init.scope").mkdir()
+    (root / "cgroup.procs").write_text("1\n")
     (path / "cgroup.procs").write_text("4242\n")
 
 
@@ -42,40 +50,52 @@ def test_the_unified_group_is_read_from_proc_self_cgroup():
     assert own_cgroup("4:memory:/docker/abc\n1:cpu:/\n") is None  # cgroup v1 only, as on this host
 
 
-def test_runs_go_under_the_lowest_empty_group_of_the_users_own(tmp_path):
+def test_runs_go_under_the_delegated_unit_the_kernel_is_in(tmp_path):
     _tree(tmp_path, {})
-    app = tmp_path / "user.slice/user-1001.slice/user@1001.service/app.slice"
-    assert delegated_parent(tmp_path, KERNEL, os.getuid()) == app / PARENT
-    (app / "cgroup.procs").write_text("77\n")  # v2 hands controllers down only from an empty group
-    assert delegated_parent(tmp_path, KERNEL, os.getuid()) == app.parent / PARENT
+    assert delegated_parent(tmp_path, KERNEL, os.getuid()) == tmp_path / UNIT.strip("/") / PARENT
 
 
-def test_a_group_without_a_controller_is_passed_over(tmp_path):
-    _tree(tmp_path, {"app.slice": "memory pids"})
-    service = tmp_path / "user.slice/user-1001.slice/user@1001.service"
-    assert delegated_parent(tmp_path, KERNEL, os.getuid()) == service / PARENT
+def test_systemds_own_groups_are_never_used(tmp_path):
+    """A kernel in a unit of the user's manager, no leaf of its own: the groups above it are
+    the user's on disk, but the manager's to manage (so the systemd mode applies)."""
+    _tree(tmp_path, {}, kernel=UNIT)
+    found = delegated_parent(tmp_path, UNIT, os.getuid())
+    assert isinstance(found, str) and found.endswith(
+        "app.slice is systemd's to manage (a unit made with Delegate=yes is not)"
+    )
+    (tmp_path / UNIT.strip("/")).rename(tmp_path / UNIT.strip("/").replace("app.slice/", ""))  # right in the manager's
+    found = delegated_parent(tmp_path, UNIT.replace("app.slice/", ""), os.getuid())
+    assert isinstance(found, str) and "user@1001.service is systemd's to manage" in found, found
 
 
-def test_no_place_when_nothing_the_user_owns_qualifies(tmp_path):
-    _tree(tmp_path, dict.fromkeys(KERNEL.strip("/").split("/"), "memory pids"))
+def test_no_place_when_the_unit_cannot_hand_controllers_down(tmp_path):
+    _tree(tmp_path, {"jupyter.service": "memory pids"})
     found = delegated_parent(tmp_path, KERNEL, os.getuid())  # the nearest group's reason
-    assert isinstance(found, str) and found.endswith("app.slice is not given the cpu controller(s)"), found
+    assert isinstance(found, str) and found.endswith("jupyter.service is not given the cpu controller(s)"), found
+    (tmp_path / UNIT.strip("/") / "cgroup.controllers").write_text("cpu memory pids")
+    (tmp_path / UNIT.strip("/") / "cgroup.procs").write_text(
+        "77\n"
+    )  # v2 hands controllers down only from an empty group
+    found = delegated_parent(tmp_path, KERNEL, os.getuid())
+    assert isinstance(found, str) and found.endswith(
+        "jupyter.service holds processes, so it cannot hand controllers down"
+    )
     assert "no ancestor of this user's own" in str(delegated_parent(tmp_path, KERNEL, os.getuid() + 4242))
     assert "no ancestor" in str(delegated_parent(tmp_path, "/", os.getuid()))  # a container's own root
     assert "cannot read" in str(delegated_parent(tmp_path, "user.slice", os.getuid()))
 
 
 def test_the_walk_stops_where_delegation_ends(tmp_path):
-    require(os.geteuid() == 0, "needs root to give the upper groups another owner")
-    _tree(tmp_path, {"app.slice": "memory pids", "user@1001.service": "memory pids"})
-    for upper in ("user.slice", "user.slice/user-1001.slice"):
-        os.chown(tmp_path / upper, 65534, 65534)  # systemd's: root owns the slices above the service
-    (tmp_path / "user.slice/user-1001.slice/cgroup.controllers").write_text("cpu memory pids")
-    found = delegated_parent(tmp_path, KERNEL, os.getuid())  # user-1001.slice offers all three, but is not ours
-    assert isinstance(found, str) and "app.slice is not given the cpu" in found, found
-    app = tmp_path / "user.slice/user-1001.slice/user@1001.service/app.slice"
-    (app / "cgroup.controllers").write_text("cpu memory pids")
-    assert delegated_parent(tmp_path, KERNEL, os.getuid()) == app / PARENT
+    """A container's delegated group: the walk never goes above it, to a group not the user's,
+    however well that one would do."""
+    require(os.geteuid() == 0, "needs root to give the upper group another owner")
+    _tree(tmp_path, {}, kernel="/ours/kernel")
+    (tmp_path / "cgroup.procs").write_text("")
+    os.chown(tmp_path, 65534, 65534)
+    assert delegated_parent(tmp_path, "/ours/kernel", os.getuid()) == tmp_path / "ours" / PARENT
+    (tmp_path / "ours" / "cgroup.procs").write_text("77\n")
+    found = delegated_parent(tmp_path, "/ours/kernel", os.getuid())
+    assert isinstance(found, str) and "ours holds processes" in found, found
 
 
 def test_a_systemd_scope_is_delegated_and_accounts_all_three():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 
@@ -64,3 +65,39 @@ def test_local_backend_runs_with_limits_but_no_confinement(kernel, notebook_dir)
     assert cell.error["ename"] == "TaskTimeoutError"
     cell = kernel.run("%%sandbox --backend local --shm 8m\nprint('ran')")  # the host's /dev/shm: no size
     assert cell.stderr.startswith("UsageError: local backend unavailable: --shm") and "ran" not in cell.stdout
+
+
+# Run doctor under a seccomp filter refusing Landlock's first call with an errno: EPERM as the
+# default profiles of Docker before 20.10.18 and containerd before 1.6 refuse all three, ENOSYS
+# as profiles with that default answer (and as a kernel without Landlock would).
+_WITHOUT_LANDLOCK = """
+import ctypes, struct, sys
+from jupyter_exec.cli import main
+load_nr, refuse_landlock, allow = (0x20, 0, 0, 0), (0x15, 0, 1, 444), (0x06, 0, 0, 0x7FFF0000)
+errno = (0x06, 0, 0, 0x50000 | {errno})
+program = b"".join(struct.pack("HBBI", *insn) for insn in (load_nr, refuse_landlock, errno, allow))
+filters = ctypes.create_string_buffer(program)
+fprog = struct.pack("HxxxxxxQ", len(program) // 8, ctypes.addressof(filters))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # no_new_privs
+assert libc.prctl(22, 2, ctypes.create_string_buffer(fprog), 0, 0) == 0  # PR_SET_SECCOMP, a filter
+sys.exit(main(["doctor"]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason", "fix"),
+    [
+        (errno.EPERM, "a seccomp filter on this process refuses Landlock", "a newer runtime's default does"),
+        (errno.ENOSYS, "no Landlock, or a seccomp filter on this process refuses it", "a container profile that"),
+    ],
+)
+def test_doctor_says_when_a_seccomp_filter_refuses_landlock(answer, reason, fix):
+    """The seccomp backend is unavailable, and doctor names the cause and its fix."""
+    code = _WITHOUT_LANDLOCK.format(errno=answer)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    lines = done.stdout.splitlines()
+    seccomp = next(i for i, line in enumerate(lines) if line.split()[1:2] == ["seccomp"])
+    assert lines[seccomp].startswith("FAIL seccomp ") and reason in lines[seccomp], done.stdout + done.stderr
+    assert fix in lines[seccomp + 1], done.stdout
+    assert "%%sandbox uses: seccomp" not in done.stdout

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from conftest import NO_NAMESPACES, Kernel, require
+from conftest import CELL_STATUS, NO_NAMESPACES, Kernel, require
 from containers import assert_no_run_containers, containers
 
 from jupyter_exec.backends.container import ContainerBackend
@@ -84,7 +84,7 @@ def test_container_is_locked_down(kernel, case):
         "import ctypes, errno\nprctl = ctypes.CDLL(None).prctl\n"
         "try:\n    open('/var/tmp/jx-probe', 'w')\n    root = 'writable'\n"
         "except OSError as error:\n    root = errno.errorcode[error.errno]\n"
-        "status = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
+        f"{CELL_STATUS}"
         "sockets = ['/var/run/docker.sock', '/run/podman/podman.sock', f'/tmp/podman-run-{os.getuid()}']\n"
         "{'uid': int(subprocess.check_output(['id', '-u'])), 'socket': any(map(os.path.exists, sockets)),\n"
         " 'caps': status['CapEff'].strip(), 'nnp': prctl(39, 0, 0, 0, 0), 'seccomp': prctl(21, 0, 0, 0, 0),\n"

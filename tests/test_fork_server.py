@@ -45,6 +45,19 @@ def _number() -> str:
     return str(uuid.uuid4().int)[:10]
 
 
+# In a cell: the command lines of the processes it can see, from /proc (a hub's image may have no ps).
+_COMMAND_LINES = (
+    "def command_lines():\n"
+    "    lines = []\n"
+    "    for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+    "        try:\n"
+    "            lines.append(open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\\0', b' ').decode())\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "    return '\\n'.join(lines)\n"
+)
+
+
 def test_nothing_a_run_leaves_is_there_for_the_next(kernel):
     tag, number = uuid.uuid4().hex, _number()
     first = kernel.run(
@@ -65,7 +78,7 @@ def test_nothing_a_run_leaves_is_there_for_the_next(kernel):
         f"subprocess.Popen(['sleep', '300.{number}1'], start_new_session=True)\n"
         f"if os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', '300.{number}2'])\n"
         "time.sleep(0.3)\n"
-        "running = subprocess.run(['ps', '-eo', 'args'], capture_output=True, text=True).stdout\n"
+        f"{_COMMAND_LINES}running = command_lines()\n"
         f"assert running.count('300.{number}') == 2, running\n"
         "places",
         check=True,
@@ -82,8 +95,7 @@ def test_nothing_a_run_leaves_is_there_for_the_next(kernel):
         "env = [k for k in ('JX_LEFT', 'JX_LEFT_PUT') if k in os.environ]\n"
         "modules = [m.__name__ for m in (json, sys, os) if hasattr(m, 'LEFT')]\n"
         "variables = [n for n in ('left', 'places') if n in globals()]\n"
-        "ps = subprocess.run(['ps', '-eo', 'args'], capture_output=True, text=True).stdout\n"
-        f"processes = [line for line in ps.splitlines() if '300.{number}' in line]\n"
+        f"{_COMMAND_LINES}processes = [line for line in command_lines().splitlines() if '300.{number}' in line]\n"
         "print(files, env, modules, variables, processes)",
         check=True,
     )

@@ -4,21 +4,24 @@ user's processes, reach the host's sockets), and that it runs as the user.
 
 The root suite runs these as root. ``scripts/test-as-user`` runs them again as an
 ordinary account, once with user namespaces and once with none (``JX_TEST_NO_NAMESPACES``:
-the kernel under a filter that refuses ``unshare``); where ``%jx doctor`` says a guarantee
+the kernel under a filter that refuses ``unshare``); ``scripts/hub-container-test`` runs them
+where there are none for real, in a hub-like container. Where ``%jx doctor`` says a guarantee
 is not available in a mode, the test checks that the cell meets exactly what doctor says.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
-from conftest import require
+from conftest import HUB_CONTAINER, NO_NAMESPACES, require
 
 from jupyter_exec.backends.container.discovery import DOCKER_SOCKET
 
@@ -31,9 +34,8 @@ def test_doctor_tells_which_mode_this_is(kernel):
     doctor = kernel.doctor()
     for option in ("--mem: ", "--pids: ", "--cpus: ", "--shm: ", "namespaces: ", "cgroup: "):
         assert kernel.offers(option), (option, doctor)
-    no_namespaces = os.environ.get("JX_TEST_NO_NAMESPACES") == "1"
-    assert kernel.offers("namespaces: none (") == no_namespaces, doctor
-    if not no_namespaces:
+    assert kernel.offers("namespaces: none (") == NO_NAMESPACES, doctor
+    if not NO_NAMESPACES:
         assert kernel.offers("inside a user namespace of your own") == (os.geteuid() != 0), doctor
     assert kernel.offers("--cpus: refused") == kernel.offers("cgroup: none"), doctor
 
@@ -172,6 +174,21 @@ def test_host_loopback_and_sockets_are_unreachable(kernel):
         os.unlink(named_path)
 
 
+def test_a_cell_cannot_empty_a_file_of_yours_it_cannot_open(kernel):
+    """Landlock governs truncate() from ABI 3 (Linux 6.2) on; before that, as on Debian 12's
+    kernel, the seccomp filter refuses it, and doctor says so. The file keeps its content."""
+    victim = Path.home() / f"jx-test-{uuid.uuid4().hex}.txt"
+    victim.write_text("precious")
+    try:
+        cell = kernel.run(f"{SECCOMP}\nimport os\nos.truncate({str(victim)!r}, 0)")
+        assert cell.error is not None and cell.error["ename"] == "PermissionError", cell.error
+        assert victim.read_text() == "precious"
+    finally:
+        victim.unlink()
+    abi = int(re.search(r"landlock abi (\d+)", kernel.doctor()).group(1))
+    assert kernel.offers("truncate(): Landlock before ABI 3 does not govern it") == (abi < 3), kernel.doctor()
+
+
 def test_the_cell_runs_as_the_user_and_writes_files_the_user_owns(kernel, tmp_path):
     folder = tmp_path / "owned"
     folder.mkdir()
@@ -189,6 +206,8 @@ def test_doctor_says_when_dockers_socket_refuses_this_user(kernel):
     """Not "start the daemon" when it runs: the group is the problem, and it is root-equivalent
     (the container backend then uses a rootless engine where there is one)."""
     path = str(DOCKER_SOCKET)
+    if HUB_CONTAINER:
+        pytest.skip("a hub's container has no engine socket: test_hub_container checks what doctor says there")
     require(os.path.exists(path), f"no Docker socket at {path}")
     doctor = kernel.doctor()
     if os.access(path, os.R_OK | os.W_OK):

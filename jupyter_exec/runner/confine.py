@@ -16,7 +16,8 @@ Applied by the bootstrap in this order, while the process is still single-thread
 4. capabilities dropped whenever the process has any: root's, or those an ordinary user
    holds inside a user namespace of its own,
 5. ``no_new_privs`` and a seccomp BPF denylist, built here by hand so no binding has to
-   be imported (``pyseccomp`` costs ~50 ms a run).
+   be imported (``pyseccomp`` costs ~50 ms a run); under Landlock before ABI 3 (Linux
+   6.1 and older, as Debian 12's), which does not govern ``truncate``, it refuses that too.
 
 Each step reports what it did or why it could not, so the host can say so instead of
 pretending. The host asks for the steps with a ``Plan`` (``plans``).
@@ -106,6 +107,8 @@ _SYSCALLS = {
         "connect": 42,
         "clone": 56,
         "clone3": 435,
+        # refused only where Landlock cannot (ABI < 3)
+        "truncate": 76,
         # used by this module itself
         "capset": 126,
         "landlock_create_ruleset": 444,
@@ -158,6 +161,7 @@ _SYSCALLS = {
         "lookup_dcookie": 18,
         "socket": 198,
         "connect": 203,
+        "truncate": 45,
         "clone": 220,
         "clone3": 435,
         "capset": 91,
@@ -171,6 +175,7 @@ _SPECIAL = {
     "connect",
     "clone",
     "clone3",
+    "truncate",
     "capset",
     "landlock_create_ruleset",
     "landlock_add_rule",
@@ -211,7 +216,7 @@ def apply_rlimits(limits: Rlimits) -> None:
     ``"nproc_more": n`` allows ``n`` processes more than this user runs now: outside a
     user namespace of its own, ``RLIMIT_NPROC`` counts every process of the user (their
     JupyterLab, kernels, ...), so a plain ``n`` would let nothing start, or let a bomb
-    take what the rest of their work needs."""
+    take what the rest of their work needs. "Now" is the kernel's own count (``nproc_in_use``)."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     names = {
         "as": resource.RLIMIT_AS,
@@ -224,14 +229,17 @@ def apply_rlimits(limits: Rlimits) -> None:
     for key, value in limits.items():
         if not isinstance(value, (int, float)):  # None: no limit
             continue
-        soft = int(value) + (user_task_count() if key == "nproc_more" else 0)
+        soft = int(value) + (nproc_in_use() if key == "nproc_more" else 0)
         # CPU: SIGXCPU at the soft limit, SIGKILL a second later if it is caught.
         hard = soft + 1 if key == "cpu" else soft
         resource.setrlimit(names[key], (soft, hard))
 
 
+_NO_PROGRAM = "/proc/self/jx-no-such-program"  # nothing can be made in /proc
+
+
 def user_task_count() -> int:
-    """Processes and threads of this process's user, as ``RLIMIT_NPROC`` counts them."""
+    """Processes and threads of this process's user that ``/proc`` shows here."""
     uid, count = os.getuid(), 0
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -241,6 +249,46 @@ def user_task_count() -> int:
             except OSError:
                 pass  # gone meanwhile
     return count
+
+
+def nproc_in_use() -> int:
+    """The tasks ``RLIMIT_NPROC`` counts against this uid now, as the kernel counts them: also
+    those ``/proc`` does not show, in other containers of the same uid (a hub's users are all
+    uid 1000). Found by making a child under trial limits (possible while the count is below the
+    limit), from what ``/proc`` shows: one child where that is all. The child is a ``posix_spawn``
+    (a vfork, tens of microseconds) of no program, reaped by libc when its exec fails. Call it
+    before anything else in this process can start a task: it lowers this process's limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    top = 1 << 62 if hard == resource.RLIM_INFINITY else hard
+
+    def spawns_under(limit: int) -> bool:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, hard))
+        try:
+            os.waitpid(os.posix_spawn(_NO_PROGRAM, [_NO_PROGRAM], {}), 0)
+        except BlockingIOError:
+            return False  # EAGAIN: at the limit
+        except FileNotFoundError:
+            pass  # made, and gone
+        return True
+
+    try:
+        seen = user_task_count()
+        if seen >= top or spawns_under(seen + 1):
+            return seen
+        low, step = seen + 1, 1  # the count is at least low (no child under it), below high
+        while True:
+            high = min(low + step, top)
+            if spawns_under(high):
+                break
+            if high == top:
+                return top  # at the hard limit already: nothing more can start
+            low, step = high, step * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if spawns_under(middle) else (middle, high)
+        return low
+    finally:
+        resource.setrlimit(resource.RLIMIT_NPROC, (soft, hard))
 
 
 # --- private mounts -------------------------------------------------------------------
@@ -315,11 +363,13 @@ _LL_NET_BIND_TCP, _LL_NET_CONNECT_TCP = 1, 2
 
 
 def landlock_abi() -> int:
-    """The kernel's Landlock ABI version, or 0 where Landlock is off or unknown."""
+    """The kernel's Landlock ABI version; where Landlock cannot be used, minus the errno of the
+    answer: ``EOPNOTSUPP`` off at boot, ``ENOSYS`` not in this kernel (or unknown here), ``EPERM``
+    refused by a seccomp filter (as older container runtimes' default profiles refuse it)."""
     if machine() not in _SYSCALLS:
-        return 0
-    result = _libc.syscall(_nr("landlock_create_ruleset"), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
-    return max(int(result), 0)
+        return -errno.ENOSYS
+    result = int(_libc.syscall(_nr("landlock_create_ruleset"), None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
+    return result if result > 0 else -ctypes.get_errno()
 
 
 def _fs_rights(abi: int) -> int:
@@ -337,7 +387,7 @@ def apply_landlock(readable: list[str], writable: list[str], network: bool) -> s
     """Restrict file access to the given trees. Returns a note of what was done."""
     abi = landlock_abi()
     if abi < 1:
-        raise OSError(errno.ENOSYS, "Landlock is not available in this kernel")
+        raise OSError(-abi, f"Landlock cannot be used here: {os.strerror(-abi)}")
     handled = _fs_rights(abi)
     read = _LL_EXECUTE | _LL_READ_FILE | _LL_READ_DIR
     file_only = _LL_FILE_RIGHTS_V1 | (_LL_TRUNCATE if abi >= 3 else 0) | (_LL_IOCTL_DEV if abi >= 5 else 0)
@@ -425,11 +475,14 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k)
 
 
-def seccomp_program(network: bool, connect: bool = True) -> bytes:
+def seccomp_program(network: bool, connect: bool = True, truncate: bool = True) -> bytes:
     """A BPF denylist: EPERM for dangerous calls, non-UNIX sockets (unless ``network``)
     and namespace-creating clones; ENOSYS for clone3 so libc falls back to clone.
     ``connect=False`` refuses every ``connect`` (where the host's socket files cannot be
-    hidden from the process and Landlock does not cover connecting to them)."""
+    hidden from the process and Landlock does not cover connecting to them);
+    ``truncate=False`` refuses ``truncate`` by path (where Landlock is older than ABI 3,
+    which does not govern it: any file of the user's could be emptied; ``ftruncate`` of a
+    file the run could open for writing is unaffected)."""
     arch = machine()
     table = _SYSCALLS[arch]
     denied = sorted(nr for name, nr in table.items() if name not in _SPECIAL)
@@ -464,12 +517,14 @@ def seccomp_program(network: bool, connect: bool = True) -> bytes:
         ]
     if not connect:
         prog += [_insn(_BPF_JEQ_K, 0, 1, table["connect"]), _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES)]
+    if not truncate:
+        prog += [_insn(_BPF_JEQ_K, 0, 1, table["truncate"]), _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES)]
     prog.append(_insn(_BPF_RET_K, 0, 0, _RET_ALLOW))
     return b"".join(prog)
 
 
-def apply_seccomp(network: bool, connect: bool = True) -> None:
-    program = seccomp_program(network, connect)
+def apply_seccomp(network: bool, connect: bool = True, truncate: bool = True) -> None:
+    program = seccomp_program(network, connect, truncate)
     count = len(program) // 8
     filters = ctypes.create_string_buffer(program, len(program))
 
@@ -496,6 +551,7 @@ def confine(plan: Plan) -> list[str]:
         if has_capabilities():
             drop_capabilities()
             notes.append("capabilities dropped")
-        apply_seccomp(plan.get("network", False), plan.get("connect", True))
+        truncate = not plan.get("landlock") or landlock_abi() >= 3  # else Landlock lets truncate() through
+        apply_seccomp(plan.get("network", False), plan.get("connect", True), truncate)
         notes.append("seccomp denylist")
     return notes

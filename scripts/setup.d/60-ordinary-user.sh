@@ -14,31 +14,15 @@ if [ "$(id -u)" -eq 0 ]; then
   fi
   grep -q "^$JX_USER:" /etc/subuid || usermod --add-subuids 200000-265535 "$JX_USER"
   grep -q "^$JX_USER:" /etc/subgid || usermod --add-subgids 200000-265535 "$JX_USER"
-  sources=$("$VENV/bin/python" - "$ROOT" <<'PY'
-import hashlib, os, subprocess, sys
-root = sys.argv[1]
-listed = subprocess.run(["git", "-C", root, "ls-files", "-co", "--exclude-standard", "-z"],
-                        capture_output=True, check=True).stdout.split(b"\0")
-digest = hashlib.sha256()
-for name in sorted(n for n in listed if n):
-    path = os.path.join(root, os.fsdecode(name))
-    if os.path.isfile(path) and not os.path.islink(path):
-        with open(path, "rb") as source:
-            digest.update(name + b"\0" + source.read())
-print(digest.hexdigest()[:16])
-PY
-)
+  sources=$(tree_hash)
   stamp="$USER_VENV/.jx-wheel-$sources"
   if [ ! -f "$stamp" ]; then
     step "the project's wheel, installed for $JX_USER in $USER_VENV"
     [ -x "$USER_VENV/bin/python" ] || { mkdir -p "$(dirname "$USER_VENV")"; /usr/bin/python3 -m venv "$USER_VENV"; }
-    wheels=$(mktemp -d "$CACHE/wheel-$sources-XXXXXX")  # its own: other checkouts may build the same tree
-    PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pip wheel -q --no-deps -w "$wheels" "$ROOT" >&2
-    wheel=$(ls "$wheels"/jupyter_exec-*.whl)
+    wheel=$(project_wheel "$sources")
     "$USER_VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING' >&2 || true
     "$USER_VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$wheel" >&2
     "$USER_VENV/bin/python" -m pip install -q "$wheel[test]" 2>&1 | grep -v '^WARNING' >&2 || true
-    rm -rf "$wheels"
     runuser -u "$JX_USER" -- "$USER_VENV/bin/python" -c "import jupyter_exec, ipykernel, pytest" || {
       echo "the venv in $USER_VENV does not work for $JX_USER" >&2; exit 1; }
     rm -f "$USER_VENV"/.jx-wheel-* && touch "$stamp"

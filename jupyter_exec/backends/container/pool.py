@@ -6,8 +6,9 @@ run; the caller refills a key in the background once its run is over, and while 
 cells come faster than containers are made the pool makes them ahead, several at once, as
 many as the cells use up meanwhile (``demand``), up to a cap. Every container
 carries ``jupyter-exec.*`` labels (run, kernel, owner pid, boot id). A container dies with
-its kernel (the slot's lifeline); ``reap_containers`` is the second line, run when a
-kernel starts: it removes what a dead kernel left on any engine this user reaches.
+its kernel (the slot's lifeline, and before it starts the kernel's keeper: ``keepers``);
+``reap_containers`` is the second line, run when a kernel starts: it removes what a dead
+kernel left on any engine this user reaches.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from jupyter_exec._proc import pid_alive
 
+from . import keepers
 from .demand import Demand
 from .hostconfig import SLOT_ROOT
 from .slot import Slot
@@ -238,6 +240,7 @@ def reap_containers(urls: Iterable[str]) -> int:
             except Exception:  # already gone, or removal in progress elsewhere
                 pass
         client.close()
+    keepers.sweep()
     for folder in SLOT_ROOT.glob("slot-*") if SLOT_ROOT.exists() else ():
         try:
             stale = time.time() - folder.stat().st_mtime > 3600

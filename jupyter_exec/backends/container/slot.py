@@ -13,9 +13,11 @@ The lifeline binds the container to its kernel: the kernel holds the only writin
 (opened before the container starts, close-on-exec, and the FIFO is read-only for
 everyone, so nothing inside can open another). The bootstrap, pid 1 in the container,
 exits when that end closes, whether the kernel discarded the slot or died; the engine
-then removes the container (``auto_remove``) with everything in it. A started
-container's bootstrap says ``ready`` and then blocks opening ``request``: a pooled slot
-is a Python already past start-up.
+then removes the container (``auto_remove``) with everything in it. Until pid 1 runs,
+nothing holds the lifeline, so the container is created through the kernel's keeper
+(``keepers``), which removes it and the folder (named for the kernel's pid) if the kernel
+dies first. A started container's bootstrap says ``ready`` and then blocks opening
+``request``: a pooled slot is a Python already past start-up.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 from jupyter_exec.errors import NodeFailedError
 from jupyter_exec.runner.protocol import BOOTSTRAP_PATH
 
+from . import keepers
 from .engine import Engine
 from .hostconfig import SLOT_ROOT, ContainerPlan, bind
 
@@ -71,7 +74,7 @@ class Slot:
         self.ready_bytes = b""
         self._fds: list[int] = []  # ours to close: the readers' and the lifeline's
         SLOT_ROOT.mkdir(mode=0o711, exist_ok=True)
-        self.folder = Path(tempfile.mkdtemp(prefix="slot-", dir=SLOT_ROOT))
+        self.folder = Path(tempfile.mkdtemp(prefix=keepers.slot_prefix(), dir=SLOT_ROOT))
         try:
             self._make_folder(user, engine.facts.rootless and plan.userns is None)
             self._create(image, plan, labels, user)
@@ -113,7 +116,8 @@ class Slot:
         if plan.userns:
             host["UsernsMode"] = plan.userns  # the SDK accepts only "host" here; Podman takes keep-id
         created = self.engine.retry(
-            lambda: client.api.create_container(
+            lambda: keepers.create(
+                self.engine,
                 image,
                 ["/bin/sh", "-c", _COMMAND],
                 user=user,

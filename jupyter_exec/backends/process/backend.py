@@ -16,11 +16,13 @@ refuses the run instead of being ignored.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import os
 import sys
 import sysconfig
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 from jupyter_exec.backends import names
@@ -207,16 +209,15 @@ class SeccompBackend(LocalBackend):
             return base
         if not confinement.has_seccomp_filter():
             return Availability(False, f"no seccomp filter for {confinement.machine()}", "use --backend docker")
-        if confinement.landlock_abi() < 1:
-            return Availability(
-                False,
-                "Landlock is not enabled in this kernel (needed to confine files)",
-                "boot with lsm=landlock,... or use --backend docker",
-            )
-        abi, promised = confinement.landlock_abi(), guarantees(cls.confined)
+        abi = confinement.landlock_abi()
+        if abi < 1:
+            return _without_landlock(-abi)
+        promised = guarantees(cls.confined)
         notes = [f"landlock abi {abi}", *promised.notes()]
         if abi < 6 and not promised.namespaces.available:
             notes.append("signals: Landlock before ABI 6 cannot stop a run signalling your other processes")
+        if abi < 3:
+            notes.append("truncate(): Landlock before ABI 3 does not govern it, so the seccomp filter refuses it")
         return Availability(True, notes=tuple(notes))
 
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
@@ -250,6 +251,32 @@ class SeccompBackend(LocalBackend):
             # Landlock does not cover connect(): refuse it, as socket() is refused, unless --network.
             plan["connect"] = spec.limits.network
         return {**plan, "readable": readable, "writable": writable}
+
+
+def _without_landlock(error: int) -> Availability:
+    """Why Landlock, which confines the run's files, cannot be used here (the kernel's errno)."""
+    if error == errno.EPERM:
+        return Availability(
+            False,
+            "a seccomp filter on this process refuses Landlock, needed to confine files (the default profile "
+            "of a container runtime older than Docker 20.10.18 or containerd 1.6)",
+            "start the server's container with a profile that allows landlock_create_ruleset, landlock_add_rule "
+            "and landlock_restrict_self (a newer runtime's default does), or use --backend docker",
+        )
+    if error == errno.EOPNOTSUPP:
+        return Availability(
+            False,
+            "Landlock is in this kernel but not enabled at boot (needed to confine files)",
+            "boot with lsm=landlock,... or use --backend docker",
+        )
+    filtered = "Seccomp:\t2" in Path("/proc/self/status").read_text()  # a profile may answer ENOSYS too
+    return Availability(
+        False,
+        f"this kernel has no Landlock{', or a seccomp filter on this process refuses it' if filtered else ''}, "
+        f"needed to confine files ({os.strerror(error)}; Landlock came in Linux 5.13)",
+        "use --backend docker, or a kernel built with Landlock"
+        + (" and a container profile that allows its calls" if filtered else ""),
+    )
 
 
 def _private_mounts(limits: Limits, seen: list[str]) -> Mounts:

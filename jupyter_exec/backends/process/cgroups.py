@@ -7,18 +7,19 @@ group. Where the groups come from (``cgroup_mode``, checked once):
 
 - ``root``: the kernel runs as root; groups under ``jupyter-exec/`` at the top of each
   hierarchy (cgroup v1, one per controller) or of the unified one (v2);
-- ``delegated``: an ordinary user on cgroup v2 whose own subtree is delegated to them
-  (systemd's ``user@UID.service``, a container's cgroup namespace): groups under
-  ``jupyter-exec/`` in the lowest ancestor of the kernel's group that the user owns,
-  that holds no processes itself and offers the three controllers;
+- ``delegated``: an ordinary user on cgroup v2 whose kernel runs in a subtree delegated
+  to it (a unit made with ``Delegate=yes``, a container's cgroup, with the kernel in a
+  leaf of it): groups under ``jupyter-exec/`` in the lowest ancestor of the kernel's group
+  that the user owns, that holds no processes itself, offers the three controllers and is
+  not systemd's own (a slice, a user manager's group);
 - ``systemd``: otherwise, where a user manager answers, each worker starts in a scope of
   its own (``systemd-run --user --scope -p Delegate=yes``) whose group we then write;
 - none: rlimits only, and the backend says what that leaves unenforced.
 
 Groups made here are named ``jx-<owner pid>-<worker>`` so those of a dead kernel can be
-found and removed. The delegated and systemd modes need cgroup v2, which the machines this
-project is tested on do not have (cgroup v1): their choice of place is unit-tested, their
-limits are not.
+found and removed. The delegated and systemd modes need cgroup v2, which the machines CI
+runs on do not have (cgroup v1): ``scripts/vm-test`` runs their tests, limits enforced
+through real kernels, in a VM with cgroup v2 and systemd.
 """
 
 from __future__ import annotations
@@ -86,8 +87,12 @@ def delegated_parent(root: Path, path: str, uid: int) -> Path | str:
     """Where an ordinary user's runs get groups on the v2 hierarchy mounted at ``root``, for a
     kernel in group ``path``: the lowest proper ancestor that ``uid`` owns, holding no
     processes (the kernel's own group does, and v2 lets only empty groups hand controllers
-    down) and offering the three controllers. Else why there is none (the lowest group's
-    reason: the one nearest the kernel)."""
+    down) and offering the three controllers, that no systemd manages: not a slice, nor a
+    user manager's own group (it holds ``init.scope``). systemd keeps those to itself (they
+    are the user's on disk, but delegated to their manager, not to the kernel), so a kernel
+    under ``user@UID.service`` gets groups here only inside a unit made with ``Delegate=yes``,
+    with the kernel in a leaf of it, as container runtimes do. Else why there is none (the
+    lowest group's reason: the one nearest the kernel)."""
     if not path.startswith("/"):
         return f"cannot read the kernel's cgroup path {path!r}"
     parts = [p for p in path.split("/") if p]
@@ -97,6 +102,9 @@ def delegated_parent(root: Path, path: str, uid: int) -> Path | str:
         try:
             if candidate.stat().st_uid != uid:
                 break  # the top of what was delegated is passed
+            if candidate.name.endswith(".slice") or (candidate / "init.scope").is_dir():
+                reasons.append(f"{candidate} is systemd's to manage (a unit made with Delegate=yes is not)")
+                continue
             if (candidate / "cgroup.procs").read_text().split():
                 reasons.append(f"{candidate} holds processes, so it cannot hand controllers down")
                 continue

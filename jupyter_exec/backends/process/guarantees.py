@@ -67,8 +67,9 @@ class Guarantees:
             return Enforcement("RLIMIT_NPROC in the run's own user namespace, which counts only the run's processes")
         if not self.root:
             return Enforcement(
-                "RLIMIT_NPROC over all of your processes, set to those running when the run starts plus --pids "
-                "(approximate: one of yours that ends meanwhile lets the run start one more)"
+                "RLIMIT_NPROC over every process of your uid on this machine, in other containers too, set to "
+                "those running when the run starts plus --pids (approximate: one that ends meanwhile lets the run "
+                "start one more, one that starts one fewer)"
             )
         return Enforcement(
             None,

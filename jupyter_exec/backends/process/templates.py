@@ -3,10 +3,11 @@ ask it for a fresh bootstrap per run.
 
 Starting Python costs tens of milliseconds; forking a template that already imported the
 bootstrap costs about one. A ``Template`` is one such process, started with a minimal
-environment (never the kernel's: it may hold tokens) that carries ``JX_OWNER_PID``, so
-the templates and runs of a dead kernel can be found and killed. Each ``fork`` hands it
-five new pipes and gets back a ``Forked`` child: its pid, the kernel's ends of the pipes,
-and ``wait()`` for how it ended (the template reaps it: the child is not the kernel's).
+environment (never the kernel's: it may hold tokens) that carries ``JX_OWNER_PID`` and the
+pid namespace that pid is in, so the templates and runs of a dead kernel can be found and
+killed. Each ``fork`` hands it five new pipes and gets back a ``Forked`` child: its pid, the
+kernel's ends of the pipes, and ``wait()`` for how it ended (the template reaps it: the
+child is not the kernel's).
 """
 
 from __future__ import annotations
@@ -23,13 +24,21 @@ from jupyter_exec.errors import NodeFailedError
 from jupyter_exec.runner.bootstrap import SUPERVISE_VAR
 from jupyter_exec.runner.protocol import FORKSERVER_PATH
 
-__all__ = ["OWNER_VAR", "Exit", "Forked", "Template", "worker_env"]
+__all__ = ["OWNER_NS_VAR", "OWNER_VAR", "Exit", "Forked", "Template", "pid_namespace", "worker_env"]
 
 OWNER_VAR = "JX_OWNER_PID"
+# The pid namespace in which OWNER_VAR's pid is the kernel's: a reaper judges only processes of
+# kernels in its own (from a host, the pids a container's processes name are other processes).
+OWNER_NS_VAR = "JX_OWNER_PIDNS"
 _BASE_ENV_NAMES = ("PATH", "LANG", "LC_ALL", "TZ")
 _BUS_VARS = ("XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")
 _WITHOUT_BUS = ("env", *(f"--unset={name}" for name in _BUS_VARS))
 _KILLED = 9  # the wait status of a process killed by SIGKILL
+
+
+def pid_namespace() -> str:
+    """This process's pid namespace, as the number of its ``/proc/self/ns/pid`` inode."""
+    return str(os.stat("/proc/self/ns/pid").st_ino)
 
 
 def worker_env(supervise: bool) -> dict[str, str]:
@@ -37,7 +46,13 @@ def worker_env(supervise: bool) -> dict[str, str]:
     env = {k: os.environ[k] for k in _BASE_ENV_NAMES if k in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(
-        {OWNER_VAR: str(os.getpid()), "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        {
+            OWNER_VAR: str(os.getpid()),
+            OWNER_NS_VAR: pid_namespace(),
+            "MPLBACKEND": "Agg",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
     )
     if supervise:
         env[SUPERVISE_VAR] = "1"

@@ -30,7 +30,7 @@ from jupyter_exec.runner.bootstrap import descendants
 from jupyter_exec.runner.protocol import FORKSERVER_PATH
 
 from .cgroups import RunCgroup, cgroup_mode, systemd_scope_prefix
-from .templates import OWNER_VAR, Forked, Template
+from .templates import OWNER_NS_VAR, OWNER_VAR, Forked, Template, pid_namespace
 
 __all__ = ["Namespaces", "Worker", "WorkerPool", "kill_tree", "namespace_support", "namespaces", "reap_workers"]
 
@@ -318,14 +318,18 @@ def kill_tree(root: int, *, including_root: bool = True, wait: float = 2.0) -> N
 
 
 def reap_workers() -> int:
-    """Kill workers (and everything they started) whose owning kernel is gone. Returns how many."""
-    reaped = 0
+    """Kill workers (and everything they started) whose owning kernel is gone. Returns how many.
+    Only those of kernels in this pid namespace: seen from a host, a container's kernels have
+    pids that are other processes' (or none) here, and their runs are theirs to judge."""
+    reaped, here = 0, f"{OWNER_NS_VAR}={pid_namespace()}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
+            continue
+        if here not in environ:
             continue
         owner = next((v[len(OWNER_VAR) + 1 :] for v in environ if v.startswith(OWNER_VAR.encode() + b"=")), None)
         if owner is None or not owner.isdigit() or pid_alive(int(owner)) or not pid_alive(int(entry.name)):

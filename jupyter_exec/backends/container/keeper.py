@@ -1,0 +1,162 @@
+"""The keeper of one kernel's containers on one engine: stdlib only, runs beside the kernel.
+
+Started by the kernel (``keepers``) as ``python -I keeper.py ENGINE RELAY OWNER MARK
+LEFTOVER...``: ENGINE is the engine's Unix socket, RELAY the socket this process listens on
+(in a folder only the kernel's user may enter), OWNER the kernel's pid, MARK the label
+``name=value`` every container created through it carries, LEFTOVER glob patterns of the
+kernel's folders. It says ``ready`` once it listens, then:
+
+- relays each connection to RELAY, byte for byte, to a connection of its own to ENGINE. The
+  kernel's creates go this way, so a create the kernel does not live to see answered is still
+  heard to its end: the engine finishes a create whose client has gone.
+- waits for OWNER to exit (a pidfd: at once, whatever killed it). Then it ends every relay: the
+  engine is told that no more requests come (a half-close), answers those in flight and closes
+  the connection, so no create is pending any more. It removes every container with MARK,
+  whatever its state (created and never started, starting, running: a running one gets a moment
+  to end by its lifeline first), asking again until none is left, then the LEFTOVER folders, and
+  exits.
+"""
+
+from __future__ import annotations
+
+import glob
+import http.client
+import json
+import os
+import select
+import shutil
+import socket
+import sys
+import threading
+import time
+from urllib.parse import quote
+
+_CHUNK = 65536
+_END_WAIT = 60.0  # seconds the engine may take to answer what was in flight (the kernel's timeout)
+_LIFELINE_GRACE = 3.0  # seconds a running container has to end by its lifeline before it is forced
+_RETRY = 0.2  # seconds between two rounds of removals
+_RETRY = 0.2  # seconds between two rounds of removals
+
+
+class _EngineHTTP(http.client.HTTPConnection):
+    """HTTP over the engine's Unix socket."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=_END_WAIT)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def _ask(engine: str, method: str, url: str) -> tuple[int, bytes]:
+    connection = _EngineHTTP(engine)
+    try:
+        connection.request(method, url)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def remove_marked(engine: str, mark: str, running_from: float, until: float) -> None:
+    """Remove every container labelled ``mark`` until none is left, or the clock passes ``until``.
+    One not running (created and never started, exited) goes at once; a running one is left to its
+    lifeline (its pid 1 exits within a second of the kernel's death) until ``running_from``, then
+    forced: a forced removal racing that exit can stall for ten seconds under gVisor."""
+    listing = "/containers/json?all=1&filters=" + quote(json.dumps({"label": [mark]}))
+    while True:
+        status, body = _ask(engine, "GET", listing)
+        left = json.loads(body) if status == 200 else []
+        for container in left:
+            if container["State"] != "running" or time.monotonic() >= running_from:
+                _ask(engine, "DELETE", f"/containers/{container['Id']}?force=1")
+        if not left or time.monotonic() > until:
+            return
+        time.sleep(_RETRY)
+
+
+def _recv(end: socket.socket) -> bytes:
+    try:
+        return end.recv(_CHUNK)
+    except OSError:  # reset: the kernel died
+        return b""
+
+
+def _send(end: socket.socket, chunk: bytes) -> bool:
+    try:
+        end.sendall(chunk)
+        return True
+    except OSError:
+        return False
+
+
+def relay(kernel: socket.socket, engine_path: str) -> None:
+    """Pump bytes both ways until the engine closes the connection. Once the kernel's side ends
+    (it closed, it died, or the keeper shut it), the engine is heard out."""
+    engine = socket.socket(socket.AF_UNIX)
+    with kernel, engine:
+        try:
+            engine.connect(engine_path)
+        except OSError:
+            return  # the kernel sees its connection closed: the engine is not there
+        reading = [kernel, engine]
+
+        def kernel_ended() -> None:
+            """No more requests: the engine is half-closed, answers what it has, and closes."""
+            reading.remove(kernel)
+            try:
+                engine.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the engine is gone too: reading it ends the relay
+
+        while True:
+            for end in select.select(reading, [], [])[0]:
+                if end not in reading:
+                    continue
+                chunk = _recv(end)
+                if end is engine:
+                    if not chunk:
+                        return
+                    if kernel in reading and not _send(kernel, chunk):
+                        kernel_ended()  # the kernel is gone: what it asked is heard out all the same
+                elif not chunk or not _send(engine, chunk):
+                    kernel_ended()
+
+
+def main(argv: list[str]) -> None:
+    engine, relay_path, owner, mark, *leftovers = argv
+    gone = os.pidfd_open(int(owner))  # readable once the kernel has exited
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(relay_path)
+    listener.listen(64)
+    print("ready", flush=True)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (1, 2):
+        os.dup2(null, fd)  # the kernel reads nothing more from us, and may be gone
+    relays: list[tuple[socket.socket, threading.Thread]] = []
+    while gone not in select.select([listener.fileno(), gone], [], [])[0]:
+        kernel, _ = listener.accept()
+        thread = threading.Thread(target=relay, args=(kernel, engine), daemon=True)
+        thread.start()
+        relays = [(end, t) for end, t in relays if t.is_alive()] + [(kernel, thread)]
+    listener.close()
+    for kernel, _ in relays:
+        try:
+            kernel.shutdown(socket.SHUT_RD)  # as if the kernel had closed it: each relay ends its engine's side
+        except OSError:
+            pass  # closed already
+    died = time.monotonic()
+    for _, thread in relays:
+        thread.join(max(died + _END_WAIT - time.monotonic(), 0))
+    try:
+        remove_marked(engine, mark, running_from=died + _LIFELINE_GRACE, until=time.monotonic() + _END_WAIT)
+    finally:
+        for folder in (found for pattern in leftovers for found in glob.glob(pattern)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
