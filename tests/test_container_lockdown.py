@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import hostile_calls
 import pytest
 from conftest import CELL_STATUS, NO_NAMESPACES, Kernel, require
 from containers import assert_no_run_containers, containers
@@ -187,34 +188,9 @@ def test_filling_tmp_stops_at_the_tmpfs_size(kernel, case):
     assert 200 * 2**20 <= written <= 256 * 2**20  # DockerConfig.tmp_size, 256m by default
 
 
-_PROBES = """
-import ctypes, errno, os
-libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWUSER, SIGCHLD = 0x10000000, 17
-calls = {
-    'io_uring_setup': (425, 4, ctypes.create_string_buffer(120)),
-    'userfaultfd': (323, 0),
-    'keyctl': (250, 0, 0),
-    'perf_event_open': (298, ctypes.create_string_buffer(128), 0, -1, -1, 0),
-    'bpf': (321, 0, ctypes.create_string_buffer(128), 128),
-    'unshare(CLONE_NEWUSER)': (272, CLONE_NEWUSER),
-    'clone(CLONE_NEWUSER)': (56, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0),
-}
-refused = {}
-for name, (nr, *args) in calls.items():
-    result = libc.syscall(nr, *args)
-    if result == 0 and name.startswith('clone'):
-        os._exit(0)  # the child of a clone that was let through
-    refused[name] = errno.errorcode.get(ctypes.get_errno(), '?') if result == -1 else f'returned {result}'
-refused
-"""
-
-
 def test_dangerous_calls_fail_with_eperm_and_the_cell_goes_on(kernel, case):
-    cell = kernel.run(f"{case.magic}\n{_PROBES}", check=True)
-    refused = eval(cell.result_text)
-    assert refused == dict.fromkeys(refused, "EPERM"), refused
-    assert len(refused) == 7
+    cell = kernel.run(f"{case.magic}\n{hostile_calls.cell(list(hostile_calls.CALLS))}", check=True)
+    assert eval(cell.result_text) == dict.fromkeys(hostile_calls.CALLS, "EPERM")
 
 
 _ORDINARY = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import hostile_calls
 import pytest
 
 from jupyter_exec.status import FINAL
@@ -92,6 +93,16 @@ def test_hostile_cell_is_contained(kernel, name, options, code, status, ename):
         assert elapsed < 3.0
     assert kernel.run("print('alive')", check=True).stdout == "alive\n"
     kernel.assert_no_run_processes()
+
+
+@pytest.mark.parametrize("options", ["", "--network"])
+def test_the_third_wave_is_refused_with_network_or_without(kernel, options):
+    """modify_ldt, and sockets to the hypervisor (vsock), the kernel's crypto (AF_ALG) and the
+    firewall (netfilter netlink): refused, even where the run may use the network."""
+    cell = kernel.run(f"{SECCOMP} {options}\n{hostile_calls.cell(hostile_calls.THIRD_WAVE)}", check=True)
+    refused = eval(cell.result_text)
+    assert refused.pop("modify_ldt") == "EPERM"
+    assert refused == dict.fromkeys(refused, "EACCES"), refused  # as every socket the sandbox refuses
 
 
 def test_printed_fake_frame_cannot_forge_result(kernel):
