@@ -79,6 +79,12 @@ def test_values_come_back_and_output_streams(kernel, case):
     assert (run["status"], run["backend"]) == ("succeeded", "container")
 
 
+def test_output_below_python_reaches_the_cell(kernel, case):
+    """What a C extension or a subprocess in the container writes to fd 1 and 2 shows in the cell."""
+    cell = kernel.run(f"{case.magic}\n{FD_OUTPUT}", check=True)
+    assert (set(cell.stdout.splitlines()), set(cell.stderr.splitlines())) == FD_OUTPUT_SEEN, cell
+
+
 def test_container_is_locked_down(kernel, case):
     cell = kernel.run(
         f"{case.magic}\nimport os, subprocess\n"

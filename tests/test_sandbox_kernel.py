@@ -7,11 +7,21 @@ from pathlib import Path
 
 import hostile_calls
 import pytest
+from conftest import FD_OUTPUT, FD_OUTPUT_SEEN
 
 from jupyter_exec.status import FINAL
 
 pytestmark = [pytest.mark.kernel, pytest.mark.ordinary_user]
 SECCOMP = "%%sandbox --backend seccomp"
+
+
+@pytest.mark.parametrize("magic", ["", SECCOMP, "%%sandbox --backend local"])
+def test_output_below_python_reaches_the_cell(kernel, magic):
+    """What a C extension or a subprocess writes to fd 1 and 2 shows in the cell, in the kernel
+    itself (ipykernel's fd capture: test kernels run without pytest's PYTEST_CURRENT_TEST, as a
+    user's do) and in a sandbox."""
+    cell = kernel.run(f"{magic}\n{FD_OUTPUT}", check=True)
+    assert (set(cell.stdout.splitlines()), set(cell.stderr.splitlines())) == FD_OUTPUT_SEEN, cell
 
 
 def test_remote_exception_is_also_the_builtin_type(kernel):
