@@ -59,6 +59,23 @@ def user_env(**extra: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}, **extra}
 
 
+def listed_gpus() -> list[str]:
+    """The GPUs ``nvidia-smi -L`` lists on this machine (none where it is missing or fails)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
+    return [line for line in listing.stdout.splitlines() if line.startswith("GPU ")]
+
+
+def require_gpu() -> list[str]:
+    """The GPUs listed here; the one skip ``JX_REQUIRE_ALL`` allows is a machine that lists none.
+    Where one is listed, a GPU test that cannot use it fails."""
+    gpus = listed_gpus()
+    if not gpus:
+        pytest.skip("no GPU on this machine: nvidia-smi -L lists none")
+    return gpus
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip when a part is missing on a developer's machine; fail in CI (JX_REQUIRE_ALL=1)."""
     if condition:
