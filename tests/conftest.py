@@ -186,6 +186,13 @@ class Kernel:
             reply = self.client.get_shell_msg(timeout=20)
         return reply["content"]
 
+    def seconds(self, cell: str) -> float:
+        """Wall seconds ``cell`` takes to run here now: the baseline a bound on a like cell scales
+        from, so the machine's load moves both (measure it in the same test, just before)."""
+        started = time.monotonic()
+        self.run(cell, check=True)
+        return time.monotonic() - started
+
     def fails_as(self, cell: str, ename: str, status: str, what: str = "") -> float:
         """Run a cell that must end in ``ename``, recorded as ``status``; its wall time in seconds."""
         started = time.monotonic()

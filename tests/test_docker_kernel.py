@@ -61,11 +61,8 @@ def test_a_gpu_container_reaches_exactly_the_gpu_it_asked_for(kernel, docker_cli
 def test_gpu_request_fails_at_once_with_the_reason(kernel, docker_client):
     if "nvidia" in docker_client.info().get("Runtimes", {}):
         pytest.skip("Docker has the NVIDIA runtime here: --gpus is given, not refused (the test above)")
-    started = time.monotonic()
-    cell = kernel.run(f"{DOCKER} --gpus 1\nprint('ran on a CPU')")
-    assert time.monotonic() - started < 2.0
-    assert cell.stderr.startswith("UsageError: ") and "no NVIDIA runtime" in cell.stderr, cell
-    assert "ran on a CPU" not in cell.stdout
+    refusal = kernel.refused(f"{DOCKER} --gpus 1\nprint('ran')")  # at once: before any run is recorded
+    assert "no NVIDIA runtime" in refusal, refusal
     assert kernel.run(f"{DOCKER} --gpus two\npass").stderr.startswith("UsageError: --gpus: cannot read")
 
 
