@@ -21,9 +21,10 @@ import threading
 import time
 from dataclasses import dataclass
 
+import cpu_rate
 import hostile_calls
 import pytest
-from conftest import CELL_STATUS, NO_NAMESPACES, Kernel, require
+from conftest import CELL_STATUS, FD_OUTPUT, FD_OUTPUT_SEEN, NO_NAMESPACES, Kernel, require
 from containers import assert_no_run_containers, containers
 
 from jupyter_exec.backends.container import ContainerBackend
@@ -225,11 +226,29 @@ def test_ordinary_code_runs_every_time(kernel, case):
         assert cell.result_text == "(42, 10, 'sub\\n', [0, 1, 4, 9, 16, 25])", (attempt, cell)
 
 
+def _cgroup_rate(kernel: Kernel, case: Case, options: str) -> float:
+    """The CPU rate of a spinning cell run with ``options``, read from the host in its container's
+    cgroup (gVisor's clocks inside are its own), once the engine's record of the container says
+    the quota asked for (``NanoCpus``)."""
+    spin = f"import socket, time\nprint('spinning in', socket.gethostname(), flush=True)\n{_SPIN_FOR}"
+    msg_id = kernel.start(f"{case.magic} {options}\n{spin}", "spinning in")
+    container = case.engine.client.api.inspect_container(kernel.last_log().split("spinning in ")[1].split()[0])
+    assert container["HostConfig"]["NanoCpus"] == (5 * 10**8 if "--cpus 0.5" in options else 0), options
+    rate = cpu_rate.host_rate(container["State"]["Pid"])
+    kernel.collect(msg_id, check=True)
+    return rate
+
+
+_SPIN_FOR = f"start = time.monotonic()\nwhile time.monotonic() - start < {cpu_rate.SLICES + 4}:\n    pass"
+
+
 def test_each_limit_is_kept_or_refused(kernel, case):
     """Where the engine has no cgroup for a limit, it is kept another way (and the run's record
-    says how) or refused naming it; where it has, the engine keeps it."""
+    says how) or refused naming it; where it has, the engine keeps it: --cpus 0.5 halves the
+    CPU rate of a spinning cell (cpu_rate.py)."""
     if "cpus" in case.facts.cgroup_limits:
-        cell = kernel.run(f"{case.magic} --cpus 0.5 --mem 300m\nimport os\nos.sched_getaffinity(0) != set()")
+        cpu_rate.assert_halved(lambda options: _cgroup_rate(kernel, case, options))
+        cell = kernel.run(f"{case.magic} --mem 300m\nimport os\nos.sched_getaffinity(0) != set()")
         assert cell.result_text == "True"
         assert "RLIMIT_AS" not in kernel.run(f"%jx show {kernel.last_run()['id']}", check=True).stdout
         return

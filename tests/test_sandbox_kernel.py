@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import cpu_rate
 import hostile_calls
 import pytest
 from conftest import FD_OUTPUT, FD_OUTPUT_SEEN
@@ -115,6 +116,18 @@ def test_the_third_wave_is_refused_with_network_or_without(kernel, options):
     refused = eval(cell.result_text)
     assert refused.pop("modify_ldt") == "EPERM"
     assert refused == dict.fromkeys(refused, "EACCES"), refused  # as every socket the sandbox refuses
+
+
+def test_cpus_halves_the_cpu_rate_where_a_cgroup_keeps_it_else_is_refused(kernel):
+    """As root here (cgroup v1) the run's cgroup keeps --cpus (cgroup v2: test_cgroup_v2.py); an
+    ordinary user on cgroup v1 has no cgroup for it, and is told so in one line."""
+    if kernel.offers("--cpus: the run's cgroup"):
+        cpu_rate.assert_halved(
+            lambda options: float(kernel.run(f"{SECCOMP} {options}\n{cpu_rate.SPIN}", check=True).result_text)
+        )
+        return
+    refusal = kernel.refused(f"{SECCOMP} --cpus 0.5\nprint('ran')")
+    assert "--cpus 0.5" in refusal and "it needs a per-run cgroup" in refusal, refusal
 
 
 def test_printed_fake_frame_cannot_forge_result(kernel):
