@@ -6,9 +6,9 @@
 - for root: the rootful Docker socket, then rootful Podman's;
 - for anyone else: rootless Docker (``$XDG_RUNTIME_DIR/docker.sock``), then the user's own
   Podman socket, started on demand (``podman system service``) when Podman is installed
-  and nothing answers there. That service is shared by the user's kernels and is the one
-  thing allowed to outlive them, and only until it has been idle ``DockerConfig.podman_idle``
-  seconds; an engine that finds it gone starts it again. Then a root daemon's socket, but never one this user
+  and nothing answers there (shared by the user's kernels, the one thing allowed to outlive
+  them, and only until it has been idle ``DockerConfig.podman_idle`` seconds; an engine that
+  finds it gone starts it again), then a root daemon's socket, but never one this user
   reaches only through the ``docker`` group (that group is root-equivalent: anyone in it
   can start a privileged container) unless ``DockerConfig.docker_group`` allows it.
 

@@ -179,11 +179,10 @@ class Engine:
 def is_transient(error: BaseException) -> bool:
     """A connection problem or an engine-side (5xx) failure: worth trying again."""
     import docker.errors
-    import requests.exceptions
 
     if isinstance(error, docker.errors.APIError):
         return error.status_code is not None and error.status_code >= 500 and error.status_code != 501
-    return isinstance(error, (requests.exceptions.ConnectionError, ConnectionError))
+    return _unanswered(error)
 
 
 def retry(
@@ -210,6 +209,7 @@ def retry(
 
 
 def _unanswered(error: BaseException) -> bool:
+    """The engine could not be reached at all (nothing listens, the connection broke)."""
     import requests.exceptions
 
     return isinstance(error, (requests.exceptions.ConnectionError, ConnectionError))
