@@ -15,7 +15,7 @@ import argparse
 import os
 import time
 
-from timing import paired_medians_ms
+from timing import interleaved
 
 LABEL = {"jupyter-exec.bench": "keeper"}
 
@@ -36,11 +36,14 @@ def main() -> None:
     keepers.create(engine, image, ["true"], labels=LABEL)
     first = (time.perf_counter() - started) * 1000
     try:
-        relayed, direct = paired_medians_ms(
-            lambda: keepers.create(engine, image, ["true"], labels=LABEL),
-            lambda: api.create_container(image, ["true"], labels=LABEL),
+        times = interleaved(
+            {
+                "relayed": lambda: keepers.create(engine, image, ["true"], labels=LABEL),
+                "direct": lambda: api.create_container(image, ["true"], labels=LABEL),
+            },
             args.runs,
         )
+        relayed, direct = times["relayed"].median, times["direct"].median
     finally:
         for container in api.containers(all=True, filters={"label": "jupyter-exec.bench=keeper"}):
             api.remove_container(container["Id"], force=True)

@@ -9,8 +9,8 @@
 2. Opening: ``RunRecords(path)`` of an existing store (journal mode, migrations found done, the
    first-read probes) against ``sqlite3.connect`` + one SELECT. Reported, no target: it is
    paid once per kernel.
-3. Salvage: reading every row of a healthy store of 2 x ``--runs`` runs page by page in
-   Python against ``sqlite3 FILE .dump`` (SQLite reading every row through its own b-tree
+3. Salvage: reading every row of a healthy store of ``--runs`` runs (those 1. wrote) page by
+   page in Python against ``sqlite3 FILE .dump`` (SQLite reading every row through its own b-tree
    code; the ``.recover`` of Debian 12's sqlite3 3.40.1 fails on every file with "SQL logic
    error"). Target ≤ 5× (pure Python against C; seconds for a large store, paid once).
 """
@@ -21,7 +21,6 @@ import argparse
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -101,7 +100,7 @@ def opening(work: Path) -> None:
 
 
 def salvaging(work: Path, runs: int) -> None:
-    path = work / "ours.sqlite3"  # `record` wrote twice --runs runs into it
+    path = work / "ours.sqlite3"  # `record` wrote a row for each of its --runs calls into it
     RunRecords(path).close()
     if shutil.which("sqlite3") is None:
         print("salvage: the sqlite3 command is not installed; nothing to compare with")
@@ -122,4 +121,4 @@ def salvaging(work: Path, runs: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
