@@ -31,7 +31,7 @@ from speed_rows import MARK, Row
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
-TABLES = ("cells", "back-to-back", "map", "backends")
+TABLES = ("cells", "back-to-back", "map", "backends", "parts")
 DOCS = {ROOT / "docs" / "speed.md": TABLES, ROOT / "README.md": ("glance",)}
 # README's "Speed at a glance": each warm or cached figure with its pool-off or uncached twin below it.
 GLANCE = (
@@ -89,6 +89,10 @@ JOBS = (
     Job("back-to-back-no-namespaces", "bench_back_to_back.py", ("--backend", "seccomp"), True, True),
     Job("backends", "bench_backends.py"),
     Job("backends-podman", "bench_backends.py", ("--backend", "podman"), as_user=True),
+    Job("envs", "bench_envs.py"),
+    Job("keeper", "bench_keeper.py"),
+    Job("keeper-podman", "bench_keeper.py", as_user=True),
+    Job("store", "bench_store.py"),
 )
 
 
