@@ -49,6 +49,8 @@ def main() -> None:
     parser = options(__doc__, runs=30, quick_runs=3)
     parser.add_argument("--no-hub", action="store_true", help="leave out the hub deployment (it needs root)")
     args = parser.parse_args()
+    if not args.no_hub and os.geteuid() != 0:
+        raise SystemExit("the hub deployment needs root (the hub starts each user's server): run as root, or --no-hub")
     home = Path(tempfile.mkdtemp(prefix="jx-bench-broker-"))
     (home / "broker.yaml").write_text(POLICY)
     os.environ.setdefault("JX_DATA_DIR", str(home / "kernel"))
