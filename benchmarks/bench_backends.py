@@ -211,6 +211,7 @@ def main() -> None:
                 "ours": phases["ours"].summary("jupyter-exec"),
                 "twin": phases["raw"].summary(label),
                 "load": load.span,
+                "cores": os.cpu_count(),
             }
         )
     report(rows, args)

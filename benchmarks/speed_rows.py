@@ -67,6 +67,7 @@ def pair(table: str, key: str, work: str, ours: tuple[str, Sample], twin: tuple[
         "twin": {"label": twin[0], **twin[1].summary()},
         "ratio": ours[1].median / twin[1].median,
         "load": load.span,
+        "cores": os.cpu_count(),
     }
 
 

@@ -38,8 +38,10 @@ def ratio(value: float) -> str:
 
 
 def load(row: Row) -> str:
+    """The load average's range, marked *busy* when it passed the cores the machine has."""
     low, high = row["load"]
-    return f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}–{high:.1f}"
+    shown = f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}–{high:.1f}"
+    return f"{shown} *busy*" if high > row.get("cores", high) else shown
 
 
 def measured(row: Row) -> str:

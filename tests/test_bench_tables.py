@@ -30,6 +30,7 @@ WARM = {
     "twin": _side("`subprocess.run`", 14.5),
     "ratio": 0.5,
     "load": [0.4, 1.26],
+    "cores": 2,
     "commit": "abc1234",
     "date": "2026-12-06",
 }
@@ -48,7 +49,8 @@ RATE = {
     "who": "jx-user",
     "ours": {"label": "jupyter-exec", "p50": 9.0, "p99": 31.0, "n": 400, "per_second": 80.4},
     "twin": {"label": "`python -c`", "p50": 12.0, "p99": 20.0, "n": 300, "per_second": 61.0},
-    "load": [2.0, 2.0],
+    "load": [2.0, 2.7],
+    "cores": 2,
     "commit": "abc1234",
     "date": "2026-12-06",
 }
@@ -69,7 +71,7 @@ def test_a_rate_row_shows_first_output_and_runs_per_second_of_both():
     (line,) = tables.table([RATE]).splitlines()[2:]
     assert line == (
         "| process (seccomp), 2 requesters | jx-user | 9.00 ms / 31.0 ms | 80.4 | `python -c` | 12.0 ms / 20.0 ms |"
-        " 61.0 | 2.0 | `abc1234`, 2026-12-06 |"
+        " 61.0 | 2.0–2.7 *busy* | `abc1234`, 2026-12-06 |"
     )
 
 
