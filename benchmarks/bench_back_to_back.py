@@ -74,17 +74,18 @@ def block(step: Callable[[], object], n: int, done: Callable[[], bool] = lambda:
 
 def main() -> None:
     parser = options(__doc__, runs=3, quick_runs=1)
-    parser.add_argument("--backend", choices=("seccomp", "container"), action="append")
+    parser.add_argument("--backend", choices=("seccomp", "container", "docker"), action="append")
     parser.add_argument(
         "--cells", type=int, help="cells per side (default 200 seccomp, 40 container; a tenth with --quick)"
     )
     args = parser.parse_args()
     shell = notebook_shell()
     from jupyter_exec import current_manager
+    from jupyter_exec.backends.names import canonical
 
     manager = current_manager()
     rows = []
-    for backend in args.backend or ("seccomp", "container"):
+    for backend in dict.fromkeys(canonical(name) for name in args.backend or ("seccomp", "container")):
         n = args.cells or DEFAULT_CELLS[backend] // (10 if args.quick else 1)
         line = f"--backend {backend} --quiet"
         command = raw_command(manager, backend)
