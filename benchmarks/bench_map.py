@@ -1,7 +1,7 @@
 """``jupyter_exec.map`` over 1,000 items against ``multiprocessing.Pool(cores).map`` of the same
 function: what a user would do otherwise on one machine.
 
-    .venv/bin/python benchmarks/bench_map.py [--backend seccomp --backend container] [--items 1000] [--runs 5]
+    .venv/bin/python benchmarks/bench_map.py [--backend seccomp --backend container] [--items 1000] [--runs 3]
 
 The function is ``math.sqrt`` (importable everywhere, so it travels by reference and the base
 image needs no cloudpickle), as many at a time as the machine has cores on both sides. The map
@@ -25,7 +25,7 @@ from timing import LoadWatch, interleaved, notebook_shell
 
 
 def main() -> None:
-    parser = options(__doc__, runs=5, quick_runs=1)
+    parser = options(__doc__, runs=3, quick_runs=1)
     parser.add_argument("--backend", choices=("seccomp", "container"), action="append")
     parser.add_argument("--items", type=int, help="items per map (default 1000; 100 with --quick)")
     args = parser.parse_args()
