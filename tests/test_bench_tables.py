@@ -44,7 +44,7 @@ RATE = {
     "kind": "rate",
     "table": "backends",
     "id": "backends.process@jx-user",
-    "job": "backends",
+    "job": "backends-process",
     "work": "process (seccomp), 2 requesters",
     "who": "jx-user",
     "ours": {"label": "jupyter-exec", "p50": 9.0, "p99": 31.0, "n": 400, "per_second": 80.4},
