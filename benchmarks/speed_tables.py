@@ -21,7 +21,7 @@ RATE_HEADER = (
     " | load | measured |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
 )
-GLANCE_HEADER = ("| | median (p90) | against the same work by | ratio |", "| --- | --- | --- | --- |")
+GLANCE_HEADER = ("| | median (p90) | against the same work by | ratio | load |", "| --- | --- | --- | --- | --- |")
 
 
 def ms(value: float) -> str:
@@ -86,7 +86,7 @@ def glance(rows: Mapping[str, Row], picks: Iterable[tuple[str, str]]) -> str:
         ours, twin = row["ours"], row["twin"]
         lines.append(
             f"| {name} | {ms(ours['median'])} ({ms(ours['p90'])}) | {twin['label']}: {ms(twin['median'])} |"
-            f" **{ratio(row['ratio'])}** |"
+            f" **{ratio(row['ratio'])}** | {load(row)} |"
         )
     return "\n".join(lines)
 
