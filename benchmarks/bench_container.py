@@ -74,9 +74,9 @@ def main() -> None:
         subprocess.run([cli, "rm", "-f", running], capture_output=True)
         cold_manager.shutdown()
     name = args.runtime or facts.kind
-    engine = {"runsc": "Docker with gVisor", "docker": "rootful Docker"}.get(name, f"rootless {facts.kind}")
-    if facts.kind == "podman" and not facts.rootless:
-        engine = "rootful Podman"
+    engine = f"{'rootless' if facts.rootless else 'rootful'} {facts.kind.capitalize()}"
+    if args.runtime:
+        engine = f"{engine} with {'gVisor' if args.runtime == 'runsc' else args.runtime}"
     work = f"a trivial container cell, {engine}, {PAUSE:g} s after the last"
     rows = [
         pair(

@@ -25,16 +25,20 @@ GLANCE_HEADER = ("| | median (p90) | against the same work by | ratio | load |",
 
 
 def ms(value: float) -> str:
-    """A duration in milliseconds with the digits that mean something."""
+    """A duration with the digits that mean something (in seconds from 10 s)."""
+    if value >= 10_000:
+        return f"{value / 1000:.1f} s"
     if value >= 100:
         return f"{value:.0f} ms"
     if value >= 10:
         return f"{value:.1f} ms"
-    return f"{value:.2f} ms"
+    return f"{value:.2f} ms" if value >= 1 else f"{value:.3f} ms"
 
 
 def ratio(value: float) -> str:
-    return f"{value:.3f}×" if value < 0.1 else f"{value:.2f}×"
+    if value < 0.1:
+        return f"{value:.3f}×"
+    return f"{value:.2f}×" if value < 10 else f"{value:.1f}×" if value < 100 else f"{value:.0f}×"
 
 
 def load(row: Row) -> str:

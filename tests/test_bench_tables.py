@@ -64,7 +64,18 @@ def test_a_pair_row_shows_both_sides_their_ratio_load_commit_and_date():
         "| a trivial cell | root | `%%sandbox --backend seccomp`, pool warm | 7.25 ms / 10.9 ms | `subprocess.run` |"
         " 14.5 ms / 21.8 ms | **0.50×** | 0.4–1.3 | `abc1234`, 2026-12-06 |"
     )
-    assert "| 290 ms / 435 ms |" in lines[3] and "**20.00×**" in lines[3]
+    assert "| 290 ms / 435 ms |" in lines[3] and "**20.0×**" in lines[3]
+
+
+def test_figures_keep_the_digits_that_mean_something():
+    assert [tables.ms(v) for v in (0.0527, 7.25, 14.54, 512.4, 58450.0)] == [
+        "0.053 ms",
+        "7.25 ms",
+        "14.5 ms",
+        "512 ms",
+        "58.5 s",
+    ]
+    assert [tables.ratio(v) for v in (0.0347, 0.78, 33.46, 509.99)] == ["0.035×", "0.78×", "33.5×", "510×"]
 
 
 def test_a_rate_row_shows_first_output_and_runs_per_second_of_both():
