@@ -47,7 +47,7 @@ def main() -> None:
         for container in api.containers(all=True, filters={"label": "jupyter-exec.bench=keeper"}):
             api.remove_container(container["Id"], force=True)
     facts = engine.facts
-    engine_name = f"{'rootless' if facts.rootless else 'rootful'} {facts.kind}"
+    engine_name = f"{'rootless' if facts.rootless else 'rootful'} {facts.kind.capitalize()}"
     print(f"engine: {engine_name} {facts.version}, storage {facts.storage}")
     print(f"first create, starting the keeper: {first:6.1f} ms (one sample)")
     row = pair(
