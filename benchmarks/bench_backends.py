@@ -65,6 +65,7 @@ class Phase:
         self.once, self.requesters, self.seconds = once, requesters, seconds
         self.firsts: list[float] = []
         self.finished, self.spent = 0, 0.0
+        self.errors: list[BaseException] = []
         self._lock = threading.Lock()
 
     def __call__(self) -> None:
@@ -76,10 +77,16 @@ class Phase:
         for thread in threads:
             thread.join()
         self.spent += time.perf_counter() - began
+        if self.errors:  # a run that failed is no figure: say so, not a lower rate
+            raise self.errors[0]
 
     def _requester(self, until: float) -> None:
         while time.perf_counter() < until:
-            first = self.once()
+            try:
+                first = self.once()
+            except BaseException as error:
+                self.errors.append(error)
+                return
             with self._lock:
                 self.firsts.append(first * 1000)
                 self.finished += 1
