@@ -78,23 +78,13 @@ def main() -> None:
     if args.runtime:
         engine = f"{engine} with {'gVisor' if args.runtime == 'runsc' else args.runtime}"
     work = f"a trivial container cell, {engine}, {PAUSE:g} s after the last"
+    twins = {  # our side: (how it is called, its twin, the twin's label)
+        "warm": ("pool warm", "exec", f"`{facts.kind} exec` into a running container"),
+        "cold": ("pool off", "run", f"`{facts.kind} run --rm{' --runtime ' + args.runtime if args.runtime else ''}`"),
+    }
     rows = [
-        pair(
-            "cells",
-            f"container.{name}.warm",
-            work,
-            ("`%%sandbox`, pool warm", times["warm"]),
-            (f"`{facts.kind} exec` into a running container", times["exec"]),
-            load,
-        ),
-        pair(
-            "cells",
-            f"container.{name}.cold",
-            work,
-            ("`%%sandbox`, pool off", times["cold"]),
-            (f"`{facts.kind} run --rm{' --runtime ' + args.runtime if args.runtime else ''}`", times["run"]),
-            load,
-        ),
+        pair("cells", f"container.{name}.{side}", work, (f"`%%sandbox`, {how}", times[side]), (raw, times[twin]), load)
+        for side, (how, twin, raw) in twins.items()
     ]
     print(f"engine: {facts.kind} {facts.version}, storage {facts.storage}, rootless {facts.rootless}")
     report(rows, args)
