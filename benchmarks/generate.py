@@ -1,7 +1,7 @@
 """The one command behind every published figure: runs the benchmarks, keeps their rows in
 ``benchmarks/results.json`` and renders the tables of docs/speed.md and README.md from them.
 
-    bash scripts/bench                       # everything (about 20 min on a quiet 2-core machine)
+    bash scripts/bench                       # everything (32 min on 2 cores at load 10-28; less when quiet)
     bash scripts/bench --quick               # a smoke run: prints the tables, writes nothing
     bash scripts/bench --only seccomp ray    # those jobs again; the other rows are kept
     bash scripts/bench --render              # the tables again from results.json, nothing run
