@@ -234,7 +234,7 @@ def test_map_fans_out_in_order(ray_kernel):
         check=True,
     )
     assert cell.result_text == "True"
-    assert "map: 200/200 items" in cell.stderr
+    assert "map: 200/200 done" in cell.stderr
     failing = ray_kernel.run(
         "try:\n    jupyter_exec.map(lambda x: 1 // (x - 7), range(10), backend='ray', progress=False)\n"
         "except jupyter_exec.MapError as error:\n"
