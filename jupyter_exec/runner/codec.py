@@ -204,7 +204,7 @@ def _encode_column(pandas: "ModuleType", values: "Any", path: str) -> "dict[str,
     if isinstance(dtype, pandas.StringDtype):
         strings = values.astype(object).where(values.notna(), None).tolist()
         return {"objects": strings, "dtype": str(dtype)}
-    if dtype.kind == "O":
+    if isinstance(dtype, numpy.dtype) and dtype.kind == "O":
         return {"objects": [encode(v, None, path) for v in values.tolist()], "dtype": "object"}
     if isinstance(dtype, numpy.dtype):
         return {"array": _encode_array(numpy, values.to_numpy(), path)}
