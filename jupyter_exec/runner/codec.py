@@ -323,8 +323,9 @@ def _decode_column(pandas: "ModuleType", encoded: "dict[str, Any]") -> "Any":
         array = pandas.array(_decode_array(encoded["array"]), dtype=encoded["masked"])
         array[_decode_array(encoded["mask"])] = pandas.NA
         return array
-    if "objects" in encoded:
-        return _objects(pandas, decode(encoded["objects"], _refuse), encoded["dtype"])
+    if "objects" in encoded:  # a string column's are JSON's own strings and nulls, read as they are
+        objects = encoded["objects"] if encoded["dtype"] != "object" else decode(encoded["objects"], _refuse)
+        return _objects(pandas, objects, encoded["dtype"])
     return _decode_array(encoded["array"])
 
 

@@ -94,7 +94,7 @@ def build_request(
             **(extra or {}),
         }
     )
-    return b'{"inputs":' + (inputs or "null").encode() + b"," + rest[1:].encode()
+    return b"".join((b'{"inputs":', (inputs or "null").encode(), b",", rest[1:].encode()))
 
 
 @dataclass
