@@ -50,6 +50,16 @@ def test_a_thousand_items_on_seccomp(kernel):
 
 
 @pytest.mark.ordinary_user
+def test_the_progress_line_counts_failures(kernel):
+    cell = kernel.run(
+        "import jupyter_exec\n"
+        "type(jupyter_exec.map('1 // (item % 20 - 7)', range(40), backend='seccomp', return_exceptions=True)[7])"
+    )
+    assert cell.result_text == "jupyter_exec.remote.ZeroDivisionError", cell
+    assert cell.stderr.endswith("\r[jupyter-exec] map: 40/40 done, 2 failed\n"), cell.stderr
+
+
+@pytest.mark.ordinary_user
 def test_interrupting_a_map_leaves_nothing_running(kernel):
     reply = kernel.interrupt_run(
         "import jupyter_exec\n"
