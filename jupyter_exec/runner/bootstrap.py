@@ -44,7 +44,7 @@ _channel: "Optional[int]" = None
 
 def send(message: "dict[str, Any]") -> None:
     assert _channel is not None, "main() opens the channel before anything is sent"
-    data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+    data = (codec.dumps(message) + "\n").encode()
     view = memoryview(data)
     while view:
         view = view[os.write(_channel, view) :]

@@ -25,6 +25,7 @@ import base64
 import io
 import json
 import math
+import os
 import pickle
 import re
 import sys
@@ -104,8 +105,12 @@ def encode(value: "Any", pickler: "Pickler" = None, path: str = "value", arrow: 
     raise Untransferable(f"{path} is a {type(value).__module__}.{type(value).__qualname__}")
 
 
+class _Base64(str):
+    """Base64 text: nothing in it needs escaping, so ``dumps`` splices it in unscanned."""
+
+
 def _b64(data: "Any") -> str:
-    return base64.b64encode(data).decode("ascii")
+    return _Base64(base64.b64encode(data).decode("ascii"))
 
 
 def _encode_library_value(value: object, path: str, arrow: bool) -> "Any":
@@ -378,5 +383,26 @@ def _first_line(error: BaseException) -> str:
 
 
 def dumps(document: "Any") -> str:
-    """Encoded values as JSON text (compact: the big parts are base64 already)."""
-    return json.dumps(document, separators=(",", ":"))
+    """Encoded values (and what holds them) as compact JSON text. Base64 payloads are put in
+    by a join, not through the encoder, which would look at each of a 100 MB array's characters."""
+    payloads: "list[str]" = []
+    marker = "\x00" + os.urandom(8).hex()
+
+    def aside(node: "Any") -> "Any":
+        if type(node) is _Base64:
+            payloads.append(node)
+            return marker
+        if type(node) is dict:
+            return {k: aside(v) for k, v in node.items()}
+        if type(node) is list and node and type(node[0]) in (dict, list, _Base64):
+            return [aside(v) for v in node]
+        return node
+
+    text = json.dumps(aside(document), separators=(",", ":"))
+    if not payloads:
+        return text
+    pieces = text.split(json.dumps(marker))
+    joined = [pieces[0]]
+    for payload, piece in zip(payloads, pieces[1:], strict=True):
+        joined += ['"', payload, '"', piece]
+    return "".join(joined)
