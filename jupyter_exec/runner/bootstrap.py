@@ -187,8 +187,8 @@ def _fix(mismatch: "Any") -> str:
     if mismatch.ours is None:
         return f"add {package} to the sandbox (--pip {package}, or --image an image that has it)"
     return (
-        f"run it where {package} matches the kernel's{' ' + theirs if theirs else ''}: --image an image with it "
-        f"(`jupyter-exec images build base` online installs the newest), or --backend seccomp (the kernel's Python)"
+        f"run it where {package} is the kernel's{' ' + theirs if theirs else ''}: --image IMAGE with it "
+        "(an online `jupyter-exec images build base` installs the newest), or --backend seccomp (the kernel's Python)"
     )
 
 

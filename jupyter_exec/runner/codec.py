@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     Pickler = Optional[Callable[[Any], bytes]]
 
+FORMAT = 2  # of the tagged JSON: what a value kept from an older one (the run cache) is checked against
 _VERSIONED = ("numpy", "pandas", "pyarrow", "cloudpickle")  # what a pickle's loading most often hinges on
 
 
