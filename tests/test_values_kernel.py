@@ -13,6 +13,8 @@ from conftest import require
 from values import SEEN, round_trip
 
 from jupyter_exec.backends.container import ContainerBackend
+from jupyter_exec.backends.container.runtimes import GVISOR, missing_args
+from jupyter_exec.config import ExecConfig
 
 pytestmark = pytest.mark.kernel
 
@@ -29,6 +31,7 @@ def _kernel_versions(kernel) -> tuple[int, tuple[int, int]]:
     return numpy_major, tuple(int(p) for p in pandas_version.split(".")[:2])
 
 
+@pytest.mark.ordinary_user  # as jx-user (scripts/test-as-user): the user's rootless Podman
 def test_every_kind_of_value_crosses_into_an_older_numpy_and_pandas(docker_kernel):
     """The acceptance: numpy 2 / pandas >= 2.2 in the kernel, numpy 1 / pandas 1.5 in the image."""
     versions, seen = round_trip(docker_kernel, "%%sandbox --backend container")
@@ -38,6 +41,14 @@ def test_every_kind_of_value_crosses_into_an_older_numpy_and_pandas(docker_kerne
     assert seen == SEEN
 
 
+def test_every_kind_of_value_crosses_gvisor(docker_kernel):
+    runtimes = ContainerBackend(ExecConfig(pool_size=0)).engine.facts.runtimes
+    require(not missing_args(GVISOR, runtimes), "gVisor (runsc) registered with the engine (scripts/setup.d/35)")
+    versions, seen = round_trip(docker_kernel, "%%sandbox --backend container --runtime runsc")
+    assert versions.startswith("1.") and seen == SEEN
+
+
+@pytest.mark.ordinary_user
 def test_every_kind_of_value_crosses_the_process_sandbox(kernel):
     versions, _ = round_trip(kernel, "%%sandbox --backend seccomp")
     assert versions == kernel.eval("f'{np.__version__} {pd.__version__}'")  # the kernel's own Python
