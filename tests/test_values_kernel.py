@@ -59,8 +59,10 @@ def test_the_readmes_first_example_on_the_default_backend(docker_kernel):
         "import pandas as pd\ndf = pd.DataFrame({'x': [1.0, 2.0, 3.0], 'name': ['a', 'b', 'c']})", check=True
     )
     cell = docker_kernel.run(
-        "%%sandbox --mem 512m --timeout 30 --in df --out summary\nsummary = df.describe()", check=True
+        "%%sandbox --mem 512m --timeout 30 --in df --out summary\nsummary = df.describe()\nprint('rows:', len(df))",
+        check=True,
     )
+    assert cell.stdout == "rows: 3\n"
     assert docker_kernel.last_run()["backend"] == "container"
     assert docker_kernel.eval("(float(summary.loc['mean', 'x']), list(summary.columns))") == (2.0, ["x"]), cell
 
