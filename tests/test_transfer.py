@@ -21,7 +21,10 @@ pytestmark = pytest.mark.ordinary_user
 
 def roundtrip(value, trust=False, arrow=False):
     """Encode as the sandbox does, through JSON text, and decode as the kernel does."""
-    return decode(json.loads(json.dumps(bootstrap.encode(value, trust, arrow=arrow))), trust)
+    encoded = bootstrap.encode(value, trust, arrow=arrow)
+    text = codec.dumps(encoded)
+    assert text == json.dumps(encoded, separators=(",", ":"))  # the payloads joined in are what JSON would write
+    return decode(json.loads(text), trust)
 
 
 json_like = st.recursive(
@@ -91,6 +94,12 @@ def test_dataframes_and_series(arrow):
         pd.testing.assert_series_equal(roundtrip(series, arrow=arrow), series)
     empty = pd.DataFrame({"a": pd.Series([], dtype=float)}, index=pd.RangeIndex(5, 5))
     pd.testing.assert_frame_equal(roundtrip(empty, arrow=arrow), empty)
+
+
+def test_a_column_of_objects_keeps_them():
+    frame = pd.DataFrame({"mixed": [np.arange(2), (1, "a"), None]})
+    back = roundtrip(frame)
+    assert back["mixed"].dtype == object and back["mixed"][0].tolist() == [0, 1] and back["mixed"][1] == (1, "a")
 
 
 def test_frames_without_arrow_are_npy_columns_and_json():

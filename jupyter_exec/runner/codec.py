@@ -326,6 +326,8 @@ def _decode_column(pandas: "ModuleType", encoded: "dict[str, Any]") -> "Any":
     if "tz" in encoded:
         return pandas.DatetimeIndex(_decode_array(encoded["array"])).tz_localize("UTC").tz_convert(encoded["tz"]).array
     if "masked" in encoded:
+        if encoded["masked"] not in _MASKED:
+            raise Unreadable(f"unknown nullable dtype {encoded['masked']!r}")
         array = pandas.array(_decode_array(encoded["array"]), dtype=encoded["masked"])
         array[_decode_array(encoded["mask"])] = pandas.NA
         return array
@@ -340,7 +342,7 @@ def _objects(pandas: "ModuleType", values: "list[Any]", dtype: str) -> "Any":
     were in one, this pandas's own choice for a column of strings, else objects as they are."""
     if dtype == "string":
         return pandas.array(values, dtype="string")
-    if all(isinstance(v, str) or v is None or v != v for v in values):
+    if all(isinstance(v, str) or v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
         return pandas.Series(values, dtype=None if values else object).array  # pandas >= 3: str; before: object
     numpy = sys.modules["numpy"]
     array = numpy.empty(len(values), dtype=object)
