@@ -16,7 +16,8 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
-from jupyter_exec.errors import SpecError, TransferError
+from jupyter_exec.errors import MissingExtraError, SpecError, TransferError
+from jupyter_exec.extras import EXTRA_OF, install_hint
 
 from . import codec
 
@@ -54,6 +55,9 @@ def decode(encoded: Any, trust: bool) -> Any:
     try:
         return codec.decode(encoded, lambda tagged: _unpickle(tagged, trust))
     except codec.Mismatch as mismatch:
+        if mismatch.ours is None and mismatch.package in EXTRA_OF:  # the kernel lacks an extra of ours
+            needs = f"{mismatch.what} from the sandbox needs {mismatch.package}, which is not installed"
+            raise MissingExtraError(f"{needs}: {install_hint(mismatch.package)}", EXTRA_OF[mismatch.package]) from None
         raise TransferError(f"{mismatch.describe('in the sandbox', 'in the kernel')}; {_fix(mismatch)}") from None
     except codec.Unreadable as why:
         raise TransferError(f"the sandbox sent a value the kernel cannot read: {why}") from None
