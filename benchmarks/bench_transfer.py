@@ -4,7 +4,9 @@
 
 Each value goes in with ``%%sandbox --in NAME --mem 2g`` to a cell that only touches it
 (``len(NAME)``), through the magic as a notebook's cell; the same cell without ``--in`` is
-the floor it is compared with (the sandbox's own start). The frame has an int, a float, a
+the floor it is compared with (the sandbox's own start). Wall times swing with the machine's
+load, so each row also gives the CPU seconds spent on the kernel's side and in the sandbox
+(from the run's record), and the sandbox's peak memory, of the last run. The frame has an int, a float, a
 string, a time-zone datetime and a categorical column. Run the same script on a checkout of
 the project from before values travelled as data for the "before" figures (then ``--in``
 was one cloudpickle, which the base image's numpy 1 cannot load: the container says so).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 
 from timing import median_ms, notebook_shell
 
@@ -42,22 +45,32 @@ def main() -> None:
     args = parser.parse_args()
     shell = notebook_shell()
     shell.user_ns.update(values())
+    from jupyter_exec.current import current_manager
+
     print(f"load average {os.getloadavg()[0]:.1f}; median of {args.runs} runs")
     for backend in args.backend or ("seccomp", "container"):
         line = f"--backend {backend} --quiet --mem 2g"
         floor = median_ms(lambda line=line: shell.run_cell_magic("sandbox", line, "0"), args.runs)
         print(f"{backend + ', no --in:':34}{floor:9.1f} ms")
         for name in ("array", "frame"):
+            kernel_cpu: list[float] = []
 
-            def sent(line: str = f"{line} --in {name}", name: str = name) -> None:
+            def sent(line: str = f"{line} --in {name}", name: str = name, spent: list[float] = kernel_cpu) -> None:
+                started = time.process_time()
                 shell.run_cell_magic("sandbox", line, f"len({name})")
+                spent.append(time.process_time() - started)
 
+            label = f"{backend}, --in {name}:"
             try:
                 took = median_ms(sent, args.runs)
             except Exception as error:  # the code before this change: a pickle numpy 1 cannot load
-                print(f"{f'{backend}, --in {name}:':34}  fails: {type(error).__name__}: {str(error)[:80]}")
+                print(f"{label:34}  fails: {type(error).__name__}: {str(error)[:80]}")
                 continue
-            print(f"{f'{backend}, --in {name}:':34}{took:9.1f} ms  (+{took - floor:.1f} ms over no --in)")
+            run = current_manager().records.runs(1)[0]
+            print(
+                f"{label:34}{took:9.1f} ms  (+{took - floor:.1f} ms over no --in); CPU: kernel {kernel_cpu[-1]:.2f} s, "
+                f"sandbox {run['cpu_seconds']:.2f} s; sandbox peak {run['peak_memory'] / 2**20:.0f} MiB"
+            )
 
 
 if __name__ == "__main__":
