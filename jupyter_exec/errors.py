@@ -212,10 +212,10 @@ def remote_error(type_name: str, message: str, traceback: str, **kwargs: Any) ->
     """A RemoteError that is also the built-in exception it reports, when there is one.
 
     So ``except PermissionError`` in the notebook catches a PermissionError raised in the
-    sandbox. Only built-in exception classes are used: nothing from the sandbox names a
-    class to import.
+    sandbox. Only built-in exception classes are used, and our ``TransferError`` (the bootstrap's
+    own, for an ``--in`` value it cannot rebuild): nothing from the sandbox names a class to import.
     """
-    builtin = getattr(builtins, type_name, None)
+    builtin = getattr(builtins, type_name, None) if type_name != "TransferError" else TransferError
     if not (isinstance(builtin, type) and issubclass(builtin, Exception)) or issubclass(
         builtin, (KeyboardInterrupt, SystemExit)
     ):

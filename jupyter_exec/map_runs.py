@@ -29,9 +29,10 @@ from .admission import AdmittedSpec
 from .backends.base import ExecutorBackend, MapOutcome
 from .backends.runs import MapProgress
 from .cache import CacheEntries, NotCacheable, digest
-from .errors import MapError, TaskError, TransferError, describe_error, status_of
+from .errors import MapError, RemoteError, TaskError, TransferError, describe_error, status_of
 from .events import EventCallback, RunEvent, RunResult
-from .runner.bootstrap import MAP_INPUT, Untransferable, encode
+from .runner.bootstrap import MAP_INPUT, encode
+from .runner.codec import Untransferable
 from .runner.protocol import OutputSink
 from .runner.transfer import decode
 from .spec import RunSpec
@@ -264,12 +265,16 @@ def map_in_runs(
         if error is None:
             result = future.result()
             outcome.add(start, result.value, lambda value: value, result.run_id)
+        elif isinstance(error, TransferError) and isinstance(error, RemoteError):
+            raise TransferError(  # the work or the items could not be loaded: every batch would fail so
+                f"the map stopped after its first batch, as every batch would fail the same way: {error.remote_message}"
+            ) from None
         elif isinstance(error, TaskError):  # the batch as a whole: each of its items
             for index in range(start, start + count):
                 outcome.fail(index, error)
         else:
             raise error
-        counter.advance(count)
+        counter.advance(count, outcome.failed_among(start, count))
 
     starts = list(range(0, total, size))
     running: dict[Future[RunResult], int] = {}

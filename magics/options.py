@@ -113,7 +113,12 @@ def limits(args: Any) -> Limits:
 
 
 transfer_options = option_group(
-    argument("--in", dest="inputs", metavar="A,B", help="notebook variables to send in (pickled)"),
+    argument(
+        "--in",
+        dest="inputs",
+        metavar="A,B",
+        help="notebook variables to send in (as data; a function or object pickled)",
+    ),
     argument("--out", dest="outputs", metavar="X,Y", help="variables to bring back, as data"),
     argument(
         "--trust",

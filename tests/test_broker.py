@@ -34,6 +34,7 @@ import pytest
 from conftest import Kernel, free_port, make_wheel, require
 from jupyter_client.manager import KernelManager
 from test_store_migrations import old_broker_file
+from values import SEEN, round_trip
 
 pytestmark = pytest.mark.kernel
 
@@ -239,6 +240,12 @@ def bob(broker):
     kernel = UserKernel(USERS[1], {"JX_BROKER": broker.address})
     yield kernel
     kernel.shutdown()
+
+
+def test_every_kind_of_value_crosses_the_broker_into_an_older_numpy_and_pandas(alice):
+    """The user's kernel (numpy 2 / pandas >= 2.2) and the broker's base image (numpy 1 / pandas 1.5)."""
+    versions, seen = round_trip(alice, SANDBOX)
+    assert versions.startswith("1.") and " 1.5" in versions and seen == SEEN
 
 
 def test_users_run_container_cells_through_the_broker_without_the_engine(alice, bob):

@@ -102,7 +102,7 @@ def check_ray(nb: Executed) -> None:
     assert "this never runs" not in nb.stdout("--num-cpus 512")
 
     assert nb.error("--timeout 2") == "TaskTimeoutError" and "still working 0\n" in nb.stdout("--timeout 2")
-    assert "[jupyter-exec] map: 400/400 items\n" in nb.stderr("jupyter_exec.map(collatz_steps")
+    assert "[jupyter-exec] map: 400/400 done\n" in nb.stderr("jupyter_exec.map(collatz_steps")
     assert (
         nb.stdout("jupyter_exec.map(collatz_steps") == "the longest run below 400 starts at 327 and takes 143 steps\n"
     )

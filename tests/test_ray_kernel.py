@@ -15,6 +15,7 @@ import time
 
 import pytest
 from conftest import Kernel, require, require_gpu
+from values import round_trip
 
 pytestmark = pytest.mark.kernel
 
@@ -78,6 +79,11 @@ def test_last_value_out_and_record(ray_kernel):
 def test_values_come_back_as_data_only(ray_kernel):
     cell = ray_kernel.run("%%rayrun --out thing\nclass Thing: pass\nthing = Thing()")
     assert cell.error["ename"] == "TransferError" and "--trust" in cell.error["evalue"]
+
+
+def test_every_kind_of_value_crosses_to_ray_and_back(ray_kernel):
+    versions, _ = round_trip(ray_kernel, "%%rayrun")
+    assert versions == ray_kernel.eval("f'{np.__version__} {pd.__version__}'")  # the workers run the kernel's venv
 
 
 def test_exception_with_remote_traceback(ray_kernel):
@@ -234,7 +240,7 @@ def test_map_fans_out_in_order(ray_kernel):
         check=True,
     )
     assert cell.result_text == "True"
-    assert "map: 200/200 items" in cell.stderr
+    assert "map: 200/200 done" in cell.stderr
     failing = ray_kernel.run(
         "try:\n    jupyter_exec.map(lambda x: 1 // (x - 7), range(10), backend='ray', progress=False)\n"
         "except jupyter_exec.MapError as error:\n"
