@@ -35,7 +35,7 @@ from .backends import factory
 from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
 from .cache import CacheEntries, CacheHit, NotCacheable, Recorder, run_key
 from .cancel_watch import CancelWatcher
-from .config import ExecConfig, application_config
+from .config import ExecConfig, application_config, scratch_prefix
 from .envs import BuiltEnv, EnvCache, EnvSpec
 from .envs.hashing import env_hash
 from .errors import BackendUnavailableError, JupyterExecError, MapError, TaskError, describe_error, status_of
@@ -173,7 +173,8 @@ class Manager:
         """Submit the run and wait for it; its row is finished whatever happens."""
         recorder = Recorder(run.output, self.cache.max_size) if run.key else None
         if run.backend.needs_scratch:
-            run.scratch = Path(tempfile.mkdtemp(prefix=f"run-{run.id}-", dir=self.scratch_root))
+            prefix = f"{scratch_prefix(os.getpid())}{run.id}-"
+            run.scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=self.scratch_root))
         self._starting.add(run.id)
         self._cancel_watch.run_started()
         try:
