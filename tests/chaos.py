@@ -305,6 +305,7 @@ def _store(data: Path, pid: int, killed: float) -> list[str]:
     the wall clock): a run of the kernel not finished, or finished after the kill but not as an
     orphan; a damaged file; scratch left."""
     from jupyter_exec.config import ExecConfig, scratch_prefix
+    from jupyter_exec.envs.cache import EnvIndex
     from jupyter_exec.server.queries import PanelQueries
     from jupyter_exec.store.records import RunRecords
 
@@ -323,6 +324,12 @@ def _store(data: Path, pid: int, killed: float) -> list[str]:
         check = db.execute("PRAGMA integrity_check").fetchone()[0]
     if check != "ok":
         wrong.append(f"store damaged: {check}")
+    envs = EnvIndex(path).all()  # an env is served only once ready: a half-built one must not read so
+    wrong += [
+        f"env {e['hash'][:8]} ready without its folder"
+        for e in envs
+        if e["status"] == "ready" and not Path(e["path"]).is_dir()
+    ]
     wrong += [f"scratch {s}" for s in Path(ExecConfig().scratch_dir).glob(f"{scratch_prefix(pid)}*")]
     return wrong
 

@@ -89,11 +89,15 @@ def start_head(
         temp_dir,
     )
     deadline = time.monotonic() + 90
-    while not listening(port):
-        assert head.alive(), "ray start --head exited"
-        assert time.monotonic() < deadline, "the Ray head did not come up in 90 s"
-        time.sleep(0.3)
-    wait_for_nodes(f"127.0.0.1:{port}", "node:__internal_head__", 1, max(deadline - time.monotonic(), 1))
+    try:
+        while not listening(port):
+            assert head.alive(), "ray start --head exited"
+            assert time.monotonic() < deadline, "the Ray head did not come up in 90 s"
+            time.sleep(0.3)
+        wait_for_nodes(f"127.0.0.1:{port}", "node:__internal_head__", 1, max(deadline - time.monotonic(), 1))
+    except BaseException:
+        head.kill()  # what it started so far goes with it
+        raise
     return head
 
 
