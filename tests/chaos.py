@@ -177,7 +177,7 @@ class Chaos:
         pids.mkdir(exist_ok=True)
         for stale in pids.iterdir():
             stale.unlink()
-        cell = window.cell.format(workdir=workdir, pids=pids, wheel=wheel) + f"\n# chaos round {number}, {token}"
+        cell = window.cell.format(workdir=workdir, pids=str(pids), wheel=wheel) + f"\n# chaos round {number}, {token}"
         found = Round(self.backend, number, window.name, victim)
         kernel = Kernel(self.data, self.work, self.env)
         pid = kernel.pid
