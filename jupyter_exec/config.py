@@ -50,9 +50,9 @@ def env_trait(
     return trait.tag(config=True)
 
 
-def scratch_prefix(pid: int) -> str:
+def scratch_prefix(pid: int | str) -> str:
     """How the names of the kernel ``pid``'s scratch directories begin (in ``scratch_dir``): what
-    outlives a killed kernel finds them by."""
+    outlives a killed kernel finds them by (``"*"``: any kernel's, as a glob)."""
     return f"{pid}-run-"
 
 

@@ -103,7 +103,16 @@ class Manager:
 
     def reap(self) -> dict[str, int]:
         """Remove what dead kernels left behind: each backend's leftovers, then unfinished rows."""
-        return {**factory.reap_all(), "runs": self.records.close_orphans(pid_alive)}
+        return {**factory.reap_all(), "runs": self.records.close_orphans(pid_alive), "scratch": self._reap_scratch()}
+
+    def _reap_scratch(self) -> int:
+        """Remove the scratch directories of kernels that died (a process sandbox's template removes
+        them as its kernel dies; this is the second line). How many."""
+        owners = {folder: folder.name.split("-", 1)[0] for folder in self.scratch_root.glob(f"{scratch_prefix('*')}*")}
+        dead = [folder for folder, owner in owners.items() if owner.isdigit() and not pid_alive(int(owner))]
+        for folder in dead:
+            shutil.rmtree(folder, ignore_errors=True)
+        return len(dead)
 
     def backend(self, name: str) -> ExecutorBackend:
         """The initialised backend called ``name`` (``auto``: the strongest that works here among

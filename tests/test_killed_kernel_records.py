@@ -1,6 +1,6 @@
 """A killed kernel's runs read ``failed`` to whatever opens the store next: the side panel and the
 ``jupyter-exec`` command too, not only a later kernel (a kernel's own start is tested with the
-kernels, in test_cleanup.py and the chaos test)."""
+kernels, in test_cleanup.py and the chaos test); and a later kernel removes its scratch."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 
 from conftest import add_run
 
+from jupyter_exec.config import ExecConfig, scratch_prefix
+from jupyter_exec.manager import Manager
 from jupyter_exec.server.queries import PanelQueries
 from jupyter_exec.status import Status
 from jupyter_exec.store.records import RunRecords
@@ -45,3 +47,19 @@ def test_the_jupyter_exec_command_closes_them_when_it_opens_the_store(tmp_path):
         assert done.returncode == 0, done.stderr
         row = store.get(orphan)
         assert row is not None and (row["status"], row["error"]) == (Status.FAILED, ORPHANED), command
+
+
+def test_a_later_kernel_removes_a_dead_kernels_scratch(tmp_path):
+    """The second line, for a kernel killed before its fork server was up to remove its scratch."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    dead = scratch / f"{scratch_prefix(_dead_pid())}7-abcd"
+    mine = scratch / f"{scratch_prefix(os.getpid())}7-abcd"
+    for folder in (dead, mine):
+        (folder / "left").mkdir(parents=True)
+    manager = Manager(ExecConfig(data_dir=str(tmp_path / "data"), scratch_dir=str(scratch)))
+    try:
+        assert manager.reaped["scratch"] == 1
+        assert not dead.exists() and mine.exists()
+    finally:
+        manager.shutdown()

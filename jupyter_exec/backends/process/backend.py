@@ -129,7 +129,7 @@ class LocalBackend(ExecutorBackend):
         return VenvBuilder(sys.executable, self.config.ca_bundle or None)
 
     def initialize(self) -> None:
-        self.pool.warm(self._worker_key(Limits(), sys.executable))
+        self.pool.start(self._worker_key(Limits(), sys.executable))
 
     def confine_plan(self, submission: Submission) -> Plan:
         return {"rlimits": self._rlimits(submission.spec.limits)}

@@ -274,6 +274,15 @@ class WorkerPool:
                 self._filling.discard(key)
                 self._ready.notify_all()
 
+    def start(self, key: WorkerKey) -> None:
+        """Start ``key``'s template now, then fill its pool in the background: with a template up
+        before any run's scratch directory is made, a kernel killed at any moment after has one
+        to remove it (see ``Template``; under systemd each worker's template is its own, made
+        with the worker)."""
+        if cgroup_mode().kind != "systemd":
+            self._template(key)
+        self.warm(key)
+
     def warm(self, key: WorkerKey) -> None:
         """Fill the pool for ``key`` in the background (one filler per key at a time)."""
         with self._lock:
