@@ -152,7 +152,7 @@ class Chaos:
             from ray_processes import TOKEN_ENV, start_head
 
             port = free_port()
-            self.ray = start_head(port, Path(tempfile.mkdtemp(prefix="jx-ray-", dir="/tmp")), num_cpus=2)
+            self.ray = start_head(port, self.work / "ray", num_cpus=2)  # a short path: Ray's sockets live there
             self.env.update(JX_RAY_ADDRESS=f"127.0.0.1:{port}", **TOKEN_ENV)
         return self
 
