@@ -135,6 +135,7 @@ def _envs(args: argparse.Namespace) -> int:
 
     config = ExecConfig(config=application_config())
     cache = EnvCache(config.envs_dir, config.store_path, env_builder_for)
+    _close_orphans(config.store_path)
     try:
         if args.envs_command == "list":
             for row in cache.index.all():
@@ -198,6 +199,8 @@ def _store(args: argparse.Namespace) -> int:
     try:
         if args.store_command == "check":
             health = inspect(args.path or config.store_path, min_free=0 if args.path else config.min_free_bytes())
+            if health.ok and not args.path:
+                _close_orphans(config.store_path)
             print(health.report())
             return 0 if health.ok else 1
         if args.store_command == "vacuum":
@@ -214,6 +217,16 @@ def _store(args: argparse.Namespace) -> int:
         print(f"jupyter-exec store: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _close_orphans(path: Path) -> None:
+    """Finish the runs of kernels that died, as a kernel starting would: whoever opens the store
+    next sees them ``failed``, never running forever."""
+    from ._proc import pid_alive
+    from .store.records import RunRecords
+
+    if path.exists():
+        RunRecords(path).close_orphans(pid_alive)
 
 
 if __name__ == "__main__":

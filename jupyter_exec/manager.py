@@ -35,7 +35,7 @@ from .backends import factory
 from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
 from .cache import CacheEntries, CacheHit, NotCacheable, Recorder, run_key
 from .cancel_watch import CancelWatcher
-from .config import ExecConfig, application_config
+from .config import ExecConfig, application_config, scratch_prefix
 from .envs import BuiltEnv, EnvCache, EnvSpec
 from .envs.hashing import env_hash
 from .errors import BackendUnavailableError, JupyterExecError, MapError, TaskError, describe_error, status_of
@@ -103,7 +103,16 @@ class Manager:
 
     def reap(self) -> dict[str, int]:
         """Remove what dead kernels left behind: each backend's leftovers, then unfinished rows."""
-        return {**factory.reap_all(), "runs": self.records.close_orphans(pid_alive)}
+        return {**factory.reap_all(), "runs": self.records.close_orphans(pid_alive), "scratch": self._reap_scratch()}
+
+    def _reap_scratch(self) -> int:
+        """Remove the scratch directories of kernels that died (a process sandbox's template removes
+        them as its kernel dies; this is the second line). How many."""
+        owners = {folder: folder.name.split("-", 1)[0] for folder in self.scratch_root.glob(f"{scratch_prefix('*')}*")}
+        dead = [folder for folder, owner in owners.items() if owner.isdigit() and not pid_alive(int(owner))]
+        for folder in dead:
+            shutil.rmtree(folder, ignore_errors=True)
+        return len(dead)
 
     def backend(self, name: str) -> ExecutorBackend:
         """The initialised backend called ``name`` (``auto``: the strongest that works here among
@@ -173,7 +182,8 @@ class Manager:
         """Submit the run and wait for it; its row is finished whatever happens."""
         recorder = Recorder(run.output, self.cache.max_size) if run.key else None
         if run.backend.needs_scratch:
-            run.scratch = Path(tempfile.mkdtemp(prefix=f"run-{run.id}-", dir=self.scratch_root))
+            prefix = f"{scratch_prefix(os.getpid())}{run.id}-"
+            run.scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=self.scratch_root))
         self._starting.add(run.id)
         self._cancel_watch.run_started()
         try:

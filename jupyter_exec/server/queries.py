@@ -1,8 +1,9 @@
 """What the side panel reads and asks for, as plain data, from the store file the kernels write.
 
 The server opens the store only once a kernel has made it (until then every list is empty),
-and writes nothing but cancel requests. Failures the client can act on are ``ApiError``
-with the HTTP status to answer and a one-line message.
+and writes nothing but cancel requests and the end of runs whose kernel died (``failed``, as a
+kernel starting would finish them): a killed kernel's runs never show as running. Failures the
+client can act on are ``ApiError`` with the HTTP status to answer and a one-line message.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from jupyter_exec._proc import pid_alive
 from jupyter_exec.cancel_watch import ask_cancel
 from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
@@ -82,8 +84,12 @@ class PanelQueries:
             return self._tables
 
     def _records(self) -> RunRecords | None:
+        """The runs table, the runs of kernels that died finished first."""
         tables = self._open()
-        return tables[0] if tables else None
+        if tables is None:
+            return None
+        tables[0].close_orphans(pid_alive)
+        return tables[0]
 
     @_answerable
     def runs(self, statuses: Collection[str], limit: int) -> dict[str, Any]:

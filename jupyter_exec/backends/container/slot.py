@@ -74,6 +74,7 @@ class Slot:
         self.container: Any = None
         self.ready_bytes = b""
         self._fds: list[int] = []  # ours to close: the readers' and the lifeline's
+        keepers.keeper_of(engine)  # running before the folder is made: it removes the folder if we die
         SLOT_ROOT.mkdir(mode=0o711, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix=keepers.slot_prefix(), dir=SLOT_ROOT))
         try:
