@@ -192,16 +192,23 @@ class NodeFailedError(TaskError):
 
 
 class RemoteError(TaskError):
-    """The cell raised. Shows the sandbox's traceback, not ours, in IPython."""
+    """The cell raised. Shows the sandbox's traceback, not ours, in IPython, and a ``hint`` when
+    what it hit is one of the sandbox's walls (``walls.py``). ``causes``: the error and those
+    behind it as the sandbox described them (type, errno, file name), which the hints read."""
+
+    hint: str | None = None
+    causes: list[dict[str, Any]]
 
     def __init__(self, type_name: str, message: str, traceback: str, **kwargs: Any) -> None:
         super().__init__(f"{type_name}: {message}" if message else type_name, **kwargs)
         self.type_name, self.remote_message, self.remote_traceback = type_name, message, traceback
+        self.causes = [{"type": type_name}]
 
     def _render_traceback_(self) -> list[str]:
         return [
             *self.remote_traceback.rstrip("\n").splitlines(),
             f"(raised inside the sandbox{f', run {self.run_id}' if self.run_id else ''})",
+            *([f"hint: {self.hint}"] if self.hint else []),
         ]
 
 
@@ -245,4 +252,6 @@ def describe_error(error: BaseException | None) -> str | None:
         return None
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
+    if isinstance(error, RemoteError):
+        return str(error)  # already "PermissionError: ...": the type the sandbox raised, once
     return f"{type(error).__name__}: {error}"

@@ -177,7 +177,7 @@ def _show_open_figures(emit: "Emit") -> None:
     pyplot.close("all")
 
 
-def describe_error(error: BaseException) -> "dict[str, str]":
+def describe_error(error: BaseException) -> "dict[str, Any]":
     """Type, message and the traceback of the cell's own frames."""
     tb_exc = traceback.TracebackException.from_exception(error)
     frames = list(tb_exc.stack)
@@ -188,7 +188,35 @@ def describe_error(error: BaseException) -> "dict[str, str]":
     else:
         tb_exc.stack = traceback.StackSummary.from_list([])
     text = "".join(tb_exc.format())
-    return {"type": type(error).__name__, "module": type(error).__module__, "message": str(error), "traceback": text}
+    return {
+        "type": type(error).__name__,
+        "module": type(error).__module__,
+        "message": str(error),
+        "traceback": text,
+        "causes": _causes(error),
+    }
+
+
+def _causes(error: BaseException) -> "list[dict[str, Any]]":
+    """``error`` and the exceptions behind it (its cause or context, a URLError's reason), as the
+    kernel's hints read them: type, errno, file name."""
+    found: "list[dict[str, Any]]" = []
+    current: "BaseException | None" = error
+    while current is not None and len(found) < 8 and all(c["id"] != id(current) for c in found):
+        errno, filename = getattr(current, "errno", None), getattr(current, "filename", None)
+        found.append(
+            {
+                "id": id(current),
+                "type": type(current).__name__,
+                "errno": errno if isinstance(errno, int) else None,
+                "filename": filename if isinstance(filename, str) else None,
+            }
+        )
+        reason = getattr(current, "reason", None)
+        current = reason if isinstance(reason, BaseException) else (current.__cause__ or current.__context__)
+    for cause in found:
+        del cause["id"]
+    return found
 
 
 def run_cell(code: str, namespace: "dict[str, Any]") -> "Any":
