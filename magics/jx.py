@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,11 @@ class JxMagics(Magics):
     def jx(self, line: str) -> Any:
         """%jx runs [N] [--all] | show N | logs N | cancel N | wait N [SECONDS] | tree [NAME] | resources | doctor |
         policy | envs | env | cache [size | clear [KEY]]"""
-        command, _, rest = line.strip().partition(" ")
+        try:  # a "# comment" after the command, as in a shell (quotes kept for %jx env's own split)
+            line = shlex.join(shlex.split(line, comments=True))
+        except ValueError:
+            raise UsageError(f"%jx: unbalanced quotes in {line!r}") from None
+        command, _, rest = line.partition(" ")
         handler = getattr(self, f"_jx_{command}", None)
         if handler is None:
             raise UsageError(

@@ -74,7 +74,8 @@ def parse_line(magic: _MagicWithParser, line: str) -> argparse.Namespace:
     """The magic's options, parsed once per distinct line: re-running a cell skips argparse.
 
     The line is split as a shell splits it, quotes removed (``--excludes '*.csv'`` is the
-    pattern ``*.csv``): IPython's own ``parse_argstring`` keeps the quotes in the value.
+    pattern ``*.csv``; IPython's own ``parse_argstring`` keeps the quotes in the value) and a
+    ``# comment`` left out, as the docs' examples end their lines.
     """
     return argparse.Namespace(**vars(_parsed_line(magic, line)))
 
@@ -82,7 +83,7 @@ def parse_line(magic: _MagicWithParser, line: str) -> argparse.Namespace:
 @functools.lru_cache(maxsize=64)
 def _parsed_line(magic: _MagicWithParser, line: str) -> argparse.Namespace:
     try:
-        argv = shlex.split(line)
+        argv = shlex.split(line, comments=True)
     except ValueError:
         raise UsageError(f"unbalanced quotes in the options: {line}") from None
     return magic.parser.parse_args(argv)

@@ -484,7 +484,13 @@ def serve(channel: int, confine: "Optional[types.ModuleType]", request_path: "Op
     if request.get("working_dir"):  # the env's files, a fresh copy per run
         import shutil
 
-        shutil.copytree(request["working_dir"], ".", dirs_exist_ok=True)
+        # entry by entry: the run's directory itself is not the cell's to re-stamp (in a container
+        # it belongs to another user, and copying the folder's own mode and times there is refused)
+        for entry in os.scandir(request["working_dir"]):
+            if entry.is_dir():
+                shutil.copytree(entry.path, entry.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(entry.path, entry.name)
     sys.path[:0] = request.get("sys_path") or []  # the env's py_modules
     sys.stdin = open(os.devnull)
     envelope = run_request(request, send, _main_module_namespace())
