@@ -420,12 +420,17 @@ class Manager:
         return bool(handle and handle.backend.cancel(handle))
 
     def log_text(self, run_id: int) -> str:
+        """Run ``run_id``'s whole log, or a line saying why it has none (nothing printed yet, a map)."""
         row = self.records.get(run_id)
         if row is None:
             raise JupyterExecError(f"no run {run_id}; `%jx runs` lists them")
         path = Path(row["log_path"] or self._log_path(run_id))
         text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-        return text or f"[jupyter-exec] run {run_id} has printed nothing yet ({row['status']})\n"
+        if text:
+            return text
+        if '"items"' in (row["details"] or ""):
+            return f"[jupyter-exec] run {run_id} is a map: its batches have the logs (%jx show {run_id} lists them)\n"
+        return f"[jupyter-exec] run {run_id} has printed nothing ({row['status']})\n"
 
     def shutdown(self) -> None:
         self._cancel_watch.stop()

@@ -128,6 +128,9 @@ def test_runs_is_a_table_for_reading(kernel):
     shown = kernel.run(f"%jx show {map_id}", check=True).stdout
     batches = re.findall(rf"run \d+ \(map {map_id}\[(\d+):(\d+)\]\) succeeded after", shown)
     assert batches == [("0", "2"), ("2", "4"), ("4", "6"), ("6", "8")], shown
+    assert kernel.run(f"%jx logs {map_id}", check=True).stdout == (
+        f"[jupyter-exec] run {map_id} is a map: its batches have the logs (%jx show {map_id} lists them)\n"
+    )
 
 
 def test_wait_shows_how_the_run_ended(kernel):
