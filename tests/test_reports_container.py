@@ -29,23 +29,22 @@ def kernel(kernel):
 
 def test_no_network_in_a_container_is_explained(kernel):
     cell = kernel.run(f"{CONTAINER} --timeout 60\nimport urllib.request\nurllib.request.urlopen('http://example.com')")
-    assert cell.error["evalue"].startswith("URLError: <urlopen error [Errno -3]"), cell.error
-    assert hints(cell) == ["hint: the sandbox has no network; pass --network to give this run one"]
+    assert hints(cell, "RemoteError") == ["hint: the sandbox has no network; pass --network to give this run one"]
+    assert cell.error["evalue"].startswith("URLError: <urlopen error [Errno -3]")  # behind it, a gaierror
 
 
 def test_the_read_only_root_is_explained(kernel):
     cell = kernel.run(f"{CONTAINER}\nopen('/etc/jx-test', 'w')")
-    assert cell.error["ename"] == "OSError" and "Read-only file system" in cell.error["evalue"], cell.error
-    assert hints(cell) == [
+    assert hints(cell, "OSError") == [
         "hint: the sandbox sees the system read-only, its own scratch directory and only what you --mount; "
         "to write to /etc/jx-test: --mount /etc:rw"
     ]
+    assert "Read-only file system" in cell.error["evalue"]
 
 
 def test_a_command_the_image_lacks_is_explained(kernel):
     cell = kernel.run(f"{CONTAINER}\nimport subprocess\nsubprocess.run(['git', 'status'])")
-    assert cell.error["ename"] == "FileNotFoundError"
-    assert hints(cell) == [
+    assert hints(cell, "FileNotFoundError") == [
         "hint: no command 'git' in the image jupyter-exec/base:latest; use --image with an image that has it"
     ]
 
