@@ -143,3 +143,19 @@ def test_resources_read_as_text(kernel):
     shown = kernel.run("%jx resources", check=True).stdout
     assert re.search(r"^seccomp +seccomp +available", shown, re.M), shown
     assert not re.search(r"[\[{(]'|'[\]})]", shown), shown  # no Python repr of a list or a dict
+
+
+def test_full_log_of_a_silent_run_says_so(tmp_path):
+    """The run panel's "Full log" button on a run that printed nothing: no endless "loading…"."""
+    from jupyter_exec.config import ExecConfig
+    from jupyter_exec.manager import Manager
+    from jupyter_exec.widgets import RunWidget
+
+    manager = Manager(ExecConfig(data_dir=str(tmp_path)))
+    try:
+        panel = RunWidget(cancel=manager.cancel, read_log=manager.log_text)
+        manager.run("x = 1", RunSpec(backend="local"), sink=panel, on_event=panel.event)
+        panel._on_click(panel, {"action": "full_log"}, [])
+        assert panel.full_log.startswith(f"[jupyter-exec] run {panel.run_id} printed nothing\n"), panel.full_log
+    finally:
+        manager.shutdown()
