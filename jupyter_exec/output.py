@@ -103,7 +103,8 @@ class RunOutput:
                 written = os.write(self.log, data)
                 self.logged += written
                 data = data[written:]
-            self._line_open = not text.endswith("\n") if text else self._line_open
+            if text:
+                self._line_open = not text.endswith("\n")
         except OSError as error:
             if error.errno not in DISK_FULL:
                 raise

@@ -16,9 +16,9 @@ __all__ = ["cache_table", "envs_table", "run_line", "run_name", "runs_table", "t
 
 _ENV_COLUMNS = ["hash", "status", "target", "size", "uses", "builds", "last_used", "created", "spec", "build_log"]
 
-#: What ``%jx runs`` shows by default, after the id; ``node`` only when a run has one (Ray).
-_SHOWN = ("name", "status", "backend", "node", "started", "duration", "peak memory", "error")
-#: Every column of the runs table, for ``%jx runs --all``.
+#: The columns ``%jx runs`` reads by default (it shows name, status, backend, node where a run
+#: has one, started, duration, peak memory, error); every column of the runs table for ``--all``.
+_READ = ("id", "name", "code", "status", "backend", "created", "started", "duration", "peak_memory", "error")
 _ALL = tuple(RunRow.__annotations__)
 _NAME_WIDTH, _ERROR_WIDTH = 40, 100
 
@@ -41,9 +41,6 @@ def runs_table(records: RunRecords, limit: int = 50, *, every_column: bool = Fal
     return pandas.DataFrame(shown, dtype=object).set_index("id") if shown else pandas.DataFrame(shown)
 
 
-_READ = ("id", "name", "code", "status", "backend", "created", "started", "duration", "peak_memory", "error")
-
-
 def _readable(row: RunRow, batches: int, every_column: bool) -> dict[str, Any]:
     """One run as ``%jx runs`` shows it."""
     details = json.loads(row.get("details") or "{}")
@@ -64,7 +61,7 @@ def _readable(row: RunRow, batches: int, every_column: bool) -> dict[str, Any]:
         shown["from"] = details.get("cached_from") or ""
         shown["batches"] = batches or ""
         for key, value in row.items():
-            if key not in shown and key not in ("peak_memory",):
+            if key not in shown and key != "peak_memory":
                 shown[key] = _cell(key, value)
     return shown
 
