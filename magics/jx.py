@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from jupyter_exec.trace.view import render
 from jupyter_exec.units import format_bytes
 
 from .cells import background_runs, widgets_wanted
-from .options import env_options, parse_line, runtime_env, usage_errors
+from .options import env_options, parse_line, runtime_env, usage_errors, without_comment
 
 __all__ = ["JxMagics"]
 
@@ -50,11 +49,7 @@ class JxMagics(Magics):
     def jx(self, line: str) -> Any:
         """%jx runs [N] [--all] | show N | logs N | cancel N | wait N [SECONDS] | tree [NAME] | resources | doctor |
         policy | envs | env | cache [size | clear [KEY]]"""
-        try:  # a "# comment" after the command, as in a shell (quotes kept for %jx env's own split)
-            line = shlex.join(shlex.split(line, comments=True))
-        except ValueError:
-            raise UsageError(f"%jx: unbalanced quotes in {line!r}") from None
-        command, _, rest = line.partition(" ")
+        command, _, rest = without_comment(line).partition(" ")
         handler = getattr(self, f"_jx_{command}", None)
         if handler is None:
             raise UsageError(

@@ -80,10 +80,24 @@ def parse_line(magic: _MagicWithParser, line: str) -> argparse.Namespace:
     return argparse.Namespace(**vars(_parsed_line(magic, line)))
 
 
+def without_comment(line: str) -> str:
+    """``line`` without a trailing ``# comment`` (a ``#`` after a space, outside quotes), as a
+    shell reads it; the rest exactly as typed."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].strip()
+    return line.strip()
+
+
 @functools.lru_cache(maxsize=64)
 def _parsed_line(magic: _MagicWithParser, line: str) -> argparse.Namespace:
     try:
-        argv = shlex.split(line, comments=True)
+        argv = shlex.split(without_comment(line))
     except ValueError:
         raise UsageError(f"unbalanced quotes in the options: {line}") from None
     return magic.parser.parse_args(argv)

@@ -83,9 +83,10 @@ def test_every_log_ends_with_how_the_run_ended(kernel):
 
 
 def test_the_log_of_a_silent_run_says_so(kernel):
-    kernel.run(f"{SECCOMP}\nx = 1", check=True)
+    kernel.run(f"{SECCOMP} --name quiet#1   # a comment ends the line, as in a shell\nx = 1", check=True)
     run_id = kernel.last_run()["id"]
-    log = kernel.run(f"%jx logs {run_id}", check=True).stdout.splitlines()
+    assert kernel.last_run()["name"] == "quiet#1"
+    log = kernel.run(f"%jx logs {run_id}   # the whole log", check=True).stdout.splitlines()
     assert log[0] == f"[jupyter-exec] run {run_id} printed nothing"
     assert log[1].startswith(f"[jupyter-exec] run {run_id} succeeded after ")
 

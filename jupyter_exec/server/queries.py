@@ -97,9 +97,9 @@ class PanelQueries:
         listed: list[dict[str, Any]] = []
         for row in rows:
             count = len(batches.get(row["id"], []))
-            label = run_name(row, count)
-            listed.append({**{k: v for k, v in row.items() if k != "code"}, "label": label, "batches": count})
-            listed[-1]["error"] = _first_line(row["error"])
+            shown = {**row, "label": run_name(row, count), "batches": count, "error": _first_line(row["error"])}
+            del shown["code"]  # read for the label only
+            listed.append(shown)
         return {"runs": listed, "now": time.time()}
 
     @_answerable
