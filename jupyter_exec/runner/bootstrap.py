@@ -201,12 +201,13 @@ def _causes(error: BaseException) -> "list[dict[str, Any]]":
     """``error`` and the exceptions behind it (its cause or context, a URLError's reason), as the
     kernel's hints read them: type, errno, file name."""
     found: "list[dict[str, Any]]" = []
+    seen: "set[int]" = set()
     current: "BaseException | None" = error
-    while current is not None and len(found) < 8 and all(c["id"] != id(current) for c in found):
+    while current is not None and id(current) not in seen and len(found) < 8:
+        seen.add(id(current))
         errno, filename = getattr(current, "errno", None), getattr(current, "filename", None)
         found.append(
             {
-                "id": id(current),
                 "type": type(current).__name__,
                 "errno": errno if isinstance(errno, int) else None,
                 "filename": filename if isinstance(filename, str) else None,
@@ -214,8 +215,6 @@ def _causes(error: BaseException) -> "list[dict[str, Any]]":
         )
         reason = getattr(current, "reason", None)
         current = reason if isinstance(reason, BaseException) else (current.__cause__ or current.__context__)
-    for cause in found:
-        del cause["id"]
     return found
 
 
