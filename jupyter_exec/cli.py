@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 def _images(args: argparse.Namespace) -> int:
     from .backends.container import images
     from .backends.container.engine import Engine
+    from .reports import text_table
+    from .units import format_bytes
 
     def engine(url: str | None) -> Engine:
         return Engine(url) if url else images.default_engine()
@@ -119,8 +121,17 @@ def _images(args: argparse.Namespace) -> int:
         elif args.images_command == "copy":
             images.copy(args.name, Engine(args.source), engine(args.target), progress=progress)
         else:
-            for row in images.list_images(engine(args.engine)):
-                print(f"{row.tag:40} {row.size_mb:8.0f} MB  {row.created}  {row.source_hash}")
+            rows = [
+                (
+                    row.tag,
+                    row.image_id or "-",
+                    format_bytes(row.size) if row.image_id else "-",
+                    row.created or "-",
+                    row.state,
+                )
+                for row in images.list_images(engine(args.engine))
+            ]
+            print(text_table(("IMAGE", "ID", "SIZE", "CREATED", "STATE"), rows))
     except JupyterExecError as error:
         print(f"jupyter-exec images: {error}", file=sys.stderr)
         return 1

@@ -38,7 +38,15 @@ from .cancel_watch import CancelWatcher
 from .config import ExecConfig, application_config, scratch_prefix
 from .envs import BuiltEnv, EnvCache, EnvSpec
 from .envs.hashing import env_hash
-from .errors import BackendUnavailableError, JupyterExecError, MapError, TaskError, describe_error, status_of
+from .errors import (
+    BackendUnavailableError,
+    JupyterExecError,
+    MapError,
+    RemoteError,
+    TaskError,
+    describe_error,
+    status_of,
+)
 from .events import Created, EventCallback, Finished, RunEvent, Running, RunResult
 from .map_runs import MapRequest, run_map
 from .monitor import Monitor
@@ -50,6 +58,7 @@ from .spec import RunSpec
 from .status import Status
 from .store.records import RunRecords
 from .store.space import Room
+from .walls import hint
 
 __all__ = ["EventCallback", "Manager", "RunResult"]
 
@@ -317,8 +326,6 @@ class Manager:
         except BaseException as error:
             self._finish(run, status_of(error), None, error)
             raise
-        finally:
-            output.close()
         self._finish(run, Status.CACHED, Outcome(Status.CACHED, details={"cached_from": hit.run_id}), None)
         return result
 
@@ -370,13 +377,15 @@ class Manager:
         return environment
 
     def _finish(self, run: _Run, status: Status, outcome: Outcome | None, error: BaseException | None) -> None:
-        """The run's row finished as it ended, and ``finished`` told."""
+        """The run's row finished as it ended, its log ended with how, and ``finished`` told."""
         monitor = run.monitor
         if monitor is not None:
             monitor.stop()
         if isinstance(error, TaskError):
             error.run_id = run.id
             error.log_path = str(self._log_path(run.id))
+        if isinstance(error, RemoteError):
+            error.hint = hint(error, run.spec, run.spec.image, self.policy)
         # The backend's peak can miss memory charged before the run's cgroup was joined; samples
         # can miss a short spike: the larger of the two is the better answer.
         peak = (
@@ -393,7 +402,9 @@ class Manager:
             cpu_seconds=outcome.cpu_seconds if outcome else None,
             details={**(outcome.details if outcome else {}), **({"log": log_cut} if log_cut else {})},
         )
-        if run.emit is not _ignore:  # the row is read back only for someone watching
+        duration = (self.records.get(run.id) or {}).get("duration")
+        run.output.end(status.value, duration, peak, error)
+        if run.emit is not _ignore:
             run.emit(
                 Finished(
                     kind="finished",
@@ -401,7 +412,7 @@ class Manager:
                     error=describe_error(error),
                     peak_memory=peak,
                     cpu_seconds=outcome.cpu_seconds if outcome else None,
-                    duration=(self.records.get(run.id) or {}).get("duration"),
+                    duration=duration,
                 )
             )
 
@@ -419,13 +430,17 @@ class Manager:
         return bool(handle and handle.backend.cancel(handle))
 
     def log_text(self, run_id: int) -> str:
+        """Run ``run_id``'s whole log, or a line saying why it has none (nothing printed yet, a map)."""
         row = self.records.get(run_id)
         if row is None:
             raise JupyterExecError(f"no run {run_id}; `%jx runs` lists them")
-        path = row["log_path"]
-        if not path or not Path(path).exists():
-            return ""
-        return Path(path).read_text(encoding="utf-8", errors="replace")
+        path = Path(row["log_path"] or self._log_path(run_id))
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        if text:
+            return text
+        if '"items"' in (row["details"] or ""):
+            return f"[jupyter-exec] run {run_id} is a map: its batches have the logs (%jx show {run_id} lists them)\n"
+        return f"[jupyter-exec] run {run_id} has printed nothing ({row['status']})\n"
 
     def shutdown(self) -> None:
         self._cancel_watch.stop()

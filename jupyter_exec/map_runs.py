@@ -37,7 +37,7 @@ from .runner.protocol import OutputSink
 from .runner.transfer import decode
 from .spec import RunSpec
 from .status import Status
-from .store.records import RunRecords
+from .store.records import RunRecords, batch_name
 
 __all__ = ["MapHost", "MapRequest", "batch_size_for", "map_in_runs", "run_map", "work_label"]
 
@@ -203,7 +203,7 @@ def _spread(
             max_parallel=how.max_parallel,
             progress=how.progress,
         )
-    return map_in_runs(manager, work, items, spec, name=f"map {run_id}", how=how)
+    return map_in_runs(manager, work, items, spec, map_id=run_id, how=how)
 
 
 class _Silent:
@@ -222,10 +222,10 @@ def map_in_runs(
     items: list[Any],
     spec: AdmittedSpec,
     *,
-    name: str,
+    map_id: int,
     how: MapRequest,
 ) -> MapOutcome:
-    """``work`` over ``items`` in batches of runs named ``name[START:END]``; results in order.
+    """``work`` over ``items`` in batches of runs named ``map MAP_ID[START:END]``; results in order.
 
     An interrupt cancels every batch still going (nothing is left running) and is re-raised;
     an error that is not a run's own (a refused spec, a backend that cannot start) stops the
@@ -253,7 +253,7 @@ def map_in_runs(
 
         return manager.run(
             code,
-            replace(spec, name=f"{name}[{start}:{start + len(batch)}]"),
+            replace(spec, name=batch_name(map_id, start, start + len(batch))),
             namespace={MAP_INPUT: {"work": work, "items": batch, "start": start}},
             sink=_Silent(),
             on_event=created,

@@ -80,7 +80,8 @@ def test_run_panel_batches_fast_output_and_keeps_a_tail(manager):
     assert panel.log_lines == 20000 and len(panel.log) == 50 and panel.log[-1] == ["stdout", "19999"]
     assert len(updates) < 30, f"{len(updates)} log updates for one fast run"
     panel._on_click(panel, {"action": "full_log"}, [])
-    assert panel.full_log.splitlines()[-1] == "19999"
+    assert panel.full_log.splitlines()[-2:-1] == ["19999"]  # then how the run ended
+    assert panel.full_log.splitlines()[-1].startswith(f"[jupyter-exec] run {panel.run_id} succeeded after ")
 
 
 def test_timeout_shows_as_timeout(manager):

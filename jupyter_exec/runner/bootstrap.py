@@ -131,7 +131,7 @@ def _show_open_figures(emit: "Emit") -> None:
     pyplot.close("all")
 
 
-def describe_error(error: BaseException) -> "dict[str, str]":
+def describe_error(error: BaseException) -> "dict[str, Any]":
     """Type, message and the traceback of the cell's own frames."""
     tb_exc = traceback.TracebackException.from_exception(error)
     frames = list(tb_exc.stack)
@@ -142,7 +142,34 @@ def describe_error(error: BaseException) -> "dict[str, str]":
     else:
         tb_exc.stack = traceback.StackSummary.from_list([])
     text = "".join(tb_exc.format())
-    return {"type": type(error).__name__, "module": type(error).__module__, "message": str(error), "traceback": text}
+    return {
+        "type": type(error).__name__,
+        "module": type(error).__module__,
+        "message": str(error),
+        "traceback": text,
+        "causes": _causes(error),
+    }
+
+
+def _causes(error: BaseException) -> "list[dict[str, Any]]":
+    """``error`` and the exceptions behind it (its cause or context, a URLError's reason), as the
+    kernel's hints read them: type, errno, file name."""
+    found: "list[dict[str, Any]]" = []
+    seen: "set[int]" = set()
+    current: "BaseException | None" = error
+    while current is not None and id(current) not in seen and len(found) < 8:
+        seen.add(id(current))
+        errno, filename = getattr(current, "errno", None), getattr(current, "filename", None)
+        found.append(
+            {
+                "type": type(current).__name__,
+                "errno": errno if isinstance(errno, int) else None,
+                "filename": filename if isinstance(filename, str) else None,
+            }
+        )
+        reason = getattr(current, "reason", None)
+        current = reason if isinstance(reason, BaseException) else (current.__cause__ or current.__context__)
+    return found
 
 
 def run_cell(code: str, namespace: "dict[str, Any]") -> "Any":
@@ -431,7 +458,13 @@ def serve(channel: int, confine: "Optional[types.ModuleType]", request_path: "Op
     if request.get("working_dir"):  # the env's files, a fresh copy per run
         import shutil
 
-        shutil.copytree(request["working_dir"], ".", dirs_exist_ok=True)
+        # entry by entry: the run's directory itself is not the cell's to re-stamp (in a container
+        # it belongs to another user, and copying the folder's own mode and times there is refused)
+        for entry in os.scandir(request["working_dir"]):
+            if entry.is_dir():
+                shutil.copytree(entry.path, entry.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(entry.path, entry.name)
     sys.path[:0] = request.get("sys_path") or []  # the env's py_modules
     sys.stdin = open(os.devnull)
     envelope = run_request(request, send, _main_module_namespace())

@@ -112,7 +112,9 @@ class Envelope:
     def remote_error(self, **context: Any) -> RemoteError | None:
         if self.error is None:
             return None
-        return remote_error(self.error["type"], self.error["message"], self.error["traceback"], **context)
+        error = remote_error(self.error["type"], self.error["message"], self.error["traceback"], **context)
+        error.causes = self.error.get("causes") or error.causes
+        return error
 
     def decoded_outputs(self, trust: bool) -> dict[str, Any]:
         if self.untransferable:

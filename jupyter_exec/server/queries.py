@@ -20,6 +20,7 @@ from jupyter_exec._proc import pid_alive
 from jupyter_exec.cancel_watch import ask_cancel
 from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
+from jupyter_exec.reports import run_name
 from jupyter_exec.status import FINAL, Status
 from jupyter_exec.store.records import RunRecords, RunRow, decoded
 from jupyter_exec.trace.tables import TraceTables
@@ -93,17 +94,27 @@ class PanelQueries:
 
     @_answerable
     def runs(self, statuses: Collection[str], limit: int) -> dict[str, Any]:
-        """The newest ``limit`` runs (of ``statuses`` if any), newest first; ``now`` is the server's clock."""
+        """The newest ``limit`` runs (of ``statuses`` if any), newest first, a map as one row (its
+        batches counted in ``batches``); ``label`` tells each apart (``run_name``); ``now`` is the
+        server's clock."""
         records = self._records()
-        rows = records.runs(limit, statuses=statuses, columns=_LISTED) if records else []
+        rows = records.runs(limit, statuses=statuses, columns=(*_LISTED, "code"), batches=False) if records else []
+        batches = records.batches({row["id"] for row in rows}, columns=("id",)) if records else {}
+        listed: list[dict[str, Any]] = []
         for row in rows:
-            row["error"] = _first_line(row["error"])
-        return {"runs": rows, "now": time.time()}
+            count = len(batches.get(row["id"], []))
+            shown = {**row, "label": run_name(row, count), "batches": count, "error": _first_line(row["error"])}
+            del shown["code"]  # read for the label only
+            listed.append(shown)
+        return {"runs": listed, "now": time.time()}
 
     @_answerable
     def run(self, run_id: int) -> dict[str, Any]:
-        """Every recorded field of one run, its spec and details decoded."""
-        return {**decoded(self._row(run_id)), "now": time.time()}
+        """Every recorded field of one run, its spec and details decoded; a map's batches (id,
+        name, status, duration) in ``batches``."""
+        records = self._records()
+        found = records.batches({run_id}, columns=("id", "status", "duration")) if records else {}
+        return {**decoded(self._row(run_id)), "batches": found.get(run_id, []), "now": time.time()}
 
     @_answerable
     def log(self, run_id: int, offset: int, max_bytes: int, tail: bool = False) -> dict[str, Any]:

@@ -400,7 +400,10 @@ def outcome_parts(event: Mapping[str, Any]) -> tuple[Status, Envelope | None, Ta
     cls, message = described.get("class"), str(described.get("message", ""))
     error: TaskError
     if cls == "RemoteError":
-        error = remote_error(str(described.get("type")), message, str(described.get("traceback", "")))
+        remote = remote_error(str(described.get("type")), message, str(described.get("traceback", "")))
+        if envelope is not None and envelope.error:  # what the hints read (walls.py)
+            remote.causes = envelope.error.get("causes") or remote.causes
+        error = remote
     elif cls == "ResourceLimitError":
         error = ResourceLimitError(message, status=Status(described.get("status", Status.OOM)))
     else:
