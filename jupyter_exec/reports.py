@@ -4,13 +4,16 @@ pandas DataFrame when pandas is installed, else a list of dicts)."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+from .backends.base import SessionInfo
 from .cache import CacheEntries
 from .envs.cache import EnvIndex
 from .store.records import COLUMNS, RunRecords
+from .units import format_bytes, format_duration
 
-__all__ = ["cache_table", "envs_table", "runs_table"]
+__all__ = ["cache_table", "envs_table", "runs_table", "sessions_table"]
 
 _ENV_COLUMNS = ["hash", "status", "target", "size", "uses", "builds", "last_used", "created", "spec", "build_log"]
 
@@ -25,6 +28,7 @@ def runs_table(records: RunRecords, limit: int = 50) -> Any:
         shown["node"] = (details.get("node_id") or "")[:12] or None
         shown["items"] = _items(details) if "items" in details else None
         shown["from"] = details.get("cached_from")
+        shown["session"] = f"{details['session']} #{details['cell']}" if "session" in details else None
         rows.append(shown)
     try:
         import pandas
@@ -38,6 +42,31 @@ def runs_table(records: RunRecords, limit: int = 50) -> Any:
         columns.insert(columns.index("isolation") + 1, "node")
         frame = frame[columns].set_index("id")
     return frame
+
+
+def sessions_table(sessions: list[SessionInfo]) -> Any:
+    """The kernel's sandbox sessions: name, backend, age and idle time, memory held, cells run, the run
+    it runs now."""
+    now = time.time()
+    rows = [
+        {
+            "name": info["name"],
+            "backend": info["backend"],
+            "age": format_duration(round(now - info["started"])),
+            "idle": format_duration(round(info["idle"])),
+            "memory": format_bytes(info["memory"]) if info["memory"] is not None else None,
+            "cells": info["cells"],
+            "running": info["running"],
+        }
+        for info in sessions
+    ]
+    try:
+        import pandas
+    except ImportError:
+        return rows
+    return pandas.DataFrame(rows, columns=["name", "backend", "age", "idle", "memory", "cells", "running"]).set_index(
+        "name"
+    )
 
 
 def _items(details: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from jupyter_exec.doctor import diagnose
 from jupyter_exec.errors import JupyterExecError
 from jupyter_exec.manager import Manager
 from jupyter_exec.policy import policy_report
-from jupyter_exec.reports import cache_table, envs_table, runs_table
+from jupyter_exec.reports import cache_table, envs_table, runs_table, sessions_table
 from jupyter_exec.resources import format_report, resources_report
 from jupyter_exec.store.records import decoded
 from jupyter_exec.trace.explore import trace_tables
@@ -47,14 +47,14 @@ class JxMagics(Magics):
     @line_magic
     @usage_errors(JupyterExecError)
     def jx(self, line: str) -> Any:
-        """%jx runs | show N | logs N | cancel N | wait N [SECONDS] | tree [NAME] | resources | doctor | policy |
-        envs | env | cache [size | clear [KEY]]"""
+        """%jx runs | show N | logs N | cancel N | wait N [SECONDS] | sessions | end NAME | tree [NAME] | resources |
+        doctor | policy | envs | env | cache [size | clear [KEY]]"""
         command, _, rest = line.strip().partition(" ")
         handler = getattr(self, f"_jx_{command}", None)
         if handler is None:
             raise UsageError(
                 f"%jx {command}: unknown command; use one of: runs, show N, logs N, cancel N, wait N, "
-                "tree, resources, doctor, policy, envs, env, cache"
+                "sessions, end NAME, tree, resources, doctor, policy, envs, env, cache"
             )
         return handler(rest.strip())
 
@@ -94,6 +94,17 @@ class JxMagics(Magics):
             raise UsageError(str(error)) from None
         except ValueError:
             raise UsageError(f"%jx wait N [SECONDS]: {seconds!r} is not a number of seconds") from None
+
+    def _jx_sessions(self, rest: str) -> Any:
+        """The kernel's sandbox sessions: name, backend, age, idle, memory, cells run."""
+        return sessions_table(self.manager.sessions())
+
+    def _jx_end(self, rest: str) -> None:
+        """End sandbox session NAME: its processes or container go, with its files."""
+        if not rest:
+            raise UsageError("%jx end needs a session name, e.g. %jx end data (see %jx sessions)")
+        self.manager.end_session(rest)
+        print(f"session {rest} ended")
 
     def _jx_tree(self, rest: str) -> Any:
         """The experiment tree NAME (default: the latest): a widget, or text without a widget frontend."""

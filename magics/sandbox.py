@@ -55,6 +55,7 @@ class SandboxMagics(Magics):
             placement=ContainerOptions.parse(args.runtime) if args.runtime else None,
             limits=limits(args),
             mounts=tuple(Mount.parse(m, base_dir) for m in args.mount or ()),
+            session=args.session,
             **fields,
         )
 
@@ -64,6 +65,12 @@ class SandboxMagics(Magics):
     @env_options
     @cache_options
     @trace_options
+    @argument(
+        "--session",
+        metavar="NAME",
+        help="run in sandbox session NAME, started by its first cell and kept for the next ones: their globals, "
+        "imports and files live on (%%jx sessions, %%jx end NAME)",
+    )
     @argument(
         "--bg",
         action="store_true",

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.builder import BuiltEnv, EnvBuilder
@@ -36,7 +36,7 @@ from jupyter_exec.runner.protocol import Envelope, OutputSink
 from jupyter_exec.spec import Limits, Placement, RunSpec
 from jupyter_exec.status import Status
 
-__all__ = ["Availability", "ExecutorBackend", "MapOutcome", "Outcome", "Submission", "TaskHandle"]
+__all__ = ["Availability", "ExecutorBackend", "MapOutcome", "Outcome", "SessionInfo", "Submission", "TaskHandle"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,18 @@ class Availability:
     reason: str = ""
     fix: str = ""
     notes: tuple[str, ...] = ()
+
+
+class SessionInfo(TypedDict):
+    """One sandbox session, as ``%jx sessions`` lists it."""
+
+    name: str
+    backend: str
+    started: float  # epoch seconds
+    idle: float  # seconds since its last cell ended (0 while one runs)
+    memory: int | None  # bytes it holds now, where known
+    cells: int  # cells run in it so far
+    running: int | None  # the run id of the cell it runs now
 
 
 @dataclass
@@ -181,6 +193,9 @@ class ExecutorBackend(abc.ABC):
     #: merges none of its default limits in (they travel apart) and lowers none to a ceiling.
     #: True for the broker's client, whose broker enforces every limit (``enforced_limits``: all).
     admitted_again: ClassVar[bool] = False
+    #: Capability: runs with ``RunSpec.session`` go to a sandbox session that outlives the cell
+    #: (``session_spec``, ``list_sessions``, ``end_session``).
+    holds_sessions: ClassVar[bool] = False
 
     def __init__(self, config: ExecConfig) -> None:
         self.config = config
@@ -292,3 +307,17 @@ class ExecutorBackend(abc.ABC):
         """The image a run with this runtime env starts from (an env's own image is built
         on it), for the administrator's allow-list; None for a backend that runs no images."""
         return None
+
+    def session_spec(self, name: str) -> RunSpec | None:
+        """The admitted spec of the first cell of session ``name`` while it lives (its limits are
+        the session's), else None."""
+        return None
+
+    def list_sessions(self) -> list[SessionInfo]:
+        """The sessions this backend holds now."""
+        return []
+
+    def end_session(self, name: str) -> bool:
+        """End session ``name`` and free what it holds (its cell, if one runs, is cancelled);
+        False if there is no such session."""
+        return False

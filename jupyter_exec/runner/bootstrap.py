@@ -426,21 +426,36 @@ def main() -> None:
     serve(channel, _import_confine(), sys.argv[2] if len(sys.argv) > 2 else None)
 
 
-def serve(channel: int, confine: "Optional[types.ModuleType]", request_path: "Optional[str]" = None) -> None:
+def serve(
+    channel: int,
+    confine: "Optional[types.ModuleType]",
+    request_path: "Optional[str]" = None,
+    control: "Optional[int]" = None,
+) -> None:
     """Be the run's process: say ready on ``channel``, read the request (from
     ``request_path``, else stdin), confine with ``confine`` if asked, run the cell, send
-    the envelope and exit. A fork server's child calls this with the module it imported."""
+    the envelope and exit. A fork server's child calls this with the module it imported;
+    with ``control`` (a session's socket, see ``serve_session``) it serves many cells."""
     global _channel
     _channel = channel
     os.set_inheritable(_channel, False)
     _supervise()
     main_pid = os.getpid()
     send({"t": "ready"})
+    if control is not None:
+        serve_session(control, confine, main_pid)
     if request_path is not None:
         with open(request_path, "rb") as source:
             request = json.loads(source.read())
     else:
         request = json.loads(sys.stdin.buffer.read())
+    _prepare(request, confine)
+    _report(run_request(request, send, _main_module_namespace()), main_pid)
+    os._exit(0)  # the cell is over: skip interpreter teardown, the host tears the rest down
+
+
+def _prepare(request: "dict[str, Any]", confine: "Optional[types.ModuleType]") -> None:
+    """The process set-up a request asks for: confinement, env, cwd, the env's files and modules."""
     if request.get("confine"):
         try:
             if confine is None:
@@ -459,12 +474,89 @@ def serve(channel: int, confine: "Optional[types.ModuleType]", request_path: "Op
         shutil.copytree(request["working_dir"], ".", dirs_exist_ok=True)
     sys.path[:0] = request.get("sys_path") or []  # the env's py_modules
     sys.stdin = open(os.devnull)
-    envelope = run_request(request, send, _main_module_namespace())
+
+
+def _report(envelope: "dict[str, Any]", main_pid: int) -> None:
+    """Send the cell's envelope, from the cell's own process only."""
     if os.getpid() != main_pid:
         os._exit(0)  # a child the cell forked: only the cell's own process reports
     envelope["usage"] = usage()
     send(envelope)
-    os._exit(0)  # the cell is over: skip interpreter teardown, the host tears the rest down
+
+
+SESSION_HEADER = 8  # a session's frame: this many bytes of length (big-endian), then the request
+
+
+def serve_session(control: int, confine: "Optional[types.ModuleType]", main_pid: int) -> None:
+    """Be a sandbox session's process: run cell after cell in one namespace, until the kernel
+    closes ``control`` (a Unix stream socket). Each frame is a request whose first byte carries
+    the cell's stdout, stderr and protocol channel, put in place for that cell alone and let
+    go once its envelope is sent (so the host sees its pipes close). The first request
+    confines the process for the whole session. An interrupt (SIGINT from the host) stops
+    the cell as ``KeyboardInterrupt``; one between cells is ignored. Never returns."""
+    global _channel
+    import socket
+
+    assert _channel is not None
+    os.close(_channel)  # the session's own channel stays with its supervisor (its exit)
+    _channel = None
+    link = socket.socket(fileno=fcntl_dup(control))
+    os.close(control)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    namespace, first = _main_module_namespace(), True
+    while True:
+        try:
+            frame = _receive(link)
+        except KeyboardInterrupt:
+            continue  # an interrupt that missed its cell
+        if frame is None:
+            os._exit(0)
+        request, (stdout, stderr, channel) = frame
+        os.dup2(stdout, 1)
+        os.dup2(stderr, 2)
+        os.close(stdout)
+        os.close(stderr)
+        _channel = channel
+        try:
+            if first:
+                _prepare(request, confine)
+                first = False
+            _report(run_request(request, send, namespace), main_pid)
+        except KeyboardInterrupt:
+            pass  # after the cell's own end: its envelope is sent, or the host's clock ends the cell
+        finally:
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            os.close(channel)
+            _channel = None
+
+
+def fcntl_dup(fd: int) -> int:
+    """A close-on-exec copy of ``fd`` above the standard ones (processes a cell starts never hold it)."""
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+
+
+def _receive(link: "Any") -> "Optional[tuple[dict[str, Any], list[int]]]":
+    """The next frame from the session's socket: the request and its three descriptors; None at EOF."""
+    import socket
+
+    header, fds, _, _ = socket.recv_fds(link, SESSION_HEADER, 3)
+    if not header:
+        return None
+    while len(header) < SESSION_HEADER:
+        header += link.recv(SESSION_HEADER - len(header))
+    size, body = int.from_bytes(header, "big"), bytearray()
+    while len(body) < size:
+        chunk = link.recv(min(size - len(body), 1 << 20))
+        if not chunk:
+            return None
+        body += chunk
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    return json.loads(body), fds
 
 
 def _main_module_namespace() -> "dict[str, Any]":

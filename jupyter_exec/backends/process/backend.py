@@ -19,16 +19,19 @@ import dataclasses
 import errno
 import functools
 import os
+import shutil
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 from jupyter_exec.backends import names
-from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
+from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, SessionInfo, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
 from jupyter_exec.backends.runs import KillableRun, RunRegistry
+from jupyter_exec.backends.sessions import SessionTable
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
@@ -41,6 +44,7 @@ from jupyter_exec.spec import Limits, RunSpec
 
 from .cgroups import reap_cgroups
 from .guarantees import guarantees
+from .sessions import ProcessSession, SessionCell
 from .templates import Exit
 from .workers import Worker, WorkerKey, WorkerPool, reap_workers
 
@@ -82,10 +86,13 @@ class LocalBackend(ExecutorBackend):
     samples: ClassVar[bool] = True
     confined: ClassVar[bool] = False
 
+    holds_sessions: ClassVar[bool] = True
+
     def __init__(self, config: ExecConfig) -> None:
         super().__init__(config)
         self.pool = WorkerPool(config.pool_size)
-        self.runs: RunRegistry[_ProcessRun] = RunRegistry()
+        self.runs: RunRegistry[_ProcessRun | SessionCell] = RunRegistry()
+        self.sessions: SessionTable[ProcessSession] = SessionTable(config.session_idle_seconds())
 
     @classmethod
     def reap(cls) -> int:
@@ -146,23 +153,12 @@ class LocalBackend(ExecutorBackend):
         return rlimits
 
     def submit(self, submission: Submission) -> TaskHandle:
+        if submission.spec.session is not None:
+            return self._submit_to_session(submission)
         limits = submission.spec.limits
-        plan = self.confine_plan(submission)
-        environment = submission.environment
-        request = build_request(
-            submission.code,
-            inputs=submission.inputs,
-            outputs=submission.spec.outputs,
-            trust=submission.spec.trust,
-            cwd=str(submission.scratch),
-            confine=plan,
-            env={"HOME": str(submission.scratch), "TMPDIR": str(submission.scratch), **submission.spec.env},
-            sys_path=environment.sys_path if environment else (),
-            working_dir=str(environment.working_dir) if environment and environment.working_dir else None,
-        )
+        request = self._request(submission)
         worker = self.pool.take(
-            self._worker_key(limits, environment.python if environment and environment.python else sys.executable),
-            functools.partial(_set_limits, limits=limits),
+            self._worker_key(limits, self._python(submission)), functools.partial(_set_limits, limits=limits)
         )
         run = self.runs.add(_ProcessRun(submission, self, worker))
         try:
@@ -173,11 +169,83 @@ class LocalBackend(ExecutorBackend):
             raise
         return run.handle
 
+    def _python(self, submission: Submission) -> str:
+        environment = submission.environment
+        return environment.python if environment and environment.python else sys.executable
+
+    def _request(self, submission: Submission) -> bytes:
+        """The runner's request for ``submission``, confined to its scratch directory."""
+        plan = self.confine_plan(submission)
+        environment = submission.environment
+        return build_request(
+            submission.code,
+            inputs=submission.inputs,
+            outputs=submission.spec.outputs,
+            trust=submission.spec.trust,
+            cwd=str(submission.scratch),
+            confine=plan,
+            env={"HOME": str(submission.scratch), "TMPDIR": str(submission.scratch), **submission.spec.env},
+            sys_path=environment.sys_path if environment else (),
+            working_dir=str(environment.working_dir) if environment and environment.working_dir else None,
+        )
+
+    def _submit_to_session(self, submission: Submission) -> TaskHandle:
+        """A cell of session ``spec.session``: in it when it lives (after the cell it runs now),
+        else in one started now, confined by this first cell's request for the whole session."""
+        name = submission.spec.session
+        assert name is not None
+        session = self.sessions.open(name, lambda: self._start_session(submission))
+        session.take_turn(submission.run_id, lambda text: submission.sink.output("stderr", text))
+        try:
+            submission = dataclasses.replace(submission, scratch=session.scratch)
+            request = self._request(submission) if session.cells == 1 else self._request_in(submission)
+            cell = self.runs.add(SessionCell(submission, self, session))
+            cell.start(request)
+        except BaseException:
+            self.forget(submission.run_id)
+            session.give_turn()
+            raise
+        return cell.handle
+
+    def _request_in(self, submission: Submission) -> bytes:
+        """A later cell's request: the session is confined and placed already."""
+        spec = submission.spec
+        return build_request(
+            submission.code, inputs=submission.inputs, outputs=spec.outputs, trust=spec.trust, env={}, cwd=None
+        )
+
+    def _start_session(self, submission: Submission) -> ProcessSession:
+        spec = submission.spec
+        assert spec.session is not None
+        scratch = Path(tempfile.mkdtemp(prefix=f"session-{spec.session}-", dir=self.config.scratch_dir))
+        try:
+            worker = self.pool.session_worker(self._worker_key(spec.limits, self._python(submission)))
+            try:
+                _set_limits(worker, spec.limits)
+                return ProcessSession(spec.session, self.name, spec, worker, scratch)
+            except BaseException:
+                worker.close()
+                raise
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+
+    def session_spec(self, name: str) -> RunSpec | None:
+        session = self.sessions.get(name)
+        return None if session is None else session.spec
+
+    def list_sessions(self) -> list[SessionInfo]:
+        return self.sessions.list()
+
+    def end_session(self, name: str) -> bool:
+        return self.sessions.end(name)
+
     def cancel(self, handle: TaskHandle) -> bool:
         return self.runs.cancel(handle.run_id)
 
     def shutdown(self) -> None:
         self.runs.shutdown()
+        self.sessions.close()
         self.pool.close()
 
     def get_available_resources(self) -> dict[str, Any]:
@@ -189,6 +257,8 @@ class LocalBackend(ExecutorBackend):
 
     def sample(self, handle: TaskHandle) -> Usage | None:
         run = self.runs.get(handle.run_id)
+        if isinstance(run, SessionCell):
+            return run.session.usage()
         return None if run is None else run.usage()
 
     def forget(self, run_id: int) -> None:

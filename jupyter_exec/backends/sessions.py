@@ -1,0 +1,155 @@
+"""What backends share to hold sandbox sessions: sandboxes that outlive one cell.
+
+- ``SandboxSession``: one session a backend holds (a confined process, a container): its
+  name, the admitted spec of its first cell (whose limits of scope ``session`` are its own),
+  its turn (one cell at a time: another waits, saying so), and what it counts (cells, idle).
+- ``SessionTable``: a backend's sessions by name: started once per name, listed, ended by
+  name or all at once, and ended when idle for ``ExecConfig.session_idle``.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from jupyter_exec.errors import NodeFailedError
+from jupyter_exec.spec import RunSpec
+
+from .base import SessionInfo
+
+__all__ = ["SandboxSession", "SessionTable"]
+
+
+class SandboxSession(abc.ABC):
+    """One sandbox session (see the module docstring); a backend subclasses it."""
+
+    def __init__(self, name: str, backend: str, spec: RunSpec) -> None:
+        self.name, self.backend, self.spec = name, backend, spec
+        self.started = self.used = time.time()
+        self.cells = 0
+        self.running: int | None = None  # the run id of the cell it runs now
+        self.ended: str | None = None  # why it ended, once it has
+        self._turn = threading.Lock()
+
+    def take_turn(self, run_id: int, say: Callable[[str], None]) -> None:
+        """Wait for the cell that runs now (saying so), then hold the session for run ``run_id``."""
+        if not self._turn.acquire(blocking=False):
+            say(f"[jupyter-exec] session {self.name} is running run {self.running}: this cell waits for it\n")
+            self._turn.acquire()
+        if self.ended is not None:
+            self._turn.release()
+            raise NodeFailedError(f"session {self.name} ended while this cell waited: {self.ended}")
+        self.running = run_id
+        self.cells += 1
+
+    def give_turn(self) -> None:
+        """The cell is over: the next may run."""
+        self.running = None
+        self.used = time.time()
+        self._turn.release()
+
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            name=self.name,
+            backend=self.backend,
+            started=self.started,
+            idle=0.0 if self.running is not None else time.time() - self.used,
+            memory=self.memory(),
+            cells=self.cells,
+            running=self.running,
+        )
+
+    @abc.abstractmethod
+    def alive(self) -> bool:
+        """Whether its process or container still runs."""
+
+    @abc.abstractmethod
+    def memory(self) -> int | None:
+        """The memory it holds now (bytes), where known."""
+
+    @abc.abstractmethod
+    def end(self, why: str) -> None:
+        """End it (its cell too, if one runs) and free what it holds; ``why`` is kept in ``ended``.
+        Safe to call more than once, from any thread."""
+
+
+Session = TypeVar("Session", bound=SandboxSession)
+
+
+class SessionTable(Generic[Session]):
+    """A backend's sessions by name (see the module docstring). ``idle``: seconds a session may
+    sit without a cell before it is ended (None: never)."""
+
+    def __init__(self, idle: float | None) -> None:
+        self.idle = idle
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._watching = False
+
+    def get(self, name: str) -> Session | None:
+        """Session ``name`` while it lives (one found ended is dropped)."""
+        with self._lock:
+            session = self._sessions.get(name)
+            if session is not None and (session.ended is not None or not session.alive()):
+                del self._sessions[name]
+                session = None
+        return session
+
+    def open(self, name: str, start: Callable[[], Session]) -> Session:
+        """Session ``name``, started by ``start`` if it does not live."""
+        with self._lock:
+            session = self._sessions.get(name)
+            if session is not None and session.ended is None and session.alive():
+                return session
+            if session is not None:
+                session.end("its process ended")
+            session = self._sessions[name] = start()
+            if self.idle and not self._watching:
+                self._watching = True
+                threading.Thread(target=self._watch, daemon=True, name="jx-session-idle").start()
+        return session
+
+    def drop(self, session: Session) -> None:
+        """Forget ``session`` (it ended)."""
+        with self._lock:
+            if self._sessions.get(session.name) is session:
+                del self._sessions[session.name]
+
+    def end(self, name: str, why: str = "ended by %jx end") -> bool:
+        """End session ``name``; False if there is none."""
+        with self._lock:
+            session = self._sessions.pop(name, None)
+        if session is None:
+            return False
+        session.end(why)
+        return True
+
+    def list(self) -> list[SessionInfo]:
+        with self._lock:
+            live = [s for s in self._sessions.values() if s.ended is None]
+        return [s.info() for s in live]
+
+    def close(self) -> None:
+        """End every session (the kernel is going)."""
+        self._closed.set()
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for session in sessions:
+            session.end("its kernel shut down")
+
+    def _watch(self) -> None:
+        """End sessions idle longer than ``idle``, checking a few times per idle period."""
+        assert self.idle
+        while not self._closed.wait(min(5.0, max(0.2, self.idle / 4))):
+            now = time.time()
+            with self._lock:
+                idle = [s for s in self._sessions.values() if s.running is None and now - s.used >= self.idle]
+                for session in idle:
+                    del self._sessions[session.name]
+            for session in idle:
+                session.end(f"idle for {self.idle:g} s (ExecConfig.session_idle)")
