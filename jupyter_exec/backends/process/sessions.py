@@ -33,7 +33,6 @@ from jupyter_exec.runner.bootstrap import SESSION_HEADER
 from jupyter_exec.runner.protocol import ProtocolReader
 from jupyter_exec.spec import RunSpec
 
-from .templates import Exit
 from .workers import Worker
 
 __all__ = ["ProcessSession", "SessionCell"]
@@ -111,15 +110,35 @@ class ProcessSession(SandboxSession):
         self.worker.close(ended=self.running is None)
         shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def exit(self) -> Exit | None:
-        """How the session's process ended, once it has."""
-        return self.worker.child.wait(timeout=0)
+    def exit_status(self) -> int:
+        """The wait status of the session's process once it ended, as its supervisor reported it on
+        the session's own channel (else as the worker ended)."""
+        reader = ProtocolReader(_Unheard(), trust=False)
+        while select.select([self.worker.protocol_fd], [], [], 0)[0]:
+            chunk = os.read(self.worker.protocol_fd, 65536)
+            if not chunk:
+                break
+            reader.feed(chunk)
+        if reader.exit_status is not None:
+            return reader.exit_status
+        ended = self.worker.child.wait(timeout=0)
+        return ended.status if ended else signal.SIGKILL
 
     def cell_cpu(self, envelope_usage: dict[str, float] | None) -> float:
         """The CPU seconds of the cell that just ended: the session process's total since the last."""
         total = (envelope_usage or {}).get("cpu_seconds") or self.cpu_seconds
         used, self.cpu_seconds = max(0.0, total - self.cpu_seconds), total
         return used
+
+
+class _Unheard:
+    """The sink of a session's own channel, which carries no output."""
+
+    def output(self, stream: str, text: str) -> None:
+        pass
+
+    def display(self, data: dict[str, str]) -> None:
+        pass
 
 
 class SessionCell(KillableRun):
@@ -166,13 +185,15 @@ class SessionCell(KillableRun):
         process died, or it would not stop on an interrupt, which then ends the session)."""
         session = self.session
         self.stream(dict(self.fds))
-        envelope = self.reader.envelope
+        envelope, cgroup = self.reader.envelope, session.worker.cgroup
+        oom_killed, peak = bool(cgroup and cgroup.oom_killed()), cgroup.peak_memory() if cgroup else None
         wait_status = 0
         if envelope is None:
             ended = session.worker.child.wait(timeout=KILL_GRACE)
+            oom_killed = bool(cgroup and cgroup.oom_killed())
+            wait_status = session.exit_status() if ended else signal.SIGKILL
             session.end("its process ended" if ended else "its cell did not stop on an interrupt")
-            wait_status = (session.exit() or Exit(signal.SIGKILL)).status
-        cgroup, used = session.worker.cgroup, envelope.usage if envelope else {}
+        used = envelope.usage if envelope else {}
         outcome = classify(
             run_id=self.submission.run_id,
             limits=self.submission.spec.limits,
@@ -180,8 +201,8 @@ class SessionCell(KillableRun):
             wait_status=wait_status,
             cancelled=self.cancel_requested,
             timed_out=self.timed_out,
-            oom_killed=bool(cgroup and cgroup.oom_killed()),
-            peak_memory=(cgroup.peak_memory() if cgroup else None) or used.get("max_rss"),
+            oom_killed=oom_killed,
+            peak_memory=peak or used.get("max_rss"),
             cpu_seconds=session.cell_cpu(used),
             what=f"session {session.name}",
         )
