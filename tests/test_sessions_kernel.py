@@ -1,5 +1,6 @@
-"""Sandbox sessions (``%%sandbox --session NAME``) through a real kernel, on the process backends:
-state across cells, the session's limits, interrupt, idle end, the kernel's death, walls."""
+"""Sandbox sessions (``%%sandbox --session NAME``) through a real kernel, on the process backends
+and the container backend (as root: rootful Docker; as ``jx-user``: rootless Podman): state
+across cells, the session's limits, interrupt, idle end, the kernel's death, walls."""
 
 from __future__ import annotations
 
@@ -12,9 +13,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Kernel, owned_processes
+from conftest import NO_NAMESPACES, Kernel, owned_processes, require
+from containers import containers
+
+from jupyter_exec.backends.container import ContainerBackend
+from jupyter_exec.backends.container.engine import Engine
 
 pytestmark = [pytest.mark.kernel, pytest.mark.ordinary_user]
+BACKENDS = ["seccomp", "container"]
+ENGINE_URL = "__import__('jupyter_exec').current_manager().backend('container').engine.url"
+
+
+def usable(backend: str) -> str:
+    """``backend``, once it can run here (the container backend: where an engine runs)."""
+    if backend == "container":
+        require(not NO_NAMESPACES, "no namespaces: no rootless engine can start here")
+        availability = ContainerBackend.availability()
+        require(availability.ok, f"container backend: {availability.reason} — {availability.fix}")
+    return backend
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """Each backend that holds sessions and confines them."""
+    return usable(request.param)
 
 
 @pytest.fixture
@@ -41,8 +63,9 @@ def session_processes(kernel_pid: int, scratch: str) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("backend", ["seccomp", "local"])
-def test_a_value_set_in_cell_one_is_there_in_cell_three(kernel, name, backend):
+@pytest.mark.parametrize("which", ["local", *BACKENDS])
+def test_a_value_set_in_cell_one_is_there_in_cell_three(kernel, name, which):
+    backend = usable(which)
     kernel.run(cell(name, "import json\ncount = 1\nopen('notes.txt', 'w').write('kept')", backend=backend), check=True)
     kernel.run(cell(name, "count += 1", backend=backend), check=True)
     third = kernel.run(cell(name, "print(count, json.dumps([open('notes.txt').read()]))", "--out count", backend))
@@ -56,45 +79,64 @@ def test_a_value_set_in_cell_one_is_there_in_cell_three(kernel, name, backend):
     assert name in listed.result_text
 
 
-def test_a_later_cell_asking_for_other_session_limits_is_refused(kernel, name):
-    kernel.run(cell(name, "x = 1", "--mem 300m"), check=True)
-    refusal = kernel.refused(cell(name, "print('ran')", "--mem 400m"))
+def test_a_later_cell_asking_for_other_session_limits_is_refused(kernel, name, backend):
+    kernel.run(cell(name, "x = 1", "--mem 300m", backend), check=True)
+    refusal = kernel.refused(cell(name, "print('ran')", "--mem 400m", backend))
     assert refusal.startswith(f"--mem: session {name} runs with --mem 300m") and f"%jx end {name}" in refusal
-    later = kernel.run(cell(name, "print(x)", "--timeout 20"), check=True)  # a cell's own limit: its own
+    later = kernel.run(cell(name, "print(x)", "--timeout 20", backend), check=True)  # a cell's own limit
     assert later.stdout == "1\n"
 
 
-def test_the_memory_limit_covers_the_session(kernel, name):
+def test_the_memory_limit_covers_the_session(kernel, name, backend):
     """Each cell's allocation fits the limit; together they do not."""
-    kernel.run(cell(name, "a = bytearray(120 * 1024**2)\na[::4096] = b'x' * len(a[::4096])", "--mem 200m"), check=True)
-    second = kernel.run(cell(name, "b = bytearray(120 * 1024**2)\nb[::4096] = b'x' * len(b[::4096])"))
+    fill = "{0} = bytearray(120 * 1024**2)\n{0}[::4096] = b'x' * len({0}[::4096])"
+    kernel.run(cell(name, fill.format("a"), "--mem 200m", backend), check=True)
+    second = kernel.run(cell(name, fill.format("b"), backend=backend))
     assert second.error is not None and second.error["ename"] == "ResourceLimitError", second.error
     assert kernel.last_run()["status"] == "oom"
 
 
-def test_interrupt_stops_the_cell_and_keeps_the_session(kernel, name):
-    kernel.run(cell(name, "kept = 'still here'"), check=True)
-    reply = kernel.interrupt_run(cell(name, "import time\ntime.sleep(60)"))
+def test_interrupt_stops_the_cell_and_keeps_the_session(kernel, name, backend):
+    kernel.run(cell(name, "kept = 'still here'", backend=backend), check=True)
+    reply = kernel.interrupt_run(cell(name, "import time\ntime.sleep(60)", backend=backend))
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     assert kernel.last_run()["status"] == "cancelled"
-    assert kernel.run(cell(name, "print(kept)"), check=True).stdout == "still here\n"
+    assert kernel.run(cell(name, "print(kept)", backend=backend), check=True).stdout == "still here\n"
 
 
-def test_a_cell_timeout_stops_the_cell_and_keeps_the_session(kernel, name):
-    kernel.run(cell(name, "kept = 5"), check=True)
-    kernel.fails_as(cell(name, "import time\ntime.sleep(60)", "--timeout 1"), "TaskTimeoutError", "timeout")
-    assert kernel.run(cell(name, "print(kept)"), check=True).stdout == "5\n"
+def test_a_cell_timeout_stops_the_cell_and_keeps_the_session(kernel, name, backend):
+    kernel.run(cell(name, "kept = 5", backend=backend), check=True)
+    stuck = cell(name, "import time\ntime.sleep(60)", "--timeout 1", backend)
+    kernel.fails_as(stuck, "TaskTimeoutError", "timeout")
+    assert kernel.run(cell(name, "print(kept)", backend=backend), check=True).stdout == "5\n"
 
 
-def test_end_frees_the_session_and_an_unknown_name_is_one_line(kernel, name):
-    kernel.run(cell(name, "import os\nprint(os.getcwd())"), check=True)
-    scratch = kernel.last_log().strip()
-    assert session_processes(kernel.pid, scratch)
+def test_a_cell_that_ignores_interrupts_ends_its_session(kernel, name, backend):
+    kernel.run(cell(name, "kept = 5", backend=backend), check=True)
+    stubborn = "import time\nwhile True:\n    try:\n        time.sleep(60)\n    except KeyboardInterrupt:\n        pass"
+    kernel.fails_as(cell(name, stubborn, "--timeout 1", backend), "TaskTimeoutError", "timeout")
+    details = json.loads(kernel.records().get(kernel.last_run()["id"])["details"])
+    assert details["session_ended"] == "its cell did not stop on an interrupt"
+    assert kernel.run(cell(name, "print('kept' in globals())", backend=backend), check=True).stdout == "False\n"
+
+
+def test_end_frees_the_session_and_an_unknown_name_is_one_line(kernel, name, backend):
+    kernel.run(cell(name, "import os\nkept = 1\nprint(os.getcwd())", backend=backend), check=True)
+    if backend == "container":
+        engine = Engine(kernel.eval(ENGINE_URL)).client
+        held = lambda: containers(engine, run=f"session-{name}")  # noqa: E731
+    else:
+        scratch = kernel.last_log().strip()
+        held = lambda: session_processes(kernel.pid, scratch) or Path(scratch).exists()  # noqa: E731
+    assert held()
     assert kernel.run(f"%jx end {name}", check=True).stdout == f"session {name} ended\n"
-    assert not Path(scratch).exists() and not session_processes(kernel.pid, scratch)
+    deadline = time.monotonic() + 10
+    while held() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not held()
     unknown = kernel.run(f"%jx end {name}")
     assert unknown.stderr.startswith(f"UsageError: no session {name!r}") and unknown.stderr.count("\n") == 1
-    fresh = kernel.run(cell(name, "print('kept' in globals())"), check=True)  # a new session: a fresh state
+    fresh = kernel.run(cell(name, "print('kept' in globals())", backend=backend), check=True)  # a fresh state
     assert fresh.stdout == "False\n"
 
 
@@ -144,11 +186,20 @@ def test_a_killed_kernel_ends_every_session_within_ten_seconds(data_dir, noteboo
     for session in ("one", "two"):
         kernel.run(cell(session, "x = 1", backend="seccomp"), check=True)
     kernel.run(cell("three", "x = 1", backend="local"), check=True)
+    engine = None
+    if not NO_NAMESPACES and ContainerBackend.availability().ok:
+        kernel.run(cell("four", "x = 1", backend="container"), check=True)
+        engine = Engine(kernel.eval(ENGINE_URL)).client
     pid = kernel.pid
     assert len(owned_processes(pid)) >= 3
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
-    while owned_processes(pid) and time.monotonic() - killed < 10:
+
+    def left() -> bool:
+        return bool(owned_processes(pid) or (engine and containers(engine, owner_pid=str(pid))))
+
+    while left() and time.monotonic() - killed < 10:
         time.sleep(0.1)
     assert not owned_processes(pid), f"left after 10 s: {owned_processes(pid)}"
+    assert not (engine and containers(engine, owner_pid=str(pid))), "a session's container outlived its kernel by 10 s"
     kernel.client.stop_channels()

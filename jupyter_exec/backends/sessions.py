@@ -13,12 +13,12 @@ import abc
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from jupyter_exec.errors import NodeFailedError
 from jupyter_exec.spec import RunSpec
 
-from .base import SessionInfo
+from .base import SessionInfo, Submission
 
 __all__ = ["SandboxSession", "SessionTable"]
 
@@ -32,6 +32,7 @@ class SandboxSession(abc.ABC):
         self.cells = 0
         self.running: int | None = None  # the run id of the cell it runs now
         self.ended: str | None = None  # why it ended, once it has
+        self.cpu_seconds = 0.0  # the CPU time its cells had used when the last one ended
         self._turn = threading.Lock()
 
     def take_turn(self, run_id: int, say: Callable[[str], None]) -> None:
@@ -50,6 +51,20 @@ class SandboxSession(abc.ABC):
         self.running = None
         self.used = time.time()
         self._turn.release()
+
+    def cell_cpu(self, usage: dict[str, Any]) -> float:
+        """The CPU seconds of the cell that just ended, from its envelope's ``usage`` (the session
+        process's total so far)."""
+        total = usage.get("cpu_seconds") or self.cpu_seconds
+        used, self.cpu_seconds = max(0.0, total - self.cpu_seconds), total
+        return float(used)
+
+    def cell_details(self) -> dict[str, Any]:
+        """What a cell's record keeps of its session: its name, the cell's number, why it ended."""
+        details: dict[str, Any] = {"session": self.name, "cell": self.cells}
+        if self.ended is not None:
+            details["session_ended"] = self.ended
+        return details
 
     def info(self) -> SessionInfo:
         return SessionInfo(
@@ -97,6 +112,15 @@ class SessionTable(Generic[Session]):
             if session is not None and (session.ended is not None or not session.alive()):
                 del self._sessions[name]
                 session = None
+        return session
+
+    def enter(self, submission: Submission, start: Callable[[], Session]) -> Session:
+        """The session a cell runs in (``spec.session``; started by ``start`` if it does not live),
+        held for the cell once the one it runs now is over (``give_turn`` gives it back)."""
+        name = submission.spec.session
+        assert name is not None
+        session = self.open(name, start)
+        session.take_turn(submission.run_id, lambda text: submission.sink.output("stderr", text))
         return session
 
     def open(self, name: str, start: Callable[[], Session]) -> Session:

@@ -362,6 +362,9 @@ def _supervise() -> None:
     child = os.fork()
     if child == 0:
         return
+    import signal
+
+    signal.signal(signal.SIGINT, lambda signum, frame: os.kill(child, signal.SIGINT))  # a session's interrupt
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -434,8 +437,9 @@ def serve(
 ) -> None:
     """Be the run's process: say ready on ``channel``, read the request (from
     ``request_path``, else stdin), confine with ``confine`` if asked, run the cell, send
-    the envelope and exit. A fork server's child calls this with the module it imported;
-    with ``control`` (a session's socket, see ``serve_session``) it serves many cells."""
+    the envelope and exit. A fork server's child calls this with the module it imported.
+    A session's process serves many cells (``serve_session``): with ``control`` (a process
+    session's socket), or with ``JX_SESSION=1`` (a container's, from ``request_path``)."""
     global _channel
     _channel = channel
     os.set_inheritable(_channel, False)
@@ -443,7 +447,9 @@ def serve(
     main_pid = os.getpid()
     send({"t": "ready"})
     if control is not None:
-        serve_session(control, confine, main_pid)
+        serve_session(_socket_session(control), confine, main_pid)
+    if request_path is not None and os.environ.pop(SESSION_VAR, None) == "1":
+        serve_session(_fifo_session(request_path), confine, main_pid)
     if request_path is not None:
         with open(request_path, "rb") as source:
             request = json.loads(source.read())
@@ -485,39 +491,38 @@ def _report(envelope: "dict[str, Any]", main_pid: int) -> None:
 
 
 SESSION_HEADER = 8  # a session's frame: this many bytes of length (big-endian), then the request
+SESSION_VAR = "JX_SESSION"  # set to 1: the container's bootstrap serves a session
 
 
-def serve_session(control: int, confine: "Optional[types.ModuleType]", main_pid: int) -> None:
-    """Be a sandbox session's process: run cell after cell in one namespace, until the kernel
-    closes ``control`` (a Unix stream socket). Each frame is a request whose first byte carries
-    the cell's stdout, stderr and protocol channel, put in place for that cell alone and let
-    go once its envelope is sent (so the host sees its pipes close). The first request
-    confines the process for the whole session. An interrupt (SIGINT from the host) stops
-    the cell as ``KeyboardInterrupt``; one between cells is ignored. Never returns."""
+def serve_session(
+    receive: "Callable[[], Optional[tuple[dict[str, Any], Optional[list[int]]]]]",
+    confine: "Optional[types.ModuleType]",
+    main_pid: int,
+) -> None:
+    """Be a sandbox session's process: run cell after cell in one namespace, each request from
+    ``receive`` (None: the kernel let go of the session). A request may come with the cell's
+    own stdout, stderr and protocol channel (a process session's socket hands them over), put
+    in place for that cell alone and let go once its envelope is sent, so the host sees its
+    pipes close; else the cell uses the process's own (a container's FIFOs). The first request
+    confines the process for the whole session. An interrupt (SIGINT from the host) stops the
+    cell as ``KeyboardInterrupt``; one between cells is ignored. Never returns."""
     global _channel
-    import socket
-
-    assert _channel is not None
-    os.close(_channel)  # the session's own channel stays with its supervisor (its exit)
-    _channel = None
-    link = socket.socket(fileno=fcntl_dup(control))
-    os.close(control)
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
     namespace, first = _main_module_namespace(), True
+    null = os.open(os.devnull, os.O_RDWR)
     while True:
         try:
-            frame = _receive(link)
+            frame = receive()
         except KeyboardInterrupt:
             continue  # an interrupt that missed its cell
         if frame is None:
             os._exit(0)
-        request, (stdout, stderr, channel) = frame
-        os.dup2(stdout, 1)
-        os.dup2(stderr, 2)
-        os.close(stdout)
-        os.close(stderr)
-        _channel = channel
+        request, fds = frame
+        if fds:
+            os.dup2(fds[0], 1)
+            os.dup2(fds[1], 2)
+            os.close(fds[0])
+            os.close(fds[1])
+            _channel = fds[2]
         try:
             if first:
                 _prepare(request, confine)
@@ -526,20 +531,50 @@ def serve_session(control: int, confine: "Optional[types.ModuleType]", main_pid:
         except KeyboardInterrupt:
             pass  # after the cell's own end: its envelope is sent, or the host's clock ends the cell
         finally:
-            os.dup2(null, 1)
-            os.dup2(null, 2)
-            os.close(channel)
-            _channel = None
+            if fds:
+                os.dup2(null, 1)
+                os.dup2(null, 2)
+                os.close(fds[2])
+                _channel = None
 
 
-def fcntl_dup(fd: int) -> int:
+def _socket_session(control: int) -> "Callable[[], Optional[tuple[dict[str, Any], Optional[list[int]]]]]":
+    """A process session's requests, from its socket (``control``): the session's own channel is
+    left to its supervisor (its exit), and the socket moved where a cell's processes never get it."""
+    global _channel
+    import socket
+
+    assert _channel is not None
+    os.close(_channel)
+    _channel = None
+    link = socket.socket(fileno=_high_copy(control))
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, control)
+    os.close(null)
+    return functools.partial(_receive, link)
+
+
+def _fifo_session(path: str) -> "Callable[[], Optional[tuple[dict[str, Any], Optional[list[int]]]]]":
+    """A container session's requests: each one the next writer of the request FIFO ``path`` sends."""
+
+    def receive() -> "Optional[tuple[dict[str, Any], Optional[list[int]]]]":
+        while True:
+            with open(path, "rb") as source:
+                data = source.read()
+            if data:  # an open without a request (gVisor's wake-up): wait for the next
+                return json.loads(data), None
+
+    return receive
+
+
+def _high_copy(fd: int) -> int:
     """A close-on-exec copy of ``fd`` above the standard ones (processes a cell starts never hold it)."""
     import fcntl
 
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
 
 
-def _receive(link: "Any") -> "Optional[tuple[dict[str, Any], list[int]]]":
+def _receive(link: "Any") -> "Optional[tuple[dict[str, Any], Optional[list[int]]]]":
     """The next frame from the session's socket: the request and its three descriptors; None at EOF."""
     import socket
 

@@ -192,10 +192,7 @@ class LocalBackend(ExecutorBackend):
     def _submit_to_session(self, submission: Submission) -> TaskHandle:
         """A cell of session ``spec.session``: in it when it lives (after the cell it runs now),
         else in one started now, confined by this first cell's request for the whole session."""
-        name = submission.spec.session
-        assert name is not None
-        session = self.sessions.open(name, lambda: self._start_session(submission))
-        session.take_turn(submission.run_id, lambda text: submission.sink.output("stderr", text))
+        session = self.sessions.enter(submission, lambda: self._start_session(submission))
         try:
             submission = dataclasses.replace(submission, scratch=session.scratch)
             request = self._request(submission) if session.cells == 1 else self._request_in(submission)

@@ -55,7 +55,6 @@ class ProcessSession(SandboxSession):
         self.link = socket.socket(fileno=os.dup(worker.child.stdin))
         self.process = self._cell_process()
         self.interrupts = 0
-        self.cpu_seconds = 0.0  # the session process's CPU time when its last cell ended
         self._ending = threading.Lock()
 
     def _cell_process(self) -> int:
@@ -123,12 +122,6 @@ class ProcessSession(SandboxSession):
             return reader.exit_status
         ended = self.worker.child.wait(timeout=0)
         return ended.status if ended else signal.SIGKILL
-
-    def cell_cpu(self, envelope_usage: dict[str, float] | None) -> float:
-        """The CPU seconds of the cell that just ended: the session process's total since the last."""
-        total = (envelope_usage or {}).get("cpu_seconds") or self.cpu_seconds
-        used, self.cpu_seconds = max(0.0, total - self.cpu_seconds), total
-        return used
 
 
 class _Unheard:
@@ -206,7 +199,5 @@ class SessionCell(KillableRun):
             cpu_seconds=session.cell_cpu(used),
             what=f"session {session.name}",
         )
-        outcome.details.update({"session": session.name, "cell": session.cells})
-        if session.ended is not None:
-            outcome.details["session_ended"] = session.ended
+        outcome.details.update(session.cell_details())
         return outcome

@@ -1,0 +1,160 @@
+"""Sandbox sessions on the container backend: one container that serves many cells.
+
+A session's container is made as a one-shot run's is (the same lock-down, limits, lifeline
+and keeper), but its bootstrap is told (``JX_SESSION=1``) to serve cell after cell: it opens
+the request FIFO again after each one. The FIFOs of its output and protocol stay open for
+the container's life, so a cell is over once its envelope is in and nothing is left to read.
+An interrupt (cancel, the cell's ``--timeout``) is SIGINT through the engine to the container's
+pid 1, whose supervisor hands it to the process running the cells; a cell that does not stop
+within ``KILL_GRACE``, a second interrupt, ``%jx end``, idling or the kernel's end remove the
+container (its lifeline first). The memory and pid limits of the container cover the session.
+
+A fork of a container session needs a checkpoint of the running container (CRIU), which
+``fork_refusal`` says is missing where it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import select
+import signal
+import time
+from typing import Any
+
+from jupyter_exec.backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
+from jupyter_exec.backends.outcomes import classify
+from jupyter_exec.backends.runs import KillableRun
+from jupyter_exec.backends.sessions import SandboxSession
+from jupyter_exec.runner.bootstrap import SESSION_VAR
+from jupyter_exec.runner.protocol import ProtocolReader
+from jupyter_exec.spec import RunSpec
+
+from .engine import Engine, oom_event
+from .hostconfig import ContainerPlan
+from .slot import Slot, gone, stopped
+from .stats import Sampler
+
+__all__ = ["ContainerSession", "ContainerSessionCell", "session_plan"]
+
+_SAMPLE_AFTER = 0.3  # seconds a cell runs before the container's resources are sampled
+
+
+def session_plan(plan: ContainerPlan) -> ContainerPlan:
+    """``plan`` for a session's container: its bootstrap serves many cells."""
+    return dataclasses.replace(plan, environment={**plan.environment, SESSION_VAR: "1"})
+
+
+class ContainerSession(SandboxSession):
+    """A session's container (its slot, started and ready)."""
+
+    def __init__(self, name: str, backend: str, spec: RunSpec, slot: Slot, engine: Engine) -> None:
+        super().__init__(name, backend, spec)
+        self.slot, self.engine = slot, engine
+        self.ready = slot.wait_ready()  # what the first cell's reader takes in
+        self.interrupts = 0
+        self.memory_seen: int | None = None
+
+    def send(self, request: bytes) -> None:
+        self.interrupts = 0
+        self.slot.send_request(request)
+
+    def interrupt(self) -> None:
+        """Stop the running cell (SIGINT to it); a second time, end the session."""
+        self.interrupts += 1
+        if self.interrupts > 1:
+            self.end("interrupted twice")
+            return
+        try:
+            self.engine.retry(lambda: self.slot.container.kill(signal="SIGINT"), "interrupt the cell")
+        except Exception as error:
+            if not (gone(error) or stopped(error)):
+                raise
+
+    def alive(self) -> bool:
+        """Its process has not ended: between cells, nothing but its supervisor's last word (or
+        the channel's end) can come on the protocol channel."""
+        if self.ended is not None:
+            return False
+        if self.running is not None or not select.select([self.slot.protocol_fd], [], [], 0)[0]:
+            return True
+        try:
+            os.read(self.slot.protocol_fd, 65536)
+        except BlockingIOError:
+            return True
+        return False
+
+    def memory(self) -> int | None:
+        return self.memory_seen
+
+    def end(self, why: str) -> None:
+        if self.ended is not None:
+            return
+        self.ended = why
+        self.slot.discard()
+
+
+class ContainerSessionCell(KillableRun):
+    """One cell in a container session: the session's FIFOs read until its envelope is in."""
+
+    def __init__(self, submission: Submission, backend: ExecutorBackend, session: ContainerSession) -> None:
+        self.submission, self.backend, self.session = submission, backend, session
+        self.handle = TaskHandle(submission, backend)
+        self.reader = ProtocolReader(submission.sink, submission.spec.trust)
+        self.sampler = Sampler(session.engine, session.slot.container.id)
+
+    def start(self, request: bytes) -> None:
+        if self.session.cells == 1:
+            self.reader.feed(self.session.ready)
+        self.session.send(request)
+        self.handle.started = time.time()
+        self.start_pump()
+
+    def kill(self) -> None:
+        self.session.interrupt()
+
+    def over(self, streams: dict[int, str]) -> bool:
+        """Over once the envelope (or the supervisor's word that the session's process ended) is
+        in and nothing is left to read: the FIFOs stay open for the next cell."""
+        if self.reader.envelope is None and self.reader.exit_status is None:
+            return False
+        return not select.select(list(streams), [], [], 0)[0]
+
+    def release(self) -> None:
+        self.sampler.stop()
+        self.backend.forget(self.submission.run_id)
+        self.session.give_turn()
+
+    def stream_until_exit(self) -> Outcome:
+        session, slot = self.session, self.session.slot
+
+        def start_sampling(elapsed: float) -> None:
+            if not self.sampler.started and elapsed > _SAMPLE_AFTER:
+                self.sampler.start()
+
+        self.stream({slot.protocol_fd: "protocol", slot.stdout_fd: "stdout", slot.stderr_fd: "stderr"}, start_sampling)
+        envelope, limits = self.reader.envelope, self.submission.spec.limits
+        wait_status, oom_killed = 0, False
+        if envelope is None:  # the session's process ended, or the cell would not stop on an interrupt
+            wait_status = self.reader.exit_status if self.reader.exit_status is not None else signal.SIGKILL
+            oom_killed = oom_event(session.engine, slot.container.id, limits, self.handle.started, wait_status)
+            ended = self.reader.exit_status is not None
+            session.end("its process ended" if ended else "its cell did not stop on an interrupt")
+        used: dict[str, Any] = envelope.usage if envelope else {}
+        peaks = [p for p in (self.sampler.peak_memory, used.get("max_rss")) if p]
+        if peaks:
+            session.memory_seen = max(peaks)
+        outcome = classify(
+            run_id=self.submission.run_id,
+            limits=limits,
+            reader=self.reader,
+            wait_status=wait_status,
+            cancelled=self.cancel_requested,
+            timed_out=self.timed_out,
+            oom_killed=oom_killed,
+            peak_memory=max(peaks) if peaks else None,
+            cpu_seconds=session.cell_cpu(used),
+            what=f"session {session.name}",
+        )
+        outcome.details.update({**session.cell_details(), "container": slot.container.id[:12]})
+        return outcome
