@@ -169,6 +169,8 @@ class Manager:
             spec = replace(spec, runtime_env=wanted)
         session = None
         if spec.session is not None:
+            if spec.fork is not None and backend.session_spec(spec.session) is None:
+                self.fork_session(spec.fork, spec.session)
             if not backend.holds_sessions:
                 raise BackendUnavailableError(
                     backend.name,
@@ -430,6 +432,16 @@ class Manager:
         if not any(backend.end_session(name) for backend in list(self._backends.values())):
             known = ", ".join(sorted(info["name"] for info in self.sessions())) or "none"
             raise JupyterExecError(f"no session {name!r} in this kernel (sessions: {known}); %jx sessions lists them")
+
+    def fork_session(self, parent: str, name: str) -> None:
+        """Make sandbox session ``name`` a fork of session ``parent`` (its live state, ``parent``
+        untouched), on the backend that holds ``parent``; after the cell ``parent`` runs now."""
+        holder = next((b for b in list(self._backends.values()) if b.session_spec(parent) is not None), None)
+        if holder is None:
+            known = ", ".join(sorted(info["name"] for info in self.sessions())) or "none"
+            raise JupyterExecError(f"no session {parent!r} in this kernel (sessions: {known}); %jx sessions lists them")
+        RunSpec(session=name)  # the name is checked as --session's is
+        holder.fork_session(parent, name, lambda text: ConsoleSink().output("stderr", text))
 
     def log_text(self, run_id: int) -> str:
         row = self.records.get(run_id)

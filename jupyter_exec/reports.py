@@ -57,6 +57,7 @@ def sessions_table(sessions: list[SessionInfo]) -> Any:
             "memory": format_bytes(info["memory"]) if info["memory"] is not None else None,
             "cells": info["cells"],
             "running": info["running"],
+            "forked_from": info["forked_from"],
         }
         for info in sessions
     ]
@@ -64,9 +65,9 @@ def sessions_table(sessions: list[SessionInfo]) -> Any:
         import pandas
     except ImportError:
         return rows
-    return pandas.DataFrame(rows, columns=["name", "backend", "age", "idle", "memory", "cells", "running"]).set_index(
-        "name"
-    )
+    return pandas.DataFrame(
+        rows, columns=["name", "backend", "age", "idle", "memory", "cells", "running", "forked_from"]
+    ).set_index("name")
 
 
 def _items(details: dict[str, Any]) -> str:

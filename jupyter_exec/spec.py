@@ -165,13 +165,17 @@ class RunSpec:
     runtime_env: EnvSpec | None = None  # packages, files, env vars (envs/; Ray applies it natively)
     cache: CacheRequest | None = None  # --cache: None runs it always
     session: str | None = None  # --session NAME: run in that sandbox session, which outlives the cell
+    fork: str | None = None  # --fork A: the session starts as a fork of session A
 
     def __post_init__(self) -> None:
-        if self.session is not None and not _SESSION_NAME.fullmatch(self.session):
-            raise SpecError(
-                f"--session {self.session!r}: a session name is letters, digits, '-', '_' or '.' "
-                "(at most 64, starting with a letter or digit), e.g. --session data"
-            )
+        for flag, name in (("--session", self.session), ("--fork", self.fork)):
+            if name is not None and not _SESSION_NAME.fullmatch(name):
+                raise SpecError(
+                    f"{flag} {name!r}: a session name is letters, digits, '-', '_' or '.' "
+                    "(at most 64, starting with a letter or digit), e.g. --session data"
+                )
+        if self.fork is not None and self.session is None:
+            raise SpecError(f"--fork {self.fork} needs --session NAME: the session that starts as its fork")
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able view for the store."""
@@ -188,4 +192,5 @@ class RunSpec:
             "runtime_env": self.runtime_env.describe() if self.runtime_env else None,
             "cache": dataclasses.asdict(self.cache) if self.cache else None,
             "session": self.session,
+            "fork": self.fork,
         }

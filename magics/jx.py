@@ -47,14 +47,14 @@ class JxMagics(Magics):
     @line_magic
     @usage_errors(JupyterExecError)
     def jx(self, line: str) -> Any:
-        """%jx runs | show N | logs N | cancel N | wait N [SECONDS] | sessions | end NAME | tree [NAME] | resources |
-        doctor | policy | envs | env | cache [size | clear [KEY]]"""
+        """%jx runs | show N | logs N | cancel N | wait N [SECONDS] | sessions | end NAME | fork A B | tree [NAME] |
+        resources | doctor | policy | envs | env | cache [size | clear [KEY]]"""
         command, _, rest = line.strip().partition(" ")
         handler = getattr(self, f"_jx_{command}", None)
         if handler is None:
             raise UsageError(
                 f"%jx {command}: unknown command; use one of: runs, show N, logs N, cancel N, wait N, "
-                "sessions, end NAME, tree, resources, doctor, policy, envs, env, cache"
+                "sessions, end NAME, fork A B, tree, resources, doctor, policy, envs, env, cache"
             )
         return handler(rest.strip())
 
@@ -105,6 +105,14 @@ class JxMagics(Magics):
             raise UsageError("%jx end needs a session name, e.g. %jx end data (see %jx sessions)")
         self.manager.end_session(rest)
         print(f"session {rest} ended")
+
+    def _jx_fork(self, rest: str) -> None:
+        """Make session B a fork of session A: a copy of its live state, A untouched."""
+        names = rest.split()
+        if len(names) != 2:
+            raise UsageError("%jx fork needs two session names, e.g. %jx fork data trial (see %jx sessions)")
+        self.manager.fork_session(*names)
+        print(f"session {names[1]} forked from {names[0]}")
 
     def _jx_tree(self, rest: str) -> Any:
         """The experiment tree NAME (default: the latest): a widget, or text without a widget frontend."""

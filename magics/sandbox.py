@@ -56,6 +56,7 @@ class SandboxMagics(Magics):
             limits=limits(args),
             mounts=tuple(Mount.parse(m, base_dir) for m in args.mount or ()),
             session=args.session,
+            fork=args.fork,
             **fields,
         )
 
@@ -70,6 +71,12 @@ class SandboxMagics(Magics):
         metavar="NAME",
         help="run in sandbox session NAME, started by its first cell and kept for the next ones: their globals, "
         "imports and files live on (%%jx sessions, %%jx end NAME)",
+    )
+    @argument(
+        "--fork",
+        metavar="A",
+        help="with --session B: B starts as a fork of session A, a copy of its live state (A untouched); "
+        "once B lives, its cells run in it",
     )
     @argument(
         "--bg",

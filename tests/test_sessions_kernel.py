@@ -203,3 +203,85 @@ def test_a_killed_kernel_ends_every_session_within_ten_seconds(data_dir, noteboo
     assert not owned_processes(pid), f"left after 10 s: {owned_processes(pid)}"
     assert not (engine and containers(engine, owner_pid=str(pid))), "a session's container outlived its kernel by 10 s"
     kernel.client.stop_channels()
+
+
+def fork_cell(name: str, parent: str, code: str) -> str:
+    return f"%%sandbox --backend seccomp --session {name} --fork {parent}\n{code}"
+
+
+def test_a_fork_starts_from_its_parents_state_and_both_go_their_own_ways(kernel, name):
+    fork, grandchild, sibling = f"{name}-b", f"{name}-c", f"{name}-d"
+    try:
+        kernel.run(cell(name, "import os\nx = 1\nopen('f', 'w').write('parent')"), check=True)
+        assert kernel.run(f"%jx fork {name} {fork}", check=True).stdout == f"session {fork} forked from {name}\n"
+        kernel.run(cell(fork, "x = 2\nopen('f', 'w').write('fork')"), check=True)
+        assert kernel.run(cell(name, "print(x, open('f').read())"), check=True).stdout == "1 parent\n"
+        assert kernel.run(cell(fork, "print(x, open('f').read())"), check=True).stdout == "2 fork\n"
+        details = json.loads(kernel.records().get(kernel.last_run()["id"])["details"])
+        assert details["forked_from"] == name and details["cell"] == 2
+        kernel.run(f"%jx fork {fork} {grandchild}", check=True)  # a fork of a fork
+        assert kernel.run(cell(grandchild, "x += 10\nprint(x)"), check=True).stdout == "12\n"
+        assert kernel.run(cell(fork, "print(x)"), check=True).stdout == "2\n"
+        first = kernel.run(fork_cell(sibling, name, "print(x, open('f').read())"), check=True)
+        assert first.stdout == "1 parent\n"
+        assert kernel.run(fork_cell(sibling, name, "x = 5\nprint(x)"), check=True).stdout == "5\n"  # lives: runs in it
+    finally:
+        for session in (grandchild, fork, sibling):
+            kernel.run(f"%jx end {session}")
+
+
+def test_a_fork_cannot_signal_or_write_its_parent(kernel, name):
+    fork = f"{name}-b"
+    try:
+        kernel.run(cell(name, "import os\nsecret = 1\nparent_pid, home = os.getpid(), os.getcwd()"), check=True)
+        kernel.run(f"%jx fork {name} {fork}", check=True)
+        attack = kernel.run(
+            cell(
+                fork,
+                "import signal\nfor act in (lambda: os.kill(parent_pid, signal.SIGKILL), "
+                "lambda: open(home + '/planted', 'w'), lambda: open(home + '/../planted', 'w')):\n"
+                "    try:\n        act()\n        print('reached')\n"
+                "    except OSError as error:\n        print(type(error).__name__)",
+            )
+        )
+        outcomes = attack.stdout.split()
+        assert attack.error is None and outcomes[:2] == ["PermissionError"] * 2 and "reached" not in outcomes, outcomes
+        assert kernel.run(cell(name, "print(secret)"), check=True).stdout == "1\n"
+    finally:
+        kernel.run(f"%jx end {fork}")
+
+
+def test_a_fork_of_a_busy_session_waits_for_its_cell(kernel, name):
+    fork = f"{name}-b"
+    try:
+        kernel.run(cell(name, "import time\ntime.sleep(2)\nready = True", "--bg"), check=True)
+        forked = kernel.run(f"%jx fork {name} {fork}", check=True)
+        assert f"session {name} is running run" in forked.stderr, forked
+        assert kernel.run(cell(fork, "print(ready)"), check=True).stdout == "True\n"
+    finally:
+        kernel.run(f"%jx end {fork}")
+
+
+def test_bad_forks_are_one_line(kernel, name):
+    for line, expected in (
+        (f"%jx fork nowhere {name}", "no session 'nowhere'"),
+        (f"%jx fork {name}", "%jx fork needs two session names"),
+    ):
+        refused = kernel.run(line)
+        assert refused.stderr.startswith(f"UsageError: {expected}") and refused.stderr.count("\n") == 1, refused
+    kernel.run(cell(name, "x = 1"), check=True)
+    kernel.run(cell(f"{name}-b", "x = 1"), check=True)
+    try:
+        exists = kernel.run(f"%jx fork {name} {name}-b")
+        assert exists.stderr.startswith(f"UsageError: session {name}-b exists already"), exists
+    finally:
+        kernel.run(f"%jx end {name}-b")
+
+
+def test_a_container_session_fork_is_refused_naming_what_is_missing(kernel, name):
+    usable("container")
+    kernel.run(cell(name, "x = 1", backend="container"), check=True)
+    refused = kernel.run(f"%jx fork {name} {name}-b")
+    assert refused.stderr.startswith("UsageError: ") and refused.stderr.count("\n") == 1, refused
+    assert "checkpoint of the running container (CRIU)" in refused.stderr and "criu" in refused.stderr.lower()
+    assert kernel.run(cell(name, "print(x)", backend="container"), check=True).stdout == "1\n"  # untouched

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, TypedDict
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.builder import BuiltEnv, EnvBuilder
 from jupyter_exec.envs.envspec import EnvSpec
-from jupyter_exec.errors import TaskError, TransferError, remote_error
+from jupyter_exec.errors import BackendUnavailableError, TaskError, TransferError, remote_error
 from jupyter_exec.limits import LIMITS
 from jupyter_exec.monitor import Usage
 from jupyter_exec.policy import Policy
@@ -59,6 +59,7 @@ class SessionInfo(TypedDict):
     memory: int | None  # bytes it holds now, where known
     cells: int  # cells run in it so far
     running: int | None  # the run id of the cell it runs now
+    forked_from: str | None  # the session it is a fork of
 
 
 @dataclass
@@ -321,3 +322,12 @@ class ExecutorBackend(abc.ABC):
         """End session ``name`` and free what it holds (its cell, if one runs, is cancelled);
         False if there is no such session."""
         return False
+
+    def fork_session(self, parent: str, name: str, say: Callable[[str], None]) -> None:
+        """Make session ``name`` a copy of session ``parent``'s live state (its globals and files),
+        ``parent`` untouched; waits for the cell ``parent`` runs now (``say`` tells the user so).
+        ``JupyterExecError`` for an unknown ``parent`` or a living ``name``;
+        ``BackendUnavailableError`` where this backend cannot fork a session (and what is missing)."""
+        raise BackendUnavailableError(
+            self.name, f"the {self.name} backend cannot fork a session", "use --backend seccomp or local"
+        )

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from jupyter_exec.errors import NodeFailedError
+from jupyter_exec.errors import JupyterExecError, NodeFailedError
 from jupyter_exec.spec import RunSpec
 
 from .base import SessionInfo, Submission
@@ -26,8 +26,8 @@ __all__ = ["SandboxSession", "SessionTable"]
 class SandboxSession(abc.ABC):
     """One sandbox session (see the module docstring); a backend subclasses it."""
 
-    def __init__(self, name: str, backend: str, spec: RunSpec) -> None:
-        self.name, self.backend, self.spec = name, backend, spec
+    def __init__(self, name: str, backend: str, spec: RunSpec, forked_from: str | None = None) -> None:
+        self.name, self.backend, self.spec, self.forked_from = name, backend, spec, forked_from
         self.started = self.used = time.time()
         self.cells = 0
         self.running: int | None = None  # the run id of the cell it runs now
@@ -35,8 +35,9 @@ class SandboxSession(abc.ABC):
         self.cpu_seconds = 0.0  # the CPU time its cells had used when the last one ended
         self._turn = threading.Lock()
 
-    def take_turn(self, run_id: int, say: Callable[[str], None]) -> None:
-        """Wait for the cell that runs now (saying so), then hold the session for run ``run_id``."""
+    def take_turn(self, run_id: int | None, say: Callable[[str], None]) -> None:
+        """Wait for the cell that runs now (saying so), then hold the session for run ``run_id``
+        (None: for a fork of it, which is no cell)."""
         if not self._turn.acquire(blocking=False):
             say(f"[jupyter-exec] session {self.name} is running run {self.running}: this cell waits for it\n")
             self._turn.acquire()
@@ -44,7 +45,7 @@ class SandboxSession(abc.ABC):
             self._turn.release()
             raise NodeFailedError(f"session {self.name} ended while this cell waited: {self.ended}")
         self.running = run_id
-        self.cells += 1
+        self.cells += run_id is not None
 
     def give_turn(self) -> None:
         """The cell is over: the next may run."""
@@ -62,6 +63,8 @@ class SandboxSession(abc.ABC):
     def cell_details(self) -> dict[str, Any]:
         """What a cell's record keeps of its session: its name, the cell's number, why it ended."""
         details: dict[str, Any] = {"session": self.name, "cell": self.cells}
+        if self.forked_from is not None:
+            details["forked_from"] = self.forked_from
         if self.ended is not None:
             details["session_ended"] = self.ended
         return details
@@ -75,6 +78,7 @@ class SandboxSession(abc.ABC):
             memory=self.memory(),
             cells=self.cells,
             running=self.running,
+            forked_from=self.forked_from,
         )
 
     @abc.abstractmethod
@@ -135,6 +139,15 @@ class SessionTable(Generic[Session]):
             if self.idle and not self._watching:
                 self._watching = True
                 threading.Thread(target=self._watch, daemon=True, name="jx-session-idle").start()
+        return session
+
+    def adopt(self, name: str, make: Callable[[], Session]) -> Session:
+        """Session ``name``, made by ``make`` (a fork); ``JupyterExecError`` if one lives already."""
+        with self._lock:
+            living = self._sessions.get(name)
+            if living is not None and living.ended is None and living.alive():
+                raise JupyterExecError(f"session {name} exists already; %jx end {name} first, or pick another name")
+            session = self._sessions[name] = make()
         return session
 
     def drop(self, session: Session) -> None:

@@ -505,7 +505,9 @@ def serve_session(
     in place for that cell alone and let go once its envelope is sent, so the host sees its
     pipes close; else the cell uses the process's own (a container's FIFOs). The first request
     confines the process for the whole session. An interrupt (SIGINT from the host) stops the
-    cell as ``KeyboardInterrupt``; one between cells is ignored. Never returns."""
+    cell as ``KeyboardInterrupt``; one between cells is ignored. A ``fork`` request (a process
+    session's, between cells) makes a fork of the session (``_fork``), which goes on here with
+    the socket it came with. Never returns."""
     global _channel
     namespace, first = _main_module_namespace(), True
     null = os.open(os.devnull, os.O_RDWR)
@@ -517,6 +519,11 @@ def serve_session(
         if frame is None:
             os._exit(0)
         request, fds = frame
+        if "fork" in request and fds and isinstance(receive, _Link):
+            if _fork(request["fork"], fds[0], confine):
+                receive.swap(fds[0])
+                main_pid = os.getpid()
+            continue
         if fds:
             os.dup2(fds[0], 1)
             os.dup2(fds[1], 2)
@@ -542,16 +549,60 @@ def _socket_session(control: int) -> "Callable[[], Optional[tuple[dict[str, Any]
     """A process session's requests, from its socket (``control``): the session's own channel is
     left to its supervisor (its exit), and the socket moved where a cell's processes never get it."""
     global _channel
-    import socket
 
     assert _channel is not None
     os.close(_channel)
     _channel = None
-    link = socket.socket(fileno=_high_copy(control))
+    link = _Link(_high_copy(control))
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, control)
     os.close(null)
-    return functools.partial(_receive, link)
+    return link
+
+
+class _Link:
+    """A process session's socket, read one frame at a time; a fork swaps in its own."""
+
+    def __init__(self, fd: int) -> None:
+        import socket
+
+        self.socket = socket.socket(fileno=fd)
+
+    def __call__(self) -> "Optional[tuple[dict[str, Any], Optional[list[int]]]]":
+        return _receive(self.socket)
+
+    def swap(self, fd: int) -> None:
+        import socket
+
+        self.socket.close()
+        self.socket = socket.socket(fileno=_high_copy(fd))
+        os.close(fd)
+
+
+def _fork(spec: "dict[str, Any]", control: int, confine: "Optional[types.ModuleType]") -> bool:
+    """Fork this session's process: True in the fork, a grandchild (so it is re-parented to the
+    session's supervisor and never waited for here), with its own process session, a further
+    Landlock layer (only its own scratch directory writable, no signal to anything outside it:
+    not to its parent) and that directory as its home; False here once the middle child is reaped.
+    Threads do not survive a fork: only the one running the session is there."""
+    middle = os.fork()
+    if middle == 0:
+        if os.fork() != 0:
+            os._exit(0)
+        try:
+            os.setsid()
+            if spec.get("landlock"):
+                if confine is None:
+                    raise OSError("confine.py is not beside the bootstrap in this target")
+                confine.apply_landlock(**spec["landlock"])
+            os.chdir(spec["cwd"])
+            os.environ.update(spec.get("env", {}))
+        except OSError:
+            os._exit(1)  # the kernel sees the fork's socket close
+        return True
+    os.close(control)
+    os.waitpid(middle, 0)
+    return False
 
 
 def _fifo_session(path: str) -> "Callable[[], Optional[tuple[dict[str, Any], Optional[list[int]]]]]":

@@ -21,7 +21,7 @@ import importlib.util
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from jupyter_exec.backends import names
@@ -45,7 +45,7 @@ from .envbuilder import ImageEnvBuilder
 from .hostconfig import ContainerPlan, plan
 from .images import build_command
 from .pool import LABEL, ContainerPool, PoolKey, boot_id, reap_containers
-from .sessions import ContainerSession, ContainerSessionCell, session_plan
+from .sessions import ContainerSession, ContainerSessionCell, fork_refusal, session_plan
 from .slot import Slot, gone, stopped
 from .stats import Sampler
 
@@ -330,6 +330,12 @@ class ContainerBackend(ExecutorBackend):
 
     def end_session(self, name: str) -> bool:
         return self.sessions.end(name)
+
+    def fork_session(self, parent: str, name: str, say: Callable[[str], None]) -> None:
+        """Refused, naming what is missing here (``sessions.fork_refusal``)."""
+        facts = self.engine.facts
+        where = f"{'rootless' if facts.rootless else 'rootful'} {facts.kind} at {self.engine.url}"
+        raise BackendUnavailableError(self.name, *fork_refusal(where))
 
     def cancel(self, handle: TaskHandle) -> bool:
         return self.runs.cancel(handle.run_id)

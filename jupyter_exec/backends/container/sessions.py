@@ -16,9 +16,12 @@ A fork of a container session needs a checkpoint of the running container (CRIU)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import select
+import shutil
 import signal
+import subprocess
 import time
 from typing import Any
 
@@ -35,9 +38,38 @@ from .hostconfig import ContainerPlan
 from .slot import Slot, gone, stopped
 from .stats import Sampler
 
-__all__ = ["ContainerSession", "ContainerSessionCell", "session_plan"]
+__all__ = ["ContainerSession", "ContainerSessionCell", "fork_refusal", "session_plan"]
 
 _SAMPLE_AFTER = 0.3  # seconds a cell runs before the container's resources are sampled
+
+
+@functools.cache
+def fork_refusal(engine: str) -> tuple[str, str]:
+    """Why a container session cannot be forked on ``engine`` (a description of it), and the fix.
+
+    A fork of a running container is a checkpoint of it restored as a second container, which
+    engines do with CRIU (Podman's ``container checkpoint``/``restore``, Docker's experimental
+    ``checkpoint``); this backend refuses, naming what is missing here. On a host where CRIU
+    works the refusal says that this backend does not drive the engine's checkpoints yet."""
+    criu = shutil.which("criu") or next((p for p in ("/usr/sbin/criu", "/sbin/criu") if os.path.exists(p)), None)
+    if criu is None:
+        why = "CRIU is not installed"
+    else:
+        try:
+            done = subprocess.run([criu, "check"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            why = f"`criu check` could not run ({error})"
+        else:
+            last = (done.stderr or done.stdout).strip().splitlines()
+            why = (
+                f"`criu check` fails on this kernel ({last[-1] if last else f'exit {done.returncode}'})"
+                if done.returncode
+                else "jupyter-exec does not drive the engine's checkpoint/restore yet"
+            )
+    return (
+        f"forking a container session needs a checkpoint of the running container (CRIU) on {engine}: {why}",
+        "fork on --backend seccomp or local, or run the parent's cells again in a new session",
+    )
 
 
 def session_plan(plan: ContainerPlan) -> ContainerPlan:

@@ -24,6 +24,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,7 +36,7 @@ from jupyter_exec.backends.sessions import SessionTable
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
-from jupyter_exec.errors import BackendUnavailableError
+from jupyter_exec.errors import BackendUnavailableError, JupyterExecError
 from jupyter_exec.monitor import Usage, proc_usage
 from jupyter_exec.runner import confine as confinement
 from jupyter_exec.runner.plans import Mounts, Plan, Rlimits
@@ -44,7 +45,7 @@ from jupyter_exec.spec import Limits, RunSpec
 
 from .cgroups import reap_cgroups
 from .guarantees import guarantees
-from .sessions import ProcessSession, SessionCell
+from .sessions import FORKS, ProcessSession, SessionCell
 from .templates import Exit
 from .workers import Worker, WorkerKey, WorkerPool, reap_workers
 
@@ -195,7 +196,8 @@ class LocalBackend(ExecutorBackend):
         session = self.sessions.enter(submission, lambda: self._start_session(submission))
         try:
             submission = dataclasses.replace(submission, scratch=session.scratch)
-            request = self._request(submission) if session.cells == 1 else self._request_in(submission)
+            first = session.cells == 1 and session.forked_from is None  # it confines the session
+            request = self._request(submission) if first else self._request_in(submission)
             cell = self.runs.add(SessionCell(submission, self, session))
             cell.start(request)
         except BaseException:
@@ -219,7 +221,7 @@ class LocalBackend(ExecutorBackend):
             worker = self.pool.session_worker(self._worker_key(spec.limits, self._python(submission)))
             try:
                 _set_limits(worker, spec.limits)
-                return ProcessSession(spec.session, self.name, spec, worker, scratch)
+                return ProcessSession(spec.session, self.name, submission, worker, scratch)
             except BaseException:
                 worker.close()
                 raise
@@ -236,6 +238,25 @@ class LocalBackend(ExecutorBackend):
 
     def end_session(self, name: str) -> bool:
         return self.sessions.end(name)
+
+    def fork_session(self, parent: str, name: str, say: Callable[[str], None]) -> None:
+        """Session ``name`` as a fork of ``parent``'s process (after the cell it runs now), walled
+        into its own copy of the scratch directory as the first cell's confinement would be there."""
+        session = self.sessions.get(parent)
+        if session is None:
+            raise JupyterExecError(f"no session {parent!r} to fork in this kernel; %jx sessions lists them")
+        session.take_turn(None, say)
+        try:
+            scratch = session.scratch / FORKS / name
+            plan = self.confine_plan(dataclasses.replace(session.first, scratch=scratch))
+            landlock = (
+                {"readable": plan["readable"], "writable": plan["writable"], "network": plan.get("network", False)}
+                if plan.get("landlock")
+                else None
+            )
+            self.sessions.adopt(name, lambda: session.fork(name, landlock))
+        finally:
+            session.give_turn()
 
     def cancel(self, handle: TaskHandle) -> bool:
         return self.runs.cancel(handle.run_id)

@@ -14,6 +14,7 @@ killed, its cgroup and its scratch directory removed.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -23,19 +24,22 @@ import threading
 import time
 from pathlib import Path
 
+from jupyter_exec._proc import pid_alive
 from jupyter_exec.backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
 from jupyter_exec.backends.runs import KILL_GRACE, KillableRun
 from jupyter_exec.backends.sessions import SandboxSession
 from jupyter_exec.errors import NodeFailedError
 from jupyter_exec.monitor import Usage, proc_usage
-from jupyter_exec.runner.bootstrap import SESSION_HEADER
+from jupyter_exec.runner.bootstrap import SESSION_HEADER, descendants
 from jupyter_exec.runner.protocol import ProtocolReader
-from jupyter_exec.spec import RunSpec
 
-from .workers import Worker
+from .cgroups import RunCgroup, cgroup_mode
+from .workers import Worker, kill_tree
 
-__all__ = ["ProcessSession", "SessionCell"]
+__all__ = ["FORKS", "ProcessSession", "SessionCell"]
+
+FORKS = ".forks"  # where in a session's scratch directory its forks' own are
 
 
 def _children(pid: int) -> list[int]:
@@ -47,23 +51,47 @@ def _children(pid: int) -> list[int]:
 
 
 class ProcessSession(SandboxSession):
-    """A session's worker, its socket and its scratch directory (its files, for every cell)."""
+    """A session's process, its socket and its scratch directory (its files, for every cell).
 
-    def __init__(self, name: str, backend: str, spec: RunSpec, worker: Worker, scratch: Path) -> None:
-        super().__init__(name, backend, spec)
-        self.worker, self.scratch = worker, scratch
-        self.link = socket.socket(fileno=os.dup(worker.child.stdin))
-        self.process = self._cell_process()
+    A session started by a cell has a worker of its own (``worker``), whose supervisor is a
+    subreaper; a fork (``fork``) is a process forked from its parent's, re-parented to that same
+    supervisor, so it lives within its root session's worker: it ends when that ends. It has a
+    cgroup of its own where the host makes them (with its parent's limits), else its parent's."""
+
+    def __init__(
+        self,
+        name: str,
+        backend: str,
+        first: Submission,
+        worker: Worker,
+        scratch: Path,
+        *,
+        link: socket.socket | None = None,
+        process: int | None = None,
+        cgroup: RunCgroup | None = None,
+        parent: ProcessSession | None = None,
+    ) -> None:
+        super().__init__(name, backend, first.spec, parent.name if parent is not None else None)
+        self.first = first  # the first cell's submission: what a fork's confinement is worked out from
+        self.worker, self.scratch, self.parent = worker, scratch, parent
+        self.link = link or socket.socket(fileno=os.dup(worker.child.stdin))
+        self.process = process or self._cell_process()
+        self.cgroup = cgroup if parent is not None else worker.cgroup
+        self.forks: list[ProcessSession] = []
         self.interrupts = 0
         self._ending = threading.Lock()
 
-    def _cell_process(self) -> int:
-        """The pid (here) of the process that runs the cells: below its supervisor, which is the
-        worker itself or, in a pid namespace, that namespace's init below it."""
+    def _supervisor(self) -> int:
+        """The pid (here) of the worker's supervisor: the worker itself or, in a pid namespace,
+        that namespace's init below it."""
         supervisor = self.worker.pid
         if self.worker.key.namespaces:
             supervisor = next(iter(_children(supervisor)), supervisor)
-        process = next(iter(_children(supervisor)), None)
+        return supervisor
+
+    def _cell_process(self) -> int:
+        """The pid (here) of the process that runs the cells: the supervisor's child."""
+        process = next(iter(_children(self._supervisor())), None)
         if process is None:
             raise NodeFailedError(f"session {self.name}: its process did not start")
         return process
@@ -73,6 +101,37 @@ class ProcessSession(SandboxSession):
         self.interrupts = 0
         socket.send_fds(self.link, [len(request).to_bytes(SESSION_HEADER, "big")], fds)
         self.link.sendall(request)
+
+    def fork(self, name: str, landlock: dict[str, object] | None) -> ProcessSession:
+        """Session ``name``, a fork of this one between its cells: its memory copied on write, its
+        scratch directory a copy of this one's (inside it, where this session's walls already
+        let it write), ``landlock``: the further layer that walls it in there."""
+        scratch = self.scratch / FORKS / name
+        shutil.copytree(self.scratch, scratch, symlinks=True, ignore=shutil.ignore_patterns(FORKS))
+        supervisor = self._supervisor()
+        before = set(_children(supervisor))
+        theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        spec = {"cwd": str(scratch), "env": {"HOME": str(scratch), "TMPDIR": str(scratch)}, "landlock": landlock}
+        try:
+            self.send(json.dumps({"fork": spec}).encode(), [theirs.fileno()])
+        finally:
+            theirs.close()
+        process = _new_child(supervisor, before)
+        if process is None:
+            ours.close()
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise NodeFailedError(f"session {self.name} could not fork")
+        cgroup = None
+        if self.cgroup is not None and cgroup_mode().kind in ("root", "delegated"):
+            cgroup = RunCgroup.create(f"jx-{os.getpid()}-f{process}")
+            limits = self.spec.limits
+            cgroup.set_limits(memory=limits.memory, pids=limits.pids, cpus=limits.cpus)
+            cgroup.add([process])
+        child = ProcessSession(
+            name, self.backend, self.first, self.worker, scratch, link=ours, process=process, cgroup=cgroup, parent=self
+        )
+        self.forks.append(child)
+        return child
 
     def interrupt(self) -> None:
         """Stop the running cell (SIGINT: ``KeyboardInterrupt`` in it); a second time, end the session."""
@@ -86,18 +145,33 @@ class ProcessSession(SandboxSession):
             pass
 
     def alive(self) -> bool:
-        return self.ended is None and self.worker.child.wait(timeout=0) is None
+        if self.ended is not None or self.worker.child.wait(timeout=0) is not None:
+            return False
+        return self.parent is None or pid_alive(self.process)
+
+    def gone(self, timeout: float) -> bool:
+        """Whether the session's process ends within ``timeout`` seconds (it died, or is dying)."""
+        if self.parent is None:
+            return self.worker.child.wait(timeout=timeout) is not None
+        deadline = time.monotonic() + timeout
+        while pid_alive(self.process):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _pids(self) -> list[int]:
+        if self.cgroup is not None:
+            return self.cgroup.procs()
+        return self.worker.tree() if self.parent is None else [self.process, *descendants(self.process)]
 
     def memory(self) -> int | None:
-        cgroup = self.worker.cgroup
-        current = cgroup.memory_current() if cgroup else None
-        return current or proc_usage(self.worker.tree()).get("memory")
+        return self.usage().get("memory")
 
     def usage(self) -> Usage:
-        cgroup = self.worker.cgroup
-        usage = proc_usage(cgroup.procs() if cgroup else self.worker.tree())
-        if cgroup is not None:
-            usage["memory"] = max(usage.get("memory") or 0, cgroup.memory_current() or 0)
+        usage = proc_usage(self._pids())
+        if self.cgroup is not None:
+            usage["memory"] = max(usage.get("memory") or 0, self.cgroup.memory_current() or 0)
         return usage
 
     def end(self, why: str) -> None:
@@ -105,13 +179,22 @@ class ProcessSession(SandboxSession):
             if self.ended is not None:
                 return
             self.ended = why
+        for fork in self.forks:
+            fork.end(f"its parent session {self.name} ended")
         self.link.close()  # between cells, the session's process ends by itself on this
-        self.worker.close(ended=self.running is None)
+        if self.parent is None:
+            self.worker.close(ended=self.running is None)
+        else:
+            kill_tree(self.process, wait=0.5 if self.running is None else 0.0)
+            if self.cgroup is not None:
+                self.cgroup.kill_and_remove()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def exit_status(self) -> int:
         """The wait status of the session's process once it ended, as its supervisor reported it on
-        the session's own channel (else as the worker ended)."""
+        the session's own channel (else as the worker ended); a fork's is not reported: a kill."""
+        if self.parent is not None:
+            return signal.SIGKILL
         reader = ProtocolReader(_Unheard(), trust=False)
         while select.select([self.worker.protocol_fd], [], [], 0)[0]:
             chunk = os.read(self.worker.protocol_fd, 65536)
@@ -122,6 +205,17 @@ class ProcessSession(SandboxSession):
             return reader.exit_status
         ended = self.worker.child.wait(timeout=0)
         return ended.status if ended else signal.SIGKILL
+
+
+def _new_child(supervisor: int, before: set[int], wait: float = 5.0) -> int | None:
+    """The first child of ``supervisor`` not in ``before`` to appear within ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        new = set(_children(supervisor)) - before
+        if new:
+            return min(new)
+        time.sleep(0.002)
+    return None
 
 
 class _Unheard:
@@ -178,11 +272,11 @@ class SessionCell(KillableRun):
         process died, or it would not stop on an interrupt, which then ends the session)."""
         session = self.session
         self.stream(dict(self.fds))
-        envelope, cgroup = self.reader.envelope, session.worker.cgroup
+        envelope, cgroup = self.reader.envelope, session.cgroup
         oom_killed, peak = bool(cgroup and cgroup.oom_killed()), cgroup.peak_memory() if cgroup else None
         wait_status = 0
         if envelope is None:
-            ended = session.worker.child.wait(timeout=KILL_GRACE)
+            ended = session.gone(KILL_GRACE)
             oom_killed = bool(cgroup and cgroup.oom_killed())
             wait_status = session.exit_status() if ended else signal.SIGKILL
             session.end("its process ended" if ended else "its cell did not stop on an interrupt")
