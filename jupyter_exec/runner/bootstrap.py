@@ -580,15 +580,16 @@ class _Link:
 
 
 def _fork(spec: "dict[str, Any]", control: int, confine: "Optional[types.ModuleType]") -> bool:
-    """Fork this session's process: True in the fork, a grandchild (so it is re-parented to the
-    session's supervisor and never waited for here), with its own process session, a further
+    """Fork this session's process: True in the fork, with its own process session, a further
     Landlock layer (only its own scratch directory writable, no signal to anything outside it:
-    not to its parent) and that directory as its home; False here once the middle child is reaped.
+    not to its parent) and that directory as its home; False here, where the fork is reaped when
+    it ends (``_reap_forks``; were this process to end first, the session's supervisor would).
     Threads do not survive a fork: only the one running the session is there."""
-    middle = os.fork()
-    if middle == 0:
-        if os.fork() != 0:
-            os._exit(0)
+    import signal
+
+    child = os.fork()
+    if child == 0:
+        _forks.clear()
         try:
             os.setsid()
             if spec.get("landlock"):
@@ -601,8 +602,22 @@ def _fork(spec: "dict[str, Any]", control: int, confine: "Optional[types.ModuleT
             os._exit(1)  # the kernel sees the fork's socket close
         return True
     os.close(control)
-    os.waitpid(middle, 0)
+    _forks.add(child)
+    signal.signal(signal.SIGCHLD, _reap_forks)
     return False
+
+
+_forks: "set[int]" = set()  # this session's forks not yet reaped
+
+
+def _reap_forks(signum: int, frame: object) -> None:
+    """Reap the forks that ended (only those: the cell's own children are the cell's to wait for)."""
+    for pid in list(_forks):
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                _forks.discard(pid)
+        except ChildProcessError:
+            _forks.discard(pid)
 
 
 def _fifo_session(path: str) -> "Callable[[], Optional[tuple[dict[str, Any], Optional[list[int]]]]]":

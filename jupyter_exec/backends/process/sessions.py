@@ -54,8 +54,9 @@ class ProcessSession(SandboxSession):
     """A session's process, its socket and its scratch directory (its files, for every cell).
 
     A session started by a cell has a worker of its own (``worker``), whose supervisor is a
-    subreaper; a fork (``fork``) is a process forked from its parent's, re-parented to that same
-    supervisor, so it lives within its root session's worker: it ends when that ends. It has a
+    subreaper; a fork (``fork``) is a child of its parent's process (re-parented to that
+    supervisor if the parent ends first), so it lives within its root session's worker: it ends
+    when that ends. It has a
     cgroup of its own where the host makes them (with its parent's limits), else its parent's."""
 
     def __init__(
@@ -108,15 +109,14 @@ class ProcessSession(SandboxSession):
         let it write), ``landlock``: the further layer that walls it in there."""
         scratch = self.scratch / FORKS / name
         shutil.copytree(self.scratch, scratch, symlinks=True, ignore=shutil.ignore_patterns(FORKS))
-        supervisor = self._supervisor()
-        before = set(_children(supervisor))
+        before = set(_children(self.process))
         theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         spec = {"cwd": str(scratch), "env": {"HOME": str(scratch), "TMPDIR": str(scratch)}, "landlock": landlock}
         try:
             self.send(json.dumps({"fork": spec}).encode(), [theirs.fileno()])
         finally:
             theirs.close()
-        process = _new_child(supervisor, before)
+        process = _new_child(self.process, before)
         if process is None:
             ours.close()
             shutil.rmtree(scratch, ignore_errors=True)
@@ -207,14 +207,14 @@ class ProcessSession(SandboxSession):
         return ended.status if ended else signal.SIGKILL
 
 
-def _new_child(supervisor: int, before: set[int], wait: float = 5.0) -> int | None:
-    """The first child of ``supervisor`` not in ``before`` to appear within ``wait`` seconds."""
+def _new_child(parent: int, before: set[int], wait: float = 5.0) -> int | None:
+    """The first child of ``parent`` not in ``before`` to appear within ``wait`` seconds."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        new = set(_children(supervisor)) - before
+        new = set(_children(parent)) - before
         if new:
             return min(new)
-        time.sleep(0.002)
+        time.sleep(0.0005)
     return None
 
 
