@@ -104,7 +104,8 @@ class LocalBackend(ExecutorBackend):
     def availability(cls) -> Availability:
         if not sys.platform.startswith("linux"):
             return Availability(False, f"needs Linux, this is {sys.platform}", "use --backend docker")
-        return Availability(True, notes=tuple(guarantees(cls.confined).notes()))
+        promised = guarantees(cls.confined)
+        return Availability(True, notes=(*promised.notes(), *_session_notes(promised.cgroup.kind)))
 
     # A class attribute elsewhere; here it depends on the host, so it is read from the instance
     # (as the manager reads it) and worked out only then. Never assigned: mypy sees a ClassVar
@@ -304,6 +305,12 @@ class SeccompBackend(LocalBackend):
         notes = [f"landlock abi {abi}", *promised.notes()]
         if abi < 6 and not promised.namespaces.available:
             notes.append("signals: Landlock before ABI 6 cannot stop a run signalling your other processes")
+        notes.append(
+            "sessions: a fork is walled from its parent by a Landlock layer of its own (files, signals)"
+            if abi >= 6
+            else "sessions: a fork can signal its parent session (Landlock before ABI 6 scopes no signals)"
+        )
+        notes += _session_notes(promised.cgroup.kind)
         if abi < 3:
             notes.append("truncate(): Landlock before ABI 3 does not govern it, so the seccomp filter refuses it")
         return Availability(True, notes=tuple(notes))
@@ -339,6 +346,13 @@ class SeccompBackend(LocalBackend):
             # Landlock does not cover connect(): refuse it, as socket() is refused, unless --network.
             plan["connect"] = spec.limits.network
         return {**plan, "readable": readable, "writable": writable}
+
+
+def _session_notes(cgroup: str | None) -> list[str]:
+    """What doctor says of sessions here: whether their limits hold the session whole."""
+    if cgroup:
+        return []
+    return ["sessions: no cgroup here, so --mem and --pids hold each process of a session, not the session whole"]
 
 
 def _without_landlock(error: int) -> Availability:
