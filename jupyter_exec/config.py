@@ -222,6 +222,15 @@ class ExecConfig(Configurable):
         lambda value, variable: parse_duration(value or "0", variable),
     )
 
+    state_budget = env_trait(
+        Unicode(
+            help="The node states explore(..., from_state=True) holds at once: a count, and optionally their "
+            "memory in all, e.g. '8,4g'; past it the least promising are released (and rebuilt if wanted again)."
+        ),
+        "JX_STATE_BUDGET",
+        "8,4g",
+    )
+
     def default_limits(self) -> Limits:
         """The default limits, parsed once per distinct setting (this is on every run's path)."""
         return _parsed_limits(tuple(getattr(self, setting) for _, setting in _DEFAULTED))

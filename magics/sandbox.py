@@ -102,8 +102,8 @@ class SandboxMagics(Magics):
         """With ``--trace``: a ``manager.run`` that records the run as a node of that trace (in
         front or, with ``--bg``, in the background, beside other writers of the same trace)."""
         if not args.trace:
-            if args.parent or args.metric or args.maximize is not None:
-                raise UsageError("--parent, --metric, --maximize and --minimize need --trace NAME")
+            if args.parent or args.metric or args.maximize is not None or args.from_state:
+                raise UsageError("--parent, --metric, --maximize, --minimize and --from-state need --trace NAME")
             return None
         return functools.partial(
             run_in_trace,
@@ -112,6 +112,7 @@ class SandboxMagics(Magics):
             parent=args.parent or "latest",
             metric=args.metric,
             maximize=args.maximize,
+            from_state=args.from_state,
         )
 
 
