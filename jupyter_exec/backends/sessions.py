@@ -33,6 +33,7 @@ class SandboxSession(abc.ABC):
         self.running: int | None = None  # the run id of the cell it runs now
         self.ended: str | None = None  # why it ended, once it has
         self.cpu_seconds = 0.0  # the CPU time its cells had used when the last one ended
+        self.on_end: list[Callable[[], None]] = []  # called once it has ended (a broker's quota let go)
         self._turn = threading.Lock()
 
     def take_turn(self, run_id: int | None, say: Callable[[str], None]) -> None:
@@ -91,8 +92,14 @@ class SandboxSession(abc.ABC):
 
     @abc.abstractmethod
     def end(self, why: str) -> None:
-        """End it (its cell too, if one runs) and free what it holds; ``why`` is kept in ``ended``.
-        Safe to call more than once, from any thread."""
+        """End it (its cell too, if one runs) and free what it holds; ``why`` is kept in ``ended``;
+        then ``ended_now``. Safe to call more than once, from any thread."""
+
+    def ended_now(self) -> None:
+        """Call what waits for its end (once, from ``end``)."""
+        hooks, self.on_end = self.on_end, []
+        for hook in hooks:
+            hook()
 
 
 Session = TypeVar("Session", bound=SandboxSession)

@@ -22,6 +22,7 @@ import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -86,6 +87,7 @@ class ContainerSession(SandboxSession):
         self.ready = slot.wait_ready()  # what the first cell's reader takes in
         self.interrupts = 0
         self.memory_seen: int | None = None
+        self._ending = threading.Lock()
 
     def send(self, request: bytes) -> None:
         self.interrupts = 0
@@ -120,10 +122,12 @@ class ContainerSession(SandboxSession):
         return self.memory_seen
 
     def end(self, why: str) -> None:
-        if self.ended is not None:
-            return
-        self.ended = why
+        with self._ending:
+            if self.ended is not None:
+                return
+            self.ended = why
         self.slot.discard()
+        self.ended_now()
 
 
 class ContainerSessionCell(KillableRun):

@@ -189,6 +189,7 @@ class ProcessSession(SandboxSession):
             if self.cgroup is not None:
                 self.cgroup.kill_and_remove()
         shutil.rmtree(self.scratch, ignore_errors=True)
+        self.ended_now()
 
     def exit_status(self) -> int:
         """The wait status of the session's process once it ended, as its supervisor reported it on
