@@ -152,6 +152,7 @@ class Manager:
                 limits=admitted.limits.as_dict(),
                 log_path=str(output.log_path),
                 name=admitted.name,
+                session=admitted.session,
             )
         )
         hit = self.cache.get(key) if key else None
@@ -215,7 +216,7 @@ class Manager:
         if cancel_now:
             run.backend.cancel(handle)
         self.records.mark_running(run.id, str(run.output.log_path))
-        run.emit(Running(kind="running", started=handle.started))
+        run.emit(Running(kind="running", started=handle.started, cell=handle.cell))
 
     def _await(self, run: _Run) -> Envelope:
         """The run's envelope (or its ``TaskError``); an interrupt cancels the run first. Only runs

@@ -27,7 +27,8 @@ ENGINE_URL = "__import__('jupyter_exec').current_manager().backend('container').
 def usable(backend: str) -> str:
     """``backend``, once it can run here (the container backend: where an engine runs)."""
     if backend == "container":
-        require(not NO_NAMESPACES, "no namespaces: no rootless engine can start here")
+        if NO_NAMESPACES:  # scripts/test-as-user's second pass, as test_container_lockdown.py skips it
+            pytest.skip("no namespaces: no rootless engine can start here; the first pass tests it")
         availability = ContainerBackend.availability()
         require(availability.ok, f"container backend: {availability.reason} — {availability.fix}")
     return backend

@@ -142,6 +142,7 @@ class TaskHandle:
         self.submission = submission
         self.backend = backend
         self.started = time.time()
+        self.cell: int | None = None  # its number among its session's cells (a backend holding sessions)
         self.outcome: Outcome | None = None
         self._done = threading.Event()
 

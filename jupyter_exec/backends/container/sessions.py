@@ -144,6 +144,7 @@ class ContainerSessionCell(KillableRun):
             self.reader.feed(self.session.ready)
         self.session.send(request)
         self.handle.started = time.time()
+        self.handle.cell = self.session.cells
         self.start_pump()
 
     def kill(self) -> None:

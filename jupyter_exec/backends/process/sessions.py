@@ -249,6 +249,7 @@ class SessionCell(KillableRun):
             for _, write in pipes:
                 os.close(write)
         self.handle.started = time.time()
+        self.handle.cell = self.session.cells
         self.start_pump()
 
     def kill(self) -> None:
