@@ -5,6 +5,8 @@
   its turn (one cell at a time: another waits, saying so), and what it counts (cells, idle).
 - ``SessionTable``: a backend's sessions by name: started once per name, listed, ended by
   name or all at once, and ended when idle for ``ExecConfig.session_idle``.
+- ``HoldsSessions``: what a backend that holds sessions answers from its table, and how it
+  starts a cell in one; ``SessionCellRun``: a cell in a session (an interrupt stops the cell).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from jupyter_exec.errors import JupyterExecError, NodeFailedError
+from jupyter_exec.runner.protocol import build_request
 from jupyter_exec.spec import RunSpec
 
-from .base import SessionInfo, Submission
+from .base import SessionInfo, Submission, TaskHandle
+from .runs import KillableRun, RunRegistry
 
-__all__ = ["SandboxSession", "SessionTable"]
+__all__ = ["HoldsSessions", "SandboxSession", "SessionCellRun", "SessionTable", "later_request"]
 
 
 class SandboxSession(abc.ABC):
@@ -33,6 +37,7 @@ class SandboxSession(abc.ABC):
         self.running: int | None = None  # the run id of the cell it runs now
         self.ended: str | None = None  # why it ended, once it has
         self.cpu_seconds = 0.0  # the CPU time its cells had used when the last one ended
+        self.interrupts = 0  # asked of the cell that runs now
         self.on_end: list[Callable[[], None]] = []  # called once it has ended (a broker's quota let go)
         self._turn = threading.Lock()
 
@@ -45,7 +50,7 @@ class SandboxSession(abc.ABC):
         if self.ended is not None:
             self._turn.release()
             raise NodeFailedError(f"session {self.name} ended while this cell waited: {self.ended}")
-        self.running = run_id
+        self.running, self.interrupts = run_id, 0
         self.cells += run_id is not None
 
     def give_turn(self) -> None:
@@ -85,6 +90,18 @@ class SandboxSession(abc.ABC):
     @abc.abstractmethod
     def alive(self) -> bool:
         """Whether its process or container still runs."""
+
+    def interrupt(self) -> None:
+        """Stop the running cell (``KeyboardInterrupt`` in it); a second time, end the session."""
+        self.interrupts += 1
+        if self.interrupts > 1:
+            self.end("interrupted twice")
+        else:
+            self.signal_cell()
+
+    @abc.abstractmethod
+    def signal_cell(self) -> None:
+        """SIGINT to the process that runs the cells."""
 
     @abc.abstractmethod
     def memory(self) -> int | None:
@@ -197,3 +214,56 @@ class SessionTable(Generic[Session]):
                     del self._sessions[session.name]
             for session in idle:
                 session.end(f"idle for {self.idle:g} s (ExecConfig.session_idle)")
+
+
+class SessionCellRun(KillableRun, Generic[Session]):
+    """One cell run in a session: an interrupt (cancel, ``--timeout``) stops the cell, not the session."""
+
+    session: Session
+
+    def kill(self) -> None:
+        self.session.interrupt()
+
+    def begun(self) -> None:
+        """The cell is handed to its session: its clock and its number there, then its pump."""
+        self.handle.started = time.time()
+        self.handle.cell = self.session.cells
+        self.start_pump()
+
+
+class HoldsSessions:
+    """The session members of a backend's contract, answered from its ``sessions`` table (a
+    backend lists this class before ``ExecutorBackend``)."""
+
+    holds_sessions = True
+    sessions: SessionTable[Any]
+    runs: RunRegistry[Any]
+
+    def session_spec(self, name: str) -> RunSpec | None:
+        session = self.sessions.get(name)
+        return None if session is None else session.spec
+
+    def list_sessions(self) -> list[SessionInfo]:
+        return self.sessions.list()
+
+    def end_session(self, name: str) -> bool:
+        return self.sessions.end(name)
+
+    def start_cell(self, cell: SessionCellRun[Any], start: Callable[[], None]) -> TaskHandle:
+        """Follow ``cell`` and ``start`` it; if it cannot start, its session is free again."""
+        self.runs.add(cell)
+        try:
+            start()
+        except BaseException:
+            self.runs.forget(cell.handle.run_id)
+            cell.session.give_turn()
+            raise
+        return cell.handle
+
+
+def later_request(submission: Submission) -> bytes:
+    """A session's later cell's request: its code and values (the session is confined and placed)."""
+    spec = submission.spec
+    return build_request(
+        submission.code, inputs=submission.inputs, outputs=spec.outputs, trust=spec.trust, env={}, cwd=None
+    )

@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from jupyter_exec.backends import names
-from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, SessionInfo, Submission, TaskHandle
+from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
 from jupyter_exec.backends.runs import KillableRun, RunRegistry
-from jupyter_exec.backends.sessions import SessionTable
+from jupyter_exec.backends.sessions import HoldsSessions, SessionTable, later_request
 from jupyter_exec.config import ExecConfig, application_config
 from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, PolicyError
@@ -61,13 +61,12 @@ def _settings() -> DockerConfig:
     return DockerConfig(config=application_config())
 
 
-class ContainerBackend(ExecutorBackend):
+class ContainerBackend(HoldsSessions, ExecutorBackend):
     """Runs each cell in its own container from a warm pool; see the module docstring."""
 
     name: ClassVar[str] = names.CONTAINER
     isolation: ClassVar[str] = "container"
     samples: ClassVar[bool] = True
-    holds_sessions: ClassVar[bool] = True
     options_class = ContainerOptions
 
     def __init__(self, config: ExecConfig) -> None:
@@ -295,19 +294,8 @@ class ContainerBackend(ExecutorBackend):
         """A cell of session ``spec.session``: in its container when it lives (after the cell it
         runs now), else in one made now; a later cell's request is only its code and values."""
         session = self.sessions.enter(submission, lambda: self._start_session(submission, key))
-        try:
-            if session.cells > 1:
-                spec = submission.spec
-                request = build_request(
-                    submission.code, inputs=submission.inputs, outputs=spec.outputs, trust=spec.trust, env={}, cwd=None
-                )
-            cell = self.runs.add(ContainerSessionCell(submission, self, session))
-            cell.start(request)
-        except BaseException:
-            self.forget(submission.run_id)
-            session.give_turn()
-            raise
-        return cell.handle
+        cell = ContainerSessionCell(submission, self, session)
+        return self.start_cell(cell, lambda: cell.start(request if session.cells == 1 else later_request(submission)))
 
     def _start_session(self, submission: Submission, key: PoolKey) -> ContainerSession:
         spec = submission.spec
@@ -320,16 +308,6 @@ class ContainerBackend(ExecutorBackend):
             except BaseException:
                 slot.discard()
                 raise
-
-    def session_spec(self, name: str) -> RunSpec | None:
-        session = self.sessions.get(name)
-        return None if session is None else session.spec
-
-    def list_sessions(self) -> list[SessionInfo]:
-        return self.sessions.list()
-
-    def end_session(self, name: str) -> bool:
-        return self.sessions.end(name)
 
     def fork_session(self, parent: str, name: str, say: Callable[[str], None]) -> None:
         """Refused, naming what is missing here (``sessions.fork_refusal``)."""

@@ -23,13 +23,11 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from typing import Any
 
 from jupyter_exec.backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
-from jupyter_exec.backends.runs import KillableRun
-from jupyter_exec.backends.sessions import SandboxSession
+from jupyter_exec.backends.sessions import SandboxSession, SessionCellRun
 from jupyter_exec.runner.bootstrap import SESSION_VAR
 from jupyter_exec.runner.protocol import ProtocolReader
 from jupyter_exec.spec import RunSpec
@@ -85,20 +83,14 @@ class ContainerSession(SandboxSession):
         super().__init__(name, backend, spec)
         self.slot, self.engine = slot, engine
         self.ready = slot.wait_ready()  # what the first cell's reader takes in
-        self.interrupts = 0
         self.memory_seen: int | None = None
         self._ending = threading.Lock()
 
     def send(self, request: bytes) -> None:
-        self.interrupts = 0
         self.slot.send_request(request)
 
-    def interrupt(self) -> None:
-        """Stop the running cell (SIGINT to it); a second time, end the session."""
-        self.interrupts += 1
-        if self.interrupts > 1:
-            self.end("interrupted twice")
-            return
+    def signal_cell(self) -> None:
+        """SIGINT through the engine to the container's pid 1, which hands it to the cells' process."""
         try:
             self.engine.retry(lambda: self.slot.container.kill(signal="SIGINT"), "interrupt the cell")
         except Exception as error:
@@ -130,7 +122,7 @@ class ContainerSession(SandboxSession):
         self.ended_now()
 
 
-class ContainerSessionCell(KillableRun):
+class ContainerSessionCell(SessionCellRun[ContainerSession]):
     """One cell in a container session: the session's FIFOs read until its envelope is in."""
 
     def __init__(self, submission: Submission, backend: ExecutorBackend, session: ContainerSession) -> None:
@@ -143,12 +135,7 @@ class ContainerSessionCell(KillableRun):
         if self.session.cells == 1:
             self.reader.feed(self.session.ready)
         self.session.send(request)
-        self.handle.started = time.time()
-        self.handle.cell = self.session.cells
-        self.start_pump()
-
-    def kill(self) -> None:
-        self.session.interrupt()
+        self.begun()
 
     def over(self, streams: dict[int, str]) -> bool:
         """Over once the envelope (or the supervisor's word that the session's process ended) is

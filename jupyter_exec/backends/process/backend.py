@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from jupyter_exec.backends import names
-from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, SessionInfo, Submission, TaskHandle
+from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
 from jupyter_exec.backends.runs import KillableRun, RunRegistry
-from jupyter_exec.backends.sessions import SessionTable
+from jupyter_exec.backends.sessions import HoldsSessions, SessionTable, later_request
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
@@ -77,7 +77,7 @@ def python_readable_paths() -> tuple[str, ...]:
     return tuple(sorted(p for p in paths if p))
 
 
-class LocalBackend(ExecutorBackend):
+class LocalBackend(HoldsSessions, ExecutorBackend):
     """A subprocess in its own process session, with rlimits, a cgroup where possible, and a
     wall-clock timeout that kills everything the run started."""
 
@@ -86,8 +86,6 @@ class LocalBackend(ExecutorBackend):
     needs_scratch: ClassVar[bool] = True
     samples: ClassVar[bool] = True
     confined: ClassVar[bool] = False
-
-    holds_sessions: ClassVar[bool] = True
 
     def __init__(self, config: ExecConfig) -> None:
         super().__init__(config)
@@ -195,24 +193,14 @@ class LocalBackend(ExecutorBackend):
         """A cell of session ``spec.session``: in it when it lives (after the cell it runs now),
         else in one started now, confined by this first cell's request for the whole session."""
         session = self.sessions.enter(submission, lambda: self._start_session(submission))
-        try:
-            submission = dataclasses.replace(submission, scratch=session.scratch)
-            first = session.cells == 1 and session.forked_from is None  # it confines the session
-            request = self._request(submission) if first else self._request_in(submission)
-            cell = self.runs.add(SessionCell(submission, self, session))
-            cell.start(request)
-        except BaseException:
-            self.forget(submission.run_id)
-            session.give_turn()
-            raise
-        return cell.handle
+        submission = dataclasses.replace(submission, scratch=session.scratch)
+        cell = SessionCell(submission, self, session)
 
-    def _request_in(self, submission: Submission) -> bytes:
-        """A later cell's request: the session is confined and placed already."""
-        spec = submission.spec
-        return build_request(
-            submission.code, inputs=submission.inputs, outputs=spec.outputs, trust=spec.trust, env={}, cwd=None
-        )
+        def start() -> None:
+            first = session.cells == 1 and session.forked_from is None  # it confines the session
+            cell.start(self._request(submission) if first else later_request(submission))
+
+        return self.start_cell(cell, start)
 
     def _start_session(self, submission: Submission) -> ProcessSession:
         spec = submission.spec
@@ -229,16 +217,6 @@ class LocalBackend(ExecutorBackend):
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-
-    def session_spec(self, name: str) -> RunSpec | None:
-        session = self.sessions.get(name)
-        return None if session is None else session.spec
-
-    def list_sessions(self) -> list[SessionInfo]:
-        return self.sessions.list()
-
-    def end_session(self, name: str) -> bool:
-        return self.sessions.end(name)
 
     def fork_session(self, parent: str, name: str, say: Callable[[str], None]) -> None:
         """Session ``name`` as a fork of ``parent``'s process (after the cell it runs now), walled

@@ -27,8 +27,8 @@ from pathlib import Path
 from jupyter_exec._proc import pid_alive
 from jupyter_exec.backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
-from jupyter_exec.backends.runs import KILL_GRACE, KillableRun
-from jupyter_exec.backends.sessions import SandboxSession
+from jupyter_exec.backends.runs import KILL_GRACE
+from jupyter_exec.backends.sessions import SandboxSession, SessionCellRun
 from jupyter_exec.errors import NodeFailedError
 from jupyter_exec.monitor import Usage, proc_usage
 from jupyter_exec.runner.bootstrap import SESSION_HEADER, descendants
@@ -79,7 +79,6 @@ class ProcessSession(SandboxSession):
         self.process = process or self._cell_process()
         self.cgroup = cgroup if parent is not None else worker.cgroup
         self.forks: list[ProcessSession] = []
-        self.interrupts = 0
         self._ending = threading.Lock()
 
     def _supervisor(self) -> int:
@@ -99,7 +98,6 @@ class ProcessSession(SandboxSession):
 
     def send(self, request: bytes, fds: list[int]) -> None:
         """Hand the session one cell: its request and its stdout, stderr and protocol pipes."""
-        self.interrupts = 0
         socket.send_fds(self.link, [len(request).to_bytes(SESSION_HEADER, "big")], fds)
         self.link.sendall(request)
 
@@ -133,12 +131,7 @@ class ProcessSession(SandboxSession):
         self.forks.append(child)
         return child
 
-    def interrupt(self) -> None:
-        """Stop the running cell (SIGINT: ``KeyboardInterrupt`` in it); a second time, end the session."""
-        self.interrupts += 1
-        if self.interrupts > 1:
-            self.end("interrupted twice")
-            return
+    def signal_cell(self) -> None:
         try:
             os.kill(self.process, signal.SIGINT)
         except ProcessLookupError:
@@ -229,7 +222,7 @@ class _Unheard:
         pass
 
 
-class SessionCell(KillableRun):
+class SessionCell(SessionCellRun[ProcessSession]):
     """One cell run in a session: its own pipes, read as a one-shot run's; an interrupt stops it."""
 
     def __init__(self, submission: Submission, backend: ExecutorBackend, session: ProcessSession) -> None:
@@ -248,12 +241,7 @@ class SessionCell(KillableRun):
         finally:
             for _, write in pipes:
                 os.close(write)
-        self.handle.started = time.time()
-        self.handle.cell = self.session.cells
-        self.start_pump()
-
-    def kill(self) -> None:
-        self.session.interrupt()
+        self.begun()
 
     def over(self, streams: dict[int, str]) -> bool:
         """Over once the envelope is in and the session let go of the protocol channel, with
