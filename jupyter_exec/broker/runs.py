@@ -103,7 +103,10 @@ def _admit(
     defaults = defaults.merged_over(broker.config.default_limits())
     try:
         return admit(spec, BackendFacts.of(backend), policy, defaults, living)
-    except SpecError as error:  # named as the kernel names its session
+    except SpecError as error:
+        if session is None or type(error) is not SpecError:
+            raise
+        # a session's limits refused: named as the kernel names the session
         raise SpecError(str(error).replace(f"session {session}", f"session {request.session}")) from None
 
 
