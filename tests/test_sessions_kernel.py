@@ -151,7 +151,7 @@ def test_a_session_cannot_reach_another_sessions_files_or_processes(kernel, name
             cell(
                 name,
                 f"import os, signal\nfor act in (lambda: open({scratch + '/secret.txt'!r}).read(), "
-                f"lambda: os.kill({victim}, signal.SIGKILL)):\n"
+                f"lambda: os.kill({victim}, signal.SIGKILL), lambda: os.open('/proc/{victim}/mem', os.O_RDONLY)):\n"
                 "    try:\n        act()\n        print('reached')\n"
                 "    except OSError as error:\n        print(type(error).__name__)",
             )
