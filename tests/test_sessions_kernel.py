@@ -118,7 +118,9 @@ def test_a_cell_that_ignores_interrupts_ends_its_session(kernel, name, backend):
     kernel.fails_as(cell(name, stubborn, "--timeout 1", backend), "TaskTimeoutError", "timeout")
     details = json.loads(kernel.records().get(kernel.last_run()["id"])["details"])
     assert details["session_ended"] == "its cell did not stop on an interrupt"
-    assert kernel.run(cell(name, "print('kept' in globals())", backend=backend), check=True).stdout == "False\n"
+    fresh = kernel.run(cell(name, "print('kept' in globals())", backend=backend), check=True)
+    assert fresh.stdout == "False\n"
+    assert f"session {name} starts afresh: the last one ended (its cell did not stop on an interrupt)" in fresh.stderr
 
 
 def test_end_frees_the_session_and_an_unknown_name_is_one_line(kernel, name, backend):
@@ -177,7 +179,9 @@ def test_an_idle_session_ends(data_dir, notebook_dir):
             time.sleep(0.2)
         assert not session_processes(kernel.pid, scratch) and not Path(scratch).exists()
         assert kernel.run("%jx sessions", check=True).result_text.count("idle") <= 1  # the header only
-        assert kernel.run(cell("idle", "print('x' in globals())"), check=True).stdout == "False\n"
+        fresh = kernel.run(cell("idle", "print('x' in globals())"), check=True)
+        assert fresh.stdout == "False\n"
+        assert "session idle starts afresh: the last one ended (idle for 2 s" in fresh.stderr
     finally:
         kernel.shutdown_leaving_nothing()
 

@@ -129,6 +129,7 @@ class SessionTable(Generic[Session]):
     def __init__(self, idle: float | None) -> None:
         self.idle = idle
         self._sessions: dict[str, Session] = {}
+        self._gone: dict[str, str] = {}  # why each session no longer here ended, by name
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._watching = False
@@ -138,6 +139,7 @@ class SessionTable(Generic[Session]):
         with self._lock:
             session = self._sessions.get(name)
             if session is not None and (session.ended is not None or not session.alive()):
+                self._gone[name] = session.ended or "its process ended"
                 del self._sessions[name]
                 session = None
         return session
@@ -147,19 +149,27 @@ class SessionTable(Generic[Session]):
         held for the cell once the one it runs now is over (``give_turn`` gives it back)."""
         name = submission.spec.session
         assert name is not None
-        session = self.open(name, start)
-        session.take_turn(submission.run_id, lambda text: submission.sink.output("stderr", text))
+
+        def say(text: str) -> None:
+            submission.sink.output("stderr", text)
+
+        session = self.open(name, start, say)
+        session.take_turn(submission.run_id, say)
         return session
 
-    def open(self, name: str, start: Callable[[], Session]) -> Session:
-        """Session ``name``, started by ``start`` if it does not live."""
+    def open(self, name: str, start: Callable[[], Session], say: Callable[[str], None] = lambda text: None) -> Session:
+        """Session ``name``, started by ``start`` if it does not live; ``say`` tells the user when a
+        session of that name ended before (its state is not there any more)."""
         with self._lock:
             session = self._sessions.get(name)
             if session is not None and session.ended is None and session.alive():
                 return session
             if session is not None:
                 session.end("its process ended")
+            ended = session.ended if session is not None else self._gone.pop(name, None)
             session = self._sessions[name] = start()
+            if ended:
+                say(f"[jupyter-exec] session {name} starts afresh: the last one ended ({ended})\n")
             if self.idle and not self._watching:
                 self._watching = True
                 threading.Thread(target=self._watch, daemon=True, name="jx-session-idle").start()
@@ -187,6 +197,7 @@ class SessionTable(Generic[Session]):
         if session is None:
             return False
         session.end(why)
+        self._gone.pop(name, None)  # ended as asked: a new one is no surprise
         return True
 
     def list(self) -> list[SessionInfo]:
@@ -214,6 +225,7 @@ class SessionTable(Generic[Session]):
                     del self._sessions[session.name]
             for session in idle:
                 session.end(f"idle for {self.idle:g} s (ExecConfig.session_idle)")
+                self._gone[session.name] = str(session.ended)
 
 
 class SessionCellRun(KillableRun, Generic[Session]):
