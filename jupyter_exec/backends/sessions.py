@@ -184,12 +184,6 @@ class SessionTable(Generic[Session]):
             session = self._sessions[name] = make()
         return session
 
-    def drop(self, session: Session) -> None:
-        """Forget ``session`` (it ended)."""
-        with self._lock:
-            if self._sessions.get(session.name) is session:
-                del self._sessions[session.name]
-
     def end(self, name: str, why: str = "ended by %jx end") -> bool:
         """End session ``name``; False if there is none."""
         with self._lock:
