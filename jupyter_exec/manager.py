@@ -179,7 +179,11 @@ class Manager:
     def admitted(self, spec: RunSpec) -> tuple[ExecutorBackend, AdmittedSpec]:
         """The backend ``spec`` runs on, and the spec as admitted there (``admission``), with the
         kernel's runtime env (``%jx env``) inherited and its default limits; a spec admitted
-        already (a map's batch) as it is."""
+        already (a map's batch) as it is. A session's later cell that names no backend runs
+        where the session lives (a fork made by ``%jx fork`` lives where its parent does)."""
+        if spec.session is not None and spec.backend == "auto":
+            holder = self._session_holder(spec.session)
+            spec = replace(spec, backend=holder.name) if holder is not None else spec
         backend = self.backend(spec.backend)
         if isinstance(spec, AdmittedSpec):
             return backend, spec
@@ -455,10 +459,14 @@ class Manager:
             known = ", ".join(sorted(info["name"] for info in self.sessions())) or "none"
             raise JupyterExecError(f"no session {name!r} in this kernel (sessions: {known}); %jx sessions lists them")
 
+    def _session_holder(self, name: str) -> ExecutorBackend | None:
+        """The started backend that holds live session ``name``, if one does."""
+        return next((b for b in list(self._backends.values()) if b.session_spec(name) is not None), None)
+
     def fork_session(self, parent: str, name: str) -> None:
         """Make sandbox session ``name`` a fork of session ``parent`` (its live state, ``parent``
         untouched), on the backend that holds ``parent``; after the cell ``parent`` runs now."""
-        holder = next((b for b in list(self._backends.values()) if b.session_spec(parent) is not None), None)
+        holder = self._session_holder(parent)
         if holder is None:
             known = ", ".join(sorted(info["name"] for info in self.sessions())) or "none"
             raise JupyterExecError(f"no session {parent!r} in this kernel (sessions: {known}); %jx sessions lists them")
