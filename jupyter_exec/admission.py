@@ -116,8 +116,11 @@ def _limits(
         else tuple(
             key
             for key, limit in LIMITS.items()
-            # a switch left on asks nothing a backend that cannot turn it off does not give anyway
-            if key not in enforced and limit.kind != "switch" and getattr(limits, key) is not None
+            # a switch left on asks nothing a backend that cannot turn it off does not give anyway;
+            # a host list asks it to keep the rest out
+            if key not in enforced
+            and getattr(limits, key) is not None
+            and not (limit.kind in ("switch", "hosts") and isinstance(getattr(limits, key), bool))
         )
     )
     return limits, unenforced

@@ -212,7 +212,7 @@ class Policy:
         if ceiling is None or value is None or value <= ceiling.value:
             return
         row = _CEILINGS[key]
-        if isinstance(row, Limit) and row.kind == "switch":
+        if isinstance(row, Limit) and row.kind in ("switch", "hosts"):
             raise PolicyError(
                 f"{flag} is not allowed by the administrator's policy ({ceiling.source}); drop {flag}", ceiling.source
             )
@@ -324,7 +324,7 @@ def policy_report(policy: Policy) -> str:
     for key, ceiling in policy.ceilings.items():
         row = _CEILINGS[key]
         shown = row.show_ceiling(ceiling.value)
-        switch = isinstance(row, Limit) and row.kind == "switch"
+        switch = isinstance(row, Limit) and row.kind in ("switch", "hosts")
         lines.append(f"  {key:14} {shown if switch else 'at most ' + shown}   ({ceiling.source})")
     for key, lists in policy.allow.items():
         lines.extend(f"  {key:14} {', '.join(a.patterns) or 'none'}   ({a.source})" for a in lists)

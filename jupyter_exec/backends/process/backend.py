@@ -221,7 +221,7 @@ class SeccompBackend(LocalBackend):
         return Availability(True, notes=tuple(notes))
 
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
-        return WorkerKey(python, namespaces=guarantees(True).namespaces.available, network=limits.network)
+        return WorkerKey(python, namespaces=guarantees(True).namespaces.available, network=limits.open_network)
 
     def confine_plan(self, submission: Submission) -> Plan:
         spec = submission.spec
@@ -240,7 +240,7 @@ class SeccompBackend(LocalBackend):
             **super().confine_plan(submission),
             "landlock": True,
             "seccomp": True,
-            "network": spec.limits.network,
+            "network": spec.limits.open_network,
         }
         if guarantees(True).namespaces.available:
             plan["mounts"] = _private_mounts(spec.limits, [*readable, *writable])
@@ -249,7 +249,7 @@ class SeccompBackend(LocalBackend):
         else:
             # No mount namespace, so the host's socket files cannot be hidden from the run, and
             # Landlock does not cover connect(): refuse it, as socket() is refused, unless --network.
-            plan["connect"] = spec.limits.network
+            plan["connect"] = spec.limits.open_network
         return {**plan, "readable": readable, "writable": writable}
 
 

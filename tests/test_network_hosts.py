@@ -1,0 +1,71 @@
+"""``--network HOST,...``: the host list as typed, matched and refused (no network needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jupyter_exec.errors import SpecError
+from jupyter_exec.hosts import HostList, HostRule
+from jupyter_exec.spec import Limits
+
+
+def test_entries_are_read_as_typed() -> None:
+    hosts = HostList.parse(" PyPI.org., *.example.org:8443, [2001:DB8::1]:443, 198.51.100.7 ,pypi.org")
+    assert hosts.rules == (
+        HostRule("pypi.org"),
+        HostRule("example.org", 8443, wildcard=True),
+        HostRule("2001:db8::1", 443),
+        HostRule("198.51.100.7"),
+    )
+    assert str(hosts) == "pypi.org,*.example.org:8443,[2001:db8::1]:443,198.51.100.7"
+    assert HostList.parse(str(hosts)) == hosts
+
+
+def test_a_bare_name_means_the_web_ports_and_a_wildcard_only_subdomains() -> None:
+    hosts = HostList.parse("pypi.org,*.example.org,db.example.org:5432")
+    assert hosts.match("PYPI.ORG", 443) and hosts.match("pypi.org", 80)
+    assert hosts.match("pypi.org", 22) is None
+    assert hosts.match("a.b.example.org", 443) == HostRule("example.org", wildcard=True)
+    assert hosts.match("example.org", 443) is None
+    assert hosts.match("badexample.org", 443) is None
+    assert hosts.match("db.example.org", 5432) == HostRule("db.example.org", 5432)
+
+
+@pytest.mark.parametrize(
+    ("typed", "said"),
+    [
+        ("10.0.0.0/8", "is an address range; ranges are not allowed"),
+        ("example.org:0", "the port must be a number from 1 to 65535"),
+        ("example.org:70000", "the port must be a number from 1 to 65535"),
+        ("example.org:http", "the port must be a number from 1 to 65535"),
+        ("2001:db8::1", "write an IPv6 address in brackets, e.g. [2001:db8::1]"),
+        ("[not-v6]:443", "is not an IPv6 address in brackets"),
+        ("exa mple.org", "is not a host name"),
+        ("*", "is not a host name"),
+        ("*.org", "would match a whole top-level domain"),
+        ("foo.*.org", "is not a host name"),
+        ("https://pypi.org", "is not a host; write the name alone"),
+        ("-bad.org", "is not a host name"),
+        ("1.2.3.999", "is neither a host name nor an IPv4 address"),
+        (",", "no host given"),
+    ],
+)
+def test_a_bad_entry_is_one_line_naming_it(typed: str, said: str) -> None:
+    with pytest.raises(SpecError, match=r"^--network: ") as caught:
+        Limits.parse(network=typed)
+    assert said in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_limit_is_off_on_or_a_list_and_survives_the_store() -> None:
+    assert Limits().network is False and Limits().hosts is None
+    assert Limits.parse(network=True).open_network
+    listed = Limits.parse(network="files.test,*.example.org:8443")
+    assert listed.hosts == HostList.parse("files.test,*.example.org:8443") and not listed.open_network
+    assert Limits.read(listed.as_dict()) == listed
+
+
+def test_one_list_within_another() -> None:
+    ceiling = HostList.parse("pypi.org,*.pythonhosted.org,api.example.org:8443")
+    assert HostList.parse("pypi.org:443,files.pythonhosted.org,*.a.pythonhosted.org").within(ceiling) is None
+    assert HostList.parse("pypi.org,evil.org").within(ceiling) == HostRule("evil.org")
+    assert HostList.parse("api.example.org").within(ceiling) == HostRule("api.example.org")
