@@ -416,3 +416,15 @@ def lab(tmp_path_factory):
         server.wait(15)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def network_lab(tmp_path_factory):
+    """The servers of the ``--network HOST,...`` tests, in a network namespace of their own
+    (``tests/network_lab.py``)."""
+    from network_lab import NetworkLab
+
+    require(NetworkLab.possible(), "the network lab needs root, ip (iproute2) and openssl")
+    lab = NetworkLab(tmp_path_factory.mktemp("network-lab")).start()
+    yield lab
+    lab.stop()

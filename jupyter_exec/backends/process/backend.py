@@ -34,6 +34,7 @@ from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.monitor import Usage, proc_usage
+from jupyter_exec.proxy import RELAY_PORT, Gate, open_gate
 from jupyter_exec.runner import confine as confinement
 from jupyter_exec.runner.plans import Mounts, Plan, Rlimits
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
@@ -148,6 +149,7 @@ class LocalBackend(ExecutorBackend):
     def submit(self, submission: Submission) -> TaskHandle:
         limits = submission.spec.limits
         plan = self.confine_plan(submission)
+        gate = _gate(self.name, submission)
         environment = submission.environment
         request = build_request(
             submission.code,
@@ -164,12 +166,14 @@ class LocalBackend(ExecutorBackend):
             self._worker_key(limits, environment.python if environment and environment.python else sys.executable),
             functools.partial(_set_limits, limits=limits),
         )
-        run = self.runs.add(_ProcessRun(submission, self, worker))
+        run = self.runs.add(_ProcessRun(submission, self, worker, gate))
         try:
             run.start(request)
         except BaseException:
             run.release()
             worker.close()
+            if gate is not None:
+                gate.close()
             raise
         return run.handle
 
@@ -242,6 +246,8 @@ class SeccompBackend(LocalBackend):
             "seccomp": True,
             "network": spec.limits.open_network,
         }
+        if spec.limits.hosts is not None:
+            plan["relay"] = {"socket": str(_gate_path(submission)), "port": RELAY_PORT}
         if guarantees(True).namespaces.available:
             plan["mounts"] = _private_mounts(spec.limits, [*readable, *writable])
             readable += plan["mounts"]["mask"]  # only the run's own paths are left there
@@ -290,6 +296,26 @@ def _private_mounts(limits: Limits, seen: list[str]) -> Mounts:
     return {"host_mount_ns": _host_mount_ns(), "shm_size": limits.shm, "mask": mask}
 
 
+def _gate_path(submission: Submission) -> Path:
+    assert submission.scratch is not None  # needs_scratch
+    return submission.scratch / "proxy.sock"
+
+
+def _gate(backend: str, submission: Submission) -> Gate | None:
+    """The proxy gate of a host-list run (None for others); a gate that cannot open refuses the run."""
+    hosts = submission.spec.limits.hosts
+    if hosts is None:
+        return None
+    try:
+        return open_gate(hosts, _gate_path(submission))
+    except OSError as error:
+        raise BackendUnavailableError(
+            backend,
+            f"--network {hosts}: the network proxy could not start ({error}); the run was not started",
+            "set ExecConfig.scratch_dir to a shorter local path, or drop the host list",
+        ) from None
+
+
 def _set_limits(worker: Worker, limits: Limits) -> None:
     """The run's memory, pids and CPU limits on the worker's cgroup (if it has one)."""
     if worker.cgroup is not None:
@@ -299,8 +325,8 @@ def _set_limits(worker: Worker, limits: Limits) -> None:
 class _ProcessRun(KillableRun):
     """One run in one worker: feeds the request, pumps the pipes, enforces the clock."""
 
-    def __init__(self, submission: Submission, backend: LocalBackend, worker: Worker) -> None:
-        self.submission, self.backend, self.worker = submission, backend, worker
+    def __init__(self, submission: Submission, backend: LocalBackend, worker: Worker, gate: Gate | None) -> None:
+        self.submission, self.backend, self.worker, self.gate = submission, backend, worker, gate
         self.handle = TaskHandle(submission, backend)
         self.reader = ProtocolReader(submission.sink, submission.spec.trust)
         self.cgroup = worker.cgroup
@@ -348,7 +374,7 @@ class _ProcessRun(KillableRun):
         envelope = self.reader.envelope
         usage = envelope.usage if envelope else {}
         peak = self.cgroup.peak_memory() if self.cgroup else None
-        return classify(
+        outcome = classify(
             run_id=self.submission.run_id,
             limits=self.submission.spec.limits,
             reader=self.reader,
@@ -359,3 +385,6 @@ class _ProcessRun(KillableRun):
             peak_memory=peak or usage.get("max_rss") or ended.maxrss,
             cpu_seconds=usage.get("cpu_seconds", ended.cpu_seconds),
         )
+        if self.gate is not None:
+            outcome.details["network"] = self.gate.close().as_details()
+        return outcome

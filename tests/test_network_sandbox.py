@@ -1,0 +1,131 @@
+"""``%%sandbox --network HOST,...`` as a notebook user sees it, against the lab's servers
+(``network_lab``): what a cell reaches, what it is refused, and the run's record of it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import NO_NAMESPACES, Kernel, make_wheel
+
+pytestmark = pytest.mark.kernel
+
+BACKENDS = ["seccomp"]
+
+FETCH = """
+import urllib.request
+def fetch(url):
+    try:
+        return urllib.request.urlopen(url, timeout=20).read().decode()
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+"""
+
+
+@pytest.fixture(scope="module")
+def lab_kernel(network_lab, tmp_path_factory):
+    index = network_lab.www / "simple" / "jxlabpkg"
+    index.mkdir(parents=True, exist_ok=True)
+    make_wheel(index, "jxlabpkg", "1.0", "GREETING = 'installed from the lab'\n")
+    kernel = Kernel(tmp_path_factory.mktemp("net-data"), tmp_path_factory.mktemp("net-nb"), env=network_lab.env())
+    yield kernel
+    kernel.shutdown_leaving_nothing()
+
+
+def _details(kernel: Kernel) -> dict:
+    return json.loads(kernel.records().get(kernel.last_run()["id"])["details"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_listed_hosts_are_reached_and_others_refused_by_name(lab_kernel, network_lab, backend):
+    ca = network_lab.ca
+    cell = lab_kernel.run(
+        f"%%sandbox --backend {backend} --network files.test,meta.test --mount {ca.parent} "
+        f"--env SSL_CERT_FILE={ca}\n{FETCH}"
+        "print(fetch('http://files.test/index.txt'), end='')\n"
+        "print(fetch('https://files.test/index.txt'), end='')\n"
+        "print(fetch('http://other.test/index.txt'))\n"
+        f"print(fetch('http://{network_lab.addresses['files.test']}/index.txt'))\n"
+        "print(fetch('http://meta.test/latest/'))\n",
+        check=True,
+    )
+    lines = cell.stdout.splitlines()
+    assert lines[:2] == ["hello from the lab", "hello from the lab"]
+    refused = "HTTPError: HTTP Error 403: other.test:80 is not on this run's --network list (files.test,meta.test)"
+    assert lines[2] == refused
+    assert "is not on this run's --network list" in lines[3]
+    assert lines[4].startswith("HTTPError: HTTP Error 403: meta.test is 169.254.169.254, a link-local address")
+    network = _details(lab_kernel)["network"]
+    verdicts = [(c["host"], c["port"], c["allowed"]) for c in network["connections"]]
+    assert verdicts == [
+        ("files.test", 80, True),
+        ("files.test", 443, True),
+        ("other.test", 80, False),
+        (network_lab.addresses["files.test"], 80, False),
+        ("meta.test", 80, False),
+    ]
+    assert network["refused"] == 3 and all(c["received"] > 0 for c in network["connections"][:2])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_dns_no_udp_no_direct_connection(lab_kernel, network_lab, backend):
+    address = network_lab.addresses["files.test"]
+    cell = lab_kernel.run(
+        f"%%sandbox --backend {backend} --network files.test\n"
+        "import socket\n"
+        "def attempt(what, call):\n"
+        "    try:\n"
+        "        call(); print(what, 'worked')\n"
+        "    except OSError as error:\n"
+        "        print(what, 'refused')\n"
+        "attempt('dns', lambda: socket.getaddrinfo('files.test', 80))\n"
+        f"attempt('udp', lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{address}', 53)))\n"
+        "attempt('raw', lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))\n"
+        f"attempt('direct', lambda: socket.create_connection(('{address}', 80), timeout=5))\n",
+        check=True,
+    )
+    assert cell.stdout.split("\n")[:4] == ["dns refused", "udp refused", "raw refused", "direct refused"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pip_installs_from_an_index_on_the_list_and_names_one_that_is_not(lab_kernel, network_lab, backend):
+    pip = (
+        "import subprocess, sys\n"
+        "done = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-cache-dir',"
+        " '--disable-pip-version-check', '--retries', '1', '--timeout', '10', '--target', 'pkgs', '--index-url', 'https://files.test/simple/',"
+        f" '--cert', '{network_lab.ca}', 'jxlabpkg'], capture_output=True, text=True)\n"
+        "sys.path.insert(0, 'pkgs')\n"
+    )
+    options = f"--backend {backend} --timeout 2m --mount {network_lab.ca.parent}"
+    cell = lab_kernel.run(
+        f"%%sandbox {options} --network files.test\n{pip}import jxlabpkg; print(jxlabpkg.GREETING)",
+        timeout=180,
+        check=True,
+    )
+    assert cell.stdout == "installed from the lab\n"
+    cell = lab_kernel.run(
+        f"%%sandbox {options} --network other.test\n{pip}print(done.returncode, done.stdout, done.stderr)",
+        timeout=180,
+        check=True,
+    )
+    assert cell.stdout.startswith("1 ")
+    assert "files.test:443 is not on this run's --network list (other.test)" in cell.stdout
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("--network 10.0.0.0/8", "--network: '10.0.0.0/8' is an address range; ranges are not allowed"),
+        ("--network files.test:99999", "--network: 'files.test:99999': the port must be a number from 1 to 65535"),
+        ("--network 'bad name'", "--network: 'bad name' is not a host name"),
+        ("--backend local --network files.test", "--network cannot be enforced here: a host list needs a sandbox"),
+    ],
+)
+def test_bad_lists_are_one_line_errors_and_nothing_runs(lab_kernel, line, message):
+    assert message in lab_kernel.refused(f"%%sandbox {line}\nprint('ran')")
+
+
+@pytest.mark.skipif(not NO_NAMESPACES, reason="only where no namespace can be made")
+def test_without_namespaces_a_host_list_is_refused_in_one_line(lab_kernel):
+    refused = lab_kernel.refused("%%sandbox --backend seccomp --network files.test\nprint('ran')")
+    assert "--network cannot be enforced here: a host list needs a network namespace of the run's own" in refused
