@@ -60,6 +60,7 @@ class NetworkLab:
             _ip("-n", ns, "addr", "add", f"{address}/29", "dev", inside)
         _ip("-n", ns, "link", "set", inside, "up")
         _ip("-n", ns, "link", "set", "lo", "up")
+        self.root.chmod(0o755)  # a container's user reads the CA through a --mount of it
         self._certificates()
         www = self.root / "www"
         www.mkdir(exist_ok=True)

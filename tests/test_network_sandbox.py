@@ -4,13 +4,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pip
 import pytest
 from conftest import NO_NAMESPACES, Kernel, make_wheel
 
 pytestmark = pytest.mark.kernel
 
-BACKENDS = ["seccomp"]
+# The sandboxes a host list runs in, as the options that pick them.
+BACKENDS = {
+    "seccomp": "--backend seccomp",
+    "docker": "--backend container",
+    "gvisor": "--backend container --runtime runsc",
+}
 
 FETCH = """
 import urllib.request
@@ -20,6 +27,14 @@ def fetch(url):
     except Exception as error:
         return f"{type(error).__name__}: {error}"
 """
+
+
+def _pip(sandbox: str) -> tuple[str, str]:
+    """How a cell in ``sandbox`` runs pip: its Python's own, or (the base image has none) this one's,
+    mounted; and the options that mount it."""
+    if sandbox == "seccomp":
+        return "sys.executable", ""
+    return "'python3'", f"--mount {Path(pip.__file__).parent}:/opt/pip/pip --env PYTHONPATH=/opt/pip"
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +51,11 @@ def _details(kernel: Kernel) -> dict:
     return json.loads(kernel.records().get(kernel.last_run()["id"])["details"])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_listed_hosts_are_reached_and_others_refused_by_name(lab_kernel, network_lab, backend):
+@pytest.mark.parametrize("sandbox", BACKENDS)
+def test_listed_hosts_are_reached_and_others_refused_by_name(lab_kernel, network_lab, sandbox):
     ca = network_lab.ca
     cell = lab_kernel.run(
-        f"%%sandbox --backend {backend} --network files.test,meta.test --mount {ca.parent} "
+        f"%%sandbox {BACKENDS[sandbox]} --network files.test,meta.test --mount {ca.parent} "
         f"--env SSL_CERT_FILE={ca}\n{FETCH}"
         "print(fetch('http://files.test/index.txt'), end='')\n"
         "print(fetch('https://files.test/index.txt'), end='')\n"
@@ -67,11 +82,11 @@ def test_listed_hosts_are_reached_and_others_refused_by_name(lab_kernel, network
     assert network["refused"] == 3 and all(c["received"] > 0 for c in network["connections"][:2])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_no_dns_no_udp_no_direct_connection(lab_kernel, network_lab, backend):
+@pytest.mark.parametrize("sandbox", BACKENDS)
+def test_no_dns_no_udp_no_direct_connection(lab_kernel, network_lab, sandbox):
     address = network_lab.addresses["files.test"]
     cell = lab_kernel.run(
-        f"%%sandbox --backend {backend} --network files.test\n"
+        f"%%sandbox {BACKENDS[sandbox]} --network files.test\n"
         "import socket\n"
         "def attempt(what, call):\n"
         "    try:\n"
@@ -87,16 +102,17 @@ def test_no_dns_no_udp_no_direct_connection(lab_kernel, network_lab, backend):
     assert cell.stdout.split("\n")[:4] == ["dns refused", "udp refused", "raw refused", "direct refused"]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_pip_installs_from_an_index_on_the_list_and_names_one_that_is_not(lab_kernel, network_lab, backend):
+@pytest.mark.parametrize("sandbox", BACKENDS)
+def test_pip_installs_from_an_index_on_the_list_and_names_one_that_is_not(lab_kernel, network_lab, sandbox):
+    python, pip_options = _pip(sandbox)
     pip = (
         "import subprocess, sys\n"
-        "done = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-cache-dir',"
+        f"done = subprocess.run([{python}, '-m', 'pip', 'install', '--no-cache-dir',"
         " '--disable-pip-version-check', '--retries', '1', '--timeout', '10', '--target', 'pkgs', '--index-url', 'https://files.test/simple/',"
         f" '--cert', '{network_lab.ca}', 'jxlabpkg'], capture_output=True, text=True)\n"
         "sys.path.insert(0, 'pkgs')\n"
     )
-    options = f"--backend {backend} --timeout 2m --mount {network_lab.ca.parent}"
+    options = f"{BACKENDS[sandbox]} {pip_options} --timeout 2m --mount {network_lab.ca.parent}"
     cell = lab_kernel.run(
         f"%%sandbox {options} --network files.test\n{pip}import jxlabpkg; print(jxlabpkg.GREETING)",
         timeout=180,

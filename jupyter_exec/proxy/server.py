@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.hosts import HostList, HostRule, normalise
 
 from . import peek
 from .addresses import IPAddress, refusal, resolve
 
-__all__ = ["MAX_OPEN", "MAX_RECORDS", "RELAY_PORT", "Connection", "Gate", "Traffic", "open_gate"]
+__all__ = ["MAX_OPEN", "MAX_RECORDS", "RELAY_PORT", "Connection", "Gate", "Traffic", "gate_for", "open_gate"]
 
 RELAY_PORT = 3128  # the relay's port on the sandbox's own loopback (runner/netrelay.py)
 MAX_OPEN = 64  # a run's connections open at once
@@ -412,3 +413,18 @@ def open_gate(hosts: HostList, path: Path) -> Gate:
     gate = Gate(hosts, path)
     _loop().call(gate._start())
     return gate
+
+
+def gate_for(backend: str, hosts: HostList | None, path: Path) -> Gate | None:
+    """The gate of a run on ``backend`` that may reach ``hosts`` (None: the run has no host list);
+    a gate that cannot open refuses the run (``BackendUnavailableError``), never runs it otherwise."""
+    if hosts is None:
+        return None
+    try:
+        return open_gate(hosts, path)
+    except OSError as error:
+        raise BackendUnavailableError(
+            backend,
+            f"--network {hosts}: the network proxy could not start ({error}); the run was not started",
+            "set ExecConfig.scratch_dir to a shorter local path, or drop the host list",
+        ) from None

@@ -126,7 +126,7 @@ def plan(
     if limits.gpus is not None:
         host["device_requests"] = [_device_request(DeviceRequest, limits.gpus)]
     environment = dict(_ENVIRONMENT)
-    if limits.open_network and settings.ca_bundle:
+    if (limits.open_network or limits.hosts is not None) and settings.ca_bundle:
         host["mounts"].append(bind(Path(settings.ca_bundle), CA_TARGET, True))
         environment.update(dict.fromkeys(("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE"), CA_TARGET))
     userns = "keep-id" if facts.kind == "podman" and facts.rootless else None

@@ -89,7 +89,8 @@ class Slot:
         self.folder.chmod(0o711 if mapped_away else 0o755)
         out = self.folder / "out"
         out.mkdir(mode=0o711 if mapped_away else 0o755)
-        for shipped in (BOOTSTRAP_PATH, BOOTSTRAP_PATH.with_name("confine.py")):  # confine sets the rlimits
+        # confine sets the rlimits; netrelay is a host-list run's way to its proxy gate
+        for shipped in (BOOTSTRAP_PATH, *(BOOTSTRAP_PATH.with_name(name) for name in ("confine.py", "netrelay.py"))):
             shutil.copyfile(shipped, self.folder / shipped.name)
             (self.folder / shipped.name).chmod(0o644)
         uid, _, gid = user.partition(":")

@@ -34,7 +34,7 @@ from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError
 from jupyter_exec.monitor import Usage, proc_usage
-from jupyter_exec.proxy import RELAY_PORT, Gate, open_gate
+from jupyter_exec.proxy import RELAY_PORT, Gate, gate_for
 from jupyter_exec.runner import confine as confinement
 from jupyter_exec.runner.plans import Mounts, Plan, Rlimits
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
@@ -149,7 +149,7 @@ class LocalBackend(ExecutorBackend):
     def submit(self, submission: Submission) -> TaskHandle:
         limits = submission.spec.limits
         plan = self.confine_plan(submission)
-        gate = _gate(self.name, submission)
+        gate = gate_for(self.name, limits.hosts, _gate_path(submission)) if limits.hosts else None
         environment = submission.environment
         request = build_request(
             submission.code,
@@ -299,21 +299,6 @@ def _private_mounts(limits: Limits, seen: list[str]) -> Mounts:
 def _gate_path(submission: Submission) -> Path:
     assert submission.scratch is not None  # needs_scratch
     return submission.scratch / "proxy.sock"
-
-
-def _gate(backend: str, submission: Submission) -> Gate | None:
-    """The proxy gate of a host-list run (None for others); a gate that cannot open refuses the run."""
-    hosts = submission.spec.limits.hosts
-    if hosts is None:
-        return None
-    try:
-        return open_gate(hosts, _gate_path(submission))
-    except OSError as error:
-        raise BackendUnavailableError(
-            backend,
-            f"--network {hosts}: the network proxy could not start ({error}); the run was not started",
-            "set ExecConfig.scratch_dir to a shorter local path, or drop the host list",
-        ) from None
 
 
 def _set_limits(worker: Worker, limits: Limits) -> None:
