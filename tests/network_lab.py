@@ -5,20 +5,24 @@ from a free /29 of the documentation range 198.51.100.0/24 (checked against the 
 and runs ``lab_server.py`` there: ``files.test`` and ``other.test`` (two addresses), each with
 HTTP, HTTPS (a certificate from a test CA made here) and a TCP echo on 7000. The proxy finds
 them through ``JX_PROXY_TEST_HOSTS`` (``env``), which also maps ``meta.test`` to the metadata
-address and ``loop.test`` to loopback. Needs root (``ip netns``); the tests skip without it
-(and fail under ``JX_REQUIRE_ALL``).
+address and ``loop.test`` to loopback, and serves a package index (``/simple/``) with one wheel.
+Needs root (``ip netns``): ``scripts/test-as-user`` makes one as root (``python network_lab.py
+start DIR``) for the ordinary account's tests, which find it through ``JX_TEST_NETWORK_LAB``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["NetworkLab"]
+__all__ = ["SHARED_VAR", "NetworkLab"]
+
+SHARED_VAR = "JX_TEST_NETWORK_LAB"
 
 _RANGE = ipaddress.ip_network("198.51.100.0/24")
 
@@ -41,6 +45,14 @@ class NetworkLab:
         self.addresses: dict[str, str] = {}
         self.server: subprocess.Popen[str] | None = None
 
+    @classmethod
+    def attach(cls, root: Path) -> NetworkLab:
+        """The lab another process (root's) made in ``root``; stopping it is that process's."""
+        lab = cls(root)
+        described = json.loads((root / "lab.json").read_text())
+        lab.name, lab.addresses = described["name"], described["addresses"]
+        return lab
+
     @staticmethod
     def possible() -> bool:
         return os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("openssl") is not None
@@ -62,9 +74,12 @@ class NetworkLab:
         _ip("-n", ns, "link", "set", "lo", "up")
         self.root.chmod(0o755)  # a container's user reads the CA through a --mount of it
         self._certificates()
+        from conftest import make_wheel
+
         www = self.root / "www"
-        www.mkdir(exist_ok=True)
+        (www / "simple" / "jxlabpkg").mkdir(parents=True, exist_ok=True)
         (www / "index.txt").write_text("hello from the lab\n")
+        make_wheel(www / "simple" / "jxlabpkg", "jxlabpkg", "1.0", "GREETING = 'installed from the lab'\n")
         self.server = subprocess.Popen(
             [
                 "ip",
@@ -83,6 +98,8 @@ class NetworkLab:
             text=True,
         )
         assert self.server.stdout is not None and self.server.stdout.readline().strip() == "ready"
+        described = {"name": self.name, "addresses": self.addresses, "server": self.server.pid}
+        (self.root / "lab.json").write_text(json.dumps(described))
         return self
 
     @property
@@ -103,6 +120,9 @@ class NetworkLab:
         if self.server is not None:
             self.server.kill()
             self.server.wait()
+        elif (self.root / "lab.json").exists():  # made by `network_lab.py start`
+            pid = json.loads((self.root / "lab.json").read_text())["server"]
+            subprocess.run(["kill", "-9", str(pid)], capture_output=True)  # root's, under `ip netns exec`
         subprocess.run(["ip", "link", "del", f"{self.name}h"], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
@@ -157,3 +177,11 @@ class NetworkLab:
             "-out",
             "server.pem",
         )
+
+
+if __name__ == "__main__":  # scripts/test-as-user: `start DIR` / `stop DIR`, as root
+    command, where = sys.argv[1], Path(sys.argv[2])
+    if command == "start":
+        NetworkLab(where).start()
+    else:
+        NetworkLab.attach(where).stop()
