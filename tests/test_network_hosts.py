@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from jupyter_exec.errors import SpecError
+from jupyter_exec.errors import PolicyError, SpecError
 from jupyter_exec.hosts import HostList, HostRule
+from jupyter_exec.policy import parse_policy, policy_report
 from jupyter_exec.spec import Limits
 
 
@@ -69,3 +72,59 @@ def test_one_list_within_another() -> None:
     assert HostList.parse("pypi.org:443,files.pythonhosted.org,*.a.pythonhosted.org").within(ceiling) is None
     assert HostList.parse("pypi.org,evil.org").within(ceiling) == HostRule("evil.org")
     assert HostList.parse("api.example.org").within(ceiling) == HostRule("api.example.org")
+
+
+def test_old_policy_files_keep_their_meaning() -> None:
+    closed = parse_policy({"network": False}, "old.yaml")
+    with pytest.raises(PolicyError, match=r"^--network is not allowed by the administrator's policy \(old.yaml\)"):
+        closed.bound(Limits(network=True), Limits(network=True), None)
+    with pytest.raises(PolicyError, match=r"^--network is not allowed"):
+        closed.bound(Limits.parse(network="pypi.org"), Limits(), None)
+    opened = parse_policy({"network": True}, "old.yaml")
+    assert opened.bound(Limits(network=True), Limits(network=True), None).network is True
+    assert policy_report(closed).splitlines()[1].split() == ["network", "not", "allowed", "(old.yaml)"]
+
+
+def test_a_policy_list_is_the_hosts_a_user_may_name() -> None:
+    policy = parse_policy({"network": ["pypi.org", "*.pythonhosted.org"]}, "hub.yaml")
+    asked = Limits.parse(network="pypi.org,files.pythonhosted.org")
+    assert policy.bound(asked, asked, None).network == asked.network
+    assert policy.bound(Limits(), Limits(), None).network is False  # no default list: no network
+    with pytest.raises(PolicyError) as alone:
+        policy.bound(Limits(network=True), Limits(network=True), None)
+    assert str(alone.value) == (
+        "--network alone (every host) is not allowed by the administrator's policy (policy hub.yaml); "
+        "name the hosts, among: pypi.org,*.pythonhosted.org"
+    )
+    with pytest.raises(PolicyError) as outside:
+        policy.bound(Limits.parse(network="pypi.org,evil.example"), Limits(), None)
+    assert str(outside.value) == (
+        "--network evil.example: not among the hosts the administrator's policy allows (policy hub.yaml): "
+        "pypi.org,*.pythonhosted.org"
+    )
+    stricter = policy.strictest(parse_policy({"network": ["pypi.org"]}, "mine.yaml"))
+    with pytest.raises(PolicyError, match=r"^--network files.pythonhosted.org: .*\(policy mine.yaml\)"):
+        stricter.bound(asked, asked, None)
+
+
+def test_a_default_list_for_runs_that_name_none() -> None:
+    policy = parse_policy({"network": ["pypi.org", "api.example.org"], "network_default": ["pypi.org"]}, "hub.yaml")
+    assert str(policy.bound(Limits(), Limits(), None).network) == "pypi.org"
+    assert policy.bound(Limits(), Limits(), frozenset({"memory"})).network is False  # a backend that cannot keep it
+    assert str(policy.bound(*[Limits.parse(network="api.example.org")] * 2, None).network) == "api.example.org"
+    assert "network        by default pypi.org   (hub.yaml)" in policy_report(policy)
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        ({"network": ["10.0.0.0/8"]}, "policy p.yaml, key network: '10.0.0.0/8' is an address range"),
+        ({"network": []}, "policy p.yaml, key network: expected a list of hosts"),
+        ({"network_default": "pypi.org"}, "policy p.yaml, key network_default: expected a list of hosts"),
+        ({"network": ["pypi.org"], "network_default": ["evil.example"]}, "evil.example is beyond key network"),
+        ({"network": False, "network_default": ["pypi.org"]}, "key network_default: a list is beyond key network"),
+    ],
+)
+def test_a_bad_policy_list_names_the_file_and_key(data: dict, said: str) -> None:
+    with pytest.raises(PolicyError, match=re.escape(said)):
+        parse_policy(data, "p.yaml")
