@@ -17,7 +17,8 @@ _ENV_COLUMNS = ["hash", "status", "target", "size", "uses", "builds", "last_used
 
 def runs_table(records: RunRecords, limit: int = 50) -> Any:
     """The newest runs; ``node`` is where a Ray run ran (its node id's first 12 characters, as --node takes);
-    ``items`` what a map's items came to, ``from`` the run a cached one replays."""
+    ``items`` what a map's items came to, ``from`` the run a cached one replays, ``refused`` how many
+    connections a ``--network HOST,...`` run had refused."""
     rows = []
     for row in records.runs(limit=limit, columns=(*COLUMNS, "details")):
         details = json.loads(row.get("details") or "{}")
@@ -25,6 +26,7 @@ def runs_table(records: RunRecords, limit: int = 50) -> Any:
         shown["node"] = (details.get("node_id") or "")[:12] or None
         shown["items"] = _items(details) if "items" in details else None
         shown["from"] = details.get("cached_from")
+        shown["refused"] = (details.get("network") or {}).get("refused")  # a host list's refused connections
         rows.append(shown)
     try:
         import pandas
@@ -34,6 +36,7 @@ def runs_table(records: RunRecords, limit: int = 50) -> Any:
     if not frame.empty:
         frame["created"] = pandas.to_datetime(frame["created"], unit="s")
         frame["from"] = frame["from"].astype("Int64")
+        frame["refused"] = frame["refused"].astype("Int64")
         columns = [c for c in frame.columns if c != "node"]
         columns.insert(columns.index("isolation") + 1, "node")
         frame = frame[columns].set_index("id")

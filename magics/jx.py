@@ -68,10 +68,14 @@ class JxMagics(Magics):
         return runs_table(self.manager.records, limit=int(rest) if rest.isdigit() else 50)
 
     def _jx_show(self, rest: str) -> None:
-        row = self.manager.records.get(self._run_id(rest, "show"))
+        """The run's record; a host-list run's connections with it, each with its verdict and bytes."""
+        run_id = self._run_id(rest, "show")
+        row = self.manager.records.get(run_id)
         if row is None:
             raise UsageError(f"no run {rest}; `%jx runs` lists them")
-        print(json.dumps(decoded(row), indent=2, default=str))
+        connections = self.manager.connections.of(run_id)
+        shown = {**decoded(row), **({"connections": connections} if connections else {})}
+        print(json.dumps(shown, indent=2, default=str))
 
     def _jx_logs(self, rest: str) -> None:
         print(self.manager.log_text(self._run_id(rest, "logs")), end="")

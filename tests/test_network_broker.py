@@ -4,8 +4,12 @@ the user's own section of its file."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from test_broker import SANDBOX, USERS, Broker, UserKernel, _can_run_brokers
+
+from jupyter_exec.store.connections import RunConnections
 
 pytestmark = pytest.mark.kernel
 
@@ -49,11 +53,16 @@ def test_each_user_reaches_the_hosts_their_section_lists(users, listed_broker):
     assert alice.run(f"{SANDBOX} --network files.test\n{FETCH.format('files.test')}", check=True).stdout == (
         "hello from the lab\n"
     )
+    run_id = alice.last_run()["id"]
     refused = alice.run(f"{SANDBOX} --network other.test\n{FETCH.format('other.test')}")
     assert refused.stderr == (
         "UsageError: --network other.test: not among the hosts the administrator's policy allows "
         f"(policy {listed_broker.policy}): files.test\n"
     )
+    (kept,) = json.loads(alice.run(f"%jx show {run_id}", check=True).stdout)["connections"]
+    assert (kept["host"], kept["port"], kept["allowed"]) == ("files.test", 80, True) and kept["received"] > 0
+    at_broker = RunConnections(listed_broker.data / "broker.sqlite3")
+    assert [c["host"] for run in range(1, 5) for c in at_broker.of(run)] == ["files.test"]
     alone = alice.run(f"{SANDBOX} --network\nprint('ran')")
     assert alone.stderr.startswith("UsageError: --network alone (every host) is not allowed")
     assert bob.run(f"{SANDBOX} --network other.test\n{FETCH.format('other.test')}", check=True).stdout == (

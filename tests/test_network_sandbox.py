@@ -49,10 +49,6 @@ def lab_kernel(network_lab, tmp_path_factory):
     kernel.shutdown_leaving_nothing()
 
 
-def _details(kernel: Kernel) -> dict:
-    return json.loads(kernel.records().get(kernel.last_run()["id"])["details"])
-
-
 @needs_namespaces
 @pytest.mark.parametrize("sandbox", BACKENDS)
 def test_listed_hosts_are_reached_and_others_refused_by_name(lab_kernel, network_lab, sandbox):
@@ -73,8 +69,9 @@ def test_listed_hosts_are_reached_and_others_refused_by_name(lab_kernel, network
     assert lines[2] == refused
     assert "is not on this run's --network list" in lines[3]
     assert lines[4].startswith("HTTPError: HTTP Error 403: meta.test is 169.254.169.254, a link-local address")
-    network = _details(lab_kernel)["network"]
-    verdicts = [(c["host"], c["port"], c["allowed"]) for c in network["connections"]]
+    run_id = lab_kernel.last_run()["id"]
+    shown = json.loads(lab_kernel.run(f"%jx show {run_id}", check=True).stdout)
+    verdicts = [(c["host"], c["port"], c["allowed"]) for c in shown["connections"]]
     assert verdicts == [
         ("files.test", 80, True),
         ("files.test", 443, True),
@@ -82,7 +79,13 @@ def test_listed_hosts_are_reached_and_others_refused_by_name(lab_kernel, network
         (network_lab.addresses["files.test"], 80, False),
         ("meta.test", 80, False),
     ]
-    assert network["refused"] == 3 and all(c["received"] > 0 for c in network["connections"][:2])
+    assert all(c["sent"] > 0 and c["received"] > 0 for c in shown["connections"][:2])
+    assert "is not on this run's --network list" in shown["connections"][2]["reason"]
+    summary = shown["details"]["network"]
+    assert summary["hosts"] == "files.test,meta.test" and summary["connections"] == 5 and summary["refused"] == 3
+    assert summary["refused_to"] == ["other.test:80", f"{network_lab.addresses['files.test']}:80", "meta.test:80"]
+    refused = lab_kernel.run(f"runs = %jx runs\nprint(runs.loc[{run_id}, 'refused'])", check=True)
+    assert refused.stdout == "3\n"
 
 
 @needs_namespaces

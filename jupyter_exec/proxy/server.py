@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jupyter_exec.errors import BackendUnavailableError
+from jupyter_exec.events import Network
 from jupyter_exec.hosts import HostList, HostRule, normalise
 
 from . import peek
@@ -73,6 +74,7 @@ class Connection:
 class Traffic:
     """A run's connections as its gate saw them (at most ``MAX_RECORDS``; ``unrecorded`` more)."""
 
+    hosts: str  # the list, as typed
     connections: list[Connection]
     unrecorded: int = 0
 
@@ -80,13 +82,21 @@ class Traffic:
     def refused(self) -> int:
         return sum(not c.allowed for c in self.connections)
 
-    def as_details(self) -> dict[str, Any]:
-        """What a run's record keeps of it."""
-        return {
-            "connections": [c.as_dict() for c in self.connections],
-            "refused": self.refused,
-            "unrecorded": self.unrecorded,
-        }
+    def summary(self) -> Network:
+        """What a run's details keep of it (the connections themselves go to their own table)."""
+        refused_to = dict.fromkeys(f"{c.host}:{c.port}" for c in self.connections if not c.allowed)
+        return Network(
+            hosts=self.hosts,
+            connections=len(self.connections) + self.unrecorded,
+            refused=self.refused,
+            refused_to=list(refused_to)[:5],
+            sent=sum(c.sent for c in self.connections),
+            received=sum(c.received for c in self.connections),
+        )
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Each connection, for the store (``Outcome.connections``)."""
+        return [c.as_dict() for c in self.connections]
 
 
 class _Refused(Exception):
@@ -104,7 +114,7 @@ class Gate:
 
     def __init__(self, hosts: HostList, path: Path) -> None:
         self.hosts, self.path = hosts, path
-        self.traffic = Traffic([])
+        self.traffic = Traffic(str(hosts), [])
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 

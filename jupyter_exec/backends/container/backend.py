@@ -423,7 +423,8 @@ class _ContainerRun(KillableRun):
             outcome.details["limits"] = list(self.plan.notes)
         outcome.details["resources"] = self.sampler.summary()
         if self.gate is not None:
-            outcome.details["network"] = self.gate.close().as_details()
+            traffic = self.gate.close()
+            outcome.details["network"], outcome.connections = traffic.summary(), traffic.rows()
         return outcome
 
     def _container_status(self) -> int:

@@ -371,5 +371,6 @@ class _ProcessRun(KillableRun):
             cpu_seconds=usage.get("cpu_seconds", ended.cpu_seconds),
         )
         if self.gate is not None:
-            outcome.details["network"] = self.gate.close().as_details()
+            traffic = self.gate.close()
+            outcome.details["network"], outcome.connections = traffic.summary(), traffic.rows()
         return outcome
