@@ -51,6 +51,7 @@ _FIRST_BYTES_TIME = 10.0  # seconds for the first bytes in a tunnel (HTTP and TL
 _SERVER_FIRST_TIME = 1.0  # seconds before an explicitly named port is taken for a server-speaks-first protocol
 _CONNECT_TIME = 10.0
 _CHUNK = 256 * 1024
+_BUFFER = 4 * _CHUNK  # what a stream reads ahead before it waits for the other side (not a bound on heads)
 
 
 @dataclass
@@ -119,7 +120,7 @@ class Gate:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_unix_server(self._serve, str(self.path), limit=_HEAD_BYTES)
+        self._server = await asyncio.start_unix_server(self._serve, str(self.path), limit=_BUFFER)
         os.chmod(self.path, 0o666)  # the sandbox's user may differ (a container's); the folder guards it
 
     def close(self) -> Traffic:
@@ -237,7 +238,8 @@ class Gate:
         errors = []
         for address in allowed:
             try:
-                stream = await asyncio.wait_for(asyncio.open_connection(str(address), record.port), _CONNECT_TIME)
+                connecting = asyncio.open_connection(str(address), record.port, limit=_BUFFER)
+                stream = await asyncio.wait_for(connecting, _CONNECT_TIME)
                 return rule, stream
             except (OSError, asyncio.TimeoutError) as error:
                 errors.append(f"{address}: {getattr(error, 'strerror', None) or 'timed out'}")

@@ -19,6 +19,7 @@ from jupyter_exec.cancel_watch import ask_cancel
 from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
 from jupyter_exec.status import FINAL, Status
+from jupyter_exec.store.connections import RunConnections
 from jupyter_exec.store.records import RunRecords, RunRow, decoded
 from jupyter_exec.trace.tables import TraceTables
 
@@ -72,13 +73,18 @@ class PanelQueries:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._tables: tuple[RunRecords, EnvIndex, TraceTables] | None = None
+        self._tables: tuple[RunRecords, EnvIndex, TraceTables, RunConnections] | None = None
 
-    def _open(self) -> tuple[RunRecords, EnvIndex, TraceTables] | None:
+    def _open(self) -> tuple[RunRecords, EnvIndex, TraceTables, RunConnections] | None:
         """The store's tables, opened on first use after a kernel has made the file; None before."""
         with self._lock:
             if self._tables is None and self.path.exists():
-                self._tables = (RunRecords(self.path), EnvIndex(self.path), TraceTables(self.path))
+                self._tables = (
+                    RunRecords(self.path),
+                    EnvIndex(self.path),
+                    TraceTables(self.path),
+                    RunConnections(self.path),
+                )
             return self._tables
 
     def _records(self) -> RunRecords | None:
@@ -96,8 +102,11 @@ class PanelQueries:
 
     @_answerable
     def run(self, run_id: int) -> dict[str, Any]:
-        """Every recorded field of one run, its spec and details decoded."""
-        return {**decoded(self._row(run_id)), "now": time.time()}
+        """Every recorded field of one run, its spec and details decoded; a host-list run's connections."""
+        row = decoded(self._row(run_id))
+        tables = self._open()
+        connections = tables[3].of(run_id) if tables else []
+        return {**row, **({"connections": connections} if connections else {}), "now": time.time()}
 
     @_answerable
     def log(self, run_id: int, offset: int, max_bytes: int, tail: bool = False) -> dict[str, Any]:

@@ -5,6 +5,7 @@
 import { badge, Child, formatBytes, formatSeconds, formatTime, h, table } from './dom';
 import { ApiError, requestAPI } from './handler';
 import { LogTail } from './log';
+import { describeNetwork } from './network';
 import { IRunDetail, IRunList, IRunSummary, isFinal } from './tokens';
 import { PollingView } from './view';
 
@@ -169,6 +170,7 @@ export class RunsView extends PollingView {
       ['cancel asked', formatTime(run.cancel_requested)],
       ['cached from', run.details?.cached_from !== undefined ? `run ${run.details.cached_from}` : ''],
       ['items', describeItems(run.details)],
+      ['network', describeNetwork(run)],
       ['error', run.error ?? '']
     ];
     const head = h(
