@@ -220,3 +220,16 @@ def test_an_http_head() -> None:
     assert twice.header("host") is None
     with pytest.raises(peek.Incomplete):
         peek.parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n")
+
+
+def test_a_gate_that_cannot_start_refuses_the_run_in_one_line(tmp_path: Path) -> None:
+    from jupyter_exec.errors import BackendUnavailableError
+    from jupyter_exec.proxy import gate_for
+
+    too_long = tmp_path / ("x" * 120) / "proxy.sock"  # longer than a Unix socket's path may be
+    too_long.parent.mkdir()
+    with pytest.raises(BackendUnavailableError) as refused:
+        gate_for("seccomp", HostList.parse("files.test"), too_long)
+    assert "--network files.test: the network proxy could not start" in str(refused.value)
+    assert "the run was not started" in str(refused.value) and "\n" not in str(refused.value)
+    assert gate_for("seccomp", None, too_long) is None

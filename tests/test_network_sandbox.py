@@ -153,3 +153,22 @@ def test_bad_lists_are_one_line_errors_and_nothing_runs(lab_kernel, line, messag
 def test_without_namespaces_a_host_list_is_refused_in_one_line(lab_kernel):
     refused = lab_kernel.refused("%%sandbox --backend seccomp --network files.test\nprint('ran')")
     assert "--network cannot be enforced here: a host list needs a network namespace of the run's own" in refused
+
+
+@needs_namespaces
+@pytest.mark.parametrize("sandbox", BACKENDS)
+def test_a_flood_of_connections_is_bounded_and_the_kernel_unharmed(lab_kernel, sandbox):
+    cell = lab_kernel.run(
+        f"%%sandbox {BACKENDS[sandbox]} --network other.test:7000 --timeout 2m\n"
+        "import os, socket\n"
+        "port = int(os.environ['HTTP_PROXY'].rsplit(':', 1)[1])\n"
+        "held = [socket.create_connection(('127.0.0.1', port)) for _ in range(300)]\n"
+        "for sock in held:\n"
+        "    sock.sendall(b'CONNECT other.test:7000 HTTP/1.1\\r\\n\\r\\n')\n"
+        "answers = [sock.recv(12) for sock in held]\n"
+        "print(answers.count(b'HTTP/1.1 200'), answers.count(b'HTTP/1.1 503'))",
+        timeout=180,
+        check=True,
+    )
+    assert cell.stdout == "64 236\n"
+    assert lab_kernel.run("1 + 1", timeout=10, check=True).result_text == "2"

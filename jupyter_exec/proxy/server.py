@@ -14,7 +14,8 @@ plain-HTTP forwarding, and for each connection:
    (SNI), an HTTP request must carry a Host that agrees; any other protocol only to a
    ``host:port`` named explicitly; a plain-HTTP request is forwarded with its Host checked
    and ``Connection: close``, so one connection is one request to one host;
-5. relays, counting bytes each way, and keeps a ``Connection`` record.
+5. relays (``relay``: the kernel moves the bytes), counting them each way, and keeps a
+   ``Connection`` record.
 
 At most ``MAX_OPEN`` connections of a run are open at once (more are refused with a 503 at
 once), and at most ``MAX_RECORDS`` records are kept (the rest are counted).
@@ -26,6 +27,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,6 +41,7 @@ from jupyter_exec.hosts import HostList, HostRule, normalise
 
 from . import peek
 from .addresses import IPAddress, refusal, resolve
+from .relay import relay
 
 __all__ = ["MAX_OPEN", "MAX_RECORDS", "RELAY_PORT", "Connection", "Gate", "Traffic", "gate_for", "open_gate"]
 
@@ -50,8 +53,6 @@ _HEAD_TIME = 10.0  # seconds for a client to send its head
 _FIRST_BYTES_TIME = 10.0  # seconds for the first bytes in a tunnel (HTTP and TLS clients speak first)
 _SERVER_FIRST_TIME = 1.0  # seconds before an explicitly named port is taken for a server-speaks-first protocol
 _CONNECT_TIME = 10.0
-_CHUNK = 256 * 1024
-_BUFFER = 4 * _CHUNK  # what a stream reads ahead before it waits for the other side (not a bound on heads)
 
 
 @dataclass
@@ -69,6 +70,12 @@ class Connection:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def add_sent(self, count: int) -> None:
+        self.sent += count
+
+    def add_received(self, count: int) -> None:
+        self.received += count
 
 
 @dataclass
@@ -116,12 +123,30 @@ class Gate:
     def __init__(self, hosts: HostList, path: Path) -> None:
         self.hosts, self.path = hosts, path
         self.traffic = Traffic(str(hosts), [])
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_unix_server(self._serve, str(self.path), limit=_BUFFER)
-        os.chmod(self.path, 0o666)  # the sandbox's user may differ (a container's); the folder guards it
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.path))
+            os.chmod(self.path, 0o666)  # the sandbox's user may differ (a container's); the folder guards it
+            listener.listen(128)
+        except OSError:
+            listener.close()
+            raise
+        listener.setblocking(False)
+        self._listener = listener
+        self._accepting = asyncio.get_running_loop().create_task(self._accept(listener))
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            client, _ = await loop.sock_accept(listener)
+            task = loop.create_task(self._serve(client))
+            self._tasks.add(task)  # counted at once: MAX_OPEN
+            task.add_done_callback(self._tasks.discard)
 
     def close(self) -> Traffic:
         """Stop taking connections, cut the open ones, and return what the run did."""
@@ -129,41 +154,38 @@ class Gate:
         return self.traffic
 
     async def _stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
+        ending = [*self._tasks, *([self._accepting] if self._accepting else [])]
+        for task in ending:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*ending, return_exceptions=True)
+        if self._listener is not None:
+            self._listener.close()
         with contextlib.suppress(OSError):
             self.path.unlink()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def _serve(self, client: socket.socket) -> None:
         record = Connection("", 0)
         try:
             if len(self._tasks) > MAX_OPEN:
                 raise _Refused(503, f"more than {MAX_OPEN} connections at once from this run")
-            head, rest = await _read(reader, peek.parse_head, _HEAD_TIME)
+            head, rest = await _read(client, peek.parse_head, _HEAD_TIME)
             if head.method == "CONNECT":
-                await self._tunnel(head, rest, reader, writer, record)
+                await self._tunnel(head, rest, client, record)
             else:
-                await self._forward(head, rest, reader, writer, record)
+                await self._forward(head, rest, client, record)
         except _Refused as refused:
             record.reason = refused.reason
             record.allowed = False
             if not isinstance(refused, _Cut):
-                await _answer(writer, refused.status, refused.reason)
+                await _answer(client, refused.status, refused.reason)
         except asyncio.CancelledError:
             record.reason = record.reason or "cut when the run ended"
-        except (OSError, asyncio.IncompleteReadError) as error:
+        except OSError as error:
             record.reason = record.reason or f"ended: {error.__class__.__name__}"
         finally:
-            writer.close()
+            client.close()
             record.seconds = time.time() - record.started
             self._keep(record)
-            self._tasks.discard(task)
 
     def _keep(self, record: Connection) -> None:
         if len(self.traffic.connections) < MAX_RECORDS:
@@ -171,56 +193,43 @@ class Gate:
         else:
             self.traffic.unrecorded += 1
 
-    async def _tunnel(
-        self,
-        head: peek.Head,
-        rest: bytes,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        record: Connection,
-    ) -> None:
+    async def _tunnel(self, head: peek.Head, rest: bytes, client: socket.socket, record: Connection) -> None:
         """HTTP CONNECT: checked, connected, answered 200; then the first bytes checked and relayed."""
+        loop = asyncio.get_running_loop()
         record.host, record.port = _authority(head.target, None)
-        rule, (up_reader, up_writer) = await self._connect(record)
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        try:
-            await writer.drain()
-            first = rest or await _first_bytes(reader, rule)
-            self._check_first(first, record, rule)
-        except _Refused as refused:
-            up_writer.close()
-            raise _Cut(refused.status, refused.reason) from None
-        up_writer.write(first)
-        record.sent += len(first)
-        await _relay(reader, writer, up_reader, up_writer, record)
+        rule, upstream = await self._connect(record)
+        with upstream:
+            try:
+                await loop.sock_sendall(client, b"HTTP/1.1 200 Connection established\r\n\r\n")
+                first = rest or await _first_bytes(client, rule)
+                self._check_first(first, record, rule)
+            except _Refused as refused:
+                raise _Cut(refused.status, refused.reason) from None
+            await loop.sock_sendall(upstream, first)
+            record.sent += len(first)
+            await relay(client, upstream, record.add_sent, record.add_received)
 
-    async def _forward(
-        self,
-        head: peek.Head,
-        rest: bytes,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        record: Connection,
-    ) -> None:
+    async def _forward(self, head: peek.Head, rest: bytes, client: socket.socket, record: Connection) -> None:
         """A plain-HTTP request in absolute form, sent on with its Host checked, then relayed."""
         url = urlsplit(head.target)
         if url.scheme != "http" or not url.hostname:
             raise _Refused(400, f"{head.target[:80]} is not an http:// URL (use HTTPS through CONNECT)")
         record.host, record.port = normalise(url.hostname), url.port or 80
         _agree(head.header("host"), record, "the Host header")
-        _, (up_reader, up_writer) = await self._connect(record)
+        _, upstream = await self._connect(record)
         kept = [(k, v) for k, v in head.headers if k.lower() not in ("connection", "proxy-connection", "keep-alive")]
         kept = [(k, v) for k, v in kept if not k.lower().startswith("proxy-")]
         path = url.path or "/"
         lines = [f"{head.method} {path}{'?' + url.query if url.query else ''} {head.version}"]
         lines += [f"{k}: {v}" for k, v in kept] + ["Connection: close", "", ""]
         sent = "\r\n".join(lines).encode("latin-1") + rest
-        up_writer.write(sent)
-        record.sent += len(sent)
-        await _relay(reader, writer, up_reader, up_writer, record)
+        with upstream:
+            await asyncio.get_running_loop().sock_sendall(upstream, sent)
+            record.sent += len(sent)
+            await relay(client, upstream, record.add_sent, record.add_received)
 
-    async def _connect(self, record: Connection) -> tuple[HostRule, tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-        """The rule that admits the connection and a stream to the checked address; ``_Refused`` else."""
+    async def _connect(self, record: Connection) -> tuple[HostRule, socket.socket]:
+        """The rule that admits the connection and a socket connected to the checked address; ``_Refused`` else."""
         rule = self.hosts.match(record.host, record.port)
         name = f"[{record.host}]" if ":" in record.host else record.host
         if rule is None:
@@ -236,12 +245,15 @@ class Gate:
             raise _Refused(403, f"{name} is {address}, {reason}")
         record.allowed = True
         errors = []
+        loop = asyncio.get_running_loop()
         for address in allowed:
+            upstream = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+            upstream.setblocking(False)
             try:
-                connecting = asyncio.open_connection(str(address), record.port, limit=_BUFFER)
-                stream = await asyncio.wait_for(connecting, _CONNECT_TIME)
-                return rule, stream
+                await asyncio.wait_for(loop.sock_connect(upstream, (str(address), record.port)), _CONNECT_TIME)
+                return rule, upstream
             except (OSError, asyncio.TimeoutError) as error:
+                upstream.close()
                 errors.append(f"{address}: {getattr(error, 'strerror', None) or 'timed out'}")
         raise _Refused(502, f"{name}:{record.port} cannot be reached ({'; '.join(errors)})")
 
@@ -289,7 +301,7 @@ def _authority(text: str, default_port: int | None) -> tuple[str, int]:
     return normalise(host), int(port)
 
 
-async def _read(reader: asyncio.StreamReader, parse: Any, within: float) -> Any:
+async def _read(client: socket.socket, parse: Any, within: float) -> Any:
     """Read until ``parse`` stops raising ``peek.Incomplete``, bounded in bytes and time."""
     data = b""
     deadline = time.monotonic() + within
@@ -304,7 +316,7 @@ async def _read(reader: asyncio.StreamReader, parse: Any, within: float) -> Any:
             raise _Refused(400, f"a request head over {_HEAD_BYTES} bytes")
         left = deadline - time.monotonic()
         try:
-            chunk = await asyncio.wait_for(reader.read(_HEAD_BYTES - len(data)), max(left, 0.01))
+            chunk = await asyncio.wait_for(_recv(client, _HEAD_BYTES - len(data)), max(left, 0.01))
         except asyncio.TimeoutError:
             raise _Refused(408, "no request within the time allowed") from None
         if not chunk:
@@ -312,23 +324,23 @@ async def _read(reader: asyncio.StreamReader, parse: Any, within: float) -> Any:
         data += chunk
 
 
-async def _first_bytes(reader: asyncio.StreamReader, rule: HostRule) -> bytes:
+async def _first_bytes(client: socket.socket, rule: HostRule) -> bytes:
     """The tunnel's first bytes: a whole ClientHello or HTTP head where it is one."""
     wait = _SERVER_FIRST_TIME if rule.port is not None else _FIRST_BYTES_TIME
     try:
-        data = await asyncio.wait_for(reader.read(_HEAD_BYTES), wait)
+        data = await asyncio.wait_for(_recv(client, _HEAD_BYTES), wait)
     except asyncio.TimeoutError:
         if rule.port is not None:
             return b""  # a protocol whose server speaks first, to a port named explicitly
         raise _Refused(403, "the client sent nothing in its tunnel") from None
     if peek.looks_like_tls(data):
-        return data + await _rest_of(reader, data, peek.server_name)
+        return data + await _rest_of(client, data, peek.server_name)
     if peek.looks_like_http(data):
-        return data + await _rest_of(reader, data, peek.parse_head)
+        return data + await _rest_of(client, data, peek.parse_head)
     return data
 
 
-async def _rest_of(reader: asyncio.StreamReader, data: bytes, parse: Any) -> bytes:
+async def _rest_of(client: socket.socket, data: bytes, parse: Any) -> bytes:
     def complete(more: bytes) -> bytes:
         try:
             parse(data + more)
@@ -346,53 +358,24 @@ async def _rest_of(reader: asyncio.StreamReader, data: bytes, parse: Any) -> byt
         except peek.Incomplete:
             if len(data) + len(extra) >= _HEAD_BYTES:
                 raise _Refused(400, "a handshake or head too large to check") from None
-        chunk = await asyncio.wait_for(reader.read(_HEAD_BYTES), max(deadline - time.monotonic(), 0.01))
+        chunk = await asyncio.wait_for(_recv(client, _HEAD_BYTES), max(deadline - time.monotonic(), 0.01))
         if not chunk:
             raise _Refused(400, "the connection closed mid-handshake")
         extra += chunk
 
 
-async def _relay(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    up_reader: asyncio.StreamReader,
-    up_writer: asyncio.StreamWriter,
-    record: Connection,
-) -> None:
-    """Both directions until both have ended, counting bytes."""
-
-    async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, outward: bool) -> None:
-        try:
-            while chunk := await source.read(_CHUNK):
-                sink.write(chunk)
-                if outward:
-                    record.sent += len(chunk)
-                else:
-                    record.received += len(chunk)
-                await sink.drain()
-            if sink.can_write_eof():
-                sink.write_eof()
-        except OSError:
-            sink.close()
-
-    try:
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
-    finally:
-        up_writer.close()
+async def _recv(client: socket.socket, most: int) -> bytes:
+    return await asyncio.get_running_loop().sock_recv(client, most)
 
 
-async def _answer(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
+async def _answer(client: socket.socket, status: int, reason: str) -> None:
     """A refusal the client shows: the reason in the status line (``Tunnel connection failed: 403
     HOST is not on ...``) and in the body (curl, a browser)."""
     phrase = reason.replace("\r", " ").replace("\n", " ")
     body = f"jupyter-exec network proxy: {phrase}\n".encode()
-    writer.write(
-        f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-        f"Connection: close\r\n\r\n".encode()
-        + body
-    )
+    head = f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
     with contextlib.suppress(OSError):
-        await writer.drain()
+        await asyncio.get_running_loop().sock_sendall(client, head.encode() + b"Connection: close\r\n\r\n" + body)
 
 
 class _Loop:
