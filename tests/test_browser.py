@@ -88,6 +88,18 @@ def _runner(page, cells):
     return run, done
 
 
+def _workspace(page, lab, workspace: str, name: str, count: int):
+    """Notebook ``name`` open in a workspace of its own (no notebook of another test restored
+    beside it, no layout left behind), its ``count`` cells drawn and its kernel idle."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{lab['url']}/lab/workspaces/{workspace}/tree/{name}?token={lab['token']}")
+    cells = page.locator(".jp-Notebook .jp-CodeCell")
+    expect(cells).to_have_count(count, timeout=60_000)
+    expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+    return cells
+
+
 def _shot(locator, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     locator.screenshot(path=str(SHOTS / f"{name}.png"))
@@ -227,11 +239,7 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
     )
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
-        # a workspace of its own: no notebook of another test restored beside it, no layout left behind
-        page.goto(f"{lab['url']}/lab/workspaces/side-panel/tree/{name}?token={lab['token']}")
-        cells = page.locator(".jp-Notebook .jp-CodeCell")
-        expect(cells).to_have_count(3, timeout=60_000)
-        expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+        cells = _workspace(page, lab, "side-panel", name, 3)
         run, done = _runner(page, cells)
         run(0)
         run(1)
@@ -314,10 +322,7 @@ def test_a_host_list_runs_connections_in_the_cell_and_the_side_panel(lab, browse
     )
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
-        page.goto(f"{lab['url']}/lab/workspaces/network/tree/{name}?token={lab['token']}")
-        cells = page.locator(".jp-Notebook .jp-CodeCell")
-        expect(cells).to_have_count(3, timeout=60_000)
-        expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+        cells = _workspace(page, lab, "network", name, 3)
         run, _ = _runner(page, cells)
         for index in range(3):
             run(index)
