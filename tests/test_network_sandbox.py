@@ -145,13 +145,13 @@ def test_pip_installs_from_an_index_on_the_list_and_names_one_that_is_not(lab_ke
         ("--backend local --network files.test", "--network cannot be enforced here: a host list needs a sandbox"),
     ],
 )
-def test_bad_lists_are_one_line_errors_and_nothing_runs(lab_kernel, line, message):
-    assert message in lab_kernel.refused(f"%%sandbox {line}\nprint('ran')")
+def test_bad_lists_are_one_line_errors_and_nothing_runs(kernel, line, message):
+    assert message in kernel.refused(f"%%sandbox {line}\nprint('ran')")
 
 
 @pytest.mark.skipif(not NO_NAMESPACES, reason="only where no namespace can be made")
-def test_without_namespaces_a_host_list_is_refused_in_one_line(lab_kernel):
-    refused = lab_kernel.refused("%%sandbox --backend seccomp --network files.test\nprint('ran')")
+def test_without_namespaces_a_host_list_is_refused_in_one_line(kernel):
+    refused = kernel.refused("%%sandbox --backend seccomp --network files.test\nprint('ran')")
     assert "--network cannot be enforced here: a host list needs a network namespace of the run's own" in refused
 
 
