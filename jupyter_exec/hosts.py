@@ -1,6 +1,6 @@
 """A host list: the network a run may reach, by name (``--network HOST[:PORT],...``).
 
-Each entry is an exact name (``pypi.org``), a wildcard of subdomains (``*.example.org``:
+Each entry is an exact name (``index.example.org``), a wildcard of subdomains (``*.example.org``:
 ``a.example.org`` and ``a.b.example.org``, never ``example.org`` itself), an IPv4 address or
 an IPv6 address in brackets (``[2001:db8::1]``), with a port (``host:8080``) or without one
 (ports 443 and 80). A port named explicitly also admits protocols other than HTTP and TLS
@@ -22,7 +22,7 @@ __all__ = ["WEB_PORTS", "HostList", "HostRule"]
 #: The ports a bare name allows.
 WEB_PORTS = (443, 80)
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-_EXAMPLE = "e.g. --network pypi.org,files.pythonhosted.org or --network api.example.org:8443"
+_EXAMPLE = "e.g. --network index.example.org,files.example.net or --network api.example.org:8443"
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class HostList:
 
     @classmethod
     def parse(cls, text: str, where: str = "--network") -> HostList:
-        """``"pypi.org, *.example.org:8443, [::1]:80"``; ``SpecError`` names the bad entry."""
+        """``"index.example.org, *.example.org:8443, [::1]:80"``; ``SpecError`` names the bad entry."""
         entries = [entry.strip() for entry in text.split(",")]
         if not any(entries):
             raise SpecError(f"{where}: no host given; {_EXAMPLE}")

@@ -89,12 +89,12 @@ def read_switch(value: Any, where: str) -> bool:
 
 
 def read_network(value: Any, where: str) -> bool | HostList:
-    """Off, on (``--network`` alone, ``true``), or a host list as typed (``pypi.org,*.example.org``)."""
+    """Off, on (``--network`` alone, ``true``), or a host list as typed (``index.example.org,*.example.org``)."""
     if isinstance(value, (bool, HostList)):
         return value
     if isinstance(value, str):
         return HostList.parse(value, where)
-    raise SpecError(f"{where}: expected true, false or hosts like pypi.org,*.example.org, got {value!r}")
+    raise SpecError(f"{where}: expected true, false or hosts like index.example.org,*.example.org, got {value!r}")
 
 
 def _number(value: Any, where: str) -> float:
@@ -218,7 +218,7 @@ _ROWS = (
         "network",
         "--network",
         "HOST,...",
-        "network access (off by default): alone, all of it; with hosts, only those, e.g. pypi.org,*.example.org:8443",
+        "network access (off by default): alone, all of it; with hosts, only those, e.g. a.example.org,*.example.net",
         read_network,
         str,
         kind="hosts",

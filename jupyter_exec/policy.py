@@ -317,7 +317,9 @@ def parse_policy(data: Any, source: str) -> Policy:
 def _host_list(value: Any, where: str) -> HostList:
     """A list of hosts from a file, each entry as ``--network`` reads it."""
     if not isinstance(value, list) or not value or not all(isinstance(item, str) and item.strip() for item in value):
-        raise SpecError(f"{where}: expected a list of hosts, e.g. [pypi.org, files.pythonhosted.org], got {value!r}")
+        raise SpecError(
+            f"{where}: expected a list of hosts, e.g. [index.example.org, files.example.net], got {value!r}"
+        )
     return HostList.parse(",".join(value), where)
 
 

@@ -31,7 +31,7 @@ GOOD = {
     "pids": "64",
     "fsize": "100m",
     "shm": "256m",
-    "network": "pypi.org,*.example.org:8443",
+    "network": "index.example.org,*.example.org:8443",
     "gpus": "device=0,1",
 }
 

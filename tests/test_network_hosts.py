@@ -13,21 +13,23 @@ from jupyter_exec.spec import Limits
 
 
 def test_entries_are_read_as_typed() -> None:
-    hosts = HostList.parse(" PyPI.org., *.example.org:8443, [2001:DB8::1]:443, 198.51.100.7 ,pypi.org")
+    hosts = HostList.parse(
+        " Index.Example.org., *.example.org:8443, [2001:DB8::1]:443, 198.51.100.7 ,index.example.org"
+    )
     assert hosts.rules == (
-        HostRule("pypi.org"),
+        HostRule("index.example.org"),
         HostRule("example.org", 8443, wildcard=True),
         HostRule("2001:db8::1", 443),
         HostRule("198.51.100.7"),
     )
-    assert str(hosts) == "pypi.org,*.example.org:8443,[2001:db8::1]:443,198.51.100.7"
+    assert str(hosts) == "index.example.org,*.example.org:8443,[2001:db8::1]:443,198.51.100.7"
     assert HostList.parse(str(hosts)) == hosts
 
 
 def test_a_bare_name_means_the_web_ports_and_a_wildcard_only_subdomains() -> None:
-    hosts = HostList.parse("pypi.org,*.example.org,db.example.org:5432")
-    assert hosts.match("PYPI.ORG", 443) and hosts.match("pypi.org", 80)
-    assert hosts.match("pypi.org", 22) is None
+    hosts = HostList.parse("index.example.net,*.example.org,db.example.org:5432")
+    assert hosts.match("INDEX.EXAMPLE.NET", 443) and hosts.match("index.example.net", 80)
+    assert hosts.match("index.example.net", 22) is None
     assert hosts.match("a.b.example.org", 443) == HostRule("example.org", wildcard=True)
     assert hosts.match("example.org", 443) is None
     assert hosts.match("badexample.org", 443) is None
@@ -47,7 +49,7 @@ def test_a_bare_name_means_the_web_ports_and_a_wildcard_only_subdomains() -> Non
         ("*", "is not a host name"),
         ("*.org", "would match a whole top-level domain"),
         ("foo.*.org", "is not a host name"),
-        ("https://pypi.org", "is not a host; write the name alone"),
+        ("https://index.example.org", "is not a host; write the name alone"),
         ("-bad.org", "is not a host name"),
         ("1.2.3.999", "is neither a host name nor an IPv4 address"),
         (",", "no host given"),
@@ -68,9 +70,9 @@ def test_the_limit_is_off_on_or_a_list_and_survives_the_store() -> None:
 
 
 def test_one_list_within_another() -> None:
-    ceiling = HostList.parse("pypi.org,*.pythonhosted.org,api.example.org:8443")
-    assert HostList.parse("pypi.org:443,files.pythonhosted.org,*.a.pythonhosted.org").within(ceiling) is None
-    assert HostList.parse("pypi.org,evil.org").within(ceiling) == HostRule("evil.org")
+    ceiling = HostList.parse("index.example.org,*.example.net,api.example.org:8443")
+    assert HostList.parse("index.example.org:443,files.example.net,*.a.example.net").within(ceiling) is None
+    assert HostList.parse("index.example.org,evil.org").within(ceiling) == HostRule("evil.org")
     assert HostList.parse("api.example.org").within(ceiling) == HostRule("api.example.org")
 
 
@@ -79,40 +81,42 @@ def test_old_policy_files_keep_their_meaning() -> None:
     with pytest.raises(PolicyError, match=r"^--network is not allowed by the administrator's policy \(old.yaml\)"):
         closed.bound(Limits(network=True), Limits(network=True), None)
     with pytest.raises(PolicyError, match=r"^--network is not allowed"):
-        closed.bound(Limits.parse(network="pypi.org"), Limits(), None)
+        closed.bound(Limits.parse(network="index.example.org"), Limits(), None)
     opened = parse_policy({"network": True}, "old.yaml")
     assert opened.bound(Limits(network=True), Limits(network=True), None).network is True
     assert policy_report(closed).splitlines()[1].split() == ["network", "not", "allowed", "(old.yaml)"]
 
 
 def test_a_policy_list_is_the_hosts_a_user_may_name() -> None:
-    policy = parse_policy({"network": ["pypi.org", "*.pythonhosted.org"]}, "hub.yaml")
-    asked = Limits.parse(network="pypi.org,files.pythonhosted.org")
+    policy = parse_policy({"network": ["index.example.org", "*.example.net"]}, "hub.yaml")
+    asked = Limits.parse(network="index.example.org,files.example.net")
     assert policy.bound(asked, asked, None).network == asked.network
     assert policy.bound(Limits(), Limits(), None).network is False  # no default list: no network
     with pytest.raises(PolicyError) as alone:
         policy.bound(Limits(network=True), Limits(network=True), None)
     assert str(alone.value) == (
         "--network alone (every host) is not allowed by the administrator's policy (policy hub.yaml); "
-        "name the hosts, among: pypi.org,*.pythonhosted.org"
+        "name the hosts, among: index.example.org,*.example.net"
     )
     with pytest.raises(PolicyError) as outside:
-        policy.bound(Limits.parse(network="pypi.org,evil.example"), Limits(), None)
+        policy.bound(Limits.parse(network="index.example.org,evil.example"), Limits(), None)
     assert str(outside.value) == (
         "--network evil.example: not among the hosts the administrator's policy allows (policy hub.yaml): "
-        "pypi.org,*.pythonhosted.org"
+        "index.example.org,*.example.net"
     )
-    stricter = policy.strictest(parse_policy({"network": ["pypi.org"]}, "mine.yaml"))
-    with pytest.raises(PolicyError, match=r"^--network files.pythonhosted.org: .*\(policy mine.yaml\)"):
+    stricter = policy.strictest(parse_policy({"network": ["index.example.org"]}, "mine.yaml"))
+    with pytest.raises(PolicyError, match=r"^--network files.example.net: .*\(policy mine.yaml\)"):
         stricter.bound(asked, asked, None)
 
 
 def test_a_default_list_for_runs_that_name_none() -> None:
-    policy = parse_policy({"network": ["pypi.org", "api.example.org"], "network_default": ["pypi.org"]}, "hub.yaml")
-    assert str(policy.bound(Limits(), Limits(), None).network) == "pypi.org"
+    policy = parse_policy(
+        {"network": ["index.example.org", "api.example.org"], "network_default": ["index.example.org"]}, "hub.yaml"
+    )
+    assert str(policy.bound(Limits(), Limits(), None).network) == "index.example.org"
     assert policy.bound(Limits(), Limits(), frozenset({"memory"})).network is False  # a backend that cannot keep it
     assert str(policy.bound(*[Limits.parse(network="api.example.org")] * 2, None).network) == "api.example.org"
-    assert "network        by default pypi.org   (hub.yaml)" in policy_report(policy)
+    assert "network        by default index.example.org   (hub.yaml)" in policy_report(policy)
 
 
 @pytest.mark.parametrize(
@@ -120,9 +124,12 @@ def test_a_default_list_for_runs_that_name_none() -> None:
     [
         ({"network": ["10.0.0.0/8"]}, "policy p.yaml, key network: '10.0.0.0/8' is an address range"),
         ({"network": []}, "policy p.yaml, key network: expected a list of hosts"),
-        ({"network_default": "pypi.org"}, "policy p.yaml, key network_default: expected a list of hosts"),
-        ({"network": ["pypi.org"], "network_default": ["evil.example"]}, "evil.example is beyond key network"),
-        ({"network": False, "network_default": ["pypi.org"]}, "key network_default: a list is beyond key network"),
+        ({"network_default": "index.example.org"}, "policy p.yaml, key network_default: expected a list of hosts"),
+        ({"network": ["index.example.org"], "network_default": ["evil.example"]}, "evil.example is beyond key network"),
+        (
+            {"network": False, "network_default": ["index.example.org"]},
+            "key network_default: a list is beyond key network",
+        ),
     ],
 )
 def test_a_bad_policy_list_names_the_file_and_key(data: dict, said: str) -> None:

@@ -330,7 +330,7 @@ def test_a_file_of_version_6_gains_the_connections_table_and_keeps_its_runs(tmp_
     db.close()
     _old_file(path, "")
     connections = RunConnections(path)
-    connection = {"host": "pypi.org", "port": 443, "allowed": True, "reason": "", "sent": 1, "received": 2}
+    connection = {"host": "index.example.org", "port": 443, "allowed": True, "reason": "", "sent": 1, "received": 2}
     connections.keep(1, [{**connection, "started": 1.7e9, "seconds": 0.5}])
     assert connections.of(1) == [{**connection, "started": 1.7e9, "seconds": 0.5}]
     assert RunRecords(path).get(1)["name"] == "old" and connections.refused([1]) == {}
