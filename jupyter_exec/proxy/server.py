@@ -53,6 +53,7 @@ _HEAD_TIME = 10.0  # seconds for a client to send its head
 _FIRST_BYTES_TIME = 10.0  # seconds for the first bytes in a tunnel (HTTP and TLS clients speak first)
 _SERVER_FIRST_TIME = 1.0  # seconds before an explicitly named port is taken for a server-speaks-first protocol
 _CONNECT_TIME = 10.0
+_LINGER = 1.0  # seconds a refused connection is read after its answer
 
 
 @dataclass
@@ -374,8 +375,13 @@ async def _answer(client: socket.socket, status: int, reason: str) -> None:
     phrase = reason.replace("\r", " ").replace("\n", " ")
     body = f"jupyter-exec network proxy: {phrase}\n".encode()
     head = f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-    with contextlib.suppress(OSError):
-        await asyncio.get_running_loop().sock_sendall(client, head.encode() + b"Connection: close\r\n\r\n" + body)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(OSError, asyncio.TimeoutError):
+        await loop.sock_sendall(client, head.encode() + b"Connection: close\r\n\r\n" + body)
+        # half-closed, and read a moment more: a client refused before it sent its request (too
+        # many at once) then gets the answer, not a broken pipe
+        client.shutdown(socket.SHUT_WR)
+        await asyncio.wait_for(_recv(client, _HEAD_BYTES), _LINGER)
 
 
 class _Loop:

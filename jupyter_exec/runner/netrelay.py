@@ -10,6 +10,7 @@ Landlock and seccomp rules hold its threads), and keeps at most ``MAX_OPEN`` con
 open, answering more with a 503 at once, so a cell cannot exhaust its own process limit here.
 """
 
+import collections
 import os
 import select
 import socket
@@ -36,24 +37,30 @@ def start(gate: str, port: int) -> str:
 
 
 def _accept(listener: socket.socket, gate: str, slots: threading.BoundedSemaphore) -> None:
+    refused: collections.deque[socket.socket] = collections.deque()
     while True:
         client, _ = listener.accept()
         if not slots.acquire(blocking=False):
-            _refuse(client)
+            _refuse(client, refused)
             continue
         try:
             threading.Thread(target=_bridge, args=(client, gate, slots), daemon=True).start()
         except RuntimeError:  # the run's process limit: no thread to spare
             slots.release()
-            _refuse(client)
+            _refuse(client, refused)
 
 
-def _refuse(client: socket.socket) -> None:
+def _refuse(client: socket.socket, refused: "collections.deque[socket.socket]") -> None:
+    """Answer 503 and half-close, keeping the socket a while (the last ``MAX_OPEN``): a client
+    that sends its request after the answer then reads it, rather than a broken pipe."""
     try:
         client.sendall(_BUSY)
+        client.shutdown(socket.SHUT_WR)
     except OSError:
         pass
-    client.close()
+    refused.append(client)
+    if len(refused) > MAX_OPEN:
+        refused.popleft().close()
 
 
 def _bridge(client: socket.socket, gate: str, slots: threading.BoundedSemaphore) -> None:
