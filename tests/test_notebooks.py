@@ -157,7 +157,7 @@ def check_environments(nb: Executed) -> None:
     assert nb.result("greetings.hello('again')") == "'Hello, again!'"
     assert "[jupyter-exec]" not in nb.stream(again, "stderr")  # a cache hit: nothing built
     cold, warm = _seconds(nb.stream(first, "stdout")), _seconds(nb.stream(again, "stdout"))
-    assert warm < cold and warm < 2, (cold, warm)
+    assert warm < cold / 2, (cold, warm)  # the env found, not built: a fraction of the first run
 
     assert nb.result("project = Path('project')") == "['config.json', 'data', 'data/readings.csv', 'notes.tmp']"
     assert nb.stdout("--working-dir project") == "files here: ['config.json', 'data']\n"  # notes.tmp left out

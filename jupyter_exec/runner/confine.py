@@ -89,6 +89,7 @@ _SYSCALLS = {
         "ioperm": 173,
         "open_tree": 428,
         "move_mount": 429,
+        "open_tree_attr": 467,
         "fsopen": 430,
         "fsconfig": 431,
         "fsmount": 432,
@@ -102,6 +103,7 @@ _SYSCALLS = {
         "vhangup": 153,
         "uselib": 134,
         "lookup_dcookie": 212,
+        "modify_ldt": 154,  # x86's own segments: a kernel attack surface (CVE-2015-5157) no cell needs
         # handled with argument checks below
         "socket": 41,
         "connect": 42,
@@ -147,6 +149,7 @@ _SYSCALLS = {
         "acct": 89,
         "open_tree": 428,
         "move_mount": 429,
+        "open_tree_attr": 467,
         "fsopen": 430,
         "fsconfig": 431,
         "fsmount": 432,
@@ -183,7 +186,13 @@ _SPECIAL = {
 }
 _CLONE_NEW_NAMESPACES = 0x7E020080  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
 _X32_SYSCALL_BIT = 0x40000000
-AF_UNIX, AF_INET, AF_INET6, SOCK_STREAM = 1, 2, 10, 1
+AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_ALG, AF_VSOCK = 1, 2, 10, 16, 38, 40
+SOCK_STREAM = 1
+NETLINK_NETFILTER = 12
+#: Sockets refused even with network, as (family, protocol or None for any): the kernel's crypto
+#: (AF_ALG), the hypervisor's services (AF_VSOCK reaches the VM host's) and the firewall's
+#: netlink (nftables). Only the low 32 bits count: the kernel reads these arguments as ``int``.
+DENIED_SOCKETS = ((AF_ALG, None), (AF_VSOCK, None), (AF_NETLINK, NETLINK_NETFILTER))
 
 
 def machine() -> str:
@@ -464,7 +473,7 @@ _SOCK_TYPE_MASK = 0xF  # socket()'s type without SOCK_NONBLOCK / SOCK_CLOEXEC
 _RET_ALLOW = 0x7FFF0000
 _RET_KILL_PROCESS = 0x80000000
 _RET_ERRNO = 0x00050000
-_OFF_NR, _OFF_ARCH, _OFF_ARG0 = 0, 4, 16
+_OFF_NR, _OFF_ARCH, _OFF_ARG0, _OFF_ARG2 = 0, 4, 16, 32
 
 
 def deny_list(arch: str | None = None) -> tuple[frozenset[str], int]:
@@ -482,10 +491,10 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
 
 
 def seccomp_program(network: bool, connect: bool = True, truncate: bool = True, tcp: bool = False) -> bytes:
-    """A BPF denylist: EPERM for dangerous calls, non-UNIX sockets (unless ``network``; with
-    ``tcp``, IPv4 and IPv6 stream sockets too: a host-list run's way to its proxy relay, in a
-    network namespace with nothing but loopback) and namespace-creating clones; ENOSYS for
-    clone3 so libc falls back to clone.
+    """A BPF denylist: EPERM for dangerous calls and namespace-creating clones, EACCES for
+    non-UNIX sockets (with ``network``: for ``DENIED_SOCKETS`` only; with ``tcp``, IPv4 and IPv6
+    stream sockets are allowed too: a host-list run's way to its proxy relay, in a network
+    namespace with nothing but loopback); ENOSYS for clone3 so libc falls back to clone.
     ``connect=False`` refuses every ``connect`` (where the host's socket files cannot be
     hidden from the process and Landlock does not cover connecting to them);
     ``truncate=False`` refuses ``truncate`` by path (where Landlock is older than ABI 3,
@@ -514,35 +523,47 @@ def seccomp_program(network: bool, connect: bool = True, truncate: bool = True, 
         _insn(_BPF_RET_K, 0, 0, eperm),
         _insn(_BPF_RET_K, 0, 0, _RET_ALLOW),
     ]
-    if not network and tcp:
-        # socket(family, type, ...): AF_UNIX, and AF_INET / AF_INET6 of SOCK_STREAM (no UDP, no raw).
-        prog += [
-            _insn(_BPF_JEQ_K, 0, 9, table["socket"]),
-            _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG0),
-            _insn(_BPF_JEQ_K, 6, 0, AF_UNIX),
-            _insn(_BPF_JEQ_K, 1, 0, AF_INET),
-            _insn(_BPF_JEQ_K, 0, 3, AF_INET6),
-            _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG0 + 8),
-            _insn(_BPF_ALU_AND_K, 0, 0, _SOCK_TYPE_MASK),
-            _insn(_BPF_JEQ_K, 1, 0, SOCK_STREAM),
-            _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES),
-            _insn(_BPF_RET_K, 0, 0, _RET_ALLOW),
-        ]
-    elif not network:
-        # socket(family, ...): only AF_UNIX (multiprocessing, local IPC).
-        prog += [
-            _insn(_BPF_JEQ_K, 0, 4, table["socket"]),
-            _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG0),
-            _insn(_BPF_JEQ_K, 1, 0, AF_UNIX),
-            _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES),
-            _insn(_BPF_RET_K, 0, 0, _RET_ALLOW),
-        ]
+    prog += _socket_rules(table["socket"], network, tcp)
     if not connect:
         prog += [_insn(_BPF_JEQ_K, 0, 1, table["connect"]), _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES)]
     if not truncate:
         prog += [_insn(_BPF_JEQ_K, 0, 1, table["truncate"]), _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES)]
     prog.append(_insn(_BPF_RET_K, 0, 0, _RET_ALLOW))
     return b"".join(prog)
+
+
+def _socket_rules(nr: int, network: bool, tcp: bool = False) -> list[bytes]:
+    """socket(family, type, protocol): only AF_UNIX (multiprocessing, local IPC) without network,
+    and with ``tcp`` IPv4 and IPv6 stream sockets too (no UDP, no raw); with network, every family
+    but ``DENIED_SOCKETS``. Refused with EACCES."""
+    eacces = _RET_ERRNO | errno.EACCES
+    if not network and tcp:  # each jump lands on the EACCES or on the final allow
+        checks = [
+            _insn(_BPF_JEQ_K, 6, 0, AF_UNIX),
+            _insn(_BPF_JEQ_K, 1, 0, AF_INET),
+            _insn(_BPF_JEQ_K, 0, 3, AF_INET6),
+            _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG0 + 8),
+            _insn(_BPF_ALU_AND_K, 0, 0, _SOCK_TYPE_MASK),
+            _insn(_BPF_JEQ_K, 1, 0, SOCK_STREAM),
+            _insn(_BPF_RET_K, 0, 0, eacces),
+        ]
+    elif not network:
+        checks = [_insn(_BPF_JEQ_K, 1, 0, AF_UNIX), _insn(_BPF_RET_K, 0, 0, eacces)]
+    else:  # each check falls through to the next when it does not match; the last allows
+        checks = []
+        for family, protocol in DENIED_SOCKETS:
+            if protocol is None:
+                checks += [_insn(_BPF_JEQ_K, 0, 1, family), _insn(_BPF_RET_K, 0, 0, eacces)]
+            else:  # load the protocol, test it, and load the family again for the next check
+                checks += [
+                    _insn(_BPF_JEQ_K, 0, 4, family),
+                    _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG2),
+                    _insn(_BPF_JEQ_K, 0, 1, protocol),
+                    _insn(_BPF_RET_K, 0, 0, eacces),
+                    _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG0),
+                ]
+    checks.append(_insn(_BPF_RET_K, 0, 0, _RET_ALLOW))
+    return [_insn(_BPF_JEQ_K, 0, len(checks) + 1, nr), _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG0), *checks]
 
 
 def apply_seccomp(network: bool, connect: bool = True, truncate: bool = True, tcp: bool = False) -> None:
