@@ -124,12 +124,12 @@ def test_a_cell_that_ignores_interrupts_ends_its_session(kernel, name, backend):
 
 
 def test_end_frees_the_session_and_an_unknown_name_is_one_line(kernel, name, backend):
-    kernel.run(cell(name, "import os\nkept = 1\nprint(os.getcwd())", backend=backend), check=True)
+    printed = kernel.run(cell(name, "import os\nkept = 1\nprint(os.getcwd())", backend=backend), check=True)
     if backend == "container":
         engine = Engine(kernel.eval(ENGINE_URL)).client
         held = lambda: containers(engine, run=f"session-{name}")  # noqa: E731
     else:
-        scratch = kernel.last_log().strip()
+        scratch = printed.stdout.strip()
         held = lambda: session_processes(kernel.pid, scratch) or Path(scratch).exists()  # noqa: E731
     assert held()
     assert kernel.run(f"%jx end {name}", check=True).stdout == f"session {name} ended\n"
@@ -146,8 +146,8 @@ def test_end_frees_the_session_and_an_unknown_name_is_one_line(kernel, name, bac
 def test_a_session_cannot_reach_another_sessions_files_or_processes(kernel, name):
     other = f"{name}-other"
     try:
-        kernel.run(cell(other, "import os\nsecret = 'mine'\nopen('secret.txt', 'w').write('s')\nprint(os.getcwd())"))
-        scratch = kernel.last_log().strip()
+        printed = kernel.run(cell(other, "import os\nsecret = 'mine'\nopen('secret.txt', 'w').write('s')\nprint(os.getcwd())"))
+        scratch = printed.stdout.strip()
         (victim,) = session_processes(kernel.pid, scratch)
         attack = kernel.run(
             cell(
@@ -179,8 +179,7 @@ def test_a_backend_without_sessions_refuses_one_in_one_line(kernel):
 def test_an_idle_session_ends(data_dir, notebook_dir):
     kernel = Kernel(data_dir, notebook_dir, env={"JX_SESSION_IDLE": "2s"})
     try:
-        kernel.run(cell("idle", "import os\nprint(os.getcwd())"), check=True)
-        scratch = kernel.last_log().strip()
+        scratch = kernel.run(cell("idle", "import os\nprint(os.getcwd())"), check=True).stdout.strip()
         deadline = time.monotonic() + 15
         while (session_processes(kernel.pid, scratch) or Path(scratch).exists()) and time.monotonic() < deadline:
             time.sleep(0.2)

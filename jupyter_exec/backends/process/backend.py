@@ -216,7 +216,8 @@ class LocalBackend(HoldsSessions, ExecutorBackend):
     def _start_session(self, submission: Submission) -> ProcessSession:
         spec = submission.spec
         assert spec.session is not None
-        scratch = Path(tempfile.mkdtemp(prefix=f"{scratch_prefix(os.getpid())}session-{spec.session}-", dir=self.config.scratch_dir))
+        prefix = f"{scratch_prefix(os.getpid())}session-{spec.session}-"  # removed with the kernel's scratch
+        scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=self.config.scratch_dir))
         try:
             worker = self.pool.session_worker(self._worker_key(spec.limits, self._python(submission)))
             try:
