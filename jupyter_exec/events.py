@@ -16,7 +16,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 from .status import Status
 
-__all__ = ["Created", "EventCallback", "Finished", "RunEvent", "RunResult", "Running", "Sample"]
+__all__ = ["Created", "EventCallback", "Finished", "Network", "RunEvent", "RunResult", "Running", "Sample"]
 
 
 class Created(TypedDict):
@@ -54,6 +54,17 @@ class Sample(_Sampled, total=False):
     gpu_memory: int  # bytes
 
 
+class Network(TypedDict):
+    """What a host-list run (``--network HOST,...``) did on the network, in sum."""
+
+    hosts: str  # the list, as typed
+    connections: int
+    refused: int
+    refused_to: list[str]  # the first few host:port refused
+    sent: int  # bytes out, all connections
+    received: int  # bytes in
+
+
 class Finished(TypedDict):
     """The run's row is finished in the store."""
 
@@ -63,6 +74,7 @@ class Finished(TypedDict):
     peak_memory: int | None
     cpu_seconds: float | None
     duration: float | None
+    network: NotRequired[Network]  # a host-list run's connections, in sum
 
 
 RunEvent = Created | Running | Sample | Finished

@@ -7,11 +7,11 @@ change it, and whether the administrator's policy can set a ceiling for it. Ever
 parses, checks or defaults a limit reads this table: ``Limits.parse``, the magics' options,
 ``ExecConfig``'s settings, the policy's ceilings, the messages that name a flag.
 
-Two columns look ahead. ``kind`` says how a ceiling applies: a ``cap`` is the most a run may
-use (unset means no cap, so a ceiling caps an unset one too), a ``count`` is how many of
-something a run is given (unset means none), a ``switch`` is on or off. A network limit that
-is a list of hosts (``--network HOST,...``, a policy allow-list of hosts) would be one more
-kind. ``scope`` says what a limit belongs to once a sandbox outlives one cell: the whole
+``kind`` says how a ceiling applies: a ``cap`` is the most a run may use (unset means no cap,
+so a ceiling caps an unset one too), a ``count`` is how many of something a run is given
+(unset means none), a ``switch`` is on or off, and ``hosts`` is off, on, or a list of hosts
+(``--network HOST,...``: a ``HostList``; its ceiling is a switch, or a policy's list of the
+hosts a user may name). ``scope`` says what a limit belongs to once a sandbox outlives one cell: the whole
 ``session`` (its memory, its processes) or each ``cell`` (its wall clock); a one-off run is a
 session of one cell.
 """
@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import SpecError
+from .hosts import HostList
 from .units import format_duration, format_size, parse_count, parse_duration, parse_number, parse_size
 
-__all__ = ["LIMITS", "Gpus", "Limit", "read_switch"]
+__all__ = ["LIMITS", "Gpus", "Limit", "read_network", "read_switch"]
 
-Kind = Literal["cap", "count", "switch"]
+Kind = Literal["cap", "count", "switch", "hosts"]
 Scope = Literal["session", "cell"]
 #: ``(value as typed or stored, where it came from) -> the field's value``; a bad value raises
 #: ``SpecError`` naming ``where`` (a flag, a ``JX_*`` variable, a policy file's key).
@@ -87,6 +88,15 @@ def read_switch(value: Any, where: str) -> bool:
     return value
 
 
+def read_network(value: Any, where: str) -> bool | HostList:
+    """Off, on (``--network`` alone, ``true``), or a host list as typed (``index.example.org,*.example.org``)."""
+    if isinstance(value, (bool, HostList)):
+        return value
+    if isinstance(value, str):
+        return HostList.parse(value, where)
+    raise SpecError(f"{where}: expected true, false or hosts like index.example.org,*.example.org, got {value!r}")
+
+
 def _number(value: Any, where: str) -> float:
     return parse_number(value, where, example="1 or 0.5")
 
@@ -126,7 +136,7 @@ class Limit:
         a count as a whole number (0: none at all), a switch as 1 (allowed) or 0."""
         if self.kind == "count":
             return parse_count(value, where, allow_zero=True, example="2")
-        if self.kind == "switch":
+        if self.kind in ("switch", "hosts"):
             return float(read_switch(value, where))
         number: float = self.read(value, where)
         return number
@@ -137,11 +147,11 @@ class Limit:
             return None
         if self.kind == "count":
             return float(value.count())
-        return 1.0 if self.kind == "switch" else float(value)
+        return 1.0 if self.kind in ("switch", "hosts") else float(value)
 
     def show_ceiling(self, value: float) -> str:
         """A ceiling as a user would type it (a switch: allowed or not)."""
-        if self.kind == "switch":
+        if self.kind in ("switch", "hosts"):
             return "allowed" if value else "not allowed"
         return f"{value:g}" if self.kind == "count" else self.show(value)
 
@@ -204,7 +214,15 @@ _ROWS = (
         unset="none of its own (seccomp: the kernel's tmpfs default, containers: DockerConfig.shm_size)",
         default="64m",
     ),
-    Limit("network", "--network", "", "allow network access (off by default)", read_switch, str, kind="switch"),
+    Limit(
+        "network",
+        "--network",
+        "HOST,...",
+        "network access (off by default): alone, all of it; with hosts, only those, e.g. a.example.org,*.example.net",
+        read_network,
+        str,
+        kind="hosts",
+    ),
     Limit(
         "gpus",
         "--gpus",

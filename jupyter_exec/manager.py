@@ -56,6 +56,7 @@ from .runner.protocol import Envelope, OutputSink
 from .runner.transfer import pack_inputs
 from .spec import RunSpec
 from .status import Status
+from .store.connections import RunConnections
 from .store.records import RunRecords
 from .store.space import Room
 from .walls import hint
@@ -89,6 +90,7 @@ class Manager:
         self.policy = policy_in_effect()  # the administrator's; read once per process
         self.kernel_id = kernel_id or f"pid-{os.getpid()}"
         self.records = RunRecords(self.config.store_path)
+        self.connections = RunConnections(self.config.store_path)
         self.logs_dir = self.config.logs_dir  # fixed with the store: both live in data_dir
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         # Runs are refused while the disks of their records are (nearly) full.
@@ -422,19 +424,22 @@ class Manager:
             cpu_seconds=outcome.cpu_seconds if outcome else None,
             details={**(outcome.details if outcome else {}), **({"log": log_cut} if log_cut else {})},
         )
+        if outcome is not None and outcome.connections:
+            self.connections.keep(run.id, outcome.connections)
         duration = (self.records.get(run.id) or {}).get("duration")
         run.output.end(status.value, duration, peak, error)
         if run.emit is not _ignore:
-            run.emit(
-                Finished(
-                    kind="finished",
-                    status=status,
-                    error=describe_error(error),
-                    peak_memory=peak,
-                    cpu_seconds=outcome.cpu_seconds if outcome else None,
-                    duration=duration,
-                )
+            finished = Finished(
+                kind="finished",
+                status=status,
+                error=describe_error(error),
+                peak_memory=peak,
+                cpu_seconds=outcome.cpu_seconds if outcome else None,
+                duration=duration,
             )
+            if outcome is not None and "network" in outcome.details:
+                finished["network"] = outcome.details["network"]
+            run.emit(finished)
 
     def _log_path(self, run_id: int) -> Path:
         return self.logs_dir / f"{run_id}.log"

@@ -48,6 +48,7 @@ import yaml
 
 from .backends.names import ALIASES, NAMES, canonical
 from .errors import PolicyError, SpecError
+from .hosts import HostList
 from .limits import LIMITS, Limit
 from .spec import Limits
 from .units import format_size, parse_count, parse_number, parse_size
@@ -87,6 +88,7 @@ _CEILINGS: dict[str, _Ceiling | Limit] = {
 #: The limits whose ceiling also applies to a run that left them unset (the most a run may use).
 _CAPS = tuple(key for key, limit in LIMITS.items() if limit.ceiling and limit.kind == "cap")
 _ALLOW_KEYS = ("backends", "images", "ray_addresses")
+_HOST_KEYS = ("network", "network_default")  # network: a list form beside the switch; the list cells get
 _FORCED_KEYS = ("runtime",)  # a value every run gets, whatever it asks (the container runtime)
 
 
@@ -117,6 +119,15 @@ class Forced:
     source: str
 
 
+@dataclass(frozen=True)
+class Hosts:
+    """A host list one file sets: the hosts a user may name (``network: [...]``), or the list a
+    run that asks for no network gets (``network_default: [...]``)."""
+
+    hosts: HostList
+    source: str
+
+
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: a key of the per-run limits cache
 class Policy:
     """Ceilings and allow-lists from the files read; the empty policy allows everything."""
@@ -126,6 +137,8 @@ class Policy:
     sources: tuple[str, ...] = ()  # the files it was read from
     broken: str | None = None  # why a file could not be read: every run is refused
     forced: Mapping[str, Forced] = field(default_factory=lambda: MappingProxyType({}))
+    hosts: tuple[Hosts, ...] = ()  # each file's list of the hosts a run may name: every one must allow them
+    default_hosts: Hosts | None = None  # what a run that names no network gets (the strictest file's)
 
     def strictest(self, other: Policy) -> Policy:
         """Both policies at once: the lower of each ceiling, every allow-list of both; two files
@@ -143,12 +156,20 @@ class Policy:
                     f"{mine.source} and {value.source} force different {key}s ({mine.value}, {value.value}); "
                     "make them agree"
                 )
+        default = other.default_hosts or self.default_hosts
+        if self.default_hosts and other.default_hosts and self.default_hosts != other.default_hosts and not broken:
+            broken = (
+                f"{self.default_hosts.source} and {other.default_hosts.source} set different network_default "
+                "lists; make them agree"
+            )
         return Policy(
             MappingProxyType(ceilings),
             MappingProxyType(allow),
             self.sources + other.sources,
             broken,
             MappingProxyType(forced),
+            self.hosts + other.hosts,
+            default,
         )
 
     @functools.cached_property
@@ -192,6 +213,9 @@ class Policy:
             if limit.ceiling:
                 value = getattr(asked, key)
                 self.at_most(key, limit.flag, limit.amount(value), None if value is None else limit.show(value))
+        self.check_hosts(asked.network)
+        if self.default_hosts and merged.network is False and (lowered is None or "network" in lowered):
+            merged = replace(merged, network=self.default_hosts.hosts)
         lowering: dict[str, Any] = {  # each a value of its Limits field's type (parse_size: int)
             key: ceiling.value
             for key, ceiling in self.ceilings.items()
@@ -200,6 +224,24 @@ class Policy:
             and (getattr(merged, key) is None or getattr(merged, key) > ceiling.value)
         }
         return replace(merged, **lowering) if lowering else merged
+
+    def check_hosts(self, network: bool | HostList) -> None:
+        """Refuse ``--network`` alone where a file lists the hosts a run may name, and a list
+        naming a host outside one of those lists."""
+        for allowed in self.hosts:
+            if network is True:
+                raise PolicyError(
+                    "--network alone (every host) is not allowed by the administrator's policy "
+                    f"(policy {allowed.source}); name the hosts, among: {allowed.hosts}",
+                    allowed.source,
+                )
+            outside = network.within(allowed.hosts) if isinstance(network, HostList) else None
+            if outside is not None:
+                raise PolicyError(
+                    f"--network {outside}: not among the hosts the administrator's policy allows "
+                    f"(policy {allowed.source}): {allowed.hosts}",
+                    allowed.source,
+                )
 
     def capped(self, key: str, value: int) -> int:
         """A setting (not a run's option) under the ceiling ``key``: the ceiling where it is lower."""
@@ -212,7 +254,7 @@ class Policy:
         if ceiling is None or value is None or value <= ceiling.value:
             return
         row = _CEILINGS[key]
-        if isinstance(row, Limit) and row.kind == "switch":
+        if isinstance(row, Limit) and row.kind in ("switch", "hosts"):
             raise PolicyError(
                 f"{flag} is not allowed by the administrator's policy ({ceiling.source}); drop {flag}", ceiling.source
             )
@@ -236,11 +278,14 @@ def parse_policy(data: Any, source: str) -> Policy:
     ceilings: dict[str, Ceiling] = {}
     allow: dict[str, tuple[AllowList, ...]] = {}
     forced: dict[str, Forced] = {}
-    known = [*_CEILINGS, *_ALLOW_KEYS, *_FORCED_KEYS]
+    hosts: dict[str, Hosts] = {}
+    known = [*_CEILINGS, *_ALLOW_KEYS, *_FORCED_KEYS, *_HOST_KEYS[1:]]
     for key, value in data.items():
         where = f"policy {source}, key {key}"
         try:
-            if key in _CEILINGS:
+            if key in _HOST_KEYS and (isinstance(value, list) or key == "network_default"):
+                hosts[key] = Hosts(_host_list(value, where), source)
+            elif key in _CEILINGS:
                 ceilings[key] = Ceiling(_CEILINGS[key].read_ceiling(value, where), source)
             elif key in _ALLOW_KEYS:
                 allow[key] = (AllowList(_patterns(key, value, where), source),)
@@ -254,7 +299,28 @@ def parse_policy(data: Any, source: str) -> Policy:
                 raise SpecError(f"policy {source}: unknown key {key!r}; {hint}known keys: {', '.join(known)}")
         except SpecError as error:
             raise PolicyError(str(error), source) from None
-    return Policy(MappingProxyType(ceilings), MappingProxyType(allow), (source,), forced=MappingProxyType(forced))
+    default = hosts.get("network_default")
+    listed = hosts.get("network")
+    outside = default.hosts.within(listed.hosts) if default and listed else None
+    if outside is not None or (default and ceilings.get("network") and not ceilings["network"].value):
+        raise PolicyError(f"policy {source}, key network_default: {outside or 'a list'} is beyond key network", source)
+    return Policy(
+        MappingProxyType(ceilings),
+        MappingProxyType(allow),
+        (source,),
+        forced=MappingProxyType(forced),
+        hosts=(listed,) if listed else (),
+        default_hosts=default,
+    )
+
+
+def _host_list(value: Any, where: str) -> HostList:
+    """A list of hosts from a file, each entry as ``--network`` reads it."""
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) and item.strip() for item in value):
+        raise SpecError(
+            f"{where}: expected a list of hosts, e.g. [index.example.org, files.example.net], got {value!r}"
+        )
+    return HostList.parse(",".join(value), where)
 
 
 def _patterns(key: str, value: Any, where: str) -> tuple[str, ...]:
@@ -324,10 +390,13 @@ def policy_report(policy: Policy) -> str:
     for key, ceiling in policy.ceilings.items():
         row = _CEILINGS[key]
         shown = row.show_ceiling(ceiling.value)
-        switch = isinstance(row, Limit) and row.kind == "switch"
+        switch = isinstance(row, Limit) and row.kind in ("switch", "hosts")
         lines.append(f"  {key:14} {shown if switch else 'at most ' + shown}   ({ceiling.source})")
     for key, lists in policy.allow.items():
         lines.extend(f"  {key:14} {', '.join(a.patterns) or 'none'}   ({a.source})" for a in lists)
     for key, forced in policy.forced.items():
         lines.append(f"  {key:14} always {forced.value}   ({forced.source})")
+    lines.extend(f"  {'network':14} only {allowed.hosts}   ({allowed.source})" for allowed in policy.hosts)
+    if policy.default_hosts:
+        lines.append(f"  {'network':14} by default {policy.default_hosts.hosts}   ({policy.default_hosts.source})")
     return "\n".join(lines)

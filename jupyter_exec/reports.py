@@ -17,8 +17,8 @@ __all__ = ["cache_table", "envs_table", "run_line", "run_name", "runs_table", "s
 
 _ENV_COLUMNS = ["hash", "status", "target", "size", "uses", "builds", "last_used", "created", "spec", "build_log"]
 
-#: The columns ``%jx runs`` reads by default (it shows name, status, backend, node where a run
-#: has one, started, duration, peak memory, error); every column of the runs table for ``--all``.
+#: The columns ``%jx runs`` reads by default (it shows name, status, backend, node, session and
+#: refused where a run has one, started, duration, peak memory, error); every column for ``--all``.
 _READ = ("id", "name", "code", "status", "backend", "created", "started", "duration", "peak_memory", "error")
 _ALL = tuple(RunRow.__annotations__)
 _NAME_WIDTH, _ERROR_WIDTH = 40, 100
@@ -26,13 +26,14 @@ _NAME_WIDTH, _ERROR_WIDTH = 40, 100
 
 def runs_table(records: RunRecords, limit: int = 50, *, every_column: bool = False) -> Any:
     """The newest ``limit`` runs for reading: a map is one row (its batches folded under it: ``%jx
-    show N`` lists them), sizes and durations in human units, integers as integers, nothing as "".
-    ``every_column``: every column of the runs table as well, and ``node`` (where a Ray run ran,
-    as --node takes it), ``items`` (what a map's items came to), ``from`` (the run a cached one replays)."""
+    show N`` lists them), sizes and durations in human units, integers as integers, nothing as "";
+    ``refused`` is how many connections a ``--network HOST,...`` run had refused. ``every_column``:
+    every column of the runs table as well, and ``node`` (where a Ray run ran, as --node takes it),
+    ``items`` (what a map's items came to), ``from`` (the run a cached one replays)."""
     rows = records.runs(limit=limit, columns=_ALL if every_column else (*_READ, "details"), batches=False)
     batches = records.batches({row["id"] for row in rows}, columns=("id",))
     shown = [_readable(row, len(batches.get(row["id"], [])), every_column) for row in rows]
-    for column in ("node", "session"):  # shown only where a run has one
+    for column in ("node", "session", "refused"):  # shown only where a run has one
         if not every_column and not any(row[column] for row in shown):
             for row in shown:
                 del row[column]
@@ -57,6 +58,7 @@ def _readable(row: RunRow, batches: int, every_column: bool) -> dict[str, Any]:
         "started": _when(row.get("started") or row.get("created")),
         "duration": "" if row.get("duration") is None else format_elapsed(row["duration"] or 0),
         "peak memory": "" if not row.get("peak_memory") else format_bytes(row["peak_memory"]),
+        "refused": (details.get("network") or {}).get("refused") or "",  # a host list's refused connections
         "error": error if every_column else _shorten(_first_line(error), _ERROR_WIDTH),
     }
     if every_column:

@@ -18,6 +18,7 @@ from typing import Any
 
 from .envs.envspec import EnvSpec, parse_env
 from .errors import SpecError
+from .hosts import HostList
 from .limits import LIMITS, Gpus, Limit
 
 __all__ = ["CacheRequest", "Limits", "Mount", "Placement", "RunSpec", "parse_env", "parse_names"]
@@ -39,7 +40,7 @@ class Limits:
     cpu_time: float | None = None  # CPU seconds (RLIMIT_CPU)
     pids: int | None = None  # processes and threads
     fsize: int | None = None  # largest file the run may write, bytes
-    network: bool = False  # any network at all (off by default)
+    network: bool | HostList = False  # none (the default), all of it, or only the hosts listed
     gpus: Gpus | None = None  # all, a count or device ids
     shm: int | None = None  # size of the run's own /dev/shm (tmpfs, counts as memory), bytes
 
@@ -72,6 +73,16 @@ class Limits:
             },
         )
 
+    @property
+    def hosts(self) -> HostList | None:
+        """The hosts the run may reach when it may reach only those (``--network HOST,...``)."""
+        return self.network if isinstance(self.network, HostList) else None
+
+    @property
+    def open_network(self) -> bool:
+        """Whether the run may reach any host (``--network`` alone)."""
+        return self.network is True
+
     def only(self, fields: Iterable[str] | None) -> Limits:
         """These limits with only ``fields`` kept (None: all of them)."""
         if fields is None:
@@ -85,7 +96,7 @@ class Limits:
 
 
 def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, Gpus) else value
+    return str(value) if isinstance(value, (Gpus, HostList)) else value
 
 
 @dataclass(frozen=True)

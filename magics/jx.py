@@ -73,12 +73,15 @@ class JxMagics(Magics):
         return runs_table(self.manager.records, int(limit[0]) if limit else 50, every_column=every_column)
 
     def _jx_show(self, rest: str) -> None:
-        """Every column of run N; a map's batches after it, one line each."""
+        """Every column of run N, a host-list run's connections with it (each with its verdict and
+        bytes); a map's batches after it, one line each."""
         run_id = self._run_id(rest, "show")
         row = self.manager.records.get(run_id)
         if row is None:
             raise UsageError(f"no run {rest}; `%jx runs` lists them")
-        print(json.dumps(decoded(row), indent=2, default=str))
+        connections = self.manager.connections.of(run_id)
+        shown = {**decoded(row), **({"connections": connections} if connections else {})}
+        print(json.dumps(shown, indent=2, default=str))
         batches = self.manager.records.batches({run_id}).get(run_id, [])
         if batches:
             print(f"{len(batches)} batches (%jx logs N for one's output):")

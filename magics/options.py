@@ -119,6 +119,8 @@ def limit_argument(field: str) -> Callable[[F], F]:
     dest = f"limit_{field}"
     if limit.kind == "switch":
         return argument(limit.flag, dest=dest, action="store_true", default=None, help=limit.option_help())
+    if limit.kind == "hosts":  # alone: on; with a value: that list
+        return argument(limit.flag, dest=dest, nargs="?", const=True, metavar=limit.metavar, help=limit.option_help())
     return argument(limit.flag, dest=dest, metavar=limit.metavar, help=limit.option_help())
 
 

@@ -457,3 +457,18 @@ def lab(tmp_path_factory):
         server.wait(15)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def network_lab(tmp_path_factory):
+    """The servers of the ``--network HOST,...`` tests, in a network namespace of their own
+    (``tests/network_lab.py``)."""
+    from network_lab import SHARED_VAR, NetworkLab
+
+    if os.environ.get(SHARED_VAR):  # made by root for the ordinary account (scripts/test-as-user)
+        yield NetworkLab.attach(Path(os.environ[SHARED_VAR]))
+        return
+    require(NetworkLab.possible(), "the network lab needs root, ip (iproute2) and openssl")
+    lab = NetworkLab(tmp_path_factory.mktemp("network-lab")).start()
+    yield lab
+    lab.stop()

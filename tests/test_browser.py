@@ -88,6 +88,18 @@ def _runner(page, cells):
     return run, done
 
 
+def _workspace(page, lab, workspace: str, name: str, count: int):
+    """Notebook ``name`` open in a workspace of its own (no notebook of another test restored
+    beside it, no layout left behind), its ``count`` cells drawn and its kernel idle."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{lab['url']}/lab/workspaces/{workspace}/tree/{name}?token={lab['token']}")
+    cells = page.locator(".jp-Notebook .jp-CodeCell")
+    expect(cells).to_have_count(count, timeout=60_000)
+    expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+    return cells
+
+
 def _shot(locator, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     locator.screenshot(path=str(SHOTS / f"{name}.png"))
@@ -227,11 +239,7 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
     )
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
-        # a workspace of its own: no notebook of another test restored beside it, no layout left behind
-        page.goto(f"{lab['url']}/lab/workspaces/side-panel/tree/{name}?token={lab['token']}")
-        cells = page.locator(".jp-Notebook .jp-CodeCell")
-        expect(cells).to_have_count(3, timeout=60_000)
-        expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+        cells = _workspace(page, lab, "side-panel", name, 3)
         run, done = _runner(page, cells)
         run(0)
         run(1)
@@ -292,4 +300,50 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
     finally:
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "side-panel-page.png"))
+        page.close()
+
+
+def test_a_host_list_runs_connections_in_the_cell_and_the_side_panel(lab, browser, network_lab):
+    """A ``--network HOST,...`` run: the run panel's network line once it ends, and each connection
+    with its verdict in the side panel's details."""
+    from playwright.sync_api import expect
+
+    name = _notebook(
+        lab["root"],
+        "network.ipynb",
+        [
+            "%load_ext jupyter_exec",
+            f"import os\nos.environ.update({network_lab.env()!r})  # the proxy in this kernel resolves the lab's names",
+            "%%sandbox --backend seccomp --network files.test --name net-demo\nimport urllib.request\n"
+            "for url in ('http://files.test/index.txt', 'http://other.test/'):\n"
+            "    try:\n        print(urllib.request.urlopen(url).read())\n"
+            "    except Exception as error:\n        print(error)",
+        ],
+    )
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        cells = _workspace(page, lab, "network", name, 3)
+        run, _ = _runner(page, cells)
+        for index in range(3):
+            run(index)
+        widget = cells.nth(2).locator(".jx-run")
+        expect(widget.locator(".jx-status")).to_have_text("succeeded", timeout=30_000)
+        expect(widget.locator(".jx-limits")).to_contain_text("network files.test")
+        line = widget.locator(".jx-network")
+        expect(line).to_contain_text("network files.test: 2 connections, 1 refused (other.test:80)")
+        expect(line).to_have_attribute("data-refused", "yes")
+        _shot(widget, "run-panel-network")
+        page.keyboard.press("Control+Shift+C")
+        page.locator(".lm-CommandPalette-input").fill("jupyter-exec: Show runs")
+        page.keyboard.press("Enter")
+        panel = page.locator("#jupyter-exec-panel")
+        panel.locator(".jx-row", has_text="net-demo").click()
+        info = panel.locator(".jx-info")
+        expect(info.locator(".jx-network")).to_contain_text("files.test: 2 connections, 1 refused")
+        expect(info.locator(".jx-connection-allowed")).to_contain_text("allowed files.test:80")
+        expect(info.locator(".jx-connection-refused")).to_contain_text(
+            "refused other.test:80 · other.test:80 is not on this run's --network list (files.test)"
+        )
+    finally:
+        page.screenshot(path=str(SHOTS / "network.png"))
         page.close()

@@ -190,7 +190,8 @@ def test_fix_runtime_gives_the_entry_and_how_to_reload():
     assert entry["runtimes"]["runsc"]["runtimeArgs"] == list(REQUIRED_ARGS["runsc"])
     assert "kill -HUP $(cat /var/run/docker.pid)" in text and "--network=none" in text
     assert missing_args("runsc", {}) == list(REQUIRED_ARGS["runsc"])
-    assert missing_args("runsc", {"runsc": ("--network=none",)}) == ["--host-fifo=open", "--oci-seccomp"]
+    missing = ["--host-fifo=open", "--oci-seccomp", "--host-uds=open"]
+    assert missing_args("runsc", {"runsc": ("--network=none",)}) == missing
 
 
 def test_the_policy_can_force_a_runtime(tmp_path):

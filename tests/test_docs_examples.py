@@ -10,8 +10,10 @@ engine and the base image are there) and again on the process sandbox (``JX_BACK
 A cell must not fail unless ``CHECKS`` says how it fails, and what each check names must be a
 cell of its page (so a check cannot outlive its example). Left out, with the reason: a block
 whose first line names a file (``# jupyterhub_config.py``), which is a file, not cells; cells
-that ask for a GPU where there is none; and cells that name a Ray cluster's address where no
-cluster is given (``JX_TEST_RAY_ADDRESS``).
+that ask for a GPU where there is none; cells that name a Ray cluster's address where no
+cluster is given (``JX_TEST_RAY_ADDRESS``); and cells whose ``--network`` list names hosts of
+the reserved example domains, which serve nothing (``test_network_sandbox.py`` runs host lists
+against servers of its own).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 _FILE_BLOCK = re.compile(r"#\s*[\w./-]+\.py\b")
 _GPU = re.compile(r"--num-gpus|--gpus|--gpu-id|num_gpus=")
 _CLUSTER = re.compile(r"--address ray://")
+_EXAMPLE_HOSTS = re.compile(r"--network \S*\bexample\.(?:org|net|com)\b")
 
 
 @dataclass
@@ -60,6 +63,8 @@ def cells_of(page: Path) -> list[Cell]:
             cell.skipped = "asks for a GPU, and there is none here"
         elif _CLUSTER.search(cell.source) and not os.environ.get("JX_TEST_RAY_ADDRESS"):
             cell.skipped = "names a Ray cluster, and none is given (JX_TEST_RAY_ADDRESS)"
+        elif _EXAMPLE_HOSTS.search(cell.source):
+            cell.skipped = "reaches hosts of the reserved example domains, which serve nothing"
     return found
 
 

@@ -123,6 +123,7 @@ def test_doctor_says_exactly_what_holds_here():
     assert notes["--pids"].startswith("RLIMIT_NPROC over every process of your uid on this machine, in other"), report
     assert notes["--cpus"].startswith("refused, it needs a per-run cgroup"), report
     assert notes["--shm"].startswith("refused, it needs a mount namespace"), report
+    assert notes["--network"].startswith("refused, a host list needs a network namespace of the run's own"), report
     assert notes["processes a run leaves"].startswith("killed by its supervisor, a child subreaper"), report
     assert "connect() is refused unless --network" in notes["sockets"], report
     assert "FAIL container no container engine" in report and "%%sandbox uses: seccomp" in report, report

@@ -31,7 +31,7 @@ GOOD = {
     "pids": "64",
     "fsize": "100m",
     "shm": "256m",
-    "network": True,
+    "network": "index.example.org,*.example.org:8443",
     "gpus": "device=0,1",
 }
 
@@ -61,7 +61,16 @@ def test_a_row_is_what_the_magic_offers_and_parses(field):
     assert asked == Limits.parse(**{field: GOOD[field]}) and getattr(asked, field) == limit.read(GOOD[field], "")
     if limit.kind != "switch":
         with pytest.raises(SpecError, match=f"^{limit.flag}: "):
-            Limits.parse(**{field: BAD})
+            Limits.parse(**{field: "lots of hosts" if limit.kind == "hosts" else BAD})
+
+
+def test_network_alone_is_all_of_it_and_with_hosts_only_those():
+    from jupyter_exec.magics.options import limits
+
+    parse = SandboxMagics.sandbox.parser.parse_args
+    assert limits(parse(["--network", "--mem", "1g"])).network is True
+    assert str(limits(parse(["--network", "files.test"])).network) == "files.test"
+    assert limits(parse([])).network is False
 
 
 def test_rayrun_offers_only_the_limit_a_ray_task_keeps():
@@ -96,12 +105,12 @@ def test_limits_without_a_kernel_default_have_no_setting():
 @pytest.mark.parametrize("field", [f for f, limit in LIMITS.items() if limit.ceiling])
 def test_a_row_is_a_policy_ceiling(field):
     limit = LIMITS[field]
-    ceiling = {"switch": False, "count": 1}.get(limit.kind, GOOD[field])
+    ceiling = {"switch": False, "hosts": False, "count": 1}.get(limit.kind, GOOD[field])
     policy = parse_policy({field: ceiling}, "p.yaml")
     assert policy.ceilings[field].value == limit.read_ceiling(ceiling, "")
     with pytest.raises(PolicyError, match=f"^policy p.yaml, key {field}: "):
         parse_policy({field: BAD}, "p.yaml")
-    over = {"switch": True, "count": "2"}.get(limit.kind)
+    over = {"switch": True, "hosts": True, "count": "2"}.get(limit.kind)
     if limit.kind == "cap":  # a cap is refused above its ceiling, and an unset one gets it
         over = limit.show(2 * limit.read(GOOD[field], ""))
         assert getattr(policy.bound(Limits(), Limits(), None), field) == policy.ceilings[field].value

@@ -316,3 +316,22 @@ def _schema(path: Path) -> list[tuple]:
     with sqlite3.connect(path) as db:
         found = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
     return [(kind, name, table, " ".join((sql or "").split())) for kind, name, table, sql in found]
+
+
+def test_a_file_of_version_6_gains_the_connections_table_and_keeps_its_runs(tmp_path):
+    from jupyter_exec.store.connections import RunConnections
+    from jupyter_exec.store.schema import MIGRATIONS
+
+    path = tmp_path / "runs.sqlite3"
+    db = sqlite3.connect(path)
+    for migration in (m for m in MIGRATIONS if m.version <= 6):
+        db.executescript(migration.sql)
+    db.execute("PRAGMA user_version = 6")
+    db.close()
+    _old_file(path, "")
+    connections = RunConnections(path)
+    connection = {"host": "index.example.org", "port": 443, "allowed": True, "reason": "", "sent": 1, "received": 2}
+    connections.keep(1, [{**connection, "started": 1.7e9, "seconds": 0.5}])
+    assert connections.of(1) == [{**connection, "started": 1.7e9, "seconds": 0.5}]
+    assert RunRecords(path).get(1)["name"] == "old" and connections.refused([1]) == {}
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == LATEST

@@ -65,8 +65,9 @@ function render({ model, el }) {
   const log = element("pre", "jx-log");
   const counter = element("div", "jx-log-count");
   const fullLog = element("pre", "jx-full-log");
+  const net = element("div", "jx-network");
   const foot = element("div", "jx-foot");
-  root.append(head, gauges, log, counter, fullLog, foot);
+  root.append(head, gauges, log, counter, fullLog, net, foot);
   el.appendChild(root);
 
   cancel.addEventListener("click", () => {
@@ -105,7 +106,7 @@ function render({ model, el }) {
     if (l.cpus) parts.push(`cpus ${l.cpus}`);
     if (l.timeout) parts.push(`timeout ${seconds(l.timeout)}`);
     if (l.gpus) parts.push(`gpus ${l.gpus}`);
-    if (l.network) parts.push("network");
+    if (l.network) parts.push(l.network === true ? "network" : `network ${l.network}`);
     limits.textContent = parts.join(" · ");
     if (FINAL.includes(status)) {
       const error = model.get("error");
@@ -147,6 +148,16 @@ function render({ model, el }) {
     if (stick) log.scrollTop = log.scrollHeight;
   }
 
+  function drawNetwork() {  // a host-list run's connections, once it has ended
+    const n = model.get("network");
+    net.hidden = !n || n.hosts === undefined;
+    if (net.hidden) return;
+    const refused = n.refused ? ` (${n.refused_to.join(", ")})` : "";
+    net.textContent = `network ${n.hosts}: ${n.connections} connections, ${n.refused} refused${refused}; ` +
+      `${bytes(n.sent)} out, ${bytes(n.received)} in`;
+    net.dataset.refused = n.refused ? "yes" : "no";
+  }
+
   function drawFullLog() {
     if (fullLog.classList.contains("jx-open")) fullLog.textContent = model.get("full_log") || "(empty log)";
   }
@@ -157,9 +168,10 @@ function render({ model, el }) {
     ["change:samples change:limits", drawGauges],
     ["change:log change:log_lines", drawLog],
     ["change:full_log", drawFullLog],
+    ["change:network", drawNetwork],
   ];
   for (const [events, handler] of handlers) model.on(events, handler);
-  drawHead(); drawGauges(); drawLog();
+  drawHead(); drawGauges(); drawLog(); drawNetwork();
   const clock = setInterval(tick, 500);
   return () => {
     clearInterval(clock);

@@ -50,6 +50,7 @@ class RunWidget(FallbackWidget):
     log_lines = traitlets.Int(0).tag(sync=True)  # lines seen in all
     full_log = traitlets.Unicode("").tag(sync=True)
     background = traitlets.Bool(False).tag(sync=True)
+    network = traitlets.Dict().tag(sync=True)  # a host-list run's connections in sum (events.Network)
 
     def __init__(
         self,
@@ -144,6 +145,7 @@ class RunWidget(FallbackWidget):
                     "duration": event["duration"] or (time.time() - self.started if self.started else None),
                     "error": event["error"] or "",
                     "peak_memory": event["peak_memory"],
+                    "network": dict(event.get("network") or {}),
                 }
             )
 
@@ -177,6 +179,8 @@ class RunWidget(FallbackWidget):
             parts.append(f"peak {format_bytes(self.peak_memory)}" + (f" of {format_bytes(limit)}" if limit else ""))
         if self.error:
             parts.append(self.error)
+        if self.network:
+            parts.append(_network_line(self.network))
         return " · ".join(p for p in parts if p)
 
     def text_fallback(self) -> str:
@@ -193,3 +197,13 @@ class RunWidget(FallbackWidget):
             + (f"<pre>{rows}</pre>" if rows else "")
             + "</div>"
         )
+
+
+def _network_line(network: dict[str, Any]) -> str:
+    """``network files.test: 3 connections, 1 refused (other.test:80); 1.2 KiB out, 4.0 KiB in``."""
+    refused = network.get("refused") or 0
+    to = f" ({', '.join(network.get('refused_to') or [])})" if refused else ""
+    return (
+        f"network {network.get('hosts')}: {network.get('connections', 0)} connections, {refused} refused{to}; "
+        f"{format_bytes(network.get('sent') or 0)} out, {format_bytes(network.get('received') or 0)} in"
+    )

@@ -87,6 +87,7 @@ class Outcome:
     peak_memory: int | None = None  # bytes
     cpu_seconds: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    connections: list[dict[str, Any]] | None = None  # a host-list run's, as its proxy saw them (Connection.as_dict)
 
 
 @dataclass

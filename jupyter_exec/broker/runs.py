@@ -279,6 +279,8 @@ class _Run:
         broker = self.broker
         error = outcome.error
         row = broker.records.finish(self.run_id, outcome)
+        if outcome.connections:
+            broker.connections.keep(self.run_id, outcome.connections)
         self.sink.send(
             wire.end_event(
                 outcome.status,
@@ -287,7 +289,10 @@ class _Run:
                 exit_code=outcome.exit_code,
                 peak_memory=outcome.peak_memory,
                 cpu_seconds=outcome.cpu_seconds,
-                details={k: v for k, v in outcome.details.items() if k in ("runtime", "limits", "resources")},
+                details={
+                    k: v for k, v in outcome.details.items() if k in ("runtime", "limits", "resources", "network")
+                },
+                connections=outcome.connections,
             )
         )
         # the client has its answer: the audit line (and the image's digest, asked at most every

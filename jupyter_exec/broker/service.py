@@ -21,6 +21,7 @@ from jupyter_exec.backends.broker.wire import Event
 from jupyter_exec.backends.container import ContainerBackend
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import JupyterExecError, PolicyError
+from jupyter_exec.store.connections import RunConnections
 
 from .audit import AuditLog
 from .quotas import RateLimiter, Scheduler
@@ -95,6 +96,7 @@ class Broker:
             settings.audit or settings.data_dir / "audit.jsonl", settings.audit_max_bytes, settings.audit_backups
         )
         self.records = BrokerRecords(settings.data_dir / "broker.sqlite3")
+        self.connections = RunConnections(self.records.path)  # host-list runs' connections
         for row in self.records.recover():
             self.audit.write(
                 op="run",

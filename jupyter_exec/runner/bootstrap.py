@@ -19,6 +19,7 @@ import ast
 import base64
 import builtins
 import functools
+import importlib
 import io
 import json
 import linecache
@@ -277,16 +278,21 @@ def usage() -> "dict[str, float]":
 
 def _import_confine() -> "Optional[types.ModuleType]":
     """The confinement module, when it was shipped beside this file (local backends)."""
+    return _sibling("confine")
+
+
+def _sibling(name: str) -> "Optional[types.ModuleType]":
+    """A module shipped beside this file (``confine``, ``netrelay``), kept out of ``sys.modules``
+    so a cell's own module of that name is not shadowed; None where it was not shipped."""
     here = os.path.dirname(os.path.abspath(__file__))
-    if not os.path.exists(os.path.join(here, "confine.py")):
+    if not os.path.exists(os.path.join(here, name + ".py")):
         return None
     sys.path.insert(0, here)
     try:
-        import confine
+        module: "types.ModuleType" = importlib.import_module(name)
     finally:
         sys.path.remove(here)
-    sys.modules.pop("confine", None)
-    module: "types.ModuleType" = confine
+    sys.modules.pop(name, None)
     return module
 
 
@@ -468,7 +474,13 @@ def _prepare(request: "dict[str, Any]", confine: "Optional[types.ModuleType]") -
         try:
             if confine is None:
                 raise OSError("confine.py is not beside the bootstrap in this target")
+            relay = request["confine"].get("relay")  # --network HOST,...: the way to the proxy
+            netrelay = _sibling("netrelay") if relay else None  # imported before the files are confined
             notes = confine.confine(request["confine"])
+            if relay:
+                if netrelay is None:
+                    raise OSError("netrelay.py is not beside the bootstrap in this target")
+                notes.append(netrelay.start(relay["socket"], relay["port"]))
         except OSError as error:
             send({"t": "result", "confine_error": str(error)})
             os._exit(0)

@@ -186,7 +186,8 @@ _SPECIAL = {
 }
 _CLONE_NEW_NAMESPACES = 0x7E020080  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
 _X32_SYSCALL_BIT = 0x40000000
-AF_UNIX, AF_NETLINK, AF_ALG, AF_VSOCK = 1, 16, 38, 40
+AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_ALG, AF_VSOCK = 1, 2, 10, 16, 38, 40
+SOCK_STREAM = 1
 NETLINK_NETFILTER = 12
 #: Sockets refused even with network, as (family, protocol or None for any): the kernel's crypto
 #: (AF_ALG), the hypervisor's services (AF_VSOCK reaches the VM host's) and the firewall's
@@ -391,8 +392,9 @@ def _fs_rights(abi: int) -> int:
     return rights
 
 
-def apply_landlock(readable: list[str], writable: list[str], network: bool) -> str:
-    """Restrict file access to the given trees. Returns a note of what was done."""
+def apply_landlock(readable: list[str], writable: list[str], network: bool, port: int | None = None) -> str:
+    """Restrict file access to the given trees, and TCP (unless ``network``) to ``port`` alone
+    (the proxy relay's, on the sandbox's own loopback). Returns a note of what was done."""
     abi = landlock_abi()
     if abi < 1:
         raise OSError(-abi, f"Landlock cannot be used here: {os.strerror(-abi)}")
@@ -425,6 +427,9 @@ def apply_landlock(readable: list[str], writable: list[str], network: bool) -> s
                     _syscall("landlock_add_rule", ctypes.c_int(ruleset), ctypes.c_int(1), rule, ctypes.c_uint32(0))
                 finally:
                     os.close(fd)
+        if port is not None and abi >= 4 and not network:  # LANDLOCK_RULE_NET_PORT
+            rule = ctypes.create_string_buffer(struct.pack("=QQ", _LL_NET_BIND_TCP | _LL_NET_CONNECT_TCP, port), 16)
+            _syscall("landlock_add_rule", ctypes.c_int(ruleset), ctypes.c_int(2), rule, ctypes.c_uint32(0))
         _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         _syscall("landlock_restrict_self", ctypes.c_int(ruleset), ctypes.c_uint32(0))
     finally:
@@ -463,6 +468,8 @@ def drop_capabilities() -> None:
 # --- seccomp --------------------------------------------------------------------------
 
 _BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_JSET_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
+_BPF_ALU_AND_K = 0x54
+_SOCK_TYPE_MASK = 0xF  # socket()'s type without SOCK_NONBLOCK / SOCK_CLOEXEC
 _RET_ALLOW = 0x7FFF0000
 _RET_KILL_PROCESS = 0x80000000
 _RET_ERRNO = 0x00050000
@@ -483,9 +490,11 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k)
 
 
-def seccomp_program(network: bool, connect: bool = True, truncate: bool = True) -> bytes:
+def seccomp_program(network: bool, connect: bool = True, truncate: bool = True, tcp: bool = False) -> bytes:
     """A BPF denylist: EPERM for dangerous calls and namespace-creating clones, EACCES for
-    non-UNIX sockets (with ``network``: for ``DENIED_SOCKETS`` only); ENOSYS for clone3 so libc falls back to clone.
+    non-UNIX sockets (with ``network``: for ``DENIED_SOCKETS`` only; with ``tcp``, IPv4 and IPv6
+    stream sockets are allowed too: a host-list run's way to its proxy relay, in a network
+    namespace with nothing but loopback); ENOSYS for clone3 so libc falls back to clone.
     ``connect=False`` refuses every ``connect`` (where the host's socket files cannot be
     hidden from the process and Landlock does not cover connecting to them);
     ``truncate=False`` refuses ``truncate`` by path (where Landlock is older than ABI 3,
@@ -514,7 +523,7 @@ def seccomp_program(network: bool, connect: bool = True, truncate: bool = True) 
         _insn(_BPF_RET_K, 0, 0, eperm),
         _insn(_BPF_RET_K, 0, 0, _RET_ALLOW),
     ]
-    prog += _socket_rules(table["socket"], network)
+    prog += _socket_rules(table["socket"], network, tcp)
     if not connect:
         prog += [_insn(_BPF_JEQ_K, 0, 1, table["connect"]), _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES)]
     if not truncate:
@@ -523,11 +532,22 @@ def seccomp_program(network: bool, connect: bool = True, truncate: bool = True) 
     return b"".join(prog)
 
 
-def _socket_rules(nr: int, network: bool) -> list[bytes]:
-    """socket(family, type, protocol): only AF_UNIX (multiprocessing, local IPC) without network;
-    with it, every family but ``DENIED_SOCKETS``. Refused with EACCES."""
+def _socket_rules(nr: int, network: bool, tcp: bool = False) -> list[bytes]:
+    """socket(family, type, protocol): only AF_UNIX (multiprocessing, local IPC) without network,
+    and with ``tcp`` IPv4 and IPv6 stream sockets too (no UDP, no raw); with network, every family
+    but ``DENIED_SOCKETS``. Refused with EACCES."""
     eacces = _RET_ERRNO | errno.EACCES
-    if not network:
+    if not network and tcp:  # each jump lands on the EACCES or on the final allow
+        checks = [
+            _insn(_BPF_JEQ_K, 6, 0, AF_UNIX),
+            _insn(_BPF_JEQ_K, 1, 0, AF_INET),
+            _insn(_BPF_JEQ_K, 0, 3, AF_INET6),
+            _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG0 + 8),
+            _insn(_BPF_ALU_AND_K, 0, 0, _SOCK_TYPE_MASK),
+            _insn(_BPF_JEQ_K, 1, 0, SOCK_STREAM),
+            _insn(_BPF_RET_K, 0, 0, eacces),
+        ]
+    elif not network:
         checks = [_insn(_BPF_JEQ_K, 1, 0, AF_UNIX), _insn(_BPF_RET_K, 0, 0, eacces)]
     else:  # each check falls through to the next when it does not match; the last allows
         checks = []
@@ -546,8 +566,8 @@ def _socket_rules(nr: int, network: bool) -> list[bytes]:
     return [_insn(_BPF_JEQ_K, 0, len(checks) + 1, nr), _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG0), *checks]
 
 
-def apply_seccomp(network: bool, connect: bool = True, truncate: bool = True) -> None:
-    program = seccomp_program(network, connect, truncate)
+def apply_seccomp(network: bool, connect: bool = True, truncate: bool = True, tcp: bool = False) -> None:
+    program = seccomp_program(network, connect, truncate, tcp)
     count = len(program) // 8
     filters = ctypes.create_string_buffer(program, len(program))
 
@@ -569,12 +589,14 @@ def confine(plan: Plan) -> list[str]:
     if plan.get("mounts"):
         notes += private_mounts(**plan["mounts"])
     if plan.get("landlock"):
-        notes.append(apply_landlock(plan["readable"], plan["writable"], plan.get("network", False)))
+        relay = plan.get("relay")
+        port = relay["port"] if relay else None
+        notes.append(apply_landlock(plan["readable"], plan["writable"], plan.get("network", False), port))
     if plan.get("seccomp"):
         if has_capabilities():
             drop_capabilities()
             notes.append("capabilities dropped")
         truncate = not plan.get("landlock") or landlock_abi() >= 3  # else Landlock lets truncate() through
-        apply_seccomp(plan.get("network", False), plan.get("connect", True), truncate)
+        apply_seccomp(plan.get("network", False), plan.get("connect", True), truncate, bool(plan.get("relay")))
         notes.append("seccomp denylist")
     return notes

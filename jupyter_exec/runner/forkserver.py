@@ -19,7 +19,8 @@ reaped, writes ``{"status": S, "maxrss": B, "cpu": T}`` to its status pipe and c
 
 Each child starts a process session of its own and dies with the template (``PDEATHSIG``); with
 namespaces it unshares pid, mount and net (``--network``: not net) — under ``user``
-inside a user namespace of its own, the user's ids mapped to themselves — and forks the
+inside a user namespace of its own, the user's ids mapped to themselves; a new net namespace
+has its loopback up — and forks the
 pid namespace's init, which mounts its ``/proc`` and runs the bootstrap (whose
 supervisor ends everything the cell left). Without namespaces the child is the
 bootstrap itself, a child subreaper (``JX_SUPERVISE``). The template is a subreaper too:
@@ -45,6 +46,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import sys
 
 _here = os.path.dirname(os.path.abspath(__file__))
@@ -65,6 +67,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 _CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+_SIOCSIFFLAGS, _IFF_UP, _IFF_LOOPBACK, _IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
 _FDS = 5  # stdin, stdout, stderr, protocol, status
 _CLOSE = b'{"close": true}'  # the kernel lets go on purpose (templates.Template.close)
 _OWNER_VAR = "JX_OWNER_PID"  # the kernel's pid (templates.OWNER_VAR)
@@ -100,6 +103,15 @@ def enter_namespaces(mode: str, network: bool) -> None:
             with open(f"/proc/self/{name}", "w") as mapping:
                 mapping.write(text)
     _check(_libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate /")
+    if not network:
+        _loopback_up()
+
+
+def _loopback_up() -> None:
+    """Bring up the new network namespace's loopback, its only interface: a host-list run's
+    relay to the proxy listens there (nothing outside the namespace is reachable through it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        fcntl.ioctl(probe, _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", _IFF_UP | _IFF_LOOPBACK | _IFF_RUNNING))
 
 
 def become_init() -> None:

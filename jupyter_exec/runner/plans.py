@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-__all__ = ["Mounts", "Plan", "Rlimits"]
+__all__ = ["Mounts", "Plan", "Relay", "Rlimits"]
 
 #: ``apply_rlimits``'s limits: bytes, seconds, counts ("as" is a keyword: hence this form).
 #: ``nproc_more``: so many processes more than the user runs now (outside a user namespace).
@@ -36,6 +36,13 @@ class Mounts(TypedDict):
     mask: dict[str, list[str]]  # directory emptied -> the paths kept in it
 
 
+class Relay(TypedDict):
+    """``netrelay.start``'s arguments: a host-list run's way to its proxy gate."""
+
+    socket: str  # the gate's Unix socket, as the sandbox sees it
+    port: int  # where the relay listens on the sandbox's loopback (Landlock allows it alone)
+
+
 class Plan(TypedDict, total=False):
     """The steps of ``confine``: one per key, skipped where the key is absent."""
 
@@ -47,3 +54,4 @@ class Plan(TypedDict, total=False):
     seccomp: bool
     network: bool  # sockets allowed (Landlock's TCP rules, the seccomp filter)
     connect: bool  # connect() allowed without network: false where the host's sockets stay in view
+    relay: Relay  # --network HOST,...: the relay to the proxy (TCP stream sockets to its port alone)

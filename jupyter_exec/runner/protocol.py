@@ -31,16 +31,16 @@ __all__ = [
 ]
 
 BOOTSTRAP_PATH = Path(__file__).with_name("bootstrap.py")
-_SHIPPED = ("bootstrap.py", "codec.py", "confine.py")  # what a target without jupyter-exec runs
+_SHIPPED = ("bootstrap.py", "codec.py", "confine.py", "netrelay.py")  # what a target without jupyter-exec runs
 FORKSERVER_PATH = Path(__file__).with_name("forkserver.py")  # the process sandbox's template
 MAX_MESSAGE = 1 << 30
 
 
 def ship_runner(folder: Path) -> None:
     """Put what runs a cell in ``folder`` (readable by anyone) for a target that has no
-    jupyter-exec (a container image): the bootstrap with its codec and confinement, and in
-    ``lib/`` this kernel's own cloudpickle, so a function pickled here loads there whatever
-    the image has (none, or another version)."""
+    jupyter-exec (a container image): the bootstrap with its codec, confinement and network
+    relay, and in ``lib/`` this kernel's own cloudpickle, so a function pickled here loads
+    there whatever the image has (none, or another version)."""
     import cloudpickle
 
     for name in _SHIPPED:

@@ -22,6 +22,7 @@ from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
 from jupyter_exec.reports import run_name
 from jupyter_exec.status import FINAL, Status
+from jupyter_exec.store.connections import RunConnections
 from jupyter_exec.store.records import RunRecords, RunRow, decoded
 from jupyter_exec.trace.tables import TraceTables
 
@@ -75,13 +76,18 @@ class PanelQueries:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._tables: tuple[RunRecords, EnvIndex, TraceTables] | None = None
+        self._tables: tuple[RunRecords, EnvIndex, TraceTables, RunConnections] | None = None
 
-    def _open(self) -> tuple[RunRecords, EnvIndex, TraceTables] | None:
+    def _open(self) -> tuple[RunRecords, EnvIndex, TraceTables, RunConnections] | None:
         """The store's tables, opened on first use after a kernel has made the file; None before."""
         with self._lock:
             if self._tables is None and self.path.exists():
-                self._tables = (RunRecords(self.path), EnvIndex(self.path), TraceTables(self.path))
+                self._tables = (
+                    RunRecords(self.path),
+                    EnvIndex(self.path),
+                    TraceTables(self.path),
+                    RunConnections(self.path),
+                )
             return self._tables
 
     def _records(self) -> RunRecords | None:
@@ -111,10 +117,17 @@ class PanelQueries:
     @_answerable
     def run(self, run_id: int) -> dict[str, Any]:
         """Every recorded field of one run, its spec and details decoded; a map's batches (id,
-        name, status, duration) in ``batches``."""
-        records = self._records()
-        found = records.batches({run_id}, columns=("id", "status", "duration")) if records else {}
-        return {**decoded(self._row(run_id)), "batches": found.get(run_id, []), "now": time.time()}
+        name, status, duration) in ``batches``; a host-list run's connections in ``connections``."""
+        row = decoded(self._row(run_id))
+        tables = self._open()
+        found = tables[0].batches({run_id}, columns=("id", "status", "duration")) if tables else {}
+        connections = tables[3].of(run_id) if tables else []
+        return {
+            **row,
+            "batches": found.get(run_id, []),
+            **({"connections": connections} if connections else {}),
+            "now": time.time(),
+        }
 
     @_answerable
     def log(self, run_id: int, offset: int, max_bytes: int, tail: bool = False) -> dict[str, Any]:

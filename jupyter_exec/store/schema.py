@@ -148,6 +148,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX IF NOT EXISTS runs_user ON runs(user, id) WHERE user IS NOT NULL;
         """,
     ),
+    Migration(
+        7,
+        "the connections of --network HOST,... runs: one row each, allowed or refused, with its bytes",
+        """
+        CREATE TABLE IF NOT EXISTS run_connections (
+            run_id   INTEGER NOT NULL,
+            host     TEXT NOT NULL,
+            port     INTEGER NOT NULL,
+            allowed  INTEGER NOT NULL,
+            reason   TEXT NOT NULL,               -- why it was refused, or how it ended early
+            sent     INTEGER NOT NULL,            -- bytes from the cell
+            received INTEGER NOT NULL,            -- bytes to the cell
+            started  REAL NOT NULL,
+            seconds  REAL NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS run_connections_run ON run_connections(run_id);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

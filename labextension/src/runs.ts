@@ -5,6 +5,7 @@
 import { badge, Child, formatBytes, formatSeconds, formatTime, h, table } from './dom';
 import { ApiError, requestAPI } from './handler';
 import { LogTail } from './log';
+import { describeNetwork } from './network';
 import { IRunDetail, IRunList, IRunSummary, isFinal } from './tokens';
 import { PollingView } from './view';
 
@@ -171,6 +172,7 @@ export class RunsView extends PollingView {
       ['cached from', run.details?.cached_from !== undefined ? `run ${run.details.cached_from}` : ''],
       ['items', describeItems(run.details)],
       ['batches', run.batches.map(b => `#${b.id} ${b.status} ${formatSeconds(b.duration)}`).join(' · ')],
+      ['network', describeNetwork(run)],
       ['error', run.error ?? '']
     ];
     const head = h(

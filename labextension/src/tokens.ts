@@ -42,6 +42,18 @@ export interface IRunList {
   now: number;
 }
 
+/** One connection of a host-list run, as its proxy saw it. */
+export interface IConnection {
+  host: string;
+  port: number;
+  allowed: boolean;
+  reason: string;
+  sent: number;
+  received: number;
+  started: number;
+  seconds: number;
+}
+
 export interface IRunDetail extends Omit<IRunSummary, 'label' | 'batches'> {
   batches: IBatch[];
   code: string;
@@ -50,6 +62,7 @@ export interface IRunDetail extends Omit<IRunSummary, 'label' | 'batches'> {
   log_path: string | null;
   spec: { limits?: { [key: string]: unknown }; [key: string]: unknown } | null;
   details: { [key: string]: unknown } | null;
+  connections?: IConnection[];
   now: number;
 }
 

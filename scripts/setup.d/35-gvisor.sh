@@ -5,6 +5,7 @@
 #   --network=none   this runsc build refuses a container sharing the host's network namespace
 #   --host-fifo=open the sandbox talks to the kernel through FIFOs in a bind mount
 #   --oci-seccomp    the container's seccomp profile is applied inside the sandbox too
+#   --host-uds=open  a --network HOST,... cell reaches its proxy through a Unix socket in a bind mount
 apt_install runsc
 if [ "$(id -u)" -eq 0 ]; then
   changed=$("$VENV/bin/python" -c 'import sys; from pathlib import Path

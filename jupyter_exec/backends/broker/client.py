@@ -272,6 +272,7 @@ class _BrokeredRun(TrackedRun):
                     peak_memory=event.get("peak_memory"),
                     cpu_seconds=event.get("cpu_seconds"),
                     details=details,
+                    connections=event.get("connections"),
                 )
         if self.cancelled:
             return Outcome(Status.CANCELLED, error=TaskCancelledError(f"run {self.submission.run_id} was cancelled"))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from jupyter_exec.errors import (
     BackendUnavailableError,
@@ -187,6 +187,7 @@ class End(TypedDict):
     peak_memory: int | None
     cpu_seconds: float | None
     details: dict[str, Any]
+    connections: NotRequired[list[dict[str, Any]]]  # a host-list run's, as the broker's proxy saw them
 
 
 class ErrorEvent(TypedDict, total=False):
@@ -392,6 +393,7 @@ def end_event(
     peak_memory: int | None = None,
     cpu_seconds: float | None = None,
     details: dict[str, Any] | None = None,
+    connections: list[dict[str, Any]] | None = None,
 ) -> End:
     """How a run ended, for the client: the raw envelope (its values are decoded in the kernel,
     with the kernel's ``--trust``) and the error as class, message and remote traceback."""
@@ -404,7 +406,7 @@ def end_event(
         remote = envelope.error if envelope is not None else None
         if remote is not None and described["class"] == "RemoteError":
             described.update(type=remote["type"], message=remote["message"], traceback=remote["traceback"])
-    return {
+    end: End = {
         "t": "end",
         "status": status,
         "envelope": None if envelope is None else envelope.__dict__,
@@ -414,6 +416,9 @@ def end_event(
         "cpu_seconds": cpu_seconds,
         "details": details or {},
     }
+    if connections:
+        end["connections"] = connections
+    return end
 
 
 def outcome_parts(event: Mapping[str, Any]) -> tuple[Status, Envelope | None, TaskError | None]:

@@ -33,8 +33,11 @@ from jupyter_exec.config import ExecConfig, application_config
 from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, PolicyError
 from jupyter_exec.extras import install_hint
+from jupyter_exec.hosts import HostList
 from jupyter_exec.monitor import Usage
 from jupyter_exec.policy import Policy
+from jupyter_exec.proxy import RELAY_PORT, Gate, gate_for
+from jupyter_exec.runner.plans import Plan
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
 from jupyter_exec.spec import Limits, RunSpec
 
@@ -222,6 +225,8 @@ class ContainerBackend(HoldsSessions, ExecutorBackend):
 
     def _key(self, spec: RunSpec, image: str) -> PoolKey:
         limits = dataclasses.replace(spec.limits, timeout=None)
+        if limits.hosts is not None:  # every host list, one container: the list is the gate's, given at run time
+            limits = dataclasses.replace(limits, network=_SOME_HOSTS)
         return PoolKey(image, limits, spec.mounts, self._runtime(spec))
 
     def _plan(self, key: PoolKey) -> ContainerPlan:
@@ -253,7 +258,7 @@ class ContainerBackend(HoldsSessions, ExecutorBackend):
             outputs=spec.outputs,
             trust=spec.trust,
             cwd="/tmp",
-            confine={"rlimits": container_plan.rlimits},
+            confine=_confine(container_plan, spec.limits),
             env=dict(spec.env),
             sys_path=environment.sys_path if environment else (),
             working_dir=str(environment.working_dir) if environment and environment.working_dir else None,
@@ -263,12 +268,19 @@ class ContainerBackend(HoldsSessions, ExecutorBackend):
             return self._submit_to_session(submission, key, request)
         with self._engine_errors(image):
             slot = self.pool.take(key, str(submission.run_id))
-        run = self.runs.add(_ContainerRun(submission, self, slot, key, container_plan))
+        try:
+            gate = gate_for(self.name, spec.limits.hosts, slot.folder / "out" / _GATE)
+        except BaseException:
+            self.pool.discard(slot)
+            raise
+        run = self.runs.add(_ContainerRun(submission, self, slot, key, container_plan, gate))
         try:
             run.start(request)
         except BaseException:
             self.forget(submission.run_id)
             self.pool.discard(slot)
+            if gate is not None:
+                gate.close()
             raise
         return run.handle
 
@@ -344,6 +356,18 @@ class ContainerBackend(HoldsSessions, ExecutorBackend):
         }
 
 
+_GATE = "proxy.sock"  # a host-list run's proxy gate, in the slot's out/ folder (mounted at /jx/out)
+_SOME_HOSTS = HostList(())  # a pool key's network for any host list: a container with no network
+
+
+def _confine(container_plan: ContainerPlan, limits: Limits) -> Plan:
+    """What the bootstrap does to itself in the container: the rlimits, and a host list's relay."""
+    confine: Plan = {"rlimits": container_plan.rlimits}
+    if limits.hosts is not None:
+        confine["relay"] = {"socket": f"/jx/out/{_GATE}", "port": RELAY_PORT}
+    return confine
+
+
 def _image_fix(settings: DockerConfig, kind: str) -> str:
     fix = f"build it: {build_command(settings.image)}"
     if kind == "podman":
@@ -355,9 +379,15 @@ class _ContainerRun(KillableRun):
     """One run in one container: sends the request, pumps the streams, enforces the clock."""
 
     def __init__(
-        self, submission: Submission, backend: ContainerBackend, slot: Slot, key: PoolKey, container_plan: ContainerPlan
+        self,
+        submission: Submission,
+        backend: ContainerBackend,
+        slot: Slot,
+        key: PoolKey,
+        container_plan: ContainerPlan,
+        gate: Gate | None,
     ) -> None:
-        self.submission, self.backend, self.slot, self.key = submission, backend, slot, key
+        self.submission, self.backend, self.slot, self.key, self.gate = submission, backend, slot, key, gate
         self.plan = container_plan
         self.container = slot.container
         self.handle = TaskHandle(submission, backend)
@@ -432,6 +462,9 @@ class _ContainerRun(KillableRun):
         if self.plan.notes:
             outcome.details["limits"] = list(self.plan.notes)
         outcome.details["resources"] = self.sampler.summary()
+        if self.gate is not None:
+            traffic = self.gate.close()
+            outcome.details["network"], outcome.connections = traffic.summary(), traffic.rows()
         return outcome
 
     def _container_status(self) -> int:

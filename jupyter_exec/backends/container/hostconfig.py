@@ -90,7 +90,7 @@ def plan(
     rlimits: Rlimits = {"nofile": settings.nofile}
     notes = []
     host: dict[str, Any] = {
-        "network_mode": "bridge" if limits.network else "none",
+        "network_mode": "bridge" if limits.open_network else "none",
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={parse_size(settings.tmp_size, 'DockerConfig.tmp_size')},mode=1777"},
         "cap_drop": ["ALL"],
@@ -126,7 +126,7 @@ def plan(
     if limits.gpus is not None:
         host["device_requests"] = [_device_request(DeviceRequest, limits.gpus)]
     environment = dict(_ENVIRONMENT)
-    if limits.network and settings.ca_bundle:
+    if (limits.open_network or limits.hosts is not None) and settings.ca_bundle:
         host["mounts"].append(bind(Path(settings.ca_bundle), CA_TARGET, True))
         environment.update(dict.fromkeys(("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE"), CA_TARGET))
     userns = "keep-id" if facts.kind == "podman" and facts.rootless else None
@@ -165,7 +165,7 @@ def _check_runtime(engine: Engine, runtime: str, limits: Limits, user: str) -> N
             "writable mount for the cell's output FIFOs, and the cell would own that folder on the host",
             "set DockerConfig.user to another uid, e.g. 65534:65534",
         )
-    if runtime == GVISOR and limits.network:
+    if runtime == GVISOR and limits.open_network:
         raise BackendUnavailableError(
             "container",
             "--network under --runtime runsc: gVisor runs here with --network=none (this runsc cannot share "

@@ -28,6 +28,7 @@ REQUIRED_ARGS: dict[str, dict[str, str]] = {
         "--network=none": "runsc refuses to share the host's network namespace (no --network under gVisor)",
         "--host-fifo=open": "the cell talks to the kernel through FIFOs in a bind mount",
         "--oci-seccomp": "without it gVisor ignores the container's seccomp profile",
+        "--host-uds=open": "a --network HOST,... cell reaches its proxy through a Unix socket in a bind mount",
     },
 }
 

@@ -1,14 +1,15 @@
 """One sandbox container and its host folder, bound to the kernel's life. Used once, then discarded.
 
 The folder is bind-mounted read-only at ``/jx``: the bootstrap (with ``codec.py``,
-``confine.py``, which sets the run's rlimits, and the kernel's cloudpickle: ``ship_runner``),
-the ``lifeline`` FIFO, and ``out/`` with the FIFOs the container opens: ``request`` (kernel ->
-bootstrap), ``protocol`` (bootstrap -> kernel) and the cell's ``stdout`` and ``stderr``. The
-protocol never shares a stream with what the cell prints, so nothing printed can pass for a
-result; and output ends exactly when the cell's processes do, with no round trip through the
-engine's log stream. gVisor refuses to open a FIFO for writing on a read-only mount, so under
-``runsc`` ``out/`` is mounted again, writable (the folder stays the kernel's: the cell's uid
-cannot add files to it).
+``confine.py``, which sets the run's rlimits, ``netrelay.py``, a host-list run's way to its
+gate, and the kernel's cloudpickle: ``ship_runner``), the ``lifeline`` FIFO, and ``out/``
+with the FIFOs the container opens: ``request`` (kernel -> bootstrap), ``protocol``
+(bootstrap -> kernel) and the cell's ``stdout`` and ``stderr``. The protocol never shares a
+stream with what the cell prints, so nothing printed can pass for a result; and output ends
+exactly when the cell's processes do, with no round trip through the engine's log stream.
+gVisor refuses to open a FIFO for writing on a read-only mount, so under ``runsc`` ``out/``
+is mounted again, writable (the folder stays the kernel's: the cell's uid cannot add files
+to it).
 
 The lifeline binds the container to its kernel: the kernel holds the only writing end
 (opened before the container starts, close-on-exec, and the FIFO is read-only for
@@ -91,7 +92,7 @@ class Slot:
         self.folder.chmod(0o711 if mapped_away else 0o755)
         out = self.folder / "out"
         out.mkdir(mode=0o711 if mapped_away else 0o755)
-        ship_runner(self.folder)  # confine.py sets the rlimits
+        ship_runner(self.folder)  # confine sets the rlimits; netrelay is a host-list run's way to its gate
         uid, _, gid = user.partition(":")
         for path in (*(out / name for name in _WRITTEN), out / "request"):
             os.mkfifo(path, 0o600)

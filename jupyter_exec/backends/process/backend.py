@@ -38,6 +38,7 @@ from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError, JupyterExecError
 from jupyter_exec.monitor import Usage, proc_usage
+from jupyter_exec.proxy import RELAY_PORT, Gate, gate_for
 from jupyter_exec.runner import confine as confinement
 from jupyter_exec.runner.plans import Mounts, Plan, Rlimits
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
@@ -158,15 +159,23 @@ class LocalBackend(HoldsSessions, ExecutorBackend):
             return self._submit_to_session(submission)
         limits = submission.spec.limits
         request = self._request(submission)
-        worker = self.pool.take(
-            self._worker_key(limits, self._python(submission)), functools.partial(_set_limits, limits=limits)
-        )
-        run = self.runs.add(_ProcessRun(submission, self, worker))
+        gate = gate_for(self.name, limits.hosts, _gate_path(submission)) if limits.hosts else None
+        try:
+            worker = self.pool.take(
+                self._worker_key(limits, self._python(submission)), functools.partial(_set_limits, limits=limits)
+            )
+        except BaseException:
+            if gate is not None:
+                gate.close()
+            raise
+        run = self.runs.add(_ProcessRun(submission, self, worker, gate))
         try:
             run.start(request)
         except BaseException:
             run.release()
             worker.close()
+            if gate is not None:
+                gate.close()
             raise
         return run.handle
 
@@ -175,7 +184,8 @@ class LocalBackend(HoldsSessions, ExecutorBackend):
         return environment.python if environment and environment.python else sys.executable
 
     def _request(self, submission: Submission) -> bytes:
-        """The runner's request for ``submission``, confined to its scratch directory."""
+        """The runner's request for ``submission``, confined to its scratch directory (with a
+        host list, its relay to the gate ``submit`` opens there)."""
         plan = self.confine_plan(submission)
         environment = submission.environment
         return build_request(
@@ -296,7 +306,7 @@ class SeccompBackend(LocalBackend):
         return Availability(True, notes=tuple(notes))
 
     def _worker_key(self, limits: Limits, python: str) -> WorkerKey:
-        return WorkerKey(python, namespaces=guarantees(True).namespaces.available, network=limits.network)
+        return WorkerKey(python, namespaces=guarantees(True).namespaces.available, network=limits.open_network)
 
     def confine_plan(self, submission: Submission) -> Plan:
         spec = submission.spec
@@ -315,8 +325,10 @@ class SeccompBackend(LocalBackend):
             **super().confine_plan(submission),
             "landlock": True,
             "seccomp": True,
-            "network": spec.limits.network,
+            "network": spec.limits.open_network,
         }
+        if spec.limits.hosts is not None:
+            plan["relay"] = {"socket": str(_gate_path(submission)), "port": RELAY_PORT}
         if guarantees(True).namespaces.available:
             plan["mounts"] = _private_mounts(spec.limits, [*readable, *writable])
             readable += plan["mounts"]["mask"]  # only the run's own paths are left there
@@ -324,7 +336,7 @@ class SeccompBackend(LocalBackend):
         else:
             # No mount namespace, so the host's socket files cannot be hidden from the run, and
             # Landlock does not cover connect(): refuse it, as socket() is refused, unless --network.
-            plan["connect"] = spec.limits.network
+            plan["connect"] = spec.limits.open_network
         return {**plan, "readable": readable, "writable": writable}
 
 
@@ -372,6 +384,11 @@ def _private_mounts(limits: Limits, seen: list[str]) -> Mounts:
     return {"host_mount_ns": _host_mount_ns(), "shm_size": limits.shm, "mask": mask}
 
 
+def _gate_path(submission: Submission) -> Path:
+    assert submission.scratch is not None  # needs_scratch
+    return submission.scratch / "proxy.sock"
+
+
 def _set_limits(worker: Worker, limits: Limits) -> None:
     """The run's memory, pids and CPU limits on the worker's cgroup (if it has one)."""
     if worker.cgroup is not None:
@@ -381,8 +398,8 @@ def _set_limits(worker: Worker, limits: Limits) -> None:
 class _ProcessRun(KillableRun):
     """One run in one worker: feeds the request, pumps the pipes, enforces the clock."""
 
-    def __init__(self, submission: Submission, backend: LocalBackend, worker: Worker) -> None:
-        self.submission, self.backend, self.worker = submission, backend, worker
+    def __init__(self, submission: Submission, backend: LocalBackend, worker: Worker, gate: Gate | None) -> None:
+        self.submission, self.backend, self.worker, self.gate = submission, backend, worker, gate
         self.handle = TaskHandle(submission, backend)
         self.reader = ProtocolReader(submission.sink, submission.spec.trust)
         self.cgroup = worker.cgroup
@@ -430,7 +447,7 @@ class _ProcessRun(KillableRun):
         envelope = self.reader.envelope
         usage = envelope.usage if envelope else {}
         peak = self.cgroup.peak_memory() if self.cgroup else None
-        return classify(
+        outcome = classify(
             run_id=self.submission.run_id,
             limits=self.submission.spec.limits,
             reader=self.reader,
@@ -441,3 +458,7 @@ class _ProcessRun(KillableRun):
             peak_memory=peak or usage.get("max_rss") or ended.maxrss,
             cpu_seconds=usage.get("cpu_seconds", ended.cpu_seconds),
         )
+        if self.gate is not None:
+            traffic = self.gate.close()
+            outcome.details["network"], outcome.connections = traffic.summary(), traffic.rows()
+        return outcome

@@ -20,7 +20,7 @@ from .workers import Namespaces, namespaces
 __all__ = ["Enforcement", "Guarantees", "guarantees"]
 
 # The limits whose enforcement depends on the host; every other one is kept everywhere.
-HOST_DEPENDENT = ("memory", "pids", "cpus", "shm")
+HOST_DEPENDENT = ("memory", "pids", "cpus", "shm", "network")
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,26 @@ class Guarantees:
             "so multiprocessing does not work",
             self.namespaces.why,
             "use --backend docker, or a host that allows user namespaces",
+        )
+
+    def _network(self) -> Enforcement:
+        """A host list (``--network HOST,...``): a network namespace holding only a relay to the proxy."""
+        if not self.confined:
+            return Enforcement(
+                None,
+                "a host list needs a sandbox; a local process shares the host's network",
+                fix="use --backend seccomp or docker",
+            )
+        if not self.namespaces.available:
+            return Enforcement(
+                None,
+                "a host list needs a network namespace of the run's own",
+                self.namespaces.why,
+                "use --backend docker, or a host that allows user namespaces",
+            )
+        return Enforcement(
+            "a host list: a network namespace with loopback alone, and the kernel's proxy there, "
+            "which checks every connection"
         )
 
     def notes(self) -> list[str]:
