@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 from .status import Status
+from .units import format_bytes
 
-__all__ = ["Created", "EventCallback", "Finished", "RunEvent", "RunResult", "Running", "Sample"]
+__all__ = ["Created", "EventCallback", "Finished", "RunEvent", "RunResult", "Running", "Sample", "ending"]
 
 
 class Created(TypedDict):
@@ -76,3 +77,23 @@ class RunResult:
     status: Status
     value: Any = None
     outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def ending(event: Finished, memory_limit: int | None = None) -> str:
+    """How a run ended, in one line: ``oom in 2.1 s · peak memory 255.9 MiB of 256.0 MiB · …``."""
+    parts = [f"{event['status']} in {_seconds(event['duration'] or 0.0)}"]
+    if event["peak_memory"]:
+        parts.append(
+            f"peak memory {format_bytes(event['peak_memory'])}"
+            + (f" of {format_bytes(memory_limit)}" if memory_limit else "")
+        )
+    if event["error"]:
+        parts.append(event["error"])
+    return " · ".join(parts)
+
+
+def _seconds(value: float) -> str:
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, rest = divmod(round(value), 60)
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"

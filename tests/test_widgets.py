@@ -55,8 +55,52 @@ def test_run_panel_follows_a_run(manager):
     assert panel.peak_memory >= 60 << 20
     assert manager.records.get(panel.run_id)["peak_memory"] == panel.peak_memory
     data, _ = panel._repr_mimebundle_()
-    assert WIDGET_VIEW in data and "succeeded" in data["text/plain"] and "! careful" in data["text/plain"]
-    assert '<span style="color:#b00">careful</span>' in data["text/html"]
+    assert WIDGET_VIEW in data and "succeeded in" in data["text/plain"] and "! careful" in data["text/plain"]
+    assert '<span style="color:#c62828">careful</span>' in data["text/html"]
+    assert panel.backend == "local (subprocess)" and panel.limits_text.startswith("mem 512m · timeout ")
+    assert panel.ending.startswith("succeeded in ") and "peak memory" in panel.ending and "of 512.0 MiB" in panel.ending
+
+
+def test_a_backend_named_as_its_isolation_is_named_once(manager):
+    from jupyter_exec.events import Created
+
+    panel = RunWidget()
+    panel.event(
+        Created(kind="created", run_id=3, backend="container", isolation="container", limits={}, log_path="", name=None)
+    )
+    assert panel.backend == "container"
+
+
+def test_the_record_keeps_the_first_and_last_lines_of_a_long_log(manager):
+    """What stays in the notebook: no widget, stdout and stderr in order, where the rest is."""
+    panel, _ = watched_run(
+        manager,
+        "import sys, time\nfor i in range(5000):\n"
+        "    if i == 10: time.sleep(0.3); print(i, file=sys.stderr, flush=True); time.sleep(0.3)\n"
+        "    else: print(i, flush=True)",
+    )
+    record = panel.record()
+    bundle = record.bundle()
+    assert set(bundle) == {"text/plain", "text/html"}
+    lines = bundle["text/plain"].splitlines()
+    assert lines[0].startswith(f"run {panel.run_id} · local (subprocess) · ") and lines[-1].startswith("succeeded in ")
+    assert lines[1:12] == [f"  {i}" for i in range(10)] + ["! 10"]
+    assert lines[21] == f"  … 4,780 lines not kept here: %jx logs {panel.run_id} shows them all"
+    assert lines[22] == "  4800" and lines[-2] == "  4999" and len(lines) == 2 + 20 + 1 + 200
+    assert f"%jx logs {panel.run_id}" in bundle["text/html"] and "4999\n" not in bundle["text/html"][-10:]
+
+
+def test_a_short_log_is_kept_whole(manager):
+    panel, _ = watched_run(manager, "for i in range(30): print(i)")
+    text = panel.record().text().splitlines()
+    assert text[1:-1] == [f"  {i}" for i in range(30)]
+
+
+def test_full_log_of_a_run_that_printed_nothing_says_so(manager):
+    """The page always hears back (it waited for a change that never came: "loading…" forever)."""
+    panel, _ = watched_run(manager, "x = 1")
+    panel._on_click(panel, {"action": "full_log"}, [])
+    assert panel.full_log == f"(run {panel.run_id} printed nothing)"
 
 
 def test_run_panel_samples_a_docker_run(manager):
@@ -214,7 +258,31 @@ def test_cancel_message_is_handled_while_the_cell_is_busy(widget_kernel):
     assert errors == ["TaskCancelledError"]
     assert widget_kernel.last_run()["status"] == "cancelled"
     final = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]
-    assert final["text/plain"].startswith(f"run {widget_kernel.last_run()['id']} · cancelled")
+    assert WIDGET_VIEW not in final and final["text/plain"].startswith(f"run {widget_kernel.last_run()['id']} · ")
+    assert "  working" in final["text/plain"] and final["text/plain"].splitlines()[-1].startswith("cancelled in ")
+
+
+@pytest.mark.kernel
+def test_a_finished_cell_keeps_a_static_record_not_the_widget(widget_kernel):
+    """The panel's display ends as text/plain and text/html (what a restarted kernel, nbconvert
+    and a text view of the .ipynb can read), and the widget is closed; a display stays its own output."""
+    code = (
+        f"%%sandbox --backend {BACKEND}\nimport sys\nprint('out 1', flush=True)\n"
+        "print('err 1', file=sys.stderr, flush=True)\ndisplay('shown')\n"
+        "raise ValueError('bad value')"
+    )
+    messages = list(widget_kernel.messages(widget_kernel.client.execute(code), 60))
+    shown = [m["content"] for m in messages if m["msg_type"] == "display_data"]
+    panel_id = shown[0]["transient"]["display_id"]
+    assert WIDGET_VIEW in shown[0]["data"] and {"text/plain": "'shown'"} in [d["data"] for d in shown[1:]]
+    updates = [m["content"] for m in messages if m["msg_type"] == "update_display_data"]
+    assert updates[-1]["transient"]["display_id"] == panel_id
+    final = updates[-1]["data"]
+    assert set(final) == {"text/plain", "text/html"}
+    lines = final["text/plain"].splitlines()
+    assert lines[1:3] == ["  out 1", "! err 1"] and lines[-1].startswith("failed in ") and "bad value" in lines[-1]
+    assert any(m["msg_type"] == "comm_close" for m in messages)  # the widget is closed: no state to save
+    assert [m["content"]["ename"] for m in messages if m["msg_type"] == "error"] == ["ValueError"]
 
 
 @pytest.mark.kernel
@@ -223,11 +291,52 @@ def test_background_cell_returns_at_once_and_wait_gives_the_result(widget_kernel
     cell = widget_kernel.run(
         f"%%sandbox --bg --backend {BACKEND} --out y\nimport time\ntime.sleep(2)\ny = 7\ny * 6", check=True
     )
-    assert time.monotonic() - started < 2 and "%jx wait" in cell.result_text
+    assert time.monotonic() - started < 2 and cell.result is None  # no stale "running in the background" line
+    assert any(WIDGET_VIEW in d for d in cell.displays)
     run_id = widget_kernel.last_run()["id"]
     assert widget_kernel.eval("'y' in globals()") is False
     waited = widget_kernel.run(f"%jx wait {run_id}", check=True)
     assert waited.result_text == "42" and widget_kernel.eval("y") == 7
+
+
+def iopub_until_idle(kernel: Kernel, msg_id: str, timeout: float = 60) -> list[dict]:
+    """Every iopub message (of any cell) until execute request ``msg_id`` is idle."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = kernel.client.get_iopub_msg(timeout=deadline - time.monotonic())
+        seen.append(msg)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["content"].get("execution_state") == "idle":
+            return seen
+    raise TimeoutError(f"no idle for {msg_id} in {timeout} s")
+
+
+@pytest.mark.kernel
+def test_a_background_run_shows_in_its_own_cell(widget_kernel):
+    """What a background run displays, and its final record, belong to the cell that started it,
+    even while another cell is running."""
+    started = widget_kernel.client.execute(
+        f"%%sandbox --bg --backend {BACKEND}\nimport time\ntime.sleep(1)\ndisplay('late')"
+    )
+    other = widget_kernel.client.execute("import time\ntime.sleep(6)")
+    seen = iopub_until_idle(widget_kernel, other)
+    late = [m for m in seen if m["msg_type"] == "display_data" and m["content"]["data"] == {"text/plain": "'late'"}]
+    assert late and late[0]["parent_header"]["msg_id"] == started
+    final = [m for m in seen if m["msg_type"] == "update_display_data"][-1]
+    assert final["parent_header"]["msg_id"] == started and final["content"]["data"]["text/plain"].splitlines()[
+        -1
+    ].startswith("succeeded in ")
+
+
+@pytest.mark.kernel
+def test_a_background_line_without_widgets_ends_as_the_final_status(kernel):
+    cell = kernel.run(f"%%sandbox --bg --backend {BACKEND}\nimport time\ntime.sleep(1)", check=True)
+    run_id = kernel.last_run()["id"]
+    assert cell.result is None and cell.displays == [
+        {"text/plain": f"run {run_id} in the background: %jx wait {run_id} for its result"}
+    ]
+    seen = iopub_until_idle(kernel, kernel.client.execute(f"%jx wait {run_id}"))
+    final = [m for m in seen if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/plain"]
+    assert final.startswith(f"run {run_id} succeeded in ")
 
 
 @pytest.mark.kernel
