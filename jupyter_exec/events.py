@@ -93,6 +93,8 @@ def ending(event: Finished, memory_limit: int | None = None) -> str:
 
 
 def _seconds(value: float) -> str:
+    if value < 1:
+        return f"{value:.2f} s"
     if value < 60:
         return f"{value:.1f} s"
     minutes, rest = divmod(round(value), 60)

@@ -5,8 +5,10 @@ the Cancel click handled while the cell is still executing."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import Kernel, require
@@ -373,3 +375,38 @@ def test_terminal_ipython_gets_plain_text(tmp_path, monkeypatch):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "from the sandbox" in done.stdout, done.stderr
     assert "local" in done.stdout and "cpus:" in done.stdout
+
+
+# -- stylesheets --------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDGET_ROOTS = {"run": ".jx-run", "tree": ".jx-tree", "resources": ".jx-resources"}
+
+
+def selectors(css: str) -> list[str]:
+    """Every selector of a stylesheet (inside @container/@media blocks too)."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    found = []
+    for head in re.findall(r"([^{};]+)\{", css):
+        if not head.strip().startswith("@"):
+            depth, start = 0, 0
+            for at, char in enumerate(head + ","):  # split on the commas outside :is(…)
+                depth += {"(": 1, ")": -1}.get(char, 0)
+                if char == "," and depth == 0:
+                    found.append(head[start:at].strip())
+                    start = at + 1
+    return found
+
+
+def test_the_side_panel_and_the_widgets_never_style_each_other():
+    """The side panel's Trees tab drew one node of three: the tree widget's
+    ``.jx-tree .jx-node {position: absolute}`` matched the panel's rows. Each stylesheet now
+    stays under its own root, and the panel uses no widget's root class."""
+    panel = selectors((ROOT / "labextension" / "style" / "index.css").read_text())
+    assert panel and [s for s in panel if not s.startswith(".jx-Panel")] == []
+    for name, root in WIDGET_ROOTS.items():
+        rules = selectors((ROOT / "widgets" / f"{name}.css").read_text())
+        assert rules and [s for s in rules if not re.match(rf"{re.escape(root)}\b(?!-)", s)] == []
+    sources = "\n".join(p.read_text() for p in (ROOT / "labextension" / "src").glob("*.ts"))
+    used = set(re.findall(r"\bjx-[\w-]+", sources))
+    assert used and not used & {root[1:] for root in WIDGET_ROOTS.values()}

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 __all__ = ["STATUS_COLOURS", "Record"]
 
-#: Status -> colour, as the run panel's and the side panel's badges show it.
+#: Status -> colour, as the run panel's and the side panel's badges show it (in JupyterLab's
+#: light theme the panels take these from the theme; the record must carry its own).
 STATUS_COLOURS = {
     "running": "#1565c0",
     "cancelling": "#ef6c00",
@@ -25,7 +26,7 @@ STATUS_COLOURS = {
     "cached": "#2e7d32",
     "failed": "#c62828",
     "oom": "#c62828",
-    "timeout": "#ad1457",
+    "timeout": "#ef6c00",
     "cancelled": "#616161",
 }
 

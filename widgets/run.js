@@ -101,7 +101,6 @@ function render({ model, el }) {
       (model.get("background") ? " · background" : "");
     backend.textContent = model.get("backend");
     limits.textContent = model.get("limits_text");
-    const id = model.get("run_id");
     foot.textContent = model.get("ending") ||
       (model.get("background") && id && !FINAL.includes(status) ? `in the background: %jx wait ${id} for its result` : "");
     foot.dataset.status = status;

@@ -164,6 +164,8 @@ class RunWidget(FallbackWidget):
 
     def _whole_log(self) -> str:
         """The run's log file for the "Full log" view: never empty, so the page always hears back."""
+        if not self.run_id:
+            return "(the run is starting)"
         text = self._read_log(self.run_id) if self._read_log is not None else ""
         if not text:
             return f"(run {self.run_id} {'printed' if self.status in FINAL else 'has printed'} nothing)"
