@@ -80,35 +80,44 @@ def run_cell(
     """
     sink: Any = _QuietSink() if quiet else None
     on_event: EventCallback | None = None
+    panel: Any = None
     if widgets_wanted(manager, quiet):
         from jupyter_exec.widgets import RunWidget
 
         panel = RunWidget(cancel=manager.cancel, read_log=manager.log_text, background=background)
-        sink, on_event = panel, _recorded(panel, display(panel, display_id=True))
+        sink, on_event = panel, _shown_then_recorded(panel)
     elif background:
         on_event = _status_line()
 
     def bind(result: RunResult) -> None:
         shell.user_ns.update(result.outputs)
 
-    if background:
-        background_runs(manager).start(
-            cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event, bind=bind, runner=runner
-        )
-        return None
-    result = (runner or manager.run)(cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event)
+    try:
+        if background:
+            background_runs(manager).start(
+                cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event, bind=bind, runner=runner
+            )
+            return None
+        result = (runner or manager.run)(cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event)
+    finally:
+        if panel is not None and not panel.run_id:  # refused before it was recorded: never shown
+            panel.close()
     bind(result)
     return result.value
 
 
-def _recorded(panel: Any, shown: Any) -> EventCallback:
-    """The panel's event callback; when the run ends, the panel's display becomes its static
-    record and the widget is closed (its state is not worth saving with the notebook)."""
+def _shown_then_recorded(panel: Any) -> EventCallback:
+    """The panel's event callback. The panel is shown once the run is recorded (a run refused
+    before that leaves only its error in the cell); when the run ends, the panel's display
+    becomes its static record and the widget is closed (its state is not worth saving)."""
+    shown: list[Any] = []
 
     def on_event(event: RunEvent) -> None:
         panel.event(event)
-        if event["kind"] == "finished":
-            shown.update(panel.record().bundle(), raw=True)
+        if event["kind"] == "created":
+            shown.append(display(panel, display_id=True))
+        elif event["kind"] == "finished" and shown:
+            shown[0].update(panel.record().bundle(), raw=True)
             panel.close()
 
     return on_event

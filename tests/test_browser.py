@@ -52,6 +52,13 @@ CELLS = [
     "for i in range(1, 5001):\n    big.add(Node(i, None if i == 1 else i // 2, 'x', params={'i': i}))\n"
     "    big.finish(i, 'succeeded', {'score': (i * 7919) % 5003})\nTreeWidget(big)",
     "%jx resources",
+    # 10: a run over before its first full sample: the memory gauge shows its peak, not "-"
+    "from jupyter_exec.widgets import RunWidget\nw = RunWidget()\n"
+    "w.event({'kind': 'created', 'run_id': 99, 'backend': 'container', 'isolation': 'container', "
+    "'limits': {'memory': 256 << 20}, 'log_path': '', 'name': 'short'})\n"
+    "w.event({'kind': 'sample', 't': 0.1, 'memory': None})\n"
+    "w.event({'kind': 'finished', 'status': 'succeeded', 'error': None, 'peak_memory': 50 << 20, "
+    "'cpu_seconds': 0.1, 'duration': 0.2})\nw",
 ]
 
 
@@ -196,6 +203,12 @@ def test_widgets_in_jupyterlab(lab, browser):
         expect(cards.first).to_be_visible(timeout=30_000)
         assert cards.count() >= 3
         _shot(cells.nth(9).locator(".jx-resources"), "widget-resources")
+        # 10: a short run's gauges
+        run(10)
+        short = cells.nth(10).locator(".jx-run")
+        expect(short.locator(".jx-gauge-value").nth(1)).to_have_text("peak 50.0 MiB / 256.0 MiB")
+        expect(short.locator(".jx-backend")).to_have_text("container")  # not "container (container)"
+        expect(short.locator(".jx-foot")).to_have_text("succeeded in 0.20 s · peak memory 50.0 MiB of 256.0 MiB")
     finally:
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "notebook.png"), full_page=True)

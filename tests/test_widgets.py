@@ -288,6 +288,12 @@ def test_a_finished_cell_keeps_a_static_record_not_the_widget(widget_kernel):
 
 
 @pytest.mark.kernel
+def test_a_run_refused_before_it_is_recorded_leaves_no_panel(widget_kernel):
+    cell = widget_kernel.run("%%sandbox --backend nope\nprint(1)")
+    assert "no such backend" in cell.stderr + str(cell.error) and cell.displays == []
+
+
+@pytest.mark.kernel
 def test_background_cell_returns_at_once_and_wait_gives_the_result(widget_kernel):
     started = time.monotonic()
     cell = widget_kernel.run(
@@ -407,6 +413,14 @@ def test_the_side_panel_and_the_widgets_never_style_each_other():
     for name, root in WIDGET_ROOTS.items():
         rules = selectors((ROOT / "widgets" / f"{name}.css").read_text())
         assert rules and [s for s in rules if not re.match(rf"{re.escape(root)}\b(?!-)", s)] == []
-    sources = "\n".join(p.read_text() for p in (ROOT / "labextension" / "src").glob("*.ts"))
+    sources = "\n".join(path.read_text() for path in (ROOT / "labextension" / "src").glob("*.ts"))
     used = set(re.findall(r"\bjx-[\w-]+", sources))
     assert used and not used & {root[1:] for root in WIDGET_ROOTS.values()}
+
+
+def test_out_of_memory_is_red_in_the_cell_and_in_the_side_panel():
+    """It was red in the cell and orange in the panel: both now draw it as a failure."""
+    panel = (ROOT / "labextension" / "style" / "index.css").read_text()
+    cell = (ROOT / "widgets" / "run.css").read_text()
+    assert re.search(r"\.jx-badge-oom \{\s*background: var\(--jp-error-color1\)", panel)
+    assert re.search(r'\.jx-status\[data-status="oom"\] \{ background: var\(--jp-error-color1, ', cell)
