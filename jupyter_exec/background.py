@@ -70,11 +70,13 @@ class BackgroundRuns:
         recorded = threading.Event()
 
         def events(event: RunEvent) -> None:
-            if event["kind"] == "created":
-                created.append(event["run_id"])
-                recorded.set()
-            if on_event is not None:
-                on_event(event)
+            try:
+                if on_event is not None:
+                    on_event(event)
+            finally:  # after the caller has heard it: what it shows of the run comes before the cell returns
+                if event["kind"] == "created":
+                    created.append(event["run_id"])
+                    recorded.set()
 
         def work() -> None:
             try:

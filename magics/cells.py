@@ -2,8 +2,8 @@
 
 Shared by ``%%sandbox`` and ``%%rayrun``. The panel is the run's sink and event callback
 while the run goes; when it ends, the panel's display is replaced (by display id) with a
-static record of it and the widget is closed, so what the cell shows outlives the kernel
-(``widgets.record``). A background cell shows its panel, or without widgets a line that
+static transcript of it and the widget is closed, so what the cell shows outlives the kernel
+(``widgets.transcript``). A background cell shows its panel, or without widgets a line that
 the end of the run turns into its final status; the handle is ``%jx wait N``.
 """
 
@@ -109,7 +109,7 @@ def run_cell(
 def _shown_then_recorded(panel: Any) -> EventCallback:
     """The panel's event callback. The panel is shown once the run is recorded (a run refused
     before that leaves only its error in the cell); when the run ends, the panel's display
-    becomes its static record and the widget is closed (its state is not worth saving)."""
+    becomes its static transcript and the widget is closed (its state is not worth saving)."""
     shown: list[Any] = []
 
     def on_event(event: RunEvent) -> None:
@@ -117,7 +117,7 @@ def _shown_then_recorded(panel: Any) -> EventCallback:
         if event["kind"] == "created":
             shown.append(display(panel, display_id=True))
         elif event["kind"] == "finished" and shown:
-            shown[0].update(panel.record().bundle(), raw=True)
+            shown[0].update(panel.transcript().bundle(), raw=True)
             panel.close()
 
     return on_event

@@ -125,16 +125,16 @@ def test_widgets_in_jupyterlab(lab, browser):
         expect(panel.locator(".jx-backend")).to_have_text("local (subprocess)")
         _shot(panel, "widget-run")
         done(1)
-        # over: the panel has become its record, which needs no kernel and no widget
-        record = cells.nth(1).locator(".jx-record")
-        expect(record.locator(".jx-record-foot")).to_contain_text("succeeded in", timeout=10_000)
-        expect(record.locator(".jx-record-foot")).to_contain_text("peak memory")
-        expect(record.locator(".jx-record-log")).to_contain_text("tick 7\na warning")
+        # over: the panel has become its transcript, which needs no kernel and no widget
+        transcript = cells.nth(1).locator(".jx-transcript")
+        expect(transcript.locator(".jx-transcript-foot")).to_contain_text("succeeded in", timeout=10_000)
+        expect(transcript.locator(".jx-transcript-foot")).to_contain_text("peak memory")
+        expect(transcript.locator(".jx-transcript-log")).to_contain_text("tick 7\na warning")
         expect(cells.nth(1).locator(".jx-run")).to_have_count(0)
-        _shot(record, "run-record")
+        _shot(transcript, "run-transcript")
         # 2: timeout
         run(2)
-        expect(cells.nth(2).locator(".jx-record-foot")).to_contain_text("timeout in", timeout=10_000)
+        expect(cells.nth(2).locator(".jx-transcript-foot")).to_contain_text("timeout in", timeout=10_000)
         expect(
             cells.nth(2).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
         ).to_contain_text("TaskTimeoutError")
@@ -154,16 +154,16 @@ def test_widgets_in_jupyterlab(lab, browser):
         long_panel.locator(".jx-cancel").click()
         done(3, timeout=20_000)
         assert time.monotonic() - clicked < 20
-        expect(cells.nth(3).locator(".jx-record-foot")).to_contain_text("cancelled in", timeout=10_000)
+        expect(cells.nth(3).locator(".jx-transcript-foot")).to_contain_text("cancelled in", timeout=10_000)
         expect(cells.nth(3)).to_contain_text("TaskCancelledError")
         # 4: background: the cell is done while the panel still runs, then the value is bound
         run(4)
         bg_panel = cells.nth(4).locator(".jx-run")
         expect(bg_panel.locator(".jx-status")).to_have_text("running")
         expect(bg_panel.locator(".jx-foot")).to_contain_text("in the background: %jx wait")
-        bg_record = cells.nth(4).locator(".jx-record")
-        expect(bg_record.locator(".jx-record-foot")).to_contain_text("succeeded in", timeout=30_000)
-        expect(bg_record.locator(".jx-record-log")).to_contain_text("bg 2")
+        bg_transcript = cells.nth(4).locator(".jx-transcript")
+        expect(bg_transcript.locator(".jx-transcript-foot")).to_contain_text("succeeded in", timeout=30_000)
+        expect(bg_transcript.locator(".jx-transcript-log")).to_contain_text("bg 2")
         expect(cells.nth(4).locator(".jp-OutputArea-output")).to_have_count(1)  # no stale "<run N running…>"
         run(5)
         expect(cells.nth(5)).to_contain_text("answer 42")
@@ -229,9 +229,9 @@ def test_run_panel_in_notebook_7(lab, browser):
         run, _ = _runner(page, cells)
         run(0)
         run(1)
-        record = cells.nth(1).locator(".jx-record")
-        expect(record.locator(".jx-record-foot")).to_contain_text("timeout in", timeout=10_000)
-        expect(record.locator(".jx-record-log")).to_contain_text("started")
+        transcript = cells.nth(1).locator(".jx-transcript")
+        expect(transcript.locator(".jx-transcript-foot")).to_contain_text("timeout in", timeout=10_000)
+        expect(transcript.locator(".jx-transcript-log")).to_contain_text("started")
     finally:
         page.screenshot(path=str(SHOTS / "notebook7.png"))
         page.close()
@@ -247,9 +247,11 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
         "panel.ipynb",
         [
             "%load_ext jupyter_exec",
+            # each a new best, so each the next one's parent (--parent latest): a chain of three
+            "%%sandbox --backend seccomp --trace panel-tree\n{'score': 0.25}",
+            "%%sandbox --backend seccomp --trace panel-tree\n{'score': 0.5}",
             "%%sandbox --backend seccomp --trace panel-tree\n{'score': 0.75}",
-            "%%sandbox --backend seccomp --trace panel-tree --parent 1\n{'score': 0.5}",
-            "%%sandbox --backend seccomp --trace panel-tree --parent 2\n{'score': 0.25}",
+            "%jx tree panel-tree",  # the tree widget's stylesheet in the page, beside the side panel's
             "%%sandbox --backend seccomp --name panel-demo\nimport time\nprint('hello from the sandbox', flush=True)\n"
             "time.sleep(60)",
         ],
@@ -259,12 +261,13 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
         # a workspace of its own: no notebook of another test restored beside it, no layout left behind
         page.goto(f"{lab['url']}/lab/workspaces/side-panel/tree/{name}?token={lab['token']}")
         cells = page.locator(".jp-Notebook .jp-CodeCell")
-        expect(cells).to_have_count(5, timeout=60_000)
+        expect(cells).to_have_count(6, timeout=60_000)
         expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
         run, done = _runner(page, cells)
-        for index in range(4):
+        for index in range(5):
             run(index)
-        run(4, wait=False)
+        expect(cells.nth(4).locator(".jx-tree .jx-node")).to_have_count(3)
+        run(5, wait=False)
         page.keyboard.press("Control+Shift+C")  # the command palette
         page.locator(".lm-CommandPalette-input").fill("jupyter-exec: Show runs")
         page.keyboard.press("Enter")
@@ -288,10 +291,10 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
         panel.locator(".jx-cancel").click()
         expect(row.locator(".jx-badge")).to_have_text("cancelled", timeout=15_000)
         expect(panel.locator(".jx-info .jx-badge")).to_have_text("cancelled")
-        done(4, timeout=20_000)
+        done(5, timeout=20_000)
         assert time.monotonic() - clicked < 20
         expect(
-            cells.nth(4).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+            cells.nth(5).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
         ).to_contain_text("TaskCancelledError")
         # the envs tab answers; the trees tab shows the trace, and its node opens its run
         panel.locator(".lm-TabBar-tab", has_text="Envs").click()

@@ -4,6 +4,7 @@ the Cancel click handled while the cell is still executing."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import threading
@@ -73,7 +74,7 @@ def test_a_backend_named_as_its_isolation_is_named_once(manager):
     assert panel.backend == "container"
 
 
-def test_the_record_keeps_the_first_and_last_lines_of_a_long_log(manager):
+def test_the_transcript_keeps_the_first_and_last_lines_of_a_long_log(manager):
     """What stays in the notebook: no widget, stdout and stderr in order, where the rest is."""
     panel, _ = watched_run(
         manager,
@@ -81,8 +82,7 @@ def test_the_record_keeps_the_first_and_last_lines_of_a_long_log(manager):
         "    if i == 10: time.sleep(0.3); print(i, file=sys.stderr, flush=True); time.sleep(0.3)\n"
         "    else: print(i, flush=True)",
     )
-    record = panel.record()
-    bundle = record.bundle()
+    bundle = panel.transcript().bundle()
     assert set(bundle) == {"text/plain", "text/html"}
     lines = bundle["text/plain"].splitlines()
     assert lines[0].startswith(f"run {panel.run_id} · local (subprocess) · ") and lines[-1].startswith("succeeded in ")
@@ -94,7 +94,7 @@ def test_the_record_keeps_the_first_and_last_lines_of_a_long_log(manager):
 
 def test_a_short_log_is_kept_whole(manager):
     panel, _ = watched_run(manager, "for i in range(30): print(i)")
-    text = panel.record().text().splitlines()
+    text = panel.transcript().text().splitlines()
     assert text[1:-1] == [f"  {i}" for i in range(30)]
 
 
@@ -265,7 +265,7 @@ def test_cancel_message_is_handled_while_the_cell_is_busy(widget_kernel):
 
 
 @pytest.mark.kernel
-def test_a_finished_cell_keeps_a_static_record_not_the_widget(widget_kernel):
+def test_a_finished_cell_keeps_a_static_transcript_not_the_widget(widget_kernel):
     """The panel's display ends as text/plain and text/html (what a restarted kernel, nbconvert
     and a text view of the .ipynb can read), and the widget is closed; a display stays its own output."""
     code = (
@@ -285,6 +285,20 @@ def test_a_finished_cell_keeps_a_static_record_not_the_widget(widget_kernel):
     assert lines[1:3] == ["  out 1", "! err 1"] and lines[-1].startswith("failed in ") and "bad value" in lines[-1]
     assert any(m["msg_type"] == "comm_close" for m in messages)  # the widget is closed: no state to save
     assert [m["content"]["ename"] for m in messages if m["msg_type"] == "error"] == ["ValueError"]
+
+
+@pytest.mark.kernel
+def test_a_ray_cell_keeps_its_transcript_too(widget_kernel):
+    """``%%rayrun`` goes the same way: live panel, then the transcript, with Ray's output in order."""
+    require(importlib.util.find_spec("ray") is not None, "ray not installed (pip install -e .[ray])")
+    code = "%%rayrun\nimport sys\nprint('from ray', flush=True)\nprint('ray stderr', file=sys.stderr, flush=True)"
+    messages = list(widget_kernel.messages(widget_kernel.client.execute(code), 180))
+    assert WIDGET_VIEW in next(m for m in messages if m["msg_type"] == "display_data")["content"]["data"]
+    final = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]
+    lines = final["text/plain"].splitlines()
+    assert WIDGET_VIEW not in final and " · ray · " in lines[0] + " "
+    printed = [line for line in lines[1:-1] if "[jupyter-exec]" not in line]  # Ray's start-up notes aside
+    assert printed[-2:] == ["  from ray", "! ray stderr"] and lines[-1].startswith("succeeded in ")
 
 
 @pytest.mark.kernel
@@ -320,7 +334,7 @@ def iopub_until_idle(kernel: Kernel, msg_id: str, timeout: float = 60) -> list[d
 
 @pytest.mark.kernel
 def test_a_background_run_shows_in_its_own_cell(widget_kernel):
-    """What a background run displays, and its final record, belong to the cell that started it,
+    """What a background run displays, and its final transcript, belong to the cell that started it,
     even while another cell is running."""
     started = widget_kernel.client.execute(
         f"%%sandbox --bg --backend {BACKEND}\nimport time\ntime.sleep(1)\ndisplay('late')"

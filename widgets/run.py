@@ -4,7 +4,7 @@ It is the run's output sink (log tail) and its event callback (status, resource
 samples); every change is a trait update, which ipykernel sends from whichever thread
 makes it. Output is batched: at most about five updates a second however fast a cell
 prints. The Cancel and "full log" buttons call back into the manager. When the run is
-over, ``record()`` is what the cell keeps in its place (``widgets.record``).
+over, ``transcript()`` is what the cell keeps in its place (``widgets.transcript``).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from jupyter_exec.status import FINAL
 from jupyter_exec.units import format_duration, format_size
 
 from ._common import FallbackWidget, route_to_subshell
-from .record import Record
+from .transcript import Transcript
 
 __all__ = ["RunWidget"]
 
 _FLUSH_EVERY = 0.2
 _FULL_LOG_CAP = 2_000_000
-_HEAD = 20  # first lines of a long log kept for the record, besides the tail
+_HEAD = 20  # first lines of a long log kept for the transcript, besides the tail
 
 
 class RunWidget(FallbackWidget):
@@ -177,7 +177,7 @@ class RunWidget(FallbackWidget):
         return text
 
     # -- what stays in the notebook --------------------------------------------------------
-    def record(self) -> Record:
+    def transcript(self) -> Transcript:
         """The panel as static text: its header, the first and last lines of the log, the status line."""
         total, tail = self.log_lines, self.log
         head = self._head if total > len(tail) else []
@@ -185,7 +185,7 @@ class RunWidget(FallbackWidget):
         title = f"run {self.run_id}" + (f" · {self.title}" if self.title else "")
         header = " · ".join(p for p in (title, self.backend, self.limits_text) if p)
         footer = self.ending or (f"{self.status} (background)" if self.background else self.status)
-        return Record(
+        return Transcript(
             run_id=self.run_id,
             status=self.status,
             header=header,
@@ -196,10 +196,10 @@ class RunWidget(FallbackWidget):
         )
 
     def text_fallback(self) -> str:
-        return self.record().text()
+        return self.transcript().text()
 
     def html_fallback(self) -> str:
-        return self.record().html()
+        return self.transcript().html()
 
 
 def _describe(limits: dict[str, Any]) -> str:

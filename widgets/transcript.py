@@ -4,10 +4,10 @@ A widget's view needs its model, which lives in the kernel. After a restart, in 
 (with or without widget state) or in a colleague's JupyterLab the model is gone, and
 JupyterLab prefers the widget's mime type to any fallback beside it, so the cell would say
 "Error displaying widget: model not found". When a run ends its cell therefore replaces the
-panel's display (same display id) by this record: text/plain and text/html only, with what
+panel's display (same display id) by this transcript: text/plain and text/html only, with what
 the run printed (stdout and stderr in order; the first and last lines of a long log and
 where the rest is), its final status line and its error. Styles are inline: no stylesheet
-of ours is loaded where the record is read.
+of ours is loaded where the transcript is read.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 
-__all__ = ["STATUS_COLOURS", "Record"]
+__all__ = ["STATUS_COLOURS", "Transcript"]
 
 #: Status -> colour, as the run panel's and the side panel's badges show it (in JupyterLab's
-#: light theme the panels take these from the theme; the record must carry its own).
+#: light theme the panels take these from the theme; the transcript must carry its own).
 STATUS_COLOURS = {
     "running": "#1565c0",
     "cancelling": "#ef6c00",
@@ -32,7 +32,7 @@ STATUS_COLOURS = {
 
 
 @dataclass(frozen=True)
-class Record:
+class Transcript:
     """A run's panel as text: a header, the kept lines (``[stream, text]``), a footer."""
 
     run_id: int
@@ -48,10 +48,10 @@ class Record:
 
     def text(self) -> str:
         """Plain text, stderr lines marked with ``!``."""
-        lines = [f"{'!' if stream == 'stderr' else ' '} {text}" for stream, text in self.head]
+        lines = [_marked(*line) for line in self.head]
         if self.left_out:
             lines.append(f"  {self.gap()}")
-        lines += [f"{'!' if stream == 'stderr' else ' '} {text}" for stream, text in self.tail]
+        lines += [_marked(*line) for line in self.tail]
         return "\n".join([self.header, *lines, *([self.footer] if self.footer else [])])
 
     def html(self) -> str:
@@ -66,17 +66,18 @@ class Record:
             rows.append(f'<i style="color:#757575">{html.escape(self.gap())}</i>')
         rows += [row(*line) for line in self.tail]
         colour = STATUS_COLOURS.get(self.status, "#616161")
-        return (
-            f'<div class="jx-record" data-run="{self.run_id}" data-status="{html.escape(self.status)}">'
-            f'<div class="jx-record-head" style="font-weight:600">{html.escape(self.header)}</div>'
-            + (f'<pre class="jx-record-log" style="margin:4px 0">{chr(10).join(rows)}</pre>' if rows else "")
-            + (
-                f'<div class="jx-record-foot" style="font-weight:600;color:{colour}">{html.escape(self.footer)}</div>'
-                if self.footer
-                else ""
-            )
-            + "</div>"
-        )
+        parts = [f'<div class="jx-transcript-head" style="font-weight:600">{html.escape(self.header)}</div>']
+        if rows:
+            parts.append(f'<pre class="jx-transcript-log" style="margin:4px 0">{chr(10).join(rows)}</pre>')
+        if self.footer:
+            style = f"font-weight:600;color:{colour}"
+            parts.append(f'<div class="jx-transcript-foot" style="{style}">{html.escape(self.footer)}</div>')
+        status = html.escape(self.status)
+        return f'<div class="jx-transcript" data-run="{self.run_id}" data-status="{status}">{"".join(parts)}</div>'
 
     def bundle(self) -> dict[str, str]:
         return {"text/plain": self.text(), "text/html": self.html()}
+
+
+def _marked(stream: str, text: str) -> str:
+    return f"{'!' if stream == 'stderr' else ' '} {text}"
