@@ -267,8 +267,9 @@ def test_display_and_a_background_run_through_the_broker(bob):
     assert shown.displays[0]["text/html"] == "<b>bold</b>" and shown.result_text == "'after'"
     started = time.monotonic()
     cell = bob.run(f"{SANDBOX} --bg --out w\nimport time\ntime.sleep(2)\nw = 7\nw * 6", check=True)
-    assert time.monotonic() - started < 2 and "%jx wait" in cell.result_text
-    run_id = cell.result_text.split("%jx wait ")[1].split()[0].strip("'\")")
+    line = cell.displays[-1]["text/plain"]  # run N in the background: %jx wait N for its result
+    assert time.monotonic() - started < 2 and cell.result is None and "%jx wait" in line
+    run_id = line.split("%jx wait ")[1].split()[0]
     assert bob.run(f"%jx wait {run_id}", check=True).result_text == "42" and bob.eval("w") == 7
 
 
