@@ -85,7 +85,7 @@ def run_cell(
         from jupyter_exec.widgets import RunWidget
 
         panel = RunWidget(cancel=manager.cancel, read_log=manager.log_text, background=background)
-        sink, on_event = panel, _shown_then_recorded(panel)
+        sink, on_event = panel, _panel_then_transcript(panel)
     elif background:
         on_event = _status_line()
 
@@ -106,7 +106,7 @@ def run_cell(
     return result.value
 
 
-def _shown_then_recorded(panel: Any) -> EventCallback:
+def _panel_then_transcript(panel: Any) -> EventCallback:
     """The panel's event callback. The panel is shown once the run is recorded (a run refused
     before that leaves only its error in the cell); when the run ends, the panel's display
     becomes its static transcript and the widget is closed (its state is not worth saving)."""
