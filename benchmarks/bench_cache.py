@@ -1,55 +1,60 @@
-"""A cell served from the cache of identical runs (``--cache``) against the same cell run.
+"""A cell served from the cache of identical runs (``--cache``) against the same cell run, and that
+run against ``subprocess.run([python, "-c", ...])`` of the same code.
 
-    .venv/bin/python benchmarks/bench_cache.py [--runs 50]
+    .venv/bin/python benchmarks/bench_cache.py [--runs 40] [--quick] [--json]
 
-The cell brings a value in and two back and prints a line, through IPython's magic, the
-Manager and the store. ``run`` is the cell without ``--cache`` (a fresh seccomp worker
-each time, the pool kept warm between runs as in ``bench_seccomp.py``); ``hit`` is the
-same cell with ``--cache`` once it is in the cache: nothing starts, the stored output is
-shown and the values are bound. The raw tool is ``subprocess.run([python, "-c", ...])``.
-Target: a hit under 5 ms at the median.
+The cell brings a 1,000-item list in and two values back and prints a line, through IPython's
+magic, the Manager and the store, on the seccomp backend with its default pool. ``hit`` is the
+cell with ``--cache`` once it is in the cache: nothing starts, the stored output is shown and
+the values are bound; ``run`` is the same cell without ``--cache``. The three take turns call by
+call, each after the same pause. Target: a hit under 5 ms at the median.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 
-from timing import median_ms, notebook_shell
+from speed_rows import options, pair, report, rounds
+from timing import LoadWatch, interleaved, notebook_shell
 
 CELL = "print('rows', len(x))\ny, z = sum(x), max(x)"
+PAUSE = 0.3
+UNCACHED = "the same cell, not cached"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=50)
-    runs = parser.parse_args().runs
+    args = options(__doc__, runs=40, quick_runs=5).parse_args()
     shell = notebook_shell()
     shell.user_ns["x"] = list(range(1000))
-    from jupyter_exec import current_manager
 
-    pool = current_manager().backend("seccomp").pool
-
-    def pool_ready() -> None:
-        while pool.idle_count() < pool.size:
-            time.sleep(0.005)
-
-    def cell(options: str) -> None:
-        shell.run_cell_magic("sandbox", f"--backend seccomp --quiet --in x --out y,z {options}", CELL)
+    def cell(more: str = "") -> None:
+        shell.run_cell_magic("sandbox", f"--backend seccomp --quiet --in x --out y,z {more}", CELL)
 
     script = f"x = list(range(1000))\n{CELL}"
-    raw = median_ms(lambda: subprocess.run([sys.executable, "-c", script], check=True, stdout=subprocess.DEVNULL), runs)
-    cell("")
-    run = median_ms(lambda: cell(""), runs, between=pool_ready)
-    cell("--cache")
-    hit = median_ms(lambda: cell("--cache"), runs)
-    print(f"load average {os.getloadavg()[0]:.1f}")
-    print(f"subprocess.run([python, -c]):        {raw:7.2f} ms")
-    print(f"%%sandbox --backend seccomp:         {run:7.2f} ms   ratio {run / raw:.2f}x")
-    print(f"%%sandbox --backend seccomp --cache: {hit:7.2f} ms   ratio {hit / raw:.3f}x  (a hit; target < 5 ms)")
+    sides: dict[str, Callable[[], object]] = {
+        "raw": lambda: subprocess.run([sys.executable, "-c", script], check=True, stdout=subprocess.DEVNULL),
+        "run": cell,
+        "hit": lambda: cell("--cache"),
+    }
+    for side in sides.values():
+        side()  # the backend started; the cell in the cache
+    load = LoadWatch()
+    times = interleaved(sides, rounds(args), pause=PAUSE, load=load)
+    work = "a cell with a 1,000-item `--in` list, two `--out` values and a line of output"
+    rows = [
+        pair("cells", "cache.hit", work, ("`%%sandbox --cache`, a hit", times["hit"]), (UNCACHED, times["run"]), load),
+        pair(
+            "cells",
+            "cache.run",
+            work,
+            ("`%%sandbox --backend seccomp`, pool warm", times["run"]),
+            ('`subprocess.run([python, "-c", ...])`', times["raw"]),
+            load,
+        ),
+    ]
+    report(rows, args)
 
 
 if __name__ == "__main__":

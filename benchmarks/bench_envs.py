@@ -1,36 +1,36 @@
-"""Runtime-env cache: what a hit adds to a run, and a cold build against plain ``uv``.
+"""Runtime-env cache: a cell with a cached env against the same cell without one, and a cold
+build against plain ``uv``.
 
-    .venv/bin/python benchmarks/bench_envs.py [--runs 20]
+    .venv/bin/python benchmarks/bench_envs.py [--runs 20] [--quick] [--json]
 
-1. Hit overhead: median ``Manager.run`` of a trivial seccomp cell with ``--pip`` (env
-   cached) minus the same cell without an env. Target ≤ 20 ms.
+1. Hit: ``Manager.run`` of a trivial seccomp cell with ``--pip`` (env cached) against the same
+   cell without an env, in turn, each after the same pause (the pools refill in it). Target:
+   the env adds <= 20 ms.
 2. Cold build: ``EnvCache.ensure`` of a small pip list (three local wheels, so the figure
    measures our work, not the network) against ``uv venv`` + ``uv pip install`` of the same
-   list into a fresh venv. Target ≤ 1.2×.
+   list into a fresh venv, in turn. Target <= 1.2x.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from timing import median_ms
+from speed_rows import options, pair, report, rounds
+from timing import LoadWatch, interleaved
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import make_wheel
 
+PAUSE = 0.3
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=20)
-    runs = parser.parse_args().runs
+    args = options(__doc__, runs=20, quick_runs=3).parse_args()
     work = Path(tempfile.mkdtemp(prefix="jx-bench-envs-"))
     os.environ["JX_DATA_DIR"] = str(work / "data")
 
@@ -42,18 +42,15 @@ def main() -> None:
     env = EnvSpec.from_options(base_dir=work, pip=wheels)
     manager = Manager()
     plain, with_env = RunSpec(backend="seccomp"), RunSpec(backend="seccomp", runtime_env=env)
-    pool = manager.backend("seccomp").pool
-
-    def settle() -> None:
-        deadline = time.monotonic() + 5
-        while pool.idle_count() < 2 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(0.05)
-
     manager.run("x = 1", with_env)  # build once, warm both pools
     manager.run("x = 1", plain)
-    base = median_ms(lambda: manager.run("x = 1", plain), runs, settle)
-    hit = median_ms(lambda: manager.run("x = 1", with_env), runs, settle)
+    hits_load = LoadWatch()
+    hits = interleaved(
+        {"env": lambda: manager.run("x = 1", with_env), "plain": lambda: manager.run("x = 1", plain)},
+        rounds(args),
+        pause=PAUSE,
+        load=hits_load,
+    )
     manager.shutdown()
 
     cache = EnvCache(work / "cold", work / "cold.sqlite3", env_builder_for)
@@ -72,18 +69,28 @@ def main() -> None:
             [uv, "pip", "install", "--quiet", "--python", str(target / "bin" / "python"), *wheels], check=True
         )
 
-    raw_times, our_times = [], []
-    for _ in range(runs):  # interleaved, so load on the machine hits both alike
-        raw_times.append(median_ms(raw_uv, 1))
-        our_times.append(median_ms(cold_build, 1))
-    raw, ours = statistics.median(raw_times), statistics.median(our_times)
-    print(f"trivial seccomp cell, no env:          {base:7.1f} ms")
-    print(
-        f"trivial seccomp cell, cached --pip env: {hit:7.1f} ms   hit overhead {hit - base:+.1f} ms (target <= 20 ms)"
-    )
-    print(f"uv venv + uv pip install (3 wheels):    {raw:7.1f} ms")
-    print(f"EnvCache cold build (same list):        {ours:7.1f} ms   ratio {ours / raw:.2f}x (target <= 1.2x)")
+    builds_load = LoadWatch()
+    builds = interleaved({"ours": cold_build, "uv": raw_uv}, rounds(args), load=builds_load)
     shutil.rmtree(work, ignore_errors=True)
+    rows = [
+        pair(
+            "parts",
+            "envs.hit",
+            f"a trivial seccomp cell through `Manager.run`, {PAUSE:g} s after the last",
+            ("with a cached `--pip` env (three wheels)", hits["env"]),
+            ("without an env", hits["plain"]),
+            hits_load,
+        ),
+        pair(
+            "parts",
+            "envs.build",
+            "a fresh venv with three local wheels",
+            ("`EnvCache.ensure`, cold", builds["ours"]),
+            ("`uv venv` + `uv pip install`", builds["uv"]),
+            builds_load,
+        ),
+    ]
+    report(rows, args)
 
 
 if __name__ == "__main__":

@@ -1,63 +1,71 @@
-"""``jupyter_exec.map`` over 1,000 items, two at a time, against ``multiprocessing.Pool(2).map``.
+"""``jupyter_exec.map`` over 1,000 items against ``multiprocessing.Pool(cores).map`` of the same
+function: what a user would do otherwise on one machine.
 
-    .venv/bin/python benchmarks/bench_map.py [--backend seccomp --backend container] [--items 1000]
+    .venv/bin/python benchmarks/bench_map.py [--backend seccomp --backend container] [--items 1000] [--runs 3]
 
-The same function on each side, ``math.sqrt`` (importable everywhere, so it travels by
-reference and the base image needs no cloudpickle). The map goes through the Manager, the store and
-the backend: its items in batches (about four per parallel slot), each batch a run in a
-fresh sandbox (``batch_size=1``: one sandbox per item, measured too on seccomp). The raw
-tool is a ``multiprocessing.Pool(2)`` of unconfined processes started for the purpose.
-Each side is timed whole, once after a warm-up.
+The function is ``math.sqrt`` (importable everywhere, so it travels by reference and the base
+image needs no cloudpickle), as many at a time as the machine has cores on both sides. The map
+goes through the Manager, the store and the backend: its items in batches (about four per
+parallel slot), each batch a run in a fresh sandbox; on seccomp also ``batch_size=1``, a fresh
+sandbox per item. The pool of unconfined processes is started inside its clock, as a user's
+``with multiprocessing.Pool(n) as pool:`` would be. Each round runs every side once, whole,
+in turn.
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import math
 import multiprocessing
 import os
-import tempfile
-import time
+from collections.abc import Callable
 
-
-def timed_ms(fn: object) -> float:
-    start = time.perf_counter()
-    fn()  # type: ignore[operator]
-    return (time.perf_counter() - start) * 1000
+from speed_rows import options, pair, report, rounds
+from timing import LoadWatch, interleaved, notebook_shell
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = options(__doc__, runs=3, quick_runs=1)
     parser.add_argument("--backend", choices=("seccomp", "container"), action="append")
-    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--items", type=int, help="items per map (default 1000; 100 with --quick)")
     args = parser.parse_args()
-    os.environ.setdefault("JX_DATA_DIR", tempfile.mkdtemp(prefix="jx-bench-"))
+    notebook_shell()  # the kernel's Manager, as a notebook's map uses it
     import jupyter_exec
-    from jupyter_exec import Manager
-    from jupyter_exec.current import set_current_manager
 
-    set_current_manager(Manager())
-    items = list(range(args.items))
+    items = list(range(args.items or (100 if args.quick else 1000)))
+    cores = os.cpu_count() or 1
 
     def pool() -> None:
-        with multiprocessing.Pool(2) as workers:
+        with multiprocessing.Pool(cores) as workers:
             workers.map(math.sqrt, items)
 
-    raw = timed_ms(pool)
-    print(f"load average {os.getloadavg()[0]:.1f}; {args.items} items")
-    print(f"multiprocessing.Pool(2).map:                 {raw:8.1f} ms")
-    for backend in args.backend or ("seccomp", "container"):
-        for batch_size in (None, 1) if backend == "seccomp" else (None,):
+    def mapped(backend: str, batch_size: int | None) -> None:
+        jupyter_exec.map(math.sqrt, items, backend=backend, max_parallel=cores, batch_size=batch_size, progress=False)
 
-            def mapped(backend: str = backend, batch_size: int | None = batch_size) -> None:
-                jupyter_exec.map(
-                    math.sqrt, items, backend=backend, max_parallel=2, batch_size=batch_size, progress=False
-                )
-
-            jupyter_exec.map(math.sqrt, [0], backend=backend, progress=False)  # the backend started
-            took = timed_ms(mapped)
-            label = f"map, {backend}" + (", batch_size=1" if batch_size else "")
-            print(f"{label + ':':45}{took:8.1f} ms   ratio {took / raw:.2f}x")
+    backends = args.backend or ("seccomp", "container")
+    cases: dict[str, tuple[str, int | None]] = {f"map.{backend}": (backend, None) for backend in backends}
+    if "seccomp" in backends:
+        cases["map.seccomp-per-item"] = ("seccomp", 1)
+    sides: dict[str, Callable[[], object]] = {"pool": pool}
+    sides |= {key: functools.partial(mapped, *case) for key, case in cases.items()}
+    for backend in backends:
+        jupyter_exec.map(math.sqrt, [0], backend=backend, progress=False)  # the backend started
+    load = LoadWatch()
+    times = interleaved(sides, rounds(args), load=load)
+    twin = (f"`multiprocessing.Pool({cores}).map`", times["pool"])
+    rows = [
+        pair(
+            "map",
+            key,
+            f"{len(items):,} items of `math.sqrt`, {cores} at a time"
+            + (", a sandbox per item (`batch_size=1`)" if batch_size else ""),
+            (f'`jupyter_exec.map(..., backend="{backend}")`', times[key]),
+            twin,
+            load,
+        )
+        for key, (backend, batch_size) in cases.items()
+    ]
+    report(rows, args)
 
 
 if __name__ == "__main__":

@@ -1,33 +1,35 @@
-"""``%%rayrun`` and ``jupyter_exec.map`` against raw Ray, on the same local Ray.
+"""``%%rayrun`` and ``jupyter_exec.map`` against raw Ray doing the same work, on the same local Ray.
 
-    .venv/bin/python benchmarks/bench_ray.py [--runs 200] [--items 1000] [--load 0.5]
+    .venv/bin/python benchmarks/bench_ray.py [--runs 300] [--items 1000] [--load 0.5] [--quick] [--json]
 
-1. A trivial cell through IPython's magic, the Manager, the store and a Ray task and
-   back, against ``ray.get(f.remote())``. Target ≤ 1.5×.
-2. 1,000 small items through ``jupyter_exec.map`` against
-   ``ray.get([f.remote(x) for x in xs])``. Target ≤ 1.2×.
+1. A trivial cell through IPython's magic, the Manager, the store and a Ray task and back,
+   against ``ray.get(f.remote())``. Target <= 1.5x. The kernel's own CPU per call (thread CPU
+   time: the work a busy machine stretches; waiting for Ray is not counted) is printed too.
+2. ``jupyter_exec.map`` of a small function over ``--items`` items against the same function
+   through ``ray.get`` on batches of the same size (``map``'s default: about four batches per
+   CPU of the cluster), one task per batch. Target <= 1.2x.
 
-Both sides are timed in turn, call by call, so machine load hits both alike.
-``--load D`` adds ordinary load while timing: one busy process per core, busy a fraction
-D of every 20 ms (0.5 on 2 cores keeps the load average near 1; 0.8 near 1.6), so the
-ratio is measured as on a machine that is doing other work, not only on a quiet one.
+Both pairs are timed in turn, call by call (a whole map per call), so machine load hits both
+alike. ``--load D`` adds ordinary load while timing: one busy process per core, busy a fraction
+D of every 20 ms (0.5 on 2 cores keeps the load average near 1; 0.8 near 1.6), so the ratio is
+measured as on a machine that is doing other work, not only on a quiet one.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import math
 import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
 
-from timing import median_ms, notebook_shell, paired_medians_ms
+from speed_rows import options, pair, report, rounds
+from timing import LoadWatch, interleaved, notebook_shell
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=200)
+    parser = options(__doc__, runs=300, quick_runs=20)
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--load", type=float, default=0.0, help="busy fraction of one process per core (0: none)")
     args = parser.parse_args()
@@ -44,35 +46,55 @@ def main() -> None:
         return 1
 
     @ray.remote
-    def double(x: int) -> int:
-        return 2 * x
+    def doubled(xs: list[int]) -> list[int]:
+        return [2 * x for x in xs]
 
     def cell() -> None:
         shell.run_cell_magic("rayrun", "--quiet", "x = 1")
 
-    for _ in range(20):  # warm both paths' workers
-        cell()
+    def raw() -> None:
         ray.get(trivial.remote())
-    with busy(args.load):
-        cell_median, raw_median = paired_medians_ms(cell, lambda: ray.get(trivial.remote()), args.runs)
-        load_average = os.getloadavg()[0]
-    cell_cpu, raw_cpu = (thread_cpu_ms(fn, args.runs) for fn in (cell, lambda: ray.get(trivial.remote())))
-    print(
-        f"trivial cell: %%rayrun {cell_median:.2f} ms, ray.get(f.remote()) {raw_median:.2f} ms, "
-        f"ratio {cell_median / raw_median:.2f} (target <= 1.5; --load {args.load:g}, "
-        f"load average {load_average:.1f}); the kernel's own CPU per call: {cell_cpu:.2f} ms vs {raw_cpu:.2f} ms"
-    )
 
     xs = list(range(args.items))
-    map_ms, raw_map_ms = [], []
-    for _ in range(5):
-        map_ms.append(median_ms(lambda: jupyter_exec.map(lambda x: 2 * x, xs, backend="ray", progress=False), 1))
-        raw_map_ms.append(median_ms(lambda: ray.get([double.remote(x) for x in xs]), 1))
-    map_median, raw_map_median = sorted(map_ms)[2], sorted(raw_map_ms)[2]
-    print(
-        f"{args.items} items: jupyter_exec.map {map_median:.1f} ms, raw ray.get([f.remote(x)...]) "
-        f"{raw_map_median:.1f} ms, ratio {map_median / raw_map_median:.2f} (target <= 1.2)"
-    )
+    batch = max(1, math.ceil(len(xs) / (int(ray.cluster_resources().get("CPU", 1)) * 4)))
+
+    def mapped() -> None:
+        jupyter_exec.map(lambda x: 2 * x, xs, backend="ray", batch_size=batch, progress=False)
+
+    def raw_map() -> None:
+        ray.get([doubled.remote(xs[start : start + batch]) for start in range(0, len(xs), batch)])
+
+    for _ in range(20):  # warm both paths' workers
+        cell()
+        raw()
+    mapped()
+    raw_map()
+    cells_load, maps_load = LoadWatch(), LoadWatch()
+    with busy(args.load):
+        cells = interleaved({"cell": cell, "raw": raw}, rounds(args), load=cells_load)
+        maps = interleaved({"map": mapped, "raw": raw_map}, max(3, rounds(args) // 30), load=maps_load)
+    cell_cpu, raw_cpu = (thread_cpu_ms(fn, rounds(args)) for fn in (cell, raw))
+    busy_note = f", with --load {args.load:g}" if args.load else ""
+    rows = [
+        pair(
+            "cells",
+            "ray.cell",
+            f"a trivial Ray task{busy_note}, back to back",
+            ("`%%rayrun`", cells["cell"]),
+            ("`ray.get(f.remote())`", cells["raw"]),
+            cells_load,
+        ),
+        pair(
+            "map",
+            "ray.map",
+            f"{len(xs):,} items of `2 * x`, in batches of {batch}{busy_note}",
+            ('`jupyter_exec.map(..., backend="ray")`', maps["map"]),
+            ("`ray.get` of one task per batch", maps["raw"]),
+            maps_load,
+        ),
+    ]
+    print(f"the kernel's own CPU per call: %%rayrun {cell_cpu:.2f} ms, ray.get(f.remote()) {raw_cpu:.2f} ms")
+    report(rows, args)
 
 
 def thread_cpu_ms(fn: Callable[[], object], runs: int) -> float:

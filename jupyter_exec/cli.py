@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 def _images(args: argparse.Namespace) -> int:
     from .backends.container import images
     from .backends.container.engine import Engine
+    from .reports import text_table
+    from .units import format_bytes
 
     def engine(url: str | None) -> Engine:
         return Engine(url) if url else images.default_engine()
@@ -119,8 +121,17 @@ def _images(args: argparse.Namespace) -> int:
         elif args.images_command == "copy":
             images.copy(args.name, Engine(args.source), engine(args.target), progress=progress)
         else:
-            for row in images.list_images(engine(args.engine)):
-                print(f"{row.tag:40} {row.size_mb:8.0f} MB  {row.created}  {row.source_hash}")
+            rows = [
+                (
+                    row.tag,
+                    row.image_id or "-",
+                    format_bytes(row.size) if row.image_id else "-",
+                    row.created or "-",
+                    row.state,
+                )
+                for row in images.list_images(engine(args.engine))
+            ]
+            print(text_table(("IMAGE", "ID", "SIZE", "CREATED", "STATE"), rows))
     except JupyterExecError as error:
         print(f"jupyter-exec images: {error}", file=sys.stderr)
         return 1
@@ -135,6 +146,7 @@ def _envs(args: argparse.Namespace) -> int:
 
     config = ExecConfig(config=application_config())
     cache = EnvCache(config.envs_dir, config.store_path, env_builder_for)
+    _close_orphans(config.store_path)
     try:
         if args.envs_command == "list":
             for row in cache.index.all():
@@ -198,6 +210,8 @@ def _store(args: argparse.Namespace) -> int:
     try:
         if args.store_command == "check":
             health = inspect(args.path or config.store_path, min_free=0 if args.path else config.min_free_bytes())
+            if health.ok and not args.path:
+                _close_orphans(config.store_path)
             print(health.report())
             return 0 if health.ok else 1
         if args.store_command == "vacuum":
@@ -214,6 +228,16 @@ def _store(args: argparse.Namespace) -> int:
         print(f"jupyter-exec store: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _close_orphans(path: Path) -> None:
+    """Finish the runs of kernels that died, as a kernel starting would: whoever opens the store
+    next sees them ``failed``, never running forever."""
+    from ._proc import pid_alive
+    from .store.records import RunRecords
+
+    if path.exists():
+        RunRecords(path).close_orphans(pid_alive)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from .spec import Limits
 from .store.filesystems import store_location
 from .units import parse_size
 
-__all__ = ["ExecConfig", "application_config", "env_trait", "limit_setting"]
+__all__ = ["ExecConfig", "application_config", "env_trait", "limit_setting", "scratch_prefix"]
 
 T = TypeVar("T", bound=TraitType[Any, Any])
 
@@ -48,6 +48,12 @@ def env_trait(
     trait.default_value_repr = lambda: f"${variable}, else {'(computed)' if callable(fallback) else repr(fallback)}"  # type: ignore[method-assign]
     trait.help = f"{trait.help} Env: {variable}."
     return trait.tag(config=True)
+
+
+def scratch_prefix(pid: int | str) -> str:
+    """How the names of the kernel ``pid``'s scratch directories begin (in ``scratch_dir``): what
+    outlives a killed kernel finds them by (``"*"``: any kernel's, as a glob)."""
+    return f"{pid}-run-"
 
 
 def application_config() -> Config | None:

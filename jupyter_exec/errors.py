@@ -115,7 +115,8 @@ class MapError(JupyterExecError):
 
     def __init__(self, results: list[Any], errors: dict[int, BaseException], run_id: int | None = None) -> None:
         first = min(errors)
-        super().__init__(f"{len(errors)} of {len(results)} items failed; the first, item {first}: {errors[first]}")
+        detail = describe_error(errors[first])
+        super().__init__(f"{len(errors)} of {len(results)} items failed; the first, item {first}: {detail}")
         self.results, self.errors, self.run_id = results, errors, run_id
 
     def _render_traceback_(self) -> list[str]:
@@ -192,16 +193,23 @@ class NodeFailedError(TaskError):
 
 
 class RemoteError(TaskError):
-    """The cell raised. Shows the sandbox's traceback, not ours, in IPython."""
+    """The cell raised. Shows the sandbox's traceback, not ours, in IPython, and a ``hint`` when
+    what it hit is one of the sandbox's walls (``walls.py``). ``causes``: the error and those
+    behind it as the sandbox described them (type, errno, file name), which the hints read."""
+
+    hint: str | None = None
+    causes: list[dict[str, Any]]
 
     def __init__(self, type_name: str, message: str, traceback: str, **kwargs: Any) -> None:
         super().__init__(f"{type_name}: {message}" if message else type_name, **kwargs)
         self.type_name, self.remote_message, self.remote_traceback = type_name, message, traceback
+        self.causes = [{"type": type_name}]
 
     def _render_traceback_(self) -> list[str]:
         return [
             *self.remote_traceback.rstrip("\n").splitlines(),
             f"(raised inside the sandbox{f', run {self.run_id}' if self.run_id else ''})",
+            *([f"hint: {self.hint}"] if self.hint else []),
         ]
 
 
@@ -212,21 +220,28 @@ def remote_error(type_name: str, message: str, traceback: str, **kwargs: Any) ->
     """A RemoteError that is also the built-in exception it reports, when there is one.
 
     So ``except PermissionError`` in the notebook catches a PermissionError raised in the
-    sandbox. Only built-in exception classes are used: nothing from the sandbox names a
-    class to import.
+    sandbox. Only built-in exception classes are used, and our ``TransferError`` (the bootstrap's
+    own, for an ``--in`` value it cannot rebuild): nothing from the sandbox names a class to import.
     """
-    builtin = getattr(builtins, type_name, None)
+    builtin = getattr(builtins, type_name, None) if type_name != "TransferError" else TransferError
     if not (isinstance(builtin, type) and issubclass(builtin, Exception)) or issubclass(
         builtin, (KeyboardInterrupt, SystemExit)
     ):
         return RemoteError(type_name, message, traceback, **kwargs)
     cls = _remote_classes.get(type_name)
     if cls is None:
-        cls = type(type_name, (RemoteError, builtin), {"__module__": "jupyter_exec.remote"})
+        namespace = {"__module__": "jupyter_exec.remote", "__str__": _own_message}
+        cls = type(type_name, (RemoteError, builtin), namespace)
         _remote_classes[type_name] = cls
     error = cls.__new__(cls)
     RemoteError.__init__(error, type_name, message, traceback, **kwargs)
     return error
+
+
+def _own_message(error: RemoteError) -> str:
+    """The message alone, as the built-in's own ``str`` is: its class already names the type
+    (IPython's ``PermissionError: ...``, never ``PermissionError: PermissionError: ...``)."""
+    return error.remote_message
 
 
 def status_of(error: BaseException) -> Status:
@@ -245,4 +260,6 @@ def describe_error(error: BaseException | None) -> str | None:
         return None
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
+    if isinstance(error, RemoteError):  # the type the sandbox raised (not ours), once
+        return f"{error.type_name}: {error.remote_message}" if error.remote_message else error.type_name
     return f"{type(error).__name__}: {error}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 from .status import Status
-from .units import format_bytes
+from .units import format_bytes, format_elapsed
 
 __all__ = ["Created", "EventCallback", "Finished", "RunEvent", "RunResult", "Running", "Sample", "ending"]
 
@@ -80,8 +80,8 @@ class RunResult:
 
 
 def ending(event: Finished, memory_limit: int | None = None) -> str:
-    """How a run ended, in one line: ``oom in 2.1 s · peak memory 255.9 MiB of 256.0 MiB · …``."""
-    parts = [f"{event['status']} in {_seconds(event['duration'] or 0.0)}"]
+    """How a run ended, in one line: ``oom after 2.1 s · peak memory 255.9 MiB of 256.0 MiB · …``."""
+    parts = [f"{event['status']} after {format_elapsed(event['duration'] or 0.0)}"]
     if event["peak_memory"]:
         parts.append(
             f"peak memory {format_bytes(event['peak_memory'])}"
@@ -90,12 +90,3 @@ def ending(event: Finished, memory_limit: int | None = None) -> str:
     if event["error"]:
         parts.append(event["error"])
     return " · ".join(parts)
-
-
-def _seconds(value: float) -> str:
-    if value < 1:
-        return f"{value:.2f} s"
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, rest = divmod(round(value), 60)
-    return f"{minutes} min {rest} s" if rest else f"{minutes} min"

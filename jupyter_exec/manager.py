@@ -35,10 +35,18 @@ from .backends import factory
 from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
 from .cache import CacheEntries, CacheHit, NotCacheable, Recorder, run_key
 from .cancel_watch import CancelWatcher
-from .config import ExecConfig, application_config
+from .config import ExecConfig, application_config, scratch_prefix
 from .envs import BuiltEnv, EnvCache, EnvSpec
 from .envs.hashing import env_hash
-from .errors import BackendUnavailableError, JupyterExecError, MapError, TaskError, describe_error, status_of
+from .errors import (
+    BackendUnavailableError,
+    JupyterExecError,
+    MapError,
+    RemoteError,
+    TaskError,
+    describe_error,
+    status_of,
+)
 from .events import Created, EventCallback, Finished, RunEvent, Running, RunResult
 from .map_runs import MapRequest, run_map
 from .monitor import Monitor
@@ -50,6 +58,7 @@ from .spec import RunSpec
 from .status import Status
 from .store.records import RunRecords
 from .store.space import Room
+from .walls import hint
 
 __all__ = ["EventCallback", "Manager", "RunResult"]
 
@@ -103,7 +112,16 @@ class Manager:
 
     def reap(self) -> dict[str, int]:
         """Remove what dead kernels left behind: each backend's leftovers, then unfinished rows."""
-        return {**factory.reap_all(), "runs": self.records.close_orphans(pid_alive)}
+        return {**factory.reap_all(), "runs": self.records.close_orphans(pid_alive), "scratch": self._reap_scratch()}
+
+    def _reap_scratch(self) -> int:
+        """Remove the scratch directories of kernels that died (a process sandbox's template removes
+        them as its kernel dies; this is the second line). How many."""
+        owners = {folder: folder.name.split("-", 1)[0] for folder in self.scratch_root.glob(f"{scratch_prefix('*')}*")}
+        dead = [folder for folder, owner in owners.items() if owner.isdigit() and not pid_alive(int(owner))]
+        for folder in dead:
+            shutil.rmtree(folder, ignore_errors=True)
+        return len(dead)
 
     def backend(self, name: str) -> ExecutorBackend:
         """The initialised backend called ``name`` (``auto``: the strongest that works here among
@@ -173,7 +191,8 @@ class Manager:
         """Submit the run and wait for it; its row is finished whatever happens."""
         recorder = Recorder(run.output, self.cache.max_size) if run.key else None
         if run.backend.needs_scratch:
-            run.scratch = Path(tempfile.mkdtemp(prefix=f"run-{run.id}-", dir=self.scratch_root))
+            prefix = f"{scratch_prefix(os.getpid())}{run.id}-"
+            run.scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=self.scratch_root))
         self._starting.add(run.id)
         self._cancel_watch.run_started()
         try:
@@ -307,8 +326,6 @@ class Manager:
         except BaseException as error:
             self._finish(run, status_of(error), None, error)
             raise
-        finally:
-            output.close()
         self._finish(run, Status.CACHED, Outcome(Status.CACHED, details={"cached_from": hit.run_id}), None)
         return result
 
@@ -360,13 +377,15 @@ class Manager:
         return environment
 
     def _finish(self, run: _Run, status: Status, outcome: Outcome | None, error: BaseException | None) -> None:
-        """The run's row finished as it ended, and ``finished`` told."""
+        """The run's row finished as it ended, its log ended with how, and ``finished`` told."""
         monitor = run.monitor
         if monitor is not None:
             monitor.stop()
         if isinstance(error, TaskError):
             error.run_id = run.id
             error.log_path = str(self._log_path(run.id))
+        if isinstance(error, RemoteError):
+            error.hint = hint(error, run.spec, run.spec.image, self.policy)
         # The backend's peak can miss memory charged before the run's cgroup was joined; samples
         # can miss a short spike: the larger of the two is the better answer.
         peak = (
@@ -383,7 +402,9 @@ class Manager:
             cpu_seconds=outcome.cpu_seconds if outcome else None,
             details={**(outcome.details if outcome else {}), **({"log": log_cut} if log_cut else {})},
         )
-        if run.emit is not _ignore:  # the row is read back only for someone watching
+        duration = (self.records.get(run.id) or {}).get("duration")
+        run.output.end(status.value, duration, peak, error)
+        if run.emit is not _ignore:
             run.emit(
                 Finished(
                     kind="finished",
@@ -391,7 +412,7 @@ class Manager:
                     error=describe_error(error),
                     peak_memory=peak,
                     cpu_seconds=outcome.cpu_seconds if outcome else None,
-                    duration=(self.records.get(run.id) or {}).get("duration"),
+                    duration=duration,
                 )
             )
 
@@ -409,13 +430,17 @@ class Manager:
         return bool(handle and handle.backend.cancel(handle))
 
     def log_text(self, run_id: int) -> str:
+        """Run ``run_id``'s whole log, or a line saying why it has none (nothing printed yet, a map)."""
         row = self.records.get(run_id)
         if row is None:
             raise JupyterExecError(f"no run {run_id}; `%jx runs` lists them")
-        path = row["log_path"]
-        if not path or not Path(path).exists():
-            return ""
-        return Path(path).read_text(encoding="utf-8", errors="replace")
+        path = Path(row["log_path"] or self._log_path(run_id))
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        if text:
+            return text
+        if '"items"' in (row["details"] or ""):
+            return f"[jupyter-exec] run {run_id} is a map: its batches have the logs (%jx show {run_id} lists them)\n"
+        return f"[jupyter-exec] run {run_id} has printed nothing ({row['status']})\n"
 
     def shutdown(self) -> None:
         self._cancel_watch.stop()

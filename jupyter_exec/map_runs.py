@@ -29,14 +29,15 @@ from .admission import AdmittedSpec
 from .backends.base import ExecutorBackend, MapOutcome
 from .backends.runs import MapProgress
 from .cache import CacheEntries, NotCacheable, digest
-from .errors import MapError, TaskError, TransferError, describe_error, status_of
+from .errors import MapError, RemoteError, TaskError, TransferError, describe_error, status_of
 from .events import EventCallback, RunEvent, RunResult
-from .runner.bootstrap import MAP_INPUT, Untransferable, encode
+from .runner.bootstrap import MAP_INPUT, encode
+from .runner.codec import Untransferable
 from .runner.protocol import OutputSink
 from .runner.transfer import decode
 from .spec import RunSpec
 from .status import Status
-from .store.records import RunRecords
+from .store.records import RunRecords, batch_name
 
 __all__ = ["MapHost", "MapRequest", "batch_size_for", "map_in_runs", "run_map", "work_label"]
 
@@ -202,7 +203,7 @@ def _spread(
             max_parallel=how.max_parallel,
             progress=how.progress,
         )
-    return map_in_runs(manager, work, items, spec, name=f"map {run_id}", how=how)
+    return map_in_runs(manager, work, items, spec, map_id=run_id, how=how)
 
 
 class _Silent:
@@ -221,10 +222,10 @@ def map_in_runs(
     items: list[Any],
     spec: AdmittedSpec,
     *,
-    name: str,
+    map_id: int,
     how: MapRequest,
 ) -> MapOutcome:
-    """``work`` over ``items`` in batches of runs named ``name[START:END]``; results in order.
+    """``work`` over ``items`` in batches of runs named ``map MAP_ID[START:END]``; results in order.
 
     An interrupt cancels every batch still going (nothing is left running) and is re-raised;
     an error that is not a run's own (a refused spec, a backend that cannot start) stops the
@@ -252,7 +253,7 @@ def map_in_runs(
 
         return manager.run(
             code,
-            replace(spec, name=f"{name}[{start}:{start + len(batch)}]"),
+            replace(spec, name=batch_name(map_id, start, start + len(batch))),
             namespace={MAP_INPUT: {"work": work, "items": batch, "start": start}},
             sink=_Silent(),
             on_event=created,
@@ -264,12 +265,16 @@ def map_in_runs(
         if error is None:
             result = future.result()
             outcome.add(start, result.value, lambda value: value, result.run_id)
+        elif isinstance(error, TransferError) and isinstance(error, RemoteError):
+            raise TransferError(  # the work or the items could not be loaded: every batch would fail so
+                f"the map stopped after its first batch, as every batch would fail the same way: {error.remote_message}"
+            ) from None
         elif isinstance(error, TaskError):  # the batch as a whole: each of its items
             for index in range(start, start + count):
                 outcome.fail(index, error)
         else:
             raise error
-        counter.advance(count)
+        counter.advance(count, outcome.failed_among(start, count))
 
     starts = list(range(0, total, size))
     running: dict[Future[RunResult], int] = {}

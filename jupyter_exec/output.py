@@ -16,9 +16,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import describe_error
 from .runner.protocol import OutputSink
 from .store.space import DISK_FULL
-from .units import format_bytes
+from .units import format_bytes, format_elapsed
 
 __all__ = ["ConsoleSink", "InCell", "RunOutput"]
 
@@ -72,7 +73,8 @@ class ConsoleSink:
 class RunOutput:
     """Tee to the log file (everything) and the visible sink (up to ``limit`` bytes).
 
-    The log file is made on the first output, so a silent run costs no file. When the disk
+    The log file is made on the first output; ``end`` writes how the run ended as its last
+    lines, so every run's log says how it ended, a silent one's too. When the disk
     holding it is full (or the quota spent), the log stops: its last ``_ROOM`` bytes give way
     to a line saying it was truncated and why (room, too, for the run's record), ``log_cut``
     says so for the run's details, and the output goes on showing in the notebook.
@@ -83,6 +85,8 @@ class RunOutput:
         self.log_path = log_path
         self.log: int | None = None  # file descriptor: unbuffered, so a full disk is seen at once
         self.logged = 0
+        self.ended = False
+        self._line_open = False  # the last chunk logged did not end its line
         self.log_cut: str | None = None
         self.shown_bytes = 0
         self.truncated = False
@@ -120,6 +124,8 @@ class RunOutput:
                 written = os.write(self.log, data)
                 self.logged += written
                 data = data[written:]
+            if text:
+                self._line_open = not text.endswith("\n")
         except OSError as error:
             if error.errno not in DISK_FULL:
                 raise
@@ -144,7 +150,7 @@ class RunOutput:
         """Into the log only, never shown: what the backend's machinery said during the run
         (Ray's own log lines), for ``%jx logs N``."""
         with self._lock:
-            if self.log is None and self.logged:  # closed: the run is over and its log complete
+            if self.ended:  # the run is over and its log complete
                 return
             notice = self._log(text) if self.log_cut is None else None
         if notice:
@@ -152,6 +158,23 @@ class RunOutput:
 
     def display(self, bundle: dict[str, str]) -> None:
         self.shown.display(bundle)
+
+    def end(self, status: str, seconds: float | None, peak_memory: int | None, error: BaseException | None) -> None:
+        """The log's last lines, how the run ended: its status, how long it took and its peak
+        memory, then its error as the cell shows it (the sandbox's traceback, a hint); first a
+        line saying so if the run printed nothing. Then the log is closed."""
+        lines = [f"[jupyter-exec] run {self.run_id} printed nothing"] if not self.logged else []
+        took = f" after {format_elapsed(seconds)}" if seconds is not None else ""
+        peak = f" (peak memory {format_bytes(peak_memory)})" if peak_memory else ""
+        lines.append(f"[jupyter-exec] run {self.run_id} {status}{took}{peak}")
+        if error is not None:
+            render = getattr(error, "_render_traceback_", None)
+            lines += render() if callable(render) else [describe_error(error) or ""]
+        with self._lock:
+            if not self.ended and self.log_cut is None:
+                self._log(("\n" if self._line_open else "") + "\n".join(lines) + "\n")
+            self.ended = True
+        self.close()
 
     def close(self) -> None:
         with self._lock:

@@ -55,9 +55,24 @@ def resources_report(manager: Manager) -> list[BackendResources]:
 
 
 def _value(key: str, value: Any) -> str:
-    if isinstance(value, int) and "memory" in key and value > 1 << 20:
+    """A figure for reading: bytes in units, whole floats as integers, a mapping as ``key value``
+    pairs without Ray's internal keys (``node:__internal_head__``), a string as it is."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_value(k, v)}" for k, v in value.items() if not str(k).startswith("node:")) or "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and "memory" in key and value > 1 << 20:
         return format_bytes(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return str(value)
+
+
+def _lines(key: str, value: Any) -> list[str]:
+    """One figure's lines: a list of mappings (Ray's nodes) one per line under its key."""
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        return [f"{key}:"] + [f"  {_value(key, item)}" for item in value]
+    if isinstance(value, list):
+        return [f"{key}: {', '.join(_value(key, item) for item in value) or '-'}"]
+    return [f"{key}: {_value(key, value)}"]
 
 
 def format_report(report: list[BackendResources]) -> str:
@@ -71,6 +86,6 @@ def format_report(report: list[BackendResources]) -> str:
         if not entry["ok"] and entry["fix"]:
             lines.append(f"{'':<8} fix: {entry['fix']}")
         for key, value in entry["resources"].items():
-            lines.append(f"{'':<8} {key}: {_value(key, value)}")
+            lines += [f"{'':<8} {line}" for line in _lines(key, value)]
         lines += [f"{'':<8} note: {note}" for note in entry["notes"]]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from .errors import SpecError
 __all__ = [
     "format_bytes",
     "format_duration",
+    "format_elapsed",
     "format_size",
     "parse_count",
     "parse_duration",
@@ -131,6 +132,18 @@ def format_duration(seconds: float) -> str:
         if seconds >= factor and seconds % factor == 0:
             return f"{seconds / factor:g}{unit}"
     return f"{seconds:g}s"
+
+
+def format_elapsed(seconds: float) -> str:
+    """A duration for reading: 0.0123 -> ``12 ms``, 4.56 -> ``4.6 s``, 125 -> ``2 min 5 s``, 7260 -> ``2 h 1 min``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    return f"{minutes // 60} h {minutes % 60} min"
 
 
 def format_bytes(size: float | None) -> str:

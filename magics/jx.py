@@ -17,7 +17,7 @@ from jupyter_exec.doctor import diagnose
 from jupyter_exec.errors import JupyterExecError
 from jupyter_exec.manager import Manager
 from jupyter_exec.policy import policy_report
-from jupyter_exec.reports import cache_table, envs_table, runs_table
+from jupyter_exec.reports import cache_table, envs_table, run_line, runs_table
 from jupyter_exec.resources import format_report, resources_report
 from jupyter_exec.store.records import decoded
 from jupyter_exec.trace.explore import trace_tables
@@ -25,7 +25,7 @@ from jupyter_exec.trace.view import render
 from jupyter_exec.units import format_bytes
 
 from .cells import background_runs, widgets_wanted
-from .options import env_options, parse_line, runtime_env, usage_errors
+from .options import env_options, parse_line, runtime_env, usage_errors, without_comment
 
 __all__ = ["JxMagics"]
 
@@ -47,9 +47,9 @@ class JxMagics(Magics):
     @line_magic
     @usage_errors(JupyterExecError)
     def jx(self, line: str) -> Any:
-        """%jx runs | show N | logs N | cancel N | wait N [SECONDS] | tree [NAME] | resources | doctor | policy |
-        envs | env | cache [size | clear [KEY]]"""
-        command, _, rest = line.strip().partition(" ")
+        """%jx runs [N] [--all] | show N | logs N | cancel N | wait N [SECONDS] | tree [NAME] | resources | doctor |
+        policy | envs | env | cache [size | clear [KEY]]"""
+        command, _, rest = without_comment(line).partition(" ")
         handler = getattr(self, f"_jx_{command}", None)
         if handler is None:
             raise UsageError(
@@ -64,14 +64,25 @@ class JxMagics(Magics):
         return int(text)
 
     def _jx_runs(self, rest: str) -> Any:
-        """The newest runs; ``node`` is where a Ray run ran (its node id's first 12 characters, as --node takes)."""
-        return runs_table(self.manager.records, limit=int(rest) if rest.isdigit() else 50)
+        """The newest N runs (50), a map as one row; ``--all``: every column."""
+        words = rest.split()
+        every_column = "--all" in words
+        limit = [word for word in words if word != "--all"]
+        if len(limit) > 1 or (limit and not limit[0].isdigit()):
+            raise UsageError(f"%jx runs [N] [--all]: cannot read {rest!r}; e.g. %jx runs 20 --all")
+        return runs_table(self.manager.records, int(limit[0]) if limit else 50, every_column=every_column)
 
     def _jx_show(self, rest: str) -> None:
-        row = self.manager.records.get(self._run_id(rest, "show"))
+        """Every column of run N; a map's batches after it, one line each."""
+        run_id = self._run_id(rest, "show")
+        row = self.manager.records.get(run_id)
         if row is None:
             raise UsageError(f"no run {rest}; `%jx runs` lists them")
         print(json.dumps(decoded(row), indent=2, default=str))
+        batches = self.manager.records.batches({run_id}).get(run_id, [])
+        if batches:
+            print(f"{len(batches)} batches (%jx logs N for one's output):")
+            print("\n".join(f"  {run_line(batch)}" for batch in batches))
 
     def _jx_logs(self, rest: str) -> None:
         print(self.manager.log_text(self._run_id(rest, "logs")), end="")
@@ -89,11 +100,17 @@ class JxMagics(Magics):
         run_text, _, seconds = rest.partition(" ")
         run = background_runs(self.manager).get(self._run_id(run_text, "wait"))
         try:
-            return run.wait(float(seconds) if seconds.strip() else None).value
-        except TimeoutError as error:
-            raise UsageError(str(error)) from None
+            timeout = float(seconds) if seconds.strip() else None
         except ValueError:
             raise UsageError(f"%jx wait N [SECONDS]: {seconds!r} is not a number of seconds") from None
+        try:
+            value = run.wait(timeout).value  # a failed run's error is raised, as the cell would have
+        except TimeoutError as error:
+            raise UsageError(str(error)) from None
+        row = self.manager.records.get(run.run_id)
+        if row is not None:
+            print(run_line(row))
+        return value
 
     def _jx_tree(self, rest: str) -> Any:
         """The experiment tree NAME (default: the latest): a widget, or text without a widget frontend."""

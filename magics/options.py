@@ -74,15 +74,30 @@ def parse_line(magic: _MagicWithParser, line: str) -> argparse.Namespace:
     """The magic's options, parsed once per distinct line: re-running a cell skips argparse.
 
     The line is split as a shell splits it, quotes removed (``--excludes '*.csv'`` is the
-    pattern ``*.csv``): IPython's own ``parse_argstring`` keeps the quotes in the value.
+    pattern ``*.csv``; IPython's own ``parse_argstring`` keeps the quotes in the value) and a
+    ``# comment`` left out, as the docs' examples end their lines.
     """
     return argparse.Namespace(**vars(_parsed_line(magic, line)))
+
+
+def without_comment(line: str) -> str:
+    """``line`` without a trailing ``# comment`` (a ``#`` after a space, outside quotes), as a
+    shell reads it; the rest exactly as typed."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].strip()
+    return line.strip()
 
 
 @functools.lru_cache(maxsize=64)
 def _parsed_line(magic: _MagicWithParser, line: str) -> argparse.Namespace:
     try:
-        argv = shlex.split(line)
+        argv = shlex.split(without_comment(line))
     except ValueError:
         raise UsageError(f"unbalanced quotes in the options: {line}") from None
     return magic.parser.parse_args(argv)
@@ -113,7 +128,12 @@ def limits(args: Any) -> Limits:
 
 
 transfer_options = option_group(
-    argument("--in", dest="inputs", metavar="A,B", help="notebook variables to send in (pickled)"),
+    argument(
+        "--in",
+        dest="inputs",
+        metavar="A,B",
+        help="notebook variables to send in (as data; a function or object pickled)",
+    ),
     argument("--out", dest="outputs", metavar="X,Y", help="variables to bring back, as data"),
     argument(
         "--trust",

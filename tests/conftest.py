@@ -41,6 +41,41 @@ NO_NAMESPACES = HUB_CONTAINER or os.environ.get("JX_TEST_NO_NAMESPACES") == "1"
 CELL_STATUS = "status = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
 
 
+# In a cell: output written below Python's sys.stdout/sys.stderr, as C extensions and subprocesses
+# write it; FD_OUTPUT_SEEN is what the cell shows of it (stdout lines, stderr lines).
+FD_OUTPUT = (
+    "import ctypes, os, subprocess\n"
+    "os.write(1, b'fd 1\\n'); os.write(2, b'fd 2\\n')\n"
+    "subprocess.run(['echo', 'from echo'])\n"
+    "subprocess.run(['sh', '-c', 'echo from sh >&2'])\n"
+    "libc = ctypes.CDLL(None); libc.printf(b'from printf\\n'); libc.fflush(None)\n"
+)
+FD_OUTPUT_SEEN = ({"fd 1", "from echo", "from printf"}, {"fd 2", "from sh"})
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment a kernel (or a Jupyter server) gets, as a user's does: this process's, but
+    for pytest's PYTEST_CURRENT_TEST, which makes ipykernel skip capturing fd 1 and 2 into the cell."""
+    return {**{k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}, **extra}
+
+
+def listed_gpus() -> list[str]:
+    """The GPUs ``nvidia-smi -L`` lists on this machine (none where it is missing or fails)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
+    return [line for line in listing.stdout.splitlines() if line.startswith("GPU ")]
+
+
+def require_gpu() -> list[str]:
+    """The GPUs listed here; the one skip ``JX_REQUIRE_ALL`` allows is a machine that lists none.
+    Where one is listed, a GPU test that cannot use it fails."""
+    gpus = listed_gpus()
+    if not gpus:
+        pytest.skip("no GPU on this machine: nvidia-smi -L lists none")
+    return gpus
+
+
 def require(condition: bool, reason: str) -> None:
     """Skip when a part is missing on a developer's machine; fail in CI (JX_REQUIRE_ALL=1)."""
     if condition:
@@ -88,7 +123,7 @@ class Kernel:
         self.data_dir = data_dir
         self.cwd = cwd
         self.km = kernel_manager(launcher)
-        self.km.start_kernel(cwd=str(cwd), env={**os.environ, "JX_DATA_DIR": str(data_dir), **(env or {})})
+        self.km.start_kernel(cwd=str(cwd), env=user_env(JX_DATA_DIR=str(data_dir), **(env or {})))
         self.client = self.km.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
@@ -150,6 +185,13 @@ class Kernel:
         while reply["parent_header"]["msg_id"] != msg_id:
             reply = self.client.get_shell_msg(timeout=20)
         return reply["content"]
+
+    def seconds(self, cell: str) -> float:
+        """Wall seconds ``cell`` takes to run here now: the baseline a bound on a like cell scales
+        from, so the machine's load moves both (measure it in the same test, just before)."""
+        started = time.monotonic()
+        self.run(cell, check=True)
+        return time.monotonic() - started
 
     def fails_as(self, cell: str, ename: str, status: str, what: str = "") -> float:
         """Run a cell that must end in ``ename``, recorded as ``status``; its wall time in seconds."""
@@ -373,13 +415,12 @@ def lab(tmp_path_factory):
     root.mkdir()
     data_dir = home / "jx-data"
     token, port = secrets.token_hex(16), free_port()
-    env = {
-        **os.environ,
-        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
-        "JX_DATA_DIR": str(data_dir),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-    }
+    env = user_env(
+        JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
+        JX_DATA_DIR=str(data_dir),
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+    )
     server = subprocess.Popen(
         [
             sys.executable,

@@ -85,16 +85,37 @@ def start_head(
             f"--num-gpus={gpus}",
             f"--resources={json.dumps(resources or {})}",
             "--include-dashboard=false",
+            # Ports of its own for what would take Ray's fixed defaults: another head on this machine
+            # (another test session's) holds those, and this one's raylet would die waiting for them.
+            *(f"--{name}={_free_port()}" for name in _AGENT_PORTS),
         ],
         temp_dir,
     )
     deadline = time.monotonic() + 90
-    while not listening(port):
-        assert head.alive(), "ray start --head exited"
-        assert time.monotonic() < deadline, "the Ray head did not come up in 90 s"
-        time.sleep(0.3)
-    wait_for_nodes(f"127.0.0.1:{port}", "node:__internal_head__", 1, max(deadline - time.monotonic(), 1))
+    try:
+        while not listening(port):
+            assert head.alive(), "ray start --head exited"
+            assert time.monotonic() < deadline, "the Ray head did not come up in 90 s"
+            time.sleep(0.3)
+        wait_for_nodes(f"127.0.0.1:{port}", "node:__internal_head__", 1, max(deadline - time.monotonic(), 1))
+    except BaseException:
+        head.kill()  # what it started so far goes with it
+        raise
     return head
+
+
+_AGENT_PORTS = (
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def start_node(address: str, *, num_cpus: int = 1, resources: dict | None = None) -> RayProcess:

@@ -127,14 +127,14 @@ def test_widgets_in_jupyterlab(lab, browser):
         done(1)
         # over: the panel has become its transcript, which needs no kernel and no widget
         transcript = cells.nth(1).locator(".jx-transcript")
-        expect(transcript.locator(".jx-transcript-foot")).to_contain_text("succeeded in", timeout=10_000)
+        expect(transcript.locator(".jx-transcript-foot")).to_contain_text("succeeded after", timeout=10_000)
         expect(transcript.locator(".jx-transcript-foot")).to_contain_text("peak memory")
         expect(transcript.locator(".jx-transcript-log")).to_contain_text("tick 7\na warning")
         expect(cells.nth(1).locator(".jx-run")).to_have_count(0)
         _shot(transcript, "run-transcript")
         # 2: timeout
         run(2)
-        expect(cells.nth(2).locator(".jx-transcript-foot")).to_contain_text("timeout in", timeout=10_000)
+        expect(cells.nth(2).locator(".jx-transcript-foot")).to_contain_text("timeout after", timeout=10_000)
         expect(
             cells.nth(2).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
         ).to_contain_text("TaskTimeoutError")
@@ -154,7 +154,7 @@ def test_widgets_in_jupyterlab(lab, browser):
         long_panel.locator(".jx-cancel").click()
         done(3, timeout=20_000)
         assert time.monotonic() - clicked < 20
-        expect(cells.nth(3).locator(".jx-transcript-foot")).to_contain_text("cancelled in", timeout=10_000)
+        expect(cells.nth(3).locator(".jx-transcript-foot")).to_contain_text("cancelled after", timeout=10_000)
         expect(cells.nth(3)).to_contain_text("TaskCancelledError")
         # 4: background: the cell is done while the panel still runs, then the value is bound
         run(4)
@@ -162,7 +162,7 @@ def test_widgets_in_jupyterlab(lab, browser):
         expect(bg_panel.locator(".jx-status")).to_have_text("running")
         expect(bg_panel.locator(".jx-foot")).to_contain_text("in the background: %jx wait")
         bg_transcript = cells.nth(4).locator(".jx-transcript")
-        expect(bg_transcript.locator(".jx-transcript-foot")).to_contain_text("succeeded in", timeout=30_000)
+        expect(bg_transcript.locator(".jx-transcript-foot")).to_contain_text("succeeded after", timeout=30_000)
         expect(bg_transcript.locator(".jx-transcript-log")).to_contain_text("bg 2")
         expect(cells.nth(4).locator(".jp-OutputArea-output")).to_have_count(1)  # no stale "<run N running…>"
         run(5)
@@ -208,7 +208,7 @@ def test_widgets_in_jupyterlab(lab, browser):
         short = cells.nth(10).locator(".jx-run")
         expect(short.locator(".jx-gauge-value").nth(1)).to_have_text("peak 50.0 MiB / 256.0 MiB")
         expect(short.locator(".jx-backend")).to_have_text("container")  # not "container (container)"
-        expect(short.locator(".jx-foot")).to_have_text("succeeded in 0.20 s · peak memory 50.0 MiB of 256.0 MiB")
+        expect(short.locator(".jx-foot")).to_have_text("succeeded after 200 ms · peak memory 50.0 MiB of 256.0 MiB")
     finally:
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "notebook.png"), full_page=True)
@@ -230,7 +230,7 @@ def test_run_panel_in_notebook_7(lab, browser):
         run(0)
         run(1)
         transcript = cells.nth(1).locator(".jx-transcript")
-        expect(transcript.locator(".jx-transcript-foot")).to_contain_text("timeout in", timeout=10_000)
+        expect(transcript.locator(".jx-transcript-foot")).to_contain_text("timeout after", timeout=10_000)
         expect(transcript.locator(".jx-transcript-log")).to_contain_text("started")
     finally:
         page.screenshot(path=str(SHOTS / "notebook7.png"))
@@ -350,11 +350,11 @@ SAVED_CELLS = [
 
 #: cell -> what must still be read there after a restart, in nbconvert's HTML and in the file
 KEPT = {
-    1: ["line 0", "line 2", "to stderr", "succeeded in"],
-    2: ["before the error", "the error itself", "failed in"],
-    3: ["after the display", "a display", "succeeded in"],
-    4: ["bg line 2", "succeeded in"],
-    5: ["long 0", "long 19", "lines not kept here: %jx logs", "long 2999", "succeeded in"],
+    1: ["line 0", "line 2", "to stderr", "succeeded after"],
+    2: ["before the error", "the error itself", "failed after"],
+    3: ["after the display", "a display", "succeeded after"],
+    4: ["bg line 2", "succeeded after"],
+    5: ["long 0", "long 19", "lines not kept here: %jx logs", "long 2999", "succeeded after"],
 }
 
 

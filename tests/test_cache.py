@@ -28,7 +28,7 @@ def _cell(tag: str, extra: str = "") -> str:
 
 
 @pytest.mark.ordinary_user
-def test_a_second_identical_run_is_replayed_in_under_5_ms(kernel):
+def test_a_second_identical_run_is_replayed_faster_than_it_runs(kernel):
     tag = uuid.uuid4().hex[:8]
     kernel.run("x = 21", check=True)
     first = kernel.run(_cell(tag), check=True)
@@ -47,18 +47,25 @@ def test_a_second_identical_run_is_replayed_in_under_5_ms(kernel):
     assert origin["status"] == "succeeded" and hit["status"] == "cached"
     assert json.loads(kernel.records().get(hit["id"])["details"])["cached_from"] == origin["id"]
     assert f"out {tag} 21" in kernel.run(f"%jx logs {hit['id']}", check=True).stdout  # its log has the output
-    call = (
-        f"get_ipython().run_cell_magic('sandbox', '--backend seccomp --cache --quiet --in x --out y,z', "
-        f"{_cell(tag).split(chr(10), 1)[1]!r})"
-    )
-    timed = kernel.run(
-        f"import statistics, time\n{call}\ntimes = []\n"  # the first call keeps the cell as called so
-        f"for _ in range(25):\n    start = time.perf_counter()\n    {call}\n"
-        "    times.append(time.perf_counter() - start)\n"
-        "statistics.median(times) * 1000",
-        check=True,
-    )
-    assert float(timed.result_text) < 5.0, timed.result_text
+    body = _cell(tag).split(chr(10), 1)[1]
+
+    def median_ms(options: str, times: int) -> float:
+        """The median of ``times`` calls of the cell under ``options``, in the kernel."""
+        call = (
+            f"get_ipython().run_cell_magic('sandbox', '--backend seccomp {options} --quiet --in x --out y,z', {body!r})"
+        )
+        timed = kernel.run(
+            f"import statistics, time\n{call}\ntimes = []\n"  # the first call keeps the cell as called so
+            f"for _ in range({times}):\n    start = time.perf_counter()\n    {call}\n"
+            "    times.append(time.perf_counter() - start)\n"
+            "statistics.median(times) * 1000",
+            check=True,
+        )
+        return float(timed.result_text)
+
+    ran = median_ms("", 5)  # the same cell run: the baseline, under the same load
+    replayed = median_ms("--cache", 25)
+    assert replayed < ran / 3, (replayed, ran)  # about 2 ms against 20 or more on a quiet machine
     assert [r["status"] for r in kernel.records().runs(25)] == ["cached"] * 25
 
 

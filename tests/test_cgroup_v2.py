@@ -22,6 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import cpu_rate
 import pytest
 from conftest import Kernel
 
@@ -133,17 +134,7 @@ def test_mem_kills_an_allocation_above_it_and_reports_oom(v2):
 
 def test_cpus_gives_that_share_of_the_cpu_rate_without_it(v2):
     """A CPU-bound cell under --cpus 0.5 gets 0.5 ± 0.15 of the CPU seconds per second the
-    same cell gets without it, just before (so the machine's load does not decide it). Each
-    rate is the median of six one-second slices: the pool starting the next worker beside
-    the cell takes a moment of CPU from one slice or two."""
-    spin = (
-        "import statistics, time\nrates = []\nfor _ in range(6):\n"
-        "    start, used = time.monotonic(), time.process_time()\n"
-        "    while time.monotonic() - start < 1:\n        pass\n"
-        "    rates.append((time.process_time() - used) / (time.monotonic() - start))\n"
-        "statistics.median(rates)"
+    same cell gets without it, just before and after (see cpu_rate.py)."""
+    cpu_rate.assert_halved(
+        lambda options: float(v2.kernel.run(f"{SECCOMP} {options}\n{cpu_rate.SPIN}", check=True).result_text)
     )
-    free = v2.kernel.run(f"{SECCOMP}\n{spin}", check=True)
-    capped = v2.kernel.run(f"{SECCOMP} --cpus 0.5\n{spin}", check=True)
-    rate, capped_rate = float(free.result_text), float(capped.result_text)
-    assert 0.35 <= capped_rate / rate <= 0.65, (capped_rate, rate)

@@ -11,6 +11,7 @@ import pytest
 from conftest import NO_NAMESPACES, Kernel, owned_processes, require
 
 from jupyter_exec.backends.process.cgroups import cgroup_mode
+from jupyter_exec.config import ExecConfig, scratch_prefix
 
 pytestmark = [pytest.mark.kernel, pytest.mark.ordinary_user]
 
@@ -50,14 +51,15 @@ def test_killed_kernel_mid_run_dies_with_it_and_is_cleared_by_the_next(tmp_path)
     run_id = store.runs(1)[0]["id"]
     os.kill(pid, signal.SIGKILL)
     kernel.client.stop_channels()
-    # The fork server sees its kernel go (its control socket closes) and kills every run at
-    # once, the setsid child too; what is left on disk and in the store, the next kernel clears.
+    # The fork server sees its kernel go (its control socket ends with no goodbye): it kills every
+    # run at once, the setsid child too, and removes the runs' cgroups and scratch directories.
     assert _wait_until(lambda: not owned_processes(pid), timeout=5), owned_processes(pid)
-    assert _cgroups_of(pid) or not cgroup_mode().kind
+    assert _wait_until(lambda: not _cgroups_of(pid), timeout=5), _cgroups_of(pid)
+    scratch = Path(ExecConfig().scratch_dir)
+    assert _wait_until(lambda: not list(scratch.glob(f"{scratch_prefix(pid)}*")), timeout=5)
 
-    successor = Kernel(tmp_path / "data", tmp_path)  # its Manager reaps on start
+    successor = Kernel(tmp_path / "data", tmp_path)  # its Manager closes the run's record on start
     try:
-        assert _wait_until(lambda: not _cgroups_of(pid)), _cgroups_of(pid)
         row = successor.records().get(run_id)
         assert row["status"] == "failed" and "kernel" in row["error"]
     finally:

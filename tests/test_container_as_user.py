@@ -7,6 +7,7 @@ user's rootless Podman. (The container wall itself runs as ``jx-user`` through
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import shutil
@@ -144,3 +145,74 @@ def test_where_no_user_namespace_can_be_made_auto_never_starts_podman():
         "seccomp",
     ], done.stdout
     assert not started  # no service was started
+
+
+_IDLE_PROBE = """
+import functools, json, os, sys, time
+from pathlib import Path
+from jupyter_exec.backends.container import discovery
+from jupyter_exec.backends.container.engine import Engine
+
+socket, idle = Path(sys.argv[1]), float(sys.argv[2])
+
+def services():
+    found = []
+    for entry in Path('/proc').iterdir():
+        try:
+            words = (entry / 'cmdline').read_bytes().split(b'\\0')
+        except OSError:
+            continue
+        if b'service' in words and f'unix://{socket}'.encode() in words:
+            found.append(int(entry.name))
+    return found
+
+def outlives(pids):
+    # how long the service lives on after its last request (bounded, so a service that stays fails)
+    start = time.monotonic()
+    while time.monotonic() - start < 30 * idle and any(os.path.exists(f'/proc/{pid}') for pid in pids):
+        time.sleep(0.1)
+    return time.monotonic() - start, [pid for pid in pids if os.path.exists(f'/proc/{pid}')]
+
+engine = Engine(f'unix://{socket}', revive=functools.partial(discovery.start_podman, socket, idle))
+report = {'started': discovery.start_podman(socket, idle)}
+first = services()
+report['answered'] = engine.retry(engine.client.ping, 'ping')
+report['first'], left = outlives(first)
+report['socket gone'] = not socket.exists()
+report['kind'] = engine.retry(engine.client.version, 'version')['Components'][0]['Name']  # started again
+second = services()
+report['again'] = bool(second) and not set(second) & set(first)
+report['second'], left_again = outlives(second)
+report['left'] = left + left_again
+print(json.dumps(report))
+"""
+
+
+def test_the_users_podman_service_exits_when_idle_and_is_started_again_on_demand():
+    """The user's Podman API service is the one thing allowed to outlive a kernel, and only for
+    ``DockerConfig.podman_idle`` seconds after its last request (here 2); an engine that finds it
+    gone starts it again."""
+    account = _account()
+    require(os.geteuid() == 0 and account is not None, f"needs root and the account {USER}")
+    require(shutil.which("podman") is not None, "Podman is not installed")
+    assert account is not None
+    work = Path(tempfile.mkdtemp(prefix="jx-podman-idle-"))  # a socket of its own: the user's own service untouched
+    work.chmod(0o755)
+    folder = work / "podman"
+    folder.mkdir(mode=0o700)
+    os.chown(folder, account.pw_uid, account.pw_gid)
+    try:
+        done = subprocess.run(
+            [str(ROOT / "scripts" / "as-user"), "python", "-c", _IDLE_PROBE, str(folder / "podman.sock"), "2"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["started"] and report["answered"] and report["kind"] == "Podman Engine", report
+    assert report["left"] == [], report  # each service ended on its own, within 30 idle times
+    assert report["first"] > 1 and report["socket gone"], report  # not before it had idled (about 2 s)
+    assert report["again"] and report["second"] > 1, report

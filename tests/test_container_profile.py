@@ -6,8 +6,10 @@ in test_container_lockdown.py."""
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -49,9 +51,110 @@ def test_clone3_gets_enosys_so_libc_falls_back_but_not_under_gvisor():
     assert _refused(seccomp.profile(gvisor=True), "clone3") == []  # gVisor: no clone3, its own ENOSYS
 
 
-def test_the_layout_changing_personalities_are_refused():
-    flags = {r["args"][0]["value"] for r in _refused(seccomp.profile(), "personality")}
-    assert flags == set(seccomp.LAYOUT_PERSONALITY_FLAGS) and 0x0040000 in flags  # ADDR_NO_RANDOMIZE
+# --- ours against Docker's current default profile, rule by rule (tests/data/seccomp/README.md) ---
+
+REFERENCE = Path(__file__).parent / "data" / "seccomp"
+_OPS = {
+    "SCMP_CMP_EQ": lambda arg, value, _: arg == value,
+    "SCMP_CMP_NE": lambda arg, value, _: arg != value,
+    "SCMP_CMP_LT": lambda arg, value, _: arg < value,
+    "SCMP_CMP_LE": lambda arg, value, _: arg <= value,
+    "SCMP_CMP_GT": lambda arg, value, _: arg > value,
+    "SCMP_CMP_GE": lambda arg, value, _: arg >= value,
+    "SCMP_CMP_MASKED_EQ": lambda arg, mask, value: arg & mask == value,
+}
+
+
+def _applies(rule: dict) -> bool:
+    """Whether a rule binds one of our containers: x86_64, no capabilities (ours drop them all),
+    a kernel newer than any ``minKernel`` the reference names."""
+    includes, excludes = rule.get("includes", {}), rule.get("excludes", {})
+    return (
+        not includes.get("caps")
+        and "amd64" in includes.get("arches", ["amd64"])
+        and ("amd64" not in excludes.get("arches", []))
+    )
+
+
+def _refuses(profile: dict, name: str, args: tuple[int, ...]) -> bool:
+    """What the engine would do with ``name(*args)``: a matching rule that refuses wins, then one
+    that allows, else the profile's default."""
+    actions = {
+        rule["action"]
+        for rule in profile["syscalls"]
+        if name in rule["names"]
+        and _applies(rule)
+        and all(_OPS[c["op"]](args[c["index"]], c["value"], c.get("valueTwo", 0)) for c in rule.get("args", []))
+    }
+    if actions - {"SCMP_ACT_ALLOW"}:
+        return True
+    return not actions and profile["defaultAction"] != "SCMP_ACT_ALLOW"
+
+
+def _probes(profiles: list[dict], name: str) -> list[tuple[int, ...]]:
+    """Argument vectors that cross every condition either profile sets on ``name``: each value,
+    its neighbours, each bit of a mask, and each with a high bit the kernel ignores for ``int``s."""
+    values: dict[int, set[int]] = {}
+    for profile in profiles:
+        for rule in profile["syscalls"]:
+            for c in rule.get("args", []) if name in rule["names"] else []:
+                value = c["value"]
+                near = {value - 1, value, value + 1, c.get("valueTwo", 0), 0}
+                near |= {1 << bit for bit in range(64) if value >> bit & 1}
+                values.setdefault(c["index"], set()).update(n | high for n in near for high in (0, 1 << 32))
+    indexes = sorted(values)
+    vectors = []
+    for chosen in itertools.product(*(sorted(v for v in values[i] if 0 <= v < 2**64) for i in indexes)):
+        args = [0] * 6
+        for index, value in zip(indexes, chosen, strict=True):
+            args[index] = value
+        vectors.append(tuple(args))
+    return vectors or [(0,) * 6]
+
+
+def _allowed_by_ours_only(ours: dict) -> list[str]:
+    reference = json.loads((REFERENCE / "docker-default.json").read_text())
+    names = set((REFERENCE / "syscalls-x86_64.txt").read_text().split())  # the calls an x86_64 kernel has
+    return [
+        f"{name}{args[:3]}"
+        for name in sorted(names)
+        for args in _probes([reference, ours], name)
+        if _refuses(reference, name, args) and not _refuses(ours, name, args)
+    ]
+
+
+def test_the_profile_refuses_everything_dockers_current_default_refuses():
+    assert _allowed_by_ours_only(seccomp.profile(arch="x86_64")) == []
+
+
+def test_the_comparison_catches_a_weaker_profile():
+    """The comparison itself can fail: ours without one name, one argument rule, or one socket rule."""
+    ours = seccomp.profile(arch="x86_64")
+    outright = ours["syscalls"][0]
+    outright["names"] = [n for n in outright["names"] if n != "sethostname"]
+    ours["syscalls"] = [r for r in ours["syscalls"] if not ("personality" in r["names"] and r["args"][0]["value"] == 1)]
+    ours["syscalls"] = [r for r in ours["syscalls"] if not ("socket" in r["names"] and r["args"][0]["valueTwo"] == 40)]
+    missed = _allowed_by_ours_only(ours)
+    assert "sethostname(0, 0, 0)" in missed
+    assert "personality(1, 0, 0)" in missed and "socket(40, 0, 0)" in missed
+    assert not any(m.startswith(("personality(0,", "socket(2,")) for m in missed)
+
+
+def test_only_plain_linux_personalities_are_allowed():
+    ours = seccomp.profile()
+    for persona in (0, 0x0008, 0x20000, 0x20008):
+        assert not _refuses(ours, "personality", (persona,)), hex(persona)
+    for persona in (0x0040000, 0x0400000, 0x0001, 0xFFFFFFFF, 0x20009):  # ASLR off, READ_IMPLIES_EXEC, the query
+        assert _refuses(ours, "personality", (persona,)), hex(persona)
+
+
+def test_the_refused_sockets_are_refused_whatever_the_high_bits():
+    ours = seccomp.profile()
+    for family, protocol in confine.DENIED_SOCKETS:
+        for high in (0, 1 << 32, 0xFFFF_FFFF << 32):
+            assert _refuses(ours, "socket", (family | high, 3, (protocol or 0) | high)), (family, protocol, high)
+    assert not _refuses(ours, "socket", (16, 3, 0))  # NETLINK_ROUTE: what `ip addr` and getifaddrs read
+    assert not _refuses(ours, "socket", (2, 1, 0)) and not _refuses(ours, "socket", (1, 1, 0))
 
 
 def test_a_profile_file_is_written_once_under_a_name_of_its_content(tmp_path):

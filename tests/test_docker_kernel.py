@@ -1,5 +1,5 @@
 """``%%sandbox --backend docker`` (the container backend's other name) through a real kernel,
-against the real Docker daemon: GPUs refused, images, mounts, runtime envs as images,
+against the real Docker daemon: GPUs given or refused, images, mounts, runtime envs as images,
 resources, interrupts, the start-up reaper. The lock-down and hostile cells, on every engine,
 are in test_container_lockdown.py. In CI (JX_REQUIRE_ALL=1) a missing daemon or image fails
 these tests instead of skipping them.
@@ -12,7 +12,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import Kernel, make_wheel, require
+from conftest import Kernel, make_wheel, require, require_gpu
 from containers import assert_no_run_containers, containers
 
 from jupyter_exec.backends.container import ContainerBackend, DockerConfig
@@ -41,12 +41,28 @@ def kernel(kernel, docker_client):
     return kernel
 
 
-def test_gpu_request_fails_at_once_with_the_reason(kernel):
-    started = time.monotonic()
-    cell = kernel.run(f"{DOCKER} --gpus 1\nprint('ran on a CPU')")
-    assert time.monotonic() - started < 2.0
-    assert cell.stderr.startswith("UsageError: ") and "no NVIDIA runtime" in cell.stderr, cell
-    assert "ran on a CPU" not in cell.stdout
+@pytest.mark.gpu
+def test_a_gpu_container_reaches_exactly_the_gpu_it_asked_for(kernel, docker_client):
+    """Where nvidia-smi lists a GPU, ``--gpus 1`` gives the container one, which nvidia-smi inside
+    reaches; no NVIDIA runtime there fails this test (a GPU it cannot use), never skips it."""
+    listed = require_gpu()
+    assert "nvidia" in docker_client.info().get("Runtimes", {}), (
+        f"{len(listed)} GPU(s) listed, but Docker has no NVIDIA runtime: install the NVIDIA Container Toolkit"
+    )
+    cell = kernel.run(
+        f"{DOCKER} --gpus 1\nimport subprocess\nsubprocess.run(['nvidia-smi', '-L'], capture_output=True, "
+        "text=True, check=True).stdout.splitlines()",
+        check=True,
+    )
+    inside = [line for line in eval(cell.result_text) if line.startswith("GPU ")]
+    assert len(inside) == 1 and inside[0].split("(UUID: ")[-1] in "\n".join(listed), (inside, listed)
+
+
+def test_gpu_request_fails_at_once_with_the_reason(kernel, docker_client):
+    if "nvidia" in docker_client.info().get("Runtimes", {}):
+        pytest.skip("Docker has the NVIDIA runtime here: --gpus is given, not refused (the test above)")
+    refusal = kernel.refused(f"{DOCKER} --gpus 1\nprint('ran')")  # at once: before any run is recorded
+    assert "no NVIDIA runtime" in refusal, refusal
     assert kernel.run(f"{DOCKER} --gpus two\npass").stderr.startswith("UsageError: --gpus: cannot read")
 
 

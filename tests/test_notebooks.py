@@ -102,7 +102,7 @@ def check_ray(nb: Executed) -> None:
     assert "this never runs" not in nb.stdout("--num-cpus 512")
 
     assert nb.error("--timeout 2") == "TaskTimeoutError" and "still working 0\n" in nb.stdout("--timeout 2")
-    assert "[jupyter-exec] map: 400/400 items\n" in nb.stderr("jupyter_exec.map(collatz_steps")
+    assert "[jupyter-exec] map: 400/400 done\n" in nb.stderr("jupyter_exec.map(collatz_steps")
     assert (
         nb.stdout("jupyter_exec.map(collatz_steps") == "the longest run below 400 starts at 327 and takes 143 steps\n"
     )
@@ -157,7 +157,7 @@ def check_environments(nb: Executed) -> None:
     assert nb.result("greetings.hello('again')") == "'Hello, again!'"
     assert "[jupyter-exec]" not in nb.stream(again, "stderr")  # a cache hit: nothing built
     cold, warm = _seconds(nb.stream(first, "stdout")), _seconds(nb.stream(again, "stdout"))
-    assert warm < cold and warm < 2, (cold, warm)
+    assert warm < cold / 2, (cold, warm)  # the env found, not built: a fraction of the first run
 
     assert nb.result("project = Path('project')") == "['config.json', 'data', 'data/readings.csv', 'notes.tmp']"
     assert nb.stdout("--working-dir project") == "files here: ['config.json', 'data']\n"  # notes.tmp left out

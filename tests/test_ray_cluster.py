@@ -23,7 +23,6 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import json
-import os
 import re
 import socket
 import threading
@@ -93,14 +92,8 @@ def kernel(cluster, tmp_path_factory):
 
 
 def jupyter_kernel(directory: Path, **env: str) -> Kernel:
-    """A kernel that captures its fd 2 into the cell as under Jupyter: ipykernel does not when it
-    sees pytest's PYTEST_CURRENT_TEST, and Ray's C++ lines would then never reach a cell."""
-    current = os.environ.pop("PYTEST_CURRENT_TEST", None)
-    try:
-        kernel = Kernel(directory / "data", directory, env={"JX_RAY_ADDRESS": "", **env})
-    finally:
-        if current is not None:
-            os.environ["PYTEST_CURRENT_TEST"] = current
+    """A kernel of its own, whose default Ray is none unless ``env`` names one."""
+    kernel = Kernel(directory / "data", directory, env={"JX_RAY_ADDRESS": "", **env})
     kernel.run("import ray", check=True)  # 5-10 s on a busy machine: importing is not connecting
     return kernel
 

@@ -56,10 +56,22 @@ def test_runs_list_detail_and_errors(lab, lab_kernel):
     assert rows[ok]["status"] == "succeeded" and rows[ok]["name"] == "first" and rows[ok]["backend"] == "seccomp"
     assert rows[ok]["duration"] > 0 and rows[ok]["kernel"] == lab_kernel.last_run()["kernel"]
     assert "peak_memory" in rows[ok] and rows[ok]["created"] <= rows[bad]["created"]
-    assert rows[bad]["status"] == "failed" and rows[bad]["error"] == "ValueError: ValueError: bad value"
+    assert rows[bad]["status"] == "failed" and rows[bad]["error"] == "ValueError: bad value"  # its type once
+    assert rows[ok]["label"] == "first" and rows[ok]["batches"] == 0
     assert [r["id"] for r in call(lab, "runs?status=failed,timeout")[1]["runs"]][:1] == [bad]
     assert all(r["status"] == "succeeded" for r in call(lab, "runs?status=succeeded")[1]["runs"])
     assert len(call(lab, "runs?limit=1")[1]["runs"]) == 1
+
+    lab_kernel.run(
+        "import jupyter_exec\njupyter_exec.map('item + 1', range(6), backend='seccomp', batch_size=2)", check=True
+    )
+    map_id = lab_kernel.records().runs(10, columns=("id", "name"), batches=False)[0]["id"]
+    rows = {r["id"]: r for r in call(lab, "runs")[1]["runs"]}
+    assert rows[map_id]["label"] == "map: item + 1 (3 batches)" and max(rows) == map_id  # its batches folded
+    batches = call(lab, f"runs/{map_id}")[1]["batches"]
+    assert [(b["name"], b["status"]) for b in batches] == [
+        (f"map {map_id}[{i}:{i + 2}]", "succeeded") for i in (0, 2, 4)
+    ]
 
     status, detail = call(lab, f"runs/{ok}")
     assert status == 200 and detail["code"] == "print('hello')\n"
@@ -90,21 +102,19 @@ def test_log_pieces_from_an_offset(lab, lab_kernel):
         offset = piece["next_offset"]
         if piece["done"]:
             break
-    assert "".join(pieces) == text and offset == len(text.encode())
+    log = "".join(pieces)  # what the run printed, then how it ended
+    ending = log.removeprefix(text)
+    assert re.fullmatch(rf"\[jupyter-exec\] run {run_id} succeeded after \d+ ms( \(peak memory .*\))?\n", ending), log
+    assert offset == len(log.encode())
     _, tail = call(lab, f"runs/{run_id}/log?tail=1&max_bytes=30")
-    assert text.endswith(tail["text"]) and tail["offset"] >= len(text.encode()) - 30 and tail["done"]
+    assert log.endswith(tail["text"]) and tail["offset"] >= len(log.encode()) - 30 and tail["done"]
     _, past = call(lab, f"runs/{run_id}/log?offset={10**9}")
     assert past["text"] == "" and past["done"]
     silent = _run_id(lab_kernel, f"{SECCOMP}\nx = 1")
-    assert call(lab, f"runs/{silent}/log")[1] == {
-        "run_id": silent,
-        "status": "succeeded",
-        "offset": 0,
-        "next_offset": 0,
-        "size": 0,
-        "text": "",
-        "done": True,
-    }
+    piece = call(lab, f"runs/{silent}/log")[1]  # "Full log" of a run that printed nothing says so
+    assert piece["done"] and piece["text"].startswith(
+        f"[jupyter-exec] run {silent} printed nothing\n[jupyter-exec] run {silent} succeeded after "
+    )
 
 
 def test_a_character_still_being_written_waits_for_the_next_piece(tmp_path):

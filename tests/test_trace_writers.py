@@ -40,7 +40,7 @@ def test_background_cells_and_a_map_grow_one_tree(tmp_path):
             check=True,
             timeout=120,
         )
-        assert "map: 20/20 items" in swept.stderr
+        assert "map: 20/20 done" in swept.stderr
         for run_id in handles:
             kernel.run(f"%jx wait {run_id}", check=True, timeout=60)
         live = kernel.eval(_shape(LIVE))

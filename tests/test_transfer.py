@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import math
-import pickle
 
 import numpy as np
 import pandas as pd
@@ -14,16 +12,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jupyter_exec.errors import RemoteError, TransferError, remote_error
-from jupyter_exec.runner import bootstrap
+from jupyter_exec.runner import bootstrap, codec
 from jupyter_exec.runner.sanitize import sanitize_bundle, sanitize_html
 from jupyter_exec.runner.transfer import decode, pack_inputs
 
 pytestmark = pytest.mark.ordinary_user
 
 
-def roundtrip(value, trust=False):
+def roundtrip(value, trust=False, arrow=False):
     """Encode as the sandbox does, through JSON text, and decode as the kernel does."""
-    return decode(json.loads(json.dumps(bootstrap.encode(value, trust))), trust)
+    encoded = bootstrap.encode(value, trust, arrow=arrow)
+    text = codec.dumps(encoded)
+    assert text == json.dumps(encoded, separators=(",", ":"))  # the payloads joined in are what JSON would write
+    return decode(json.loads(text), trust)
 
 
 json_like = st.recursive(
@@ -66,14 +67,74 @@ def test_numpy_arrays_without_pickle():
     assert roundtrip(np.float32(1.5)) == 1.5
 
 
-def test_dataframes_and_series():
-    frame = pd.DataFrame(
-        {"a": [1, 2], "b": ["x", None], "c": pd.to_datetime(["2024-01-01", "2024-02-01"])},
-        index=pd.Index([10, 20], name="i"),
+def a_frame() -> pd.DataFrame:
+    """Every kind of column the acceptance names, on a MultiIndex."""
+    return pd.DataFrame(
+        {
+            "ints": np.arange(4, dtype=np.int64),
+            "floats": [1.5, np.nan, -2.0, 1e300],
+            "strings": ["a", None, "ç", ""],
+            "when": pd.date_range("2024-03-30 12:00", periods=4, freq="13h", tz="Europe/Paris"),
+            "naive": pd.to_datetime(
+                [pd.Timestamp("2024-01-01"), None, pd.Timestamp("1999-12-31 23:59:59.5"), pd.Timestamp("2038-01-19")]
+            ),
+            "kind": pd.Categorical(["x", "y", "x", None], categories=["y", "x"], ordered=True),
+            "maybe": pd.array([1, None, 3, 4], dtype="Int64"),
+            "flags": [True, False, True, True],
+        },
+        index=pd.MultiIndex.from_arrays([["p", "p", "q", "q"], [1, 2, 1, 2]], names=["group", "n"]),
     )
-    pd.testing.assert_frame_equal(roundtrip(frame), frame)
-    series = pd.Series([1.5, 2.5], name="s")
-    pd.testing.assert_series_equal(roundtrip(series), series)
+
+
+@pytest.mark.parametrize("arrow", [False, True])
+def test_dataframes_and_series(arrow):
+    frame = a_frame()
+    pd.testing.assert_frame_equal(roundtrip(frame, arrow=arrow), frame)
+    for series in (frame["when"], pd.Series([1.5, 2.5], name="s"), pd.Series(["a", "b"]), frame["kind"]):
+        pd.testing.assert_series_equal(roundtrip(series, arrow=arrow), series)
+    empty = pd.DataFrame({"a": pd.Series([], dtype=float)}, index=pd.RangeIndex(5, 5))
+    pd.testing.assert_frame_equal(roundtrip(empty, arrow=arrow), empty)
+
+
+def test_a_column_of_objects_keeps_them():
+    frame = pd.DataFrame({"mixed": [np.arange(2), (1, "a"), None]})
+    back = roundtrip(frame)
+    assert back["mixed"].dtype == object and back["mixed"][0].tolist() == [0, 1] and back["mixed"][1] == (1, "a")
+
+
+def test_frames_without_arrow_are_npy_columns_and_json():
+    encoded = bootstrap.encode(a_frame(), trust=False)
+    assert "arrow" not in encoded and encoded["data"][0]["array"]["npy"]
+    assert encoded["data"][2]["objects"] == ["a", None, "ç", ""]
+    assert encoded["data"][5]["categories"]["objects"] == ["y", "x"]
+
+
+def test_a_column_with_no_data_form_is_named():
+    frame = pd.DataFrame({"p": pd.period_range("2024-01", periods=2, freq="M")})
+    with pytest.raises(codec.Untransferable, match=r"value\['p'\] is a column of period\[M\]"):
+        bootstrap.encode(frame, trust=False)
+
+
+def test_numpy_string_dtype_travels_as_strings():
+    array = np.array(["ab", "ç", ""], dtype=np.dtypes.StringDType())
+    back = roundtrip(array)
+    assert back.dtype == array.dtype and back.tolist() == array.tolist()
+
+
+def test_a_pickle_that_cannot_load_names_the_package_and_both_versions():
+    """A pickle that needs a module this side lacks: the package, its version where the pickle
+    was made, and here."""
+    made = {"python": "3.11.2", "numpy": "9.9.9"}
+    tagged = {"$t": "pickle", "b64": "gASVGAAAAAAAAACMDm51bXB5Ll9ub3doZXJllIwBeJSTlC4=", "made_with": made}
+    with pytest.raises(codec.Mismatch) as raised:
+        codec.load_pickle(tagged)
+    message = raised.value.describe("in the kernel", "in this sandbox")
+    assert message.startswith(
+        f"a pickle made with numpy 9.9.9 (in the kernel) cannot be read with numpy {np.__version__}"
+    )
+    assert "No module named 'numpy._nowhere'" in message
+    with pytest.raises(TransferError, match=r"^a pickle made with numpy 9.9.9 \(in the sandbox\).*pip install"):
+        decode(tagged, trust=True)
 
 
 class Evil:
@@ -82,9 +143,9 @@ class Evil:
 
 
 def test_objects_without_a_data_form_are_refused_unless_trusted():
-    with pytest.raises(bootstrap.Untransferable, match="Evil"):
+    with pytest.raises(codec.Untransferable, match="Evil"):
         bootstrap.encode({"x": [Evil()]}, trust=False)
-    with pytest.raises(bootstrap.Untransferable):
+    with pytest.raises(codec.Untransferable):
         bootstrap.encode(np.array([Evil()], dtype=object), trust=False)
     encoded = bootstrap.encode(Evil(), trust=True)
     with pytest.raises(TransferError, match="--trust"):
@@ -94,10 +155,16 @@ def test_objects_without_a_data_form_are_refused_unless_trusted():
         decode({"$t": "exec", "v": "rm -rf /"}, trust=False)
 
 
-def test_inputs_pickle_functions_by_value():
-    namespace = {"f": lambda x: x + 1, "n": 3}
-    values = pickle.loads(base64.b64decode(pack_inputs(("f", "n"), namespace)))
-    assert values["f"](values["n"]) == 4
+def test_inputs_are_data_and_functions_are_pickled_by_value():
+    """The kernel's side of --in: data as data, the rest by cloudpickle; the sandbox's side
+    rebuilds both."""
+    namespace = {"f": lambda x: x + 1, "n": 3, "a": np.arange(3), "df": a_frame()}
+    document = json.loads(pack_inputs(("f", "n", "a", "df"), namespace))
+    assert document["n"] == 3 and document["a"]["$t"] == "ndarray" and document["df"]["$t"] == "frame"
+    assert document["f"]["$t"] == "pickle" and document["f"]["made_with"]["cloudpickle"]
+    values = bootstrap.load_inputs({"inputs": document})
+    assert values["f"](values["n"]) == 4 and values["a"].tolist() == [0, 1, 2]
+    pd.testing.assert_frame_equal(values["df"], a_frame())
     assert pack_inputs((), namespace) is None
 
 

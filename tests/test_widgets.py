@@ -58,10 +58,12 @@ def test_run_panel_follows_a_run(manager):
     assert panel.peak_memory >= 60 << 20
     assert manager.records.get(panel.run_id)["peak_memory"] == panel.peak_memory
     data, _ = panel._repr_mimebundle_()
-    assert WIDGET_VIEW in data and "succeeded in" in data["text/plain"] and "! careful" in data["text/plain"]
+    assert WIDGET_VIEW in data and "succeeded after" in data["text/plain"] and "! careful" in data["text/plain"]
     assert '<span style="color:#c62828">careful</span>' in data["text/html"]
     assert panel.backend == "local (subprocess)" and panel.limits_text.startswith("mem 512m · timeout ")
-    assert panel.ending.startswith("succeeded in ") and "peak memory" in panel.ending and "of 512.0 MiB" in panel.ending
+    assert (
+        panel.ending.startswith("succeeded after ") and "peak memory" in panel.ending and "of 512.0 MiB" in panel.ending
+    )
 
 
 def test_a_backend_named_as_its_isolation_is_named_once(manager):
@@ -85,7 +87,9 @@ def test_the_transcript_keeps_the_first_and_last_lines_of_a_long_log(manager):
     bundle = panel.transcript().bundle()
     assert set(bundle) == {"text/plain", "text/html"}
     lines = bundle["text/plain"].splitlines()
-    assert lines[0].startswith(f"run {panel.run_id} · local (subprocess) · ") and lines[-1].startswith("succeeded in ")
+    assert lines[0].startswith(f"run {panel.run_id} · local (subprocess) · ") and lines[-1].startswith(
+        "succeeded after "
+    )
     assert lines[1:12] == [f"  {i}" for i in range(10)] + ["! 10"]
     assert lines[21] == f"  … 4,780 lines not kept here: %jx logs {panel.run_id} shows them all"
     assert lines[22] == "  4800" and lines[-2] == "  4999" and len(lines) == 2 + 20 + 1 + 200
@@ -102,7 +106,7 @@ def test_full_log_of_a_run_that_printed_nothing_says_so(manager):
     """The page always hears back (it waited for a change that never came: "loading…" forever)."""
     panel, _ = watched_run(manager, "x = 1")
     panel._on_click(panel, {"action": "full_log"}, [])
-    assert panel.full_log == f"(run {panel.run_id} printed nothing)"
+    assert f"run {panel.run_id} printed nothing" in panel.full_log
 
 
 def test_run_panel_samples_a_docker_run(manager):
@@ -126,7 +130,8 @@ def test_run_panel_batches_fast_output_and_keeps_a_tail(manager):
     assert panel.log_lines == 20000 and len(panel.log) == 50 and panel.log[-1] == ["stdout", "19999"]
     assert len(updates) < 30, f"{len(updates)} log updates for one fast run"
     panel._on_click(panel, {"action": "full_log"}, [])
-    assert panel.full_log.splitlines()[-1] == "19999"
+    assert panel.full_log.splitlines()[-2:-1] == ["19999"]  # then how the run ended
+    assert panel.full_log.splitlines()[-1].startswith(f"[jupyter-exec] run {panel.run_id} succeeded after ")
 
 
 def test_timeout_shows_as_timeout(manager):
@@ -165,13 +170,12 @@ def test_a_run_that_ends_while_its_cancel_is_asked_shows_its_final_status():
 
 def test_background_run_returns_at_once_and_binds_at_the_end(manager):
     bound = {}
-    started = time.monotonic()
     run = BackgroundRuns(manager).start(
         "import time; time.sleep(1.5); x = 42",
         RunSpec(backend=BACKEND, outputs=("x",)),
         bind=lambda result: bound.update(result.outputs),
     )
-    assert time.monotonic() - started < 1.0 and not run.done() and not bound
+    assert not run.done() and not bound  # back while the run sleeps
     with pytest.raises(TimeoutError, match="still running"):
         run.wait(0.1)
     assert run.wait(30).outputs == {"x": 42} and bound == {"x": 42}
@@ -206,9 +210,14 @@ def test_tree_widget_sends_compact_columns_and_details():
 
 
 def test_tree_widget_payload_stays_small_at_5000_nodes():
+    """Small, and made in time linear in the nodes: 5000 take at most 30 times what 500 take now
+    (10 times, give or take the machine's load; a quadratic one, 100)."""
+    started = time.monotonic()
+    TreeWidget(grown_trace(500))
+    base = time.monotonic() - started
     started = time.monotonic()
     tree = TreeWidget(grown_trace(5000))
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 30 * base, (time.monotonic() - started, base)
     assert len(json.dumps(tree.columns)) < 400_000
 
 
@@ -261,7 +270,7 @@ def test_cancel_message_is_handled_while_the_cell_is_busy(widget_kernel):
     assert widget_kernel.last_run()["status"] == "cancelled"
     final = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]
     assert WIDGET_VIEW not in final and final["text/plain"].startswith(f"run {widget_kernel.last_run()['id']} · ")
-    assert "  working" in final["text/plain"] and final["text/plain"].splitlines()[-1].startswith("cancelled in ")
+    assert "  working" in final["text/plain"] and final["text/plain"].splitlines()[-1].startswith("cancelled after ")
 
 
 @pytest.mark.kernel
@@ -282,7 +291,7 @@ def test_a_finished_cell_keeps_a_static_transcript_not_the_widget(widget_kernel)
     final = updates[-1]["data"]
     assert set(final) == {"text/plain", "text/html"}
     lines = final["text/plain"].splitlines()
-    assert lines[1:3] == ["  out 1", "! err 1"] and lines[-1].startswith("failed in ") and "bad value" in lines[-1]
+    assert lines[1:3] == ["  out 1", "! err 1"] and lines[-1].startswith("failed after ") and "bad value" in lines[-1]
     assert any(m["msg_type"] == "comm_close" for m in messages)  # the widget is closed: no state to save
     assert [m["content"]["ename"] for m in messages if m["msg_type"] == "error"] == ["ValueError"]
 
@@ -298,7 +307,7 @@ def test_a_ray_cell_keeps_its_transcript_too(widget_kernel):
     lines = final["text/plain"].splitlines()
     assert WIDGET_VIEW not in final and " · ray · " in lines[0] + " "
     printed = [line for line in lines[1:-1] if "[jupyter-exec]" not in line]  # Ray's start-up notes aside
-    assert printed[-2:] == ["  from ray", "! ray stderr"] and lines[-1].startswith("succeeded in ")
+    assert printed[-2:] == ["  from ray", "! ray stderr"] and lines[-1].startswith("succeeded after ")
 
 
 @pytest.mark.kernel
@@ -309,16 +318,17 @@ def test_a_run_refused_before_it_is_recorded_leaves_no_panel(widget_kernel):
 
 @pytest.mark.kernel
 def test_background_cell_returns_at_once_and_wait_gives_the_result(widget_kernel):
-    started = time.monotonic()
     cell = widget_kernel.run(
         f"%%sandbox --bg --backend {BACKEND} --out y\nimport time\ntime.sleep(2)\ny = 7\ny * 6", check=True
     )
-    assert time.monotonic() - started < 2 and cell.result is None  # no stale "running in the background" line
+    returned = time.time()
+    assert cell.result is None  # no stale "running in the background" line under the panel
     assert any(WIDGET_VIEW in d for d in cell.displays)
     run_id = widget_kernel.last_run()["id"]
     assert widget_kernel.eval("'y' in globals()") is False
     waited = widget_kernel.run(f"%jx wait {run_id}", check=True)
     assert waited.result_text == "42" and widget_kernel.eval("y") == 7
+    assert returned < widget_kernel.records().get(run_id)["ended"]  # the cell was back before its run ended
 
 
 def iopub_until_idle(kernel: Kernel, msg_id: str, timeout: float = 60) -> list[dict]:
@@ -346,7 +356,7 @@ def test_a_background_run_shows_in_its_own_cell(widget_kernel):
     final = [m for m in seen if m["msg_type"] == "update_display_data"][-1]
     assert final["parent_header"]["msg_id"] == started and final["content"]["data"]["text/plain"].splitlines()[
         -1
-    ].startswith("succeeded in ")
+    ].startswith("succeeded after ")
 
 
 @pytest.mark.kernel
@@ -358,7 +368,7 @@ def test_a_background_line_without_widgets_ends_as_the_final_status(kernel):
     ]
     seen = iopub_until_idle(kernel, kernel.client.execute(f"%jx wait {run_id}"))
     final = [m for m in seen if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/plain"]
-    assert final.startswith(f"run {run_id} succeeded in ")
+    assert final.startswith(f"run {run_id} succeeded after ")
 
 
 @pytest.mark.kernel

@@ -96,6 +96,10 @@ class MapOutcome:
         if self.settled is not None:
             self.settled(index)
 
+    def failed_among(self, start: int, count: int) -> int:
+        """How many of the ``count`` items from ``start`` failed."""
+        return sum(1 for index in range(start, start + count) if index in self.errors)
+
     def add(self, start: int, batch: dict[str, Any], decode: Callable[[Any], Any], run_id: int | None) -> None:
         """Take in one batch as ``bootstrap.apply_batch`` reports it (items from ``start``, run
         ``run_id``)."""

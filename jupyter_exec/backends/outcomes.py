@@ -57,6 +57,8 @@ def classify(
         memory = LIMITS["memory"]
         asked = memory.show(limits.memory) if limits.memory else "(unset)"
         error = ResourceLimitError(f"out of memory: the run needed more than {memory.flag} {asked}", **context)
+        if oom_killed and limits.memory:  # killed on reaching it, often before a sample or its own report
+            outcome.peak_memory = max(outcome.peak_memory or 0, limits.memory)
     elif term_signal == signal.SIGXCPU or (
         limits.cpu_time and term_signal == signal.SIGKILL and (cpu_seconds or 0) >= limits.cpu_time
     ):

@@ -187,11 +187,14 @@ class MapProgress:
     times a second and once more when the last item is in."""
 
     def __init__(self, total: int, say: Callable[[str], None] | None) -> None:
-        self.total, self.say, self.done, self._shown = total, say, 0, 0.0
+        self.total, self.say, self.done, self.failed, self._shown = total, say, 0, 0, 0.0
 
-    def advance(self, items: int) -> None:
+    def advance(self, items: int, failed: int = 0) -> None:
+        """``items`` more are in, ``failed`` of them with an error."""
         self.done += items
+        self.failed += failed
         if self.say and (time.monotonic() - self._shown > 0.2 or self.done == self.total):
             self._shown = time.monotonic()
             end = "\n" if self.done == self.total else ""
-            self.say(f"\r[jupyter-exec] map: {self.done}/{self.total} items{end}")
+            failures = f", {self.failed} failed" if self.failed else ""
+            self.say(f"\r[jupyter-exec] map: {self.done}/{self.total} done{failures}{end}")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_exec.envs.hashing import file_digest
+from jupyter_exec.runner.codec import FORMAT
 from jupyter_exec.spec import RunSpec
 
 __all__ = ["NotCacheable", "digest", "mount_digest", "run_key"]
@@ -71,5 +72,6 @@ def run_key(*, code: str, inputs: str | None, spec: RunSpec, identity: dict[str,
         "limits": spec.limits.as_dict(),
         "mounts": mounts,
         "placement": spec.placement.describe() if spec.placement else None,
+        "values": FORMAT,  # entries kept in an older form of the values are not read back
     }
     return digest(json.dumps(document, sort_keys=True, default=str))

@@ -1,4 +1,4 @@
-"""The in-target side of the CodeRunner: stdlib only, one file, runs the cell.
+"""The in-target side of the CodeRunner: stdlib only, runs the cell.
 
 Started by a backend as ``python -I bootstrap.py CHANNEL [REQUEST]``. CHANNEL is the
 protocol channel: a file descriptor number, or a path (a FIFO, e.g. in a container) to
@@ -9,7 +9,9 @@ request says so, runs the cell and writes the envelope.
 Channels: the cell's stdout/stderr are the process's fd 1 and 2, untouched, so they
 stream live and whatever the cell prints is only ever output. Protocol messages go to a
 separate descriptor as JSON lines; it is close-on-exec so children never inherit it.
-Results are written as tagged JSON data (see ``encode``); pickle only when the request
+Values cross as data both ways, in the tagged JSON of ``codec.py`` (shipped beside this
+file): ``--in`` values are rebuilt with this Python's numpy and pandas, whatever the
+kernel's; results are written so the kernel's rebuild them, pickled only when the request
 says the user trusts the cell.
 """
 
@@ -20,7 +22,6 @@ import functools
 import io
 import json
 import linecache
-import math
 import os
 import resource
 import sys
@@ -43,81 +44,34 @@ _channel: "Optional[int]" = None
 
 def send(message: "dict[str, Any]") -> None:
     assert _channel is not None, "main() opens the channel before anything is sent"
-    data = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+    data = (codec.dumps(message) + "\n").encode()
     view = memoryview(data)
     while view:
         view = view[os.write(_channel, view) :]
 
 
-class Untransferable(Exception):
-    """A value has no data encoding; the host turns this into a message naming --trust."""
+def _beside(name: str) -> "types.ModuleType":
+    """The module ``NAME.py`` shipped beside this file, loaded by its path (a target's folder
+    may not be listable, so no ``sys.path`` search)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    )
+    assert spec is not None and spec.loader is not None, f"{name}.py is shipped beside the bootstrap"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def encode(value: "Any", trust: bool, path: str = "value") -> "Any":
-    """Tagged JSON for a value: data only, never code (unless ``trust``)."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return value if abs(value) < 2**53 else {"$t": "int", "v": str(value)}
-    if isinstance(value, float):
-        return value if math.isfinite(value) else {"$t": "float", "v": repr(value)}
-    if isinstance(value, (bytes, bytearray)):
-        return {"$t": "bytes", "b64": base64.b64encode(bytes(value)).decode()}
-    if type(value) in (list, tuple, set, frozenset):
-        items = [encode(v, trust, f"{path}[{i}]") for i, v in enumerate(value)]
-        return items if type(value) is list else {"$t": type(value).__name__, "v": items}
-    if type(value) is dict:
-        if all(type(k) is str for k in value) and "$t" not in value:
-            return {k: encode(v, trust, f"{path}[{k!r}]") for k, v in value.items()}
-        return {
-            "$t": "dict",
-            "v": [[encode(k, trust, path), encode(v, trust, f"{path}[{k!r}]")] for k, v in value.items()],
-        }
-    special = _encode_library_value(value)
-    if special is not None:
-        return special
-    if trust:
-        import pickle
-
-        return {"$t": "pickle", "b64": base64.b64encode(pickle.dumps(value)).decode()}
-    raise Untransferable(f"{path} is a {type(value).__module__}.{type(value).__qualname__}")
+if __package__:  # the kernel's copy (the Ray task uses it too)
+    from . import codec
+else:  # a target's copy, codec.py beside it
+    codec = _beside("codec")
 
 
-def _encode_library_value(value: object) -> "Any":
-    """numpy arrays and pandas frames, without pickle; None for anything else."""
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        if isinstance(value, numpy.ndarray) and not value.dtype.hasobject and value.dtype.names is None:
-            array = numpy.ascontiguousarray(value)
-            return {
-                "$t": "ndarray",
-                "dtype": array.dtype.str,
-                "shape": list(array.shape),
-                "b64": base64.b64encode(array.tobytes()).decode(),
-            }
-        if isinstance(value, numpy.generic) and not isinstance(value, numpy.object_):
-            return encode(value.item(), False)
-    pandas = sys.modules.get("pandas")
-    if pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series)):
-        frame = value.to_frame() if isinstance(value, pandas.Series) else value
-        try:
-            import pyarrow
-        except ImportError:
-            return {
-                "$t": "dataframe",
-                "json": frame.to_json(orient="table", date_format="iso"),
-                "series": isinstance(value, pandas.Series),
-            }
-        table = pyarrow.Table.from_pandas(frame)
-        sink = pyarrow.BufferOutputStream()
-        with pyarrow.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        return {
-            "$t": "dataframe",
-            "arrow": base64.b64encode(sink.getvalue().to_pybytes()).decode(),
-            "series": isinstance(value, pandas.Series),
-        }
-    return None
+class TransferError(Exception):
+    """An ``--in`` value (or a map's work) cannot be rebuilt in this sandbox: one line, with the fix."""
 
 
 def mime_bundle(obj: object) -> "dict[str, str]":
@@ -177,7 +131,7 @@ def _show_open_figures(emit: "Emit") -> None:
     pyplot.close("all")
 
 
-def describe_error(error: BaseException) -> "dict[str, str]":
+def describe_error(error: BaseException) -> "dict[str, Any]":
     """Type, message and the traceback of the cell's own frames."""
     tb_exc = traceback.TracebackException.from_exception(error)
     frames = list(tb_exc.stack)
@@ -188,7 +142,34 @@ def describe_error(error: BaseException) -> "dict[str, str]":
     else:
         tb_exc.stack = traceback.StackSummary.from_list([])
     text = "".join(tb_exc.format())
-    return {"type": type(error).__name__, "module": type(error).__module__, "message": str(error), "traceback": text}
+    return {
+        "type": type(error).__name__,
+        "module": type(error).__module__,
+        "message": str(error),
+        "traceback": text,
+        "causes": _causes(error),
+    }
+
+
+def _causes(error: BaseException) -> "list[dict[str, Any]]":
+    """``error`` and the exceptions behind it (its cause or context, a URLError's reason), as the
+    kernel's hints read them: type, errno, file name."""
+    found: "list[dict[str, Any]]" = []
+    seen: "set[int]" = set()
+    current: "BaseException | None" = error
+    while current is not None and id(current) not in seen and len(found) < 8:
+        seen.add(id(current))
+        errno, filename = getattr(current, "errno", None), getattr(current, "filename", None)
+        found.append(
+            {
+                "type": type(current).__name__,
+                "errno": errno if isinstance(errno, int) else None,
+                "filename": filename if isinstance(filename, str) else None,
+            }
+        )
+        reason = getattr(current, "reason", None)
+        current = reason if isinstance(reason, BaseException) else (current.__cause__ or current.__context__)
+    return found
 
 
 def run_cell(code: str, namespace: "dict[str, Any]") -> "Any":
@@ -215,25 +196,39 @@ MAP_INPUT = "__jx_map__"  # the input that makes a request a batch of map items
 
 
 def load_inputs(request: "dict[str, Any]") -> "dict[str, Any]":
-    if not request.get("inputs"):
-        return {}
-    import pickle
-
-    try:
-        inputs: "dict[str, Any]" = pickle.loads(base64.b64decode(request["inputs"]))
-    except ModuleNotFoundError as missing:
-        if missing.name != "cloudpickle":
-            raise
-        raise ModuleNotFoundError(
-            "a function or class defined in the notebook travels pickled by cloudpickle, which this "
-            "sandbox's Python lacks: add cloudpickle to its image (pip install cloudpickle), or send "
-            "something importable there (or code, for map)",
-            name="cloudpickle",
-        ) from None
-    return inputs
+    """The ``--in`` values (the kernel's tagged JSON), rebuilt with this sandbox's libraries; a
+    ``TransferError`` naming the value, the package, both versions and the fix when one cannot be."""
+    loaded = {}
+    for name, encoded in (request.get("inputs") or {}).items():
+        what = "the map's work" if name == MAP_INPUT else f"--in {name}"
+        try:
+            loaded[name] = codec.decode(encoded, _unpickle)
+        except codec.Mismatch as mismatch:
+            told = mismatch.describe("in the kernel", "in this sandbox")
+            raise TransferError(f"{what}: {told}; {_fix(mismatch)}") from None
+    return loaded
 
 
-def apply_batch(work: "Any", items: "list[Any]", start: int, trust: bool) -> "dict[str, Any]":
+def _fix(mismatch: "Any") -> str:
+    package, theirs = mismatch.package, mismatch.theirs
+    if mismatch.ours is None:
+        return f"add {package} to the sandbox (--pip {package}, or --image an image that has it)"
+    return (
+        f"run it where {package} is the kernel's{' ' + theirs if theirs else ''}: --image IMAGE with it "
+        "(an online `jupyter-exec images build base` installs the newest), or --backend seccomp (the kernel's Python)"
+    )
+
+
+def _unpickle(encoded: "dict[str, Any]") -> "Any":
+    """An input the kernel pickled (it trusts itself): with the kernel's own cloudpickle when it
+    was shipped beside this file (``lib/``), so a notebook's function loads whatever the image has."""
+    lib = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")
+    if os.path.isdir(lib) and lib not in sys.path:
+        sys.path.insert(0, lib)
+    return codec.load_pickle(encoded)
+
+
+def apply_batch(work: "Any", items: "list[Any]", start: int, trust: bool, arrow: bool = False) -> "dict[str, Any]":
     """``work`` (a function, or cell code whose last expression is the result and which sees
     ``item``) over ``items``, each result encoded as data: ``{"results": [...], "errors":
     {index: described}}``; an item that raises (or returns what cannot travel as data) has
@@ -246,8 +241,8 @@ def apply_batch(work: "Any", items: "list[Any]", start: int, trust: bool) -> "di
     for offset, item in enumerate(items):
         try:
             value = run_cell(work, {"item": item, "__name__": "__main__"}) if is_code else work(item)
-            results.append(encode(value, trust, f"result[{start + offset}]"))
-        except Untransferable as why:
+            results.append(encode(value, trust, f"result[{start + offset}]", arrow))
+        except codec.Untransferable as why:
             results.append(None)
             errors[str(start + offset)] = {"type": "TransferError", "message": str(why), "traceback": ""}
         except Exception as error:
@@ -262,6 +257,13 @@ def apply_batch(work: "Any", items: "list[Any]", start: int, trust: bool) -> "di
                 )
             errors[str(start + offset)] = described
     return {"results": results, "errors": errors}
+
+
+def encode(value: "Any", trust: bool, path: str = "value", arrow: bool = False) -> "Any":
+    """A result as data (``codec.encode``), pickled only when the user trusts the cell."""
+    import pickle
+
+    return codec.encode(value, pickle.dumps if trust else None, path, arrow)
 
 
 def usage() -> "dict[str, float]":
@@ -456,7 +458,13 @@ def serve(channel: int, confine: "Optional[types.ModuleType]", request_path: "Op
     if request.get("working_dir"):  # the env's files, a fresh copy per run
         import shutil
 
-        shutil.copytree(request["working_dir"], ".", dirs_exist_ok=True)
+        # entry by entry: the run's directory itself is not the cell's to re-stamp (in a container
+        # it belongs to another user, and copying the folder's own mode and times there is refused)
+        for entry in os.scandir(request["working_dir"]):
+            if entry.is_dir():
+                shutil.copytree(entry.path, entry.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(entry.path, entry.name)
     sys.path[:0] = request.get("sys_path") or []  # the env's py_modules
     sys.stdin = open(os.devnull)
     envelope = run_request(request, send, _main_module_namespace())
@@ -490,27 +498,27 @@ def run_request(
     linecache.cache[CELL] = (len(code), None, code.splitlines(True), CELL)
     namespace = {} if namespace is None else namespace
     namespace.update({"__name__": "__main__", "__builtins__": builtins, "display": displayer(emit)})
-    trust = bool(request.get("trust"))
+    trust, arrow = bool(request.get("trust")), bool(request.get("arrow"))
     envelope: "dict[str, Any]" = {"t": "result", "value": None, "outputs": {}, "error": None}
     try:
         namespace.update(load_inputs(request))
         batch = namespace.pop(MAP_INPUT, None)
         if batch is not None:  # a batch of map items: each item's result or error, as data
-            envelope["value"] = {"data": apply_batch(batch["work"], batch["items"], batch["start"], trust)}
+            envelope["value"] = {"data": apply_batch(batch["work"], batch["items"], batch["start"], trust, arrow)}
             return envelope
         value = run_cell(code, namespace)
         _show_open_figures(emit)
         if value is not None:
             try:
-                envelope["value"] = {"data": encode(value, trust)}
-            except Untransferable:
+                envelope["value"] = {"data": encode(value, trust, arrow=arrow)}
+            except codec.Untransferable:
                 envelope["value"] = {"display": mime_bundle(value)}
         for name in request.get("outputs", []):
             if name not in namespace:
                 raise NameError(f"--out {name}: the cell did not define {name!r}")
             try:
-                envelope["outputs"][name] = encode(namespace[name], trust, name)
-            except Untransferable as why:
+                envelope["outputs"][name] = encode(namespace[name], trust, name, arrow)
+            except codec.Untransferable as why:
                 envelope["untransferable"] = str(why)
                 break
     except BaseException as error:  # the cell's exceptions, SystemExit included

@@ -89,6 +89,7 @@ _SYSCALLS = {
         "ioperm": 173,
         "open_tree": 428,
         "move_mount": 429,
+        "open_tree_attr": 467,
         "fsopen": 430,
         "fsconfig": 431,
         "fsmount": 432,
@@ -102,6 +103,7 @@ _SYSCALLS = {
         "vhangup": 153,
         "uselib": 134,
         "lookup_dcookie": 212,
+        "modify_ldt": 154,  # x86's own segments: a kernel attack surface (CVE-2015-5157) no cell needs
         # handled with argument checks below
         "socket": 41,
         "connect": 42,
@@ -147,6 +149,7 @@ _SYSCALLS = {
         "acct": 89,
         "open_tree": 428,
         "move_mount": 429,
+        "open_tree_attr": 467,
         "fsopen": 430,
         "fsconfig": 431,
         "fsmount": 432,
@@ -183,7 +186,12 @@ _SPECIAL = {
 }
 _CLONE_NEW_NAMESPACES = 0x7E020080  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
 _X32_SYSCALL_BIT = 0x40000000
-AF_UNIX = 1
+AF_UNIX, AF_NETLINK, AF_ALG, AF_VSOCK = 1, 16, 38, 40
+NETLINK_NETFILTER = 12
+#: Sockets refused even with network, as (family, protocol or None for any): the kernel's crypto
+#: (AF_ALG), the hypervisor's services (AF_VSOCK reaches the VM host's) and the firewall's
+#: netlink (nftables). Only the low 32 bits count: the kernel reads these arguments as ``int``.
+DENIED_SOCKETS = ((AF_ALG, None), (AF_VSOCK, None), (AF_NETLINK, NETLINK_NETFILTER))
 
 
 def machine() -> str:
@@ -458,7 +466,7 @@ _BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_JSET_K, _BPF_RET_K = 0x20, 0x15, 0x3
 _RET_ALLOW = 0x7FFF0000
 _RET_KILL_PROCESS = 0x80000000
 _RET_ERRNO = 0x00050000
-_OFF_NR, _OFF_ARCH, _OFF_ARG0 = 0, 4, 16
+_OFF_NR, _OFF_ARCH, _OFF_ARG0, _OFF_ARG2 = 0, 4, 16, 32
 
 
 def deny_list(arch: str | None = None) -> tuple[frozenset[str], int]:
@@ -476,8 +484,8 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
 
 
 def seccomp_program(network: bool, connect: bool = True, truncate: bool = True) -> bytes:
-    """A BPF denylist: EPERM for dangerous calls, non-UNIX sockets (unless ``network``)
-    and namespace-creating clones; ENOSYS for clone3 so libc falls back to clone.
+    """A BPF denylist: EPERM for dangerous calls and namespace-creating clones, EACCES for
+    non-UNIX sockets (with ``network``: for ``DENIED_SOCKETS`` only); ENOSYS for clone3 so libc falls back to clone.
     ``connect=False`` refuses every ``connect`` (where the host's socket files cannot be
     hidden from the process and Landlock does not cover connecting to them);
     ``truncate=False`` refuses ``truncate`` by path (where Landlock is older than ABI 3,
@@ -506,21 +514,36 @@ def seccomp_program(network: bool, connect: bool = True, truncate: bool = True) 
         _insn(_BPF_RET_K, 0, 0, eperm),
         _insn(_BPF_RET_K, 0, 0, _RET_ALLOW),
     ]
-    if not network:
-        # socket(family, ...): only AF_UNIX (multiprocessing, local IPC).
-        prog += [
-            _insn(_BPF_JEQ_K, 0, 4, table["socket"]),
-            _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG0),
-            _insn(_BPF_JEQ_K, 1, 0, AF_UNIX),
-            _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES),
-            _insn(_BPF_RET_K, 0, 0, _RET_ALLOW),
-        ]
+    prog += _socket_rules(table["socket"], network)
     if not connect:
         prog += [_insn(_BPF_JEQ_K, 0, 1, table["connect"]), _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES)]
     if not truncate:
         prog += [_insn(_BPF_JEQ_K, 0, 1, table["truncate"]), _insn(_BPF_RET_K, 0, 0, _RET_ERRNO | errno.EACCES)]
     prog.append(_insn(_BPF_RET_K, 0, 0, _RET_ALLOW))
     return b"".join(prog)
+
+
+def _socket_rules(nr: int, network: bool) -> list[bytes]:
+    """socket(family, type, protocol): only AF_UNIX (multiprocessing, local IPC) without network;
+    with it, every family but ``DENIED_SOCKETS``. Refused with EACCES."""
+    eacces = _RET_ERRNO | errno.EACCES
+    if not network:
+        checks = [_insn(_BPF_JEQ_K, 1, 0, AF_UNIX), _insn(_BPF_RET_K, 0, 0, eacces)]
+    else:  # each check falls through to the next when it does not match; the last allows
+        checks = []
+        for family, protocol in DENIED_SOCKETS:
+            if protocol is None:
+                checks += [_insn(_BPF_JEQ_K, 0, 1, family), _insn(_BPF_RET_K, 0, 0, eacces)]
+            else:  # load the protocol, test it, and load the family again for the next check
+                checks += [
+                    _insn(_BPF_JEQ_K, 0, 4, family),
+                    _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG2),
+                    _insn(_BPF_JEQ_K, 0, 1, protocol),
+                    _insn(_BPF_RET_K, 0, 0, eacces),
+                    _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG0),
+                ]
+    checks.append(_insn(_BPF_RET_K, 0, 0, _RET_ALLOW))
+    return [_insn(_BPF_JEQ_K, 0, len(checks) + 1, nr), _insn(_BPF_LD_W_ABS, 0, 0, _OFF_ARG0), *checks]
 
 
 def apply_seccomp(network: bool, connect: bool = True, truncate: bool = True) -> None:

@@ -1,8 +1,9 @@
 """A fork server for the process sandbox: stdlib only, runs in the target's Python.
 
-Started by the kernel as ``python -I forkserver.py CONTROL MODE`` (CONTROL: the file
-descriptor of a ``SOCK_SEQPACKET`` socket to the kernel; MODE: ``none``, ``root`` or
-``user``, the namespaces each run gets). It imports the bootstrap and the confinement
+Started by the kernel as ``python -I forkserver.py CONTROL MODE [LEFTOVER...]`` (CONTROL: the
+file descriptor of a ``SOCK_SEQPACKET`` socket to the kernel; MODE: ``none``, ``root`` or
+``user``, the namespaces each run gets; LEFTOVER: glob patterns of the kernel's scratch
+directories). It imports the bootstrap and the confinement
 code once, says ``ready``, and then only forks: one child per request, which becomes a
 fresh bootstrap for exactly one run. The template itself never reads a request, never
 runs a cell and is never confined, so nothing a run does can reach the next one: each
@@ -22,7 +23,10 @@ pid namespace's init, which mounts its ``/proc`` and runs the bootstrap (whose
 supervisor ends everything the cell left). Without namespaces the child is the
 bootstrap itself, a child subreaper (``JX_SUPERVISE``). The template is a subreaper too:
 what escapes a killed child is re-parented to it and killed at once, and everything
-still running is killed when the kernel lets go of the control socket.
+still running is killed when the kernel lets go of the control socket. The kernel says
+``{"close": true}`` first when it lets go on purpose; a socket that ends without it means the
+kernel died (SIGKILL, the OOM killer), and the template, the last of it, then also removes
+what the kernel would have removed after its runs: their cgroups and the LEFTOVER folders.
 
 ``python -I forkserver.py --probe MODE`` checks that MODE's namespaces work here (the
 child mounts a tmpfs at ``/dev/shm`` and exits 0).
@@ -32,10 +36,12 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import glob
 import json
 import os
 import pickle  # noqa: F401  (loaded once here: a run with --in values unpickles them)
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -59,6 +65,9 @@ _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
 _CLONE_NEWNS, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x20000, 0x10000000, 0x20000000, 0x40000000
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
 _FDS = 5  # stdin, stdout, stderr, protocol, status
+_CLOSE = b'{"close": true}'  # the kernel lets go on purpose (templates.Template.close)
+_OWNER_VAR = "JX_OWNER_PID"  # the kernel's pid (templates.OWNER_VAR)
+_DEATH_WAIT = 2.0  # seconds for a kernel whose socket ended to be seen exited
 _CHANNEL = 3  # the protocol channel's number in a child
 
 
@@ -145,15 +154,19 @@ def _drain(fd: int) -> None:
         pass
 
 
-def serve(control: socket.socket, mode: str) -> None:
+def serve(control: socket.socket, mode: str, leftovers: list[str]) -> None:
     """Fork a child per request until the kernel closes ``control``; report each child's end.
-    Then kill everything still running below the template."""
+    Then kill everything still running below the template, and if the kernel died, remove what
+    it left (the runs' cgroups, ``leftovers``)."""
     template = os.getpid()
+    kernel = _pidfd(os.environ.get(_OWNER_VAR, ""))  # readable once the kernel has exited
+    joined: set[str] = set()  # the cgroup.procs files of the runs' groups
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     status_pipes: dict[int, int] = {}
+    data = b""
     _send(control, {"ready": template})
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 2)  # from now on errors go back over the control socket
@@ -170,10 +183,10 @@ def serve(control: socket.socket, mode: str) -> None:
             data, fds, _, _ = socket.recv_fds(control, 4096, _FDS)
         except OSError:
             data, fds = b"", []
-        if not data:
+        if not data or data == _CLOSE:
             break
         try:
-            _fork(template, mode, data, fds, status_pipes, control)
+            joined.update(_fork(template, mode, data, fds, status_pipes, control))
         except OSError as error:
             _send(control, {"error": str(error)})
         finally:
@@ -181,19 +194,41 @@ def serve(control: socket.socket, mode: str) -> None:
                 if fd not in status_pipes.values():
                     os.close(fd)
     bootstrap.kill_descendants()
+    if data != _CLOSE and kernel is not None and select.select([kernel], [], [], _DEATH_WAIT)[0]:
+        _remove_leftovers(joined, leftovers)
+
+
+def _pidfd(pid: str) -> int | None:
+    try:
+        return os.pidfd_open(int(pid))
+    except (ValueError, OSError):  # no kernel named, or gone already: nothing is removed for it
+        return None
+
+
+def _remove_leftovers(joined: set[str], leftovers: list[str]) -> None:
+    """What a dead kernel would have removed after its runs: their (now empty) cgroups, its folders."""
+    for procs in joined:
+        try:
+            os.rmdir(os.path.dirname(procs))
+        except OSError:
+            pass  # removed already, or another template's run is still in it
+    for folder in (found for pattern in leftovers for found in glob.glob(pattern)):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fork(
     template: int, mode: str, data: bytes, fds: list[int], status_pipes: dict[int, int], control: socket.socket
-) -> None:
+) -> list[str]:
     if len(fds) != _FDS:
         raise OSError(f"a fork request needs {_FDS} descriptors, got {len(fds)}")
     request = json.loads(data)
+    cgroups = list(request.get("cgroups", []))
     child = os.fork()
     if child == 0:
-        run_child(template, mode, bool(request.get("network")), list(request.get("cgroups", [])), fds)
+        run_child(template, mode, bool(request.get("network")), cgroups, fds)
     status_pipes[child] = fds[4]
     _send(control, {"pid": child})
+    return cgroups
 
 
 def _reap(status_pipes: dict[int, int]) -> None:
@@ -253,7 +288,7 @@ def main() -> None:
     if sys.argv[1] == "--probe":
         sys.exit(probe(sys.argv[2]))
     control = socket.socket(fileno=int(sys.argv[1]))
-    serve(control, sys.argv[2])
+    serve(control, sys.argv[2], sys.argv[3:])
     os._exit(0)
 
 

@@ -9,6 +9,7 @@ into calls on an ``OutputSink`` and an ``Envelope``.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,13 +18,40 @@ from jupyter_exec.errors import RemoteError, TransferError, remote_error
 
 from .plans import Plan
 from .sanitize import sanitize_bundle
-from .transfer import decode
+from .transfer import decode, kernel_reads_arrow
 
-__all__ = ["BOOTSTRAP_PATH", "FORKSERVER_PATH", "Envelope", "OutputSink", "ProtocolReader", "build_request"]
+__all__ = [
+    "BOOTSTRAP_PATH",
+    "FORKSERVER_PATH",
+    "Envelope",
+    "OutputSink",
+    "ProtocolReader",
+    "build_request",
+    "ship_runner",
+]
 
 BOOTSTRAP_PATH = Path(__file__).with_name("bootstrap.py")
+_SHIPPED = ("bootstrap.py", "codec.py", "confine.py")  # what a target without jupyter-exec runs
 FORKSERVER_PATH = Path(__file__).with_name("forkserver.py")  # the process sandbox's template
 MAX_MESSAGE = 1 << 30
+
+
+def ship_runner(folder: Path) -> None:
+    """Put what runs a cell in ``folder`` (readable by anyone) for a target that has no
+    jupyter-exec (a container image): the bootstrap with its codec and confinement, and in
+    ``lib/`` this kernel's own cloudpickle, so a function pickled here loads there whatever
+    the image has (none, or another version)."""
+    import cloudpickle
+
+    for name in _SHIPPED:
+        shutil.copyfile(BOOTSTRAP_PATH.with_name(name), folder / name)
+        (folder / name).chmod(0o644)
+    package = Path(cloudpickle.__file__).parent
+    target = folder / "lib" / package.name
+    shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in (folder / "lib", *target.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    target.chmod(0o755)
 
 
 class OutputSink(Protocol):
@@ -47,23 +75,26 @@ def build_request(
     working_dir: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> bytes:
-    """The request document. ``sys_path`` goes first on the cell's ``sys.path``;
-    ``working_dir`` (a directory in the target) is copied into ``cwd`` before the cell runs;
-    ``extra`` holds what one backend's target alone reads (Ray: the run id and its relay)."""
-    return json.dumps(
+    """The request document. ``inputs`` (``pack_inputs``'s JSON text) goes in as JSON, not as a
+    string: a big array is neither escaped nor parsed twice. ``sys_path`` goes first on the
+    cell's ``sys.path``; ``working_dir`` (a directory in the target) is copied into ``cwd``
+    before the cell runs; ``extra`` holds what one backend's target alone reads (Ray: the run
+    id and its relay)."""
+    rest = json.dumps(
         {
-            "code": code,
-            "inputs": inputs,
             "outputs": list(outputs),
             "trust": trust,
+            "arrow": kernel_reads_arrow(),
             "env": env,
             "cwd": cwd,
             "confine": confine,
             "sys_path": list(sys_path),
             "working_dir": working_dir,
+            "code": code,
             **(extra or {}),
         }
-    ).encode()
+    )
+    return b"".join((b'{"inputs":', (inputs or "null").encode(), b",", rest[1:].encode()))
 
 
 @dataclass
@@ -81,7 +112,9 @@ class Envelope:
     def remote_error(self, **context: Any) -> RemoteError | None:
         if self.error is None:
             return None
-        return remote_error(self.error["type"], self.error["message"], self.error["traceback"], **context)
+        error = remote_error(self.error["type"], self.error["message"], self.error["traceback"], **context)
+        error.causes = self.error.get("causes") or error.causes
+        return error
 
     def decoded_outputs(self, trust: bool) -> dict[str, Any]:
         if self.untransferable:

@@ -1,29 +1,31 @@
 """Moving values across the sandbox boundary, kernel side.
 
-Into the sandbox, variables travel as pickle, written by cloudpickle so that functions
-and classes defined in the notebook (in ``__main__``, which the sandbox does not have)
-travel by value: the kernel trusts itself. Everything else pickles as plain pickle
-would, loadable without cloudpickle. Out of the sandbox, values arrive as
-the tagged JSON that ``bootstrap.encode`` writes and are rebuilt here as data; a
-``pickle`` tag is only opened when the user passed ``--trust``.
+Both ways values travel as data, in ``codec``'s tagged JSON, so a DataFrame made by the
+kernel's pandas 3 is rebuilt by the sandbox's pandas 1.5 and back. Into the sandbox, what
+has no data form (a function or class defined in the notebook, an arbitrary object) is
+pickled by cloudpickle, which sends what lives in ``__main__`` by value: the kernel trusts
+itself. Out of the sandbox, a ``pickle`` tag is only opened when the user passed
+``--trust``. A value one side cannot rebuild is one line naming the package, both
+versions and the fix.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import pickle
+import functools
+import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
-from jupyter_exec.errors import SpecError, TransferError
-from jupyter_exec.extras import require
+from jupyter_exec.errors import MissingExtraError, SpecError, TransferError
+from jupyter_exec.extras import EXTRA_OF, install_hint
 
-__all__ = ["decode", "pack_inputs"]
+from . import codec
+
+__all__ = ["decode", "kernel_reads_arrow", "pack_inputs"]
 
 
 def pack_inputs(names: tuple[str, ...], namespace: Mapping[str, Any]) -> str | None:
-    """The named kernel variables, pickled for the sandbox (base64 text)."""
+    """The named kernel variables as the sandbox reads them (``codec``'s JSON text)."""
     if not names:
         return None
     missing = [n for n in names if n not in namespace]
@@ -33,71 +35,43 @@ def pack_inputs(names: tuple[str, ...], namespace: Mapping[str, Any]) -> str | N
         )
     import cloudpickle
 
-    try:
-        data = cloudpickle.dumps({n: namespace[n] for n in names})
-    except Exception as error:
-        raise SpecError(f"--in: cannot send {', '.join(names)} to the sandbox: {error}") from error
-    return base64.b64encode(data).decode()
+    encoded = {}
+    for name in names:
+        try:
+            encoded[name] = codec.encode(namespace[name], cloudpickle.dumps, name)
+        except Exception as error:
+            raise SpecError(f"--in {name}: cannot send it to the sandbox: {error}") from error
+    return codec.dumps(encoded)
+
+
+@functools.cache
+def kernel_reads_arrow() -> bool:
+    """Whether results may come back as Arrow: this kernel has pyarrow."""
+    return importlib.util.find_spec("pyarrow") is not None
 
 
 def decode(encoded: Any, trust: bool) -> Any:
-    """Rebuild a value from tagged JSON."""
-    if isinstance(encoded, list):
-        return [decode(v, trust) for v in encoded]
-    if not isinstance(encoded, dict):
-        return encoded
-    tag = encoded.get("$t")
-    if tag is None:
-        return {k: decode(v, trust) for k, v in encoded.items()}
-    decoder = _DECODERS.get(tag)
-    if decoder is None:
-        raise TransferError(f"unknown value tag {tag!r} from the sandbox")
-    return decoder(encoded, trust)
+    """Rebuild a value from the sandbox's tagged JSON, with this kernel's libraries."""
+    try:
+        return codec.decode(encoded, lambda tagged: _unpickle(tagged, trust))
+    except codec.Mismatch as mismatch:
+        if mismatch.ours is None and mismatch.package in EXTRA_OF:  # the kernel lacks an extra of ours
+            needs = f"{mismatch.what} from the sandbox needs {mismatch.package}, which is not installed"
+            raise MissingExtraError(f"{needs}: {install_hint(mismatch.package)}", EXTRA_OF[mismatch.package]) from None
+        raise TransferError(f"{mismatch.describe('in the sandbox', 'in the kernel')}; {_fix(mismatch)}") from None
+    except codec.Unreadable as why:
+        raise TransferError(f"the sandbox sent a value the kernel cannot read: {why}") from None
 
 
-def _decode_pickle(encoded: dict[str, Any], trust: bool) -> Any:
+def _unpickle(encoded: dict[str, Any], trust: bool) -> Any:
     if not trust:
         raise TransferError("the sandbox sent a pickle but --trust was not given; refusing to unpickle it")
-    return pickle.loads(base64.b64decode(encoded["b64"]))
+    return codec.load_pickle(encoded)
 
 
-def _decode_ndarray(encoded: dict[str, Any], trust: bool) -> Any:
-    numpy = require("numpy", "a numpy array from the sandbox")
-
-    dtype = numpy.dtype(encoded["dtype"])
-    if dtype.hasobject:
-        raise TransferError("an object array cannot be sent as data; pass --trust to pickle it")
-    return numpy.frombuffer(base64.b64decode(encoded["b64"]), dtype=dtype).reshape(encoded["shape"]).copy()
-
-
-def _decode_dataframe(encoded: dict[str, Any], trust: bool) -> Any:
-    pandas = require("pandas", "a data frame from the sandbox")
-    if "arrow" in encoded:
-        pyarrow = require("pyarrow", "a data frame from the sandbox (sent as Arrow)")
-        require("pyarrow.ipc", "a data frame from the sandbox (sent as Arrow)")
-
-        reader = pyarrow.ipc.open_stream(base64.b64decode(encoded["arrow"]))
-        frame = reader.read_all().to_pandas()
-    else:
-        frame = pandas.read_json(io.StringIO(encoded["json"]), orient="table")
-    return frame.iloc[:, 0] if encoded.get("series") else frame
-
-
-_DECODERS = {
-    "int": lambda e, t: int(e["v"]),
-    "float": lambda e, t: float(e["v"]),
-    "bytes": lambda e, t: base64.b64decode(e["b64"]),
-    "tuple": lambda e, t: tuple(decode(e["v"], t)),
-    "set": lambda e, t: set(decode(e["v"], t)),
-    "frozenset": lambda e, t: frozenset(decode(e["v"], t)),
-    "dict": lambda e, t: {_hashable(decode(k, t)): decode(v, t) for k, v in e["v"]},
-    "pickle": _decode_pickle,
-    "ndarray": _decode_ndarray,
-    "dataframe": _decode_dataframe,
-}
-
-
-def _hashable(key: Any) -> Any:
-    if isinstance(key, list):
-        raise TransferError("a dict key from the sandbox is a list; dict keys must be hashable")
-    return key
+def _fix(mismatch: codec.Mismatch) -> str:
+    package, theirs = mismatch.package, mismatch.theirs
+    if mismatch.ours is None:
+        return f"pip install {package} in the kernel's environment"
+    wanted = f"=={theirs}" if theirs else ""
+    return f"pip install '{package}{wanted}' in the kernel, or send back plainer data (lists, str, numbers)"

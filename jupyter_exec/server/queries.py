@@ -1,8 +1,9 @@
 """What the side panel reads and asks for, as plain data, from the store file the kernels write.
 
 The server opens the store only once a kernel has made it (until then every list is empty),
-and writes nothing but cancel requests. Failures the client can act on are ``ApiError``
-with the HTTP status to answer and a one-line message.
+and writes nothing but cancel requests and the end of runs whose kernel died (``failed``, as a
+kernel starting would finish them): a killed kernel's runs never show as running. Failures the
+client can act on are ``ApiError`` with the HTTP status to answer and a one-line message.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from jupyter_exec._proc import pid_alive
 from jupyter_exec.cancel_watch import ask_cancel
 from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
+from jupyter_exec.reports import run_name
 from jupyter_exec.status import FINAL, Status
 from jupyter_exec.store.records import RunRecords, RunRow, decoded
 from jupyter_exec.trace.tables import TraceTables
@@ -82,22 +85,36 @@ class PanelQueries:
             return self._tables
 
     def _records(self) -> RunRecords | None:
+        """The runs table, the runs of kernels that died finished first."""
         tables = self._open()
-        return tables[0] if tables else None
+        if tables is None:
+            return None
+        tables[0].close_orphans(pid_alive)
+        return tables[0]
 
     @_answerable
     def runs(self, statuses: Collection[str], limit: int) -> dict[str, Any]:
-        """The newest ``limit`` runs (of ``statuses`` if any), newest first; ``now`` is the server's clock."""
+        """The newest ``limit`` runs (of ``statuses`` if any), newest first, a map as one row (its
+        batches counted in ``batches``); ``label`` tells each apart (``run_name``); ``now`` is the
+        server's clock."""
         records = self._records()
-        rows = records.runs(limit, statuses=statuses, columns=_LISTED) if records else []
+        rows = records.runs(limit, statuses=statuses, columns=(*_LISTED, "code"), batches=False) if records else []
+        batches = records.batches({row["id"] for row in rows}, columns=("id",)) if records else {}
+        listed: list[dict[str, Any]] = []
         for row in rows:
-            row["error"] = _first_line(row["error"])
-        return {"runs": rows, "now": time.time()}
+            count = len(batches.get(row["id"], []))
+            shown = {**row, "label": run_name(row, count), "batches": count, "error": _first_line(row["error"])}
+            del shown["code"]  # read for the label only
+            listed.append(shown)
+        return {"runs": listed, "now": time.time()}
 
     @_answerable
     def run(self, run_id: int) -> dict[str, Any]:
-        """Every recorded field of one run, its spec and details decoded."""
-        return {**decoded(self._row(run_id)), "now": time.time()}
+        """Every recorded field of one run, its spec and details decoded; a map's batches (id,
+        name, status, duration) in ``batches``."""
+        records = self._records()
+        found = records.batches({run_id}, columns=("id", "status", "duration")) if records else {}
+        return {**decoded(self._row(run_id)), "batches": found.get(run_id, []), "now": time.time()}
 
     @_answerable
     def log(self, run_id: int, offset: int, max_bytes: int, tail: bool = False) -> dict[str, Any]:

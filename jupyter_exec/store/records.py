@@ -21,7 +21,7 @@ from jupyter_exec.status import FINAL, Status
 
 from .database import FINAL_SQL, UNFINISHED_SQL, Database
 
-__all__ = ["COLUMNS", "RunRecords", "RunRow", "decoded"]
+__all__ = ["COLUMNS", "RunRecords", "RunRow", "batch_name", "decoded"]
 
 COLUMNS = (
     "id",
@@ -70,6 +70,23 @@ class RunRow(TypedDict, total=False):
     client_run: int | None
     image: str | None
     runtime: str | None
+
+
+def batch_name(map_id: int, start: int, end: int) -> str:
+    """The name of the run of a map's items ``start`` to ``end``: how the runs list folds a map's
+    batches under it (``RunRecords.runs(batches=False)``, ``RunRecords.batches``)."""
+    return f"map {map_id}[{start}:{end}]"
+
+
+def _batches_of(map_id: int | str) -> str:
+    """A GLOB pattern matching the names of ``map_id``'s batches (``[0-9]*``: any map's)."""
+    return f"map {map_id}[[]*:*]"
+
+
+def _first_item(batch: RunRow) -> int:
+    """Where a batch's items start in its map (``batch_name``)."""
+    name = batch.get("name") or "[0:"
+    return int(name[name.index("[") + 1 : name.index(":")])
 
 
 def decoded(row: RunRow) -> dict[str, Any]:
@@ -163,16 +180,35 @@ class RunRecords(Database):
         statuses: Collection[str] = (),
         columns: Collection[str] = COLUMNS,
         user: str | None = None,
+        batches: bool = True,
     ) -> list[RunRow]:
-        """The newest ``limit`` runs, newest first; only those in ``statuses`` if any are given, and
-        only ``user``'s if given (a broker's file)."""
+        """The newest ``limit`` runs, newest first; only those in ``statuses`` if any are given,
+        only ``user``'s if given (a broker's file), and without maps' batches unless ``batches``."""
         where = [f"status IN ({', '.join('?' * len(statuses))})"] if statuses else []
         args: list[Any] = list(statuses)
         if user is not None:
             where.append("user = ?")
             args.append(user)
+        if not batches:
+            where.append("(name IS NULL OR name NOT GLOB ?)")
+            args.append(_batches_of("[0-9]*"))
         sql = f"SELECT {', '.join(columns)} FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
         return [_row(r) for r in self._execute(f"{sql} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()]
+
+    def batches(self, map_ids: Collection[int], columns: Collection[str] = COLUMNS) -> dict[int, list[RunRow]]:
+        """The batches (the runs that ran its items) of each map of ``map_ids`` that has any, in the
+        order of their items."""
+        if not map_ids:
+            return {}
+        sql = f"SELECT {', '.join({'name', *columns})} FROM runs WHERE id > ? AND name GLOB ? ORDER BY id"
+        found: dict[int, list[RunRow]] = {}
+        for row in self._execute(sql, (min(map_ids), _batches_of("[0-9]*"))).fetchall():
+            map_id = int(row["name"][len("map ") : row["name"].index("[")])
+            if map_id in map_ids:
+                found.setdefault(map_id, []).append(_row(row))
+        for batches in found.values():
+            batches.sort(key=_first_item)
+        return found
 
     def request_cancel(self, run_id: int) -> RunRow | None:
         """Ask for an unfinished run to be cancelled, whichever kernel runs it (its ``Manager``

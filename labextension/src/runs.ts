@@ -19,7 +19,7 @@ const FILTERS: [string, string][] = [
 ];
 
 /** How long a run took, or has been going (by the server's clock). */
-function elapsed(run: IRunSummary, now: number): number | null {
+function elapsed(run: Pick<IRunSummary, 'duration' | 'status' | 'started' | 'created'>, now: number): number | null {
   if (run.duration !== null) {
     return run.duration;
   }
@@ -62,7 +62,8 @@ function describeLimits(limits: { [key: string]: unknown } | undefined): string 
 export class RunsView extends PollingView {
   private readonly filter = h('select', { class: 'jx-filter', 'aria-label': 'Which runs' });
   private readonly count = h('span', { class: 'jx-count' });
-  private readonly rows = table(['#', 'status', 'name', 'backend', 'created', 'time', 'peak mem']);
+  // status, name and time first: what a narrow panel keeps (index.css drops the others)
+  private readonly rows = table(['status', 'name', 'time', '#', 'backend', 'created', 'peak mem']);
   private readonly info = h('div', { class: 'jx-info' });
   private readonly code = h('pre');
   private readonly log = new LogTail();
@@ -137,12 +138,12 @@ export class RunsView extends PollingView {
             'data-run': String(run.id),
             title: run.error ?? `kernel ${run.kernel}`
           },
-          h('td', null, run.id),
           h('td', null, badge(run.status)),
-          h('td', { class: 'jx-name' }, run.name ?? ''),
+          h('td', { class: 'jx-name' }, run.label),
+          h('td', null, formatSeconds(elapsed(run, list.now))),
+          h('td', null, run.id),
           h('td', null, run.backend),
           h('td', null, formatTime(run.created)),
-          h('td', null, formatSeconds(elapsed(run, list.now))),
           h('td', null, formatBytes(run.peak_memory))
         );
         row.onclick = () => this.select(run.id);
@@ -169,6 +170,7 @@ export class RunsView extends PollingView {
       ['cancel asked', formatTime(run.cancel_requested)],
       ['cached from', run.details?.cached_from !== undefined ? `run ${run.details.cached_from}` : ''],
       ['items', describeItems(run.details)],
+      ['batches', run.batches.map(b => `#${b.id} ${b.status} ${formatSeconds(b.duration)}`).join(' · ')],
       ['error', run.error ?? '']
     ];
     const head = h(

@@ -25,6 +25,16 @@ export interface IRunSummary {
   exit_code: number | null;
   error: string | null;
   cancel_requested: number | null;
+  label: string; // the name, else the first line of the code; a map's with its batch count
+  batches: number; // a map's batches, folded under its row
+}
+
+/** One batch of a map: the run that ran some of its items. */
+export interface IBatch {
+  id: number;
+  name: string;
+  status: string;
+  duration: number | null;
 }
 
 export interface IRunList {
@@ -32,7 +42,8 @@ export interface IRunList {
   now: number;
 }
 
-export interface IRunDetail extends IRunSummary {
+export interface IRunDetail extends Omit<IRunSummary, 'label' | 'batches'> {
+  batches: IBatch[];
   code: string;
   code_hash: string;
   owner_pid: number;

@@ -86,7 +86,7 @@ class RunDoc(TypedDict):
 
     op: Literal["run"]
     code: str
-    inputs: str | None  # packed by runner.transfer, opened only inside the sandbox
+    inputs: str | None  # encoded by runner.transfer, opened only inside the sandbox
     outputs: list[str]
     trust: bool
     env: dict[str, str]
@@ -262,7 +262,7 @@ class RunRequest:
 
     code: str
     limits: Limits
-    inputs: str | None = None  # pickled by the kernel, opened only inside the sandbox
+    inputs: str | None = None  # encoded by the kernel (runner.transfer), opened only inside the sandbox
     outputs: tuple[str, ...] = ()
     trust: bool = False
     env: dict[str, str] = field(default_factory=dict)
@@ -323,8 +323,8 @@ def parse_run(doc: dict[str, Any], max_code: int) -> RunRequest:
                 "SpecError",
             )
     inputs = doc.get("inputs")
-    if inputs is not None and not isinstance(inputs, str):
-        raise BrokerError(400, "inputs: expected base64 text or null")
+    if inputs is not None and not _is_json_object(inputs):  # it goes into the request as JSON, unquoted
+        raise BrokerError(400, "inputs: expected the JSON text of an object (values by name) or null")
     env = doc.get("env") or {}
     pip = doc.get("pip") or []
     outputs = doc.get("outputs") or []
@@ -400,9 +400,19 @@ def outcome_parts(event: Mapping[str, Any]) -> tuple[Status, Envelope | None, Ta
     cls, message = described.get("class"), str(described.get("message", ""))
     error: TaskError
     if cls == "RemoteError":
-        error = remote_error(str(described.get("type")), message, str(described.get("traceback", "")))
+        remote = remote_error(str(described.get("type")), message, str(described.get("traceback", "")))
+        if envelope is not None and envelope.error:  # what the hints read (walls.py)
+            remote.causes = envelope.error.get("causes") or remote.causes
+        error = remote
     elif cls == "ResourceLimitError":
         error = ResourceLimitError(message, status=Status(described.get("status", Status.OOM)))
     else:
         error = _TASK_ERRORS.get(str(cls), NodeFailedError)(message)
     return status, envelope, error
+
+
+def _is_json_object(text: object) -> bool:
+    try:
+        return isinstance(text, str) and isinstance(json.loads(text), dict)
+    except ValueError:
+        return False

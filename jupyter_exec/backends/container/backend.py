@@ -83,7 +83,8 @@ class ContainerBackend(ExecutorBackend):
     @functools.cached_property
     def engine(self) -> Engine:
         """The engine this kernel's containers run on (chosen once)."""
-        return discovery.choose(self.settings.url, self.settings.docker_group, self.retry_policy)
+        settings = self.settings
+        return discovery.choose(settings.url, settings.docker_group, self.retry_policy, settings.podman_idle)
 
     # Depends on the engine, so read from the instance (as the manager reads it); see the
     # process backend for why it is a property over a ClassVar.
@@ -134,7 +135,7 @@ class ContainerBackend(ExecutorBackend):
         if importlib.util.find_spec("docker") is None:
             return Availability(False, "the Docker SDK is not installed", install_hint("docker"))
         try:
-            engine = discovery.choose(settings.url, settings.docker_group)
+            engine = discovery.choose(settings.url, settings.docker_group, podman_idle=settings.podman_idle)
             found = engine.client.images.list(name=settings.image)
             facts = engine.facts
         except BackendUnavailableError as error:

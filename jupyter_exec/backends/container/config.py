@@ -14,6 +14,8 @@ from jupyter_exec.errors import SpecError
 from jupyter_exec.limits import LIMITS
 from jupyter_exec.spec import Placement
 
+from .discovery import PODMAN_IDLE
+
 __all__ = ["DEFAULT_IMAGE", "ContainerOptions", "DockerConfig"]
 
 DEFAULT_IMAGE = "jupyter-exec/base:latest"  # built by `jupyter-exec images build base`
@@ -46,6 +48,15 @@ class DockerConfig(Configurable):
         ),
         "JX_CONTAINER_DOCKER_GROUP",
         False,
+    )
+    podman_idle = env_trait(
+        Float(
+            help="Seconds the user's Podman API service, when a kernel started it ('auto'), stays after its "
+            "last request. It is shared by the user's kernels, which start it again when they find it "
+            "gone; 0 keeps it running for good."
+        ),
+        "JX_PODMAN_IDLE",
+        PODMAN_IDLE,
     )
     runtime = env_trait(
         Unicode(

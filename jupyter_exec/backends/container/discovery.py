@@ -6,7 +6,9 @@
 - for root: the rootful Docker socket, then rootful Podman's;
 - for anyone else: rootless Docker (``$XDG_RUNTIME_DIR/docker.sock``), then the user's own
   Podman socket, started on demand (``podman system service``) when Podman is installed
-  and nothing answers there, then a root daemon's socket, but never one this user
+  and nothing answers there (shared by the user's kernels, the one thing allowed to outlive
+  them, and only until it has been idle ``DockerConfig.podman_idle`` seconds; an engine that
+  finds it gone starts it again), then a root daemon's socket, but never one this user
   reaches only through the ``docker`` group (that group is root-equivalent: anyone in it
   can start a privileged container) unless ``DockerConfig.docker_group`` allows it.
 
@@ -16,11 +18,14 @@
 from __future__ import annotations
 
 import fcntl
+import functools
+import math
 import os
 import pwd
 import shutil
 import stat
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,7 @@ DOCKER_SOCKET = Path("/var/run/docker.sock")
 ROOT_PODMAN_SOCKET = Path("/run/podman/podman.sock")
 _STARTED_ON_DEMAND = "installed; its service is started on first use when no engine before it answers"
 _PODMAN_START_WAIT = 30.0  # seconds for a Podman service we started to answer
+PODMAN_IDLE = 300.0  # seconds a Podman service we started stays after its last request (DockerConfig.podman_idle)
 
 
 @dataclass(frozen=True)
@@ -123,10 +129,11 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start_podman(socket: Path) -> bool:
+def start_podman(socket: Path, idle: float = PODMAN_IDLE) -> bool:
     """Start this user's Podman API service on ``socket`` (once, whoever asks first) and wait
-    for it to answer. It runs on in its own process session, as systemd's ``podman.socket`` would keep
-    it; its log is in the user's cache directory. False if Podman is not installed."""
+    for it to answer. It runs on in its own process session, outliving the kernel that started
+    it, until it has had no request for ``idle`` seconds (0: never); its log is in the user's
+    cache directory. False if Podman is not installed."""
     podman = shutil.which("podman")
     if podman is None:
         return False
@@ -148,13 +155,15 @@ def start_podman(socket: Path) -> bool:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as output:
             service = subprocess.Popen(
-                [podman, "system", "service", "--time=0", url],
+                [podman, "system", "service", f"--time={math.ceil(idle)}", url],
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=output,
                 start_new_session=True,  # not in the kernel's process group: an interrupt never reaches it
                 cwd="/",
             )
+        # Reaped here when it ends (idle, while this process lives), never left a zombie.
+        threading.Thread(target=service.wait, name="podman-service-reaper", daemon=True).start()
         deadline = time.monotonic() + _PODMAN_START_WAIT
         while time.monotonic() < deadline and service.poll() is None:
             if _answers(url):
@@ -185,9 +194,15 @@ def configured_url(url: str) -> str | None:
     return os.environ.get("DOCKER_HOST") or None
 
 
-def choose(url: str = "auto", docker_group: bool = False, retry_policy: RetryPolicy | None = None) -> Engine:
+def choose(
+    url: str = "auto",
+    docker_group: bool = False,
+    retry_policy: RetryPolicy | None = None,
+    podman_idle: float = PODMAN_IDLE,
+) -> Engine:
     """The engine to use: the configured one, else the first candidate that answers (the
-    user's Podman service started if need be); ``BackendUnavailableError`` saying what was tried."""
+    user's Podman service started if need be, and again whenever it is found gone after
+    ``podman_idle`` idle seconds); ``BackendUnavailableError`` saying what was tried."""
     policy = retry_policy or RetryPolicy()
     chosen = configured_url(url)
     if chosen is not None:
@@ -200,11 +215,11 @@ def choose(url: str = "auto", docker_group: bool = False, retry_policy: RetryPol
                 tried.append(f"{candidate.label} at {candidate.url}: {candidate.why_not}")
             continue
         if _answers(candidate.url):
-            return Engine(candidate.url, policy)
+            return _engine(candidate, policy, podman_idle)
         tried.append(f"{candidate.label} at {candidate.url}: no answer")
     for candidate in found:
-        if candidate.podman and candidate.usable and start_podman(Path(candidate.url.removeprefix("unix://"))):
-            return Engine(candidate.url, policy)
+        if candidate.podman and candidate.usable and start_podman(_path(candidate), podman_idle):
+            return _engine(candidate, policy, podman_idle)
     fixes = [] if shutil.which("podman") else ["install Podman (apt-get install podman uidmap: no root needed)"]
     if not DOCKER_SOCKET.exists():
         fixes.append("start dockerd")
@@ -212,6 +227,17 @@ def choose(url: str = "auto", docker_group: bool = False, retry_policy: RetryPol
     raise BackendUnavailableError(
         "container", "no container engine this user may use answers (" + "; ".join(tried) + ")", ", or ".join(fixes)
     )
+
+
+def _path(candidate: Candidate) -> Path:
+    return Path(candidate.url.removeprefix("unix://"))
+
+
+def _engine(candidate: Candidate, policy: RetryPolicy, podman_idle: float) -> Engine:
+    """The engine at ``candidate``; the user's own Podman is started again when found gone."""
+    if not (candidate.podman and shutil.which("podman")):
+        return Engine(candidate.url, policy)
+    return Engine(candidate.url, policy, revive=functools.partial(start_podman, _path(candidate), podman_idle))
 
 
 @dataclass(frozen=True)

@@ -149,10 +149,13 @@ def _client(url: str, timeout: float = 60) -> Any:
 
 @dataclass(frozen=True)
 class Engine:
-    """A container engine at ``url``; cheap to make, the client and facts are shared per address."""
+    """A container engine at ``url``; cheap to make, the client and facts are shared per address.
+    ``revive`` starts the engine again where it may have ended on its own (the user's Podman
+    service, after idling): ``retry`` calls it when the engine does not answer."""
 
     url: str
     retry_policy: RetryPolicy = DEFAULT_RETRY
+    revive: Callable[[], object] | None = field(default=None, compare=False, repr=False)
 
     @property
     def client(self) -> Any:
@@ -163,7 +166,7 @@ class Engine:
         return _facts(self.url)
 
     def retry(self, call: Callable[[], T], what: str) -> T:
-        return retry(call, what=what, policy=self.retry_policy)
+        return retry(call, what=what, policy=self.retry_policy, revive=self.revive)
 
     def seccomp_option(self, folder: Path, *, gvisor: bool = False) -> str:
         """The ``security_opt`` entry of our seccomp profile: Docker takes the profile itself,
@@ -176,15 +179,21 @@ class Engine:
 def is_transient(error: BaseException) -> bool:
     """A connection problem or an engine-side (5xx) failure: worth trying again."""
     import docker.errors
-    import requests.exceptions
 
     if isinstance(error, docker.errors.APIError):
         return error.status_code is not None and error.status_code >= 500 and error.status_code != 501
-    return isinstance(error, (requests.exceptions.ConnectionError, ConnectionError))
+    return _unanswered(error)
 
 
-def retry(call: Callable[[], T], *, what: str = "engine call", policy: RetryPolicy = DEFAULT_RETRY) -> T:
-    """``call()`` (``what`` names it for tracebacks), tried again while it fails transiently."""
+def retry(
+    call: Callable[[], T],
+    *,
+    what: str = "engine call",
+    policy: RetryPolicy = DEFAULT_RETRY,
+    revive: Callable[[], object] | None = None,
+) -> T:
+    """``call()`` (``what`` names it for tracebacks), tried again while it fails transiently;
+    ``revive()`` first when the engine did not answer at all."""
     attempts, wait = max(1, policy.attempts), policy.wait
     attempt = 1
     while True:
@@ -193,5 +202,14 @@ def retry(call: Callable[[], T], *, what: str = "engine call", policy: RetryPoli
         except Exception as error:
             if attempt >= attempts or not is_transient(error):
                 raise
+            if revive is not None and _unanswered(error):
+                revive()
         time.sleep(wait * 2 ** (attempt - 1))
         attempt += 1
+
+
+def _unanswered(error: BaseException) -> bool:
+    """The engine could not be reached at all (nothing listens, the connection broke)."""
+    import requests.exceptions
+
+    return isinstance(error, (requests.exceptions.ConnectionError, ConnectionError))

@@ -21,6 +21,7 @@ from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError, EnvBuildError
 
+from . import keepers
 from .engine import Engine
 from .images import build_command
 
@@ -31,15 +32,22 @@ ENV_ROOT = "/opt/jupyter-exec-env"
 
 @functools.cache
 def _image_python(engine: Engine, image_id: str) -> str:
-    """``major.minor`` of the image's python3 (asked once per image)."""
-    output = engine.client.containers.run(
+    """``major.minor`` of the image's python3 (asked once per image). Its container is made through
+    the kernel's keeper, as a slot's is: a kernel killed while it runs leaves nothing behind."""
+    api = engine.client.api
+    created = keepers.create(
+        engine,
         image_id,
         ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        remove=True,
-        network_mode="none",
         labels={"jupyter-exec.probe": "1"},
+        host_config=api.create_host_config(network_mode="none"),
     )
-    return output.decode().strip()
+    try:
+        api.start(created["Id"])
+        api.wait(created["Id"], timeout=60)
+        return api.logs(created["Id"], stderr=False).decode().strip()
+    finally:
+        api.remove_container(created["Id"], force=True)
 
 
 def _adds_nothing(spec: EnvSpec) -> bool:

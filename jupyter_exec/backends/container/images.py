@@ -216,28 +216,51 @@ def build(
 
 @dataclass(frozen=True)
 class ImageRow:
+    """One image as ``jupyter-exec images list`` shows it; a project image the engine lacks has
+    no ``image_id`` and its ``state`` says how to build it."""
+
     tag: str
-    size_mb: float
+    image_id: str  # the engine's own short id (as ``docker images`` shows it); "" when missing
+    size: int  # bytes
     created: str
-    source_hash: str
+    state: str  # up to date, outdated or missing (with the command that builds it); a runtime env's image
 
 
 def list_images(engine: Engine | None = None) -> list[ImageRow]:
-    """The jupyter-exec images ``engine`` (default: the backend's) has."""
-    rows = []
+    """Every image the project builds (those the engine lacks too), then the other
+    ``jupyter-exec/`` images it has (runtime envs' derived images)."""
+    found: dict[str, ImageRow] = {}
     for image in (engine or default_engine()).client.images.list():
         for tag in image.tags:
             tag = tag.removeprefix("localhost/")  # Podman's name for a local image
             if tag.startswith("jupyter-exec/"):
-                rows.append(
-                    ImageRow(
-                        tag,
-                        image.attrs.get("Size", 0) / 2**20,
-                        image.attrs.get("Created", "")[:19],
-                        (image.labels or {}).get(HASH_LABEL, ""),
-                    )
+                label = (image.labels or {}).get(HASH_LABEL)
+                found[tag] = ImageRow(
+                    tag,
+                    image.id.removeprefix("sha256:")[:12],
+                    int(image.attrs.get("Size", 0)),
+                    image.attrs.get("Created", "")[:19].replace("T", " "),
+                    _state(tag, label),
                 )
-    return sorted(rows, key=lambda r: r.tag)
+    missing = [
+        ImageRow(image_tag(name), "", 0, "", f"missing: {build_command(image_tag(name))}")
+        for name in IMAGES
+        if image_tag(name) not in found
+    ]
+    return sorted([*found.values(), *missing], key=lambda row: (row.tag not in _PROJECT_TAGS, row.tag))
+
+
+_PROJECT_TAGS = {image_tag(name) for name in IMAGES}
+
+
+def _state(tag: str, label: str | None) -> str:
+    """Whether a project image matches its Dockerfile folder now (built online or offline)."""
+    name = tag.removeprefix("jupyter-exec/").removesuffix(":latest")
+    if tag not in _PROJECT_TAGS:
+        return "a runtime env's image" if tag.startswith("jupyter-exec/env:") else ""
+    if label in (source_hash(name, False), source_hash(name, True)):
+        return "up to date"
+    return f"outdated: {build_command(tag)}"
 
 
 def copy(name: str, source: Engine, target: Engine, *, progress: Progress = print) -> str:

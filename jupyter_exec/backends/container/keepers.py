@@ -35,7 +35,7 @@ from jupyter_exec.errors import NodeFailedError
 from .engine import Engine
 from .hostconfig import SLOT_ROOT
 
-__all__ = ["KEEPER_PATH", "MARK", "create", "slot_prefix", "sweep"]
+__all__ = ["KEEPER_PATH", "MARK", "create", "keeper_of", "slot_prefix", "sweep"]
 
 KEEPER_PATH = Path(__file__).with_name("keeper.py")
 MARK = "jupyter-exec.keeper"
@@ -60,8 +60,18 @@ def sweep() -> None:
 
 def create(engine: Engine, image: str, command: list[str], *, labels: dict[str, str], **options: Any) -> Any:
     """``create_container`` on ``engine`` (the SDK's low-level call), through this process's keeper of it."""
-    if not engine.url.startswith("unix://"):
+    keeper = keeper_of(engine)
+    if keeper is None:
         return engine.client.api.create_container(image, command, labels=labels, **options)
+    return keeper.api.create_container(image, command, labels={**labels, MARK: keeper.token}, **options)
+
+
+def keeper_of(engine: Engine) -> _Keeper | None:
+    """This process's keeper of ``engine``, started now if it is not running (None: the engine is
+    not on a Unix socket). A slot asks first, before it makes its folder: a kernel killed at any
+    moment after has a keeper to remove the folder."""
+    if not engine.url.startswith("unix://"):
+        return None
     with _lock:
         keeper = _keepers.get(engine.url)
         if keeper is None or not keeper.alive():
@@ -70,7 +80,7 @@ def create(engine: Engine, image: str, command: list[str], *, labels: dict[str, 
                 reused = keeper.token
                 shutil.rmtree(keeper.folder, ignore_errors=True)
             keeper = _keepers[engine.url] = _Keeper(engine, reused)
-    return keeper.api.create_container(image, command, labels={**labels, MARK: keeper.token}, **options)
+        return keeper
 
 
 class _Keeper:

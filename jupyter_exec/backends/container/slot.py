@@ -1,13 +1,14 @@
 """One sandbox container and its host folder, bound to the kernel's life. Used once, then discarded.
 
-The folder is bind-mounted read-only at ``/jx``: the bootstrap (with ``confine.py``, which
-sets the run's rlimits), the ``lifeline`` FIFO, and ``out/`` with the FIFOs the container
-opens: ``request`` (kernel -> bootstrap), ``protocol`` (bootstrap -> kernel) and the
-cell's ``stdout`` and ``stderr``. The protocol never shares a stream with what the cell
-prints, so nothing printed can pass for a result; and output ends exactly when the cell's
-processes do, with no round trip through the engine's log stream. gVisor refuses to open
-a FIFO for writing on a read-only mount, so under ``runsc`` ``out/`` is mounted again,
-writable (the folder stays the kernel's: the cell's uid cannot add files to it).
+The folder is bind-mounted read-only at ``/jx``: the bootstrap (with ``codec.py``,
+``confine.py``, which sets the run's rlimits, and the kernel's cloudpickle: ``ship_runner``),
+the ``lifeline`` FIFO, and ``out/`` with the FIFOs the container opens: ``request`` (kernel ->
+bootstrap), ``protocol`` (bootstrap -> kernel) and the cell's ``stdout`` and ``stderr``. The
+protocol never shares a stream with what the cell prints, so nothing printed can pass for a
+result; and output ends exactly when the cell's processes do, with no round trip through the
+engine's log stream. gVisor refuses to open a FIFO for writing on a read-only mount, so under
+``runsc`` ``out/`` is mounted again, writable (the folder stays the kernel's: the cell's uid
+cannot add files to it).
 
 The lifeline binds the container to its kernel: the kernel holds the only writing end
 (opened before the container starts, close-on-exec, and the FIFO is read-only for
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_exec.errors import NodeFailedError
-from jupyter_exec.runner.protocol import BOOTSTRAP_PATH
+from jupyter_exec.runner.protocol import ship_runner
 
 from . import keepers
 from .engine import Engine
@@ -73,6 +74,7 @@ class Slot:
         self.container: Any = None
         self.ready_bytes = b""
         self._fds: list[int] = []  # ours to close: the readers' and the lifeline's
+        keepers.keeper_of(engine)  # running before the folder is made: it removes the folder if we die
         SLOT_ROOT.mkdir(mode=0o711, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix=keepers.slot_prefix(), dir=SLOT_ROOT))
         try:
@@ -89,9 +91,7 @@ class Slot:
         self.folder.chmod(0o711 if mapped_away else 0o755)
         out = self.folder / "out"
         out.mkdir(mode=0o711 if mapped_away else 0o755)
-        for shipped in (BOOTSTRAP_PATH, BOOTSTRAP_PATH.with_name("confine.py")):  # confine sets the rlimits
-            shutil.copyfile(shipped, self.folder / shipped.name)
-            (self.folder / shipped.name).chmod(0o644)
+        ship_runner(self.folder)  # confine.py sets the rlimits
         uid, _, gid = user.partition(":")
         for path in (*(out / name for name in _WRITTEN), out / "request"):
             os.mkfifo(path, 0o600)

@@ -29,7 +29,7 @@ from jupyter_exec.backends import names
 from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
 from jupyter_exec.backends.runs import KillableRun, RunRegistry
-from jupyter_exec.config import ExecConfig
+from jupyter_exec.config import ExecConfig, scratch_prefix
 from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
 from jupyter_exec.errors import BackendUnavailableError
@@ -84,7 +84,8 @@ class LocalBackend(ExecutorBackend):
 
     def __init__(self, config: ExecConfig) -> None:
         super().__init__(config)
-        self.pool = WorkerPool(config.pool_size)
+        # Its templates remove the kernel's scratch directories if it dies (see runner/forkserver.py).
+        self.pool = WorkerPool(config.pool_size, (os.path.join(config.scratch_dir, f"{scratch_prefix(os.getpid())}*"),))
         self.runs: RunRegistry[_ProcessRun] = RunRegistry()
 
     @classmethod
@@ -128,7 +129,7 @@ class LocalBackend(ExecutorBackend):
         return VenvBuilder(sys.executable, self.config.ca_bundle or None)
 
     def initialize(self) -> None:
-        self.pool.warm(self._worker_key(Limits(), sys.executable))
+        self.pool.start(self._worker_key(Limits(), sys.executable))
 
     def confine_plan(self, submission: Submission) -> Plan:
         return {"rlimits": self._rlimits(submission.spec.limits)}

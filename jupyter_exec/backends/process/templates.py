@@ -34,6 +34,7 @@ _BASE_ENV_NAMES = ("PATH", "LANG", "LC_ALL", "TZ")
 _BUS_VARS = ("XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")
 _WITHOUT_BUS = ("env", *(f"--unset={name}" for name in _BUS_VARS))
 _KILLED = 9  # the wait status of a process killed by SIGKILL
+_CLOSE = b'{"close": true}'  # see runner/forkserver.py
 
 
 def pid_namespace() -> str:
@@ -126,11 +127,12 @@ class Forked:
 class Template:
     """One fork server process for runs on ``python`` with namespaces ``mode`` (none, root,
     user). ``scope``: start it in a systemd user scope of that name (where runs get their
-    cgroup that way; such a template serves one run)."""
+    cgroup that way; such a template serves one run). ``leftovers``: glob patterns of the kernel's
+    folders the template removes if the kernel dies (its runs' scratch directories)."""
 
-    def __init__(self, python: str, mode: str, scope: list[str] | None = None) -> None:
+    def __init__(self, python: str, mode: str, scope: list[str] | None = None, leftovers: tuple[str, ...] = ()) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        command = [python, "-I", str(FORKSERVER_PATH), str(theirs.fileno()), mode]
+        command = [python, "-I", str(FORKSERVER_PATH), str(theirs.fileno()), mode, *leftovers]
         env = worker_env(supervise=mode == "none")
         if scope:
             # The user manager makes the scope; its address is for systemd-run, not the run.
@@ -204,7 +206,12 @@ class Template:
         return Forked(int(answer["pid"]), *ours)  # type: ignore[call-overload]
 
     def close(self) -> None:
-        """Let go of the template: it kills what it still runs and exits."""
+        """Let go of the template: it kills what it still runs and exits (told first that this is on
+        purpose: only a kernel's death has it remove the kernel's leftovers)."""
+        try:
+            self._control.send(_CLOSE)
+        except OSError:
+            pass  # it has gone already
         self._control.close()
         try:
             self.process.wait(10)

@@ -178,10 +178,11 @@ class Worker:
 
 class WorkerPool:
     """Idle workers per key, forked from one template per Python and namespace setting,
-    refilled in the background after each take."""
+    refilled in the background after each take; ``leftovers``: what its templates remove if the
+    kernel dies (see ``Template``)."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, size: int, leftovers: tuple[str, ...] = ()) -> None:
+        self.size, self.leftovers = size, leftovers
         self._idle: dict[WorkerKey, deque[Worker]] = defaultdict(deque)
         self._templates: dict[tuple[str, bool], Template] = {}
         self._lock = threading.Lock()
@@ -195,14 +196,15 @@ class WorkerPool:
         """The template ``key``'s workers fork from, and whether it is the worker's own."""
         mode = (namespaces().mode or "none") if key.namespaces else "none"
         if cgroup_mode().kind == "systemd":  # a scope per worker: its template goes in it
-            return Template(key.python, mode, systemd_scope_prefix(f"jx-{os.getpid()}-w{next(_serial)}")), True
+            scope = systemd_scope_prefix(f"jx-{os.getpid()}-w{next(_serial)}")
+            return Template(key.python, mode, scope, self.leftovers), True
         with self._starting:
             template = self._templates.get((key.python, key.namespaces))
             if template is not None and template.alive():
                 return template, False
             if template is not None:
                 template.close()
-            template = Template(key.python, mode)
+            template = Template(key.python, mode, leftovers=self.leftovers)
             with self._lock:
                 if self._closed:
                     template.close()
@@ -271,6 +273,15 @@ class WorkerPool:
             with self._ready:
                 self._filling.discard(key)
                 self._ready.notify_all()
+
+    def start(self, key: WorkerKey) -> None:
+        """Start ``key``'s template now, then fill its pool in the background: with a template up
+        before any run's scratch directory is made, a kernel killed at any moment after has one
+        to remove it (see ``Template``; under systemd each worker's template is its own, made
+        with the worker)."""
+        if cgroup_mode().kind != "systemd":
+            self._template(key)
+        self.warm(key)
 
     def warm(self, key: WorkerKey) -> None:
         """Fill the pool for ``key`` in the background (one filler per key at a time)."""

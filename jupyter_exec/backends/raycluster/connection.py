@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jupyter_exec.errors import BackendUnavailableError, SpecError
-from jupyter_exec.runner import bootstrap
+from jupyter_exec.runner import bootstrap, codec
 from jupyter_exec.spec import RunSpec
 from jupyter_exec.units import format_bytes
 
@@ -226,7 +226,7 @@ class Connection:
         self.close()
 
     def _start(self, ray: Any) -> None:
-        for module in (bootstrap, ray_task):  # workers need Ray, not jupyter-exec
+        for module in (bootstrap, codec, ray_task):  # workers need Ray, not jupyter-exec
             ray.cloudpickle.register_pickle_by_value(module)
         self.relay = self.new_relay()
         self.cell_task = ray.remote(ray_task.run_cell)

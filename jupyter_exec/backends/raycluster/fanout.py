@@ -21,7 +21,7 @@ from typing import Any
 from jupyter_exec.backends.base import MapOutcome
 from jupyter_exec.backends.runs import MapProgress
 from jupyter_exec.errors import NodeFailedError
-from jupyter_exec.runner.transfer import decode
+from jupyter_exec.runner.transfer import decode, kernel_reads_arrow
 from jupyter_exec.spec import RunSpec
 
 from .connection import Connection, ray_runtime_env
@@ -49,7 +49,7 @@ def fan_out(
 
     if not options.wait_for_resources:
         conn.check_feasible(options, None)
-    total, trust = len(items), spec.trust
+    total, trust, arrow = len(items), spec.trust, kernel_reads_arrow()
     if not total:
         return MapOutcome([])
     if max_in_flight is None:
@@ -74,14 +74,14 @@ def fan_out(
         stop = min(start + batch_size, total)
         for index in range(start, stop):
             outcome.fail(index, error)
-        progress.advance(stop - start)
+        progress.advance(stop - start, stop - start)
 
     conn.track(key, end)
     try:
         while starts or in_flight:
             while starts and not lost and len(in_flight) < max_in_flight:
                 start = starts.pop(0)
-                in_flight[task.remote(work_ref, items[start : start + batch_size], start, trust)] = start
+                in_flight[task.remote(work_ref, items[start : start + batch_size], start, trust, arrow)] = start
             if not in_flight:
                 break
             ready, _ = ray.wait(list(in_flight), num_returns=1)
@@ -97,7 +97,7 @@ def fan_out(
                     fail_batch(start, fault)
                     continue
                 outcome.add(start, batch, lambda encoded: decode(encoded, trust), run_id)
-                progress.advance(len(batch["results"]))
+                progress.advance(len(batch["results"]), outcome.failed_among(start, len(batch["results"])))
     except BaseException:
         for ref in in_flight:
             ray.cancel(ref, force=True)

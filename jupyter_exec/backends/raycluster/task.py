@@ -193,7 +193,8 @@ def _restore_env(name: str, value: str | None) -> None:
         os.environ[name] = value
 
 
-def run_batch(work: Any, items: list, start: int, trust: bool) -> str:
+def run_batch(work: Any, items: list, start: int, trust: bool, arrow: bool) -> str:
     """Apply ``work`` (a function, or cell code that sees ``item``) to each item, as data (JSON):
-    each item's result, or its error (``bootstrap.apply_batch``)."""
-    return json.dumps(bootstrap.apply_batch(work, items, start, trust))
+    each item's result, or its error (``bootstrap.apply_batch``; ``arrow``: frames may come back
+    as Arrow)."""
+    return json.dumps(bootstrap.apply_batch(work, items, start, trust, arrow))

@@ -1,0 +1,66 @@
+"""Kill -9 anywhere, in the normal suite: a short run of ``scripts/chaos`` (``tests/chaos.py``) per
+backend. Every window of a run's life gets a kill at a moment drawn at random; after each, within
+10 s, nothing of the dead kernel (or broker) is left and the store is whole.
+
+As root: the process sandbox, rootful Docker, gVisor and the broker. Ray's rounds (one head,
+its drivers killed) are ``scripts/chaos --backend ray`` alone until they have passed once on a
+quiet machine: on the shared one they were written on, no new Ray head could start. As the
+ordinary account (``scripts/test-as-user``, marker ``ordinary_user``): the process sandbox and
+rootless Podman. The seed is printed (``-s`` shows it as it goes; a failure repeats it with the
+command that replays the round); ``JX_CHAOS_SEED`` fixes it. The soak before a release is
+``scripts/chaos --rounds 500`` (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+
+import pytest
+from chaos import WINDOWS, run, summary
+from conftest import NO_NAMESPACES, require
+
+pytestmark = pytest.mark.kernel
+
+SEED = int(os.environ.get("JX_CHAOS_SEED") or secrets.randbelow(10**6))
+ROOT = os.geteuid() == 0
+USER = pytest.mark.ordinary_user
+
+
+def _rounds(backend: str, per_window: float) -> int:
+    return max(2, round(per_window * len(WINDOWS[backend])))
+
+
+@pytest.mark.parametrize(
+    ("backend", "rounds"),
+    [
+        pytest.param("process", _rounds("process", 1), marks=USER),
+        pytest.param("docker" if ROOT else "podman", _rounds("docker", 1), marks=USER, id="container"),
+        pytest.param("gvisor", _rounds("gvisor", 0.5)),
+        pytest.param("broker", _rounds("broker", 1)),
+    ],
+)
+def test_a_kill_at_any_moment_leaves_nothing_and_the_store_whole(backend, rounds):
+    _require(backend)
+    done = run(SEED, rounds, [backend])
+    failed = [r for r in done if r.left]
+    assert not failed, f"seed {SEED}\n{summary(done)}\n" + "\n".join(
+        f"{r.backend} round {r.number} ({r.victim} killed in {r.window!r} at {r.moment}): {r.left} — replay: "
+        f"scripts/chaos --seed {SEED} --backend {r.backend} --round {r.number}"
+        for r in failed
+    )
+
+
+def _require(backend: str) -> None:
+    if backend in ("gvisor", "broker"):
+        require(ROOT, f"root ({backend}: the ordinary account's legs are the process sandbox and Podman)")
+    if backend in ("docker", "podman", "gvisor", "broker"):
+        from jupyter_exec.backends.container import ContainerBackend
+
+        if NO_NAMESPACES and backend == "podman":
+            pytest.skip("no namespaces: no rootless engine can start here; the first pass tests it")
+        availability = ContainerBackend.availability()
+        require(availability.ok, f"container backend: {availability.reason} — {availability.fix}")
+    if backend == "gvisor":
+        require(shutil.which("runsc") is not None, "gVisor (apt-get install runsc)")
