@@ -144,7 +144,7 @@ def test_widgets_in_jupyterlab(lab, browser):
         long_panel = cells.nth(3).locator(".jx-run")
         expect(long_panel.locator(".jx-status")).to_have_text("running", timeout=30_000)
         long_panel.locator(".jx-full-button").click()
-        expect(long_panel.locator(".jx-log")).to_have_text(re.compile(r"\(run \d+ has printed nothing\)"))
+        expect(long_panel.locator(".jx-log")).to_contain_text(re.compile(r"run \d+ has printed nothing"))
         long_panel.locator(".jx-full-button").click()  # back to the tail
         expect(long_panel.locator(".jx-log")).to_have_text("long run", timeout=30_000)
         long_panel.locator(".jx-full-button").click()

@@ -167,8 +167,8 @@ class RunWidget(FallbackWidget):
         if not self.run_id:
             return "(the run is starting)"
         text = self._read_log(self.run_id) if self._read_log is not None else ""
-        if not text:
-            return f"(run {self.run_id} {'printed' if self.status in FINAL else 'has printed'} nothing)"
+        if not text:  # Manager.log_text says why a log is empty; another reader may not
+            return f"(run {self.run_id}: an empty log)"
         if len(text) > _FULL_LOG_CAP:
             return (
                 f"[first {len(text) - _FULL_LOG_CAP:,} characters left out; %jx logs {self.run_id}]\n"
