@@ -395,6 +395,10 @@ def test_a_saved_notebook_keeps_its_output(lab, browser, tmp_path):
         expect(cells.nth(3).locator("b.shown")).to_have_text("a display")
         expect(page.locator(".jp-Notebook")).not_to_contain_text("Error displaying widget")
         _shot(page.locator(".jp-Notebook"), "notebook-reopened")
+        page.locator(".lm-MenuBar-itemLabel", has_text="File").click()  # leave no kernel behind
+        page.locator(".lm-Menu-itemLabel", has_text="Close and Shut Down Notebook").click()
+        page.locator(".jp-Dialog-button.jp-mod-accept").click()
+        expect(page.locator(".jp-Notebook")).to_have_count(0)
     finally:
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "saved-notebook.png"), full_page=True)
