@@ -16,6 +16,11 @@ or refuses. In order:
    in the backend's words (``ExecutorBackend.refusal``), never ignored;
 5. the run's environment variables: its runtime env's, under its own ``--env``.
 
+A later cell of a sandbox session (``--session NAME``; ``session``: its first cell's admitted
+spec) takes the session's limits of scope ``session`` (memory, processes, network ...), mounts
+and runtime env where it names none, and is refused where it names others: they are the
+session's, set by its first cell; only limits of scope ``cell`` (the wall clock) are its own.
+
 It reads nothing but its arguments: ``BackendFacts`` is the little it needs to know of a
 backend, so the same request, policy and defaults are admitted the same way in a kernel and
 at a broker.
@@ -71,9 +76,14 @@ class AdmittedSpec(RunSpec):
     image: str | None = None  # the image it starts from (checked against the policy); None: none
 
 
-def admit(spec: RunSpec, backend: BackendFacts, policy: Policy, defaults: Limits) -> AdmittedSpec:
-    """``spec`` admitted to run on ``backend`` under ``policy`` with the kernel's ``defaults`` (see
-    the module docstring); ``PolicyError``, ``SpecError`` or ``BackendUnavailableError`` otherwise."""
+def admit(
+    spec: RunSpec, backend: BackendFacts, policy: Policy, defaults: Limits, session: RunSpec | None = None
+) -> AdmittedSpec:
+    """``spec`` admitted to run on ``backend`` under ``policy`` with the kernel's ``defaults``, in the
+    running ``session`` if any (see the module docstring); ``PolicyError``, ``SpecError`` or
+    ``BackendUnavailableError`` otherwise."""
+    if session is not None:
+        spec = _in_session(spec, session)
     policy.refuse_if_broken()
     policy.require("backends", backend.name, f"the {backend.name} backend")
     env = spec.runtime_env
@@ -89,8 +99,13 @@ def admit(spec: RunSpec, backend: BackendFacts, policy: Policy, defaults: Limits
     limits, unenforced = _limits(spec.limits, defaults, backend.enforced, backend.admitted_again, policy)
     if unenforced:
         raise BackendUnavailableError(backend.name, *backend.refusal(limits, unenforced))
+    if spec.session is not None and spec.cache is not None:
+        raise SpecError(
+            f"--cache with --session {spec.session}: a session cell's result depends on the session's state, "
+            "so it is never served from the cache; drop --cache"
+        )
     fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(RunSpec)}
-    return AdmittedSpec(
+    admitted = AdmittedSpec(
         **{
             **fields,
             "backend": backend.name,
@@ -99,6 +114,9 @@ def admit(spec: RunSpec, backend: BackendFacts, policy: Policy, defaults: Limits
         },
         image=image,
     )
+    if session is not None:
+        _join(admitted, session)
+    return admitted
 
 
 @functools.lru_cache(maxsize=64)
@@ -121,3 +139,36 @@ def _limits(
         )
     )
     return limits, unenforced
+
+
+def _in_session(spec: RunSpec, session: RunSpec) -> RunSpec:
+    """``spec`` with what it leaves unnamed of its session's own taken from ``session``."""
+    own = Limits(**{key: getattr(session.limits, key) for key, limit in LIMITS.items() if limit.scope == "session"})
+    return dataclasses.replace(
+        spec,
+        limits=spec.limits.merged_over(own),
+        mounts=spec.mounts or session.mounts,
+        runtime_env=spec.runtime_env or session.runtime_env,
+    )
+
+
+def _join(spec: AdmittedSpec, session: RunSpec) -> None:
+    """Refuse a cell of a running session that asks for what differs from the session's own."""
+    name = spec.session
+    for key, limit in LIMITS.items():
+        if limit.scope == "session" and getattr(spec.limits, key) != getattr(session.limits, key):
+            had = getattr(session.limits, key)
+            shown = "unset" if had is None else f"{limit.flag} {limit.show(had)}"
+            raise SpecError(
+                f"{limit.flag}: session {name} runs with {shown}, set by its first cell; a session's limits are "
+                f"its own: drop the option here, or %jx end {name} and start it again with the new one"
+            )
+    for what, asked, had in (
+        ("--mount", spec.mounts, session.mounts),
+        ("its runtime env (--pip, --image, ...)", spec.runtime_env, session.runtime_env),
+    ):
+        if asked != had:
+            raise SpecError(
+                f"{what}: session {name} was started with other ones by its first cell; drop them here, "
+                f"or %jx end {name} and start it again"
+            )

@@ -20,7 +20,7 @@ from traitlets.config import Application, Config, Configurable
 from .limits import LIMITS
 from .spec import Limits
 from .store.filesystems import store_location
-from .units import parse_size
+from .units import parse_duration, parse_size
 
 __all__ = ["ExecConfig", "application_config", "env_trait", "limit_setting", "scratch_prefix"]
 
@@ -218,6 +218,25 @@ class ExecConfig(Configurable):
         "1g",
     )
 
+    session_idle = env_trait(
+        Unicode(
+            help="How long a sandbox session (%%sandbox --session NAME) may sit idle before it is ended "
+            "and what it held is freed, e.g. '30m' or '2h'; '0' keeps sessions until %jx end or the kernel goes."
+        ),
+        "JX_SESSION_IDLE",
+        "30m",
+        lambda value, variable: parse_duration(value or "0", variable),
+    )
+
+    state_budget = env_trait(
+        Unicode(
+            help="The node states explore(..., from_state=True) holds at once: a count, and optionally their "
+            "memory in all, e.g. '8,4g'; past it the least promising are released (and rebuilt if wanted again)."
+        ),
+        "JX_STATE_BUDGET",
+        "8,4g",
+    )
+
     def default_limits(self) -> Limits:
         """The default limits, parsed once per distinct setting (this is on every run's path)."""
         return _parsed_limits(tuple(getattr(self, setting) for _, setting in _DEFAULTED))
@@ -227,6 +246,11 @@ class ExecConfig(Configurable):
 
     def cache_max_bytes(self) -> int:
         return _parsed_size(self.cache_max_size, "ExecConfig.cache_max_size")
+
+    def session_idle_seconds(self) -> float | None:
+        """``session_idle`` in seconds; None: sessions are never ended for idling."""
+        seconds = parse_duration(self.session_idle.strip() or "0", "ExecConfig.session_idle")
+        return seconds or None
 
     def min_free_bytes(self) -> int:
         text = self.min_free_space.strip()

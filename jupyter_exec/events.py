@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from .status import Status
 from .units import format_bytes, format_elapsed
@@ -30,6 +30,7 @@ class Created(TypedDict):
     limits: dict[str, Any]  # Limits.as_dict(): as admitted
     log_path: str
     name: str | None
+    session: NotRequired[str | None]  # the sandbox session it runs in
 
 
 class Running(TypedDict):
@@ -37,6 +38,7 @@ class Running(TypedDict):
 
     kind: Literal["running"]
     started: float  # epoch seconds
+    cell: NotRequired[int | None]  # its number among its session's cells
 
 
 class _Sampled(TypedDict):

@@ -32,7 +32,7 @@ from typing import Any
 from ._proc import pid_alive
 from .admission import AdmittedSpec, BackendFacts, admit
 from .backends import factory
-from .backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
+from .backends.base import ExecutorBackend, Outcome, SessionInfo, Submission, TaskHandle
 from .cache import CacheEntries, CacheHit, NotCacheable, Recorder, run_key
 from .cancel_watch import CancelWatcher
 from .config import ExecConfig, application_config, scratch_prefix
@@ -170,6 +170,7 @@ class Manager:
                 limits=admitted.limits.as_dict(),
                 log_path=str(output.log_path),
                 name=admitted.name,
+                session=admitted.session,
             )
         )
         hit = self.cache.get(key) if key else None
@@ -185,12 +186,23 @@ class Manager:
         wanted = self.wanted_env(spec)
         if wanted is not spec.runtime_env:
             spec = replace(spec, runtime_env=wanted)
-        return backend, admit(spec, self._facts[backend.name], self.policy, self.config.default_limits())
+        session = None
+        if spec.session is not None:
+            if spec.fork is not None and backend.session_spec(spec.session) is None:
+                self.fork_session(spec.fork, spec.session)
+            if not backend.holds_sessions:
+                raise BackendUnavailableError(
+                    backend.name,
+                    f"--session {spec.session}: the {backend.name} backend keeps no sessions",
+                    "use --backend seccomp, local or container",
+                )
+            session = backend.session_spec(spec.session)
+        return backend, admit(spec, self._facts[backend.name], self.policy, self.config.default_limits(), session)
 
     def _execute(self, run: _Run) -> RunResult:
         """Submit the run and wait for it; its row is finished whatever happens."""
         recorder = Recorder(run.output, self.cache.max_size) if run.key else None
-        if run.backend.needs_scratch:
+        if run.backend.needs_scratch and run.spec.session is None:  # a session has its own
             prefix = f"{scratch_prefix(os.getpid())}{run.id}-"
             run.scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=self.scratch_root))
         self._starting.add(run.id)
@@ -223,7 +235,7 @@ class Manager:
         if cancel_now:
             run.backend.cancel(handle)
         self.records.mark_running(run.id, str(run.output.log_path))
-        run.emit(Running(kind="running", started=handle.started))
+        run.emit(Running(kind="running", started=handle.started, cell=handle.cell))
 
     def _await(self, run: _Run) -> Envelope:
         """The run's envelope (or its ``TaskError``); an interrupt cancels the run first. Only runs
@@ -236,8 +248,12 @@ class Manager:
                 run.monitor = Monitor(lambda: backend.sample(handle), run.emit).start()
             return backend.get_result(handle)
         except KeyboardInterrupt:
-            backend.cancel(handle)
-            handle.wait(10)
+            backend.cancel(handle)  # in a session: the cell stops, the session lives on
+            try:
+                handle.wait(10)
+            except KeyboardInterrupt:  # a second interrupt: a session's cell ends its session
+                backend.cancel(handle)
+                handle.wait(10)
             raise
 
     def _release(self, run: _Run) -> None:
@@ -428,6 +444,26 @@ class Manager:
                 self._cancel_asked.add(run_id)
                 return True
         return bool(handle and handle.backend.cancel(handle))
+
+    def sessions(self) -> list[SessionInfo]:
+        """The sandbox sessions of this kernel, on every backend it started."""
+        return [info for backend in list(self._backends.values()) for info in backend.list_sessions()]
+
+    def end_session(self, name: str) -> None:
+        """End sandbox session ``name``; ``JupyterExecError`` if this kernel has none of that name."""
+        if not any(backend.end_session(name) for backend in list(self._backends.values())):
+            known = ", ".join(sorted(info["name"] for info in self.sessions())) or "none"
+            raise JupyterExecError(f"no session {name!r} in this kernel (sessions: {known}); %jx sessions lists them")
+
+    def fork_session(self, parent: str, name: str) -> None:
+        """Make sandbox session ``name`` a fork of session ``parent`` (its live state, ``parent``
+        untouched), on the backend that holds ``parent``; after the cell ``parent`` runs now."""
+        holder = next((b for b in list(self._backends.values()) if b.session_spec(parent) is not None), None)
+        if holder is None:
+            known = ", ".join(sorted(info["name"] for info in self.sessions())) or "none"
+            raise JupyterExecError(f"no session {parent!r} in this kernel (sessions: {known}); %jx sessions lists them")
+        RunSpec(session=name)  # the name is checked as --session's is
+        holder.fork_session(parent, name, lambda text: ConsoleSink().output("stderr", text))
 
     def log_text(self, run_id: int) -> str:
         """Run ``run_id``'s whole log, or a line saying why it has none (nothing printed yet, a map)."""

@@ -7,12 +7,13 @@ import json
 import time
 from typing import Any
 
+from .backends.base import SessionInfo
 from .cache import CacheEntries
 from .envs.cache import EnvIndex
 from .store.records import RunRecords, RunRow
-from .units import format_bytes, format_elapsed
+from .units import format_bytes, format_duration, format_elapsed
 
-__all__ = ["cache_table", "envs_table", "run_line", "run_name", "runs_table", "text_table"]
+__all__ = ["cache_table", "envs_table", "run_line", "run_name", "runs_table", "sessions_table", "text_table"]
 
 _ENV_COLUMNS = ["hash", "status", "target", "size", "uses", "builds", "last_used", "created", "spec", "build_log"]
 
@@ -31,9 +32,10 @@ def runs_table(records: RunRecords, limit: int = 50, *, every_column: bool = Fal
     rows = records.runs(limit=limit, columns=_ALL if every_column else (*_READ, "details"), batches=False)
     batches = records.batches({row["id"] for row in rows}, columns=("id",))
     shown = [_readable(row, len(batches.get(row["id"], [])), every_column) for row in rows]
-    if not every_column and not any(row["node"] for row in shown):
-        for row in shown:
-            del row["node"]
+    for column in ("node", "session"):  # shown only where a run has one
+        if not every_column and not any(row[column] for row in shown):
+            for row in shown:
+                del row[column]
     try:
         import pandas
     except ImportError:
@@ -51,6 +53,7 @@ def _readable(row: RunRow, batches: int, every_column: bool) -> dict[str, Any]:
         "status": row["status"],
         "backend": row["backend"],
         "node": (details.get("node_id") or "")[:12],
+        "session": f"{details['session']} #{details['cell']}" if "session" in details else "",
         "started": _when(row.get("started") or row.get("created")),
         "duration": "" if row.get("duration") is None else format_elapsed(row["duration"] or 0),
         "peak memory": "" if not row.get("peak_memory") else format_bytes(row["peak_memory"]),
@@ -118,6 +121,32 @@ def text_table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells
     )
+
+
+def sessions_table(sessions: list[SessionInfo]) -> Any:
+    """The kernel's sandbox sessions: name, backend, age and idle time, memory held, cells run, the run
+    it runs now."""
+    now = time.time()
+    rows = [
+        {
+            "name": info["name"],
+            "backend": info["backend"],
+            "age": format_duration(round(now - info["started"])),
+            "idle": format_duration(round(info["idle"])),
+            "memory": "" if info["memory"] is None else format_bytes(info["memory"]),
+            "cells": info["cells"],
+            "running": info["running"] or "",
+            "forked_from": info["forked_from"] or "",
+        }
+        for info in sessions
+    ]
+    try:
+        import pandas
+    except ImportError:
+        return rows
+    return pandas.DataFrame(
+        rows, columns=["name", "backend", "age", "idle", "memory", "cells", "running", "forked_from"]
+    ).set_index("name")
 
 
 def _items(details: dict[str, Any]) -> str:

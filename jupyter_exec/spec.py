@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from .errors import SpecError
 from .limits import LIMITS, Gpus, Limit
 
 __all__ = ["CacheRequest", "Limits", "Mount", "Placement", "RunSpec", "parse_env", "parse_names"]
+
+_SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,18 @@ class RunSpec:
     placement: Placement | None = None  # the backend's own options (Ray: resources, node); None: its defaults
     runtime_env: EnvSpec | None = None  # packages, files, env vars (envs/; Ray applies it natively)
     cache: CacheRequest | None = None  # --cache: None runs it always
+    session: str | None = None  # --session NAME: run in that sandbox session, which outlives the cell
+    fork: str | None = None  # --fork A: the session starts as a fork of session A
+
+    def __post_init__(self) -> None:
+        for flag, name in (("--session", self.session), ("--fork", self.fork)):
+            if name is not None and not _SESSION_NAME.fullmatch(name):
+                raise SpecError(
+                    f"{flag} {name!r}: a session name is letters, digits, '-', '_' or '.' "
+                    "(at most 64, starting with a letter or digit), e.g. --session data"
+                )
+        if self.fork is not None and self.session is None:
+            raise SpecError(f"--fork {self.fork} needs --session NAME: the session that starts as its fork")
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able view for the store."""
@@ -176,4 +191,6 @@ class RunSpec:
             "placement": self.placement.describe() if self.placement else {},
             "runtime_env": self.runtime_env.describe() if self.runtime_env else None,
             "cache": dataclasses.asdict(self.cache) if self.cache else None,
+            "session": self.session,
+            "fork": self.fork,
         }

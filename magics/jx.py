@@ -17,7 +17,7 @@ from jupyter_exec.doctor import diagnose
 from jupyter_exec.errors import JupyterExecError
 from jupyter_exec.manager import Manager
 from jupyter_exec.policy import policy_report
-from jupyter_exec.reports import cache_table, envs_table, run_line, runs_table
+from jupyter_exec.reports import cache_table, envs_table, run_line, runs_table, sessions_table
 from jupyter_exec.resources import format_report, resources_report
 from jupyter_exec.store.records import decoded
 from jupyter_exec.trace.explore import trace_tables
@@ -47,14 +47,14 @@ class JxMagics(Magics):
     @line_magic
     @usage_errors(JupyterExecError)
     def jx(self, line: str) -> Any:
-        """%jx runs [N] [--all] | show N | logs N | cancel N | wait N [SECONDS] | tree [NAME] | resources | doctor |
-        policy | envs | env | cache [size | clear [KEY]]"""
+        """%jx runs [N] [--all] | show N | logs N | cancel N | wait N [SECONDS] | sessions | end NAME | fork A B |
+        tree [NAME] | resources | doctor | policy | envs | env | cache [size | clear [KEY]]"""
         command, _, rest = without_comment(line).partition(" ")
         handler = getattr(self, f"_jx_{command}", None)
         if handler is None:
             raise UsageError(
                 f"%jx {command}: unknown command; use one of: runs, show N, logs N, cancel N, wait N, "
-                "tree, resources, doctor, policy, envs, env, cache"
+                "sessions, end NAME, fork A B, tree, resources, doctor, policy, envs, env, cache"
             )
         return handler(rest.strip())
 
@@ -111,6 +111,25 @@ class JxMagics(Magics):
         if row is not None:
             print(run_line(row))
         return value
+
+    def _jx_sessions(self, rest: str) -> Any:
+        """The kernel's sandbox sessions: name, backend, age, idle, memory, cells run."""
+        return sessions_table(self.manager.sessions())
+
+    def _jx_end(self, rest: str) -> None:
+        """End sandbox session NAME: its processes or container go, with its files."""
+        if not rest:
+            raise UsageError("%jx end needs a session name, e.g. %jx end data (see %jx sessions)")
+        self.manager.end_session(rest)
+        print(f"session {rest} ended")
+
+    def _jx_fork(self, rest: str) -> None:
+        """Make session B a fork of session A: a copy of its live state, A untouched."""
+        names = rest.split()
+        if len(names) != 2:
+            raise UsageError("%jx fork needs two session names, e.g. %jx fork data trial (see %jx sessions)")
+        self.manager.fork_session(*names)
+        print(f"session {names[1]} forked from {names[0]}")
 
     def _jx_tree(self, rest: str) -> Any:
         """The experiment tree NAME (default: the latest): a widget, or text without a widget frontend."""

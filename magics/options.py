@@ -206,6 +206,11 @@ trace_options = option_group(
         help="larger metric is better (the default for a new trace)",
     ),
     argument("--minimize", dest="maximize", action="store_const", const=False, help="smaller metric is better"),
+    argument(
+        "--from-state",
+        action="store_true",
+        help="run in a fork of the parent node's live session: the cell sees what its ancestors' cells defined",
+    ),
 )
 
 

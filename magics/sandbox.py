@@ -55,6 +55,8 @@ class SandboxMagics(Magics):
             placement=ContainerOptions.parse(args.runtime) if args.runtime else None,
             limits=limits(args),
             mounts=tuple(Mount.parse(m, base_dir) for m in args.mount or ()),
+            session=args.session,
+            fork=args.fork,
             **fields,
         )
 
@@ -64,6 +66,18 @@ class SandboxMagics(Magics):
     @env_options
     @cache_options
     @trace_options
+    @argument(
+        "--session",
+        metavar="NAME",
+        help="run in sandbox session NAME, started by its first cell and kept for the next ones: their globals, "
+        "imports and files live on (%%jx sessions, %%jx end NAME)",
+    )
+    @argument(
+        "--fork",
+        metavar="A",
+        help="with --session B: B starts as a fork of session A, a copy of its live state (A untouched); "
+        "once B lives, its cells run in it",
+    )
     @argument(
         "--bg",
         action="store_true",
@@ -88,8 +102,8 @@ class SandboxMagics(Magics):
         """With ``--trace``: a ``manager.run`` that records the run as a node of that trace (in
         front or, with ``--bg``, in the background, beside other writers of the same trace)."""
         if not args.trace:
-            if args.parent or args.metric or args.maximize is not None:
-                raise UsageError("--parent, --metric, --maximize and --minimize need --trace NAME")
+            if args.parent or args.metric or args.maximize is not None or args.from_state:
+                raise UsageError("--parent, --metric, --maximize, --minimize and --from-state need --trace NAME")
             return None
         return functools.partial(
             run_in_trace,
@@ -98,6 +112,7 @@ class SandboxMagics(Magics):
             parent=args.parent or "latest",
             metric=args.metric,
             maximize=args.maximize,
+            from_state=args.from_state,
         )
 
 

@@ -585,3 +585,53 @@ def test_a_broker_upgraded_in_place_keeps_every_run_of_its_old_file():
         assert (ran[0]["t"], ran[0]["run"], ran[-1]["status"]) == ("accepted", 5, "succeeded")
     finally:
         upgraded.stop()
+
+
+def _kernel_id(kernel: UserKernel) -> str:
+    return str(kernel.eval("__import__('jupyter_exec').current_manager().kernel_id"))
+
+
+def test_sessions_at_the_broker_are_each_users_own(alice, bob, broker):
+    """Two users' sessions of one name are two sandboxes; neither user can list or end the other's."""
+    try:
+        for kernel, value in ((alice, 1), (bob, 2)):
+            kernel.run(f"{SANDBOX} --session s\nmine = {value}", check=True)
+        assert alice.run(f"{SANDBOX} --session s\nprint(mine)", check=True).stdout == "1\n"
+        assert bob.run(f"{SANDBOX} --session s\nprint(mine)", check=True).stdout == "2\n"
+        assert "\ns     broker" in alice.run("%jx sessions", check=True).result_text
+        # bob asking for alice's kernel's sessions reaches only his own (his container backend's)
+        kernel = _kernel_id(alice)
+        for request in (
+            {"op": "end", "kernel": kernel, "session": "s"},
+            {"op": "end", "kernel": kernel, "session": None},
+        ):
+            raw(USERS[1], broker, request)
+        (listed,) = raw(USERS[1], broker, {"op": "sessions", "kernel": kernel, "session": None})
+        assert listed[0]["sessions"] == []
+        assert alice.run(f"{SANDBOX} --session s\nprint(mine)", check=True).stdout == "1\n"
+        refused = alice.run(f"{SANDBOX} --session s --mem 512m\nprint('ran')")
+        assert refused.stderr.startswith("UsageError: --mem: session s runs with --mem 1g"), refused
+    finally:
+        for kernel in (alice, bob):
+            kernel.run("%jx end s")
+    assert not [
+        c for c in _containers(**{USER_LABEL: USERS[0]}) if "session" in c["Labels"].get("jupyter-exec.run", "")
+    ]
+
+
+def test_a_session_counts_toward_the_users_quota_while_it_lives(alice, broker):
+    """The policy's quota is two runs at once: a session holds one of them from its first cell to its end."""
+    try:
+        alice.run(f"{SANDBOX} --session held\nx = 1", check=True)
+        alice.run(f"{SANDBOX} --session held2\nx = 1", check=True)
+        waiting = raw(USERS[0], broker, {"op": "run", "code": "'after'", "limits": {}}, background=True)
+        time.sleep(3)
+        assert waiting.poll() is None, "a third run started while two sessions held the quota of two"
+        alice.run("%jx end held", check=True)
+        out, _ = waiting.communicate(timeout=60)
+        (events,) = json.loads(out)
+        assert [e["t"] for e in events][:2] == ["accepted", "queued"] and events[-1]["status"] == "succeeded"
+        assert "your quota is 2" in events[1]["why"]
+    finally:
+        alice.run("%jx end held")
+        alice.run("%jx end held2")

@@ -172,11 +172,35 @@ def check_environments(nb: Executed) -> None:
     assert [(e["uses"], e["builds"], e["status"]) for e in envs] == [(3, 1, "ready"), (1, 1, "ready")]
 
 
+def check_sessions(nb: Executed) -> None:
+    assert nb.stdout("random.seed(7)").startswith("loaded 200000 readings")
+    mean = float(nb.result("round(statistics.mean(readings), 3)"))
+    assert 19.5 < mean < 20.5
+    assert nb.stdout("warm = [r for r in readings").startswith("warm readings: ")
+    share = float(nb.result("share = round("))
+    assert nb.stdout("print('back in the notebook:', share)") == f"back in the notebook: {share}\n"
+    assert nb.stderr("--session data --mem 2g").startswith("UsageError: --mem: session data runs with --mem 1g")
+    assert "ran" not in nb.stdout("--session data --mem 2g")
+    listed = nb.result("%jx sessions")
+    assert "data" in listed and "seccomp" in listed
+    assert nb.stdout("%jx fork data hot") == "session hot forked from data\nsession cold forked from data\n"
+    hot, cold = (float(nb.result(f"--session {name}\nreadings")) for name in ("hot", "cold"))
+    assert abs(hot - (mean + 5)) < 0.01 and abs(cold - (mean - 5)) < 0.01
+    assert float(nb.result("# the parent is as it was")) == mean
+    depths = nb.result("tree = explore(")
+    assert depths.startswith("[(0, 0.0), (1, ") and depths.count("(") == 4, depths
+    assert nb.stdout("%jx end hot") == "session hot ended\nsession cold ended\nsession data ended\n"
+    runs = nb.query("SELECT spec, status FROM runs ORDER BY id")
+    sessions = [json.loads(run["spec"]).get("session") for run in runs]
+    assert sessions.count("data") == 5 and sessions.count("hot") == 1 and sessions.count("cold") == 1
+
+
 CHECKS: dict[str, Callable[[Executed], None]] = {
     "quickstart.ipynb": check_quickstart,
     "ray.ipynb": check_ray,
     "experiments.ipynb": check_experiments,
     "environments.ipynb": check_environments,
+    "sessions.ipynb": check_sessions,
 }
 
 

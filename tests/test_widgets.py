@@ -17,7 +17,7 @@ from conftest import Kernel, require
 from jupyter_exec.background import BackgroundRuns
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.errors import TaskCancelledError, TaskTimeoutError
-from jupyter_exec.events import Finished, Running
+from jupyter_exec.events import Created, Finished, Running
 from jupyter_exec.manager import Manager
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
@@ -166,6 +166,19 @@ def test_a_run_that_ends_while_its_cancel_is_asked_shows_its_final_status():
     panel.event(Running(kind="running", started=time.time()))
     panel._on_click(panel, {"action": "cancel"}, [])
     assert panel.status == "cancelled"
+
+
+def test_the_panel_says_which_session_and_cell_a_run_is():
+    panel = RunWidget(title="fit")
+    panel.event(
+        Created(
+            kind="created", run_id=7, backend="seccomp", isolation="seccomp", limits={}, log_path="", name=None,
+            session="data",
+        )
+    )  # fmt: skip
+    assert panel.title == "fit · session data"
+    panel.event(Running(kind="running", started=time.time(), cell=3))
+    assert panel.title == "fit · session data #3"
 
 
 def test_background_run_returns_at_once_and_binds_at_the_end(manager):

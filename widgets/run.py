@@ -69,6 +69,7 @@ class RunWidget(FallbackWidget):
         super().__init__(title=title, **kwargs)
         self._tail, self._max_samples = tail, max_samples
         self._cancel, self._read_log = cancel, read_log
+        self._session: str | None = None  # the sandbox session the run is in
         self._pending: deque[list[str]] = deque(maxlen=tail)
         self._head: list[list[str]] = []
         self._partial = {"stdout": "", "stderr": ""}
@@ -118,23 +119,33 @@ class RunWidget(FallbackWidget):
             total, self._new_lines = self.log_lines + self._new_lines, 0
         self.set_state({"log": log, "log_lines": total})
 
+    def _titled(self, title: str, cell: str = "") -> str:
+        """``title`` with the session the run is in (and its cell's number there), if any."""
+        base = title.split(" · session ")[0]
+        if not self._session:
+            return base
+        return f"{base} · session {self._session}{cell}".removeprefix(" · ")
+
     # -- the event callback ----------------------------------------------------------------
     def event(self, event: RunEvent) -> None:
         """``Manager.run``'s ``on_event``."""
         if event["kind"] == "created":
             limits = {k: v for k, v in event["limits"].items() if v not in (None, False)}
             backend, isolation = event["backend"], event["isolation"]
+            self._session = event.get("session")
             self.set_state(
                 {
                     "run_id": event["run_id"],
                     "backend": backend if isolation == backend else f"{backend} ({isolation})",
                     "limits": limits,
                     "limits_text": _describe(limits),
-                    "title": self.title or event["name"] or "",
+                    "title": self._titled(self.title or event["name"] or ""),
                 }
             )
         elif event["kind"] == "running":
-            self.set_state({"status": "running", "started": event["started"]})
+            cell = event.get("cell")
+            title = self._titled(self.title, f" #{cell}" if cell else "")
+            self.set_state({"status": "running", "started": event["started"], "title": title})
         elif event["kind"] == "sample":
             self.samples = ([*self.samples, dict(event)])[-self._max_samples :]
         elif event["kind"] == "finished":

@@ -23,12 +23,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.builder import BuiltEnv, EnvBuilder
 from jupyter_exec.envs.envspec import EnvSpec
-from jupyter_exec.errors import TaskError, TransferError, remote_error
+from jupyter_exec.errors import BackendUnavailableError, TaskError, TransferError, remote_error
 from jupyter_exec.limits import LIMITS
 from jupyter_exec.monitor import Usage
 from jupyter_exec.policy import Policy
@@ -36,7 +36,7 @@ from jupyter_exec.runner.protocol import Envelope, OutputSink
 from jupyter_exec.spec import Limits, Placement, RunSpec
 from jupyter_exec.status import Status
 
-__all__ = ["Availability", "ExecutorBackend", "MapOutcome", "Outcome", "Submission", "TaskHandle"]
+__all__ = ["Availability", "ExecutorBackend", "MapOutcome", "Outcome", "SessionInfo", "Submission", "TaskHandle"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,19 @@ class Availability:
     reason: str = ""
     fix: str = ""
     notes: tuple[str, ...] = ()
+
+
+class SessionInfo(TypedDict):
+    """One sandbox session, as ``%jx sessions`` lists it."""
+
+    name: str
+    backend: str
+    started: float  # epoch seconds
+    idle: float  # seconds since its last cell ended (0 while one runs)
+    memory: int | None  # bytes it holds now, where known
+    cells: int  # cells run in it so far
+    running: int | None  # the run id of the cell it runs now
+    forked_from: str | None  # the session it is a fork of
 
 
 @dataclass
@@ -133,6 +146,7 @@ class TaskHandle:
         self.submission = submission
         self.backend = backend
         self.started = time.time()
+        self.cell: int | None = None  # its number among its session's cells (a backend holding sessions)
         self.outcome: Outcome | None = None
         self._done = threading.Event()
 
@@ -185,6 +199,9 @@ class ExecutorBackend(abc.ABC):
     #: merges none of its default limits in (they travel apart) and lowers none to a ceiling.
     #: True for the broker's client, whose broker enforces every limit (``enforced_limits``: all).
     admitted_again: ClassVar[bool] = False
+    #: Capability: runs with ``RunSpec.session`` go to a sandbox session that outlives the cell
+    #: (``session_spec``, ``list_sessions``, ``end_session``).
+    holds_sessions: ClassVar[bool] = False
 
     def __init__(self, config: ExecConfig) -> None:
         self.config = config
@@ -296,3 +313,26 @@ class ExecutorBackend(abc.ABC):
         """The image a run with this runtime env starts from (an env's own image is built
         on it), for the administrator's allow-list; None for a backend that runs no images."""
         return None
+
+    def session_spec(self, name: str) -> RunSpec | None:
+        """The admitted spec of the first cell of session ``name`` while it lives (its limits are
+        the session's), else None."""
+        return None
+
+    def list_sessions(self) -> list[SessionInfo]:
+        """The sessions this backend holds now."""
+        return []
+
+    def end_session(self, name: str) -> bool:
+        """End session ``name`` and free what it holds (its cell, if one runs, is cancelled);
+        False if there is no such session."""
+        return False
+
+    def fork_session(self, parent: str, name: str, say: Callable[[str], None]) -> None:
+        """Make session ``name`` a copy of session ``parent``'s live state (its globals and files),
+        ``parent`` untouched; waits for the cell ``parent`` runs now (``say`` tells the user so).
+        ``JupyterExecError`` for an unknown ``parent`` or a living ``name``;
+        ``BackendUnavailableError`` where this backend cannot fork a session (and what is missing)."""
+        raise BackendUnavailableError(
+            self.name, f"the {self.name} backend cannot fork a session", "use --backend seccomp or local"
+        )

@@ -134,6 +134,11 @@ class KillableRun(TrackedRun):
         self.handle.finish(outcome)
         self.after()
 
+    def over(self, streams: dict[int, str]) -> bool:
+        """Whether the run is over though ``streams`` (those still open) are: the supervisor's last
+        word came, and the cell's output is complete, so nothing more can come."""
+        return self.reader.exit_status is not None and "stdout" not in streams.values() and len(streams) == 1
+
     def stream(self, fds: dict[int, str], tick: Callable[[float], None] = lambda elapsed: None) -> None:
         """Read ``fds`` (named stdout, stderr or protocol) until every holder lets go.
 
@@ -175,8 +180,8 @@ class KillableRun(TrackedRun):
                 killed_at = now
             if killed_at is not None and now - killed_at > KILL_GRACE:
                 break
-            if self.reader.exit_status is not None and "stdout" not in streams.values() and len(streams) == 1:
-                break  # the supervisor's last word, and the cell's output complete: nothing more can come
+            if self.over(streams):
+                break
         for name, decoder in decoders.items():
             if tail := decoder.decode(b"", final=True):
                 sink.output(name, tail)

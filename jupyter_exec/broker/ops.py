@@ -4,10 +4,12 @@ The Unix-socket server (``unix``) knows a caller by its uid, the HTTP server (``
 the hub token it checked; both hand ``handle`` the ``Broker``, an ``Identity``, the request
 document and a ``Channel`` to answer on. Runs are ``runs.serve_run``'s; the rest is here:
 ``hello`` (who you are to the broker, your policy and quotas), ``runs``, ``show`` and
-``logs`` (your runs; everyone's for an administrator), ``cancel``, ``identity`` and
-``resources``. A user asking about a run of another user is told there is no such run of
-theirs (404), the same answer as for a run that does not exist, and that run goes on. Every
-request is counted against its user's rate and written to the audit log.
+``logs`` (your runs; everyone's for an administrator), ``cancel``, ``identity``,
+``resources``, and ``sessions`` / ``end`` (a kernel's sandbox sessions, which live in the
+user's own container backend: no user sees or ends another's). A user asking about a run of
+another user is told there is no such run of theirs (404), the same answer as for a run that
+does not exist, and that run goes on. Every request is counted against its user's rate and
+written to the audit log.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from jupyter_exec.policy import policy_report
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.store.records import RunRow
 
-from .runs import serve_run
+from .runs import scoped, serve_run, unscoped
 from .service import Broker, Channel, Identity
 
 __all__ = ["handle"]
@@ -136,6 +138,29 @@ def _resources(broker: Broker, identity: Identity, doc: dict[str, Any]) -> dict[
     }
 
 
+def _sessions(broker: Broker, identity: Identity, doc: dict[str, Any]) -> dict[str, Any]:
+    """The sessions of the caller's kernel ``doc['kernel']``, by the kernel's own names."""
+    kernel = str(doc.get("kernel") or "")
+    backend = broker.sandboxes.existing(identity.user)
+    listed = []
+    for info in backend.list_sessions() if backend is not None else []:
+        own = unscoped(kernel, info["name"])
+        if own is not None:
+            listed.append({**info, "name": own, "backend": "broker"})
+    return {"sessions": listed}
+
+
+def _end(broker: Broker, identity: Identity, doc: dict[str, Any]) -> dict[str, Any]:
+    """End session ``doc['session']`` of the caller's kernel (all of that kernel's, with None)."""
+    kernel, name = str(doc.get("kernel") or ""), wire.session_name(doc)
+    backend = broker.sandboxes.existing(identity.user)
+    if backend is None:
+        return {"ended": False}
+    names = [scoped(kernel, name)] if name else [i["name"] for i in backend.list_sessions()]
+    ended = [backend.end_session(n) for n in names if unscoped(kernel, n) is not None]
+    return {"ended": any(ended)}
+
+
 def _whole(value: Any, default: int) -> int:
     """A request's whole number (a bool is not one), else ``default``."""
     return value if isinstance(value, int) and not isinstance(value, bool) else default
@@ -149,4 +174,6 @@ _OPS: dict[str, Callable[[Broker, Identity, dict[str, Any]], dict[str, Any]]] = 
     "cancel": _cancel,
     "identity": _identity,
     "resources": _resources,
+    "sessions": _sessions,
+    "end": _end,
 }

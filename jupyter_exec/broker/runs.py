@@ -26,7 +26,7 @@ from jupyter_exec.backends.broker import wire
 from jupyter_exec.backends.broker.wire import BrokerError, RunRequest
 from jupyter_exec.backends.container import ContainerBackend, ContainerOptions
 from jupyter_exec.envs.envspec import EnvSpec
-from jupyter_exec.errors import TaskCancelledError
+from jupyter_exec.errors import SpecError, TaskCancelledError
 from jupyter_exec.policy import Policy
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
@@ -87,8 +87,10 @@ def _admit(
 ) -> AdmittedSpec:
     """The run's spec as admitted under ``policy`` (``admission``), with the kernel's ``defaults`` over
     the broker's: ``PolicyError`` for what it refuses (nothing is recorded then)."""
+    session = scoped(request.kernel, request.session) if request.session else None
     spec = RunSpec(
         backend="container",
+        session=session,
         limits=request.limits,
         outputs=request.outputs,
         env=dict(request.env),
@@ -97,7 +99,26 @@ def _admit(
         placement=ContainerOptions.parse(request.runtime),
         runtime_env=EnvSpec(pip=request.pip, image=request.image) if request.pip or request.image else None,
     )
-    return admit(spec, BackendFacts.of(backend), policy, defaults.merged_over(broker.config.default_limits()))
+    living = backend.session_spec(session) if session else None
+    defaults = defaults.merged_over(broker.config.default_limits())
+    try:
+        return admit(spec, BackendFacts.of(backend), policy, defaults, living)
+    except SpecError as error:
+        if session is None or type(error) is not SpecError:
+            raise
+        # a session's limits refused: named as the kernel names the session
+        raise SpecError(str(error).replace(f"session {session}", f"session {request.session}")) from None
+
+
+def scoped(kernel: str, name: str) -> str:
+    """The name at the broker of session ``name`` of ``kernel``: one user's kernels each have theirs."""
+    return f"{name[:50]}-{hashlib.sha256(kernel.encode()).hexdigest()[:12]}"
+
+
+def unscoped(kernel: str, name: str) -> str | None:
+    """The kernel's own name of its session ``name`` at the broker; None for another kernel's."""
+    suffix = f"-{hashlib.sha256(kernel.encode()).hexdigest()[:12]}"
+    return name[: -len(suffix)] if name.endswith(suffix) else None
 
 
 def _gpus_held(limits: Limits, capacity: Capacity, quotas: Quotas) -> int:
@@ -130,7 +151,9 @@ def serve_run(broker: Broker, identity: Identity, doc: dict[str, Any], channel: 
             "code_hash": hashlib.sha256(request.code.encode()).hexdigest(),
         }
         gpus = _gpus_held(spec.limits, broker.scheduler.capacity, quotas)
-        ticket = Ticket(identity.user, spec.limits.memory or 0, gpus, quotas)
+        joining = spec.session is not None and backend.session_spec(spec.session) is not None
+        # A session's memory and GPUs are held by its first cell's ticket while it lives: a later cell holds none.
+        ticket = Ticket(identity.user, 0 if joining else spec.limits.memory or 0, 0 if joining else gpus, quotas)
         why = broker.scheduler.enter(ticket)  # a run that may not even wait is refused here
         run_id = broker.records.create(
             user=identity.user,
@@ -141,7 +164,9 @@ def serve_run(broker: Broker, identity: Identity, doc: dict[str, Any], channel: 
             runtime=facts["runtime"],
             code_hash=facts["code_hash"],
         )
-        _Run(broker, identity, request, spec, ticket, channel, run_id, facts).serve(backend, why)
+        run = _Run(broker, identity, request, spec, ticket, channel, run_id, facts)
+        run.starts_session = spec.session is not None and not joining
+        run.serve(backend, why)
 
 
 class _Run:
@@ -163,6 +188,7 @@ class _Run:
         self.live = Live()
         self.sink = _ChannelSink(channel, broker.logs_dir / f"{run_id}.log", broker.settings.log_max_bytes)
         self.backend: ContainerBackend | None = None
+        self.starts_session = False  # its ticket is its session's while that lives
 
     def serve(self, backend: ContainerBackend, why: str | None) -> None:
         broker = self.broker
@@ -181,11 +207,21 @@ class _Run:
         except Exception as error:  # an engine failure, an image missing: the run fails, the broker goes on
             outcome = Outcome(Status.FAILED, error=wire.failure(error))
         finally:
-            if granted:
+            if granted and not self._held_by_session(backend):
                 broker.scheduler.leave(self.ticket)
             with broker.live_lock:
                 broker.live.pop(self.run_id, None)
             self._finish(outcome or _cancelled(self.run_id))
+
+    def _held_by_session(self, backend: ContainerBackend) -> bool:
+        """Whether the run started a session that lives on: its ticket (its memory in the user's
+        quota) is then let go when the session ends, not now."""
+        name = self.spec.session
+        session = backend.sessions.get(name) if name and self.starts_session else None
+        if session is None:
+            return False
+        session.on_end.append(lambda: self.broker.scheduler.leave(self.ticket))
+        return True
 
     def _stopping(self) -> bool:
         return self.live.cancel.is_set() or self.sink.hung_up or self.channel.gone()

@@ -72,6 +72,11 @@ class Sandboxes:
                 self._busy[user] -= 1
                 self._used[user] = time.monotonic()
 
+    def existing(self, user: str) -> ContainerBackend | None:
+        """``user``'s container backend if it is there (nothing is made by asking)."""
+        with self._lock:
+            return self._backends.get(user)
+
     def environment(self, backend: ContainerBackend, env: EnvSpec, progress: Progress) -> BuiltEnv:
         """The env built (or found) for ``env`` on ``backend``'s engine."""
         return self.envs.ensure(env, backend.env_builder(env), progress)
@@ -108,7 +113,9 @@ class Sandboxes:
                 idle = [
                     user
                     for user in self._backends
-                    if not self._busy.get(user) and now - self._used.get(user, now) > self.idle_after
+                    if not self._busy.get(user)
+                    and now - self._used.get(user, now) > self.idle_after
+                    and not self._backends[user].list_sessions()  # a session ends by its own idling
                 ]
                 closing = [self._backends.pop(user) for user in idle]
             for backend in closing:

@@ -364,6 +364,9 @@ def _supervise() -> None:
     child = os.fork()
     if child == 0:
         return
+    import signal
+
+    signal.signal(signal.SIGINT, lambda signum, frame: os.kill(child, signal.SIGINT))  # a session's interrupt
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -428,21 +431,39 @@ def main() -> None:
     serve(channel, _import_confine(), sys.argv[2] if len(sys.argv) > 2 else None)
 
 
-def serve(channel: int, confine: "Optional[types.ModuleType]", request_path: "Optional[str]" = None) -> None:
+def serve(
+    channel: int,
+    confine: "Optional[types.ModuleType]",
+    request_path: "Optional[str]" = None,
+    control: "Optional[int]" = None,
+) -> None:
     """Be the run's process: say ready on ``channel``, read the request (from
     ``request_path``, else stdin), confine with ``confine`` if asked, run the cell, send
-    the envelope and exit. A fork server's child calls this with the module it imported."""
+    the envelope and exit. A fork server's child calls this with the module it imported.
+    A session's process serves many cells (``serve_session``): with ``control`` (a process
+    session's socket), or with ``JX_SESSION=1`` (a container's, from ``request_path``)."""
     global _channel
     _channel = channel
     os.set_inheritable(_channel, False)
     _supervise()
     main_pid = os.getpid()
     send({"t": "ready"})
+    if control is not None:
+        serve_session(_socket_session(control), confine, main_pid)
+    if request_path is not None and os.environ.pop(SESSION_VAR, None) == "1":
+        serve_session(_fifo_session(request_path), confine, main_pid)
     if request_path is not None:
         with open(request_path, "rb") as source:
             request = json.loads(source.read())
     else:
         request = json.loads(sys.stdin.buffer.read())
+    _prepare(request, confine)
+    _report(run_request(request, send, _main_module_namespace()), main_pid)
+    os._exit(0)  # the cell is over: skip interpreter teardown, the host tears the rest down
+
+
+def _prepare(request: "dict[str, Any]", confine: "Optional[types.ModuleType]") -> None:
+    """The process set-up a request asks for: confinement, env, cwd, the env's files and modules."""
     if request.get("confine"):
         try:
             if confine is None:
@@ -467,12 +488,184 @@ def serve(channel: int, confine: "Optional[types.ModuleType]", request_path: "Op
                 shutil.copy2(entry.path, entry.name)
     sys.path[:0] = request.get("sys_path") or []  # the env's py_modules
     sys.stdin = open(os.devnull)
-    envelope = run_request(request, send, _main_module_namespace())
+
+
+def _report(envelope: "dict[str, Any]", main_pid: int) -> None:
+    """Send the cell's envelope, from the cell's own process only."""
     if os.getpid() != main_pid:
         os._exit(0)  # a child the cell forked: only the cell's own process reports
     envelope["usage"] = usage()
     send(envelope)
-    os._exit(0)  # the cell is over: skip interpreter teardown, the host tears the rest down
+
+
+SESSION_HEADER = 8  # a session's frame: this many bytes of length (big-endian), then the request
+SESSION_VAR = "JX_SESSION"  # set to 1: the container's bootstrap serves a session
+
+
+def serve_session(
+    receive: "Callable[[], Optional[tuple[dict[str, Any], Optional[list[int]]]]]",
+    confine: "Optional[types.ModuleType]",
+    main_pid: int,
+) -> None:
+    """Be a sandbox session's process: run cell after cell in one namespace, each request from
+    ``receive`` (None: the kernel let go of the session). A request may come with the cell's
+    own stdout, stderr and protocol channel (a process session's socket hands them over), put
+    in place for that cell alone and let go once its envelope is sent, so the host sees its
+    pipes close; else the cell uses the process's own (a container's FIFOs). The first request
+    confines the process for the whole session. An interrupt (SIGINT from the host) stops the
+    cell as ``KeyboardInterrupt``; one between cells is ignored. A ``fork`` request (a process
+    session's, between cells) makes a fork of the session (``_fork``), which goes on here with
+    the socket it came with. Never returns."""
+    global _channel
+    namespace, first = _main_module_namespace(), True
+    null = os.open(os.devnull, os.O_RDWR)
+    while True:
+        try:
+            frame = receive()
+        except KeyboardInterrupt:
+            continue  # an interrupt that missed its cell
+        if frame is None:
+            os._exit(0)
+        request, fds = frame
+        if "fork" in request and fds and isinstance(receive, _Link):
+            if _fork(request["fork"], fds[0], confine):
+                receive.swap(fds[0])
+                main_pid = os.getpid()
+            continue
+        if fds:
+            os.dup2(fds[0], 1)
+            os.dup2(fds[1], 2)
+            os.close(fds[0])
+            os.close(fds[1])
+            _channel = fds[2]
+        try:
+            if first:
+                _prepare(request, confine)
+                first = False
+            _report(run_request(request, send, namespace), main_pid)
+        except KeyboardInterrupt:
+            pass  # after the cell's own end: its envelope is sent, or the host's clock ends the cell
+        finally:
+            if fds:
+                os.dup2(null, 1)
+                os.dup2(null, 2)
+                os.close(fds[2])
+                _channel = None
+
+
+def _socket_session(control: int) -> "Callable[[], Optional[tuple[dict[str, Any], Optional[list[int]]]]]":
+    """A process session's requests, from its socket (``control``): the session's own channel is
+    left to its supervisor (its exit), and the socket moved where a cell's processes never get it."""
+    global _channel
+
+    assert _channel is not None
+    os.close(_channel)
+    _channel = None
+    link = _Link(_high_copy(control))
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, control)
+    os.close(null)
+    return link
+
+
+class _Link:
+    """A process session's socket, read one frame at a time; a fork swaps in its own."""
+
+    def __init__(self, fd: int) -> None:
+        import socket
+
+        self.socket = socket.socket(fileno=fd)
+
+    def __call__(self) -> "Optional[tuple[dict[str, Any], Optional[list[int]]]]":
+        return _receive(self.socket)
+
+    def swap(self, fd: int) -> None:
+        import socket
+
+        self.socket.close()
+        self.socket = socket.socket(fileno=_high_copy(fd))
+        os.close(fd)
+
+
+def _fork(spec: "dict[str, Any]", control: int, confine: "Optional[types.ModuleType]") -> bool:
+    """Fork this session's process: True in the fork, with its own process session, a further
+    Landlock layer (only its own scratch directory writable, no signal to anything outside it:
+    not to its parent) and that directory as its home; False here, where the fork is reaped when
+    it ends (``_reap_forks``; were this process to end first, the session's supervisor would).
+    Threads do not survive a fork: only the one running the session is there."""
+    import signal
+
+    child = os.fork()
+    if child == 0:
+        _forks.clear()
+        try:
+            os.setsid()
+            if spec.get("landlock"):
+                if confine is None:
+                    raise OSError("confine.py is not beside the bootstrap in this target")
+                confine.apply_landlock(**spec["landlock"])
+            os.chdir(spec["cwd"])
+            os.environ.update(spec.get("env", {}))
+        except OSError:
+            os._exit(1)  # the kernel sees the fork's socket close
+        return True
+    os.close(control)
+    _forks.add(child)
+    signal.signal(signal.SIGCHLD, _reap_forks)
+    return False
+
+
+_forks: "set[int]" = set()  # this session's forks not yet reaped
+
+
+def _reap_forks(signum: int, frame: object) -> None:
+    """Reap the forks that ended (only those: the cell's own children are the cell's to wait for)."""
+    for pid in list(_forks):
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                _forks.discard(pid)
+        except ChildProcessError:
+            _forks.discard(pid)
+
+
+def _fifo_session(path: str) -> "Callable[[], Optional[tuple[dict[str, Any], Optional[list[int]]]]]":
+    """A container session's requests: each one the next writer of the request FIFO ``path`` sends."""
+
+    def receive() -> "Optional[tuple[dict[str, Any], Optional[list[int]]]]":
+        while True:
+            with open(path, "rb") as source:
+                data = source.read()
+            if data:  # an open without a request (gVisor's wake-up): wait for the next
+                return json.loads(data), None
+
+    return receive
+
+
+def _high_copy(fd: int) -> int:
+    """A close-on-exec copy of ``fd`` above the standard ones (processes a cell starts never hold it)."""
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+
+
+def _receive(link: "Any") -> "Optional[tuple[dict[str, Any], Optional[list[int]]]]":
+    """The next frame from the session's socket: the request and its three descriptors; None at EOF."""
+    import socket
+
+    header, fds, _, _ = socket.recv_fds(link, SESSION_HEADER, 3)
+    if not header:
+        return None
+    while len(header) < SESSION_HEADER:
+        header += link.recv(SESSION_HEADER - len(header))
+    size, body = int.from_bytes(header, "big"), bytearray()
+    while len(body) < size:
+        chunk = link.recv(min(size - len(body), 1 << 20))
+        if not chunk:
+            return None
+        body += chunk
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    return json.loads(body), fds
 
 
 def _main_module_namespace() -> "dict[str, Any]":

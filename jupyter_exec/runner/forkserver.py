@@ -9,10 +9,11 @@ fresh bootstrap for exactly one run. The template itself never reads a request, 
 runs a cell and is never confined, so nothing a run does can reach the next one: each
 child starts from the template's untouched memory.
 
-A fork request is a JSON message ``{"network": bool, "cgroups": [...]}`` (the
-``cgroup.procs`` files of the run's own group, which the child joins first, so all it
-starts is in it) carrying five descriptors: the
-run's stdin (the request), stdout, stderr, protocol channel, and a status pipe. The
+A fork request is a JSON message ``{"network": bool, "cgroups": [...], "session": bool}``
+(the ``cgroup.procs`` files of the run's own group, which the child joins first, so all it
+starts is in it; ``session``: the child is a sandbox session's, serving many cells) carrying
+five descriptors: the run's stdin (the request; a session's: its socket), stdout, stderr,
+protocol channel, and a status pipe. The
 template answers ``{"pid": N}`` (N in the kernel's pid namespace) and, once that child is
 reaped, writes ``{"status": S, "maxrss": B, "cpu": T}`` to its status pipe and closes it.
 
@@ -118,7 +119,7 @@ def become_init() -> None:
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
-def run_child(template: int, mode: str, network: bool, cgroups: list[str], fds: list[int]) -> None:
+def run_child(template: int, mode: str, network: bool, cgroups: list[str], fds: list[int], session: bool) -> None:
     """In a child just forked: in its cgroup, the run's descriptors in place, everything else
     of the template's closed, namespaces entered, then the bootstrap. Never returns."""
     try:
@@ -136,7 +137,7 @@ def run_child(template: int, mode: str, network: bool, cgroups: list[str], fds: 
         if mode != "none":
             enter_namespaces(mode, network)
             become_init()
-        bootstrap.serve(_CHANNEL, confine)
+        bootstrap.serve(_CHANNEL, confine, control=0 if session else None)
     except BaseException as error:  # whatever it is, the run's stderr says so
         os.write(2, f"the sandbox process could not start: {error!r}\n".encode())
     os._exit(127)
@@ -225,7 +226,7 @@ def _fork(
     cgroups = list(request.get("cgroups", []))
     child = os.fork()
     if child == 0:
-        run_child(template, mode, bool(request.get("network")), cgroups, fds)
+        run_child(template, mode, bool(request.get("network")), cgroups, fds, bool(request.get("session")))
     status_pipes[child] = fds[4]
     _send(control, {"pid": child})
     return cgroups

@@ -15,6 +15,7 @@ What shows the trace live is handed in, never imported from the notebook's side:
 
 from __future__ import annotations
 
+import functools
 import numbers
 import sys
 import threading
@@ -33,6 +34,7 @@ from jupyter_exec.status import Status
 
 from .model import Node, Trace
 from .schedulers import MCTS, Scheduler
+from .states import NodeStates, StateBudget
 from .tables import TraceTables
 from .timer import Timer
 
@@ -149,24 +151,45 @@ def run_in_trace(
     parent: str | int | None = "latest",
     metric: str | None = None,
     maximize: bool | None = None,
+    from_state: bool = False,
     **run_options: Any,
 ) -> RunResult:
     """``manager.run`` that also records the run as a node of ``trace`` (``%%sandbox --trace``).
 
     ``parent`` is a node id, ``best``, ``latest`` (the default: carry on the current line)
-    or ``root``. The run's errors are re-raised once the node is finished.
+    or ``root``. The run's errors are re-raised once the node is finished. A cell with
+    ``spec.session`` records its session as the node's state; with ``from_state`` the cell
+    runs in a fork of its parent's state (``states``).
     """
     tables = trace_tables(manager)
     model = tables.open(trace, metric, maximize)
     with model.lock:  # the parent chosen and the node added at once, whatever else grows the trace
         node = tables.add(model, resolve_parent(model, parent), code, spec=spec.describe())
+    states = _cell_states(manager, model, spec)
     try:
-        result = manager.run(code, spec, **run_options)
+        if from_state:
+            result = states.run(node, code, spec, **run_options)
+        else:
+            result = manager.run(code, spec, **run_options)
+            if spec.session is not None:
+                states.keep(node.id, spec.session, made_here=False)
     except BaseException as error:
         record_outcome(tables, model, node, None, error)
         raise
     record_outcome(tables, model, node, result, None)
     return result
+
+
+_cell_states_by_trace: dict[tuple[int, str], NodeStates] = {}
+
+
+def _cell_states(manager: Manager, trace: Trace, spec: RunSpec) -> NodeStates:
+    """The node states of ``trace`` that ``--trace`` cells of ``manager`` grow, kept across cells."""
+    key = (id(manager), trace.name)
+    with _lock:
+        if key not in _cell_states_by_trace:
+            _cell_states_by_trace[key] = _node_states(manager, trace, replace(spec, session=None, fork=None))
+        return _cell_states_by_trace[key]
 
 
 class _Silent:
@@ -226,6 +249,7 @@ def explore(
     manager: Manager | None = None,
     progress: bool = True,
     viewer: Viewer | None = None,
+    from_state: bool = False,
 ) -> Trace:
     """Grow trace ``trace`` until it holds ``budget`` nodes or ``time_budget`` runs out.
 
@@ -237,6 +261,9 @@ def explore(
     starts after the time budget and runs still going are cancelled. The default
     scheduler is ``MCTS`` with one root. With ``progress``, a line of text follows the trace,
     and ``viewer`` (default: the tree widget, in a notebook with the extension loaded) shows it.
+    With ``from_state``, each child runs in a fork of its parent's live session, so ``propose``
+    writes only what is new: the child sees what its ancestors' cells defined (``states``; a
+    backend that forks sessions: seccomp or local).
     """
     if budget is None and time_budget is None:
         raise SpecError("explore needs budget=N (nodes), time_budget='30m', or both")
@@ -253,6 +280,7 @@ def explore(
     scheduler = scheduler or MCTS()
     spec = RunSpec(backend=backend, limits=limits if isinstance(limits, Limits) else Limits.parse(**(limits or {})))
     in_flight: dict[Future, Node] = {}
+    states = _node_states(manager, model, spec) if from_state else None
 
     def launch() -> bool:
         if timer.expired or (budget is not None and len(model) >= budget):
@@ -271,7 +299,8 @@ def explore(
             node = tables.add(model, selection.parent, code, params=params, spec=spec.describe())
             scheduler.observe(node)
         child_spec = replace(spec, name=f"{trace}/{node.id}")
-        in_flight[pool.submit(manager.run, code, child_spec, sink=_Silent())] = node
+        run = manager.run if states is None else functools.partial(states.run, node)
+        in_flight[pool.submit(run, code, child_spec, sink=_Silent())] = node
         return True
 
     with ThreadPoolExecutor(max_parallel, thread_name_prefix=f"explore-{trace}") as pool:
@@ -299,7 +328,15 @@ def explore(
         finally:
             if progress:
                 _progress(model, budget, len(in_flight), end="\n")
+            if states is not None:
+                states.close()
     return model
+
+
+def _node_states(manager: Manager, trace: Trace, spec: RunSpec) -> NodeStates:
+    """The node states of ``trace``, held within the kernel's ``state_budget``."""
+    budget = StateBudget(manager.config.state_budget)
+    return NodeStates(manager, trace, spec, budget, lambda text: print(text, end="", file=sys.stderr))
 
 
 def _settle(tables: TraceTables, trace: Trace, scheduler: Scheduler, node: Node, future: Future) -> None:

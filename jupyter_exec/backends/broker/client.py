@@ -13,18 +13,25 @@ broker's side, so the Manager passes them through (``native_runtime_env``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from typing import Any, ClassVar
 
 from jupyter_exec.backends import names
-from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
+from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, SessionInfo, Submission, TaskHandle
 from jupyter_exec.backends.container import ContainerBackend, ContainerOptions
 from jupyter_exec.backends.container.config import DEFAULT_IMAGE
 from jupyter_exec.backends.runs import RunRegistry, TrackedRun
 from jupyter_exec.config import ExecConfig, application_config
 from jupyter_exec.envs.envspec import EnvSpec
-from jupyter_exec.errors import BackendUnavailableError, NodeFailedError, SpecError, TaskCancelledError
+from jupyter_exec.errors import (
+    BackendUnavailableError,
+    JupyterExecError,
+    NodeFailedError,
+    SpecError,
+    TaskCancelledError,
+)
 from jupyter_exec.monitor import Usage
 from jupyter_exec.policy import Policy
 from jupyter_exec.spec import Limits, RunSpec
@@ -56,6 +63,7 @@ class BrokerBackend(ExecutorBackend):
     enforced_limits: ClassVar[frozenset[str] | None] = None
     admitted_again: ClassVar[bool] = True
     options_class = ContainerOptions
+    holds_sessions: ClassVar[bool] = True  # at the broker, which holds their limits and checks a cell's
     configured: ClassVar[str] = ""  # the address this class was made for
 
     def __init__(self, config: ExecConfig) -> None:
@@ -64,6 +72,7 @@ class BrokerBackend(ExecutorBackend):
         self.token = config.broker_token
         self.hello: dict[str, Any] = {}
         self.runs: RunRegistry[_BrokeredRun] = RunRegistry()
+        self.kernel: str | None = None  # the kernel whose runs (and sessions) these are, from its first run
 
     @classmethod
     def availability(cls) -> Availability:
@@ -111,6 +120,7 @@ class BrokerBackend(ExecutorBackend):
         return (env.image if env else None) or str(self.hello.get("image") or DEFAULT_IMAGE)
 
     def submit(self, submission: Submission) -> TaskHandle:
+        self.kernel = submission.kernel_id
         stream = open_stream(self.address, _request(submission, self.config.default_limits()), self.token)
         first = stream.next()
         if first is None or first.get("t") != "accepted":
@@ -135,6 +145,20 @@ class BrokerBackend(ExecutorBackend):
 
     def shutdown(self) -> None:
         self.runs.shutdown()
+        if self.kernel is not None:  # this kernel's sessions at the broker go with it (else when idle there)
+            with contextlib.suppress(BrokerError, JupyterExecError, OSError):
+                self.ask({"op": "end", "kernel": self.kernel, "session": None}, timeout=5)
+
+    def list_sessions(self) -> list[SessionInfo]:
+        """This kernel's sessions at the broker."""
+        if self.kernel is None:
+            return []
+        return list(self.ask({"op": "sessions", "kernel": self.kernel, "session": None})["sessions"])
+
+    def end_session(self, name: str) -> bool:
+        if self.kernel is None:
+            return False
+        return bool(self.ask({"op": "end", "kernel": self.kernel, "session": name})["ended"])
 
     def get_available_resources(self) -> dict[str, Any]:
         reply = self.ask({"op": "resources"})
@@ -184,6 +208,7 @@ def _request(submission: Submission, defaults: Limits) -> RunDoc:
         "name": spec.name,
         "kernel": submission.kernel_id,
         "client_run": submission.run_id,
+        "session": spec.session,
     }
 
 

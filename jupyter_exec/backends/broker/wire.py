@@ -7,6 +7,9 @@ the body of ``POST {prefix}api/v1`` over HTTP. The answer is JSON lines, each an
     run        accepted {run}, [queued {why}], running, out {s, x} | display {data} | sample {...}, end {...}
     any other  reply {...} | error {status, kind, message}
 
+A run with ``session`` runs in that sandbox session of its kernel, at the broker; ``sessions``
+lists a kernel's sessions there and ``end`` ends one (or, without a name, all of them).
+
 Everything a cell prints travels inside a JSON string the broker writes, so nothing it prints
 can start a line of its own: output and control cannot be confused (as with the bootstrap's
 own channel, which the broker reads). ``parse_run`` checks a run request field by field: the
@@ -37,7 +40,7 @@ from jupyter_exec.errors import (
     remote_error,
 )
 from jupyter_exec.runner.protocol import Envelope
-from jupyter_exec.spec import Limits, parse_env, parse_names
+from jupyter_exec.spec import Limits, RunSpec, parse_env, parse_names
 from jupyter_exec.status import Status
 
 __all__ = [
@@ -59,6 +62,7 @@ __all__ = [
     "RunRequest",
     "Running",
     "Sample",
+    "SessionsDoc",
     "decode",
     "encode",
     "end_event",
@@ -69,10 +73,11 @@ __all__ = [
     "parse_request",
     "parse_run",
     "raise_for",
+    "session_name",
 ]
 
 VERSION = 1
-OPS = ("hello", "run", "cancel", "runs", "show", "logs", "resources", "identity")
+OPS = ("hello", "run", "cancel", "runs", "show", "logs", "resources", "identity", "sessions", "end")
 _TASK_ERRORS: dict[str, type[TaskError]] = {
     cls.__name__: cls for cls in (TaskError, TaskCancelledError, TaskTimeoutError, NodeFailedError)
 }
@@ -98,6 +103,15 @@ class RunDoc(TypedDict):
     name: str | None
     kernel: str
     client_run: int
+    session: str | None  # the kernel's sandbox session the cell runs in
+
+
+class SessionsDoc(TypedDict):
+    """List (``sessions``) or end (``end``: one by ``session``, or all with None) a kernel's sessions."""
+
+    op: Literal["sessions", "end"]
+    kernel: str
+    session: str | None
 
 
 class CancelDoc(TypedDict):
@@ -124,7 +138,7 @@ class _RunsDoc(TypedDict, total=False):
     limit: int
 
 
-Request = RunDoc | CancelDoc | IdentityDoc | _Op | _RunsDoc
+Request = RunDoc | CancelDoc | IdentityDoc | SessionsDoc | _Op | _RunsDoc
 
 
 # ---- the events (``t`` names the kind) ---------------------------------------------------------
@@ -272,6 +286,18 @@ class RunRequest:
     name: str | None = None
     kernel: str = ""
     client_run: int | None = None
+    session: str | None = None
+
+
+def session_name(doc: Mapping[str, Any]) -> str | None:
+    """A request's session name, checked as ``--session`` is; ``BrokerError`` (400) otherwise."""
+    name = _text(dict(doc), "session", most=64)
+    if name is not None:
+        try:
+            RunSpec(session=name)
+        except SpecError as error:
+            raise BrokerError(400, str(error), "SpecError") from None
+    return name
 
 
 def _text(doc: dict[str, Any], key: str, *, optional: bool = True, most: int = 200) -> str | None:
@@ -353,6 +379,7 @@ def parse_run(doc: dict[str, Any], max_code: int) -> RunRequest:
         name=_text(doc, "name"),
         kernel=_text(doc, "kernel") or "",
         client_run=client_run if isinstance(client_run, int) and not isinstance(client_run, bool) else None,
+        session=session_name(doc),
     )
 
 

@@ -14,18 +14,21 @@ dies with its kernel.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.util
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from jupyter_exec.backends import names
 from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
 from jupyter_exec.backends.runs import KillableRun, RunRegistry
+from jupyter_exec.backends.sessions import HoldsSessions, SessionTable, later_request
 from jupyter_exec.config import ExecConfig, application_config
 from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.errors import BackendUnavailableError, PolicyError
@@ -37,11 +40,12 @@ from jupyter_exec.spec import Limits, RunSpec
 
 from . import discovery
 from .config import ContainerOptions, DockerConfig
-from .engine import Engine, RetryPolicy
+from .engine import Engine, RetryPolicy, oom_event
 from .envbuilder import ImageEnvBuilder
 from .hostconfig import ContainerPlan, plan
 from .images import build_command
 from .pool import LABEL, ContainerPool, PoolKey, boot_id, reap_containers
+from .sessions import ContainerSession, ContainerSessionCell, fork_refusal, session_plan
 from .slot import Slot, gone, stopped
 from .stats import Sampler
 
@@ -57,7 +61,7 @@ def _settings() -> DockerConfig:
     return DockerConfig(config=application_config())
 
 
-class ContainerBackend(ExecutorBackend):
+class ContainerBackend(HoldsSessions, ExecutorBackend):
     """Runs each cell in its own container from a warm pool; see the module docstring."""
 
     name: ClassVar[str] = names.CONTAINER
@@ -76,7 +80,8 @@ class ContainerBackend(ExecutorBackend):
         self.kernel_id = f"pid-{os.getpid()}"
         self.pool = ContainerPool(config.pool_size, self._make_slot, most=self.settings.pool_max)
         self._plans: dict[PoolKey, ContainerPlan] = {}
-        self.runs: RunRegistry[_ContainerRun] = RunRegistry()
+        self.runs: RunRegistry[_ContainerRun | ContainerSessionCell] = RunRegistry()
+        self.sessions: SessionTable[ContainerSession] = SessionTable(config.session_idle_seconds())
         #: More labels for every container this backend makes (the broker adds the user's name).
         self.labels: dict[str, str] = {}
 
@@ -227,7 +232,7 @@ class ContainerBackend(ExecutorBackend):
             self._plans[key] = made
         return made
 
-    def _make_slot(self, key: PoolKey, run_label: str) -> Slot:
+    def _make_slot(self, key: PoolKey, run_label: str, container_plan: ContainerPlan | None = None) -> Slot:
         labels = {
             f"{LABEL}.run": run_label,
             f"{LABEL}.kernel": self.kernel_id,
@@ -235,12 +240,9 @@ class ContainerBackend(ExecutorBackend):
             f"{LABEL}.boot-id": boot_id(),
             **self.labels,
         }
-        return Slot(self.engine, key.image, self._plan(key), labels, self.settings.user)
+        return Slot(self.engine, key.image, container_plan or self._plan(key), labels, self.settings.user)
 
     def submit(self, submission: Submission) -> TaskHandle:
-        import docker.errors
-        import requests.exceptions
-
         spec, environment = submission.spec, submission.environment
         image = environment.image if environment and environment.image else self.settings.image
         key = self._key(spec, image)
@@ -257,8 +259,27 @@ class ContainerBackend(ExecutorBackend):
             working_dir=str(environment.working_dir) if environment and environment.working_dir else None,
         )
         self.kernel_id = submission.kernel_id
-        try:
+        if spec.session is not None:
+            return self._submit_to_session(submission, key, request)
+        with self._engine_errors(image):
             slot = self.pool.take(key, str(submission.run_id))
+        run = self.runs.add(_ContainerRun(submission, self, slot, key, container_plan))
+        try:
+            run.start(request)
+        except BaseException:
+            self.forget(submission.run_id)
+            self.pool.discard(slot)
+            raise
+        return run.handle
+
+    @contextlib.contextmanager
+    def _engine_errors(self, image: str) -> Iterator[None]:
+        """The engine's failures to make a container, as what the user can do about them."""
+        import docker.errors
+        import requests.exceptions
+
+        try:
+            yield
         except docker.errors.ImageNotFound as error:
             raise BackendUnavailableError(
                 self.name, f"image {image} is missing", f"build it: {build_command(image)}"
@@ -269,20 +290,37 @@ class ContainerBackend(ExecutorBackend):
                 f"the container engine at {self.engine.url} failed: {error}",
                 "check it (`docker info` / `podman info`), or pass --backend seccomp",
             ) from error
-        run = self.runs.add(_ContainerRun(submission, self, slot, key, container_plan))
-        try:
-            run.start(request)
-        except BaseException:
-            self.forget(submission.run_id)
-            self.pool.discard(slot)
-            raise
-        return run.handle
+
+    def _submit_to_session(self, submission: Submission, key: PoolKey, request: bytes) -> TaskHandle:
+        """A cell of session ``spec.session``: in its container when it lives (after the cell it
+        runs now), else in one made now; a later cell's request is only its code and values."""
+        session = self.sessions.enter(submission, lambda: self._start_session(submission, key))
+        cell = ContainerSessionCell(submission, self, session)
+        return self.start_cell(cell, lambda: cell.start(request if session.cells == 1 else later_request(submission)))
+
+    def _start_session(self, submission: Submission, key: PoolKey) -> ContainerSession:
+        spec = submission.spec
+        assert spec.session is not None
+        with self._engine_errors(key.image):
+            slot = self._make_slot(key, f"session-{spec.session}", session_plan(self._plan(key)))
+            try:
+                slot.start()
+                return ContainerSession(spec.session, self.name, spec, slot, self.engine)
+            except BaseException:
+                slot.discard()
+                raise
+
+    def fork_session(self, parent: str, name: str, say: Callable[[str], None]) -> None:
+        """Refused, naming what is missing here (``sessions.fork_refusal``)."""
+        facts = self.engine.facts
+        where = f"{'rootless' if facts.rootless else 'rootful'} {facts.kind} at {self.engine.url}"
+        raise BackendUnavailableError(self.name, *fork_refusal(where))
 
     def cancel(self, handle: TaskHandle) -> bool:
         return self.runs.cancel(handle.run_id)
 
     def sample(self, handle: TaskHandle) -> Usage | None:
-        run = self.runs.get(handle.run_id)
+        run = self.runs.get(handle.run_id)  # a session's cell samples its container as a run does
         if run is None or not run.sampler.samples:
             return None
         return {"memory": run.sampler.memory, "cpu_seconds": run.sampler.cpu_seconds}
@@ -292,6 +330,7 @@ class ContainerBackend(ExecutorBackend):
 
     def shutdown(self) -> None:
         self.runs.shutdown()
+        self.sessions.close()
         self.pool.close()
 
     def get_available_resources(self) -> dict[str, Any]:
@@ -408,21 +447,4 @@ class _ContainerRun(KillableRun):
         return code - 128 if code > 128 else code << 8
 
     def _oom_killed(self, wait_status: int) -> bool:
-        """Whether the engine's OOM killer struck in the container, from the ``oom`` event the engine
-        logs (its state says so only once a container has stopped, and ours lingers until released).
-        Asked only of a run ended by SIGKILL under a memory limit the engine keeps with a cgroup;
-        the event may lag the kill a moment, so the log is read up to a second past now."""
-        killed = os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) == signal.SIGKILL
-        engine = self.backend.engine
-        if not killed or self.key.limits.memory is None or "memory" not in engine.facts.cgroup_limits:
-            return False
-        try:
-            events = engine.client.api.events(
-                since=int(self.handle.started) - 1,
-                until=int(time.time()) + 1,
-                filters={"container": self.container.id, "event": "oom"},
-                decode=True,
-            )
-            return any(True for _ in events)
-        except Exception:  # no event log to read: no evidence of an OOM kill
-            return False
+        return oom_event(self.backend.engine, self.container.id, self.key.limits, self.handle.started, wait_status)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -23,10 +24,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jupyter_exec.errors import BackendUnavailableError
+from jupyter_exec.spec import Limits
 
 from .seccomp import profile_file, profile_text
 
-__all__ = ["DEFAULT_RETRY", "Engine", "Facts", "RetryPolicy", "is_transient", "retry"]
+__all__ = ["DEFAULT_RETRY", "Engine", "Facts", "RetryPolicy", "is_transient", "oom_event", "retry"]
 
 T = TypeVar("T")
 CGROUP_LIMITS = frozenset({"memory", "pids", "cpus"})  # the Limits an engine sets through cgroups
@@ -213,3 +215,23 @@ def _unanswered(error: BaseException) -> bool:
     import requests.exceptions
 
     return isinstance(error, (requests.exceptions.ConnectionError, ConnectionError))
+
+
+def oom_event(engine: Engine, container_id: str, limits: Limits, since: float, wait_status: int) -> bool:
+    """Whether the engine's OOM killer struck in the container, from the ``oom`` event the engine
+    logs (its state says so only once a container has stopped, and ours lingers until released).
+    Asked only of a process ended by SIGKILL under a memory limit the engine keeps with a cgroup;
+    the event may lag the kill a moment, so the log is read up to a second past now."""
+    killed = os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) == signal.SIGKILL
+    if not killed or limits.memory is None or "memory" not in engine.facts.cgroup_limits:
+        return False
+    try:
+        events = engine.client.api.events(
+            since=int(since) - 1,
+            until=int(time.time()) + 1,
+            filters={"container": container_id, "event": "oom"},
+            decode=True,
+        )
+        return any(True for _ in events)
+    except Exception:  # no event log to read: no evidence of an OOM kill
+        return False

@@ -19,9 +19,12 @@ import dataclasses
 import errno
 import functools
 import os
+import shutil
 import sys
 import sysconfig
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,10 +32,11 @@ from jupyter_exec.backends import names
 from jupyter_exec.backends.base import Availability, ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
 from jupyter_exec.backends.runs import KillableRun, RunRegistry
+from jupyter_exec.backends.sessions import HoldsSessions, SessionTable, later_request
 from jupyter_exec.config import ExecConfig, scratch_prefix
 from jupyter_exec.envs.envspec import EnvSpec
 from jupyter_exec.envs.venv import VenvBuilder
-from jupyter_exec.errors import BackendUnavailableError
+from jupyter_exec.errors import BackendUnavailableError, JupyterExecError
 from jupyter_exec.monitor import Usage, proc_usage
 from jupyter_exec.runner import confine as confinement
 from jupyter_exec.runner.plans import Mounts, Plan, Rlimits
@@ -41,6 +45,7 @@ from jupyter_exec.spec import Limits, RunSpec
 
 from .cgroups import reap_cgroups
 from .guarantees import guarantees
+from .sessions import FORKS, ProcessSession, SessionCell
 from .templates import Exit
 from .workers import Worker, WorkerKey, WorkerPool, reap_workers
 
@@ -72,7 +77,7 @@ def python_readable_paths() -> tuple[str, ...]:
     return tuple(sorted(p for p in paths if p))
 
 
-class LocalBackend(ExecutorBackend):
+class LocalBackend(HoldsSessions, ExecutorBackend):
     """A subprocess in its own process session, with rlimits, a cgroup where possible, and a
     wall-clock timeout that kills everything the run started."""
 
@@ -86,7 +91,8 @@ class LocalBackend(ExecutorBackend):
         super().__init__(config)
         # Its templates remove the kernel's scratch directories if it dies (see runner/forkserver.py).
         self.pool = WorkerPool(config.pool_size, (os.path.join(config.scratch_dir, f"{scratch_prefix(os.getpid())}*"),))
-        self.runs: RunRegistry[_ProcessRun] = RunRegistry()
+        self.runs: RunRegistry[_ProcessRun | SessionCell] = RunRegistry()
+        self.sessions: SessionTable[ProcessSession] = SessionTable(config.session_idle_seconds())
 
     @classmethod
     def reap(cls) -> int:
@@ -97,7 +103,8 @@ class LocalBackend(ExecutorBackend):
     def availability(cls) -> Availability:
         if not sys.platform.startswith("linux"):
             return Availability(False, f"needs Linux, this is {sys.platform}", "use --backend docker")
-        return Availability(True, notes=tuple(guarantees(cls.confined).notes()))
+        promised = guarantees(cls.confined)
+        return Availability(True, notes=(*promised.notes(), *_session_notes(promised.cgroup.kind)))
 
     # A class attribute elsewhere; here it depends on the host, so it is read from the instance
     # (as the manager reads it) and worked out only then. Never assigned: mypy sees a ClassVar
@@ -147,23 +154,12 @@ class LocalBackend(ExecutorBackend):
         return rlimits
 
     def submit(self, submission: Submission) -> TaskHandle:
+        if submission.spec.session is not None:
+            return self._submit_to_session(submission)
         limits = submission.spec.limits
-        plan = self.confine_plan(submission)
-        environment = submission.environment
-        request = build_request(
-            submission.code,
-            inputs=submission.inputs,
-            outputs=submission.spec.outputs,
-            trust=submission.spec.trust,
-            cwd=str(submission.scratch),
-            confine=plan,
-            env={"HOME": str(submission.scratch), "TMPDIR": str(submission.scratch), **submission.spec.env},
-            sys_path=environment.sys_path if environment else (),
-            working_dir=str(environment.working_dir) if environment and environment.working_dir else None,
-        )
+        request = self._request(submission)
         worker = self.pool.take(
-            self._worker_key(limits, environment.python if environment and environment.python else sys.executable),
-            functools.partial(_set_limits, limits=limits),
+            self._worker_key(limits, self._python(submission)), functools.partial(_set_limits, limits=limits)
         )
         run = self.runs.add(_ProcessRun(submission, self, worker))
         try:
@@ -174,11 +170,81 @@ class LocalBackend(ExecutorBackend):
             raise
         return run.handle
 
+    def _python(self, submission: Submission) -> str:
+        environment = submission.environment
+        return environment.python if environment and environment.python else sys.executable
+
+    def _request(self, submission: Submission) -> bytes:
+        """The runner's request for ``submission``, confined to its scratch directory."""
+        plan = self.confine_plan(submission)
+        environment = submission.environment
+        return build_request(
+            submission.code,
+            inputs=submission.inputs,
+            outputs=submission.spec.outputs,
+            trust=submission.spec.trust,
+            cwd=str(submission.scratch),
+            confine=plan,
+            env={"HOME": str(submission.scratch), "TMPDIR": str(submission.scratch), **submission.spec.env},
+            sys_path=environment.sys_path if environment else (),
+            working_dir=str(environment.working_dir) if environment and environment.working_dir else None,
+        )
+
+    def _submit_to_session(self, submission: Submission) -> TaskHandle:
+        """A cell of session ``spec.session``: in it when it lives (after the cell it runs now),
+        else in one started now, confined by this first cell's request for the whole session."""
+        session = self.sessions.enter(submission, lambda: self._start_session(submission))
+        submission = dataclasses.replace(submission, scratch=session.scratch)
+        cell = SessionCell(submission, self, session)
+
+        def start() -> None:
+            first = session.cells == 1 and session.forked_from is None  # it confines the session
+            cell.start(self._request(submission) if first else later_request(submission))
+
+        return self.start_cell(cell, start)
+
+    def _start_session(self, submission: Submission) -> ProcessSession:
+        spec = submission.spec
+        assert spec.session is not None
+        prefix = f"{scratch_prefix(os.getpid())}session-{spec.session}-"  # removed with the kernel's scratch
+        scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=self.config.scratch_dir))
+        try:
+            worker = self.pool.session_worker(self._worker_key(spec.limits, self._python(submission)))
+            try:
+                _set_limits(worker, spec.limits)
+                return ProcessSession(spec.session, self.name, submission, worker, scratch)
+            except BaseException:
+                worker.close()
+                raise
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+
+    def fork_session(self, parent: str, name: str, say: Callable[[str], None]) -> None:
+        """Session ``name`` as a fork of ``parent``'s process (after the cell it runs now), walled
+        into its own copy of the scratch directory as the first cell's confinement would be there."""
+        session = self.sessions.get(parent)
+        if session is None:
+            raise JupyterExecError(f"no session {parent!r} to fork in this kernel; %jx sessions lists them")
+        session.take_turn(None, say)
+        try:
+            scratch = session.scratch / FORKS / name
+            plan = self.confine_plan(dataclasses.replace(session.first, scratch=scratch))
+            landlock = (
+                {"readable": plan["readable"], "writable": plan["writable"], "network": plan.get("network", False)}
+                if plan.get("landlock")
+                else None
+            )
+            self.sessions.adopt(name, lambda: session.fork(name, landlock))
+        finally:
+            session.give_turn()
+
     def cancel(self, handle: TaskHandle) -> bool:
         return self.runs.cancel(handle.run_id)
 
     def shutdown(self) -> None:
         self.runs.shutdown()
+        self.sessions.close()
         self.pool.close()
 
     def get_available_resources(self) -> dict[str, Any]:
@@ -190,6 +256,8 @@ class LocalBackend(ExecutorBackend):
 
     def sample(self, handle: TaskHandle) -> Usage | None:
         run = self.runs.get(handle.run_id)
+        if isinstance(run, SessionCell):
+            return run.session.usage()
         return None if run is None else run.usage()
 
     def forget(self, run_id: int) -> None:
@@ -217,6 +285,12 @@ class SeccompBackend(LocalBackend):
         notes = [f"landlock abi {abi}", *promised.notes()]
         if abi < 6 and not promised.namespaces.available:
             notes.append("signals: Landlock before ABI 6 cannot stop a run signalling your other processes")
+        notes.append(
+            "sessions: a fork is walled from its parent by a Landlock layer of its own (files, signals)"
+            if abi >= 6
+            else "sessions: a fork can signal its parent session (Landlock before ABI 6 scopes no signals)"
+        )
+        notes += _session_notes(promised.cgroup.kind)
         if abi < 3:
             notes.append("truncate(): Landlock before ABI 3 does not govern it, so the seccomp filter refuses it")
         return Availability(True, notes=tuple(notes))
@@ -252,6 +326,13 @@ class SeccompBackend(LocalBackend):
             # Landlock does not cover connect(): refuse it, as socket() is refused, unless --network.
             plan["connect"] = spec.limits.network
         return {**plan, "readable": readable, "writable": writable}
+
+
+def _session_notes(cgroup: str | None) -> list[str]:
+    """What doctor says of sessions here: whether their limits hold the session whole."""
+    if cgroup:
+        return []
+    return ["sessions: no cgroup here, so --mem and --pids hold each process of a session, not the session whole"]
 
 
 def _without_landlock(error: int) -> Availability:

@@ -124,6 +124,12 @@ class Forked:
             self._status = -1
 
 
+def _socket_pair() -> tuple[int, int]:
+    """A Unix stream socket pair as two close-on-exec descriptors (the child's end, ours)."""
+    theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return theirs.detach(), ours.detach()
+
+
 class Template:
     """One fork server process for runs on ``python`` with namespaces ``mode`` (none, root,
     user). ``scope``: start it in a systemd user scope of that name (where runs get their
@@ -181,15 +187,20 @@ class Template:
         answer: dict[str, object] = json.loads(reply)
         return answer
 
-    def fork(self, network: bool, joins: list[str] | tuple[str, ...] = ()) -> Forked:
+    def fork(self, network: bool, joins: list[str] | tuple[str, ...] = (), session: bool = False) -> Forked:
         """A new child, the bootstrap of one run (``network``: without a net namespace; ``joins``:
-        the ``cgroup.procs`` files it writes itself into before it starts anything)."""
+        the ``cgroup.procs`` files it writes itself into before it starts anything; ``session``:
+        of a sandbox session, whose stdin is a socket for its cells' requests)."""
         pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(5)]  # stdin, stdout, stderr, protocol, status
+        if session:
+            os.close(pipes[0][0])
+            os.close(pipes[0][1])
+            pipes[0] = _socket_pair()
         theirs = [pipes[0][0], *(write for _, write in pipes[1:])]
         ours = [pipes[0][1], *(read for read, _ in pipes[1:])]
         try:
             with self._lock:
-                request = json.dumps({"network": network, "cgroups": list(joins)}).encode()
+                request = json.dumps({"network": network, "cgroups": list(joins), "session": session}).encode()
                 socket.send_fds(self._control, [request], theirs)
                 answer = self._answer(timeout=30)
         except (OSError, NodeFailedError) as error:

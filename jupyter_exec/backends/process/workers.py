@@ -93,16 +93,17 @@ class Worker:
     """One forked bootstrap: its process, the three pipes the host reads, and (where the
     host allows) its own cgroup, joined while it waits so a run only sets the limits.
     ``own_template``: the template was started for this worker alone (a systemd scope),
-    and goes with it."""
+    and goes with it. ``session``: the worker serves a sandbox session's cells, through the
+    socket that is its ``child.stdin``."""
 
-    def __init__(self, key: WorkerKey, template: Template, own_template: bool = False) -> None:
+    def __init__(self, key: WorkerKey, template: Template, own_template: bool = False, session: bool = False) -> None:
         self.key, self.template, self.own_template = key, template, own_template
         kind = cgroup_mode().kind
         # A group of its own, which the child joins before it forks anything (so everything
         # it starts is in it); a systemd scope already is one: the template's.
         self.cgroup = RunCgroup.create(f"jx-{os.getpid()}-w{next(_serial)}") if kind in ("root", "delegated") else None
         try:
-            self.child: Forked = template.fork(key.network, self.cgroup.joins() if self.cgroup else ())
+            self.child: Forked = template.fork(key.network, self.cgroup.joins() if self.cgroup else (), session)
         except BaseException:
             if self.cgroup is not None:
                 self.cgroup.kill_and_remove()
@@ -212,17 +213,17 @@ class WorkerPool:
                 self._templates[(key.python, key.namespaces)] = template
         return template, False
 
-    def _new_worker(self, key: WorkerKey) -> Worker:
+    def _new_worker(self, key: WorkerKey, session: bool = False) -> Worker:
         template, own = self._template(key)
         try:
-            worker = Worker(key, template, own)
+            worker = Worker(key, template, own, session)
         except BaseException:
             if own:
                 template.close()
             raise
         try:
             worker.prepare()
-            prime = self._prime.get(key)
+            prime = None if session else self._prime.get(key)
             if prime is not None:
                 prime(worker)
         except BaseException:
@@ -252,6 +253,10 @@ class WorkerPool:
                 self._ready.wait(1.0)
         self.warm(key)
         return worker or self._new_worker(key)
+
+    def session_worker(self, key: WorkerKey) -> Worker:
+        """A worker forked now for a sandbox session (never from the idle ones: it serves many cells)."""
+        return self._new_worker(key, session=True)
 
     def _refill(self, key: WorkerKey) -> None:
         try:
