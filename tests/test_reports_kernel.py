@@ -106,7 +106,7 @@ def test_runs_is_a_table_for_reading(kernel):
         "runs = %jx runs\nprint(list(runs.columns))\nprint(runs.to_string())\nprint(runs.index.tolist())", check=True
     ).stdout.splitlines()
     shown = ["name", "status", "backend", "started", "duration", "peak memory", "error"]
-    in_session = shown[:3] + ["session"] + shown[3:]  # where a session's cell is among the runs listed
+    in_session = [*shown[:3], "session", *shown[3:]]  # where a session's cell is among the runs listed
     assert table[0] in (str(shown), str(in_session)), table[0]
     text = "\n".join(table[1:-1])
     for nothing in ("None", "NaN", "<NA>", "nan"):

@@ -146,7 +146,9 @@ def test_end_frees_the_session_and_an_unknown_name_is_one_line(kernel, name, bac
 def test_a_session_cannot_reach_another_sessions_files_or_processes(kernel, name):
     other = f"{name}-other"
     try:
-        printed = kernel.run(cell(other, "import os\nsecret = 'mine'\nopen('secret.txt', 'w').write('s')\nprint(os.getcwd())"))
+        printed = kernel.run(
+            cell(other, "import os\nsecret = 'mine'\nopen('secret.txt', 'w').write('s')\nprint(os.getcwd())")
+        )
         scratch = printed.stdout.strip()
         (victim,) = session_processes(kernel.pid, scratch)
         attack = kernel.run(
