@@ -7,6 +7,7 @@ limited and cancellable (``Manager.cancel``) like any other. When it succeeds it
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -69,11 +70,13 @@ class BackgroundRuns:
         recorded = threading.Event()
 
         def events(event: RunEvent) -> None:
-            if event["kind"] == "created":
-                created.append(event["run_id"])
-                recorded.set()
-            if on_event is not None:
-                on_event(event)
+            try:
+                if on_event is not None:
+                    on_event(event)
+            finally:  # after the caller has heard it: what it shows of the run comes before the cell returns
+                if event["kind"] == "created":
+                    created.append(event["run_id"])
+                    recorded.set()
 
         def work() -> None:
             try:
@@ -87,7 +90,9 @@ class BackgroundRuns:
             finally:
                 recorded.set()
 
-        threading.Thread(target=work, daemon=True, name="jx-background").start()
+        # In the starting cell's context: what the run shows (ipykernel's parent header is a
+        # context variable) lands in that cell, not in whichever cell runs when it prints.
+        threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True, name="jx-background").start()
         recorded.wait()
         if not created:  # refused before it was recorded (bad spec, no backend)
             future.result()

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
 from .status import Status
+from .units import format_bytes, format_elapsed
 
-__all__ = ["Created", "EventCallback", "Finished", "Network", "RunEvent", "RunResult", "Running", "Sample"]
+__all__ = ["Created", "EventCallback", "Finished", "Network", "RunEvent", "RunResult", "Running", "Sample", "ending"]
 
 
 class Created(TypedDict):
@@ -90,3 +91,16 @@ class RunResult:
     status: Status
     value: Any = None
     outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def ending(event: Finished, memory_limit: int | None = None) -> str:
+    """How a run ended, in one line: ``oom after 2.1 s · peak memory 255.9 MiB of 256.0 MiB · …``."""
+    parts = [f"{event['status']} after {format_elapsed(event['duration'] or 0.0)}"]
+    if event["peak_memory"]:
+        parts.append(
+            f"peak memory {format_bytes(event['peak_memory'])}"
+            + (f" of {format_bytes(memory_limit)}" if memory_limit else "")
+        )
+    if event["error"]:
+        parts.append(event["error"])
+    return " · ".join(parts)

@@ -9,9 +9,11 @@ never the run or its record.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import describe_error
@@ -19,7 +21,22 @@ from .runner.protocol import OutputSink
 from .store.space import DISK_FULL
 from .units import format_bytes, format_elapsed
 
-__all__ = ["ConsoleSink", "RunOutput"]
+__all__ = ["ConsoleSink", "InCell", "RunOutput"]
+
+
+class InCell:
+    """Calls made as if from the cell that made this object.
+
+    ipykernel keeps the cell an output belongs to (its parent header) in a context variable.
+    A backend's reader thread has none of its own, so what it shows would land in whichever
+    cell runs at that moment: a background run's lines and pictures in a later cell.
+    """
+
+    def __init__(self) -> None:
+        self._context = contextvars.copy_context()
+
+    def call(self, function: Callable[..., object], *args: object) -> None:
+        self._context.copy().run(function, *args)  # a copy: a context is entered by one thread at a time
 
 
 class ConsoleSink:
@@ -31,8 +48,12 @@ class ConsoleSink:
 
     def __init__(self) -> None:
         self.streams = {"stdout": sys.stdout, "stderr": sys.stderr}
+        self.cell = InCell()
 
     def output(self, stream: str, text: str) -> None:
+        self.cell.call(self._write, stream, text)
+
+    def _write(self, stream: str, text: str) -> None:
         target = self.streams[stream]
         target.write(text)
         target.flush()
@@ -44,7 +65,7 @@ class ConsoleSink:
         except ImportError:
             get_ipython = None
         if get_ipython is not None and get_ipython() is not None:
-            publish_display_data(bundle)
+            self.cell.call(publish_display_data, bundle)
         else:
             self.output("stdout", bundle.get("text/plain", "") + "\n")
 

@@ -81,7 +81,7 @@ class SandboxMagics(Magics):
     @argument(
         "--bg",
         action="store_true",
-        help="return at once with a handle; outputs are bound when the run ends (%%jx wait N)",
+        help="return at once; the cell follows the run, outputs are bound when it ends (%%jx wait N for its result)",
     )
     @cell_magic
     @usage_errors()

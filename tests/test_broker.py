@@ -274,8 +274,9 @@ def test_display_and_a_background_run_through_the_broker(bob):
     assert shown.displays[0]["text/html"] == "<b>bold</b>" and shown.result_text == "'after'"
     cell = bob.run(f"{SANDBOX} --bg --out w\nimport time\ntime.sleep(2)\nw = 7\nw * 6", check=True)
     returned = time.time()
-    assert "%jx wait" in cell.result_text
-    run_id = cell.result_text.split("%jx wait ")[1].split()[0].strip("'\")")
+    line = cell.displays[-1]["text/plain"]  # run N in the background: %jx wait N for its result
+    assert cell.result is None and "%jx wait" in line
+    run_id = line.split("%jx wait ")[1].split()[0]
     assert bob.run(f"%jx wait {run_id}", check=True).result_text == "42" and bob.eval("w") == 7
     assert returned < bob.records().get(bob.records().runs(1)[0]["id"])["ended"]  # back before its run ended
 

@@ -141,7 +141,9 @@ def test_a_user_logs_in_through_the_hub_and_runs_a_sandbox_cell_in_jupyterlab(hu
         expect(panel.locator(".jx-log")).to_contain_text("through the broker", timeout=30_000)
         expect(panel.locator(".jx-status")).to_have_text("running")
         expect(panel.locator(".jx-gauge")).to_have_count(2)
-        expect(panel.locator(".jx-status")).to_have_text("succeeded", timeout=30_000)
+        transcript = cells.nth(1).locator(".jx-transcript")  # what stays once the run is over
+        expect(transcript.locator(".jx-transcript-foot")).to_contain_text("succeeded after", timeout=30_000)
+        expect(transcript.locator(".jx-transcript-log")).to_contain_text("through the broker")
         expect(cells.nth(1).locator(".jp-OutputArea-executeResult")).to_contain_text("42")
     finally:
         page.close()

@@ -8,6 +8,7 @@ README's pictures under docs/.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import re
 import shutil
@@ -34,8 +35,8 @@ CELLS = [
     "print('a warning', file=sys.stderr)",
     # 2: ends timeout
     f"%%sandbox --backend {BACKEND} --timeout 2s\nimport time\nprint('started', flush=True)\ntime.sleep(60)",
-    # 3: cancelled by the button while the cell is executing
-    f"%%sandbox --backend {BACKEND}\nimport time\nprint('long run', flush=True)\ntime.sleep(120)",
+    # 3: its full log while it has printed nothing, then cancelled by the button while the cell is executing
+    f"%%sandbox --backend {BACKEND}\nimport time\ntime.sleep(3)\nprint('long run', flush=True)\ntime.sleep(120)",
     # 4: a background run: the cell returns, the panel keeps going, the output is bound at the end
     f"%%sandbox --bg --backend {BACKEND} --out answer\nimport time\nfor i in range(3):\n"
     "    print(f'bg {i}', flush=True)\n    time.sleep(0.7)\nanswer = 42",
@@ -51,6 +52,13 @@ CELLS = [
     "for i in range(1, 5001):\n    big.add(Node(i, None if i == 1 else i // 2, 'x', params={'i': i}))\n"
     "    big.finish(i, 'succeeded', {'score': (i * 7919) % 5003})\nTreeWidget(big)",
     "%jx resources",
+    # 10: a run over before its first full sample: the memory gauge shows its peak, not "-"
+    "from jupyter_exec.widgets import RunWidget\nw = RunWidget()\n"
+    "w.event({'kind': 'created', 'run_id': 99, 'backend': 'container', 'isolation': 'container', "
+    "'limits': {'memory': 256 << 20}, 'log_path': '', 'name': 'short'})\n"
+    "w.event({'kind': 'sample', 't': 0.1, 'memory': None})\n"
+    "w.event({'kind': 'finished', 'status': 'succeeded', 'error': None, 'peak_memory': 50 << 20, "
+    "'cpu_seconds': 0.1, 'duration': 0.2})\nw",
 ]
 
 
@@ -123,39 +131,52 @@ def test_widgets_in_jupyterlab(lab, browser):
         # 1: lines appear while the run is going; it ends succeeded
         run(1, wait=False)
         panel = cells.nth(1).locator(".jx-run")
-        expect(panel.locator(".jx-log")).to_contain_text("tick 1", timeout=30_000)
+        expect(panel.locator(".jx-log")).to_contain_text("tick 3", timeout=30_000)
         expect(panel.locator(".jx-status")).to_have_text("running")
         expect(panel.locator(".jx-gauge")).to_have_count(2)
-        done(1)
-        expect(panel.locator(".jx-status")).to_have_text("succeeded", timeout=10_000)
-        expect(panel.locator(".jx-stderr")).to_have_text("a warning")
-        expect(panel.locator(".jx-foot")).to_contain_text("succeeded in")
-        panel.locator(".jx-full-button").click()
-        expect(panel.locator(".jx-full-log")).to_contain_text("tick 7\na warning")
-        panel.locator(".jx-full-button").click()
+        expect(panel.locator(".jx-backend")).to_have_text("local (subprocess)")
         _shot(panel, "widget-run")
+        done(1)
+        # over: the panel has become its transcript, which needs no kernel and no widget
+        transcript = cells.nth(1).locator(".jx-transcript")
+        expect(transcript.locator(".jx-transcript-foot")).to_contain_text("succeeded after", timeout=10_000)
+        expect(transcript.locator(".jx-transcript-foot")).to_contain_text("peak memory")
+        expect(transcript.locator(".jx-transcript-log")).to_contain_text("tick 7\na warning")
+        expect(cells.nth(1).locator(".jx-run")).to_have_count(0)
+        _shot(transcript, "run-transcript")
         # 2: timeout
         run(2)
-        expect(cells.nth(2).locator(".jx-status")).to_have_text("timeout", timeout=10_000)
+        expect(cells.nth(2).locator(".jx-transcript-foot")).to_contain_text("timeout after", timeout=10_000)
         expect(
             cells.nth(2).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
         ).to_contain_text("TaskTimeoutError")
-        # 3: Cancel while the cell is executing
+        # 3: the full log of a run that has printed nothing yet says so; the tail comes back;
+        # then Cancel while the cell is executing
         run(3, wait=False)
         long_panel = cells.nth(3).locator(".jx-run")
-        expect(long_panel.locator(".jx-log")).to_contain_text("long run", timeout=30_000)
+        expect(long_panel.locator(".jx-status")).to_have_text("running", timeout=30_000)
+        long_panel.locator(".jx-full-button").click()
+        expect(long_panel.locator(".jx-log")).to_contain_text(re.compile(r"run \d+ has printed nothing"))
+        long_panel.locator(".jx-full-button").click()  # back to the tail
+        expect(long_panel.locator(".jx-log")).to_have_text("long run", timeout=30_000)
+        long_panel.locator(".jx-full-button").click()
+        expect(long_panel.locator(".jx-log")).to_have_text("long run\n")  # in its place, not a second copy
+        expect(long_panel.locator("pre")).to_have_count(1)
         clicked = time.monotonic()
         long_panel.locator(".jx-cancel").click()
         done(3, timeout=20_000)
         assert time.monotonic() - clicked < 20
-        expect(long_panel.locator(".jx-status")).to_have_text("cancelled", timeout=10_000)
+        expect(cells.nth(3).locator(".jx-transcript-foot")).to_contain_text("cancelled after", timeout=10_000)
         expect(cells.nth(3)).to_contain_text("TaskCancelledError")
         # 4: background: the cell is done while the panel still runs, then the value is bound
         run(4)
         bg_panel = cells.nth(4).locator(".jx-run")
         expect(bg_panel.locator(".jx-status")).to_have_text("running")
-        expect(bg_panel.locator(".jx-status")).to_have_text("succeeded", timeout=30_000)
-        expect(bg_panel.locator(".jx-log")).to_contain_text("bg 2")
+        expect(bg_panel.locator(".jx-foot")).to_contain_text("in the background: %jx wait")
+        bg_transcript = cells.nth(4).locator(".jx-transcript")
+        expect(bg_transcript.locator(".jx-transcript-foot")).to_contain_text("succeeded after", timeout=30_000)
+        expect(bg_transcript.locator(".jx-transcript-log")).to_contain_text("bg 2")
+        expect(cells.nth(4).locator(".jp-OutputArea-output")).to_have_count(1)  # no stale "<run N running…>"
         run(5)
         expect(cells.nth(5)).to_contain_text("answer 42")
         # 6-7: a real explore, then its tree: every node drawn, the SOTA marked
@@ -194,6 +215,12 @@ def test_widgets_in_jupyterlab(lab, browser):
         expect(cards.first).to_be_visible(timeout=30_000)
         assert cards.count() >= 3
         _shot(cells.nth(9).locator(".jx-resources"), "widget-resources")
+        # 10: a short run's gauges
+        run(10)
+        short = cells.nth(10).locator(".jx-run")
+        expect(short.locator(".jx-gauge-value").nth(1)).to_have_text("peak 50.0 MiB / 256.0 MiB")
+        expect(short.locator(".jx-backend")).to_have_text("container")  # not "container (container)"
+        expect(short.locator(".jx-foot")).to_have_text("succeeded after 200 ms · peak memory 50.0 MiB of 256.0 MiB")
     finally:
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "notebook.png"), full_page=True)
@@ -214,9 +241,9 @@ def test_run_panel_in_notebook_7(lab, browser):
         run, _ = _runner(page, cells)
         run(0)
         run(1)
-        panel = cells.nth(1).locator(".jx-run")
-        expect(panel.locator(".jx-status")).to_have_text("timeout", timeout=10_000)
-        expect(panel.locator(".jx-log")).to_contain_text("started")
+        transcript = cells.nth(1).locator(".jx-transcript")
+        expect(transcript.locator(".jx-transcript-foot")).to_contain_text("timeout after", timeout=10_000)
+        expect(transcript.locator(".jx-transcript-log")).to_contain_text("started")
     finally:
         page.screenshot(path=str(SHOTS / "notebook7.png"))
         page.close()
@@ -232,18 +259,23 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
         "panel.ipynb",
         [
             "%load_ext jupyter_exec",
+            # each a new best, so each the next one's parent (--parent latest): a chain of three
+            "%%sandbox --backend seccomp --trace panel-tree\n{'score': 0.25}",
+            "%%sandbox --backend seccomp --trace panel-tree\n{'score': 0.5}",
             "%%sandbox --backend seccomp --trace panel-tree\n{'score': 0.75}",
+            "%jx tree panel-tree",  # the tree widget's stylesheet in the page, beside the side panel's
             "%%sandbox --backend seccomp --name panel-demo\nimport time\nprint('hello from the sandbox', flush=True)\n"
             "time.sleep(60)",
         ],
     )
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
-        cells = _workspace(page, lab, "side-panel", name, 3)
+        cells = _workspace(page, lab, "side-panel", name, 6)
         run, done = _runner(page, cells)
-        run(0)
-        run(1)
-        run(2, wait=False)
+        for index in range(5):
+            run(index)
+        expect(cells.nth(4).locator(".jx-tree .jx-node")).to_have_count(3)
+        run(5, wait=False)
         page.keyboard.press("Control+Shift+C")  # the command palette
         page.locator(".lm-CommandPalette-input").fill("jupyter-exec: Show runs")
         page.keyboard.press("Enter")
@@ -267,10 +299,10 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
         panel.locator(".jx-cancel").click()
         expect(row.locator(".jx-badge")).to_have_text("cancelled", timeout=15_000)
         expect(panel.locator(".jx-info .jx-badge")).to_have_text("cancelled")
-        done(2, timeout=20_000)
+        done(5, timeout=20_000)
         assert time.monotonic() - clicked < 20
         expect(
-            cells.nth(2).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+            cells.nth(5).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
         ).to_contain_text("TaskCancelledError")
         # the envs tab answers; the trees tab shows the trace, and its node opens its run
         panel.locator(".lm-TabBar-tab", has_text="Envs").click()
@@ -278,6 +310,14 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
         panel.locator(".lm-TabBar-tab", has_text="Trees").click()
         trees = panel.locator(".jx-TreesView")
         trees.locator(".jx-filter").select_option("panel-tree")
+        # a chain of three nodes: each on its own row, indented one step more than its parent
+        nodes = trees.locator(".jx-node")
+        expect(nodes).to_have_count(3)
+        boxes = [nodes.nth(i).bounding_box() for i in range(3)]
+        assert all(a["y"] + a["height"] <= b["y"] for a, b in itertools.pairwise(boxes)), boxes
+        lefts = [nodes.nth(i).locator(".jx-node-id").bounding_box()["x"] for i in range(3)]
+        assert lefts[0] < lefts[1] < lefts[2], lefts
+        _shot(trees, "side-panel-trees")
         node = trees.locator(".jx-node.jx-sota")
         expect(node).to_contain_text("score=0.75")
         node.click()
@@ -326,12 +366,12 @@ def test_a_host_list_runs_connections_in_the_cell_and_the_side_panel(lab, browse
         run, _ = _runner(page, cells)
         for index in range(3):
             run(index)
-        widget = cells.nth(2).locator(".jx-run")
-        expect(widget.locator(".jx-status")).to_have_text("succeeded", timeout=30_000)
-        expect(widget.locator(".jx-limits")).to_contain_text("network files.test")
-        line = widget.locator(".jx-network")
+        # once it ends the panel is its transcript: the limits in its head, the connections in its foot
+        widget = cells.nth(2).locator(".jx-transcript")
+        expect(widget.locator(".jx-transcript-foot")).to_contain_text("succeeded after", timeout=30_000)
+        expect(widget.locator(".jx-transcript-head")).to_contain_text("network files.test")
+        line = widget.locator(".jx-transcript-foot")
         expect(line).to_contain_text("network files.test: 2 connections, 1 refused (other.test:80)")
-        expect(line).to_have_attribute("data-refused", "yes")
         _shot(widget, "run-panel-network")
         page.keyboard.press("Control+Shift+C")
         page.locator(".lm-CommandPalette-input").fill("jupyter-exec: Show runs")
@@ -347,3 +387,102 @@ def test_a_host_list_runs_connections_in_the_cell_and_the_side_panel(lab, browse
     finally:
         page.screenshot(path=str(SHOTS / "network.png"))
         page.close()
+
+
+SAVED_CELLS = [
+    "%load_ext jupyter_exec",
+    # on the default backend (auto: the container where Docker runs), with widgets
+    "%%sandbox --mem 256m\nimport sys\nfor i in range(3):\n    print(f'line {i}', flush=True)\n"
+    "print('to stderr', file=sys.stderr)",
+    "%%sandbox\nprint('before the error', flush=True)\nraise ValueError('the error itself')",
+    "%%sandbox\nclass Shown:\n    def _repr_html_(self):\n        return '<b class=\"shown\">a display</b>'\n"
+    "display(Shown())\nprint('after the display')",
+    "%%sandbox --bg\nimport time\nfor i in range(3):\n    print(f'bg line {i}', flush=True)\n    time.sleep(0.5)",
+    "%%sandbox\nfor i in range(3000):\n    print('long', i)",
+    "import time\ntime.sleep(3)\nprint('waited')",
+]
+
+#: cell -> what must still be read there after a restart, in nbconvert's HTML and in the file
+KEPT = {
+    1: ["line 0", "line 2", "to stderr", "succeeded after"],
+    2: ["before the error", "the error itself", "failed after"],
+    3: ["after the display", "a display", "succeeded after"],
+    4: ["bg line 2", "succeeded after"],
+    5: ["long 0", "long 19", "lines not kept here: %jx logs", "long 2999", "succeeded after"],
+}
+
+
+def test_a_saved_notebook_keeps_its_output(lab, browser, tmp_path):
+    """Run a notebook of sandbox cells, save it, restart the kernel, reload the page: every
+    cell still shows what it printed, its error and its status line; so do nbconvert's HTML
+    of the saved file (with and without widget state) and the file read as text."""
+    import subprocess
+    import sys
+
+    from playwright.sync_api import expect
+
+    name = _notebook(lab["root"], "saved.ipynb", SAVED_CELLS)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{lab['url']}/lab/workspaces/saved/tree/{name}?token={lab['token']}")
+        cells = page.locator(".jp-Notebook .jp-CodeCell")
+        expect(cells).to_have_count(len(SAVED_CELLS), timeout=60_000)
+        expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+        run, _ = _runner(page, cells)
+        for index in range(len(SAVED_CELLS)):
+            run(index)
+        for index, texts in KEPT.items():
+            for text in texts:
+                expect(cells.nth(index)).to_contain_text(text, timeout=30_000)
+        page.keyboard.press("Control+s")
+        expect(page.locator(".jp-mod-dirty")).to_have_count(0)
+        page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").click()
+        page.locator(".lm-Menu-itemLabel", has_text="Restart Kernel…").click()
+        page.locator(".jp-Dialog-button.jp-mod-accept").click()
+        expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+        page.reload()
+        cells = page.locator(".jp-Notebook .jp-CodeCell")
+        expect(cells).to_have_count(len(SAVED_CELLS), timeout=60_000)
+        for index, texts in KEPT.items():
+            for text in texts:
+                expect(cells.nth(index)).to_contain_text(text)
+        expect(cells.nth(3).locator("b.shown")).to_have_text("a display")
+        expect(page.locator(".jp-Notebook")).not_to_contain_text("Error displaying widget")
+        _shot(page.locator(".jp-Notebook"), "notebook-reopened")
+        page.locator(".lm-MenuBar-itemLabel", has_text="File").click()  # leave no kernel behind
+        page.locator(".lm-Menu-itemLabel", has_text="Close and Shut Down Notebook").click()
+        page.locator(".jp-Dialog-button.jp-mod-accept").click()
+        expect(page.locator(".jp-Notebook")).to_have_count(0)
+    finally:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "saved-notebook.png"), full_page=True)
+        page.close()
+
+    saved = lab["root"] / name
+    raw = saved.read_text()
+    notebook = nbformat.reads(raw, as_version=4)
+    assert not [
+        o
+        for c in notebook.cells
+        for o in c.get("outputs", [])
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
+    with_state = tmp_path / "with-state.ipynb"
+    notebook.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2, "version_minor": 0}
+    }
+    nbformat.write(notebook, with_state)
+    for source in (saved, with_state):
+        done = subprocess.run(
+            [sys.executable, "-m", "nbconvert", "--to", "html", "--stdout", str(source)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        for texts in KEPT.values():
+            for text in texts:
+                assert text in done.stdout, (source.name, text)
+    for texts in KEPT.values():  # the .ipynb read as text
+        for text in texts:
+            assert text in raw, text

@@ -32,7 +32,7 @@ def test_background_cells_and_a_map_grow_one_tree(tmp_path):
                 f"%%sandbox --backend seccomp --trace sweep --bg\nimport time\ntime.sleep(1)\n{{'score': {score}.0}}",
                 check=True,
             )
-            handles.append(int(cell.result_text.split()[1]))  # <run N running in the background: ...>
+            handles.append(int(cell.displays[0]["text/plain"].split()[1]))  # run N in the background: ...
         swept = kernel.run(
             "import jupyter_exec\nfrom jupyter_exec.trace.explore import trace_tables\n"
             "scores = jupyter_exec.map(\"import time\\ntime.sleep(0.05)\\n{'score': item / 2}\", range(20), "

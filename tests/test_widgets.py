@@ -4,9 +4,12 @@ the Cancel click handled while the cell is still executing."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import Kernel, require
@@ -55,8 +58,55 @@ def test_run_panel_follows_a_run(manager):
     assert panel.peak_memory >= 60 << 20
     assert manager.records.get(panel.run_id)["peak_memory"] == panel.peak_memory
     data, _ = panel._repr_mimebundle_()
-    assert WIDGET_VIEW in data and "succeeded" in data["text/plain"] and "! careful" in data["text/plain"]
-    assert '<span style="color:#b00">careful</span>' in data["text/html"]
+    assert WIDGET_VIEW in data and "succeeded after" in data["text/plain"] and "! careful" in data["text/plain"]
+    assert '<span style="color:#c62828">careful</span>' in data["text/html"]
+    assert panel.backend == "local (subprocess)" and panel.limits_text.startswith("mem 512m · timeout ")
+    assert (
+        panel.ending.startswith("succeeded after ") and "peak memory" in panel.ending and "of 512.0 MiB" in panel.ending
+    )
+
+
+def test_a_backend_named_as_its_isolation_is_named_once(manager):
+    from jupyter_exec.events import Created
+
+    panel = RunWidget()
+    panel.event(
+        Created(kind="created", run_id=3, backend="container", isolation="container", limits={}, log_path="", name=None)
+    )
+    assert panel.backend == "container"
+
+
+def test_the_transcript_keeps_the_first_and_last_lines_of_a_long_log(manager):
+    """What stays in the notebook: no widget, stdout and stderr in order, where the rest is."""
+    panel, _ = watched_run(
+        manager,
+        "import sys, time\nfor i in range(5000):\n"
+        "    if i == 10: time.sleep(0.3); print(i, file=sys.stderr, flush=True); time.sleep(0.3)\n"
+        "    else: print(i, flush=True)",
+    )
+    bundle = panel.transcript().bundle()
+    assert set(bundle) == {"text/plain", "text/html"}
+    lines = bundle["text/plain"].splitlines()
+    assert lines[0].startswith(f"run {panel.run_id} · local (subprocess) · ") and lines[-1].startswith(
+        "succeeded after "
+    )
+    assert lines[1:12] == [f"  {i}" for i in range(10)] + ["! 10"]
+    assert lines[21] == f"  … 4,780 lines not kept here: %jx logs {panel.run_id} shows them all"
+    assert lines[22] == "  4800" and lines[-2] == "  4999" and len(lines) == 2 + 20 + 1 + 200
+    assert f"%jx logs {panel.run_id}" in bundle["text/html"] and "4999\n" not in bundle["text/html"][-10:]
+
+
+def test_a_short_log_is_kept_whole(manager):
+    panel, _ = watched_run(manager, "for i in range(30): print(i)")
+    text = panel.transcript().text().splitlines()
+    assert text[1:-1] == [f"  {i}" for i in range(30)]
+
+
+def test_full_log_of_a_run_that_printed_nothing_says_so(manager):
+    """The page always hears back (it waited for a change that never came: "loading…" forever)."""
+    panel, _ = watched_run(manager, "x = 1")
+    panel._on_click(panel, {"action": "full_log"}, [])
+    assert f"run {panel.run_id} printed nothing" in panel.full_log
 
 
 def test_run_panel_samples_a_docker_run(manager):
@@ -232,7 +282,51 @@ def test_cancel_message_is_handled_while_the_cell_is_busy(widget_kernel):
     assert errors == ["TaskCancelledError"]
     assert widget_kernel.last_run()["status"] == "cancelled"
     final = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]
-    assert final["text/plain"].startswith(f"run {widget_kernel.last_run()['id']} · cancelled")
+    assert WIDGET_VIEW not in final and final["text/plain"].startswith(f"run {widget_kernel.last_run()['id']} · ")
+    assert "  working" in final["text/plain"] and final["text/plain"].splitlines()[-1].startswith("cancelled after ")
+
+
+@pytest.mark.kernel
+def test_a_finished_cell_keeps_a_static_transcript_not_the_widget(widget_kernel):
+    """The panel's display ends as text/plain and text/html (what a restarted kernel, nbconvert
+    and a text view of the .ipynb can read), and the widget is closed; a display stays its own output."""
+    code = (
+        f"%%sandbox --backend {BACKEND}\nimport sys\nprint('out 1', flush=True)\n"
+        "print('err 1', file=sys.stderr, flush=True)\ndisplay('shown')\n"
+        "raise ValueError('bad value')"
+    )
+    messages = list(widget_kernel.messages(widget_kernel.client.execute(code), 60))
+    shown = [m["content"] for m in messages if m["msg_type"] == "display_data"]
+    panel_id = shown[0]["transient"]["display_id"]
+    assert WIDGET_VIEW in shown[0]["data"] and {"text/plain": "'shown'"} in [d["data"] for d in shown[1:]]
+    updates = [m["content"] for m in messages if m["msg_type"] == "update_display_data"]
+    assert updates[-1]["transient"]["display_id"] == panel_id
+    final = updates[-1]["data"]
+    assert set(final) == {"text/plain", "text/html"}
+    lines = final["text/plain"].splitlines()
+    assert lines[1:3] == ["  out 1", "! err 1"] and lines[-1].startswith("failed after ") and "bad value" in lines[-1]
+    assert any(m["msg_type"] == "comm_close" for m in messages)  # the widget is closed: no state to save
+    assert [m["content"]["ename"] for m in messages if m["msg_type"] == "error"] == ["ValueError"]
+
+
+@pytest.mark.kernel
+def test_a_ray_cell_keeps_its_transcript_too(widget_kernel):
+    """``%%rayrun`` goes the same way: live panel, then the transcript, with Ray's output in order."""
+    require(importlib.util.find_spec("ray") is not None, "ray not installed (pip install -e .[ray])")
+    code = "%%rayrun\nimport sys\nprint('from ray', flush=True)\nprint('ray stderr', file=sys.stderr, flush=True)"
+    messages = list(widget_kernel.messages(widget_kernel.client.execute(code), 180))
+    assert WIDGET_VIEW in next(m for m in messages if m["msg_type"] == "display_data")["content"]["data"]
+    final = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]
+    lines = final["text/plain"].splitlines()
+    assert WIDGET_VIEW not in final and " · ray · " in lines[0] + " "
+    printed = [line for line in lines[1:-1] if "[jupyter-exec]" not in line]  # Ray's start-up notes aside
+    assert printed[-2:] == ["  from ray", "! ray stderr"] and lines[-1].startswith("succeeded after ")
+
+
+@pytest.mark.kernel
+def test_a_run_refused_before_it_is_recorded_leaves_no_panel(widget_kernel):
+    cell = widget_kernel.run("%%sandbox --backend nope\nprint(1)")
+    assert "no such backend" in cell.stderr + str(cell.error) and cell.displays == []
 
 
 @pytest.mark.kernel
@@ -241,12 +335,53 @@ def test_background_cell_returns_at_once_and_wait_gives_the_result(widget_kernel
         f"%%sandbox --bg --backend {BACKEND} --out y\nimport time\ntime.sleep(2)\ny = 7\ny * 6", check=True
     )
     returned = time.time()
-    assert "%jx wait" in cell.result_text
+    assert cell.result is None  # no stale "running in the background" line under the panel
+    assert any(WIDGET_VIEW in d for d in cell.displays)
     run_id = widget_kernel.last_run()["id"]
     assert widget_kernel.eval("'y' in globals()") is False
     waited = widget_kernel.run(f"%jx wait {run_id}", check=True)
     assert waited.result_text == "42" and widget_kernel.eval("y") == 7
     assert returned < widget_kernel.records().get(run_id)["ended"]  # the cell was back before its run ended
+
+
+def iopub_until_idle(kernel: Kernel, msg_id: str, timeout: float = 60) -> list[dict]:
+    """Every iopub message (of any cell) until execute request ``msg_id`` is idle."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = kernel.client.get_iopub_msg(timeout=deadline - time.monotonic())
+        seen.append(msg)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["content"].get("execution_state") == "idle":
+            return seen
+    raise TimeoutError(f"no idle for {msg_id} in {timeout} s")
+
+
+@pytest.mark.kernel
+def test_a_background_run_shows_in_its_own_cell(widget_kernel):
+    """What a background run displays, and its final transcript, belong to the cell that started it,
+    even while another cell is running."""
+    started = widget_kernel.client.execute(
+        f"%%sandbox --bg --backend {BACKEND}\nimport time\ntime.sleep(1)\ndisplay('late')"
+    )
+    other = widget_kernel.client.execute("import time\ntime.sleep(6)")
+    seen = iopub_until_idle(widget_kernel, other)
+    late = [m for m in seen if m["msg_type"] == "display_data" and m["content"]["data"] == {"text/plain": "'late'"}]
+    assert late and late[0]["parent_header"]["msg_id"] == started
+    final = [m for m in seen if m["msg_type"] == "update_display_data"][-1]
+    assert final["parent_header"]["msg_id"] == started and final["content"]["data"]["text/plain"].splitlines()[
+        -1
+    ].startswith("succeeded after ")
+
+
+@pytest.mark.kernel
+def test_a_background_line_without_widgets_ends_as_the_final_status(kernel):
+    cell = kernel.run(f"%%sandbox --bg --backend {BACKEND}\nimport time\ntime.sleep(1)", check=True)
+    run_id = kernel.last_run()["id"]
+    assert cell.result is None and cell.displays == [
+        {"text/plain": f"run {run_id} in the background: %jx wait {run_id} for its result"}
+    ]
+    seen = iopub_until_idle(kernel, kernel.client.execute(f"%jx wait {run_id}"))
+    final = [m for m in seen if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/plain"]
+    assert final.startswith(f"run {run_id} succeeded after ")
 
 
 @pytest.mark.kernel
@@ -283,3 +418,46 @@ def test_terminal_ipython_gets_plain_text(tmp_path, monkeypatch):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "from the sandbox" in done.stdout, done.stderr
     assert "local" in done.stdout and "cpus:" in done.stdout
+
+
+# -- stylesheets --------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDGET_ROOTS = {"run": ".jx-run", "tree": ".jx-tree", "resources": ".jx-resources"}
+
+
+def selectors(css: str) -> list[str]:
+    """Every selector of a stylesheet (inside @container/@media blocks too)."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    found = []
+    for head in re.findall(r"([^{};]+)\{", css):
+        if not head.strip().startswith("@"):
+            depth, start = 0, 0
+            for at, char in enumerate(head + ","):  # split on the commas outside :is(…)
+                depth += {"(": 1, ")": -1}.get(char, 0)
+                if char == "," and depth == 0:
+                    found.append(head[start:at].strip())
+                    start = at + 1
+    return found
+
+
+def test_the_side_panel_and_the_widgets_never_style_each_other():
+    """The side panel's Trees tab drew one node of three: the tree widget's
+    ``.jx-tree .jx-node {position: absolute}`` matched the panel's rows. Each stylesheet now
+    stays under its own root, and the panel uses no widget's root class."""
+    panel = selectors((ROOT / "labextension" / "style" / "index.css").read_text())
+    assert panel and [s for s in panel if not s.startswith(".jx-Panel")] == []
+    for name, root in WIDGET_ROOTS.items():
+        rules = selectors((ROOT / "widgets" / f"{name}.css").read_text())
+        assert rules and [s for s in rules if not re.match(rf"{re.escape(root)}\b(?!-)", s)] == []
+    sources = "\n".join(path.read_text() for path in (ROOT / "labextension" / "src").glob("*.ts"))
+    used = set(re.findall(r"\bjx-[\w-]+", sources))
+    assert used and not used & {root[1:] for root in WIDGET_ROOTS.values()}
+
+
+def test_out_of_memory_is_red_in_the_cell_and_in_the_side_panel():
+    """It was red in the cell and orange in the panel: both now draw it as a failure."""
+    panel = (ROOT / "labextension" / "style" / "index.css").read_text()
+    cell = (ROOT / "widgets" / "run.css").read_text()
+    assert re.search(r"\.jx-badge-oom \{\s*background: var\(--jp-error-color1\)", panel)
+    assert re.search(r'\.jx-status\[data-status="oom"\] \{ background: var\(--jp-error-color1, ', cell)

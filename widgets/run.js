@@ -62,13 +62,13 @@ function render({ model, el }) {
   const full = element("button", "jx-full-button", "Full log");
   head.append(badge, title, backend, limits, elapsed, cancel, full);
   const gauges = element("div", "jx-gauges");
-  const log = element("pre", "jx-log");
+  const log = element("pre", "jx-log");          // the tail, or the whole log while "Full log" is on
   const counter = element("div", "jx-log-count");
-  const fullLog = element("pre", "jx-full-log");
   const net = element("div", "jx-network");
   const foot = element("div", "jx-foot");
-  root.append(head, gauges, log, counter, fullLog, net, foot);
+  root.append(head, gauges, log, counter, net, foot);
   el.appendChild(root);
+  let whole = false;                             // showing the whole log instead of the tail
 
   cancel.addEventListener("click", () => {
     cancel.disabled = true;
@@ -76,10 +76,11 @@ function render({ model, el }) {
     model.send({ action: "cancel" });
   });
   full.addEventListener("click", () => {
-    if (fullLog.classList.contains("jx-open")) { fullLog.classList.remove("jx-open"); return; }
-    fullLog.textContent = "loading…";
-    fullLog.classList.add("jx-open");
-    model.send({ action: "full_log" });
+    whole = !whole;
+    full.textContent = whole ? "Tail" : "Full log";
+    root.classList.toggle("jx-whole", whole);
+    if (whole) model.send({ action: "full_log" });  // the kernel always answers (a changed full_log)
+    drawLog();
   });
 
   function tick() {
@@ -100,51 +101,51 @@ function render({ model, el }) {
     title.textContent = (id ? `run ${id}` : "run") + (model.get("title") ? ` · ${model.get("title")}` : "") +
       (model.get("background") ? " · background" : "");
     backend.textContent = model.get("backend");
-    const l = model.get("limits");
-    const parts = [];
-    if (l.memory) parts.push(`mem ${bytes(l.memory)}`);
-    if (l.cpus) parts.push(`cpus ${l.cpus}`);
-    if (l.timeout) parts.push(`timeout ${seconds(l.timeout)}`);
-    if (l.gpus) parts.push(`gpus ${l.gpus}`);
-    if (l.network) parts.push(l.network === true ? "network" : `network ${l.network}`);
-    limits.textContent = parts.join(" · ");
-    if (FINAL.includes(status)) {
-      const error = model.get("error");
-      const peak = model.get("peak_memory");
-      foot.textContent = `${status} in ${seconds(model.get("duration") || 0)}` +
-        (peak ? ` · peak memory ${bytes(peak)}` : "") + (error ? ` · ${error}` : "");
-      foot.dataset.status = status;
-    } else {
-      foot.textContent = "";
-    }
+    limits.textContent = model.get("limits_text");
+    foot.textContent = model.get("ending") ||
+      (model.get("background") && id && !FINAL.includes(status) ? `in the background: %jx wait ${id} for its result` : "");
+    foot.dataset.status = status;
     tick();
+  }
+
+  // The newest value of `key` a sample has (a sample may lack one, e.g. the very first).
+  function latest(samples, key) {
+    for (let i = samples.length - 1; i >= 0; i--) if (samples[i][key] != null) return samples[i][key];
+    return null;
   }
 
   function drawGauges() {
     const samples = model.get("samples");
-    gauges.hidden = samples.length === 0;      // a backend that cannot sample (Ray) shows no empty gauges
-    const last = samples[samples.length - 1] || {};
+    const peak = model.get("peak_memory");
+    const over = FINAL.includes(model.get("status"));
+    // A backend that cannot sample (Ray) shows no empty gauges; a run over before its first
+    // sample still shows the peak memory it reached.
+    gauges.hidden = samples.length === 0 && !(over && peak);
+    const cpu = latest(samples, "cpu");
     const memLimit = model.get("limits").memory;
+    const memory = over && peak ? `peak ${bytes(peak)}` : bytes(latest(samples, "memory"));
     gauges.replaceChildren(
-      gauge("CPU", samples.map((s) => s.cpu), 100, last.cpu != null ? `${last.cpu.toFixed(0)} %` : "-"),
-      gauge("Memory", samples.map((s) => s.memory), memLimit,
-        `${bytes(last.memory)}${memLimit ? ` / ${bytes(memLimit)}` : ""}`),
+      gauge("CPU", samples.map((s) => s.cpu), 100, cpu != null ? `${cpu.toFixed(0)} %` : "-"),
+      gauge("Memory", samples.map((s) => s.memory), memLimit, `${memory}${memLimit ? ` / ${bytes(memLimit)}` : ""}`),
     );
-    if (samples.some((s) => s.gpu != null)) {
-      gauges.appendChild(gauge("GPU", samples.map((s) => s.gpu), 100, last.gpu != null ? `${last.gpu.toFixed(0)} %` : "-"));
-    }
-    if (samples.some((s) => s.gpu_memory != null)) {
-      gauges.appendChild(gauge("GPU mem", samples.map((s) => s.gpu_memory), null, bytes(last.gpu_memory)));
-    }
+    const gpu = latest(samples, "gpu");
+    if (gpu != null) gauges.appendChild(gauge("GPU", samples.map((s) => s.gpu), 100, `${gpu.toFixed(0)} %`));
+    const gpuMemory = latest(samples, "gpu_memory");
+    if (gpuMemory != null) gauges.appendChild(gauge("GPU mem", samples.map((s) => s.gpu_memory), null, bytes(gpuMemory)));
   }
 
   function drawLog() {
     const stick = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
     const lines = model.get("log");
-    log.replaceChildren(...lines.map(([stream, text]) => element("div", `jx-line jx-${stream}`, text || " ")));
     const total = model.get("log_lines");
-    counter.textContent = total > lines.length ? `last ${lines.length} of ${total} lines` : "";
-    log.hidden = lines.length === 0;
+    if (whole) {
+      log.textContent = model.get("full_log") || "loading…";
+      counter.textContent = "";
+    } else {
+      log.replaceChildren(...lines.map(([stream, text]) => element("div", `jx-line jx-${stream}`, text || " ")));
+      counter.textContent = total > lines.length ? `last ${lines.length} of ${total} lines` : "";
+    }
+    log.hidden = !whole && lines.length === 0;
     if (stick) log.scrollTop = log.scrollHeight;
   }
 
@@ -158,16 +159,11 @@ function render({ model, el }) {
     net.dataset.refused = n.refused ? "yes" : "no";
   }
 
-  function drawFullLog() {
-    if (fullLog.classList.contains("jx-open")) fullLog.textContent = model.get("full_log") || "(empty log)";
-  }
-
   const handlers = [
-    ["change:status change:run_id change:title change:backend change:limits change:duration change:error " +
-     "change:peak_memory change:background change:started", drawHead],
-    ["change:samples change:limits", drawGauges],
-    ["change:log change:log_lines", drawLog],
-    ["change:full_log", drawFullLog],
+    ["change:status change:run_id change:title change:backend change:limits_text change:duration change:ending " +
+     "change:background change:started", drawHead],
+    ["change:samples change:limits change:peak_memory change:status", drawGauges],
+    ["change:log change:log_lines change:full_log", drawLog],
     ["change:network", drawNetwork],
   ];
   for (const [events, handler] of handlers) model.on(events, handler);

@@ -3,12 +3,12 @@
 It is the run's output sink (log tail) and its event callback (status, resource
 samples); every change is a trait update, which ipykernel sends from whichever thread
 makes it. Output is batched: at most about five updates a second however fast a cell
-prints. The Cancel and "full log" buttons call back into the manager.
+prints. The Cancel and "full log" buttons call back into the manager. When the run is
+over, ``transcript()`` is what the cell keeps in its place (``widgets.transcript``).
 """
 
 from __future__ import annotations
 
-import html
 import threading
 import time
 from collections import deque
@@ -18,16 +18,19 @@ from typing import Any
 
 import traitlets
 
-from jupyter_exec.events import RunEvent
+from jupyter_exec.events import RunEvent, ending
+from jupyter_exec.output import InCell
 from jupyter_exec.status import FINAL
-from jupyter_exec.units import format_bytes
+from jupyter_exec.units import format_bytes, format_duration, format_size
 
 from ._common import FallbackWidget, route_to_subshell
+from .transcript import Transcript
 
 __all__ = ["RunWidget"]
 
 _FLUSH_EVERY = 0.2
 _FULL_LOG_CAP = 2_000_000
+_HEAD = 20  # first lines of a long log kept for the transcript, besides the tail
 
 
 class RunWidget(FallbackWidget):
@@ -40,10 +43,12 @@ class RunWidget(FallbackWidget):
     title = traitlets.Unicode("").tag(sync=True)
     backend = traitlets.Unicode("").tag(sync=True)
     limits = traitlets.Dict().tag(sync=True)
+    limits_text = traitlets.Unicode("").tag(sync=True)  # "mem 512m · cpus 1 · timeout 30s"
     status = traitlets.Unicode("starting").tag(sync=True)
     started = traitlets.Float(0.0).tag(sync=True)  # epoch seconds; the page counts elapsed
     duration = traitlets.Float(None, allow_none=True).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
+    ending = traitlets.Unicode("").tag(sync=True)  # the final status line (``events.ending``)
     samples: traitlets.List[dict[str, Any]] = traitlets.List().tag(sync=True)  # [{"t", "cpu", "memory", "gpu", ...}]
     peak_memory = traitlets.Int(None, allow_none=True).tag(sync=True)
     log: traitlets.List[list[str]] = traitlets.List().tag(sync=True)  # [[stream, line], ...], the tail
@@ -67,10 +72,12 @@ class RunWidget(FallbackWidget):
         self._cancel, self._read_log = cancel, read_log
         self._session: str | None = None  # the sandbox session the run is in
         self._pending: deque[list[str]] = deque(maxlen=tail)
+        self._head: list[list[str]] = []
         self._partial = {"stdout": "", "stderr": ""}
         self._new_lines = 0
         self._lock = threading.Lock()  # the pending lines, and the status against a late cancel click
         self._timer: threading.Timer | None = None
+        self._cell = InCell()
         self.on_msg(self._on_click)
         route_to_subshell(self)
 
@@ -80,18 +87,22 @@ class RunWidget(FallbackWidget):
         with self._lock:
             lines = (self._partial[stream] + text).split("\n")
             self._partial[stream] = lines.pop()
-            self._pending.extend([stream, line] for line in lines)
-            self._new_lines += len(lines)
+            self._add([[stream, line] for line in lines])
             if self._timer is None:
                 self._timer = threading.Timer(_FLUSH_EVERY, self.flush)
                 self._timer.daemon = True
                 self._timer.start()
 
+    def _add(self, lines: list[list[str]]) -> None:
+        self._pending.extend(lines)
+        self._head.extend(lines[: _HEAD - len(self._head)])
+        self._new_lines += len(lines)
+
     def display(self, bundle: dict[str, str]) -> None:
-        """Rich output of the run is shown below the panel, as a cell would show it."""
+        """Rich output of the run is shown below the panel (in the panel's cell), as a cell would show it."""
         from IPython.display import publish_display_data
 
-        publish_display_data(bundle)
+        self._cell.call(publish_display_data, bundle)
 
     def flush(self) -> None:
         """Send the lines gathered since the last flush (and, at the end, any unfinished one)."""
@@ -100,8 +111,7 @@ class RunWidget(FallbackWidget):
             if self.status in FINAL:
                 for stream, rest in self._partial.items():
                     if rest:
-                        self._pending.append([stream, rest])
-                        self._new_lines += 1
+                        self._add([[stream, rest]])
                         self._partial[stream] = ""
             if not self._new_lines:
                 return
@@ -121,12 +131,15 @@ class RunWidget(FallbackWidget):
     def event(self, event: RunEvent) -> None:
         """``Manager.run``'s ``on_event``."""
         if event["kind"] == "created":
+            limits = {k: v for k, v in event["limits"].items() if v not in (None, False)}
+            backend, isolation = event["backend"], event["isolation"]
             self._session = event.get("session")
             self.set_state(
                 {
                     "run_id": event["run_id"],
-                    "backend": f"{event['backend']} ({event['isolation']})",
-                    "limits": {k: v for k, v in event["limits"].items() if v not in (None, False)},
+                    "backend": backend if isolation == backend else f"{backend} ({isolation})",
+                    "limits": limits,
+                    "limits_text": _describe(limits),
                     "title": self._titled(self.title or event["name"] or ""),
                 }
             )
@@ -140,12 +153,14 @@ class RunWidget(FallbackWidget):
             with self._lock:  # against a cancel click setting "cancelling" after this
                 self.status = event["status"]
             self.flush()
+            duration = event["duration"] or (time.time() - self.started if self.started else None)
             self.set_state(
                 {
-                    "duration": event["duration"] or (time.time() - self.started if self.started else None),
+                    "duration": duration,
                     "error": event["error"] or "",
                     "peak_memory": event["peak_memory"],
                     "network": dict(event.get("network") or {}),
+                    "ending": ending({**event, "duration": duration}, self.limits.get("memory")),
                 }
             )
 
@@ -158,45 +173,65 @@ class RunWidget(FallbackWidget):
                     if self.status not in FINAL:
                         self.status = "cancelling"
         elif action == "full_log" and self._read_log is not None:
-            text = self._read_log(self.run_id)
-            self.full_log = (
-                text
-                if len(text) <= _FULL_LOG_CAP
-                else (
-                    f"[first {len(text) - _FULL_LOG_CAP:,} characters left out; %jx logs {self.run_id}]\n"
-                    + text[-_FULL_LOG_CAP:]
-                )
-            )
+            self.full_log = self._whole_log()
 
-    # -- fallbacks ---------------------------------------------------------------------------
-    def summary(self) -> str:
-        """One line: run, status, backend, duration, peak memory."""
-        parts = [f"run {self.run_id}" + (f" {self.title}" if self.title else ""), self.status, self.backend]
-        if self.duration is not None:
-            parts.append(f"{self.duration:.1f} s")
-        if self.peak_memory:
-            limit = self.limits.get("memory")
-            parts.append(f"peak {format_bytes(self.peak_memory)}" + (f" of {format_bytes(limit)}" if limit else ""))
-        if self.error:
-            parts.append(self.error)
+    def _whole_log(self) -> str:
+        """The run's log file for the "Full log" view: never empty, so the page always hears back."""
+        if not self.run_id:
+            return "(the run is starting)"
+        text = self._read_log(self.run_id) if self._read_log is not None else ""
+        if not text:  # Manager.log_text says why a log is empty; another reader may not
+            return f"(run {self.run_id}: an empty log)"
+        if len(text) > _FULL_LOG_CAP:
+            return (
+                f"[first {len(text) - _FULL_LOG_CAP:,} characters left out; %jx logs {self.run_id}]\n"
+                + text[-_FULL_LOG_CAP:]
+            )
+        return text
+
+    # -- what stays in the notebook --------------------------------------------------------
+    def transcript(self) -> Transcript:
+        """The panel as static text: its header, the first and last lines of the log, the status line."""
+        total, tail = self.log_lines, self.log
+        head = self._head if total > len(tail) else []
+        overlap = max(len(head) + len(tail) - total, 0)
+        title = f"run {self.run_id}" + (f" · {self.title}" if self.title else "")
+        header = " · ".join(p for p in (title, self.backend, self.limits_text) if p)
+        footer = self.ending or (f"{self.status} (background)" if self.background else self.status)
         if self.network:
-            parts.append(_network_line(self.network))
-        return " · ".join(p for p in parts if p)
+            footer += f" · {_network_line(self.network)}"
+        return Transcript(
+            run_id=self.run_id,
+            status=self.status,
+            header=header,
+            head=head,
+            tail=tail[overlap:],
+            left_out=max(total - len(head) - len(tail), 0),
+            footer=footer,
+        )
 
     def text_fallback(self) -> str:
-        lines = [f"{'!' if stream == 'stderr' else ' '} {line}" for stream, line in self.log[-20:]]
-        return "\n".join([self.summary(), *lines])
+        return self.transcript().text()
 
     def html_fallback(self) -> str:
-        rows = "".join(
-            f'<span style="color:#b00">{html.escape(line)}</span>\n' if stream == "stderr" else f"{html.escape(line)}\n"
-            for stream, line in self.log[-20:]
-        )
-        return (
-            f'<div class="jx-run-fallback"><b>{html.escape(self.summary())}</b>'
-            + (f"<pre>{rows}</pre>" if rows else "")
-            + "</div>"
-        )
+        return self.transcript().html()
+
+
+def _describe(limits: dict[str, Any]) -> str:
+    """The limits a user set, as they would type them: ``mem 512m · cpus 1 · timeout 30s``."""
+    parts = []
+    if limits.get("memory"):
+        parts.append(f"mem {format_size(limits['memory'])}")
+    if limits.get("cpus"):
+        parts.append(f"cpus {limits['cpus']:g}")
+    if limits.get("timeout"):
+        parts.append(f"timeout {format_duration(limits['timeout'])}")
+    if limits.get("gpus"):
+        parts.append(f"gpus {limits['gpus']}")
+    if limits.get("network"):
+        hosts = limits["network"]  # True (--network alone) or a host list as typed
+        parts.append("network" if hosts is True else f"network {hosts}")
+    return " · ".join(parts)
 
 
 def _network_line(network: dict[str, Any]) -> str:

@@ -39,7 +39,7 @@ function describe(value: unknown): string {
 export class TreesView extends PollingView {
   private readonly choice = h('select', { class: 'jx-filter', 'aria-label': 'Trace' });
   private readonly heading = h('span', { class: 'jx-count' });
-  private readonly tree = h('div', { class: 'jx-tree jx-list' });
+  private readonly tree = h('div', { class: 'jx-trace-tree jx-list' });
   private drawn = '';
 
   /** `openRun(runId)` shows a node's run (in the runs tab). */

@@ -1,0 +1,83 @@
+"""What a run leaves in the notebook once it is over: a static copy of its panel, no widget.
+
+A widget's view needs its model, which lives in the kernel. After a restart, in nbconvert
+(with or without widget state) or in a colleague's JupyterLab the model is gone, and
+JupyterLab prefers the widget's mime type to any fallback beside it, so the cell would say
+"Error displaying widget: model not found". When a run ends its cell therefore replaces the
+panel's display (same display id) by this transcript: text/plain and text/html only, with what
+the run printed (stdout and stderr in order; the first and last lines of a long log and
+where the rest is), its final status line and its error. Styles are inline: no stylesheet
+of ours is loaded where the transcript is read.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+
+__all__ = ["STATUS_COLOURS", "Transcript"]
+
+#: Status -> colour, as the run panel's and the side panel's badges show it (in JupyterLab's
+#: light theme the panels take these from the theme; the transcript must carry its own).
+STATUS_COLOURS = {
+    "running": "#1565c0",
+    "cancelling": "#ef6c00",
+    "succeeded": "#2e7d32",
+    "cached": "#2e7d32",
+    "failed": "#c62828",
+    "oom": "#c62828",
+    "timeout": "#ef6c00",
+    "cancelled": "#616161",
+}
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A run's panel as text: a header, the kept lines (``[stream, text]``), a footer."""
+
+    run_id: int
+    status: str
+    header: str
+    head: list[list[str]] = field(default_factory=list)  # the first lines of a long log
+    tail: list[list[str]] = field(default_factory=list)  # the last lines (all of a short log)
+    left_out: int = 0  # lines between head and tail that the notebook does not keep
+    footer: str = ""
+
+    def gap(self) -> str:
+        return f"… {self.left_out:,} lines not kept here: %jx logs {self.run_id} shows them all"
+
+    def text(self) -> str:
+        """Plain text, stderr lines marked with ``!``."""
+        lines = [_marked(*line) for line in self.head]
+        if self.left_out:
+            lines.append(f"  {self.gap()}")
+        lines += [_marked(*line) for line in self.tail]
+        return "\n".join([self.header, *lines, *([self.footer] if self.footer else [])])
+
+    def html(self) -> str:
+        """HTML that reads without any stylesheet: stderr in red, the footer in its status colour."""
+
+        def row(stream: str, text: str) -> str:
+            text = html.escape(text)
+            return f'<span style="color:#c62828">{text}</span>' if stream == "stderr" else text
+
+        rows = [row(*line) for line in self.head]
+        if self.left_out:
+            rows.append(f'<i style="color:#757575">{html.escape(self.gap())}</i>')
+        rows += [row(*line) for line in self.tail]
+        colour = STATUS_COLOURS.get(self.status, "#616161")
+        parts = [f'<div class="jx-transcript-head" style="font-weight:600">{html.escape(self.header)}</div>']
+        if rows:
+            parts.append(f'<pre class="jx-transcript-log" style="margin:4px 0">{chr(10).join(rows)}</pre>')
+        if self.footer:
+            style = f"font-weight:600;color:{colour}"
+            parts.append(f'<div class="jx-transcript-foot" style="{style}">{html.escape(self.footer)}</div>')
+        status = html.escape(self.status)
+        return f'<div class="jx-transcript" data-run="{self.run_id}" data-status="{status}">{"".join(parts)}</div>'
+
+    def bundle(self) -> dict[str, str]:
+        return {"text/plain": self.text(), "text/html": self.html()}
+
+
+def _marked(stream: str, text: str) -> str:
+    return f"{'!' if stream == 'stderr' else ' '} {text}"
