@@ -134,7 +134,10 @@ def test_fork_bomb_is_contained_and_the_users_other_processes_are_not(kernel):
     helper.join()
     assert cell.error is None, cell.error
     forks = int(cell.stdout.split()[1])
-    assert 16 <= forks <= 32, cell.stdout  # the run's own processes, not all of the user's
+    # the run's own processes, not all of the user's; with no namespaces the limit is an rlimit of
+    # the user's processes counted at the start plus 32, so one of the user's that ends meanwhile
+    # frees a place for the bomb
+    assert 16 <= forks <= 36, cell.stdout
     assert started["ok"] == 20  # the user started processes while the bomb was at its limit
 
 
