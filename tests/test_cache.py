@@ -216,7 +216,7 @@ def test_a_changed_image_misses(kernel, tmp_path):
         kernel.run(cell, check=True)
         assert kernel.last_run()["status"] == "cached"
         (tmp_path / "Dockerfile").write_text(f"FROM {base.id}\nLABEL jupyter-exec.test={uuid.uuid4().hex}\n")
-        client.images.build(path=str(tmp_path), tag=name)  # the same name, another image
+        client.images.build(path=str(tmp_path), tag=name, rm=True, forcerm=True)  # the same name, another image
         kernel.run(cell, check=True)
         assert kernel.last_run()["status"] == "succeeded"
     finally:

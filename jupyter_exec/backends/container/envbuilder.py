@@ -135,7 +135,12 @@ class ImageEnvBuilder:
         progress(f"building image {built.image}")
         try:
             docker.images.build(
-                fileobj=context, custom_context=True, tag=built.image, rm=True, labels={"jupyter-exec.env": path.name}
+                fileobj=context,
+                custom_context=True,
+                tag=built.image,
+                rm=True,
+                forcerm=True,  # a failed step's container goes too
+                labels={"jupyter-exec.env": path.name},
             )
         except Exception as error:  # docker.errors.BuildError / APIError
             with open(log, "a") as log_file:
