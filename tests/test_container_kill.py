@@ -165,13 +165,15 @@ def test_a_create_in_flight_when_the_kernel_dies_is_heard_out_then_removed(engin
     made and the kernel's folders, and exits, within 10 s."""
     kernel = subprocess.Popen(["sleep", "300"])
     work = Path(tempfile.mkdtemp(prefix="jx-keeper-"))  # short: a socket's path has 108 bytes at most
-    relay, leftover, token = work / "relay.sock", work / "slot-of-the-kernel", f"test-{secrets.token_hex(4)}"
+    leftover, token = work / "slot-of-the-kernel", f"test-{secrets.token_hex(4)}"
     leftover.mkdir()
     answered, slow = _slow_engine(work / "engine.sock", engine.url.removeprefix("unix://"), pause=2.0)
-    command = [sys.executable, "-I", str(keepers.KEEPER_PATH), str(work / "engine.sock"), str(relay)]
+    command = [sys.executable, "-I", str(keepers.KEEPER_PATH), str(work / "engine.sock"), str(work)]
     keeper = subprocess.Popen([*command, str(kernel.pid), f"{keepers.MARK}={token}", str(leftover)], stdout=PIPE)
     try:
-        assert keeper.stdout.readline() == b"ready\n"
+        word, own = keeper.stdout.readline().decode().split()
+        assert word == "ready" and Path(own).parent == work
+        relay = Path(own) / "relay.sock"
         body = json.dumps({"Image": DockerConfig().image, "Cmd": ["true"], "Labels": {keepers.MARK: token}}).encode()
         with socket.socket(socket.AF_UNIX) as connection:
             connection.connect(str(relay))
@@ -188,7 +190,7 @@ def test_a_create_in_flight_when_the_kernel_dies_is_heard_out_then_removed(engin
         events = engine.client.api.events(since=since, until=int(time.time()) + 1, filters=filters, decode=True)
         assert [e["Action"] for e in events][:1] == ["create"]  # made after the kernel died, then removed:
         assert containers(engine.client, keeper=token) == []
-        assert not leftover.exists()
+        assert not leftover.exists() and not Path(own).exists()
     finally:
         kernel.kill()
         kernel.wait()
@@ -215,3 +217,43 @@ def test_a_keeper_that_died_is_started_again_with_the_same_token(engine):
     finally:
         for container in made:
             engine.client.api.remove_container(container["Id"], force=True)
+
+
+KEEPER_STARTS = """
+import sys
+from jupyter_exec.backends.container import ContainerBackend, keepers
+from jupyter_exec.config import ExecConfig
+engine = ContainerBackend(ExecConfig(pool_size=0)).engine
+engine.client.api.version()  # connected before the clock starts
+print("go", flush=True)
+keepers.keeper_of(engine)
+sys.stdin.read()
+"""
+
+
+def test_a_kernel_killed_while_its_keeper_starts_leaves_no_keeper_folder(engine):
+    """The kill lands at moments across the keeper's start (the chaos run found a folder left when
+    it came between the folder's making and the keeper holding the kernel)."""
+    for delay in (0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.12, 0.2, 0.4):
+        kernel = subprocess.Popen([sys.executable, "-c", KEEPER_STARTS], stdin=PIPE, stdout=PIPE)
+        assert kernel.stdout is not None and kernel.stdout.readline() == b"go\n"
+        time.sleep(delay)
+        kernel.kill()
+        kernel.wait()
+        killed = time.monotonic()
+        while (left := _keeper_left(kernel.pid)) and time.monotonic() - killed < 10:
+            time.sleep(0.1)
+        assert not left, f"10 s after a kill {delay} s into the keeper's start: {left}"
+
+
+def _keeper_left(pid: int) -> list[str]:
+    """The keeper folders and keeper processes of the kernel ``pid``."""
+    left = [f"folder {f.name}" for f in SLOT_ROOT.glob(f"keeper-{pid}-*")]
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if str(keepers.KEEPER_PATH).encode() in argv and str(pid).encode() in argv:
+            left.append(f"keeper process {entry.name}")
+    return left

@@ -1,10 +1,11 @@
 """The keeper of one kernel's containers on one engine: stdlib only, runs beside the kernel.
 
-Started by the kernel (``keepers``) as ``python -I keeper.py ENGINE RELAY OWNER MARK
-LEFTOVER...``: ENGINE is the engine's Unix socket, RELAY the socket this process listens on
-(in a folder only the kernel's user may enter), OWNER the kernel's pid, MARK the label
-``name=value`` every container created through it carries, LEFTOVER glob patterns of the
-kernel's folders. It says ``ready`` once it listens, then:
+Started by the kernel (``keepers``) as ``python -I keeper.py ENGINE ROOT OWNER MARK
+LEFTOVER...``: ENGINE is the engine's Unix socket, ROOT the directory where it makes its own
+folder (only the kernel's user may enter it) with the socket it listens on, OWNER the kernel's
+pid, MARK the label ``name=value`` every container created through it carries, LEFTOVER glob
+patterns of the kernel's folders. It holds OWNER before it makes anything (a kernel already gone:
+it makes nothing and exits), says ``ready FOLDER`` once it listens, then:
 
 - relays each connection to RELAY, byte for byte, to a connection of its own to ENGINE. The
   kernel's creates go this way, so a create the kernel does not live to see answered is still
@@ -28,6 +29,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from urllib.parse import quote
@@ -145,12 +147,28 @@ def relay(kernel: socket.socket, engine_path: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    engine, relay_path, owner, mark, *leftovers = argv
-    gone = os.pidfd_open(int(owner))  # readable once the kernel has exited
+    engine, root, owner, mark, *leftovers = argv
+    try:
+        gone = os.pidfd_open(int(owner))  # readable once the kernel has exited
+    except ProcessLookupError:
+        return  # the kernel died before we started: nothing of ours exists yet
+    folder = tempfile.mkdtemp(prefix=f"keeper-{owner}-{os.getpid()}-", dir=root)  # 0700: the kernel's user's only
+    try:
+        serve(engine, folder, gone, mark)
+    finally:
+        for found in (folder, *(found for pattern in leftovers for found in glob.glob(pattern))):
+            shutil.rmtree(found, ignore_errors=True)
+
+
+def serve(engine: str, folder: str, gone: int, mark: str) -> None:
+    """Relay the kernel's connections until it exits (``gone`` readable), then remove what it made."""
     listener = socket.socket(socket.AF_UNIX)
-    listener.bind(relay_path)
+    listener.bind(os.path.join(folder, "relay.sock"))
     listener.listen(64)
-    print("ready", flush=True)
+    try:
+        print("ready", folder, flush=True)
+    except BrokenPipeError:  # the kernel died while we started: what it made is removed all the same
+        pass
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (1, 2):
         os.dup2(null, fd)  # the kernel reads nothing more from us, and may be gone
@@ -169,11 +187,7 @@ def main(argv: list[str]) -> None:
     died = time.monotonic()
     for _, thread in relays:
         thread.join(max(died + _END_WAIT - time.monotonic(), 0))
-    try:
-        remove_marked(engine, mark, running_from=died + _LIFELINE_GRACE, until=time.monotonic() + _END_WAIT)
-    finally:
-        for folder in (found for pattern in leftovers for found in glob.glob(pattern)):
-            shutil.rmtree(folder, ignore_errors=True)
+    remove_marked(engine, mark, running_from=died + _LIFELINE_GRACE, until=time.monotonic() + _END_WAIT)
 
 
 if __name__ == "__main__":

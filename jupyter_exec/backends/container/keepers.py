@@ -24,7 +24,6 @@ import select
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ __all__ = ["KEEPER_PATH", "MARK", "create", "keeper_of", "slot_prefix", "sweep"]
 
 KEEPER_PATH = Path(__file__).with_name("keeper.py")
 MARK = "jupyter-exec.keeper"
-_FOLDER = "keeper-"  # + the kernel's pid: a folder in SLOT_ROOT with the socket its keeper listens on
+_FOLDER = "keeper-"  # + the kernel's pid and the keeper's: the keeper's folder in SLOT_ROOT, with its socket
 _START_WAIT = 30.0  # seconds for a keeper to say it listens
 _lock = threading.Lock()
 _keepers: dict[str, _Keeper] = {}
@@ -92,13 +91,11 @@ class _Keeper:
         self.owner = os.getpid()
         self.token = token or f"{self.owner}-{secrets.token_hex(4)}"
         SLOT_ROOT.mkdir(mode=0o711, exist_ok=True)
-        self.folder = folder = tempfile.mkdtemp(prefix=f"{_FOLDER}{self.owner}-", dir=SLOT_ROOT)  # 0700: ours only
-        relay = os.path.join(folder, "relay.sock")
         self.process = subprocess.Popen(
             [
                 *(sys.executable, "-I", str(KEEPER_PATH)),
-                *(engine.url.removeprefix("unix://"), relay, str(self.owner), f"{MARK}={self.token}"),
-                *(str(SLOT_ROOT / f"{slot_prefix()}*"), folder),  # what it removes once the kernel is gone
+                *(engine.url.removeprefix("unix://"), str(SLOT_ROOT), str(self.owner), f"{MARK}={self.token}"),
+                str(SLOT_ROOT / f"{slot_prefix()}*"),  # what it removes once the kernel is gone, with its own folder
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -108,19 +105,21 @@ class _Keeper:
             cwd="/",
         )
         assert self.process.stdout is not None and self.process.stderr is not None
-        if (
-            not select.select([self.process.stdout], [], [], _START_WAIT)[0]
-            or self.process.stdout.readline() != b"ready\n"
-        ):
+        first = self.process.stdout.readline() if select.select([self.process.stdout], [], [], _START_WAIT)[0] else b""
+        word, _, folder = first.decode(errors="replace").strip().partition(" ")
+        if word != "ready" or not folder:
             self.process.kill()
             self.process.wait()
+            for made in SLOT_ROOT.glob(f"{_FOLDER}{self.owner}-{self.process.pid}-*"):  # made before it stalled
+                shutil.rmtree(made, ignore_errors=True)
             said = self.process.stderr.read().decode(errors="replace").strip().splitlines()
-            shutil.rmtree(folder, ignore_errors=True)
             raise NodeFailedError(
                 f"the keeper of this kernel's containers did not start ({said[-1] if said else 'no output'})"
             )
         self.process.stdout.close()
         self.process.stderr.close()
+        self.folder = folder
+        relay = os.path.join(folder, "relay.sock")
         self.api = docker.APIClient(base_url=f"unix://{relay}", version=engine.client.api.api_version)
 
     def alive(self) -> bool:
