@@ -48,7 +48,7 @@ class JxMagics(Magics):
     @usage_errors(JupyterExecError)
     def jx(self, line: str) -> Any:
         """%jx runs [N] [--all] | show N | logs N | cancel N | wait N [SECONDS] | sessions | end NAME | fork A B |
-        tree [NAME] | resources | doctor | policy | envs | env | cache [size | clear [KEY]]"""
+        tree [NAME] [--live] | resources | doctor | policy | envs | env | cache [size | clear [KEY]]"""
         command, _, rest = without_comment(line).partition(" ")
         handler = getattr(self, f"_jx_{command}", None)
         if handler is None:
@@ -135,16 +135,21 @@ class JxMagics(Magics):
         print(f"session {names[1]} forked from {names[0]}")
 
     def _jx_tree(self, rest: str) -> Any:
-        """The experiment tree NAME (default: the latest): a widget, or text without a widget frontend."""
+        """The experiment tree NAME (default: the latest): a widget that stays in the notebook as
+        the static tree once the cell ends (``--live``: clickable while the kernel lives), or
+        text without a widget frontend."""
+        words = rest.split()
+        live = "--live" in words
+        name = " ".join(word for word in words if word != "--live")
         tables = trace_tables(self.manager)
         names = tables.names()
-        if not names or (rest and rest not in names):
-            raise UsageError(f"no trace {rest!r}; traces here: {', '.join(names) or 'none yet (see explore)'}")
-        trace = tables.open(rest or names[0])
+        if not names or (name and name not in names):
+            raise UsageError(f"no trace {name!r}; traces here: {', '.join(names) or 'none yet (see explore)'}")
+        trace = tables.open(name or names[0])
         if widgets_wanted(self.manager):
             from jupyter_exec.widgets import TreeWidget
 
-            return TreeWidget.of(trace, self.manager)
+            return TreeWidget.of(trace, self.manager, live=live)
         print(render(trace))
         return None
 

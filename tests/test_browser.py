@@ -46,11 +46,11 @@ CELLS = [
     "from jupyter_exec import explore\nscores = iter([0.3, 0.9, 0.5, 0.7, 0.2, 0.95, 0.4, 0.8, 0.1])\n"
     "t = explore(lambda parent: f'score = {next(scores)}\\nscore', budget=9, trace='ui', "
     f"backend='{BACKEND}')\nprint('best', t.sota().id, 'of', len(t))",
-    "%jx tree ui",
+    "%jx tree ui --live",
     # 8: many nodes stay smooth
     "from jupyter_exec.trace import Node, Trace\nfrom jupyter_exec.widgets import TreeWidget\nbig = Trace('big')\n"
     "for i in range(1, 5001):\n    big.add(Node(i, None if i == 1 else i // 2, 'x', params={'i': i}))\n"
-    "    big.finish(i, 'succeeded', {'score': (i * 7919) % 5003})\nTreeWidget(big)",
+    "    big.finish(i, 'succeeded', {'score': (i * 7919) % 5003})\nTreeWidget(big, live=True)",
     "%jx resources",
     # 10: a run over before its first full sample: the memory gauge shows its peak, not "-"
     "from jupyter_exec.widgets import RunWidget\nw = RunWidget()\n"
@@ -184,7 +184,9 @@ def test_widgets_in_jupyterlab(lab, browser):
         expect(cells.nth(6)).to_contain_text("best", timeout=60_000)
         printed = cells.nth(6).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']")
         best = int(re.search(r"best (\d+) of 9", printed.inner_text()).group(1))
-        expect(cells.nth(6).locator(".jx-tree-summary")).to_contain_text("9 nodes")  # followed live
+        # followed live; at the cell's end the widget became the static tree
+        expect(cells.nth(6).locator(".jx-tree-static-head")).to_contain_text("9 nodes")
+        expect(cells.nth(6).locator(".jx-tree")).to_have_count(0)
         run(7)
         tree = cells.nth(7).locator(".jx-tree")
         expect(tree.locator(".jx-tree-summary")).to_contain_text("9 nodes")

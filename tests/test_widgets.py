@@ -309,6 +309,58 @@ def test_a_finished_cell_keeps_a_static_transcript_not_the_widget(widget_kernel)
     assert [m["content"]["ename"] for m in messages if m["msg_type"] == "error"] == ["ValueError"]
 
 
+TREE_CELL = (
+    "from jupyter_exec.trace import Node, Trace\nfrom jupyter_exec.widgets import TreeWidget\n"
+    "kept = Trace('kept')\nfor i in range(1, 6):\n"
+    "    kept.add(Node(i, None if i == 1 else i // 2, 'x', params={'lr': i}))\n"
+    "    failed = i == 4\n"
+    "    metrics = {} if failed else {'score': i / 10}\n"
+    "    kept.finish(i, 'failed' if failed else 'succeeded', metrics, error='ValueError: bad')\n"
+)
+
+
+def _displays(messages: list[dict], kind: str) -> list[dict]:
+    return [m["content"] for m in messages if m["msg_type"] == kind]
+
+
+@pytest.mark.kernel
+def test_a_shown_tree_stays_in_the_notebook_as_its_static_form(widget_kernel):
+    """A tree shown in a cell is the widget while the cell runs; when it ends, the display becomes
+    the tree as text and HTML (nodes, statuses, scores, the best path) and the widget is closed;
+    a tree grown later updates that static form in place."""
+    messages = list(
+        widget_kernel.messages(widget_kernel.client.execute(TREE_CELL + "view = TreeWidget(kept)\nview"), 60)
+    )
+    shown = _displays(messages, "display_data")
+    assert len(shown) == 1 and WIDGET_VIEW in shown[0]["data"]
+    assert not _displays(messages, "execute_result")
+    updates = _displays(messages, "update_display_data")
+    assert updates and updates[-1]["transient"] == shown[0]["transient"]
+    final = updates[-1]["data"]
+    assert set(final) == {"text/plain", "text/html"}
+    lines = final["text/plain"].splitlines()
+    assert lines[0] == "trace 'kept': maximise score, 5 nodes, best #5 score=0.5"
+    assert "│  ├─ #4  failed  lr=4  (ValueError: bad)" in lines and lines[-1] == "└─ #3  succeeded  score=0.3  lr=3"
+    assert "best path: #1 → #2 → #5" in final["text/html"] and 'data-id="4" data-status="failed"' in final["text/html"]
+    assert any(m["msg_type"] == "comm_close" for m in messages)  # no widget state left to save
+
+    grown = "kept.add(Node(6, 3, 'x'))\nkept.finish(6, 'succeeded', {'score': 0.9})\nview.refresh()"
+    messages = list(widget_kernel.messages(widget_kernel.client.execute(grown), 60))
+    update = _displays(messages, "update_display_data")[-1]
+    assert update["transient"] == shown[0]["transient"] and "6 nodes, best #6 score=0.9" in update["data"]["text/plain"]
+
+
+@pytest.mark.kernel
+def test_a_live_tree_stays_a_widget(widget_kernel):
+    """``%jx tree NAME --live`` keeps the clickable widget while the kernel lives: no static form replaces it."""
+    widget_kernel.run(f"%%sandbox --backend {BACKEND} --trace livetree\nscore = 0.5", check=True)
+    messages = list(widget_kernel.messages(widget_kernel.client.execute("%jx tree livetree --live"), 60))
+    assert WIDGET_VIEW in _displays(messages, "display_data")[0]["data"]
+    assert not _displays(messages, "update_display_data")
+    assert not any(m["msg_type"] == "comm_close" for m in messages)
+    assert "no trace 'nope'" in widget_kernel.run("%jx tree nope --live").stderr
+
+
 @pytest.mark.kernel
 def test_a_ray_cell_keeps_its_transcript_too(widget_kernel):
     """``%%rayrun`` goes the same way: live panel, then the transcript, with Ray's output in order."""

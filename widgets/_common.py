@@ -20,11 +20,19 @@ from __future__ import annotations
 import html
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anywidget
 
-__all__ = ["FallbackWidget", "frontend_connected", "probe_frontend", "route_to_subshell", "widgets_enabled"]
+__all__ = [
+    "FallbackWidget",
+    "at_cell_end",
+    "frontend_connected",
+    "probe_frontend",
+    "route_to_subshell",
+    "widgets_enabled",
+]
 
 _subshells: dict[int, str] = {}
 _lock = threading.Lock()
@@ -57,6 +65,25 @@ def frontend_connected(wait: float = 1.0) -> bool:
 def widgets_enabled(mode: str) -> bool:
     """``ExecConfig.widgets`` applied: ``on``, ``off``, or ``auto`` = a widget frontend answered."""
     return mode == "on" or (mode == "auto" and frontend_connected())
+
+
+def at_cell_end(callback: Callable[[], None]) -> bool:
+    """Call ``callback`` once, when the cell now running ends (IPython's ``post_run_cell``);
+    False outside IPython, where there is no cell to end."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+
+    def once(result: Any) -> None:
+        shell.events.unregister("post_run_cell", once)
+        callback()
+
+    shell.events.register("post_run_cell", once)
+    return True
 
 
 def _kernel() -> Any:

@@ -4,6 +4,13 @@ The tree goes to the page as a few flat columns (id, parent, status, metric, a s
 label) — about 20 bytes a node — and the page draws only the rows in view, so 5,000
 nodes stay smooth. Clicking a node sets ``selected``; the kernel answers with its
 details (code, params, metrics, limits, log tail) in ``detail``.
+
+A widget lives only as long as its kernel, and a notebook is a document: when the cell that
+showed the tree ends, its display becomes the tree's static form (``tree_static``) and the
+widget is closed, as a run's panel becomes its transcript. ``explore`` keeps it live while
+its cell runs; a tree grown later (a second ``explore`` of the same trace) updates the static
+form in place. ``live=True`` (``%jx tree NAME --live``) keeps the clickable widget for the
+kernel's lifetime instead, at the price of "model not found" once the kernel is gone.
 """
 
 from __future__ import annotations
@@ -14,10 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import traitlets
+from IPython.display import DisplayHandle, display
 
 from jupyter_exec.trace.model import Node, Trace
+from jupyter_exec.trace.view import render
 
-from ._common import FallbackWidget, route_to_subshell
+from ._common import FallbackWidget, at_cell_end, route_to_subshell
+from .tree_static import LIMIT, tree_bundle, tree_html
 
 if TYPE_CHECKING:
     from jupyter_exec.manager import Manager
@@ -47,18 +57,38 @@ class TreeWidget(FallbackWidget):
     selected = traitlets.Int(-1).tag(sync=True)
     detail = traitlets.Dict().tag(sync=True)
 
-    def __init__(self, trace: Trace, read_log: Callable[[int], str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, trace: Trace, read_log: Callable[[int], str] | None = None, *, live: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._read_log = read_log
         self._refreshed = 0.0
+        self._live = live
+        self._shown: DisplayHandle | None = None  # the display the cell's end turns static
+        self._static = False  # the display is the static form now; the widget is closed
         self.trace = trace
         self.refresh()
         route_to_subshell(self)
 
     @classmethod
-    def of(cls, trace: Trace, manager: Manager | None = None) -> TreeWidget:
+    def of(cls, trace: Trace, manager: Manager | None = None, *, live: bool = False) -> TreeWidget:
         """The widget for ``trace``; with a ``Manager``, node details include the run's log tail."""
-        return cls(trace, read_log=manager.log_text if manager is not None else None)
+        return cls(trace, read_log=manager.log_text if manager is not None else None, live=live)
+
+    def _ipython_display_(self) -> None:
+        """Shown (``display`` or a cell's last value): the widget, which becomes the tree's
+        static form when this cell ends, unless live."""
+        data, metadata = self._repr_mimebundle_()
+        shown = display(data, metadata=metadata, raw=True, display_id=True)
+        if not self._live and self._shown is None and at_cell_end(self._settle):
+            self._shown = shown
+
+    def _settle(self) -> None:
+        """The cell is over: its display becomes the static form, and the widget goes."""
+        if self._shown is not None:
+            self._shown.update(tree_bundle(self.trace), raw=True)
+            self._static = True
+            self.close()
 
     def refresh(self, trace: Trace | None = None, *, min_interval: float = 0.0) -> None:
         """Redraw from ``trace`` (or the same trace, grown since), unless the last redraw was
@@ -67,6 +97,9 @@ class TreeWidget(FallbackWidget):
             return
         self._refreshed = time.monotonic()
         self.trace = trace or self.trace
+        if self._static and self._shown is not None:
+            self._shown.update(tree_bundle(self.trace), raw=True)
+            return
         nodes = [self.trace.nodes[i] for i in sorted(self.trace.nodes)]
         best = self.trace.sota()
         with self.hold_sync():
@@ -108,6 +141,7 @@ class TreeWidget(FallbackWidget):
         }
 
     def text_fallback(self) -> str:
-        from jupyter_exec.trace.view import render
+        return render(self.trace, LIMIT)
 
-        return render(self.trace)
+    def html_fallback(self) -> str:
+        return tree_html(self.trace)
