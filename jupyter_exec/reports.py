@@ -3,8 +3,10 @@ pandas DataFrame when pandas is installed, else a list of dicts)."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
+import tokenize
 from typing import Any
 
 from .backends.base import SessionInfo
@@ -91,7 +93,7 @@ def _when(epoch: float | None) -> str:
 def run_name(row: RunRow, batches: int = 0, *, map_run: bool = False) -> str:
     """What tells a run apart in a list: its name, else the first line of its code; a map's
     name with its work and how many batches ran it (``RunRecords.batches``)."""
-    code = _first_line(row.get("code") or "")
+    code = _without_comment(_first_line(row.get("code") or ""))
     name = row.get("name") or code
     if map_run or batches:
         name = f"{name}: {code}" + (f" ({batches} batches)" if batches else "")
@@ -102,6 +104,18 @@ def _first_line(text: str) -> str:
     """The first line of ``text`` that says something (not a blank line or a comment)."""
     lines = [line.strip() for line in text.splitlines()]
     return next((line for line in lines if line and not line.startswith("#")), lines[0] if lines else "")
+
+
+def _without_comment(line: str) -> str:
+    """``line`` of code up to its comment, if it has one (a ``#`` inside a string is not one):
+    ``model = fit(df)   # run once`` reads ``model = fit(df)``."""
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(line).readline):
+            if token.type == tokenize.COMMENT:
+                return line[: token.start[1]].rstrip() or line
+    except (tokenize.TokenError, SyntaxError):  # a line cut inside a bracket or a string
+        pass
+    return line
 
 
 def _shorten(text: str, width: int) -> str:

@@ -91,6 +91,19 @@ def test_the_log_of_a_silent_run_says_so(kernel):
     assert log[1].startswith(f"[jupyter-exec] run {run_id} succeeded after ")
 
 
+def test_a_runs_name_is_its_code_without_the_comment_beside_it():
+    """README's cells carry a comment on their first line; the runs list shows the code alone."""
+    from jupyter_exec.reports import run_name
+
+    def named(code: str) -> str:
+        return run_name({"code": code, "name": None})
+
+    assert named("model = fit(df)                  # run once\nmore()") == "model = fit(df)"
+    assert named("# set-up\nprint('#1 of 3')  # the first") == "print('#1 of 3')"
+    assert named("rows = [  # open bracket\n  1]") == "rows = ["
+    assert named('text = """# not a comment') == 'text = """# not a comment'
+
+
 def test_runs_is_a_table_for_reading(kernel):
     kernel.run(f"{SECCOMP}\n# a comment first\ntotal = sum(range(10))\nprint(total)", check=True)
     plain = kernel.last_run()["id"]
