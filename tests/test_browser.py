@@ -12,6 +12,8 @@ import itertools
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -106,6 +108,55 @@ def _workspace(page, lab, workspace: str, name: str, count: int):
     expect(cells).to_have_count(count, timeout=60_000)
     expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
     return cells
+
+
+def _save_restart_reload(page, count: int):
+    """Save the notebook, restart its kernel, reload the page (what a person finds on coming
+    back to it); the reloaded page's ``count`` code cells."""
+    from playwright.sync_api import expect
+
+    page.keyboard.press("Control+s")
+    expect(page.locator(".jp-mod-dirty")).to_have_count(0)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Restart Kernel…").click()
+    page.locator(".jp-Dialog-button.jp-mod-accept").click()
+    expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
+    page.reload()
+    cells = page.locator(".jp-Notebook .jp-CodeCell")
+    expect(cells).to_have_count(count, timeout=60_000)
+    return cells
+
+
+def _shut_down(page) -> None:
+    """Close the notebook and shut its kernel down: a test leaves no kernel behind."""
+    from playwright.sync_api import expect
+
+    page.locator(".lm-MenuBar-itemLabel", has_text="File").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Close and Shut Down Notebook").click()
+    page.locator(".jp-Dialog-button.jp-mod-accept").click()
+    expect(page.locator(".jp-Notebook")).to_have_count(0)
+
+
+def _widget_outputs(notebook) -> list:
+    """The outputs of a saved notebook that need a widget's model (which a reopened notebook lacks)."""
+    return [
+        o
+        for c in notebook.cells
+        for o in c.get("outputs", [])
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
+
+
+def _nbconvert_html(path: Path) -> str:
+    """``jupyter nbconvert --to html`` of ``path``: what a static renderer shows of it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "nbconvert", "--to", "html", "--stdout", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def _shot(locator, name: str) -> None:
@@ -418,9 +469,6 @@ def test_a_saved_notebook_keeps_its_output(lab, browser, tmp_path):
     """Run a notebook of sandbox cells, save it, restart the kernel, reload the page: every
     cell still shows what it printed, its error and its status line; so do nbconvert's HTML
     of the saved file (with and without widget state) and the file read as text."""
-    import subprocess
-    import sys
-
     from playwright.sync_api import expect
 
     name = _notebook(lab["root"], "saved.ipynb", SAVED_CELLS)
@@ -436,25 +484,14 @@ def test_a_saved_notebook_keeps_its_output(lab, browser, tmp_path):
         for index, texts in KEPT.items():
             for text in texts:
                 expect(cells.nth(index)).to_contain_text(text, timeout=30_000)
-        page.keyboard.press("Control+s")
-        expect(page.locator(".jp-mod-dirty")).to_have_count(0)
-        page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").click()
-        page.locator(".lm-Menu-itemLabel", has_text="Restart Kernel…").click()
-        page.locator(".jp-Dialog-button.jp-mod-accept").click()
-        expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
-        page.reload()
-        cells = page.locator(".jp-Notebook .jp-CodeCell")
-        expect(cells).to_have_count(len(SAVED_CELLS), timeout=60_000)
+        cells = _save_restart_reload(page, len(SAVED_CELLS))
         for index, texts in KEPT.items():
             for text in texts:
                 expect(cells.nth(index)).to_contain_text(text)
         expect(cells.nth(3).locator("b.shown")).to_have_text("a display")
         expect(page.locator(".jp-Notebook")).not_to_contain_text("Error displaying widget")
         _shot(page.locator(".jp-Notebook"), "notebook-reopened")
-        page.locator(".lm-MenuBar-itemLabel", has_text="File").click()  # leave no kernel behind
-        page.locator(".lm-Menu-itemLabel", has_text="Close and Shut Down Notebook").click()
-        page.locator(".jp-Dialog-button.jp-mod-accept").click()
-        expect(page.locator(".jp-Notebook")).to_have_count(0)
+        _shut_down(page)
     finally:
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "saved-notebook.png"), full_page=True)
@@ -463,28 +500,17 @@ def test_a_saved_notebook_keeps_its_output(lab, browser, tmp_path):
     saved = lab["root"] / name
     raw = saved.read_text()
     notebook = nbformat.reads(raw, as_version=4)
-    assert not [
-        o
-        for c in notebook.cells
-        for o in c.get("outputs", [])
-        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
-    ]
+    assert not _widget_outputs(notebook)
     with_state = tmp_path / "with-state.ipynb"
     notebook.metadata["widgets"] = {
         "application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2, "version_minor": 0}
     }
     nbformat.write(notebook, with_state)
     for source in (saved, with_state):
-        done = subprocess.run(
-            [sys.executable, "-m", "nbconvert", "--to", "html", "--stdout", str(source)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
+        page_html = _nbconvert_html(source)
         for texts in KEPT.values():
             for text in texts:
-                assert text in done.stdout, (source.name, text)
+                assert text in page_html, (source.name, text)
     for texts in KEPT.values():  # the .ipynb read as text
         for text in texts:
             assert text in raw, text

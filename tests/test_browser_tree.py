@@ -5,16 +5,22 @@ the tree's nodes are still read there (no "model not found"), and in nbconvert's
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import nbformat
 import pytest
-from test_browser import SHOTS, _notebook, _runner, _shot, _workspace
+from test_browser import (
+    SHOTS,
+    _nbconvert_html,
+    _notebook,
+    _runner,
+    _save_restart_reload,
+    _shot,
+    _shut_down,
+    _widget_outputs,
+    _workspace,
+)
 
 pytestmark = pytest.mark.browser
-
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 TREE_CELLS = [
     "%load_ext jupyter_exec",
@@ -43,15 +49,7 @@ def test_the_tree_outlives_its_kernel(lab, browser, tmp_path):
             tree = cells.nth(index).locator(".jx-tree-static")
             expect(tree.locator(".jx-tree-static-head")).to_contain_text(f"5 nodes · best #{best} score=")
             expect(tree.locator(".jx-tree-static-node")).to_have_count(5)
-        page.keyboard.press("Control+s")
-        expect(page.locator(".jp-mod-dirty")).to_have_count(0)
-        page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").click()
-        page.locator(".lm-Menu-itemLabel", has_text="Restart Kernel…").click()
-        page.locator(".jp-Dialog-button.jp-mod-accept").click()
-        expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
-        page.reload()
-        cells = page.locator(".jp-Notebook .jp-CodeCell")
-        expect(cells).to_have_count(len(TREE_CELLS), timeout=60_000)
+        cells = _save_restart_reload(page, len(TREE_CELLS))
         expect(page.locator("#jp-main-statusbar")).to_contain_text("Idle", timeout=60_000)
         tree = cells.nth(2).locator(".jx-tree-static")
         expect(tree.locator(".jx-tree-static-node")).to_have_count(5)
@@ -60,10 +58,7 @@ def test_the_tree_outlives_its_kernel(lab, browser, tmp_path):
         for gone in ("model not found", "Error displaying widget", "Loading widget"):
             expect(page.locator(".jp-Notebook")).not_to_contain_text(gone)
         _shot(tree, "tree-reopened")
-        page.locator(".lm-MenuBar-itemLabel", has_text="File").click()  # leave no kernel behind
-        page.locator(".lm-Menu-itemLabel", has_text="Close and Shut Down Notebook").click()
-        page.locator(".jp-Dialog-button.jp-mod-accept").click()
-        expect(page.locator(".jp-Notebook")).to_have_count(0)
+        _shut_down(page)
     finally:
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "tree-notebook.png"), full_page=True)
@@ -71,15 +66,9 @@ def test_the_tree_outlives_its_kernel(lab, browser, tmp_path):
 
     saved = lab["root"] / name
     notebook = nbformat.read(saved, as_version=4)
-    assert not [o for c in notebook.cells for o in c.get("outputs", []) if WIDGET_VIEW in o.get("data", {})]
+    assert not _widget_outputs(notebook)
     plain = [o["data"]["text/plain"] for o in notebook.cells[2].outputs if "data" in o]
     assert plain and plain[0].startswith(f"trace 'kept': maximise score, 5 nodes, best #{best}")  # a text view
-    done = subprocess.run(
-        [sys.executable, "-m", "nbconvert", "--to", "html", "--stdout", str(saved)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.count(f"5 nodes · best #{best} score=") == 2  # the followed tree and %jx tree
-    assert done.stdout.count("★ SOTA") == 2 and "model not found" not in done.stdout
+    page_html = _nbconvert_html(saved)
+    assert page_html.count(f"5 nodes · best #{best} score=") == 2  # the followed tree and %jx tree
+    assert page_html.count("★ SOTA") == 2 and "model not found" not in page_html
