@@ -157,9 +157,9 @@ class JxMagics(Magics):
         """What each backend can offer now."""
         report = resources_report(self.manager)
         if widgets_wanted(self.manager):
-            from jupyter_exec.widgets import ResourcesWidget
+            from jupyter_exec.widgets import ResourcesCards
 
-            return ResourcesWidget(backends=report)
+            return ResourcesCards(report)
         print(format_report(report))
         return None
 

@@ -1,6 +1,7 @@
 """The experiment tree outlives its kernel, in real Chromium: a notebook that grows a tree with
 ``explore`` and shows it with ``%jx tree`` is saved, its kernel restarted and the page reloaded;
-the tree's nodes are still read there (no "model not found"), and in nbconvert's HTML and text."""
+the tree's nodes are still read there (no "model not found"), and in nbconvert's HTML and text.
+``%jx resources`` beside it too."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ TREE_CELLS = [
     "t = explore(lambda parent: f'score = {next(scores)}\\nscore', budget=5, trace='kept', backend='local')\n"
     "print('best', t.sota().id, 'of', len(t))",
     "%jx tree kept",
+    "%jx resources",  # a snapshot: HTML cards, no widget
 ]
 
 
@@ -55,6 +57,7 @@ def test_the_tree_outlives_its_kernel(lab, browser, tmp_path):
         expect(tree.locator(".jx-tree-static-node")).to_have_count(5)
         expect(tree.locator(f".jx-tree-static-node[data-id='{best}']")).to_contain_text("★ SOTA")
         expect(tree.locator(".jx-tree-static-path")).to_contain_text(f"#{best}")
+        expect(cells.nth(3).locator(".jx-resources .jx-card[data-ok='true']")).not_to_have_count(0)
         for gone in ("model not found", "Error displaying widget", "Loading widget"):
             expect(page.locator(".jp-Notebook")).not_to_contain_text(gone)
         _shot(tree, "tree-reopened")

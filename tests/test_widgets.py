@@ -22,7 +22,7 @@ from jupyter_exec.manager import Manager
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
 from jupyter_exec.trace.model import Node, Trace
-from jupyter_exec.widgets import ResourcesWidget, RunWidget, TreeWidget
+from jupyter_exec.widgets import ResourcesCards, RunWidget, TreeWidget
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 BACKEND = "local"
@@ -234,13 +234,18 @@ def test_tree_widget_payload_stays_small_at_5000_nodes():
     assert len(json.dumps(tree.columns)) < 400_000
 
 
-def test_resources_widget_reports_each_backend(manager):
+def test_resources_cards_report_each_backend(manager):
     from jupyter_exec.resources import resources_report
 
-    widget = ResourcesWidget(backends=resources_report(manager))
-    local = next(b for b in widget.backends if b["name"] == "local")
+    cards = ResourcesCards(resources_report(manager))
+    local = next(b for b in cards.backends if b["name"] == "local")
     assert local["ok"] and local["resources"]["cpus"] >= 1
-    assert "local" in widget.text_fallback() and "cpus:" in widget.text_fallback()
+    shown = cards._repr_mimebundle_()
+    assert set(shown) == {"text/plain", "text/html"}  # no widget: a reopened notebook reads it as it was
+    assert "local" in shown["text/plain"] and "cpus:" in shown["text/plain"]
+    assert shown["text/html"].count('class="jx-card"') == len(cards.backends)
+    assert re.search(r"<th[^>]*>cpus</th><td>\d+</td>", shown["text/html"])
+    assert re.search(r"<th[^>]*>memory</th><td>[\d.]+ GiB</td>", shown["text/html"])
 
 
 # -- in a real kernel ------------------------------------------------------------------------
@@ -348,6 +353,14 @@ def test_a_shown_tree_stays_in_the_notebook_as_its_static_form(widget_kernel):
     messages = list(widget_kernel.messages(widget_kernel.client.execute(grown), 60))
     update = _displays(messages, "update_display_data")[-1]
     assert update["transient"] == shown[0]["transient"] and "6 nodes, best #6 score=0.9" in update["data"]["text/plain"]
+
+
+@pytest.mark.kernel
+def test_resources_show_as_cards_with_no_widget(widget_kernel):
+    """``%jx resources`` is a snapshot: HTML cards and text, which need no kernel to be read again."""
+    cell = widget_kernel.run("%jx resources", check=True)
+    assert WIDGET_VIEW not in cell.result and cell.result["text/html"].count('class="jx-card"') >= 3
+    assert "seccomp" in cell.result["text/plain"]
 
 
 @pytest.mark.kernel
@@ -475,7 +488,7 @@ def test_terminal_ipython_gets_plain_text(tmp_path, monkeypatch):
 # -- stylesheets --------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
-WIDGET_ROOTS = {"run": ".jx-run", "tree": ".jx-tree", "resources": ".jx-resources"}
+WIDGET_ROOTS = {"run": ".jx-run", "tree": ".jx-tree"}
 
 
 def selectors(css: str) -> list[str]:
