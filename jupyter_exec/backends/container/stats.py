@@ -2,7 +2,9 @@
 
 Peak memory, CPU seconds, CPU % and pids, gathered on a thread while the run goes on.
 On cgroup v1 Docker also reports the cgroup's own high-water mark (``max_usage``),
-which catches peaks between samples.
+which catches peaks between samples. An engine that keeps no memory cgroup per container
+(rootless Podman on cgroup v1) answers with its whole user's usage: those figures are not the
+container's and are dropped (the run's own peak, from inside, stands alone).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class Sampler:
 
     def __init__(self, engine: Engine, container_id: str) -> None:
         self.engine, self.container_id = engine, container_id
+        self._own_memory = "memory" in engine.facts.cgroup_limits  # else the engine's figure is not this container's
         self.started = False
         self.samples = 0
         self.memory: int | None = None  # latest, without the page cache (as `docker stats`)
@@ -46,7 +49,7 @@ class Sampler:
             return
 
     def _take(self, sample: dict[str, Any]) -> None:
-        memory = sample.get("memory_stats") or {}
+        memory = (sample.get("memory_stats") or {}) if self._own_memory else {}
         cpu, before = sample.get("cpu_stats") or {}, sample.get("precpu_stats") or {}
         total = (cpu.get("cpu_usage") or {}).get("total_usage")
         if not total and not memory:
