@@ -88,11 +88,14 @@ def _writable(cause: Cause, spec: RunSpec) -> bool:
 
 
 def _read_only_hint(cause: Cause, run: Run) -> str:
-    folder = PurePosixPath(cause["filename"]).parent
-    return (
-        f"the sandbox sees the system read-only, its own scratch directory and only what you --mount; "
-        f"to write to {cause['filename']}: --mount {folder}:rw"
+    """EROFS is a write; a refusal (EACCES, EPERM) may be a read or a write: the error does not say."""
+    path, folder = cause["filename"], PurePosixPath(cause["filename"]).parent
+    remedy = (
+        f"to write to {path}: --mount {folder}:rw"
+        if cause.get("errno") == errno.EROFS
+        else f"to read {path}: --mount {folder}; to write to it: --mount {folder}:rw"
     )
+    return f"the sandbox sees the system read-only, its own scratch directory and only what you --mount; {remedy}"
 
 
 _MODULE = re.compile(r"No module named '([A-Za-z_][\w]*)'")

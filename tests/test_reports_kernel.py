@@ -43,7 +43,7 @@ def test_no_network_is_explained_and_the_type_kept(kernel):
 def test_a_read_only_path_is_explained(kernel):
     assert hints(kernel.run(f"{SECCOMP}\nopen('/usr/lib/jx-test-file', 'w')"), "PermissionError") == [
         "hint: the sandbox sees the system read-only, its own scratch directory and only what you --mount; "
-        "to write to /usr/lib/jx-test-file: --mount /usr/lib:rw"
+        "to read /usr/lib/jx-test-file: --mount /usr/lib; to write to it: --mount /usr/lib:rw"
     ]
 
 
