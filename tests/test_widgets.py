@@ -168,17 +168,19 @@ def test_a_run_that_ends_while_its_cancel_is_asked_shows_its_final_status():
     assert panel.status == "cancelled"
 
 
-def test_the_panel_says_which_session_and_cell_a_run_is():
-    panel = RunWidget(title="fit")
+@pytest.mark.parametrize(("title", "shown"), [("fit", "fit · "), ("", "")])
+def test_the_panel_says_which_session_and_cell_a_run_is(title, shown):
+    """Once each (an untitled cell's panel once read "session data · session data #1")."""
+    panel = RunWidget(title=title)
     panel.event(
         Created(
             kind="created", run_id=7, backend="seccomp", isolation="seccomp", limits={}, log_path="", name=None,
             session="data",
         )
     )  # fmt: skip
-    assert panel.title == "fit · session data"
+    assert panel.title == f"{shown}session data"
     panel.event(Running(kind="running", started=time.time(), cell=3))
-    assert panel.title == "fit · session data #3"
+    assert panel.title == f"{shown}session data #3"
 
 
 def test_background_run_returns_at_once_and_binds_at_the_end(manager):

@@ -71,6 +71,7 @@ class RunWidget(FallbackWidget):
         self._tail, self._max_samples = tail, max_samples
         self._cancel, self._read_log = cancel, read_log
         self._session: str | None = None  # the sandbox session the run is in
+        self._name = ""  # the run's own title, before the session is added
         self._pending: deque[list[str]] = deque(maxlen=tail)
         self._head: list[list[str]] = []
         self._partial = {"stdout": "", "stderr": ""}
@@ -120,12 +121,11 @@ class RunWidget(FallbackWidget):
             total, self._new_lines = self.log_lines + self._new_lines, 0
         self.set_state({"log": log, "log_lines": total})
 
-    def _titled(self, title: str, cell: str = "") -> str:
-        """``title`` with the session the run is in (and its cell's number there), if any."""
-        base = title.split(" · session ")[0]
+    def _titled(self, cell: str = "") -> str:
+        """The run's title with the session it is in (and its cell's number there), if any."""
         if not self._session:
-            return base
-        return f"{base} · session {self._session}{cell}".removeprefix(" · ")
+            return self._name
+        return f"{self._name} · session {self._session}{cell}".removeprefix(" · ")
 
     # -- the event callback ----------------------------------------------------------------
     def event(self, event: RunEvent) -> None:
@@ -133,19 +133,19 @@ class RunWidget(FallbackWidget):
         if event["kind"] == "created":
             limits = {k: v for k, v in event["limits"].items() if v not in (None, False)}
             backend, isolation = event["backend"], event["isolation"]
-            self._session = event.get("session")
+            self._session, self._name = event.get("session"), self.title or event["name"] or ""
             self.set_state(
                 {
                     "run_id": event["run_id"],
                     "backend": backend if isolation == backend else f"{backend} ({isolation})",
                     "limits": limits,
                     "limits_text": _describe(limits),
-                    "title": self._titled(self.title or event["name"] or ""),
+                    "title": self._titled(),
                 }
             )
         elif event["kind"] == "running":
             cell = event.get("cell")
-            title = self._titled(self.title, f" #{cell}" if cell else "")
+            title = self._titled(f" #{cell}" if cell else "")
             self.set_state({"status": "running", "started": event["started"], "title": title})
         elif event["kind"] == "sample":
             self.samples = ([*self.samples, dict(event)])[-self._max_samples :]
