@@ -160,9 +160,11 @@ class Manager:
         namespace: Mapping[str, Any] | None = None,
         sink: OutputSink | None = None,
         on_event: EventCallback | None = None,
+        timeline: Timeline | None = None,
     ) -> RunResult:
-        """Run ``code`` as ``spec`` says; raise the ``TaskError`` that ends it otherwise."""
-        timeline = Timeline()
+        """Run ``code`` as ``spec`` says; raise the ``TaskError`` that ends it otherwise. ``timeline``:
+        the run's, if its caller began it (a cell's: from when its magic began)."""
+        timeline = timeline or Timeline()
         emit = on_event or _ignore
         started_backends = len(self._backends)
         backend, admitted = self.admitted(spec)

@@ -1,7 +1,7 @@
 """A run's timeline: the moments of its life as named marks, kept in its record.
 
 A mark is a name and an epoch time. The usual ones come in ``PHASES`` order: ``queued`` (the
-cell asked), ``admitted`` (its backend ready and its spec admitted), ``recorded`` (its row in
+cell asked: a cell's magic began), ``admitted`` (its backend ready and its spec admitted), ``recorded`` (its row in
 the store, before anything starts), ``env_ready`` (its runtime
 env built or found), ``sandbox_ready`` (a worker, container or Ray connection to run it in:
 from the pool or made), ``started`` (the cell handed to it), ``first_output``, ``ended`` (the
@@ -27,6 +27,7 @@ PHASES = ("queued", "admitted", "recorded", "env_ready", "sandbox_ready", "start
 #: How a phase is shown: the mark that ends it -> a short word and the colour of its part of
 #: the bar (the run panel, its transcript, the side panel); a mark of a backend's own is grey.
 _SHOWN = {
+    "frontend_asked": ("widget probe", "#bdbdbd"),
     "admitted": ("admit", "#9e9e9e"),
     "recorded": ("record", "#616161"),
     "ray_started": ("Ray start", "#6d4c41"),
