@@ -53,29 +53,31 @@ class TimelineData(TypedDict):
 class Timeline:
     """The marks of one run, as it goes. ``mark`` is cheap (a list append): it is on the hot path."""
 
-    __slots__ = ("marks", "notes")
+    __slots__ = ("notes", "times")
 
     def __init__(self, start: float | None = None) -> None:
-        self.marks: list[tuple[str, float]] = [("queued", time.time() if start is None else start)]
+        self.times: dict[str, float] = {"queued": time.time() if start is None else start}
         self.notes: dict[str, str] = {}  # a mark's note: how the sandbox was had ("pool", "made")
 
     def mark(self, name: str, at: float | None = None, note: str | None = None) -> None:
         """Mark ``name`` now (or ``at``); a mark made already keeps its first time."""
-        if not self.has(name):
-            self.marks.append((name, time.time() if at is None else at))
+        if name not in self.times:
+            self.times[name] = time.time() if at is None else at
         if note:
             self.notes[name] = note
 
-    def has(self, name: str) -> bool:
-        return any(mark[0] == name for mark in self.marks)
-
     def at(self, name: str) -> float | None:
         """When ``name`` was marked; None if it was not."""
-        return next((mark[1] for mark in self.marks if mark[0] == name), None)
+        return self.times.get(name)
+
+    @property
+    def marks(self) -> list[tuple[str, float]]:
+        """The marks in time order."""
+        return sorted(self.times.items(), key=lambda mark: mark[1])
 
     def as_data(self) -> TimelineData:
         """The marks in time order and the notes, as plain data (the ``finished`` event's)."""
-        return {"marks": sorted(self.marks, key=lambda mark: mark[1]), "notes": dict(self.notes)}
+        return {"marks": self.marks, "notes": dict(self.notes)}
 
     def to_json(self) -> str:
         """What the record keeps: ``as_data`` as JSON."""

@@ -92,7 +92,7 @@ def run_cell(
         sink, on_event = panel, _panel_then_transcript(panel)
     elif background:
         on_event = _status_line()
-    if time.time() - timeline.marks[0][1] > _NOTICEABLE:  # the frontend asked whether it draws widgets
+    if time.time() - timeline.times["queued"] > _NOTICEABLE:  # the frontend asked whether it draws widgets
         timeline.mark("frontend_asked")
 
     def bind(result: RunResult) -> None:
