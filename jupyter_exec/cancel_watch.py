@@ -10,7 +10,9 @@ The watcher is one thread per Manager, made at its first run and parked on a con
 while nothing runs. It notes when each run starts; a run that ends within ``DELAY``
 seconds is never looked at (it costs one lock and, after an idle spell, one notify); past
 that, one primary-key query every ``INTERVAL`` seconds covers all the Manager's runs of
-that age until none is left.
+that age until none is left. The same look hands the Manager the runs that have lasted
+(``lasting``), which it then marks running in the store: a short run never is, so its only
+writes are its record before it starts and its finish.
 """
 
 from __future__ import annotations
@@ -48,10 +50,11 @@ class CancelWatcher:
         runs: Callable[[], Collection[int]],
         cancel: Callable[[int], Any],
         *,
+        lasting: Callable[[frozenset[int]], Any] | None = None,
         delay: float = DELAY,
         interval: float = INTERVAL,
     ) -> None:
-        self._records, self._runs, self._cancel = records, runs, cancel
+        self._records, self._runs, self._cancel, self._lasting = records, runs, cancel, lasting
         self._delay, self._interval = delay, interval
         self._wake = threading.Condition()
         self._since: dict[int, float] = {}  # run id -> when the watcher saw it start
@@ -102,6 +105,11 @@ class CancelWatcher:
         asked: set[int] = set()  # cancelled already: not asked about again
         while (due := self._due()) is not None:
             asked &= due
+            if self._lasting is not None:
+                try:
+                    self._lasting(due)
+                except Exception as error:  # the store busy: marked at the next look, or when it ends
+                    _log.warning("jupyter-exec: could not mark runs running: %s", error)
             if due - asked:
                 self._look(due - asked, asked)
             with self._wake:

@@ -4,7 +4,7 @@
 Each event is a plain dict (so a widget can sync it as it is) typed by its ``kind``:
 ``created`` (the run is recorded: its id, backend, limits, log), ``running`` (submitted),
 ``sample`` (what it uses now, about once a second, for runs that last) and ``finished``
-(its status, error, duration and peak memory). They come from the waiting thread and the
+(its status, error, duration, peak memory and timeline). They come from the waiting thread and the
 monitor's thread.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
 from .status import Status
+from .timeline import TimelineData
 from .units import format_bytes, format_elapsed
 
 __all__ = ["Created", "EventCallback", "Finished", "Network", "RunEvent", "RunResult", "Running", "Sample", "ending"]
@@ -76,6 +77,7 @@ class Finished(TypedDict):
     cpu_seconds: float | None
     duration: float | None
     network: NotRequired[Network]  # a host-list run's connections, in sum
+    timeline: NotRequired[TimelineData]  # the run's marks (``timeline``)
 
 
 RunEvent = Created | Running | Sample | Finished

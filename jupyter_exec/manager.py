@@ -59,6 +59,7 @@ from .status import Status
 from .store.connections import RunConnections
 from .store.records import RunRecords
 from .store.space import Room
+from .timeline import Timeline
 from .walls import hint
 
 __all__ = ["EventCallback", "Manager", "RunResult"]
@@ -76,6 +77,7 @@ class _Run:
     output: RunOutput
     emit: EventCallback
     key: str | None  # in the cache of identical runs (--cache)
+    timeline: Timeline
     scratch: Path | None = None
     handle: TaskHandle | None = None
     monitor: Monitor | None = None
@@ -106,9 +108,14 @@ class Manager:
         self._active: dict[int, TaskHandle] = {}
         self._starting: set[int] = set()  # recorded, not yet submitted (env being built)
         self._cancel_asked: set[int] = set()  # cancelled while starting: cancelled once submitted
+        self._marked: set[int] = set()  # marked running in the store (runs that last)
         self._lock = threading.Lock()
         # Cancel requests from the side panel or other kernels, for runs past a fraction of a second.
-        self._cancel_watch = CancelWatcher(self.records, lambda: (*self._starting, *self._active), self.cancel)
+        # It also marks running in the store the runs that last (a short run's row is written twice:
+        # before it starts, and when it ends).
+        self._cancel_watch = CancelWatcher(
+            self.records, lambda: (*self._starting, *self._active), self.cancel, lasting=self._mark_lasting
+        )
         self.reaped = self.reap()
         atexit.register(self.shutdown)
 
@@ -153,16 +160,22 @@ class Manager:
         namespace: Mapping[str, Any] | None = None,
         sink: OutputSink | None = None,
         on_event: EventCallback | None = None,
+        timeline: Timeline | None = None,
     ) -> RunResult:
-        """Run ``code`` as ``spec`` says; raise the ``TaskError`` that ends it otherwise."""
+        """Run ``code`` as ``spec`` says; raise the ``TaskError`` that ends it otherwise. ``timeline``:
+        the run's, if its caller began it (a cell's: from when its magic began)."""
+        timeline = timeline or Timeline()
         emit = on_event or _ignore
+        started_backends = len(self._backends)
         backend, admitted = self.admitted(spec)
+        timeline.mark("admitted", note="backend started" if len(self._backends) > started_backends else None)
         inputs = pack_inputs(admitted.inputs, namespace or {})
         shown = sink or ConsoleSink()
         key = self._cache_key(code, inputs, admitted, backend, shown) if admitted.cache else None
         run_id = self.record(code, admitted, backend, admitted.name)
+        timeline.mark("recorded")
         output = RunOutput(run_id, self._log_path(run_id), shown, self.config.output_limit_bytes())
-        run = _Run(run_id, code, inputs, admitted, backend, output, emit, key)
+        run = _Run(run_id, code, inputs, admitted, backend, output, emit, key, timeline)
         emit(
             Created(
                 kind="created",
@@ -218,6 +231,7 @@ class Manager:
             envelope = self._await(run)
             trust = run.spec.trust
             result = RunResult(run.id, Status.SUCCEEDED, envelope.decoded_value(trust), envelope.decoded_outputs(trust))
+            run.timeline.mark("decoded")
             if run.key and recorder is not None and not recorder.overflow:
                 self._keep(run, envelope, recorder)
         except BaseException as error:
@@ -232,16 +246,34 @@ class Manager:
     def _submit(self, run: _Run, sink: OutputSink) -> None:
         """Its runtime env (built or found, and leased), then the backend takes it: running."""
         environment = self._environment(run)
+        timeline = run.timeline
+        if environment is not None:
+            timeline.mark("env_ready")
         run.handle = handle = run.backend.submit(
-            Submission(run.id, self.kernel_id, run.code, run.spec, run.inputs, run.scratch, sink, environment)
+            Submission(run.id, self.kernel_id, run.code, run.spec, run.inputs, run.scratch, sink, environment, timeline)
         )
+        # Where the backend did not mark them: its sandbox was ready, and the cell handed to it,
+        # when it made the handle.
+        timeline.mark("sandbox_ready", handle.started)
+        timeline.mark("started", handle.started)
         with self._lock:
             self._active[run.id] = handle
             cancel_now = run.id in self._cancel_asked
         if cancel_now:
             run.backend.cancel(handle)
-        self.records.mark_running(run.id, str(run.output.log_path))
         run.emit(Running(kind="running", started=handle.started, cell=handle.cell))
+
+    def _mark_lasting(self, run_ids: frozenset[int]) -> None:
+        """Mark running in the store the runs of ``run_ids`` that have been submitted (the cancel
+        watcher's look at the runs past a fraction of a second), each once."""
+        with self._lock:
+            handles = [(run_id, handle) for run_id in run_ids if (handle := self._active.get(run_id)) is not None]
+        for run_id, handle in handles:
+            if run_id not in self._marked:
+                self._marked.add(run_id)
+                timeline = handle.submission.timeline
+                started = timeline.at("started") if timeline is not None else None
+                self.records.mark_running(run_id, str(self._log_path(run_id)), started or handle.started)
 
     def _await(self, run: _Run) -> Envelope:
         """The run's envelope (or its ``TaskError``); an interrupt cancels the run first. Only runs
@@ -268,6 +300,7 @@ class Manager:
         self._active.pop(run.id, None)
         self._starting.discard(run.id)
         self._cancel_asked.discard(run.id)
+        self._marked.discard(run.id)
         run.output.close()
         if run.scratch is not None:
             try:
@@ -336,7 +369,7 @@ class Manager:
         """A cache hit as this run: the stored output shown (and logged) again, the values decoded;
         nothing runs. Recorded as ``cached``, with the run it came from."""
         output, trust = run.output, run.spec.trust
-        self.records.mark_running(run.id, str(output.log_path))
+        run.timeline.mark("started", note="cached")
         try:
             for kind, data in hit.output:
                 if kind == "display":
@@ -345,6 +378,7 @@ class Manager:
                     output.output(kind, data)
             envelope = Envelope(value=hit.value, outputs=hit.outputs)
             result = RunResult(run.id, Status.CACHED, envelope.decoded_value(trust), envelope.decoded_outputs(trust))
+            run.timeline.mark("decoded")
         except BaseException as error:
             self._finish(run, status_of(error), None, error)
             raise
@@ -392,7 +426,7 @@ class Manager:
             )
 
         def progress(line: str) -> None:
-            run.output.shown.output("stderr", f"[jupyter-exec] {line}\n")
+            run.output.shown.output("info", f"[jupyter-exec] {line}\n")
 
         environment = self.envs.ensure(wanted, builder, progress)
         run.leases.enter_context(self.envs.lease(environment.hash))
@@ -415,7 +449,13 @@ class Manager:
             or None
         )
         log_cut = run.output.log_cut
-        self.records.finish_run(
+        timeline = run.timeline
+        handle = run.handle
+        if handle is not None and handle.ended is not None:
+            timeline.mark("ended", handle.ended)
+        if run.output.first_output is not None:
+            timeline.mark("first_output", run.output.first_output)
+        duration = self.records.finish_run(
             run.id,
             status,
             error=describe_error(error),
@@ -423,10 +463,14 @@ class Manager:
             peak_memory=peak,
             cpu_seconds=outcome.cpu_seconds if outcome else None,
             details={**(outcome.details if outcome else {}), **({"log": log_cut} if log_cut else {})},
+            started=timeline.at("started"),
+            log_path=str(run.output.log_path),
+            timeline=timeline.to_json(),
         )
+        if duration is None:  # finished already (a map's batch cancelled with its map): as it was
+            duration = (self.records.get(run.id) or {}).get("duration")
         if outcome is not None and outcome.connections:
             self.connections.keep(run.id, outcome.connections)
-        duration = (self.records.get(run.id) or {}).get("duration")
         run.output.end(status.value, duration, peak, error)
         if run.emit is not _ignore:
             finished = Finished(
@@ -436,6 +480,7 @@ class Manager:
                 peak_memory=peak,
                 cpu_seconds=outcome.cpu_seconds if outcome else None,
                 duration=duration,
+                timeline=timeline.as_data(),
             )
             if outcome is not None and "network" in outcome.details:
                 finished["network"] = outcome.details["network"]

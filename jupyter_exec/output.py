@@ -13,6 +13,7 @@ import contextvars
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,7 +48,7 @@ class ConsoleSink:
     """
 
     def __init__(self) -> None:
-        self.streams = {"stdout": sys.stdout, "stderr": sys.stderr}
+        self.streams = {"stdout": sys.stdout, "stderr": sys.stderr, "info": sys.stdout}  # info: never red
         self.cell = InCell()
 
     def output(self, stream: str, text: str) -> None:
@@ -90,10 +91,13 @@ class RunOutput:
         self.log_cut: str | None = None
         self.shown_bytes = 0
         self.truncated = False
+        self.first_output: float | None = None  # epoch seconds: the run's first chunk (its timeline)
         self._lock = threading.Lock()
 
     def output(self, stream: str, text: str) -> None:
         with self._lock:
+            if self.first_output is None and stream != "info":
+                self.first_output = time.time()
             notice = self._log(text) if self.log_cut is None else None
             if self.truncated:
                 text = ""

@@ -9,6 +9,7 @@ the end of the run turns into its final status; the handle is ``%jx wait N``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,12 +20,14 @@ from jupyter_exec.events import EventCallback, RunEvent, RunResult, ending
 from jupyter_exec.manager import Manager
 from jupyter_exec.output import ConsoleSink
 from jupyter_exec.spec import RunSpec
+from jupyter_exec.timeline import Timeline
 from jupyter_exec.trace.explore import TraceView
 from jupyter_exec.trace.model import Trace
 
 __all__ = ["background_runs", "follow_trace", "probe_widgets", "run_cell", "widgets_wanted"]
 
 _background: dict[int, BackgroundRuns] = {}
+_NOTICEABLE = 0.05  # seconds: a wait before the run that its timeline names
 
 
 def background_runs(manager: Manager) -> BackgroundRuns:
@@ -78,6 +81,7 @@ def run_cell(
 
     ``runner`` replaces ``manager.run`` (``--trace`` records a node around it).
     """
+    timeline = Timeline()  # the run's time counts from here: a wait for the frontend below is in it
     sink: Any = _QuietSink() if quiet else None
     on_event: EventCallback | None = None
     panel: Any = None
@@ -88,6 +92,8 @@ def run_cell(
         sink, on_event = panel, _panel_then_transcript(panel)
     elif background:
         on_event = _status_line()
+    if time.time() - timeline.times["queued"] > _NOTICEABLE:  # the frontend asked whether it draws widgets
+        timeline.mark("frontend_asked")
 
     def bind(result: RunResult) -> None:
         shell.user_ns.update(result.outputs)
@@ -98,7 +104,9 @@ def run_cell(
                 cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event, bind=bind, runner=runner
             )
             return None
-        result = (runner or manager.run)(cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event)
+        result = (runner or manager.run)(
+            cell, spec, namespace=shell.user_ns, sink=sink, on_event=on_event, timeline=timeline
+        )
     finally:
         if panel is not None and not panel.run_id:  # refused before it was recorded: never shown
             panel.close()

@@ -19,7 +19,9 @@ from jupyter_exec.manager import Manager
 from jupyter_exec.policy import policy_report
 from jupyter_exec.reports import cache_table, envs_table, run_line, runs_table, sessions_table
 from jupyter_exec.resources import format_report, resources_report
+from jupyter_exec.stats import phase_stats, stats_text
 from jupyter_exec.store.records import decoded
+from jupyter_exec.timeline import breakdown, parse
 from jupyter_exec.trace.explore import trace_tables
 from jupyter_exec.trace.view import render
 from jupyter_exec.units import format_bytes
@@ -47,13 +49,13 @@ class JxMagics(Magics):
     @line_magic
     @usage_errors(JupyterExecError)
     def jx(self, line: str) -> Any:
-        """%jx runs [N] [--all] | show N | logs N | cancel N | wait N [SECONDS] | sessions | end NAME | fork A B |
-        tree [NAME] [--live] | resources | doctor | policy | envs | env | cache [size | clear [KEY]]"""
+        """%jx runs [N] [--all] | show N | logs N | cancel N | wait N [SECONDS] | stats [N] | sessions | end NAME |
+        fork A B | tree [NAME] [--live] | resources | doctor | policy | envs | env | cache [size | clear [KEY]]"""
         command, _, rest = without_comment(line).partition(" ")
         handler = getattr(self, f"_jx_{command}", None)
         if handler is None:
             raise UsageError(
-                f"%jx {command}: unknown command; use one of: runs, show N, logs N, cancel N, wait N, "
+                f"%jx {command}: unknown command; use one of: runs, show N, logs N, cancel N, wait N, stats, "
                 "sessions, end NAME, fork A B, tree, resources, doctor, policy, envs, env, cache"
             )
         return handler(rest.strip())
@@ -82,10 +84,19 @@ class JxMagics(Magics):
         connections = self.manager.connections.of(run_id)
         shown = {**decoded(row), **({"connections": connections} if connections else {})}
         print(json.dumps(shown, indent=2, default=str))
+        line = breakdown(*parse(row.get("timeline")))
+        if line:
+            print(f"timeline {line}")
         batches = self.manager.records.batches({run_id}).get(run_id, [])
         if batches:
             print(f"{len(batches)} batches (%jx logs N for one's output):")
             print("\n".join(f"  {run_line(batch)}" for batch in batches))
+
+    def _jx_stats(self, rest: str) -> None:
+        """p50/p90/p99 of each phase of the newest N runs' timelines (1000), per backend."""
+        if rest and not rest.isdigit():
+            raise UsageError(f"%jx stats [N]: cannot read {rest!r}; e.g. %jx stats 200")
+        print(stats_text(phase_stats(self.manager.records, int(rest) if rest else 1000)))
 
     def _jx_logs(self, rest: str) -> None:
         print(self.manager.log_text(self._run_id(rest, "logs")), end="")

@@ -60,7 +60,9 @@ CELLS = [
     "'limits': {'memory': 256 << 20}, 'log_path': '', 'name': 'short'})\n"
     "w.event({'kind': 'sample', 't': 0.1, 'memory': None})\n"
     "w.event({'kind': 'finished', 'status': 'succeeded', 'error': None, 'peak_memory': 50 << 20, "
-    "'cpu_seconds': 0.1, 'duration': 0.2})\nw",
+    "'cpu_seconds': 0.1, 'duration': 0.2, 'timeline': {'marks': [['queued', 0.0], ['admitted', 0.001], "
+    "['sandbox_ready', 0.051], ['started', 0.052], ['first_output', 0.15], ['ended', 0.2], ['decoded', 0.2005]], "
+    "'notes': {'sandbox_ready': 'pool'}}})\nw",
 ]
 
 
@@ -193,6 +195,10 @@ def test_widgets_in_jupyterlab(lab, browser):
         expect(transcript.locator(".jx-transcript-foot")).to_contain_text("succeeded after", timeout=10_000)
         expect(transcript.locator(".jx-transcript-foot")).to_contain_text("peak memory")
         expect(transcript.locator(".jx-transcript-log")).to_contain_text("tick 7\na warning")
+        # where its time went: a thin bar of its phases above their one-line breakdown
+        expect(transcript.locator(".jx-transcript-timeline")).to_contain_text(re.compile(r"timeline [\d.]+ s: admit "))
+        expect(transcript.locator(".jx-transcript-timeline")).to_contain_text("first output")
+        assert transcript.locator(".jx-transcript-timeline span[title^='sandbox ']").count() == 1
         expect(cells.nth(1).locator(".jx-run")).to_have_count(0)
         _shot(transcript, "run-transcript")
         # 2: timeout
@@ -274,6 +280,14 @@ def test_widgets_in_jupyterlab(lab, browser):
         expect(short.locator(".jx-gauge-value").nth(1)).to_have_text("peak 50.0 MiB / 256.0 MiB")
         expect(short.locator(".jx-backend")).to_have_text("container")  # not "container (container)"
         expect(short.locator(".jx-foot")).to_have_text("succeeded after 200 ms · peak memory 50.0 MiB of 256.0 MiB")
+        expect(short.locator(".jx-timeline-line")).to_have_text(
+            "timeline 200.5 ms: admit 1.0 ms · sandbox 50.0 ms (pool) · start 1.0 ms · first output 98.0 ms · "
+            "run 50.0 ms · decode 0.5 ms"
+        )
+        parts = short.locator(".jx-timeline-part")
+        expect(parts).to_have_count(6)
+        widths = [parts.nth(i).bounding_box()["width"] for i in range(6)]
+        assert widths[3] > widths[1] > widths[0], widths  # first output (98 ms) > sandbox (50 ms) > admit (1 ms)
     finally:
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "notebook.png"), full_page=True)
@@ -352,6 +366,8 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
         panel.locator(".jx-cancel").click()
         expect(row.locator(".jx-badge")).to_have_text("cancelled", timeout=15_000)
         expect(panel.locator(".jx-info .jx-badge")).to_have_text("cancelled")
+        expect(panel.locator(".jx-info .jx-timeline-line")).to_contain_text(re.compile(r"admit .* · sandbox .* · run "))
+        assert panel.locator(".jx-info .jx-timeline-part").count() >= 5
         done(5, timeout=20_000)
         assert time.monotonic() - clicked < 20
         expect(

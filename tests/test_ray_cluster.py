@@ -330,4 +330,4 @@ def test_the_head_stopped_under_a_run_ends_it_and_the_next_run_reconnects(cluste
     cluster.start_head()
     cell = kernel.run("%%rayrun --resources head=1\n'back'", timeout=120)
     assert cell.error is None, cell.error
-    assert cell.result_text == "'back'" and "connecting to Ray at" in cell.stderr, cell.stderr
+    assert cell.result_text == "'back'" and "connecting to Ray at" in cell.stdout, cell.stdout

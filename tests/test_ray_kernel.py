@@ -28,7 +28,8 @@ def ray_kernel(tmp_path_factory):
     started = time.monotonic()
     cell = kernel.run("%%rayrun\n40 + 2", timeout=180, check=True)
     kernel.start_seconds = time.monotonic() - started
-    kernel.start_message = cell.stderr
+    kernel.start_message = cell.stdout  # information, not an error
+    assert "[jupyter-exec]" not in cell.stderr
     assert cell.result_text == "42"
     yield kernel
     kernel.shutdown()
@@ -49,7 +50,7 @@ def test_embedded_ray_starts_once_with_a_message(ray_kernel):
     assert "starting a local Ray for this kernel" in ray_kernel.start_message
     assert "local Ray ready" in ray_kernel.start_message
     again = ray_kernel.run("%%rayrun\n1", check=True)
-    assert "starting" not in again.stderr  # reused, not started again
+    assert "starting" not in again.stdout + again.stderr  # reused, not started again
 
 
 def test_last_value_out_and_record(ray_kernel):
@@ -284,9 +285,9 @@ def test_second_kernel_connects_by_address_without_starting_or_stopping(ray_kern
     try:
         cell = other.run("%%rayrun\nimport ray\nray.get_runtime_context().gcs_address", timeout=120, check=True)
         assert cell.result_text == repr(ray_address)  # ExecConfig.ray_address, from JX_RAY_ADDRESS
-        assert "connecting to Ray at" in cell.stderr and "starting a local Ray" not in cell.stderr
+        assert "connecting to Ray at" in cell.stdout and "starting a local Ray" not in cell.stdout
         again = other.run(f"%%rayrun --address {ray_address}\n'same cluster'", check=True)
-        assert again.result_text == "'same cluster'" and "connecting" not in again.stderr
+        assert again.result_text == "'same cluster'" and "connecting" not in again.stdout
         assert (
             other.eval(
                 "__import__('jupyter_exec.backends.raycluster.connection').backends.raycluster.connection.connection().started_cluster"
@@ -369,7 +370,7 @@ def test_the_embedded_ray_lost_is_started_anew_and_stops_promptly_with_the_kerne
         assert "this kernel's local Ray" in lost.error["evalue"] and "went away" in lost.error["evalue"]
         assert kernel.last_run()["status"] == "failed"
         again = kernel.run("%%rayrun\n'a new local Ray'", timeout=180, check=True)
-        assert again.result_text == "'a new local Ray'" and "starting a local Ray" in again.stderr
+        assert again.result_text == "'a new local Ray'" and "starting a local Ray" in again.stdout
         running = ray_processes()
         assert len(running) == 2 and gcs.pid not in [p.pid for p in running]  # the old one's are gone
     finally:

@@ -92,14 +92,27 @@ def test_the_transcript_keeps_the_first_and_last_lines_of_a_long_log(manager):
     )
     assert lines[1:12] == [f"  {i}" for i in range(10)] + ["! 10"]
     assert lines[21] == f"  … 4,780 lines not kept here: %jx logs {panel.run_id} shows them all"
-    assert lines[22] == "  4800" and lines[-2] == "  4999" and len(lines) == 2 + 20 + 1 + 200
+    assert lines[22] == "  4800" and lines[-3] == "  4999" and len(lines) == 2 + 20 + 1 + 200 + 1
+    assert lines[-2].startswith("timeline ")  # above the status line
     assert f"%jx logs {panel.run_id}" in bundle["text/html"] and "4999\n" not in bundle["text/html"][-10:]
 
 
 def test_a_short_log_is_kept_whole(manager):
     panel, _ = watched_run(manager, "for i in range(30): print(i)")
     text = panel.transcript().text().splitlines()
-    assert text[1:-1] == [f"  {i}" for i in range(30)]
+    assert text[1:-2] == [f"  {i}" for i in range(30)]
+
+
+def test_the_panel_and_its_transcript_show_where_the_run_spent_its_time(manager):
+    """A thin bar of the run's phases and their one-line breakdown, live and in what stays."""
+    panel, _ = watched_run(manager, "import time; time.sleep(0.2); print('x')")
+    labels = [phase["label"].split(" ")[0] for phase in panel.phases]
+    assert labels[:2] == ["admit", "record"] and "sandbox" in labels and labels[-1] == "decode"
+    run = next(phase for phase in panel.phases if phase["phase"] == "first_output")
+    assert run["seconds"] >= 0.2  # the cell slept before it printed
+    bundle = panel.transcript().bundle()
+    assert f"timeline {panel.timeline_line}" in bundle["text/plain"].splitlines()
+    assert 'class="jx-transcript-timeline"' in bundle["text/html"] and 'title="sandbox ' in bundle["text/html"]
 
 
 def test_full_log_of_a_run_that_printed_nothing_says_so(manager):
@@ -386,7 +399,10 @@ def test_a_ray_cell_keeps_its_transcript_too(widget_kernel):
     final = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]
     lines = final["text/plain"].splitlines()
     assert WIDGET_VIEW not in final and " · ray · " in lines[0] + " "
-    printed = [line for line in lines[1:-1] if "[jupyter-exec]" not in line]  # Ray's start-up notes aside
+    printed = [line for line in lines[1:-2] if "[jupyter-exec]" not in line]  # Ray's start-up notes aside
+    notes = [line for line in lines if "[jupyter-exec]" in line]
+    assert notes and not any(line.startswith("!") for line in notes)  # information, not errors
+    assert lines[-2].startswith("timeline ") and "worker start" in lines[-2]
     assert printed[-2:] == ["  from ray", "! ray stderr"] and lines[-1].startswith("succeeded after ")
 
 

@@ -66,7 +66,11 @@ function render({ model, el }) {
   const counter = element("div", "jx-log-count");
   const net = element("div", "jx-network");
   const foot = element("div", "jx-foot");
-  root.append(head, gauges, log, counter, net, foot);
+  const timeline = element("div", "jx-timeline");  // once the run ended: its phases as a bar and a line
+  const bar = element("div", "jx-timeline-bar");
+  const phasesLine = element("div", "jx-timeline-line");
+  timeline.append(bar, phasesLine);
+  root.append(head, gauges, log, counter, net, timeline, foot);
   el.appendChild(root);
   let whole = false;                             // showing the whole log instead of the tail
 
@@ -159,15 +163,32 @@ function render({ model, el }) {
     net.dataset.refused = n.refused ? "yes" : "no";
   }
 
+  function drawTimeline() {
+    const phases = model.get("phases");
+    const line = model.get("timeline_line");
+    timeline.hidden = !line;
+    const total = phases.reduce((sum, p) => sum + p.seconds, 0) || 1;
+    bar.replaceChildren(...phases.map((p) => {
+      const part = element("span", "jx-timeline-part");
+      part.style.width = `${(100 * p.seconds / total).toFixed(2)}%`;
+      part.style.background = p.colour;
+      part.title = p.label;
+      part.dataset.phase = p.phase;
+      return part;
+    }));
+    phasesLine.textContent = line ? `timeline ${line}` : "";
+  }
+
   const handlers = [
     ["change:status change:run_id change:title change:backend change:limits_text change:duration change:ending " +
      "change:background change:started", drawHead],
     ["change:samples change:limits change:peak_memory change:status", drawGauges],
     ["change:log change:log_lines change:full_log", drawLog],
     ["change:network", drawNetwork],
+    ["change:phases change:timeline_line", drawTimeline],
   ];
   for (const [events, handler] of handlers) model.on(events, handler);
-  drawHead(); drawGauges(); drawLog(); drawNetwork();
+  drawHead(); drawGauges(); drawLog(); drawNetwork(); drawTimeline();
   const clock = setInterval(tick, 500);
   return () => {
     clearInterval(clock);

@@ -35,6 +35,7 @@ from jupyter_exec.policy import Policy
 from jupyter_exec.runner.protocol import Envelope, OutputSink
 from jupyter_exec.spec import Limits, Placement, RunSpec
 from jupyter_exec.status import Status
+from jupyter_exec.timeline import Timeline
 
 __all__ = ["Availability", "ExecutorBackend", "MapOutcome", "Outcome", "SessionInfo", "Submission", "TaskHandle"]
 
@@ -74,6 +75,7 @@ class Submission:
     scratch: Path | None  # the run's own host directory (backends with needs_scratch), removed after
     sink: OutputSink
     environment: BuiltEnv | None = None  # a built runtime env (its python, sys.path additions)
+    timeline: Timeline | None = None  # the run's marks: a backend adds its own (sandbox_ready, ray_started)
 
 
 @dataclass
@@ -149,6 +151,7 @@ class TaskHandle:
         self.started = time.time()
         self.cell: int | None = None  # its number among its session's cells (a backend holding sessions)
         self.outcome: Outcome | None = None
+        self.ended: float | None = None  # epoch seconds: when the backend had the outcome
         self._done = threading.Event()
 
     @property
@@ -158,9 +161,15 @@ class TaskHandle:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def mark(self, name: str, at: float | None = None, note: str | None = None) -> None:
+        """Mark ``name`` (now, or ``at``) in the run's timeline (``sandbox_ready``: with how the sandbox was had)."""
+        if self.submission.timeline is not None:
+            self.submission.timeline.mark(name, at, note)
+
     def finish(self, outcome: Outcome) -> None:
         if not self._done.is_set():
             self.outcome = outcome
+            self.ended = time.time()
             self._done.set()
 
     def wait(self, timeout: float | None = None) -> bool:

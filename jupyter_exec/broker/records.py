@@ -69,7 +69,7 @@ class BrokerRecords(RunRecords):
             cpu_seconds=outcome.cpu_seconds,
             details=outcome.details,
         )
-        return self.get(run_id) if finished else None
+        return self.get(run_id) if finished is not None else None
 
     def listing(self, user: str | None, *, finished: bool, limit: int = 50) -> list[RunRow]:
         """The newest runs of ``user`` (None: everyone's); only unfinished ones unless ``finished``."""

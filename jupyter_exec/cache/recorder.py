@@ -22,7 +22,8 @@ class Recorder:
 
     def output(self, stream: str, text: str) -> None:
         self.inner.output(stream, text)
-        self._keep([stream, text], len(text.encode("utf-8", "replace")))
+        if stream != "info":  # about this run (a Ray starting), not what the cell printed
+            self._keep([stream, text], len(text.encode("utf-8", "replace")))
 
     def display(self, bundle: dict[str, str]) -> None:
         self.inner.display(bundle)

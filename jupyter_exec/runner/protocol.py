@@ -55,7 +55,11 @@ def ship_runner(folder: Path) -> None:
 
 
 class OutputSink(Protocol):
-    """Where a run's live output goes: the notebook, a widget, a test."""
+    """Where a run's live output goes: the notebook, a widget, a test.
+
+    ``stream`` is ``stdout`` or ``stderr`` (the cell's), or ``info``: jupyter-exec's own lines
+    about the run (a local Ray starting, an env being built), shown but never styled as an
+    error, and not the cell's output (no ``first_output`` in its timeline, not cached)."""
 
     def output(self, stream: str, text: str) -> None: ...
 

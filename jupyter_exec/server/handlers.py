@@ -99,6 +99,12 @@ class CancelHandler(_Handler):
         await self.reply(self.queries.cancel, _run_id(run_id), status=202)
 
 
+class StatsHandler(_Handler):
+    @web.authenticated
+    async def get(self) -> None:
+        await self.reply(self.queries.stats, self.whole_number("limit", 1000, 1, 100_000))
+
+
 class EnvsHandler(_Handler):
     @web.authenticated
     async def get(self) -> None:
@@ -125,7 +131,7 @@ class UnknownHandler(_Handler):
         raise web.HTTPError(
             404,
             f"no endpoint {path!r}; the API has runs, runs/N, runs/N/log, runs/N/cancel "
-            "(POST), envs, traces, traces/NAME",
+            "(POST), stats, envs, traces, traces/NAME",
         )
 
     post = get
@@ -136,6 +142,7 @@ ROUTES: list[tuple[str, type[_Handler]]] = [
     (r"runs/([^/]+)", RunHandler),
     (r"runs/([^/]+)/log", LogHandler),
     (r"runs/([^/]+)/cancel", CancelHandler),
+    (r"stats", StatsHandler),
     (r"envs", EnvsHandler),
     (r"traces", TracesHandler),
     (r"traces/([^/]+)", TraceHandler),

@@ -21,9 +21,11 @@ from jupyter_exec.cancel_watch import ask_cancel
 from jupyter_exec.envs.cache import EnvIndex
 from jupyter_exec.errors import ApiError, StoreError
 from jupyter_exec.reports import run_name
+from jupyter_exec.stats import phase_stats
 from jupyter_exec.status import FINAL, Status
 from jupyter_exec.store.connections import RunConnections
 from jupyter_exec.store.records import RunRecords, RunRow, decoded
+from jupyter_exec.timeline import breakdown, parse, segments
 from jupyter_exec.trace.tables import TraceTables
 
 from .logs import read_piece
@@ -116,14 +118,19 @@ class PanelQueries:
 
     @_answerable
     def run(self, run_id: int) -> dict[str, Any]:
-        """Every recorded field of one run, its spec and details decoded; a map's batches (id,
-        name, status, duration) in ``batches``; a host-list run's connections in ``connections``."""
-        row = decoded(self._row(run_id))
+        """Every recorded field of one run, its spec, details and timeline decoded (the timeline's
+        one-line breakdown in ``timeline_line``, its phases as the bar draws them in
+        ``timeline_phases``); a map's batches (id, name, status, duration) in ``batches``; a
+        host-list run's connections in ``connections``."""
+        stored = self._row(run_id)
+        row, marks = decoded(stored), parse(stored.get("timeline"))
         tables = self._open()
         found = tables[0].batches({run_id}, columns=("id", "status", "duration")) if tables else {}
         connections = tables[3].of(run_id) if tables else []
         return {
             **row,
+            "timeline_line": breakdown(*marks),
+            "timeline_phases": segments(*marks),
             "batches": found.get(run_id, []),
             **({"connections": connections} if connections else {}),
             "now": time.time(),
@@ -153,6 +160,12 @@ class PanelQueries:
         if row["cancel_requested"] is None:
             raise ApiError(409, f"run {run_id} already finished ({row['status']}); nothing to cancel")
         return {"run_id": run_id, "status": row["status"], "cancel_requested": row["cancel_requested"]}
+
+    @_answerable
+    def stats(self, limit: int) -> dict[str, Any]:
+        """p50/p90/p99 of each phase of the newest ``limit`` runs' timelines, per backend, in seconds."""
+        records = self._records()
+        return phase_stats(records, limit) if records else {"runs": 0, "backends": {}}
 
     @_answerable
     def envs(self) -> dict[str, Any]:

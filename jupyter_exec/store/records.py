@@ -65,6 +65,7 @@ class RunRow(TypedDict, total=False):
     cpu_seconds: float | None
     log_path: str | None
     details: str | None  # Outcome.details, and the log's cut
+    timeline: str | None  # its marks as JSON (``timeline.parse`` reads them)
     cancel_requested: float | None
     user: str | None  # the rest are a broker's (see the module docstring)
     client_run: int | None
@@ -90,9 +91,10 @@ def _first_item(batch: RunRow) -> int:
 
 
 def decoded(row: RunRow) -> dict[str, Any]:
-    """``row`` with its spec and details read from their JSON, to be shown (``%jx show``, the side panel)."""
+    """``row`` with its spec, details and timeline read from their JSON, to be shown (``%jx show``,
+    the side panel)."""
     shown: dict[str, Any] = dict(row)
-    for key in ("spec", "details"):
+    for key in ("spec", "details", "timeline"):
         shown[key] = json.loads(shown[key]) if shown.get(key) else None
     return shown
 
@@ -140,10 +142,11 @@ class RunRecords(Database):
         assert result.lastrowid is not None
         return result.lastrowid
 
-    def mark_running(self, run_id: int, log_path: str | None) -> None:
+    def mark_running(self, run_id: int, log_path: str | None, started: float | None = None) -> None:
+        """A queued run is running (since ``started``, else now); a finished one stays finished."""
         self._execute(
-            "UPDATE runs SET status=?, started=?, log_path=? WHERE id=?",
-            (Status.RUNNING, time.time(), log_path, run_id),
+            "UPDATE runs SET status=?, started=?, log_path=? WHERE id=? AND status=?",
+            (Status.RUNNING, started or time.time(), log_path, run_id, Status.QUEUED),
         )
 
     def finish_run(
@@ -156,18 +159,38 @@ class RunRecords(Database):
         peak_memory: int | None = None,
         cpu_seconds: float | None = None,
         details: dict[str, Any] | None = None,
-    ) -> bool:
-        """Finish an unfinished run; whether this call finished it (False: it was finished already)."""
+        started: float | None = None,
+        log_path: str | None = None,
+        timeline: str | None = None,
+    ) -> float | None:
+        """Finish an unfinished run in one statement: its end, its ``timeline``, and its ``started``
+        time and ``log_path`` where the row has none yet (a short run is never marked running on
+        its own). The run's duration if this call finished it; None if it was finished already."""
         if status not in FINAL:
             raise ValueError(f"not a final status: {status}")
         now = time.time()
-        return bool(
-            self._execute(
-                "UPDATE runs SET status=?, error=?, exit_code=?, peak_memory=?, cpu_seconds=?, ended=?,"
-                f" duration=? - COALESCE(started, created), details=? WHERE id=? AND status NOT IN ({FINAL_SQL})",
-                (status, error, exit_code, peak_memory, cpu_seconds, now, now, json.dumps(details or {}), run_id),
-            ).rowcount
-        )
+        row = self._execute(
+            "UPDATE runs SET status=?, error=?, exit_code=?, peak_memory=?, cpu_seconds=?, ended=?,"
+            " started=COALESCE(started, ?), duration=? - COALESCE(started, ?, created), details=?,"
+            " log_path=COALESCE(log_path, ?), timeline=COALESCE(?, timeline)"
+            f" WHERE id=? AND status NOT IN ({FINAL_SQL}) RETURNING duration",
+            (
+                status,
+                error,
+                exit_code,
+                peak_memory,
+                cpu_seconds,
+                now,
+                started,
+                now,
+                started,
+                json.dumps(details or {}),
+                log_path,
+                timeline,
+                run_id,
+            ),
+        ).fetchone()
+        return None if row is None else float(row["duration"])
 
     def get(self, run_id: int) -> RunRow | None:
         row = self._execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -210,6 +233,11 @@ class RunRecords(Database):
             batches.sort(key=_first_item)
         return found
 
+    def timelines(self, limit: int) -> list[RunRow]:
+        """The backend and timeline of the newest ``limit`` finished runs that have one, newest first."""
+        sql = f"SELECT backend, timeline FROM runs WHERE timeline IS NOT NULL AND status IN ({FINAL_SQL})"
+        return [_row(r) for r in self._execute(f"{sql} ORDER BY id DESC LIMIT ?", (limit,)).fetchall()]
+
     def request_cancel(self, run_id: int) -> RunRow | None:
         """Ask for an unfinished run to be cancelled, whichever kernel runs it (its ``Manager``
         watches for this); the row as it is now, or None if there is no such run."""
@@ -239,7 +267,9 @@ class RunRecords(Database):
     def fail_orphans(self, is_alive: Callable[[int], bool], error: str) -> list[RunRow]:
         """Finish as ``failed`` (``error``) the unfinished runs whose owner is not alive; their rows."""
         orphans = [row["id"] for row in self.unfinished() if not is_alive(row["owner_pid"])]
-        finished = [self.get(run_id) for run_id in orphans if self.finish_run(run_id, Status.FAILED, error=error)]
+        finished = [
+            self.get(run_id) for run_id in orphans if self.finish_run(run_id, Status.FAILED, error=error) is not None
+        ]
         return [row for row in finished if row is not None]
 
 

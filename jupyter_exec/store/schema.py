@@ -166,6 +166,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX IF NOT EXISTS run_connections_run ON run_connections(run_id);
         """,
     ),
+    Migration(
+        8,
+        "each run's timeline: its marks (queued, admitted, ..., decoded) as JSON, so new marks need no column",
+        """
+        ALTER TABLE runs ADD COLUMN timeline TEXT;
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -6,6 +6,7 @@ import { badge, Child, formatBytes, formatSeconds, formatTime, h, table } from '
 import { ApiError, requestAPI } from './handler';
 import { LogTail } from './log';
 import { describeNetwork } from './network';
+import { describeTimeline } from './timeline';
 import { IRunDetail, IRunList, IRunSummary, isFinal } from './tokens';
 import { PollingView } from './view';
 
@@ -173,6 +174,7 @@ export class RunsView extends PollingView {
       ['items', describeItems(run.details)],
       ['batches', run.batches.map(b => `#${b.id} ${b.status} ${formatSeconds(b.duration)}`).join(' · ')],
       ['network', describeNetwork(run)],
+      ['timeline', describeTimeline(run)],
       ['error', run.error ?? '']
     ];
     const head = h(

@@ -63,7 +63,17 @@ export interface IRunDetail extends Omit<IRunSummary, 'label' | 'batches'> {
   spec: { limits?: { [key: string]: unknown }; [key: string]: unknown } | null;
   details: { [key: string]: unknown } | null;
   connections?: IConnection[];
+  timeline_line: string;
+  timeline_phases: IPhase[];
   now: number;
+}
+
+/** One phase of a run's timeline, as the server gives it (timeline.segments). */
+export interface IPhase {
+  phase: string;
+  label: string;
+  seconds: number;
+  colour: string;
 }
 
 export interface ILogPiece {

@@ -266,6 +266,7 @@ class ContainerBackend(HoldsSessions, ExecutorBackend):
         self.kernel_id = submission.kernel_id
         if spec.session is not None:
             return self._submit_to_session(submission, key, request)
+        asked = time.time()
         with self._engine_errors(image):
             slot = self.pool.take(key, str(submission.run_id))
         try:
@@ -273,9 +274,10 @@ class ContainerBackend(HoldsSessions, ExecutorBackend):
         except BaseException:
             self.pool.discard(slot)
             raise
-        run = self.runs.add(_ContainerRun(submission, self, slot, key, container_plan, gate))
+        run = _ContainerRun(submission, self, slot, key, container_plan, gate)
+        self.runs.add(run)
         try:
-            run.start(request)
+            run.start(request, "pool" if slot.made < asked else "made")
         except BaseException:
             self.forget(submission.run_id)
             self.pool.discard(slot)
@@ -394,8 +396,9 @@ class _ContainerRun(KillableRun):
         self.reader = ProtocolReader(submission.sink, submission.spec.trust)
         self.sampler = Sampler(backend.engine, self.container.id)
 
-    def start(self, request: bytes) -> None:
+    def start(self, request: bytes, pool_note: str | None = None) -> None:
         self.reader.feed(self.slot.wait_ready())
+        self.handle.mark("sandbox_ready", note=pool_note)
         self.slot.send_request(request)
         self.handle.started = time.time()
         self.start_pump()

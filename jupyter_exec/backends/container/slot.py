@@ -71,6 +71,7 @@ class Slot:
 
     def __init__(self, engine: Engine, image: str, plan: ContainerPlan, labels: dict[str, str], user: str) -> None:
         self.engine = engine
+        self.made = time.time()  # a run's timeline tells a slot from the pool from one made for it
         self.gvisor = plan.gvisor
         self.container: Any = None
         self.ready_bytes = b""

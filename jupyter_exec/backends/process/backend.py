@@ -160,6 +160,7 @@ class LocalBackend(HoldsSessions, ExecutorBackend):
         limits = submission.spec.limits
         request = self._request(submission)
         gate = gate_for(self.name, limits.hosts, _gate_path(submission)) if limits.hosts else None
+        asked = time.time()
         try:
             worker = self.pool.take(
                 self._worker_key(limits, self._python(submission)), functools.partial(_set_limits, limits=limits)
@@ -168,9 +169,10 @@ class LocalBackend(HoldsSessions, ExecutorBackend):
             if gate is not None:
                 gate.close()
             raise
-        run = self.runs.add(_ProcessRun(submission, self, worker, gate))
+        run = _ProcessRun(submission, self, worker, gate)
+        self.runs.add(run)
         try:
-            run.start(request)
+            run.start(request, "pool" if worker.made < asked else "made")
         except BaseException:
             run.release()
             worker.close()
@@ -404,10 +406,12 @@ class _ProcessRun(KillableRun):
         self.reader = ProtocolReader(submission.sink, submission.spec.trust)
         self.cgroup = worker.cgroup
 
-    def start(self, request: bytes) -> None:
+    def start(self, request: bytes, pool_note: str | None = None) -> None:
+        """Hand the worker the request once it is ready (``pool_note``: how it was had, for the timeline)."""
         limits = self.submission.spec.limits
         self.reader.feed(self.worker.wait_ready())
         _set_limits(self.worker, limits)  # nothing to write if the pool primed it for these limits
+        self.handle.mark("sandbox_ready", note=pool_note)
         self.worker.child.write_request(request)
         self.handle.started = time.time()
         self.start_pump()

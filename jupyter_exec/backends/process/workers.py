@@ -98,6 +98,7 @@ class Worker:
 
     def __init__(self, key: WorkerKey, template: Template, own_template: bool = False, session: bool = False) -> None:
         self.key, self.template, self.own_template = key, template, own_template
+        self.made = time.time()  # a run's timeline tells a worker from the pool from one made for it
         kind = cgroup_mode().kind
         # A group of its own, which the child joins before it forks anything (so everything
         # it starts is in it); a systemd scope already is one: the template's.

@@ -97,13 +97,22 @@ class RayBackend(ExecutorBackend):
     def _submit(self, submission: Submission) -> TaskHandle:
         options = self.options(submission.spec)
         conn = connection()
-        conn.ensure(options.address, lambda text: submission.sink.output("stderr", text), self.connect_timeout())
+        timeline = submission.timeline
+        fresh = not conn.connected
+        conn.ensure(
+            options.address,
+            lambda text: submission.sink.output("info", text),  # about Ray, not the cell: never red
+            self.connect_timeout(),
+            timeline.mark if timeline is not None else None,
+        )
         if conn.output.relay_died:  # its worker was killed: this run's output needs a live one
             conn.output.relay_died = False
             conn.new_relay()
         node_id = conn.resolve_node(options.node) if options.node else None
         if not options.wait_for_resources:
             conn.check_feasible(options, node_id)
+        if timeline is not None:
+            timeline.mark("sandbox_ready", note="connected now" if fresh else None)
         request = build_request(
             submission.code,
             inputs=submission.inputs,

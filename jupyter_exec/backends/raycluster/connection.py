@@ -14,12 +14,13 @@ nodes as ``--node`` and the feasibility check read them.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from jupyter_exec.errors import BackendUnavailableError, SpecError
@@ -41,6 +42,7 @@ _CANCEL_GRACE = 10.0
 _LOSS_GRACE = 15.0  # how long the runs of a lost cluster get to end before Ray is let go of
 _WATCH_START = 5.0  # the first look at a cluster just connected to
 _TASK_CACHE_SIZE = 64
+_PROGRESS_EVERY = 5.0  # seconds between the lines that say a local Ray is still starting
 Say = Callable[[str], None]
 
 
@@ -104,8 +106,11 @@ class Connection:
         self._watch: Watch | None = None
         self._exit_hook = False
 
-    def ensure(self, address: str | None, say: Say, timeout: float) -> None:
+    def ensure(self, address: str | None, say: Say, timeout: float, mark: Say | None = None) -> None:
         """Connected to ``address`` (None: the embedded local Ray), or an error saying why not.
+        ``say`` hears how it goes (a line every few seconds while a local Ray starts); ``mark``
+        is told ``ray_started`` (a local Ray) or ``ray_connected`` (one at an address) for the
+        run's timeline.
 
         Connecting by address takes at most ``timeout`` to find what is there (``probe``) and
         as long again for ``ray.init``; an interrupt gives up at once. Either way nothing is
@@ -131,7 +136,12 @@ class Connection:
             elif address is None:
                 say("[jupyter-exec] starting a local Ray for this kernel (once; this takes 10-20 s)...\n")
                 began = time.monotonic()
-                ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+                with _progress(say, began):
+                    ray.init(
+                        address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+                    )
+                if mark is not None:
+                    mark("ray_started")
                 self.owned = self.started_cluster = True
                 say(
                     f"[jupyter-exec] local Ray ready in {time.monotonic() - began:.0f} s "
@@ -143,6 +153,8 @@ class Connection:
                 found = probe(address, timeout)
                 self._attempt = _Attempt(address)
                 self._attempt.join(timeout)
+                if mark is not None:
+                    mark("ray_connected")
                 self.owned, gcs = True, found.gcs
             noise.quiet_loggers()  # ray.init set them up afresh
             self.address = ray.get_runtime_context().gcs_address
@@ -422,3 +434,21 @@ _connection = Connection()
 
 def connection() -> Connection:
     return _connection
+
+
+@contextlib.contextmanager
+def _progress(say: Say, began: float) -> Iterator[None]:
+    """While the block runs (``ray.init``, silent for 10-20 s), say every few seconds how long it has taken."""
+    done = threading.Event()
+
+    def tell() -> None:
+        while not done.wait(_PROGRESS_EVERY):
+            say(f"[jupyter-exec] local Ray still starting: {time.monotonic() - began:.0f} s so far\n")
+
+    teller = threading.Thread(target=tell, name="jx-ray-start-progress", daemon=True)
+    teller.start()
+    try:
+        yield
+    finally:
+        done.set()
+        teller.join()

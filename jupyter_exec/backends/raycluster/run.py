@@ -214,6 +214,9 @@ class RayRun(TrackedRun):
                 )
                 details: dict[str, Any] = {k: self.exited[k] for k in ("node_id", "pid")} if self.exited else {}
                 return Outcome(error.status, error=error, exit_code=error.exit_code, details=details)
+        began = result.get("began")
+        if isinstance(began, float) and self.handle.started <= began <= time.time():  # another node's clock may differ
+            self.handle.mark("in_worker", began)
         if self.received < result["chunks"]:
             self._await_output(lambda: self.received >= result["chunks"], _OUTPUT_GRACE)
         raw = result["envelope"]

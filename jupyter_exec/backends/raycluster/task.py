@@ -140,6 +140,7 @@ def run_cell(request_json: str) -> str:
     """
     import ray
 
+    began = time.time()  # the kernel's timeline: how long Ray took to start a worker for the task
     request = json.loads(request_json)
     outbox = _Outbox(request["run_id"], tuple(request["relay"]))
     saved_streams, saved_cwd = (sys.stdout, sys.stderr), os.getcwd()
@@ -182,6 +183,7 @@ def run_cell(request_json: str) -> str:
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "pid": os.getpid(),
             "cuda_visible_devices": devices or os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "began": began,
         }
     )
 
