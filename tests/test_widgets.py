@@ -132,7 +132,10 @@ def test_run_panel_samples_a_docker_run(manager):
     manager.run(code, RunSpec(backend="docker", limits=Limits.parse(memory="256m")), sink=panel, on_event=panel.event)
     assert panel.status == "succeeded" and panel.backend.startswith("container")
     assert max(s["memory"] for s in panel.samples) > 50 << 20
-    assert max(s.get("cpu", 0) for s in panel.samples) > 50
+    # The busy loop's share of a CPU, as the gauge showed it, against what the run got in all
+    # (on a busy machine it gets less than a whole CPU): at least half its mean over the 3 s.
+    mean = manager.records.get(panel.run_id)["cpu_seconds"] / 3 * 100
+    assert max(s.get("cpu", 0) for s in panel.samples) >= max(mean / 2, 5), (panel.samples, mean)
 
 
 def test_run_panel_batches_fast_output_and_keeps_a_tail(manager):
