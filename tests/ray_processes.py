@@ -75,7 +75,24 @@ class RayProcess:
 def start_head(
     port: int, temp_dir: Path, *, num_cpus: int = 1, resources: dict | None = None, gpus: int = 0
 ) -> RayProcess:
-    """A head on 127.0.0.1:``port``, its raylet registered (drivers can connect), within 90 s."""
+    """A head on 127.0.0.1:``port``, its raylet registered (drivers can connect), within 90 s a try.
+
+    Tried up to ``HEAD_TRIES`` times: under load the raylet exits before it registers when its
+    dashboard agent takes more than Ray's fixed 15 s to write its port files (ray-project/ray#65983,
+    not configurable); each failure says what the raylet said."""
+    failures = []
+    for _ in range(HEAD_TRIES):
+        try:
+            return _start_head(port, temp_dir, num_cpus=num_cpus, resources=resources, gpus=gpus)
+        except AssertionError as failure:
+            failures.append(f"{failure}{_raylet_said(temp_dir)}")
+    raise AssertionError(f"the Ray head did not start in {HEAD_TRIES} tries: " + "; ".join(failures))
+
+
+HEAD_TRIES = 3
+
+
+def _start_head(port: int, temp_dir: Path, *, num_cpus: int, resources: dict | None, gpus: int) -> RayProcess:
     head = RayProcess(
         [
             "--head",
@@ -97,11 +114,28 @@ def start_head(
             assert head.alive(), "ray start --head exited"
             assert time.monotonic() < deadline, "the Ray head did not come up in 90 s"
             time.sleep(0.3)
-        wait_for_nodes(f"127.0.0.1:{port}", "node:__internal_head__", 1, max(deadline - time.monotonic(), 1))
+        while not live_nodes(f"127.0.0.1:{port}", "node:__internal_head__"):
+            assert head.alive(), "ray start --head exited before its raylet registered"
+            assert time.monotonic() < deadline, "the Ray head's raylet did not register in 90 s"
+            time.sleep(0.5)
     except BaseException:
         head.kill()  # what it started so far goes with it
         raise
     return head
+
+
+def _raylet_said(temp_dir: Path | None) -> str:
+    """The raylet's last fatal line in its log under ``temp_dir`` (Ray's default: /tmp/ray), if any."""
+    logs = (temp_dir or Path("/tmp/ray")) / "session_latest" / "logs"
+    for name in ("raylet.out", "raylet.err"):
+        try:
+            lines = (logs / name).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        fatal = [line for line in lines if "Check failed" in line or "Timed out" in line or " F " in line]
+        if fatal:
+            return f" (raylet: {fatal[-1].strip()[-300:]})"
+    return ""
 
 
 _AGENT_PORTS = (
@@ -157,6 +191,21 @@ def wait_for_nodes(address: str, resource: str, count: int = 1, seconds: float =
     return found
 
 
+def driver_left(address: str, pid: int) -> list[str]:
+    """What the cluster at ``address`` (its own, of this machine) still holds of the driver ``pid``: its
+    job not marked dead, actors of its jobs not dead (a killed driver's job ends, and its actors with it)."""
+    with _Gcs(address) as gcs:
+        jobs = gcs.jobs.GetAllJobInfo(gcs.pb.GetAllJobInfoRequest(), timeout=10, metadata=gcs.auth).job_info_list
+        mine = {job.job_id: job for job in jobs if job.driver_pid == pid}
+        actors = gcs.actors.GetAllActorInfo(gcs.pb.GetAllActorInfoRequest(), timeout=10, metadata=gcs.auth)
+    left = [f"Ray job {job_id.hex()} of the driver not ended" for job_id, job in mine.items() if not job.is_dead]
+    return left + [
+        f"Ray actor {a.actor_id.hex()} ({a.class_name}) of the driver's job not dead"
+        for a in actors.actor_table_data
+        if a.job_id in mine and a.state != a.DEAD
+    ]
+
+
 def cluster_metadata(address: str, replace: dict | None = None) -> dict:
     """The versions the cluster records for drivers to check (``replace``: record these instead)."""
     with _Gcs(address) as gcs:
@@ -185,6 +234,8 @@ class _Gcs:
         self.pb = gcs_service_pb2
         self.kv = gcs_service_pb2_grpc.InternalKVGcsServiceStub(self.channel)
         self.nodes = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(self.channel)
+        self.jobs = gcs_service_pb2_grpc.JobInfoGcsServiceStub(self.channel)
+        self.actors = gcs_service_pb2_grpc.ActorInfoGcsServiceStub(self.channel)
 
     def __enter__(self) -> _Gcs:
         return self
