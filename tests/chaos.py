@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -428,21 +428,23 @@ def _workspace(keep: bool) -> Iterator[Path]:
 
 
 def run(seed: int, rounds: int, backends: list[str], only: int | None = None, keep: bool = False) -> list[Round]:
-    """``rounds`` rounds per backend (or round ``only`` alone); every round, printed as it ends."""
+    """``rounds`` rounds per backend (or round ``only`` alone); every round, printed as it ends. The
+    backends take turns, round by round, so that a long run stopped early has tried them alike."""
     print(f"chaos: seed {seed} (replay: scripts/chaos --seed {seed})", flush=True)
     done: list[Round] = []
-    with _workspace(keep) as work:
-        for backend in backends:
-            with Chaos(backend, seed, work) as chaos:
-                for number in [only] if only is not None else range(rounds):
-                    found = chaos.round(number)
-                    done.append(found)
-                    said = "LEFT" if found.left else "clean"
-                    said += f" in {found.clean_after:.1f} s" if found.clean_after is not None else " for good"
-                    line = f"{backend} round {number}: {found.victim} killed in {found.window!r} at {found.moment}"
-                    print(f"{line}: {said}", flush=True)
-                    for what in found.left:
-                        print(f"    {what} (replay: scripts/chaos --seed {seed} --backend {backend} --round {number})")
+    with _workspace(keep) as work, ExitStack() as stack:
+        chaoses = [stack.enter_context(Chaos(backend, seed, work)) for backend in backends]
+        for number in [only] if only is not None else range(rounds):
+            for chaos in chaoses:
+                found = chaos.round(number)
+                done.append(found)
+                said = "LEFT" if found.left else "clean"
+                said += f" in {found.clean_after:.1f} s" if found.clean_after is not None else " for good"
+                line = f"{chaos.backend} round {number}: {found.victim} killed in {found.window!r} at {found.moment}"
+                print(f"{line}: {said}", flush=True)
+                for what in found.left:
+                    replay = f"scripts/chaos --seed {seed} --backend {chaos.backend} --round {number}"
+                    print(f"    {what} (replay: {replay})")
     return done
 
 

@@ -2,17 +2,16 @@
 backend. Every window of a run's life gets a kill at a moment drawn at random; after each, within
 10 s, nothing of the dead kernel (or broker) is left and the store is whole.
 
-As root: the process sandbox, rootful Docker, gVisor and the broker. Ray's rounds (one head,
-its drivers killed) are ``scripts/chaos --backend ray`` alone until they have passed once on a
-quiet machine: on the shared one they were written on, no new Ray head could start. As the
-ordinary account (``scripts/test-as-user``, marker ``ordinary_user``): the process sandbox and
-rootless Podman. The seed is printed (``-s`` shows it as it goes; a failure repeats it with the
-command that replays the round); ``JX_CHAOS_SEED`` fixes it. The soak before a release is
-``scripts/chaos --rounds 500`` (docs/security.md).
+As root: the process sandbox, rootful Docker, gVisor, the broker and Ray (one head started for
+its rounds, a driver killed in each). As the ordinary account (``scripts/test-as-user``, marker
+``ordinary_user``): the process sandbox and rootless Podman. The seed is printed (``-s`` shows
+it as it goes; a failure repeats it with the command that replays the round); ``JX_CHAOS_SEED``
+fixes it. The soak before a release is ``scripts/chaos --rounds 500`` (docs/security.md).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import shutil
@@ -39,6 +38,7 @@ def _rounds(backend: str, per_window: float) -> int:
         pytest.param("docker" if ROOT else "podman", _rounds("docker", 1), marks=USER, id="container"),
         pytest.param("gvisor", _rounds("gvisor", 0.5)),
         pytest.param("broker", _rounds("broker", 1)),
+        pytest.param("ray", _rounds("ray", 1)),
     ],
 )
 def test_a_kill_at_any_moment_leaves_nothing_and_the_store_whole(backend, rounds):
@@ -53,6 +53,9 @@ def test_a_kill_at_any_moment_leaves_nothing_and_the_store_whole(backend, rounds
 
 
 def _require(backend: str) -> None:
+    if backend == "ray":
+        require(ROOT, "root (Ray's rounds run as root: the ordinary account's legs are the process sandbox and Podman)")
+        require(importlib.util.find_spec("ray") is not None, "Ray is not installed (pip install -e '.[ray]')")
     if backend in ("gvisor", "broker"):
         require(ROOT, f"root ({backend}: the ordinary account's legs are the process sandbox and Podman)")
     if backend in ("docker", "podman", "gvisor", "broker"):
