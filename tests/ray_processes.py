@@ -114,7 +114,7 @@ def _start_head(port: int, temp_dir: Path, *, num_cpus: int, resources: dict | N
             assert head.alive(), "ray start --head exited"
             assert time.monotonic() < deadline, "the Ray head did not come up in 90 s"
             time.sleep(0.3)
-        while not live_nodes(f"127.0.0.1:{port}", "node:__internal_head__"):
+        while not _registered(port):
             assert head.alive(), "ray start --head exited before its raylet registered"
             assert time.monotonic() < deadline, "the Ray head's raylet did not register in 90 s"
             time.sleep(0.5)
@@ -122,6 +122,16 @@ def _start_head(port: int, temp_dir: Path, *, num_cpus: int, resources: dict | N
         head.kill()  # what it started so far goes with it
         raise
     return head
+
+
+def _registered(port: int) -> bool:
+    """Whether the head's raylet has registered with its GCS (False while the GCS does not answer)."""
+    import grpc
+
+    try:
+        return bool(live_nodes(f"127.0.0.1:{port}", "node:__internal_head__"))
+    except grpc.RpcError:
+        return False
 
 
 def _raylet_said(temp_dir: Path | None) -> str:
