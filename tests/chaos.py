@@ -14,8 +14,9 @@ Every round draws from its own generator, seeded by ``SEED-BACKEND-ROUND``: ``sc
 --seed S --backend B --round N`` replays one round exactly (the moment, the window), as the
 failure's line says. ``scripts/chaos`` runs this module; ``tests/test_chaos.py`` a short version.
 
-The windows are a table per target (``WINDOWS``): a feature that opens a new window (sessions, a
-run's network proxy) adds its row there.
+The windows are a table per target (``WINDOWS``): a feature that opens a new window in a run's
+life adds its row there (as sessions, their forks and a host list's gate have), and what it may
+leave to the round's checks.
 """
 
 from __future__ import annotations

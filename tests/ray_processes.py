@@ -69,7 +69,23 @@ class RayProcess:
         try:  # what the group started and left running (a raylet's workers)
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
-            pass
+            return
+        deadline = time.monotonic() + 10  # gone before this returns: one still dying may write in the temp dir
+        while self._group() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _group(self) -> list[int]:
+        """The live processes of this one's group (zombies, which write nothing, aside)."""
+        import psutil
+
+        alive = []
+        for process in psutil.process_iter(["status"]):
+            try:
+                if process.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) == self.process.pid:
+                    alive.append(process.pid)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return alive
 
 
 def start_head(
