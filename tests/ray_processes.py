@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 RAY_CLI = Path(sys.executable).with_name("ray")
 TOKEN_ENV = {"RAY_AUTH_MODE": "token"}
 
@@ -41,8 +43,6 @@ class RayProcess:
 
     def node_id(self) -> str | None:
         """The id of the node this process runs (its raylet's), once the raylet has started."""
-        import psutil
-
         for process in psutil.process_iter(["name", "cmdline"]):
             try:
                 if process.info["name"] == "raylet" and os.getpgid(process.pid) == self.process.pid:
@@ -57,35 +57,43 @@ class RayProcess:
         self.stop(signal.SIGKILL)
 
     def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the group by ``how`` (SIGKILL after 10 s), then what it started in groups of their own:
+        the raylet puts each worker in one. All is gone when this returns (a worker left dying
+        would write in the temp dir after its caller removed it)."""
         try:
+            started = psutil.Process(self.process.pid).children(recursive=True)
             os.killpg(self.process.pid, how)
-        except ProcessLookupError:
+        except (ProcessLookupError, psutil.NoSuchProcess):
             return
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
-        try:  # what the group started and left running (a raylet's workers)
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 10  # gone before this returns: one still dying may write in the temp dir
-        while self._group() and time.monotonic() < deadline:
+        processes = {*started, *(p for p in psutil.process_iter() if _group_of(p) == self.process.pid)}
+        for process in processes:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                continue
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in processes) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def _group(self) -> list[int]:
-        """The live processes of this one's group (zombies, which write nothing, aside)."""
-        import psutil
 
-        alive = []
-        for process in psutil.process_iter(["status"]):
-            try:
-                if process.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) == self.process.pid:
-                    alive.append(process.pid)
-            except (ProcessLookupError, psutil.Error):
-                continue
-        return alive
+def _group_of(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except ProcessLookupError:
+        return None
+
+
+def _running(process: psutil.Process) -> bool:
+    """Not gone, and not a zombie (which writes nothing; its parent may never reap it)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def start_head(
