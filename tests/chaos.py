@@ -429,16 +429,21 @@ def _workspace(keep: bool) -> Iterator[Path]:
 
 
 def run(seed: int, rounds: int, backends: list[str], only: int | None = None, keep: bool = False) -> list[Round]:
-    """``rounds`` rounds per backend (or round ``only`` alone); every round, printed as it ends. The
-    backends take turns, round by round, so that a long run stopped early has tried them alike."""
+    """``rounds`` rounds per backend (or round ``only`` alone); every round, printed as it ends."""
+    return list(rounds_of(seed, rounds, backends, only, keep))
+
+
+def rounds_of(
+    seed: int, rounds: int, backends: list[str], only: int | None = None, keep: bool = False
+) -> Iterator[Round]:
+    """``run``'s rounds as they end. The backends take turns, round by round, so that a long run
+    stopped early has tried them alike."""
     print(f"chaos: seed {seed} (replay: scripts/chaos --seed {seed})", flush=True)
-    done: list[Round] = []
     with _workspace(keep) as work, ExitStack() as stack:
         chaoses = [stack.enter_context(Chaos(backend, seed, work)) for backend in backends]
         for number in [only] if only is not None else range(rounds):
             for chaos in chaoses:
                 found = chaos.round(number)
-                done.append(found)
                 said = "LEFT" if found.left else "clean"
                 said += f" in {found.clean_after:.1f} s" if found.clean_after is not None else " for good"
                 line = f"{chaos.backend} round {number}: {found.victim} killed in {found.window!r} at {found.moment}"
@@ -446,7 +451,7 @@ def run(seed: int, rounds: int, backends: list[str], only: int | None = None, ke
                 for what in found.left:
                     replay = f"scripts/chaos --seed {seed} --backend {chaos.backend} --round {number}"
                     print(f"    {what} (replay: {replay})")
-    return done
+                yield found
 
 
 def summary(done: list[Round]) -> str:
@@ -468,7 +473,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (stores, logs)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else secrets.randbelow(10**6)
-    done = run(seed, args.rounds, args.backend or sorted(WINDOWS), args.round, args.keep)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill PID stops a soak as Ctrl-C does,
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # in the background too: its brokers and heads stopped
+    done: list[Round] = []
+    try:
+        for found in rounds_of(seed, args.rounds, args.backend or sorted(WINDOWS), args.round, args.keep):
+            done.append(found)
+    except KeyboardInterrupt:
+        print(f"chaos: stopped after {len(done)} rounds", flush=True)
+        print(summary(done))
+        return 130  # not a pass: the rounds asked for did not all run
     print(summary(done))
     return 1 if any(r.left for r in done) else 0
 
