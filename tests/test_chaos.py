@@ -55,6 +55,22 @@ def test_a_kill_at_any_moment_leaves_nothing_and_the_store_whole(backend, rounds
     )
 
 
+# Rounds a soak found leaving something (docs/security.md), replayed as they ran: the same window
+# and moment, as long as WINDOWS keeps its rows (a change of the table moves them: find them anew).
+FOUND = [
+    pytest.param("process", 2712, 33, "fork being made", id="fork-cgroup"),
+    pytest.param("gvisor", 2712, 65, "cell returned (pool refills)", id="gvisor-starting-container"),
+]
+
+
+@pytest.mark.parametrize(("backend", "seed", "number", "window"), FOUND)
+def test_the_rounds_a_soak_found_replay_clean(backend, seed, number, window):
+    _require(backend)
+    (found,) = run(seed, 1, [backend], only=number)
+    assert found.window == window, f"WINDOWS changed: round {number} is now {found.window!r}; replay anew"
+    assert not found.left, f"{found.window!r} at {found.moment}: {found.left}"
+
+
 def _require(backend: str) -> None:
     if backend == "ray":
         require(ROOT, "root (Ray's rounds run as root: the ordinary account's legs are the process sandbox and Podman)")
