@@ -14,8 +14,9 @@ Every round draws from its own generator, seeded by ``SEED-BACKEND-ROUND``: ``sc
 --seed S --backend B --round N`` replays one round exactly (the moment, the window), as the
 failure's line says. ``scripts/chaos`` runs this module; ``tests/test_chaos.py`` a short version.
 
-The windows are a table per target (``WINDOWS``): a feature that opens a new window (sessions, a
-run's network proxy) adds its row there.
+The windows are a table per target (``WINDOWS``): a feature that opens a new window in a run's
+life adds its row there (as sessions, their forks and a host list's gate have), and what it may
+leave to the round's checks.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,12 +55,14 @@ TRIGGER_WAIT = 90.0  # seconds a window's moment may take to come (a busy machin
 class Window:
     """One stretch of a run's life: ``cell`` is executed, and the kill lands ``uniform(0, spread)``
     seconds after ``after``: ``sent`` (the cell was sent), ``running`` (its run is recorded
-    running), ``done`` (the cell returned: what its backend does next, such as refilling a pool)."""
+    running), ``done`` (the cell returned: what its backend does next, such as refilling a pool).
+    ``setup``: a cell run to its end first (a session's first cell, for a window inside it)."""
 
     name: str
     cell: str
     after: str = "sent"
     spread: float = 1.0
+    setup: str = ""
 
 
 STREAM = "import time\nfor i in range(200):\n    print(i, flush=True)\n    time.sleep(0.05)"
@@ -89,6 +92,28 @@ def sandbox_windows(magic: str, backend: str) -> tuple[Window, ...]:
     )
 
 
+def session_windows(magic: str, forks: bool) -> tuple[Window, ...]:
+    """The windows of a sandbox session (``%%sandbox --session``) on a backend, and of a run with a
+    host list while its network gate is up; ``forks``: the backend makes forks (``%jx fork``)."""
+    session = f"{magic} --session chaos"
+    first = f"{session}\nreadings = list(range(1000))"
+    windows = (
+        Window("session starting", f"{session}\nprint('started')", "sent", 2.0),
+        Window("session cell running", f"{session}\n{STREAM}", "running", 3.0, first),
+        Window("idle session", "print('idle')", "done", 1.0, first),
+        Window(
+            "host list, gate up",
+            f"{magic} --network chaos.invalid\nimport urllib.request\ntry:\n"
+            "    urllib.request.urlopen('http://chaos.invalid/', timeout=5)\nexcept OSError as e:\n"
+            f"    print('gate said', e)\n{STREAM}",
+            "running",
+            3.0,
+        ),
+    )
+    fork = Window("fork being made", "%jx fork chaos copy", "sent", 0.5, first)
+    return (*windows, fork) if forks else windows
+
+
 def ray_windows() -> tuple[Window, ...]:
     """A Ray task's windows; its worker writes its pid where the round looks for it."""
     pid = "import os; open({pids!r} + '/' + str(os.getpid()), 'w').close()\n"
@@ -100,11 +125,13 @@ def ray_windows() -> tuple[Window, ...]:
 
 
 CONTAINER = "%%sandbox --backend container"
+GVISOR = f"{CONTAINER} --runtime runsc"
+SECCOMP = "%%sandbox --backend seccomp"
 WINDOWS: dict[str, tuple[Window, ...]] = {
-    "process": sandbox_windows("%%sandbox --backend seccomp", "seccomp"),
-    "docker": sandbox_windows(CONTAINER, "container"),
-    "podman": sandbox_windows(CONTAINER, "container"),
-    "gvisor": sandbox_windows(f"{CONTAINER} --runtime runsc", "container"),
+    "process": sandbox_windows(SECCOMP, "seccomp") + session_windows(SECCOMP, forks=True),
+    "docker": sandbox_windows(CONTAINER, "container") + session_windows(CONTAINER, forks=False),
+    "podman": sandbox_windows(CONTAINER, "container") + session_windows(CONTAINER, forks=False),
+    "gvisor": sandbox_windows(GVISOR, "container") + session_windows(GVISOR, forks=False),
     "ray": ray_windows(),
     "broker": sandbox_windows(CONTAINER, "container")[:5],
 }
@@ -182,6 +209,8 @@ class Chaos:
         kernel = Kernel(self.data, self.work, self.env)
         pid = kernel.pid
         try:
+            if window.setup:
+                kernel.run(window.setup, TRIGGER_WAIT, check=True)
             sent = kernel.client.execute(cell)
             found.moment = self._wait_for(kernel, window.after, sent) + f" + {delay:.2f} s"
             time.sleep(delay)
@@ -247,7 +276,12 @@ class Chaos:
         left += _folders(pid)
         left += _mounts(pid)
         left += _cgroups(pid)
+        left += _sockets(pid)
         left += [f"Ray worker {p.name} still running its task" for p in pids.iterdir() if _alive(int(p.name))]
+        if self.ray is not None:
+            from ray_processes import driver_left
+
+            left += driver_left(self.env["JX_RAY_ADDRESS"], pid)
         if self.broker is not None:  # what the broker ran for the kernel ends with it
             left += [c for c in _containers(self.engine, self.broker.pid) if not c.endswith(", pool)")]
             left += [f"broker's {line}" for line in _unfinished(self.broker.data / "broker.sqlite3")]
@@ -291,6 +325,16 @@ def _folders(pid: int) -> list[str]:
 def _mounts(pid: int) -> list[str]:
     mounts = Path("/proc/self/mountinfo").read_text().splitlines()
     return [f"mount {line.split()[4]}" for line in mounts if f"slot-{pid}-" in line or f"jx-{pid}-" in line]
+
+
+def _sockets(pid: int) -> list[str]:
+    """Unix sockets still bound in the dead kernel's run folders (a run's network gate, a session's
+    socket), whoever holds them: the folder may be gone while a process keeps the socket open."""
+    from jupyter_exec.config import scratch_prefix
+
+    marks = (f"/slot-{pid}-", f"/keeper-{pid}-", f"/{scratch_prefix(pid)}")
+    paths = {line.split()[-1] for line in Path("/proc/net/unix").read_text().splitlines()[1:] if len(line.split()) > 7}
+    return [f"socket {path}" for path in sorted(paths) if any(mark in path for mark in marks)]
 
 
 def _cgroups(pid: int) -> list[str]:
@@ -386,21 +430,28 @@ def _workspace(keep: bool) -> Iterator[Path]:
 
 def run(seed: int, rounds: int, backends: list[str], only: int | None = None, keep: bool = False) -> list[Round]:
     """``rounds`` rounds per backend (or round ``only`` alone); every round, printed as it ends."""
+    return list(rounds_of(seed, rounds, backends, only, keep))
+
+
+def rounds_of(
+    seed: int, rounds: int, backends: list[str], only: int | None = None, keep: bool = False
+) -> Iterator[Round]:
+    """``run``'s rounds as they end. The backends take turns, round by round, so that a long run
+    stopped early has tried them alike."""
     print(f"chaos: seed {seed} (replay: scripts/chaos --seed {seed})", flush=True)
-    done: list[Round] = []
-    with _workspace(keep) as work:
-        for backend in backends:
-            with Chaos(backend, seed, work) as chaos:
-                for number in [only] if only is not None else range(rounds):
-                    found = chaos.round(number)
-                    done.append(found)
-                    said = "LEFT" if found.left else "clean"
-                    said += f" in {found.clean_after:.1f} s" if found.clean_after is not None else " for good"
-                    line = f"{backend} round {number}: {found.victim} killed in {found.window!r} at {found.moment}"
-                    print(f"{line}: {said}", flush=True)
-                    for what in found.left:
-                        print(f"    {what} (replay: scripts/chaos --seed {seed} --backend {backend} --round {number})")
-    return done
+    with _workspace(keep) as work, ExitStack() as stack:
+        chaoses = [stack.enter_context(Chaos(backend, seed, work)) for backend in backends]
+        for number in [only] if only is not None else range(rounds):
+            for chaos in chaoses:
+                found = chaos.round(number)
+                said = "LEFT" if found.left else "clean"
+                said += f" in {found.clean_after:.1f} s" if found.clean_after is not None else " for good"
+                line = f"{chaos.backend} round {number}: {found.victim} killed in {found.window!r} at {found.moment}"
+                print(f"{line}: {said}", flush=True)
+                for what in found.left:
+                    replay = f"scripts/chaos --seed {seed} --backend {chaos.backend} --round {number}"
+                    print(f"    {what} (replay: {replay})")
+                yield found
 
 
 def summary(done: list[Round]) -> str:
@@ -422,7 +473,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (stores, logs)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else secrets.randbelow(10**6)
-    done = run(seed, args.rounds, args.backend or sorted(WINDOWS), args.round, args.keep)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill PID stops a soak as Ctrl-C does,
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # in the background too: its brokers and heads stopped
+    done: list[Round] = []
+    try:
+        for found in rounds_of(seed, args.rounds, args.backend or sorted(WINDOWS), args.round, args.keep):
+            done.append(found)
+    except KeyboardInterrupt:
+        print(f"chaos: stopped after {len(done)} rounds", flush=True)
+        print(summary(done))
+        return 130  # not a pass: the rounds asked for did not all run
     print(summary(done))
     return 1 if any(r.left for r in done) else 0
 

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 RAY_CLI = Path(sys.executable).with_name("ray")
 TOKEN_ENV = {"RAY_AUTH_MODE": "token"}
 
@@ -41,8 +43,6 @@ class RayProcess:
 
     def node_id(self) -> str | None:
         """The id of the node this process runs (its raylet's), once the raylet has started."""
-        import psutil
-
         for process in psutil.process_iter(["name", "cmdline"]):
             try:
                 if process.info["name"] == "raylet" and os.getpgid(process.pid) == self.process.pid:
@@ -57,25 +57,66 @@ class RayProcess:
         self.stop(signal.SIGKILL)
 
     def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the group by ``how`` (SIGKILL after 10 s), then what it started in groups of their own:
+        the raylet puts each worker in one. All is gone when this returns (a worker left dying
+        would write in the temp dir after its caller removed it)."""
         try:
+            started = psutil.Process(self.process.pid).children(recursive=True)
             os.killpg(self.process.pid, how)
-        except ProcessLookupError:
+        except (ProcessLookupError, psutil.NoSuchProcess):
             return
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
-        try:  # what the group started and left running (a raylet's workers)
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        processes = {*started, *(p for p in psutil.process_iter() if _group_of(p) == self.process.pid)}
+        for process in processes:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                continue
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in processes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _group_of(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except ProcessLookupError:
+        return None
+
+
+def _running(process: psutil.Process) -> bool:
+    """Not gone, and not a zombie (which writes nothing; its parent may never reap it)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def start_head(
     port: int, temp_dir: Path, *, num_cpus: int = 1, resources: dict | None = None, gpus: int = 0
 ) -> RayProcess:
-    """A head on 127.0.0.1:``port``, its raylet registered (drivers can connect), within 90 s."""
+    """A head on 127.0.0.1:``port``, its raylet registered (drivers can connect), within 90 s a try.
+
+    Tried up to ``HEAD_TRIES`` times: under load the raylet exits before it registers when its
+    dashboard agent takes more than Ray's fixed 15 s to write its port files (ray-project/ray#65983,
+    not configurable); each failure says what the raylet said."""
+    failures = []
+    for _ in range(HEAD_TRIES):
+        try:
+            return _start_head(port, temp_dir, num_cpus=num_cpus, resources=resources, gpus=gpus)
+        except AssertionError as failure:
+            failures.append(f"{failure}{_raylet_said(temp_dir)}")
+    raise AssertionError(f"the Ray head did not start in {HEAD_TRIES} tries: " + "; ".join(failures))
+
+
+HEAD_TRIES = 3
+
+
+def _start_head(port: int, temp_dir: Path, *, num_cpus: int, resources: dict | None, gpus: int) -> RayProcess:
     head = RayProcess(
         [
             "--head",
@@ -97,11 +138,38 @@ def start_head(
             assert head.alive(), "ray start --head exited"
             assert time.monotonic() < deadline, "the Ray head did not come up in 90 s"
             time.sleep(0.3)
-        wait_for_nodes(f"127.0.0.1:{port}", "node:__internal_head__", 1, max(deadline - time.monotonic(), 1))
+        while not _registered(port):
+            assert head.alive(), "ray start --head exited before its raylet registered"
+            assert time.monotonic() < deadline, "the Ray head's raylet did not register in 90 s"
+            time.sleep(0.5)
     except BaseException:
         head.kill()  # what it started so far goes with it
         raise
     return head
+
+
+def _registered(port: int) -> bool:
+    """Whether the head's raylet has registered with its GCS (False while the GCS does not answer)."""
+    import grpc
+
+    try:
+        return bool(live_nodes(f"127.0.0.1:{port}", "node:__internal_head__"))
+    except grpc.RpcError:
+        return False
+
+
+def _raylet_said(temp_dir: Path | None) -> str:
+    """The raylet's last fatal line in its log under ``temp_dir`` (Ray's default: /tmp/ray), if any."""
+    logs = (temp_dir or Path("/tmp/ray")) / "session_latest" / "logs"
+    for name in ("raylet.out", "raylet.err"):
+        try:
+            lines = (logs / name).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        fatal = [line for line in lines if "Check failed" in line or "Timed out" in line or " F " in line]
+        if fatal:
+            return f" (raylet: {fatal[-1].strip()[-300:]})"
+    return ""
 
 
 _AGENT_PORTS = (
@@ -157,6 +225,21 @@ def wait_for_nodes(address: str, resource: str, count: int = 1, seconds: float =
     return found
 
 
+def driver_left(address: str, pid: int) -> list[str]:
+    """What the cluster at ``address`` (its own, of this machine) still holds of the driver ``pid``: its
+    job not marked dead, actors of its jobs not dead (a killed driver's job ends, and its actors with it)."""
+    with _Gcs(address) as gcs:
+        jobs = gcs.jobs.GetAllJobInfo(gcs.pb.GetAllJobInfoRequest(), timeout=10, metadata=gcs.auth).job_info_list
+        mine = {job.job_id: job for job in jobs if job.driver_pid == pid}
+        actors = gcs.actors.GetAllActorInfo(gcs.pb.GetAllActorInfoRequest(), timeout=10, metadata=gcs.auth)
+    left = [f"Ray job {job_id.hex()} of the driver not ended" for job_id, job in mine.items() if not job.is_dead]
+    return left + [
+        f"Ray actor {a.actor_id.hex()} ({a.class_name}) of the driver's job not dead"
+        for a in actors.actor_table_data
+        if a.job_id in mine and a.state != a.DEAD
+    ]
+
+
 def cluster_metadata(address: str, replace: dict | None = None) -> dict:
     """The versions the cluster records for drivers to check (``replace``: record these instead)."""
     with _Gcs(address) as gcs:
@@ -185,6 +268,8 @@ class _Gcs:
         self.pb = gcs_service_pb2
         self.kv = gcs_service_pb2_grpc.InternalKVGcsServiceStub(self.channel)
         self.nodes = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(self.channel)
+        self.jobs = gcs_service_pb2_grpc.JobInfoGcsServiceStub(self.channel)
+        self.actors = gcs_service_pb2_grpc.ActorInfoGcsServiceStub(self.channel)
 
     def __enter__(self) -> _Gcs:
         return self

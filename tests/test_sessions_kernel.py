@@ -18,6 +18,8 @@ from containers import containers
 
 from jupyter_exec.backends.container import ContainerBackend
 from jupyter_exec.backends.container.engine import Engine
+from jupyter_exec.backends.process.cgroups import cgroup_mode
+from jupyter_exec.backends.process.sessions import fork_cgroup
 
 pytestmark = [pytest.mark.kernel, pytest.mark.ordinary_user]
 BACKENDS = ["seccomp", "container"]
@@ -215,6 +217,28 @@ def test_a_killed_kernel_ends_every_session_within_ten_seconds(data_dir, noteboo
         time.sleep(0.1)
     assert not owned_processes(pid), f"left after 10 s: {owned_processes(pid)}"
     assert not (engine and containers(engine, owner_pid=str(pid))), "a session's container outlived its kernel by 10 s"
+    kernel.client.stop_channels()
+
+
+def test_a_killed_kernel_leaves_no_group_of_a_fork(data_dir, notebook_dir):
+    """A fork's group is the kernel's own making, not a template's: its templates remove it when the
+    kernel is killed (no later kernel's reaper needed), as the chaos soak found it left."""
+    if cgroup_mode().kind not in ("root", "delegated"):
+        pytest.skip(f"forks get no group of their own here ({cgroup_mode().detail})")
+    kernel = Kernel(data_dir, notebook_dir)
+    kernel.run(cell("raw", "x = 1"), check=True)
+    kernel.run("%jx fork raw hot", check=True)
+    pid = kernel.pid
+
+    def groups() -> list[Path]:
+        return [g for parent in set(cgroup_mode().parents.values()) for g in parent.glob(fork_cgroup(pid, "*"))]
+
+    assert groups(), "the fork runs in a group of its own"
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    while groups() and time.monotonic() - killed < 10:
+        time.sleep(0.1)
+    assert not groups(), f"a fork's group outlived its kernel by 10 s: {groups()}"
     kernel.client.stop_channels()
 
 

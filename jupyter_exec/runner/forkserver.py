@@ -219,14 +219,19 @@ def _pidfd(pid: str) -> int | None:
 
 
 def _remove_leftovers(joined: set[str], leftovers: list[str]) -> None:
-    """What a dead kernel would have removed after its runs: their (now empty) cgroups, its folders."""
-    for procs in joined:
+    """What a dead kernel would have removed after its runs: their (now empty) cgroups, its folders
+    and the groups it made itself (a session's fork's: a folder with ``cgroup.procs``)."""
+    groups = [os.path.dirname(procs) for procs in joined]
+    for found in (found for pattern in leftovers for found in glob.glob(pattern)):
+        if os.path.exists(os.path.join(found, "cgroup.procs")):
+            groups.append(found)
+        else:
+            shutil.rmtree(found, ignore_errors=True)
+    for group in groups:
         try:
-            os.rmdir(os.path.dirname(procs))
+            os.rmdir(group)
         except OSError:
             pass  # removed already, or another template's run is still in it
-    for folder in (found for pattern in leftovers for found in glob.glob(pattern)):
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fork(

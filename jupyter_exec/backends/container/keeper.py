@@ -69,8 +69,11 @@ def remove_marked(engine: str, mark: str, running_from: float, until: float) -> 
     lifeline (its pid 1 exits within a second of the kernel's death) until ``running_from``, then
     its processes are killed from here before it is removed: the engine's own kill of a container
     whose pid 1 is exiting by itself can go unheard under gVisor, and the engine then waits ten
-    seconds before it tries again."""
+    seconds before it tries again. Each removal is asked on a thread of its own, so one the engine
+    holds (a container still starting, listed as created) keeps none of the others, nor the
+    next look: that one is seen running, and killed from here, in its turn."""
     listing = "/containers/json?all=1&filters=" + quote(json.dumps({"label": [mark]}))
+    removing: dict[str, threading.Thread] = {}
     while True:
         status, body = _ask(engine, "GET", listing)
         left = json.loads(body) if status == 200 else []
@@ -80,7 +83,10 @@ def remove_marked(engine: str, mark: str, running_from: float, until: float) -> 
                 continue
             if running:
                 _kill_from_host(engine, container["Id"])
-            _ask(engine, "DELETE", f"/containers/{container['Id']}?force=1")
+            if container["Id"] not in removing or not removing[container["Id"]].is_alive():
+                url = f"/containers/{container['Id']}?force=1"
+                removing[container["Id"]] = threading.Thread(target=_ask, args=(engine, "DELETE", url), daemon=True)
+                removing[container["Id"]].start()
         if not left or time.monotonic() > until:
             return
         time.sleep(_RETRY)

@@ -44,9 +44,9 @@ from jupyter_exec.runner.plans import Mounts, Plan, Rlimits
 from jupyter_exec.runner.protocol import ProtocolReader, build_request
 from jupyter_exec.spec import Limits, RunSpec
 
-from .cgroups import reap_cgroups
+from .cgroups import cgroup_mode, reap_cgroups
 from .guarantees import guarantees
-from .sessions import FORKS, ProcessSession, SessionCell
+from .sessions import FORKS, ProcessSession, SessionCell, fork_cgroup
 from .templates import Exit
 from .workers import Worker, WorkerKey, WorkerPool, reap_workers
 
@@ -90,8 +90,7 @@ class LocalBackend(HoldsSessions, ExecutorBackend):
 
     def __init__(self, config: ExecConfig) -> None:
         super().__init__(config)
-        # Its templates remove the kernel's scratch directories if it dies (see runner/forkserver.py).
-        self.pool = WorkerPool(config.pool_size, (os.path.join(config.scratch_dir, f"{scratch_prefix(os.getpid())}*"),))
+        self.pool = WorkerPool(config.pool_size, _leftovers(config))
         self.runs: RunRegistry[_ProcessRun | SessionCell] = RunRegistry()
         self.sessions: SessionTable[ProcessSession] = SessionTable(config.session_idle_seconds())
 
@@ -384,6 +383,14 @@ def _private_mounts(limits: Limits, seen: list[str]) -> Mounts:
         if os.path.isdir(top) and not os.path.islink(top) and top not in seen:
             mask[top] = [path for path in seen if path.startswith(top + "/")]
     return {"host_mount_ns": _host_mount_ns(), "shm_size": limits.shm, "mask": mask}
+
+
+def _leftovers(config: ExecConfig) -> tuple[str, ...]:
+    """What this kernel's templates remove if it dies (runner/forkserver.py): its scratch
+    directories, and the groups of its sessions' forks (which the kernel makes, not a template)."""
+    kernel = os.getpid()
+    forks = (str(parent / fork_cgroup(kernel, "*")) for parent in set(cgroup_mode().parents.values()))
+    return (os.path.join(config.scratch_dir, f"{scratch_prefix(kernel)}*"), *sorted(forks))
 
 
 def _gate_path(submission: Submission) -> Path:

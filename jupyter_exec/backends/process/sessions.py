@@ -42,6 +42,12 @@ __all__ = ["FORKS", "ProcessSession", "SessionCell"]
 FORKS = ".forks"  # where in a session's scratch directory its forks' own are
 
 
+def fork_cgroup(kernel: int, process: int | str) -> str:
+    """The name of the group the kernel ``kernel`` makes for a fork (``"*"``: any of its forks'):
+    the kernel makes it, not a template, so its templates are told to remove it if it dies."""
+    return f"jx-{kernel}-f{process}"
+
+
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as listed:
@@ -121,7 +127,7 @@ class ProcessSession(SandboxSession):
             raise NodeFailedError(f"session {self.name} could not fork")
         cgroup = None
         if self.cgroup is not None and cgroup_mode().kind in ("root", "delegated"):
-            cgroup = RunCgroup.create(f"jx-{os.getpid()}-f{process}")
+            cgroup = RunCgroup.create(fork_cgroup(os.getpid(), process))
             limits = self.spec.limits
             cgroup.set_limits(memory=limits.memory, pids=limits.pids, cpus=limits.cpus)
             cgroup.add([process])
