@@ -31,6 +31,7 @@ from jupyter_exec.policy import Policy
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
 
+from .kernels import scoped
 from .quotas import Ticket
 from .rules import Capacity, Quotas
 from .service import Broker, Channel, Identity, Live
@@ -110,17 +111,6 @@ def _admit(
         raise SpecError(str(error).replace(f"session {session}", f"session {request.session}")) from None
 
 
-def scoped(kernel: str, name: str) -> str:
-    """The name at the broker of session ``name`` of ``kernel``: one user's kernels each have theirs."""
-    return f"{name[:50]}-{hashlib.sha256(kernel.encode()).hexdigest()[:12]}"
-
-
-def unscoped(kernel: str, name: str) -> str | None:
-    """The kernel's own name of its session ``name`` at the broker; None for another kernel's."""
-    suffix = f"-{hashlib.sha256(kernel.encode()).hexdigest()[:12]}"
-    return name[: -len(suffix)] if name.endswith(suffix) else None
-
-
 def _gpus_held(limits: Limits, capacity: Capacity, quotas: Quotas) -> int:
     """The GPUs a run holds while it runs: ``all`` is every GPU of the machine (its capacity). A
     machine whose GPUs the policy does not count cannot count ``all``: refused where a GPU quota
@@ -185,7 +175,7 @@ class _Run:
     ) -> None:
         self.broker, self.identity, self.request, self.spec, self.ticket = broker, identity, request, spec, ticket
         self.channel, self.run_id, self.facts = channel, run_id, facts
-        self.live = Live()
+        self.live = Live(identity.user, request.kernel)
         self.sink = _ChannelSink(channel, broker.logs_dir / f"{run_id}.log", broker.settings.log_max_bytes)
         self.backend: ContainerBackend | None = None
         self.starts_session = False  # its ticket is its session's while that lives
