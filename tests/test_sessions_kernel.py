@@ -168,13 +168,6 @@ def test_a_session_cannot_reach_another_sessions_files_or_processes(kernel, name
         kernel.run(f"%jx end {other}")
 
 
-def test_a_session_with_a_host_list_is_refused_in_one_line(kernel, name):
-    """No network gate is opened for a session yet: nothing runs, nothing is recorded."""
-    refusal = kernel.refused(cell(name, "print('ran')", "--network files.example.org"))
-    assert refusal.startswith(f"--session {name} with --network files.example.org: a session opens no network gate")
-    assert name not in kernel.run("%jx sessions", check=True).result_text
-
-
 def test_a_backend_without_sessions_refuses_one_in_one_line(kernel):
     refusal = kernel.refused("%%rayrun --session x\nprint('ran')")
     assert "unrecognized arguments: --session" in refusal or "keeps no sessions" in refusal

@@ -23,11 +23,12 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from jupyter_exec.errors import JupyterExecError, NodeFailedError
+from jupyter_exec.proxy import Gate
 from jupyter_exec.runner.protocol import build_request
 from jupyter_exec.spec import RunSpec
 from jupyter_exec.units import format_size
 
-from .base import SessionInfo, Submission, TaskHandle
+from .base import Outcome, SessionInfo, Submission, TaskHandle
 from .runs import KillableRun, RunRegistry
 
 __all__ = ["WATCH", "HoldsSessions", "SandboxSession", "SessionCellRun", "SessionTable", "death", "later_request"]
@@ -57,6 +58,7 @@ class SandboxSession(abc.ABC):
         self.cpu_seconds = 0.0  # the CPU time its cells had used when the last one ended
         self.interrupts = 0  # asked of the cell that runs now
         self.on_end: list[Callable[[], None]] = []  # called once it has ended (a broker's quota let go)
+        self.gate: Gate | None = None  # its way out to its host list (``--network HOST,...``), for its life
         self._turn = threading.Lock()
 
     def take_turn(self, run_id: int | None, say: Callable[[str], None]) -> None:
@@ -140,8 +142,16 @@ class SandboxSession(abc.ABC):
         """End it (its cell too, if one runs) and free what it holds; ``why`` is kept in ``ended``;
         then ``ended_now``. Safe to call more than once, from any thread."""
 
+    def take_traffic(self, outcome: Outcome) -> None:
+        """The connections of the cell that just ended through the session's gate, on its outcome."""
+        if self.gate is not None:
+            traffic = self.gate.take()
+            outcome.details["network"], outcome.connections = traffic.summary(), traffic.rows()
+
     def ended_now(self) -> None:
-        """Call what waits for its end (once, from ``end``)."""
+        """Close its gate and call what waits for its end (once, from ``end``)."""
+        if self.gate is not None:
+            self.gate.close()
         hooks, self.on_end = self.on_end, []
         for hook in hooks:
             hook()

@@ -208,4 +208,5 @@ class ContainerSessionCell(SessionCellRun[ContainerSession]):
             what=f"session {session.name}",
         )
         outcome.details.update({**session.cell_details(), "container": slot.container.id[:12]})
+        session.take_traffic(outcome)
         return outcome

@@ -291,4 +291,5 @@ class SessionCell(SessionCellRun[ProcessSession]):
             what=f"session {session.name}",
         )
         outcome.details.update(session.cell_details())
+        session.take_traffic(outcome)
         return outcome
