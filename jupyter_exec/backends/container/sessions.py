@@ -112,22 +112,24 @@ class ContainerSession(SandboxSession):
         return False
 
     def death(self) -> str:
-        """From the engine's log of the container's end (its ``die`` event, and ``oom`` if its memory
-        limit struck), which stays when the container is gone; an engine that does not answer (it is
-        restarting, which stops its containers) is said so."""
+        """From the engine's log of the container's end (``die``, Podman's ``died``; ``oom`` if its
+        memory limit struck), which stays when the container is gone; an engine that does not
+        answer (it is restarting, which stops its containers) is said so."""
         try:
             events = self.engine.client.api.events(
                 since=int(self.started) - 1,
                 until=int(time.time()) + 1,
-                filters={"container": self.slot.container.id, "event": ["die", "oom"]},
+                filters={"container": self.slot.container.id},
                 decode=True,
             )
             seen = {event.get("Action") or event.get("status"): event for event in events}
         except Exception as error:
             return f"lost its container (its engine at {self.engine.url} does not answer: {error})"
-        if "die" not in seen:
+        died = seen.get("die") or seen.get("died")
+        if died is None:
             return "lost its container (removed, or its engine restarted)"
-        code = int(seen["die"].get("Actor", {}).get("Attributes", {}).get("exitCode") or 0)
+        said = died.get("Actor", {}).get("Attributes", {})
+        code = int(said.get("exitCode") or said.get("containerExitCode") or 0)
         status = (code - 128) if code > 128 else code << 8  # the engine's exit code as a wait status
         return death(status, "oom" in seen, self.spec.limits.memory)
 
