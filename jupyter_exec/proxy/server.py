@@ -55,6 +55,7 @@ _FIRST_BYTES_TIME = 10.0  # seconds for the first bytes in a tunnel (HTTP and TL
 _SERVER_FIRST_TIME = 1.0  # seconds before an explicitly named port is taken for a server-speaks-first protocol
 _CONNECT_TIME = 10.0
 _LINGER = 1.0  # seconds a refused connection is read after its answer
+_TAKE_WAIT = 1.0  # seconds a session's cell's connections still closing get before its traffic is taken
 
 
 @dataclass
@@ -161,6 +162,8 @@ class Gate:
         return _loop().call(self._take())
 
     async def _take(self) -> Traffic:
+        if self._tasks:  # the cell's last connections may still be closing at the gate: their records follow
+            await asyncio.wait(list(self._tasks), timeout=_TAKE_WAIT)
         taken, self.traffic = self.traffic, Traffic(str(self.hosts), [])
         return taken
 
