@@ -79,3 +79,22 @@ def test_a_broker_restarted_under_a_session_says_so_in_one_line(broker, bob):
     assert again.stdout == "2\n"
     assert json.loads(bob.records().get(bob.last_run()["id"])["details"])["broker_run"]
     bob.run("%jx end gone")
+
+
+def test_a_session_killed_at_the_broker_says_so_in_its_next_cell(broker, bob):
+    """Its container killed from outside: within 10 s nothing of it is left and its quota is free; the
+    next cell says why in one line, by the kernel's own name of the session."""
+    import docker
+
+    bob.run(f"{SANDBOX} --session hit\nkept = 1", check=True)
+    (container,) = _sessions(USERS[1])
+    docker.from_env().api.kill(container, "SIGKILL")
+    _until(lambda: not _sessions(USERS[1]), "the killed session's container removed", 10)
+    ended = bob.run(f"{SANDBOX} --session hit\nprint(kept)")
+    run = bob.last_run()["id"]
+    assert ended.error is not None and ended.error["traceback"] == [
+        "NodeFailedError: session hit was killed (SIGKILL) and ended; run its first cell again to start it afresh"
+        f"  (run {run}; full log: %jx logs {run})"
+    ], ended.error
+    assert bob.run(f"{SANDBOX} --session hit\nprint('kept' in globals())", check=True).stdout == "False\n"
+    bob.run("%jx end hit")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .service import Broker, Channel, Identity
 
-__all__ = ["Lifelines", "end_kernel", "hold", "scoped", "unscoped"]
+__all__ = ["Lifelines", "end_kernel", "hold", "in_kernels_words", "scoped", "unscoped"]
 
 _WATCH = 0.25  # seconds between looks at a held lifeline
 _BEAT = 15.0  # seconds between beats sent down it
@@ -37,6 +37,12 @@ def unscoped(kernel: str, name: str) -> str | None:
     """The kernel's own name of its session ``name`` at the broker; None for another kernel's."""
     suffix = f"-{hashlib.sha256(kernel.encode()).hexdigest()[:12]}"
     return name[: -len(suffix)] if name.endswith(suffix) else None
+
+
+def in_kernels_words(text: str, kernel: str, name: str | None) -> str:
+    """``text`` (a refusal, an error, a note to the user) with session ``name``'s name at the broker
+    put back as its kernel calls it."""
+    return text.replace(f"session {scoped(kernel, name)}", f"session {name}") if name else text
 
 
 class Lifelines:
