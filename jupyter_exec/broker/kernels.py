@@ -16,13 +16,10 @@ reaches only its own user's sessions, whatever kernel it names.
 from __future__ import annotations
 
 import hashlib
-import threading
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .service import Broker, Channel, Identity
+from .service import Broker, Channel, Identity
 
-__all__ = ["Lifelines", "end_kernel", "hold", "in_kernels_words", "scoped", "unscoped"]
+__all__ = ["end_kernel", "hold", "in_kernels_words", "scoped", "unscoped"]
 
 _WATCH = 0.25  # seconds between looks at a held lifeline
 _BEAT = 15.0  # seconds between beats sent down it
@@ -43,28 +40,6 @@ def in_kernels_words(text: str, kernel: str, name: str | None) -> str:
     """``text`` (a refusal, an error, a note to the user) with session ``name``'s name at the broker
     put back as its kernel calls it."""
     return text.replace(f"session {scoped(kernel, name)}", f"session {name}") if name else text
-
-
-class Lifelines:
-    """How many lifelines each (user, kernel) holds now."""
-
-    def __init__(self) -> None:
-        self._held: dict[tuple[str, str], int] = {}
-        self._lock = threading.Lock()
-
-    def take(self, user: str, kernel: str) -> None:
-        with self._lock:
-            self._held[user, kernel] = self._held.get((user, kernel), 0) + 1
-
-    def drop(self, user: str, kernel: str) -> bool:
-        """Let one go; True if it was the kernel's last."""
-        with self._lock:
-            left = self._held[user, kernel] - 1
-            if left:
-                self._held[user, kernel] = left
-            else:
-                del self._held[user, kernel]
-        return not left
 
 
 def hold(broker: Broker, identity: Identity, kernel: str, channel: Channel) -> None:

@@ -25,13 +25,12 @@ from jupyter_exec.errors import JupyterExecError, PolicyError
 from jupyter_exec.store.connections import RunConnections
 
 from .audit import AuditLog
-from .kernels import Lifelines
 from .quotas import RateLimiter, Scheduler
 from .records import BrokerRecords
 from .rules import Rules, read_rules
 from .sandboxes import Sandboxes
 
-__all__ = ["Broker", "Channel", "Identity", "Live", "Settings"]
+__all__ = ["Broker", "Channel", "Identity", "Lifelines", "Live", "Settings"]
 
 _CLOSE_WAIT = 15.0  # seconds a stopping broker gives its runs to end and be recorded
 
@@ -76,6 +75,28 @@ class Live:
     kernel: str = ""  # the kernel that sent it (its lifeline's end cancels it)
     cancel: threading.Event = field(default_factory=threading.Event)
     stop: Any = None  # set once started: stops the run's container
+
+
+class Lifelines:
+    """How many lifelines each (user, kernel) holds now (``kernels.hold`` serves each)."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, user: str, kernel: str) -> None:
+        with self._lock:
+            self._held[user, kernel] = self._held.get((user, kernel), 0) + 1
+
+    def drop(self, user: str, kernel: str) -> bool:
+        """Let one go; True if it was the kernel's last."""
+        with self._lock:
+            left = self._held[user, kernel] - 1
+            if left:
+                self._held[user, kernel] = left
+            else:
+                del self._held[user, kernel]
+        return not left
 
 
 class Broker:
