@@ -86,6 +86,7 @@ def test_a_session_killed_at_the_broker_says_so_in_its_next_cell(broker, bob):
     next cell says why in one line, by the kernel's own name of the session."""
     import docker
 
+    _until(lambda: not _sessions(USERS[1]), "the sessions of earlier tests gone")
     bob.run(f"{SANDBOX} --session hit\nkept = 1", check=True)
     (container,) = _sessions(USERS[1])
     docker.from_env().api.kill(container, "SIGKILL")
