@@ -20,7 +20,6 @@ A later cell of a sandbox session (``--session NAME``; ``session``: its first ce
 spec) takes the session's limits of scope ``session`` (memory, processes, network ...), mounts
 and runtime env where it names none, and is refused where it names others: they are the
 session's, set by its first cell; only limits of scope ``cell`` (the wall clock) are its own.
-A session with a host list (``--network HOST,...``) is refused: no gate is opened for one yet.
 
 It reads nothing but its arguments: ``BackendFacts`` is the little it needs to know of a
 backend, so the same request, policy and defaults are admitted the same way in a kernel and
@@ -98,12 +97,6 @@ def admit(
     if policy.sources:  # no policy file: the backend's options have nothing to pass
         spec = backend.options(spec, policy) or spec
     limits, unenforced = _limits(spec.limits, defaults, backend.enforced, backend.admitted_again, policy)
-    if spec.session is not None and limits.hosts is not None:
-        asked = f"--network {limits.hosts}" if spec.limits.hosts else f"the policy's network_default {limits.hosts}"
-        raise SpecError(
-            f"--session {spec.session} with {asked}: a session opens no network gate yet, so it cannot "
-            "reach a host list; run the cell without --session"
-        )
     if unenforced:
         raise BackendUnavailableError(backend.name, *backend.refusal(limits, unenforced))
     if spec.session is not None and spec.cache is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import pytest
@@ -139,18 +138,14 @@ def test_a_bad_policy_list_names_the_file_and_key(data: dict, said: str) -> None
         parse_policy(data, "p.yaml")
 
 
-def test_a_session_with_a_host_list_is_refused_in_one_line() -> None:
-    """A session opens no gate yet: a host list, asked or the policy's default, is refused for it."""
+def test_a_sessions_host_list_is_set_by_its_first_cell() -> None:
+    """Asked or the policy's default, the list is the session's: a later cell gets it, or is refused another."""
     facts = BackendFacts("seccomp", None, None, lambda spec, policy: None, lambda limits, unenforced: ("", ""))
-    asked = RunSpec(limits=Limits.parse(network="files.example.org"), session="s1")
-    with pytest.raises(SpecError) as refused:
-        admit(asked, facts, Policy(), Limits())
-    assert str(refused.value) == (
-        "--session s1 with --network files.example.org: a session opens no network gate yet, "
-        "so it cannot reach a host list; run the cell without --session"
-    )
+    first = admit(RunSpec(limits=Limits.parse(network="files.example.org"), session="s1"), facts, Policy(), Limits())
+    assert str(first.limits.hosts) == "files.example.org"
+    assert admit(RunSpec(session="s1"), facts, Policy(), Limits(), first).limits.hosts == first.limits.hosts
+    other = RunSpec(limits=Limits.parse(network="other.example.org"), session="s1")
+    with pytest.raises(SpecError, match=r"^--network: session s1 runs with --network files\.example\.org"):
+        admit(other, facts, Policy(), Limits(), first)
     policy = parse_policy({"network": ["index.example.org"], "network_default": ["index.example.org"]}, "hub.yaml")
-    with pytest.raises(SpecError, match=r"^--session s1 with the policy's network_default index\.example\.org: "):
-        admit(RunSpec(session="s1"), facts, policy, Limits())
-    assert admit(dataclasses.replace(asked, session=None), facts, Policy(), Limits()).limits.hosts  # not a session
-    assert admit(RunSpec(session="s1", limits=Limits(network=True)), facts, Policy(), Limits()).session == "s1"
+    assert str(admit(RunSpec(session="s2"), facts, policy, Limits()).limits.hosts) == "index.example.org"

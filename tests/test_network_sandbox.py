@@ -172,3 +172,46 @@ def test_a_flood_of_connections_is_bounded_and_the_kernel_unharmed(lab_kernel, s
     )
     assert cell.stdout == "64 236\n"
     assert lab_kernel.run("1 + 1", timeout=10, check=True).result_text == "2"
+
+
+@needs_namespaces
+@pytest.mark.parametrize("sandbox", [s for s in BACKENDS if s != "gvisor"])
+def test_a_session_reaches_its_host_list_for_its_life_each_cells_connections_on_its_record(
+    lab_kernel, network_lab, sandbox
+):
+    """The list is the session's (set by its first cell, another refused); each cell's record has
+    its own connections; the gate ends with the session."""
+    name = f"net-{sandbox}"
+    options = f"%%sandbox {BACKENDS[sandbox]} --session {name}"
+    try:
+        files = "print(fetch('http://files.test/index.txt'), end='')"
+        first = lab_kernel.run(f"{options} --network files.test\n{FETCH}{files}")
+        assert first.error is None and first.stdout == "hello from the lab\n", first
+        firsts = lab_kernel.last_run()["id"]
+        later = lab_kernel.run(
+            f"{options}\nprint(fetch('http://other.test/index.txt'))\n{files}",
+            check=True,
+        )
+        assert later.stdout.splitlines() == [
+            "HTTPError: HTTP Error 403: other.test:80 is not on this run's --network list (files.test)",
+            "hello from the lab",
+        ]
+        laters = lab_kernel.last_run()["id"]
+        for run_id, expected in (
+            (firsts, [("files.test", 80, True)]),
+            (laters, [("other.test", 80, False), ("files.test", 80, True)]),
+        ):
+            shown = json.loads(lab_kernel.run(f"%jx show {run_id}", check=True).stdout)
+            assert [(c["host"], c["port"], c["allowed"]) for c in shown["connections"]] == expected, shown
+        refusal = lab_kernel.refused(f"{options} --network other.test\nprint('ran')")
+        assert refusal.startswith(f"--network: session {name} runs with --network files.test"), refusal
+        if sandbox == "seccomp":
+            fork = lab_kernel.run(f"%jx fork {name} {name}-b")
+            assert fork.stderr == (
+                f"UsageError: session {name} reaches a host list (--network files.test), and a fork cannot "
+                "take its network relay yet; fork a session without a host list, or run its cells again in a new one\n"
+            ), fork
+    finally:
+        lab_kernel.run(f"%jx end {name}")
+    gates = list(Path(lab_kernel.data_dir).rglob("proxy.sock"))
+    assert not gates, gates

@@ -1,6 +1,8 @@
 """Sandbox sessions (``%%sandbox --session NAME``) through a real kernel, on the process backends
 and the container backend (as root: rootful Docker; as ``jx-user``: rootless Podman): state
-across cells, the session's limits, interrupt, idle end, the kernel's death, walls."""
+across cells, the session's limits, interrupt, idle end, the kernel's death, walls; and faults:
+a session killed from outside (its process or container), out of memory, its container removed
+as an engine's restart does it — each one line in the session's next cell, nothing left."""
 
 from __future__ import annotations
 
@@ -168,13 +170,6 @@ def test_a_session_cannot_reach_another_sessions_files_or_processes(kernel, name
         kernel.run(f"%jx end {other}")
 
 
-def test_a_session_with_a_host_list_is_refused_in_one_line(kernel, name):
-    """No network gate is opened for a session yet: nothing runs, nothing is recorded."""
-    refusal = kernel.refused(cell(name, "print('ran')", "--network files.example.org"))
-    assert refusal.startswith(f"--session {name} with --network files.example.org: a session opens no network gate")
-    assert name not in kernel.run("%jx sessions", check=True).result_text
-
-
 def test_a_backend_without_sessions_refuses_one_in_one_line(kernel):
     refusal = kernel.refused("%%rayrun --session x\nprint('ran')")
     assert "unrecognized arguments: --session" in refusal or "keeps no sessions" in refusal
@@ -322,3 +317,64 @@ def test_a_container_session_fork_is_refused_naming_what_is_missing(kernel, name
     assert refused.stderr.startswith("UsageError: ") and refused.stderr.count("\n") == 1, refused
     assert "checkpoint of the running container (CRIU)" in refused.stderr and "criu" in refused.stderr.lower()
     assert kernel.run(cell(name, "print(x)", backend="container"), check=True).stdout == "1\n"  # untouched
+
+
+def _ended_in_one_line(kernel: Kernel, name: str, backend: str, why: str) -> None:
+    """The session's next cell fails in one line naming ``why``; the one after starts afresh."""
+    listed = kernel.run("%jx sessions", check=True).result_text
+    assert name not in listed, listed
+    ended = kernel.run(cell(name, "print(kept)", backend=backend))
+    run = kernel.last_run()["id"]
+    assert ended.error is not None and ended.error["traceback"] == [
+        f"NodeFailedError: session {name} {why} and ended; run its first cell again to start it afresh"
+        f"  (run {run}; full log: %jx logs {run})"
+    ], ended.error
+    assert ended.stdout == "" and kernel.last_run()["status"] == "failed"
+    fresh = kernel.run(cell(name, "print('kept' in globals())", backend=backend), check=True)
+    assert fresh.stdout == "False\n" and "starts afresh" not in fresh.stderr
+
+
+def _until(condition, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return condition()
+
+
+def test_a_session_killed_from_outside_says_so_in_its_next_cell(kernel, name, backend):
+    scratch = kernel.run(cell(name, "import os\nkept = 1\nprint(os.getcwd())", backend=backend), check=True)
+    if backend == "container":
+        container = json.loads(kernel.records().get(kernel.last_run()["id"])["details"])["container"]
+        engine = Engine(kernel.eval(ENGINE_URL)).client
+        engine.api.kill(container, "SIGKILL")
+        assert _until(lambda: not engine.api.containers(all=True, filters={"id": container})), "its container stayed"
+    else:
+        processes = session_processes(kernel.pid, scratch.stdout.strip())
+        assert processes
+        for pid in processes:
+            os.kill(pid, signal.SIGKILL)
+        gone = _until(lambda: not session_processes(kernel.pid, scratch.stdout.strip()))
+        assert gone and _until(lambda: not Path(scratch.stdout.strip()).exists()), "its processes or files stayed"
+    _ended_in_one_line(kernel, name, backend, "was killed (SIGKILL)")
+
+
+def test_a_sessions_container_removed_as_an_engine_restart_does_says_so(kernel, name):
+    backend = usable("container")
+    kernel.run(cell(name, "kept = 1", backend=backend), check=True)
+    container = json.loads(kernel.records().get(kernel.last_run()["id"])["details"])["container"]
+    Engine(kernel.eval(ENGINE_URL)).client.api.remove_container(container, force=True)
+    _ended_in_one_line(kernel, name, backend, "was killed (SIGKILL)")  # what an engine's restart does to it
+
+
+def test_a_session_out_of_memory_says_so_in_its_next_cell(kernel, name, backend):
+    """Under a cgroup the session's process is killed and its next cell says why; under rlimits
+    alone (no cgroup for an ordinary account here) the cell gets MemoryError and the session lives."""
+    kernel.run(cell(name, "kept = 1", "--mem 200m", backend), check=True)
+    fill = "hog = bytearray(400 * 1024**2)\nhog[::4096] = b'x' * len(hog[::4096])"
+    kernel.fails_as(cell(name, fill, backend=backend), "ResourceLimitError", "oom")
+    details = json.loads(kernel.records().get(kernel.last_run()["id"])["details"])
+    if "session_ended" in details:
+        assert details["session_ended"] == "ran out of memory (limit 200m)"
+        _ended_in_one_line(kernel, name, backend, "ran out of memory (limit 200m)")
+    else:
+        assert kernel.run(cell(name, "print(kept)", backend=backend), check=True).stdout == "1\n"

@@ -4,7 +4,10 @@
   name, the admitted spec of its first cell (whose limits of scope ``session`` are its own),
   its turn (one cell at a time: another waits, saying so), and what it counts (cells, idle).
 - ``SessionTable``: a backend's sessions by name: started once per name, listed, ended by
-  name or all at once, and ended when idle for ``ExecConfig.session_idle``.
+  name or all at once, ended when idle for ``ExecConfig.session_idle``, and found dead (killed
+  from outside, out of memory, its container or engine gone) within ``WATCH`` seconds: what
+  it held is freed then, and the next cell with its name says in one line why it ended (the
+  name then starts a fresh session).
 - ``HoldsSessions``: what a backend that holds sessions answers from its table, and how it
   starts a cell in one; ``SessionCellRun``: a cell in a session (an interrupt stops the cell).
 """
@@ -12,19 +15,34 @@
 from __future__ import annotations
 
 import abc
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from jupyter_exec.errors import JupyterExecError, NodeFailedError
+from jupyter_exec.proxy import Gate
 from jupyter_exec.runner.protocol import build_request
 from jupyter_exec.spec import RunSpec
+from jupyter_exec.units import format_size
 
-from .base import SessionInfo, Submission, TaskHandle
+from .base import Outcome, SessionInfo, Submission, TaskHandle
 from .runs import KillableRun, RunRegistry
 
-__all__ = ["HoldsSessions", "SandboxSession", "SessionCellRun", "SessionTable", "later_request"]
+__all__ = ["WATCH", "HoldsSessions", "SandboxSession", "SessionCellRun", "SessionTable", "death", "later_request"]
+
+WATCH = 2.0  # seconds between looks at the sessions between their cells (dead ones are ended)
+
+
+def death(wait_status: int, oom_killed: bool, memory: int | None) -> str:
+    """Why a session's process ended by itself, as what it did: 'ran out of memory (limit 256 MiB)'."""
+    if oom_killed:
+        return f"ran out of memory (limit {format_size(memory)})" if memory else "ran out of memory"
+    if os.WIFSIGNALED(wait_status):
+        return f"was killed ({signal.Signals(os.WTERMSIG(wait_status)).name})"
+    return f"ended by itself (exit {os.waitstatus_to_exitcode(wait_status)})"
 
 
 class SandboxSession(abc.ABC):
@@ -36,9 +54,11 @@ class SandboxSession(abc.ABC):
         self.cells = 0
         self.running: int | None = None  # the run id of the cell it runs now
         self.ended: str | None = None  # why it ended, once it has
+        self.died = False  # it ended by itself (``die``), not as asked: its next cell says so
         self.cpu_seconds = 0.0  # the CPU time its cells had used when the last one ended
         self.interrupts = 0  # asked of the cell that runs now
         self.on_end: list[Callable[[], None]] = []  # called once it has ended (a broker's quota let go)
+        self.gate: Gate | None = None  # its way out to its host list (``--network HOST,...``), for its life
         self._turn = threading.Lock()
 
     def take_turn(self, run_id: int | None, say: Callable[[str], None]) -> None:
@@ -91,6 +111,16 @@ class SandboxSession(abc.ABC):
     def alive(self) -> bool:
         """Whether its process or container still runs."""
 
+    @abc.abstractmethod
+    def death(self) -> str:
+        """Why its process ended by itself (found dead between cells), as ``death`` words it."""
+
+    def die(self, why: str | None = None) -> None:
+        """It ended by itself (``why``, else ``death()``): end it, and mark it so for its next cell."""
+        if self.ended is None:
+            self.died = True
+            self.end(why or self.death())
+
     def interrupt(self) -> None:
         """Stop the running cell (``KeyboardInterrupt`` in it); a second time, end the session."""
         self.interrupts += 1
@@ -112,8 +142,16 @@ class SandboxSession(abc.ABC):
         """End it (its cell too, if one runs) and free what it holds; ``why`` is kept in ``ended``;
         then ``ended_now``. Safe to call more than once, from any thread."""
 
+    def take_traffic(self, outcome: Outcome) -> None:
+        """The connections of the cell that just ended through the session's gate, on its outcome."""
+        if self.gate is not None:
+            traffic = self.gate.take()
+            outcome.details["network"], outcome.connections = traffic.summary(), traffic.rows()
+
     def ended_now(self) -> None:
-        """Call what waits for its end (once, from ``end``)."""
+        """Close its gate and call what waits for its end (once, from ``end``)."""
+        if self.gate is not None:
+            self.gate.close()
         hooks, self.on_end = self.on_end, []
         for hook in hooks:
             hook()
@@ -129,7 +167,7 @@ class SessionTable(Generic[Session]):
     def __init__(self, idle: float | None) -> None:
         self.idle = idle
         self._sessions: dict[str, Session] = {}
-        self._gone: dict[str, str] = {}  # why each session no longer here ended, by name
+        self._gone: dict[str, Session] = {}  # each session that ended by itself or idling, by name
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._watching = False
@@ -138,11 +176,19 @@ class SessionTable(Generic[Session]):
         """Session ``name`` while it lives (one found ended is dropped)."""
         with self._lock:
             session = self._sessions.get(name)
-            if session is not None and (session.ended is not None or not session.alive()):
-                self._gone[name] = session.ended or "its process ended"
-                del self._sessions[name]
+            if session is not None and not self._lives(session):
                 session = None
         return session
+
+    def _lives(self, session: Session) -> bool:
+        """Whether ``session`` lives; if not, it is ended (``die``) and kept among the gone (with the
+        table's lock held)."""
+        if session.ended is None and (session.running is not None or session.alive()):
+            return True
+        session.die()
+        self._sessions.pop(session.name, None)
+        self._gone[session.name] = session
+        return False
 
     def enter(self, submission: Submission, start: Callable[[], Session]) -> Session:
         """The session a cell runs in (``spec.session``; started by ``start`` if it does not live),
@@ -159,20 +205,23 @@ class SessionTable(Generic[Session]):
 
     def open(self, name: str, start: Callable[[], Session], say: Callable[[str], None] = lambda text: None) -> Session:
         """Session ``name``, started by ``start`` if it does not live; ``say`` tells the user when a
-        session of that name ended before (its state is not there any more)."""
+        session of that name ended before (its state is not there any more). One that ended by
+        itself is a ``NodeFailedError`` instead, once: the next cell with its name starts afresh."""
         with self._lock:
             session = self._sessions.get(name)
-            if session is not None and session.ended is None and session.alive():
+            if session is not None and self._lives(session):
                 return session
-            if session is not None:
-                session.end("its process ended")
-            ended = session.ended if session is not None else self._gone.pop(name, None)
+            last = self._gone.pop(name, None)
+            if last is not None and last.died:
+                raise NodeFailedError(
+                    f"session {name} {last.ended} and ended; run its first cell again to start it afresh"
+                )
             session = self._sessions[name] = start()
-            if ended:
-                say(f"[jupyter-exec] session {name} starts afresh: the last one ended ({ended})\n")
-            if self.idle and not self._watching:
+            if last is not None:
+                say(f"[jupyter-exec] session {name} starts afresh: the last one ended ({last.ended})\n")
+            if not self._watching:
                 self._watching = True
-                threading.Thread(target=self._watch, daemon=True, name="jx-session-idle").start()
+                threading.Thread(target=self._watch, daemon=True, name="jx-sessions").start()
         return session
 
     def adopt(self, name: str, make: Callable[[], Session]) -> Session:
@@ -196,7 +245,7 @@ class SessionTable(Generic[Session]):
 
     def list(self) -> list[SessionInfo]:
         with self._lock:
-            live = [s for s in self._sessions.values() if s.ended is None]
+            live = [s for s in list(self._sessions.values()) if self._lives(s)]
         return [s.info() for s in live]
 
     def close(self) -> None:
@@ -209,17 +258,21 @@ class SessionTable(Generic[Session]):
             session.end("its kernel shut down")
 
     def _watch(self) -> None:
-        """End sessions idle longer than ``idle``, checking a few times per idle period."""
-        assert self.idle
-        while not self._closed.wait(min(5.0, max(0.2, self.idle / 4))):
+        """Every ``WATCH`` seconds (a few times per idle period, if shorter): end the sessions found
+        dead, and those idle longer than ``idle``."""
+        period = min(WATCH, max(0.2, self.idle / 4)) if self.idle else WATCH
+        while not self._closed.wait(period):
             now = time.time()
             with self._lock:
-                idle = [s for s in self._sessions.values() if s.running is None and now - s.used >= self.idle]
+                for session in list(self._sessions.values()):
+                    self._lives(session)
+                idle = [s for s in self._sessions.values() if self.idle and now - s.used >= self.idle]
+                idle = [s for s in idle if s.running is None]
                 for session in idle:
                     del self._sessions[session.name]
+                    self._gone[session.name] = session
             for session in idle:
                 session.end(f"idle for {self.idle:g} s (ExecConfig.session_idle)")
-                self._gone[session.name] = str(session.ended)
 
 
 class SessionCellRun(KillableRun, Generic[Session]):

@@ -5,8 +5,9 @@ the hub token it checked; both hand ``handle`` the ``Broker``, an ``Identity``, 
 document and a ``Channel`` to answer on. Runs are ``runs.serve_run``'s; the rest is here:
 ``hello`` (who you are to the broker, your policy and quotas), ``runs``, ``show`` and
 ``logs`` (your runs; everyone's for an administrator), ``cancel``, ``identity``,
-``resources``, and ``sessions`` / ``end`` (a kernel's sandbox sessions, which live in the
-user's own container backend: no user sees or ends another's). A user asking about a run of
+``resources``, ``sessions`` / ``end`` (a kernel's sandbox sessions, which live in the
+user's own container backend: no user sees or ends another's), and ``lifeline`` (a kernel's
+hold on its sessions: ``kernels.hold``). A user asking about a run of
 another user is told there is no such run of theirs (404), the same answer as for a run that
 does not exist, and that run goes on. Every request is counted against its user's rate and
 written to the audit log.
@@ -27,7 +28,8 @@ from jupyter_exec.policy import policy_report
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.store.records import RunRow
 
-from .runs import scoped, serve_run, unscoped
+from .kernels import hold, scoped, unscoped
+from .runs import serve_run
 from .service import Broker, Channel, Identity
 
 __all__ = ["handle"]
@@ -41,6 +43,10 @@ def handle(broker: Broker, identity: Identity, doc: dict[str, Any], channel: Cha
         broker.limiter.take(identity.user, broker.rules.for_user(identity.user, identity.groups)[1].rate)
         if op == "run":
             serve_run(broker, identity, doc, channel)
+            return
+        if op == "lifeline":
+            broker.audit.write(op=op, user=identity.user, decision="allowed")
+            hold(broker, identity, str(doc.get("kernel") or ""), channel)
             return
         reply = _OPS[op](broker, identity, doc)
         broker.audit.write(op=op, user=identity.user, decision="allowed", run=doc.get("run"))

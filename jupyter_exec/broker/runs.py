@@ -13,9 +13,11 @@ the run: its container is killed and removed, whatever state it was in.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,6 +33,7 @@ from jupyter_exec.policy import Policy
 from jupyter_exec.spec import Limits, RunSpec
 from jupyter_exec.status import Status
 
+from .kernels import in_kernels_words, scoped
 from .quotas import Ticket
 from .rules import Capacity, Quotas
 from .service import Broker, Channel, Identity, Live
@@ -44,8 +47,8 @@ MAX_CODE = 1 << 20  # characters of a cell's code
 class _ChannelSink:
     """A run's output: to the client as events (while it listens) and to the broker's log of the run."""
 
-    def __init__(self, channel: Channel, log: Path, most: int) -> None:
-        self.channel, self.most, self.written = channel, most, 0
+    def __init__(self, channel: Channel, log: Path, most: int, words: Callable[[str], str]) -> None:
+        self.channel, self.most, self.written, self.words = channel, most, 0, words
         self.path = log
         self.log: BinaryIO | None = None  # opened at the first output: most cells print nothing
         self.lock = threading.Lock()
@@ -70,6 +73,8 @@ class _ChannelSink:
             self.written += len(data)
 
     def output(self, stream: str, text: str) -> None:
+        if stream == "stderr":  # where a session's notes go ('session NAME is running run 12: ...')
+            text = self.words(text)
         self._keep(text)
         self.send({"t": "out", "s": stream, "x": text})
 
@@ -107,18 +112,7 @@ def _admit(
         if session is None or type(error) is not SpecError:
             raise
         # a session's limits refused: named as the kernel names the session
-        raise SpecError(str(error).replace(f"session {session}", f"session {request.session}")) from None
-
-
-def scoped(kernel: str, name: str) -> str:
-    """The name at the broker of session ``name`` of ``kernel``: one user's kernels each have theirs."""
-    return f"{name[:50]}-{hashlib.sha256(kernel.encode()).hexdigest()[:12]}"
-
-
-def unscoped(kernel: str, name: str) -> str | None:
-    """The kernel's own name of its session ``name`` at the broker; None for another kernel's."""
-    suffix = f"-{hashlib.sha256(kernel.encode()).hexdigest()[:12]}"
-    return name[: -len(suffix)] if name.endswith(suffix) else None
+        raise SpecError(in_kernels_words(str(error), request.kernel, request.session)) from None
 
 
 def _gpus_held(limits: Limits, capacity: Capacity, quotas: Quotas) -> int:
@@ -185,8 +179,9 @@ class _Run:
     ) -> None:
         self.broker, self.identity, self.request, self.spec, self.ticket = broker, identity, request, spec, ticket
         self.channel, self.run_id, self.facts = channel, run_id, facts
-        self.live = Live()
-        self.sink = _ChannelSink(channel, broker.logs_dir / f"{run_id}.log", broker.settings.log_max_bytes)
+        self.live = Live(identity.user, request.kernel)
+        self.words = functools.partial(in_kernels_words, kernel=request.kernel, name=request.session)
+        self.sink = _ChannelSink(channel, broker.logs_dir / f"{run_id}.log", broker.settings.log_max_bytes, self.words)
         self.backend: ContainerBackend | None = None
         self.starts_session = False  # its ticket is its session's while that lives
 
@@ -278,6 +273,8 @@ class _Run:
     def _finish(self, outcome: Outcome) -> None:
         broker = self.broker
         error = outcome.error
+        if error is not None and error.args:  # named as the kernel names its session
+            error.args = (self.words(str(error.args[0])), *error.args[1:])
         row = broker.records.finish(self.run_id, outcome)
         if outcome.connections:
             broker.connections.keep(self.run_id, outcome.connections)

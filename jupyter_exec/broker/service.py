@@ -2,8 +2,9 @@
 
 One ``Broker`` per data directory (a lock file says so): the administrator's rules (read
 again on SIGHUP), the runs' records and logs, the audit log, the fair queue and rate
-limiter, each user's container backend (``sandboxes``), and the runs going now (``live``,
-enough to cancel them). On start it records as ended what a broker that died left
+limiter, each user's container backend (``sandboxes``), the runs going now (``live``,
+enough to cancel them) and the kernels' lifelines (``lifelines``, which end a kernel's
+sessions when it goes). On start it records as ended what a broker that died left
 running; ``close`` cancels what runs and waits a while for it to be recorded. Requests are
 answered by ``ops`` (and runs by ``runs``), which the two servers call.
 """
@@ -29,7 +30,7 @@ from .records import BrokerRecords
 from .rules import Rules, read_rules
 from .sandboxes import Sandboxes
 
-__all__ = ["Broker", "Channel", "Identity", "Live", "Settings"]
+__all__ = ["Broker", "Channel", "Identity", "Lifelines", "Live", "Settings"]
 
 _CLOSE_WAIT = 15.0  # seconds a stopping broker gives its runs to end and be recorded
 
@@ -70,8 +71,32 @@ class Settings:
 class Live:
     """A run the broker is running or holding: enough to cancel it."""
 
+    user: str = ""
+    kernel: str = ""  # the kernel that sent it (its lifeline's end cancels it)
     cancel: threading.Event = field(default_factory=threading.Event)
     stop: Any = None  # set once started: stops the run's container
+
+
+class Lifelines:
+    """How many lifelines each (user, kernel) holds now (``kernels.hold`` serves each)."""
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, user: str, kernel: str) -> None:
+        with self._lock:
+            self._held[user, kernel] = self._held.get((user, kernel), 0) + 1
+
+    def drop(self, user: str, kernel: str) -> bool:
+        """Let one go; True if it was the kernel's last."""
+        with self._lock:
+            left = self._held[user, kernel] - 1
+            if left:
+                self._held[user, kernel] = left
+            else:
+                del self._held[user, kernel]
+        return not left
 
 
 class Broker:
@@ -116,6 +141,8 @@ class Broker:
         self.sandboxes = Sandboxes(self.config, settings.data_dir, settings.idle_after)
         self.live: dict[int, Live] = {}
         self.live_lock = threading.Lock()
+        self.lifelines = Lifelines()
+        self.closing = threading.Event()  # set once ``close`` begins: held lifelines let go, ending nothing
 
     def _read_rules(self) -> Rules:
         return read_rules(self.settings.policy) if self.settings.policy else Rules("(no policy file)")
@@ -132,6 +159,7 @@ class Broker:
 
     def close(self) -> None:
         """Stop every run and wait (a while) for their threads to record them ``cancelled``, then the pools."""
+        self.closing.set()
         with self.live_lock:
             live = list(self.live.values())
         for run in live:

@@ -1,4 +1,5 @@
-"""The proxy of a host-list run: one gate per run, on one event loop per process.
+"""The proxy of a host-list run: one gate per run (or per sandbox session, its cells' traffic
+taken one cell at a time), on one event loop per process.
 
 A gate (``open_gate``) is a Unix socket in the run's own folder, the only way out of a
 sandbox that has no network of its own; a small relay inside (``runner/netrelay.py``)
@@ -54,6 +55,7 @@ _FIRST_BYTES_TIME = 10.0  # seconds for the first bytes in a tunnel (HTTP and TL
 _SERVER_FIRST_TIME = 1.0  # seconds before an explicitly named port is taken for a server-speaks-first protocol
 _CONNECT_TIME = 10.0
 _LINGER = 1.0  # seconds a refused connection is read after its answer
+_TAKE_WAIT = 1.0  # seconds a session's cell's connections still closing get before its traffic is taken
 
 
 @dataclass
@@ -153,6 +155,17 @@ class Gate:
         """Stop taking connections, cut the open ones, and return what the run did."""
         _loop().call(self._stop())
         return self.traffic
+
+    def take(self) -> Traffic:
+        """What was done through the gate since the last ``take`` (a session's cell: its own
+        connections), the gate open still."""
+        return _loop().call(self._take())
+
+    async def _take(self) -> Traffic:
+        if self._tasks:  # the cell's last connections may still be closing at the gate: their records follow
+            await asyncio.wait(list(self._tasks), timeout=_TAKE_WAIT)
+        taken, self.traffic = self.traffic, Traffic(str(self.hosts), [])
+        return taken
 
     async def _stop(self) -> None:
         ending = [*self._tasks, *([self._accepting] if self._accepting else [])]

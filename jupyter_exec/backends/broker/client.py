@@ -9,6 +9,12 @@ events into the run's sink (output, displays) and its latest resource sample; th
 finishes the handle. ``cancel`` is a request of its own; hanging up (a kernel that dies)
 makes the broker stop the run. Runtime envs (``--pip``, ``--image``) are built on the
 broker's side, so the Manager passes them through (``native_runtime_env``).
+
+Before its first session cell the kernel opens a lifeline to the broker (``op: lifeline``),
+held until the kernel goes: when it drops, the broker ends the kernel's sessions there, so a
+killed kernel's sessions go within seconds. Should the broker drop it instead (it stopped or
+restarted, and its sessions with it), the next cell of each session this kernel had there
+says so in one line, and the name then starts a fresh session.
 """
 
 from __future__ import annotations
@@ -73,6 +79,10 @@ class BrokerBackend(ExecutorBackend):
         self.hello: dict[str, Any] = {}
         self.runs: RunRegistry[_BrokeredRun] = RunRegistry()
         self.kernel: str | None = None  # the kernel whose runs (and sessions) these are, from its first run
+        self.lifeline: Stream | None = None  # held open while the kernel has sessions at the broker
+        self.started: set[str] = set()  # names of the sessions this kernel started at the broker
+        self.lost: dict[str, str] = {}  # names of those the broker took with it when it went, and why
+        self._lifeline_lock = threading.Lock()
 
     @classmethod
     def availability(cls) -> Availability:
@@ -121,17 +131,44 @@ class BrokerBackend(ExecutorBackend):
 
     def submit(self, submission: Submission) -> TaskHandle:
         self.kernel = submission.kernel_id
+        session = submission.spec.session
+        if session is not None:
+            self._hold_sessions(session)
         stream = open_stream(self.address, _request(submission, self.config.default_limits()), self.token)
-        first = stream.next()
-        if first is None or first.get("t") != "accepted":
-            stream.close()
-            if first is None:
-                raise NodeFailedError(f"the broker at {self.address} hung up before taking the run")
-            raise_for(first)
-            raise NodeFailedError(f"the broker answered {first.get('t')!r} where it should take the run")
+        first = _first(stream, "accepted", "take the run")
+        if session is not None:
+            self.started.add(session)
         run = self.runs.add(_BrokeredRun(submission, self, stream, int(first["run"])))
         run.start()
         return run.handle
+
+    def _hold_sessions(self, name: str) -> None:
+        """Before a cell of session ``name``: the one line for a session the broker took with it when
+        it went (the name then starts afresh), and the kernel's lifeline held."""
+        why = self.lost.pop(name, None)
+        if why is not None:
+            raise NodeFailedError(
+                f"session {name} ended with the broker at {self.address} ({why}); "
+                "run its first cell again to start it afresh"
+            )
+        with self._lifeline_lock:
+            if self.lifeline is None:
+                stream = open_stream(self.address, {"op": "lifeline", "kernel": str(self.kernel)}, self.token)
+                _first(stream, "reply", "hold this kernel's sessions")
+                self.lifeline = stream
+                threading.Thread(target=self._watch, args=(stream,), daemon=True, name="jx-broker-lifeline").start()
+
+    def _watch(self, lifeline: Stream) -> None:
+        """Read the lifeline's beats until it drops; dropped by the broker, its sessions are gone."""
+        while lifeline.next() is not None:
+            pass
+        with self._lifeline_lock:
+            if self.lifeline is not lifeline:
+                return  # let go by the kernel itself (shutdown)
+            self.lifeline = None
+            self.lost.update(dict.fromkeys(self.started, "it stopped or restarted"))
+            self.started.clear()
+        lifeline.close()
 
     def cancel(self, handle: TaskHandle) -> bool:
         return self.runs.cancel(handle.run_id)
@@ -145,9 +182,13 @@ class BrokerBackend(ExecutorBackend):
 
     def shutdown(self) -> None:
         self.runs.shutdown()
-        if self.kernel is not None:  # this kernel's sessions at the broker go with it (else when idle there)
+        if self.kernel is not None:  # this kernel's sessions at the broker go with it (at once, not by the lifeline)
             with contextlib.suppress(BrokerError, JupyterExecError, OSError):
                 self.ask({"op": "end", "kernel": self.kernel, "session": None}, timeout=5)
+        with self._lifeline_lock:
+            lifeline, self.lifeline = self.lifeline, None
+        if lifeline is not None:
+            lifeline.close()
 
     def list_sessions(self) -> list[SessionInfo]:
         """This kernel's sessions at the broker."""
@@ -156,6 +197,8 @@ class BrokerBackend(ExecutorBackend):
         return list(self.ask({"op": "sessions", "kernel": self.kernel, "session": None})["sessions"])
 
     def end_session(self, name: str) -> bool:
+        self.started.discard(name)
+        self.lost.pop(name, None)
         if self.kernel is None:
             return False
         return bool(self.ask({"op": "end", "kernel": self.kernel, "session": name})["ended"])
@@ -169,6 +212,18 @@ class BrokerBackend(ExecutorBackend):
 def brokered(address: str) -> type[BrokerBackend]:
     """``BrokerBackend`` for the broker at ``address`` (one class per address)."""
     return type("BrokerBackend", (BrokerBackend,), {"configured": address, "__module__": __name__})
+
+
+def _first(stream: Stream, kind: str, what: str) -> dict[str, Any]:
+    """The broker's first answer on ``stream``, of ``kind``; its error raised (the stream closed) else."""
+    first = stream.next()
+    if first is None or first.get("t") != kind:
+        stream.close()
+        if first is None:
+            raise NodeFailedError(f"the broker at {stream.address} hung up before it would {what}")
+        raise_for(first)
+        raise NodeFailedError(f"the broker answered {first.get('t')!r} where it should {what}")
+    return first
 
 
 def _request(submission: Submission, defaults: Limits) -> RunDoc:

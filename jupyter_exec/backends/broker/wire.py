@@ -9,6 +9,8 @@ the body of ``POST {prefix}api/v1`` over HTTP. The answer is JSON lines, each an
 
 A run with ``session`` runs in that sandbox session of its kernel, at the broker; ``sessions``
 lists a kernel's sessions there and ``end`` ends one (or, without a name, all of them).
+``lifeline`` is a kernel's hold on its sessions: answered ``reply {held}`` and then kept open
+(a ``beat`` now and then); when it drops, the broker ends that kernel's sessions.
 
 Everything a cell prints travels inside a JSON string the broker writes, so nothing it prints
 can start a line of its own: output and control cannot be confused (as with the bootstrap's
@@ -54,6 +56,7 @@ __all__ = [
     "ErrorEvent",
     "Event",
     "IdentityDoc",
+    "LifelineDoc",
     "Out",
     "Queued",
     "Reply",
@@ -77,7 +80,7 @@ __all__ = [
 ]
 
 VERSION = 1
-OPS = ("hello", "run", "cancel", "runs", "show", "logs", "resources", "identity", "sessions", "end")
+OPS = ("hello", "run", "cancel", "runs", "show", "logs", "resources", "identity", "sessions", "end", "lifeline")
 _TASK_ERRORS: dict[str, type[TaskError]] = {
     cls.__name__: cls for cls in (TaskError, TaskCancelledError, TaskTimeoutError, NodeFailedError)
 }
@@ -114,6 +117,13 @@ class SessionsDoc(TypedDict):
     session: str | None
 
 
+class LifelineDoc(TypedDict):
+    """Hold ``kernel``'s sessions at the broker for as long as this connection is open."""
+
+    op: Literal["lifeline"]
+    kernel: str
+
+
 class CancelDoc(TypedDict):
     op: Literal["cancel"]
     run: int  # the broker's number of the run (``accepted``)
@@ -138,7 +148,7 @@ class _RunsDoc(TypedDict, total=False):
     limit: int
 
 
-Request = RunDoc | CancelDoc | IdentityDoc | SessionsDoc | _Op | _RunsDoc
+Request = RunDoc | CancelDoc | IdentityDoc | SessionsDoc | LifelineDoc | _Op | _RunsDoc
 
 
 # ---- the events (``t`` names the kind) ---------------------------------------------------------

@@ -317,12 +317,18 @@ class ContainerBackend(HoldsSessions, ExecutorBackend):
         assert spec.session is not None
         with self._engine_errors(key.image):
             slot = self._make_slot(key, f"session-{spec.session}", session_plan(self._plan(key)))
+            gate = None
             try:
+                gate = gate_for(self.name, spec.limits.hosts, slot.folder / "out" / _GATE)  # for the session's life
                 slot.start()
-                return ContainerSession(spec.session, self.name, spec, slot, self.engine)
+                session = ContainerSession(spec.session, self.name, spec, slot, self.engine)
             except BaseException:
+                if gate is not None:
+                    gate.close()
                 slot.discard()
                 raise
+        session.gate = gate
+        return session
 
     def fork_session(self, parent: str, name: str, say: Callable[[str], None]) -> None:
         """Refused, naming what is missing here (``sessions.fork_refusal``)."""

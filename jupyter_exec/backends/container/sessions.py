@@ -23,11 +23,12 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from typing import Any
 
 from jupyter_exec.backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
-from jupyter_exec.backends.sessions import SandboxSession, SessionCellRun
+from jupyter_exec.backends.sessions import SandboxSession, SessionCellRun, death
 from jupyter_exec.runner.bootstrap import SESSION_VAR
 from jupyter_exec.runner.protocol import ProtocolReader
 from jupyter_exec.spec import RunSpec
@@ -110,6 +111,28 @@ class ContainerSession(SandboxSession):
             return True
         return False
 
+    def death(self) -> str:
+        """From the engine's log of the container's end (``die``, Podman's ``died``; ``oom`` if its
+        memory limit struck), which stays when the container is gone; an engine that does not
+        answer (it is restarting, which stops its containers) is said so."""
+        try:
+            events = self.engine.client.api.events(
+                since=int(self.started) - 1,
+                until=int(time.time()) + 1,
+                filters={"container": self.slot.container.id},
+                decode=True,
+            )
+            seen = {event.get("Action") or event.get("status"): event for event in events}
+        except Exception as error:
+            return f"lost its container (its engine at {self.engine.url} does not answer: {error})"
+        died = seen.get("die") or seen.get("died")
+        if died is None:
+            return "lost its container (removed, or its engine restarted)"
+        said = died.get("Actor", {}).get("Attributes", {})
+        code = int(said.get("exitCode") or said.get("containerExitCode") or 0)
+        status = (code - 128) if code > 128 else code << 8  # the engine's exit code as a wait status
+        return death(status, "oom" in seen, self.spec.limits.memory)
+
     def memory(self) -> int | None:
         return self.memory_seen
 
@@ -118,8 +141,12 @@ class ContainerSession(SandboxSession):
             if self.ended is not None:
                 return
             self.ended = why
-        self.slot.discard()
-        self.ended_now()
+        try:
+            self.slot.discard()
+        except Exception:  # the engine is away (restarting): its restart stopped the container
+            pass
+        finally:
+            self.ended_now()
 
 
 class ContainerSessionCell(SessionCellRun[ContainerSession]):
@@ -162,8 +189,10 @@ class ContainerSessionCell(SessionCellRun[ContainerSession]):
         if envelope is None:  # the session's process ended, or the cell would not stop on an interrupt
             wait_status = self.reader.exit_status if self.reader.exit_status is not None else signal.SIGKILL
             oom_killed = oom_event(session.engine, slot.container.id, limits, self.handle.started, wait_status)
-            ended = self.reader.exit_status is not None
-            session.end("its process ended" if ended else "its cell did not stop on an interrupt")
+            if self.reader.exit_status is not None or not session.slot.alive():
+                session.die(death(wait_status, oom_killed, limits.memory) if wait_status else None)
+            else:
+                session.end("its cell did not stop on an interrupt")
         used: dict[str, Any] = envelope.usage if envelope else {}
         peaks = [p for p in (self.sampler.peak_memory, used.get("max_rss")) if p]
         if peaks:
@@ -181,4 +210,5 @@ class ContainerSessionCell(SessionCellRun[ContainerSession]):
             what=f"session {session.name}",
         )
         outcome.details.update({**session.cell_details(), "container": slot.container.id[:12]})
+        session.take_traffic(outcome)
         return outcome

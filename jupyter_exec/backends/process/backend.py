@@ -219,17 +219,23 @@ class LocalBackend(HoldsSessions, ExecutorBackend):
         assert spec.session is not None
         prefix = f"{scratch_prefix(os.getpid())}session-{spec.session}-"  # removed with the kernel's scratch
         scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=self.config.scratch_dir))
+        gate = None
         try:
+            gate = gate_for(self.name, spec.limits.hosts, scratch / _GATE)  # the session's, for its life
             worker = self.pool.session_worker(self._worker_key(spec.limits, self._python(submission)))
             try:
                 _set_limits(worker, spec.limits)
-                return ProcessSession(spec.session, self.name, submission, worker, scratch)
+                session = ProcessSession(spec.session, self.name, submission, worker, scratch)
             except BaseException:
                 worker.close()
                 raise
         except BaseException:
+            if gate is not None:
+                gate.close()
             shutil.rmtree(scratch, ignore_errors=True)
             raise
+        session.gate = gate
+        return session
 
     def fork_session(self, parent: str, name: str, say: Callable[[str], None]) -> None:
         """Session ``name`` as a fork of ``parent``'s process (after the cell it runs now), walled
@@ -237,6 +243,11 @@ class LocalBackend(HoldsSessions, ExecutorBackend):
         session = self.sessions.get(parent)
         if session is None:
             raise JupyterExecError(f"no session {parent!r} to fork in this kernel; %jx sessions lists them")
+        if session.gate is not None:
+            raise JupyterExecError(
+                f"session {parent} reaches a host list (--network {session.spec.limits.hosts}), and a fork cannot "
+                "take its network relay yet; fork a session without a host list, or run its cells again in a new one"
+            )
         session.take_turn(None, say)
         try:
             scratch = session.scratch / FORKS / name
@@ -393,9 +404,12 @@ def _leftovers(config: ExecConfig) -> tuple[str, ...]:
     return (os.path.join(config.scratch_dir, f"{scratch_prefix(kernel)}*"), *sorted(forks))
 
 
+_GATE = "proxy.sock"  # a host-list run's (or session's) gate, in its scratch directory
+
+
 def _gate_path(submission: Submission) -> Path:
     assert submission.scratch is not None  # needs_scratch
-    return submission.scratch / "proxy.sock"
+    return submission.scratch / _GATE
 
 
 def _set_limits(worker: Worker, limits: Limits) -> None:

@@ -28,7 +28,7 @@ from jupyter_exec._proc import pid_alive
 from jupyter_exec.backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
 from jupyter_exec.backends.outcomes import classify
 from jupyter_exec.backends.runs import KILL_GRACE
-from jupyter_exec.backends.sessions import SandboxSession, SessionCellRun
+from jupyter_exec.backends.sessions import SandboxSession, SessionCellRun, death
 from jupyter_exec.errors import NodeFailedError
 from jupyter_exec.monitor import Usage, proc_usage
 from jupyter_exec.runner.bootstrap import SESSION_HEADER, descendants
@@ -147,6 +147,10 @@ class ProcessSession(SandboxSession):
         if self.ended is not None or self.worker.child.wait(timeout=0) is not None:
             return False
         return self.parent is None or pid_alive(self.process)
+
+    def death(self) -> str:
+        oom_killed = bool(self.cgroup and self.cgroup.oom_killed())
+        return death(self.exit_status(), oom_killed, self.spec.limits.memory)
 
     def gone(self, timeout: float) -> bool:
         """Whether the session's process ends within ``timeout`` seconds (it died, or is dying)."""
@@ -275,7 +279,10 @@ class SessionCell(SessionCellRun[ProcessSession]):
             ended = session.gone(KILL_GRACE)
             oom_killed = bool(cgroup and cgroup.oom_killed())
             wait_status = session.exit_status() if ended else signal.SIGKILL
-            session.end("its process ended" if ended else "its cell did not stop on an interrupt")
+            if ended:
+                session.die(death(wait_status, oom_killed, session.spec.limits.memory))
+            else:
+                session.end("its cell did not stop on an interrupt")
         used = envelope.usage if envelope else {}
         outcome = classify(
             run_id=self.submission.run_id,
@@ -290,4 +297,5 @@ class SessionCell(SessionCellRun[ProcessSession]):
             what=f"session {session.name}",
         )
         outcome.details.update(session.cell_details())
+        session.take_traffic(outcome)
         return outcome
