@@ -248,6 +248,10 @@ class Kernel:
     def last_run(self) -> dict:
         return self.records().runs(limit=1)[0]
 
+    def shown(self, run_id: int) -> dict:
+        """What ``%jx show N`` says of a run as data: its JSON (the lines after it are for reading)."""
+        return json.JSONDecoder().raw_decode(self.run(f"%jx show {run_id}", check=True).stdout)[0]
+
     def last_log(self) -> str:
         """The log of the last run so far (what it printed, and what its backend noted)."""
         path = self.last_run()["log_path"]

@@ -112,6 +112,23 @@ def _workspace(page, lab, workspace: str, name: str, count: int):
     return cells
 
 
+def _command(page, label: str) -> None:
+    """Run the command ``label`` from the command palette, as a person does (Ctrl+Shift+C). A
+    page just drawn may not yet hear the shortcut (its focus elsewhere): pressed again then."""
+    from playwright.sync_api import expect
+
+    palette = page.locator(".lm-CommandPalette-input")
+    for _ in range(5):
+        page.keyboard.press("Control+Shift+C")
+        try:
+            expect(palette).to_be_visible(timeout=3_000)
+            break
+        except AssertionError:
+            page.locator("#jp-main-statusbar").click()  # the application's focus
+    palette.fill(label)
+    page.keyboard.press("Enter")
+
+
 def _save_restart_reload(page, count: int):
     """Save the notebook, restart its kernel, reload the page (what a person finds on coming
     back to it); the reloaded page's ``count`` code cells."""
@@ -330,7 +347,7 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
             "%%sandbox --backend seccomp --trace panel-tree\n{'score': 0.25}",
             "%%sandbox --backend seccomp --trace panel-tree\n{'score': 0.5}",
             "%%sandbox --backend seccomp --trace panel-tree\n{'score': 0.75}",
-            "%jx tree panel-tree",  # the tree widget's stylesheet in the page, beside the side panel's
+            "%jx tree panel-tree --live",  # the tree widget's stylesheet in the page, beside the side panel's
             "%%sandbox --backend seccomp --name panel-demo\nimport time\nprint('hello from the sandbox', flush=True)\n"
             "time.sleep(60)",
         ],
@@ -343,9 +360,7 @@ def test_side_panel_follows_and_cancels_a_run(lab, browser):
             run(index)
         expect(cells.nth(4).locator(".jx-tree .jx-node")).to_have_count(3)
         run(5, wait=False)
-        page.keyboard.press("Control+Shift+C")  # the command palette
-        page.locator(".lm-CommandPalette-input").fill("jupyter-exec: Show runs")
-        page.keyboard.press("Enter")
+        _command(page, "jupyter-exec: Show runs")
         panel = page.locator("#jupyter-exec-panel")
         expect(panel).to_be_visible()
         row = panel.locator(".jx-row", has_text="panel-demo")
@@ -442,9 +457,7 @@ def test_a_host_list_runs_connections_in_the_cell_and_the_side_panel(lab, browse
         line = widget.locator(".jx-transcript-foot")
         expect(line).to_contain_text("network files.test: 2 connections, 1 refused (other.test:80)")
         _shot(widget, "run-panel-network")
-        page.keyboard.press("Control+Shift+C")
-        page.locator(".lm-CommandPalette-input").fill("jupyter-exec: Show runs")
-        page.keyboard.press("Enter")
+        _command(page, "jupyter-exec: Show runs")
         panel = page.locator("#jupyter-exec-panel")
         panel.locator(".jx-row", has_text="net-demo").click()
         info = panel.locator(".jx-info")

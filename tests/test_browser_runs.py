@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import Kernel
+from test_browser import _command
 
 pytestmark = pytest.mark.browser
 
@@ -25,9 +26,7 @@ def test_the_runs_list_folds_a_map_and_reads_at_its_default_width(lab, browser):
     try:
         page.goto(f"{lab['url']}/lab/workspaces/runs-list?token={lab['token']}")
         expect(page.locator("#jp-main-statusbar")).to_be_visible(timeout=60_000)
-        page.keyboard.press("Control+Shift+C")  # the command palette
-        page.locator(".lm-CommandPalette-input").fill("jupyter-exec: Show runs")
-        page.keyboard.press("Enter")
+        _command(page, "jupyter-exec: Show runs")
         panel = page.locator("#jupyter-exec-panel")
         rows = panel.locator(".jx-RunsView .jx-row")
         expect(rows.filter(has_text="map: item * 2 (3 batches)")).to_have_count(1, timeout=30_000)

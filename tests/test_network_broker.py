@@ -4,8 +4,6 @@ the user's own section of its file."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from test_broker import SANDBOX, USERS, Broker, UserKernel, _can_run_brokers
 
@@ -59,7 +57,7 @@ def test_each_user_reaches_the_hosts_their_section_lists(users, listed_broker):
         "UsageError: --network other.test: not among the hosts the administrator's policy allows "
         f"(policy {listed_broker.policy}): files.test\n"
     )
-    (kept,) = json.loads(alice.run(f"%jx show {run_id}", check=True).stdout)["connections"]
+    (kept,) = alice.shown(run_id)["connections"]
     assert (kept["host"], kept["port"], kept["allowed"]) == ("files.test", 80, True) and kept["received"] > 0
     at_broker = RunConnections(listed_broker.data / "broker.sqlite3")
     assert [c["host"] for run in range(1, 5) for c in at_broker.of(run)] == ["files.test"]

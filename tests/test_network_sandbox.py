@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -70,7 +69,7 @@ def test_listed_hosts_are_reached_and_others_refused_by_name(lab_kernel, network
     assert "is not on this run's --network list" in lines[3]
     assert lines[4].startswith("HTTPError: HTTP Error 403: meta.test is 169.254.169.254, a link-local address")
     run_id = lab_kernel.last_run()["id"]
-    shown = json.loads(lab_kernel.run(f"%jx show {run_id}", check=True).stdout)
+    shown = lab_kernel.shown(run_id)
     verdicts = [(c["host"], c["port"], c["allowed"]) for c in shown["connections"]]
     assert verdicts == [
         ("files.test", 80, True),
@@ -201,7 +200,7 @@ def test_a_session_reaches_its_host_list_for_its_life_each_cells_connections_on_
             (firsts, [("files.test", 80, True)]),
             (laters, [("other.test", 80, False), ("files.test", 80, True)]),
         ):
-            shown = json.loads(lab_kernel.run(f"%jx show {run_id}", check=True).stdout)
+            shown = lab_kernel.shown(run_id)
             assert [(c["host"], c["port"], c["allowed"]) for c in shown["connections"]] == expected, shown
         refusal = lab_kernel.refused(f"{options} --network other.test\nprint('ran')")
         assert refusal.startswith(f"--network: session {name} runs with --network files.test"), refusal
