@@ -66,6 +66,9 @@ class Window:
 
 
 STREAM = "import time\nfor i in range(200):\n    print(i, flush=True)\n    time.sleep(0.05)"
+# A run is marked running in the store only once it has lasted (cancel_watch.DELAY): the cell
+# lasts that long before it makes its result, so the kill can land while it is sent and decoded.
+SLOW_RESULT = "import time\ntime.sleep(0.8)\nbig = list(range(400000))"
 
 
 def sandbox_windows(magic: str, backend: str) -> tuple[Window, ...]:
@@ -73,7 +76,7 @@ def sandbox_windows(magic: str, backend: str) -> tuple[Window, ...]:
     return (
         Window("run starting", f"{magic}\nprint('started')", "sent", 1.5),
         Window("output streaming", f"{magic}\n{STREAM}", "running", 3.0),
-        Window("results decoding", f"{magic} --out big\nbig = list(range(400000))", "running", 2.0),
+        Window("results decoding", f"{magic} --out big\n{SLOW_RESULT}", "running", 2.0),
         Window("cell returned (pool refills)", f"{magic}\nprint('done')", "done", 1.0),
         Window("--bg run", f"{magic} --bg\n{STREAM}", "running", 2.0),
         Window(
@@ -120,7 +123,7 @@ def ray_windows() -> tuple[Window, ...]:
     return (
         Window("task starting", f"%%rayrun\n{pid}print('started')", "sent", 2.0),
         Window("output relayed", f"%%rayrun\n{pid}{STREAM}", "running", 3.0),
-        Window("results decoding", f"%%rayrun --out big\n{pid}big = list(range(400000))", "running", 2.0),
+        Window("results decoding", f"%%rayrun --out big\n{pid}{SLOW_RESULT}", "running", 2.0),
     )
 
 
@@ -232,6 +235,8 @@ class Chaos:
         else:
             left = self._until_clean(killed, lambda: self._left(pid, pids, killed_at))
         found.left, found.clean_after = left
+        if not found.moment.startswith(window.after):  # the kill landed outside its window: not a round
+            found.left.insert(0, f"the window's moment never came ({found.moment})")
         shutil.rmtree(workdir, ignore_errors=True)
         return found
 
