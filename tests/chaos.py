@@ -136,7 +136,9 @@ WINDOWS: dict[str, tuple[Window, ...]] = {
     "podman": sandbox_windows(CONTAINER, "container") + session_windows(CONTAINER, forks=False),
     "gvisor": sandbox_windows(GVISOR, "container") + session_windows(GVISOR, forks=False),
     "ray": ray_windows(),
-    "broker": sandbox_windows(CONTAINER, "container")[:5],
+    # a run the broker relays, then a session and a host list's gate at the broker (whose sessions
+    # end with their kernel's lifeline, and with the broker)
+    "broker": sandbox_windows(CONTAINER, "container")[:5] + session_windows(CONTAINER, forks=False),
 }
 # A round on the broker kills the kernel whose run it relays, or the broker itself.
 BROKER_VICTIMS = ("kernel", "broker")
