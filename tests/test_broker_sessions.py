@@ -105,3 +105,15 @@ def test_a_session_killed_at_the_broker_says_so_in_its_next_cell(broker, bob):
     ], ended.error
     assert bob.run(f"{SANDBOX} --session hit\nprint('kept' in globals())", check=True).stdout == "False\n"
     bob.run("%jx end hit")
+
+
+def test_a_session_made_after_its_kernel_went_ends_with_its_first_cell(broker):
+    """A kernel killed while its session was being made (a pip env builds for long at the broker)
+    leaves no lifeline by the time the session is there, so the lifeline's end found nothing to end:
+    the session ends with its first cell, not at the broker's exit."""
+    _until(lambda: not _sessions(USERS[0]), "the sessions of earlier tests gone")
+    (events,) = raw(
+        USERS[0], broker, {"op": "run", "code": "x = 1", "limits": {}, "kernel": "kernel-gone", "session": "orphan"}
+    )
+    assert events[-1]["t"] == "end", events
+    _until(lambda: not _sessions(USERS[0]), "the orphaned session's container removed", 10)

@@ -88,6 +88,10 @@ class Lifelines:
         with self._lock:
             self._held[user, kernel] = self._held.get((user, kernel), 0) + 1
 
+    def held(self, user: str, kernel: str) -> bool:
+        with self._lock:
+            return (user, kernel) in self._held
+
     def drop(self, user: str, kernel: str) -> bool:
         """Let one go; True if it was the kernel's last."""
         with self._lock:
