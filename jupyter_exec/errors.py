@@ -11,7 +11,8 @@
     ├── StoreError                      the run store cannot be used (locked, unreadable, disk full); carries its path
     ├── MapError                        items of a map failed; carries every result and each item's error
     └── TaskError                       the run did not succeed
-        ├── RemoteError                 the cell raised; keeps type name, message, remote traceback
+        ├── RemoteError                 the cell raised; keeps type name, message, remote traceback;
+        │                               also the builtin it reports, or its nearest builtin base
         ├── TaskCancelledError          cancelled (interrupt, %jx cancel)
         ├── TaskTimeoutError            wall-clock or CPU-time limit reached
         ├── ResourceLimitError          out of memory, process or file-size limit hit
