@@ -444,14 +444,13 @@ def outcome_parts(event: Mapping[str, Any]) -> tuple[Status, Envelope | None, Ta
     cls, message = described.get("class"), str(described.get("message", ""))
     error: TaskError
     if cls == "RemoteError":
+        remote = envelope.error if envelope is not None else None
         error = remote_error(
             str(described.get("type")),
             message,
             str(described.get("traceback", "")),
             base=described.get("base"),
-            causes=envelope.error.get("causes")
-            if envelope is not None and envelope.error
-            else None,  # walls.py reads them
+            causes=remote.get("causes") if remote else None,  # what the hints read (walls.py)
         )
     elif cls == "ResourceLimitError":
         error = ResourceLimitError(message, status=Status(described.get("status", Status.OOM)))
