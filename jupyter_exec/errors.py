@@ -11,7 +11,8 @@
     ├── StoreError                      the run store cannot be used (locked, unreadable, disk full); carries its path
     ├── MapError                        items of a map failed; carries every result and each item's error
     └── TaskError                       the run did not succeed
-        ├── RemoteError                 the cell raised; keeps type name, message, remote traceback
+        ├── RemoteError                 the cell raised; keeps type name, message, remote traceback;
+        │                               also the builtin it reports, or its nearest builtin base
         ├── TaskCancelledError          cancelled (interrupt, %jx cancel)
         ├── TaskTimeoutError            wall-clock or CPU-time limit reached
         ├── ResourceLimitError          out of memory, process or file-size limit hit
@@ -213,35 +214,91 @@ class RemoteError(TaskError):
         ]
 
 
-_remote_classes: dict[str, type[RemoteError]] = {}
+_remote_classes: dict[tuple[str, type[Exception]], type[RemoteError]] = {}
 
 
-def remote_error(type_name: str, message: str, traceback: str, **kwargs: Any) -> RemoteError:
-    """A RemoteError that is also the built-in exception it reports, when there is one.
+def remote_error(
+    type_name: str,
+    message: str,
+    traceback: str,
+    *,
+    base: str | None = None,
+    causes: list[dict[str, Any]] | None = None,
+    **kwargs: Any,
+) -> RemoteError:
+    """A RemoteError that is also the built-in exception it reports, or the nearest built-in
+    ``base`` of the class it reports (the bootstrap names it: ``gaierror`` -> ``OSError``).
 
     So ``except PermissionError`` in the notebook catches a PermissionError raised in the
-    sandbox. Only built-in exception classes are used, and our ``TransferError`` (the bootstrap's
-    own, for an ``--in`` value it cannot rebuild): nothing from the sandbox names a class to import.
+    sandbox, and ``except OSError`` a ``socket.gaierror``. Only built-in exception classes are
+    used, and our ``TransferError`` (the bootstrap's own, for an ``--in`` value it cannot
+    rebuild): nothing from the sandbox names a class to import. An error reported under its
+    own built-in name shows as that name; any other keeps today's ``RemoteError: type: message``.
+    ``causes``: the error and those behind it as the sandbox described them; an ``OSError``
+    gets its ``errno``, ``strerror`` and ``filename`` from the first.
     """
-    builtin = getattr(builtins, type_name, None) if type_name != "TransferError" else TransferError
-    if not (isinstance(builtin, type) and issubclass(builtin, Exception)) or issubclass(
-        builtin, (KeyboardInterrupt, SystemExit)
-    ):
-        return RemoteError(type_name, message, traceback, **kwargs)
-    cls = _remote_classes.get(type_name)
-    if cls is None:
-        namespace = {"__module__": "jupyter_exec.remote", "__str__": _own_message}
-        cls = type(type_name, (RemoteError, builtin), namespace)
-        _remote_classes[type_name] = cls
+    builtin = TransferError if type_name == "TransferError" else _builtin(base) or _builtin(type_name)
+    cls = RemoteError if builtin is None else _remote_class(type_name, builtin)
     error = cls.__new__(cls)
     RemoteError.__init__(error, type_name, message, traceback, **kwargs)
+    if isinstance(causes, list) and causes:
+        error.causes = causes
+        if isinstance(error, OSError):
+            _carry_os_fields(error, causes[0])
     return error
+
+
+def _remote_class(type_name: str, builtin: type[Exception]) -> type[RemoteError]:
+    """The RemoteError class that is also ``builtin``, made once per name it shows and built-in."""
+    name = type_name if builtin.__name__ == type_name else RemoteError.__name__
+    cls = _remote_classes.get((name, builtin))
+    if cls is None:
+        cls = _remote_classes[name, builtin] = _make_remote_class(name, builtin, own_name=name == type_name)
+    return cls
+
+
+def _make_remote_class(name: str, builtin: type[Exception], *, own_name: bool) -> type[RemoteError]:
+    """A built-in that cannot be built from a message alone (``UnicodeDecodeError``,
+    ``MemoryError``) gives way to its nearest base that can."""
+    namespace = {"__module__": "jupyter_exec.remote", "__str__": _own_message if own_name else _message}
+    for candidate in builtin.__mro__:
+        if issubclass(RemoteError, candidate):
+            break
+        cls: type[RemoteError] = type(name, (RemoteError, candidate), namespace)
+        try:
+            RemoteError.__init__(cls.__new__(cls), name, "", "")
+        except TypeError:
+            continue
+        return cls
+    return RemoteError
+
+
+def _builtin(name: object) -> type[Exception] | None:
+    """The built-in exception class ``name`` (sandbox data: any string) names, if it is one."""
+    found = getattr(builtins, name, None) if isinstance(name, str) else None
+    return found if isinstance(found, type) and issubclass(found, Exception) else None
+
+
+def _carry_os_fields(error: OSError, cause: object) -> None:
+    """``errno``, ``strerror`` and ``filename`` as the sandbox described them, when they are plain data."""
+    if not isinstance(cause, dict):
+        return
+    if type(cause.get("errno")) is int:
+        error.errno = cause["errno"]
+    for field in ("strerror", "filename"):
+        if isinstance(cause.get(field), str):
+            setattr(error, field, cause[field])
 
 
 def _own_message(error: RemoteError) -> str:
     """The message alone, as the built-in's own ``str`` is: its class already names the type
     (IPython's ``PermissionError: ...``, never ``PermissionError: PermissionError: ...``)."""
     return error.remote_message
+
+
+def _message(error: RemoteError) -> str:
+    """``type: message``, as a plain ``RemoteError`` says it (not ``OSError``'s own ``[Errno n] ...``)."""
+    return Exception.__str__(error)
 
 
 def status_of(error: BaseException) -> Status:

@@ -264,6 +264,12 @@ def test_users_run_container_cells_through_the_broker_without_the_engine(alice, 
     failed = bob.run(f"{SANDBOX}\ndef f():\n    return 1 / 0\nf()")
     assert failed.error["ename"] == "ZeroDivisionError"
     assert "return 1 / 0" in "\n".join(failed.error["traceback"])
+    gaierror = "import socket\nraise socket.gaierror(-2, 'Name or service not known')"
+    caught = bob.run(
+        f"try:\n    get_ipython().run_cell_magic('sandbox', {SANDBOX.removeprefix('%%sandbox ')!r}, {gaierror!r})\n"
+        "except OSError as e:\n    print(e.errno, e)"
+    )
+    assert caught.stdout == "-2 gaierror: [Errno -2] Name or service not known\n", caught  # its nearest builtin base
 
 
 def test_display_and_a_background_run_through_the_broker(bob):

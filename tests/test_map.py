@@ -59,6 +59,17 @@ def test_the_progress_line_counts_failures(kernel):
     assert cell.stderr.endswith("\r[jupyter-exec] map: 40/40 done, 2 failed\n"), cell.stderr
 
 
+def test_an_item_error_is_also_its_nearest_builtin_base(kernel):
+    """A function's ``socket.gaierror`` comes back an ``OSError`` with its errno, as it would locally."""
+    cell = kernel.run(
+        "import jupyter_exec, socket\n"
+        "def lookup(host):\n    raise socket.gaierror(-2, f'{host}: Name or service not known')\n"
+        "error = jupyter_exec.map(lookup, ['a'], backend='seccomp', return_exceptions=True, progress=False)[0]\n"
+        "isinstance(error, OSError), error.errno, str(error)"
+    )
+    assert cell.result_text == "(True, -2, 'gaierror: [Errno -2] a: Name or service not known')", cell
+
+
 @pytest.mark.ordinary_user
 def test_interrupting_a_map_leaves_nothing_running(kernel):
     reply = kernel.interrupt_run(

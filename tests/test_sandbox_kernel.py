@@ -34,6 +34,29 @@ def test_remote_exception_is_also_the_builtin_type(kernel):
     assert catch.stdout == "caught ValueError\n"
 
 
+_CAUGHT = (
+    "try:\n    get_ipython().run_cell_magic('sandbox', '--backend seccomp', {cell!r})\n"
+    "except {builtin} as e:\n    print('caught', type(e).__name__, str(e), getattr(e, 'errno', ''))"
+)
+
+
+def test_a_remote_exception_is_also_its_nearest_builtin_base(kernel):
+    """A class the kernel never imports (``socket.gaierror``, a cell's own) is caught as the
+    built-in it derives from, with the message and errno it had; the cell shows it as before."""
+    gaierror = "import socket\nraise socket.gaierror(-2, 'Name or service not known')"
+    caught = kernel.run(_CAUGHT.format(cell=gaierror, builtin="OSError"), check=True)
+    assert caught.stdout == "caught RemoteError gaierror: [Errno -2] Name or service not known -2\n"
+    boom = "class Boom(KeyError):\n    pass\nraise Boom('x')"
+    assert kernel.run(_CAUGHT.format(cell=boom, builtin="KeyError"), check=True).stdout == (
+        "caught RemoteError Boom: 'x' \n"
+    )
+    shown = kernel.run(f"{SECCOMP}\n{gaierror}")
+    assert shown.error["ename"] == "RemoteError", shown.error
+    assert shown.error["evalue"] == "gaierror: [Errno -2] Name or service not known"
+    assert any("socket.gaierror: [Errno -2] Name or service not known" in line for line in shown.error["traceback"])
+    assert kernel.last_run()["error"] == "gaierror: [Errno -2] Name or service not known"
+
+
 def test_interrupt_cancels_the_run(kernel):
     reply = kernel.interrupt_run(f"{SECCOMP}\nimport time\nprint('started', flush=True)\ntime.sleep(60)")
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"

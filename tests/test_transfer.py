@@ -201,3 +201,22 @@ def test_remote_errors_are_also_the_builtin_type():
     custom = remote_error("MyError", "boom", "tb")
     assert type(custom) is RemoteError and str(custom) == "MyError: boom"
     assert type(remote_error("SystemExit", "1", "tb")) is RemoteError
+
+
+def test_a_remote_error_takes_only_a_builtin_exception_as_its_base():
+    """The sandbox names the base: anything but a built-in exception class is today's plain RemoteError."""
+    causes = [{"type": "gaierror", "errno": -2, "strerror": "no"}]
+    gaierror = remote_error("gaierror", "[Errno -2] no", "tb", base="OSError", causes=causes)
+    assert isinstance(gaierror, OSError) and (gaierror.errno, gaierror.strerror) == (-2, "no")
+    assert str(gaierror) == "gaierror: [Errno -2] no" and type(gaierror).__name__ == "RemoteError"
+    assert type(remote_error("Boom", "'x'", "tb", base="KeyError")) is type(
+        remote_error("Other", "", "", base="KeyError")
+    )
+    for forged in ("os.system", "NotAnError", "print", "BaseException", "KeyboardInterrupt", "Exception", 7):
+        error = remote_error("gaierror", "[Errno -2] no", "tb", base=forged)  # type: ignore[arg-type]
+        assert type(error) is RemoteError and str(error) == "gaierror: [Errno -2] no", forged
+    odd_causes = [{"errno": "2", "strerror": 5, "filename": ["/"]}]  # not plain data of their kind: left out
+    odd = remote_error("OSError", "no", "tb", base="OSError", causes=odd_causes)  # type: ignore[list-item]
+    assert isinstance(odd, OSError) and (odd.errno, odd.strerror, odd.filename) == (None, None, None)
+    unicode = remote_error("UnicodeDecodeError", "bad byte", "tb", base="UnicodeDecodeError")  # needs 5 arguments
+    assert isinstance(unicode, ValueError) and str(unicode) == "bad byte"

@@ -137,9 +137,15 @@ class MapOutcome:
                     ),
                 )
             else:
-                self.fail(
-                    index, remote_error(described["type"], described["message"], described["traceback"], run_id=run_id)
+                remote = remote_error(
+                    described["type"],
+                    described["message"],
+                    described["traceback"],
+                    base=described.get("base"),
+                    causes=described.get("causes"),
+                    run_id=run_id,
                 )
+                self.fail(index, remote)
 
 
 class TaskHandle:

@@ -146,6 +146,7 @@ def describe_error(error: BaseException) -> "dict[str, Any]":
     return {
         "type": type(error).__name__,
         "module": type(error).__module__,
+        "base": next(cls.__name__ for cls in type(error).__mro__ if cls.__module__ == "builtins"),
         "message": str(error),
         "traceback": text,
         "causes": _causes(error),
@@ -160,11 +161,13 @@ def _causes(error: BaseException) -> "list[dict[str, Any]]":
     current: "BaseException | None" = error
     while current is not None and id(current) not in seen and len(found) < 8:
         seen.add(id(current))
-        errno, filename = getattr(current, "errno", None), getattr(current, "filename", None)
+        errno, strerror = getattr(current, "errno", None), getattr(current, "strerror", None)
+        filename = getattr(current, "filename", None)
         found.append(
             {
                 "type": type(current).__name__,
                 "errno": errno if isinstance(errno, int) else None,
+                "strerror": strerror if isinstance(strerror, str) else None,
                 "filename": filename if isinstance(filename, str) else None,
             }
         )

@@ -116,9 +116,15 @@ class Envelope:
     def remote_error(self, **context: Any) -> RemoteError | None:
         if self.error is None:
             return None
-        error = remote_error(self.error["type"], self.error["message"], self.error["traceback"], **context)
-        error.causes = self.error.get("causes") or error.causes
-        return error
+        described = self.error
+        return remote_error(
+            described["type"],
+            described["message"],
+            described["traceback"],
+            base=described.get("base"),
+            causes=described.get("causes"),
+            **context,
+        )
 
     def decoded_outputs(self, trust: bool) -> dict[str, Any]:
         if self.untransferable:

@@ -415,7 +415,9 @@ def end_event(
             described["status"] = error.status
         remote = envelope.error if envelope is not None else None
         if remote is not None and described["class"] == "RemoteError":
-            described.update(type=remote["type"], message=remote["message"], traceback=remote["traceback"])
+            described.update(
+                type=remote["type"], message=remote["message"], traceback=remote["traceback"], base=remote.get("base")
+            )
     end: End = {
         "t": "end",
         "status": status,
@@ -442,10 +444,14 @@ def outcome_parts(event: Mapping[str, Any]) -> tuple[Status, Envelope | None, Ta
     cls, message = described.get("class"), str(described.get("message", ""))
     error: TaskError
     if cls == "RemoteError":
-        remote = remote_error(str(described.get("type")), message, str(described.get("traceback", "")))
-        if envelope is not None and envelope.error:  # what the hints read (walls.py)
-            remote.causes = envelope.error.get("causes") or remote.causes
-        error = remote
+        remote = envelope.error if envelope is not None else None
+        error = remote_error(
+            str(described.get("type")),
+            message,
+            str(described.get("traceback", "")),
+            base=described.get("base"),
+            causes=remote.get("causes") if remote else None,  # what the hints read (walls.py)
+        )
     elif cls == "ResourceLimitError":
         error = ResourceLimitError(message, status=Status(described.get("status", Status.OOM)))
     else:
