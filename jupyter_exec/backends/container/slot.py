@@ -24,10 +24,13 @@ dies first. A started container's bootstrap says ``ready`` and then blocks openi
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import shutil
+import sys
 import tempfile
+import termios
 import time
 from pathlib import Path
 from typing import Any
@@ -183,13 +186,20 @@ class Slot:
     def _until_taken(self, deadline: float) -> None:
         """gVisor's gofer keeps a reader of every FIFO it has looked at, so our write can land before
         the bootstrap starts to open the request, and that open then waits for a writer that came
-        and went. Opening the FIFO again wakes it (the request is still in the pipe); the bootstrap
-        has taken it once it answers (``confined``) on the protocol channel."""
-        while not select.select([self.protocol_fd], [], [], 0.2)[0] and time.monotonic() < deadline:
+        and went. Opening the FIFO again wakes it; the bootstrap has taken the request once the pipe
+        is empty (a session's later cell says nothing on the protocol channel until it ends)."""
+        while time.monotonic() < deadline:
             try:
-                os.close(os.open(self.folder / "out" / "request", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+                fd = os.open(self.folder / "out" / "request", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError:
                 return  # no reader left: the bootstrap has read the request and closed it
+            try:
+                left = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, bytes(4)), sys.byteorder)
+            finally:
+                os.close(fd)
+            if not left:
+                return
+            time.sleep(0.01)
 
     def alive(self) -> bool:
         """Still waiting for a request (its bootstrap has not ended)."""
