@@ -249,7 +249,11 @@ class _Run:
             )
             handle = backend.submit(submission)
             self.live.stop = lambda: backend.cancel(handle)
-            if self.starts_session and not broker.lifelines.held(self.identity.user, self.request.kernel):
+            if (
+                spec.session
+                and self.starts_session
+                and not broker.lifelines.held(self.identity.user, self.request.kernel)
+            ):
                 # Its kernel's last lifeline dropped while the session was made (an env build is
                 # long), so the lifeline's end found none to end: it ends here, as it would have there.
                 backend.sessions.end(spec.session, "its kernel went (its lifeline to the broker dropped)")
