@@ -193,3 +193,18 @@ def test_the_start_up_reaper_removes_what_a_dead_kernel_left(docker_client, tmp_
 
 def test_no_run_containers_remain(kernel, docker_client):
     assert_no_run_containers(docker_client, kernel.pid)
+
+
+def test_a_gvisor_sessions_later_cell_is_handed_over_at_once(kernel):
+    """Under gVisor a later cell says nothing on the protocol channel until it ends: the host must not
+    wait for a word from it before the cell counts as started (it waited 10 s, so the cell showed
+    queued and an interrupt went unheard that long). As root: gVisor is registered with rootful Docker."""
+    require(not missing_args(GVISOR, ContainerBackend(ExecConfig(pool_size=0)).engine.facts.runtimes), "no runsc")
+    session = "%%sandbox --backend container --runtime runsc --session later"
+    kernel.run(f"{session}\nkept = 'still here'", check=True)
+    sent = time.monotonic()
+    reply = kernel.interrupt_run(f"{session}\nimport time\ntime.sleep(60)")
+    assert reply["ename"] == "KeyboardInterrupt" and kernel.last_run()["status"] == "cancelled"
+    assert time.monotonic() - sent < 8, "the cell was not handed over until the host stopped waiting (10 s)"
+    assert kernel.run(f"{session}\nprint(kept)", check=True).stdout == "still here\n"
+    kernel.run("%jx end later", check=True)
