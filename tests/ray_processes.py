@@ -9,6 +9,7 @@ nodes and the kernels get ``RAY_AUTH_MODE=token`` and Ray's token file.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -24,11 +25,20 @@ RAY_CLI = Path(sys.executable).with_name("ray")
 TOKEN_ENV = {"RAY_AUTH_MODE": "token"}
 
 
+@functools.cache
+def ensure_token() -> None:
+    """Ray's token file, made as a user makes it for local work when there is none yet: a fresh
+    machine has none until some local ``ray.init`` writes it, and a head in token mode will not
+    start without it."""
+    subprocess.run([str(RAY_CLI), "get-auth-token", "--generate"], stdout=subprocess.DEVNULL, check=True)
+
+
 class RayProcess:
     """One ``ray start --block`` (a head or a node) and everything it started."""
 
     def __init__(self, args: list[str], temp_dir: Path | None = None) -> None:
         self.args = args
+        ensure_token()
         extra = [f"--temp-dir={temp_dir}"] if temp_dir else []
         self.process = subprocess.Popen(
             [str(RAY_CLI), "start", "--block", "--disable-usage-stats", *args, *extra],
