@@ -248,6 +248,18 @@ def remote_error(
     return error
 
 
+def described_error(described: dict[str, Any], **kwargs: Any) -> RemoteError:
+    """The ``remote_error`` for an error as the bootstrap describes one (``describe_error``)."""
+    return remote_error(
+        described["type"],
+        described["message"],
+        described["traceback"],
+        base=described.get("base"),
+        causes=described.get("causes"),
+        **kwargs,
+    )
+
+
 def _remote_class(type_name: str, builtin: type[Exception]) -> type[RemoteError]:
     """The RemoteError class that is also ``builtin``, made once per name it shows and built-in."""
     name = type_name if builtin.__name__ == type_name else RemoteError.__name__

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, TypedDict
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.envs.builder import BuiltEnv, EnvBuilder
 from jupyter_exec.envs.envspec import EnvSpec
-from jupyter_exec.errors import BackendUnavailableError, TaskError, TransferError, remote_error
+from jupyter_exec.errors import BackendUnavailableError, TaskError, TransferError, described_error
 from jupyter_exec.limits import LIMITS
 from jupyter_exec.monitor import Usage
 from jupyter_exec.policy import Policy
@@ -137,15 +137,7 @@ class MapOutcome:
                     ),
                 )
             else:
-                remote = remote_error(
-                    described["type"],
-                    described["message"],
-                    described["traceback"],
-                    base=described.get("base"),
-                    causes=described.get("causes"),
-                    run_id=run_id,
-                )
-                self.fail(index, remote)
+                self.fail(index, described_error(described, run_id=run_id))
 
 
 class TaskHandle:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from jupyter_exec.errors import RemoteError, TransferError, remote_error
+from jupyter_exec.errors import RemoteError, TransferError, described_error
 
 from .plans import Plan
 from .sanitize import sanitize_bundle
@@ -114,17 +114,7 @@ class Envelope:
     confine_notes: list[str] = field(default_factory=list)
 
     def remote_error(self, **context: Any) -> RemoteError | None:
-        if self.error is None:
-            return None
-        described = self.error
-        return remote_error(
-            described["type"],
-            described["message"],
-            described["traceback"],
-            base=described.get("base"),
-            causes=described.get("causes"),
-            **context,
-        )
+        return None if self.error is None else described_error(self.error, **context)
 
     def decoded_outputs(self, trust: bool) -> dict[str, Any]:
         if self.untransferable:
