@@ -37,18 +37,24 @@ def _available(backend: str) -> None:
 def test_a_runs_timeline_is_in_order_and_accounts_for_the_cells_time(kernel, backend):
     _available(backend)
     kernel.run(CELLS[backend], timeout=300, check=True)  # a first run may start Ray or a pool: timed below
-    started = time.monotonic()
-    kernel.run(CELLS[backend], timeout=300, check=True)
-    wall = time.monotonic() - started
-    run = kernel.records().get(kernel.last_run()["id"])
-    assert run is not None and run["backend"] == backend
-    marks, notes = parse(run["timeline"])
-    names = [name for name, _ in marks]
-    assert set(names) >= EVERY_RUN, names
-    known = [name for name in names if name in PHASES]
-    assert known == sorted(known, key=PHASES.index), names  # each phase after the one before it
-    first_to_last = marks[-1][1] - marks[0][1]
-    assert abs(first_to_last - wall) <= 0.05 * wall, (first_to_last, wall, marks)
+    tries = []
+    for _ in range(3):  # a phase the timeline misses is missed every time; a stall of a busy machine is not
+        started = time.monotonic()
+        kernel.run(CELLS[backend], timeout=300, check=True)
+        wall = time.monotonic() - started
+        run = kernel.records().get(kernel.last_run()["id"])
+        assert run is not None and run["backend"] == backend
+        marks, notes = parse(run["timeline"])
+        names = [name for name, _ in marks]
+        assert set(names) >= EVERY_RUN, names
+        known = [name for name in names if name in PHASES]
+        assert known == sorted(known, key=PHASES.index), names  # each phase after the one before it
+        first_to_last = marks[-1][1] - marks[0][1]
+        tries.append((first_to_last, wall, marks))
+        if abs(first_to_last - wall) <= 0.05 * wall:
+            break
+    else:
+        raise AssertionError(f"the timeline's first-to-last against the cell's wall time, three times: {tries}")
     if backend != "ray":
         assert notes.get("sandbox_ready") in ("pool", "made")
     shown = kernel.run(f"%jx show {run['id']}", check=True).stdout
