@@ -33,6 +33,7 @@ from conftest import NO_NAMESPACES, Kernel, owned_processes, require
 from containers import containers
 
 from jupyter_exec.backends.container import ContainerBackend, DockerConfig, keepers
+from jupyter_exec.backends.container.engine import container_events
 from jupyter_exec.backends.container.hostconfig import SLOT_ROOT
 from jupyter_exec.config import ExecConfig
 
@@ -224,6 +225,27 @@ def test_a_keeper_that_died_is_started_again_with_the_same_token(engine):
     finally:
         for container in made:
             engine.client.api.remove_container(container["Id"], force=True)
+
+
+def test_a_killed_containers_end_is_read_from_the_engines_log_at_any_moment(engine):
+    """How a session's container ended is read from the engine's log at once, whenever it is
+    asked: here a moment before a second turns, when Podman's file log, given ``until`` that
+    moment, stopped reading before it reached the end (a session killed from outside was said
+    "lost its container", not "killed"; an OOM kill could go unseen)."""
+    api = engine.client.api
+    made = api.create_container(DockerConfig().image, ["sleep", "60"], labels={"jupyter-exec.test": "events"})
+    try:
+        started = time.time()
+        api.start(made["Id"])
+        api.kill(made["Id"], "SIGKILL")
+        api.wait(made["Id"], timeout=10)
+        time.sleep((0.97 - time.time() % 1) % 1)
+        actions = {
+            event.get("Action") or event.get("status") for event in container_events(engine, made["Id"], started)
+        }
+        assert actions & {"die", "died"}, actions
+    finally:
+        api.remove_container(made["Id"], force=True)
 
 
 KEEPER_STARTS = """

@@ -28,7 +28,7 @@ from jupyter_exec.spec import Limits
 
 from .seccomp import profile_file, profile_text
 
-__all__ = ["DEFAULT_RETRY", "Engine", "Facts", "RetryPolicy", "is_transient", "oom_event", "retry"]
+__all__ = ["DEFAULT_RETRY", "Engine", "Facts", "RetryPolicy", "container_events", "is_transient", "oom_event", "retry"]
 
 T = TypeVar("T")
 CGROUP_LIMITS = frozenset({"memory", "pids", "cpus"})  # the Limits an engine sets through cgroups
@@ -221,17 +221,21 @@ def oom_event(engine: Engine, container_id: str, limits: Limits, since: float, w
     """Whether the engine's OOM killer struck in the container, from the ``oom`` event the engine
     logs (its state says so only once a container has stopped, and ours lingers until released).
     Asked only of a process ended by SIGKILL under a memory limit the engine keeps with a cgroup;
-    the event may lag the kill a moment, so the log is read up to a second past now."""
+    the event may lag the kill a moment (``container_events``)."""
     killed = os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) == signal.SIGKILL
     if not killed or limits.memory is None or "memory" not in engine.facts.cgroup_limits:
         return False
     try:
-        events = engine.client.api.events(
-            since=int(since) - 1,
-            until=int(time.time()) + 1,
-            filters={"container": container_id, "event": "oom"},
-            decode=True,
-        )
-        return any(True for _ in events)
+        return bool(container_events(engine, container_id, since, event="oom"))
     except Exception:  # no event log to read: no evidence of an OOM kill
         return False
+
+
+def container_events(engine: Engine, container_id: str, since: float, event: str | None = None) -> list[dict]:
+    """The events of ``container_id`` (only ``event``, if given) in the engine's log, from
+    ``since`` to a moment past now: an event may lag what it tells. Podman's file log stops
+    reading at that moment whether or not it has read the lines before it (a large log, a
+    second or so before), so Podman is given two seconds, Docker one."""
+    filters = {"container": container_id, **({"event": event} if event else {})}
+    until = int(time.time()) + (2 if engine.facts.kind == "podman" else 1)
+    return list(engine.client.api.events(since=int(since) - 1, until=until, filters=filters, decode=True))

@@ -23,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from typing import Any
 
 from jupyter_exec.backends.base import ExecutorBackend, Outcome, Submission, TaskHandle
@@ -33,7 +32,7 @@ from jupyter_exec.runner.bootstrap import SESSION_VAR
 from jupyter_exec.runner.protocol import ProtocolReader
 from jupyter_exec.spec import RunSpec
 
-from .engine import Engine, oom_event
+from .engine import Engine, container_events, oom_event
 from .hostconfig import ContainerPlan
 from .slot import Slot, gone, stopped
 from .stats import Sampler
@@ -116,12 +115,7 @@ class ContainerSession(SandboxSession):
         memory limit struck), which stays when the container is gone; an engine that does not
         answer (it is restarting, which stops its containers) is said so."""
         try:
-            events = self.engine.client.api.events(
-                since=int(self.started) - 1,
-                until=int(time.time()) + 1,
-                filters={"container": self.slot.container.id},
-                decode=True,
-            )
+            events = container_events(self.engine, self.slot.container.id, self.started)
             seen = {event.get("Action") or event.get("status"): event for event in events}
         except Exception as error:
             return f"lost its container (its engine at {self.engine.url} does not answer: {error})"
