@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from jupyter_exec.backends.container.slot import gone
+
 
 def containers(client: Any, **labels: str) -> list[dict[str, Any]]:
     """Containers with these ``jupyter-exec.*`` labels (``owner_pid=...``), as the engine lists them."""
@@ -23,3 +25,18 @@ def assert_no_run_containers(client: Any, owner_pid: int, timeout: float = 10) -
             break
         time.sleep(0.2)
     assert not left, f"containers of finished runs remain: {left}"
+
+
+def kill_from_outside(client: Any, container: str) -> None:
+    """SIGKILL ``container`` through its engine, as someone outside would. The kill is delivered
+    even where the engine then answers an error: Podman waits for the killed container and may
+    find its auto-removal was quicker ("no such container"); gVisor's sandbox may take longer to
+    die than Docker waits before it finds the container's first process a zombie."""
+    import docker
+
+    try:
+        client.api.kill(container, "SIGKILL")
+    except docker.errors.APIError as error:
+        if not gone(error) and "is zombie" not in str(error):
+            raise
+

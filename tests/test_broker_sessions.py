@@ -9,6 +9,7 @@ import signal
 import time
 
 import pytest
+from containers import kill_from_outside
 from test_broker import SANDBOX, USER_LABEL, USERS, Broker, UserKernel, _can_run_brokers, _containers, _until, raw
 
 pytestmark = pytest.mark.kernel
@@ -89,13 +90,7 @@ def test_a_session_killed_at_the_broker_says_so_in_its_next_cell(broker, bob):
     _until(lambda: not _sessions(USERS[1]), "the sessions of earlier tests gone")
     bob.run(f"{SANDBOX} --session hit\nkept = 1", check=True)
     (container,) = _sessions(USERS[1])
-    try:
-        docker.from_env().api.kill(container, "SIGKILL")
-    except docker.errors.APIError as error:
-        # gVisor's sandbox can take longer to die than the engine waits before it looks at the
-        # container's first process itself, and finds it a zombie: the kill was delivered.
-        if "is zombie" not in str(error):
-            raise
+    kill_from_outside(docker.from_env(), container)
     _until(lambda: not _sessions(USERS[1]), "the killed session's container removed", 10)
     ended = bob.run(f"{SANDBOX} --session hit\nprint(kept)")
     run = bob.last_run()["id"]

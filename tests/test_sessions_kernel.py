@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import NO_NAMESPACES, Kernel, owned_processes, require
-from containers import containers
+from containers import containers, kill_from_outside
 
 from jupyter_exec.backends.container import ContainerBackend
 from jupyter_exec.backends.container.engine import Engine
@@ -346,7 +346,7 @@ def test_a_session_killed_from_outside_says_so_in_its_next_cell(kernel, name, ba
     if backend == "container":
         container = json.loads(kernel.records().get(kernel.last_run()["id"])["details"])["container"]
         engine = Engine(kernel.eval(ENGINE_URL)).client
-        engine.api.kill(container, "SIGKILL")
+        kill_from_outside(engine, container)
         assert _until(lambda: not engine.api.containers(all=True, filters={"id": container})), "its container stayed"
     else:
         processes = session_processes(kernel.pid, scratch.stdout.strip())
