@@ -32,6 +32,7 @@ from pathlib import Path
 import docker
 import pytest
 from conftest import Kernel, free_port, make_wheel, require
+from containers import derived_image
 from jupyter_client.manager import KernelManager
 from test_store_migrations import old_broker_file
 from values import SEEN, round_trip
@@ -313,6 +314,25 @@ def test_an_env_is_built_by_the_broker_once_for_everyone_who_asks(alice, bob, br
     assert "building image jupyter-exec/env:" in first.stderr and "building" not in second.stderr, second.stderr
     assert bob.run(f"{SANDBOX}\nimport jxshared").error["ename"] == "ModuleNotFoundError"  # the base is untouched
     assert "ran" not in local.stdout and "local wheels cannot go through the broker" in local.stderr
+
+
+def test_an_image_named_alone_is_the_one_the_run_starts_from(bob, broker):
+    """--image without --pip: the run starts from that image, the one its audit line names (the
+    broker once ran its own base while the audit named the image asked for)."""
+    client = docker.from_env()
+    image = derived_image(client, "jupyter-exec/test-marked", "RUN echo marked > /etc/jx-test-marker")
+    try:
+        cell = bob.run(f"{SANDBOX} --image {image}\nprint(open('/etc/jx-test-marker').read().strip())", timeout=120)
+    finally:
+        client.images.remove(image, force=True)
+    assert cell.error is None and cell.stdout == "marked\n", (cell.error, cell.stdout)
+    run = json.loads(bob.records().get(bob.last_run()["id"])["details"])["broker_run"]
+
+    def audited() -> list[dict]:  # written once the kernel has its answer
+        return [line for line in broker.audit_lines() if line["op"] == "run" and line.get("run") == run]
+
+    _until(audited, "the run's audit line")
+    assert audited()[0]["image"] == image and audited()[0]["status"] == "succeeded", audited()
 
 
 def _answers(port: int) -> bool:

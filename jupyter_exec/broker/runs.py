@@ -232,7 +232,7 @@ class _Run:
         broker, spec = self.broker, self.spec
         with ExitStack() as leases:
             environment = None
-            if spec.runtime_env is not None and spec.runtime_env.pip:
+            if spec.runtime_env is not None:  # --pip, --image: the broker builds or finds it
                 environment = broker.sandboxes.environment(
                     backend, spec.runtime_env, lambda line: self.sink.output("stderr", f"[jupyter-exec] {line}\n")
                 )
