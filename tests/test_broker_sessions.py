@@ -8,8 +8,9 @@ import os
 import signal
 import time
 
+import docker
 import pytest
-from containers import kill_from_outside
+from containers import derived_image, kill_from_outside
 from test_broker import SANDBOX, USER_LABEL, USERS, Broker, UserKernel, _can_run_brokers, _containers, _until, raw
 
 pytestmark = pytest.mark.kernel
@@ -85,8 +86,6 @@ def test_a_broker_restarted_under_a_session_says_so_in_one_line(broker, bob):
 def test_a_session_killed_at_the_broker_says_so_in_its_next_cell(broker, bob):
     """Its container killed from outside: within 10 s nothing of it is left and its quota is free; the
     next cell says why in one line, by the kernel's own name of the session."""
-    import docker
-
     _until(lambda: not _sessions(USERS[1]), "the sessions of earlier tests gone")
     bob.run(f"{SANDBOX} --session hit\nkept = 1", check=True)
     (container,) = _sessions(USERS[1])
@@ -112,3 +111,41 @@ def test_a_session_made_after_its_kernel_went_ends_with_its_first_cell(broker):
     )
     assert events[-1]["t"] == "end", events
     _until(lambda: not _sessions(USERS[0]), "the orphaned session's container removed", 10)
+
+
+@pytest.fixture(scope="module")
+def slow_boot():
+    """An image whose python3 takes a minute to start."""
+    client = docker.from_env()
+    yield derived_image(
+        client,
+        "jupyter-exec/test-slow-boot",
+        """RUN printf '#!/bin/sh\\nsleep 60\\nexec %s "$@"\\n' "$(command -v python3)" > /usr/local/sbin/python3""",
+        "RUN chmod 755 /usr/local/sbin/python3",
+    )
+    client.images.remove("jupyter-exec/test-slow-boot", force=True)
+
+
+def test_a_session_being_made_when_its_kernel_dies_stops_being_made(broker, slow_boot):
+    """The kernel is SIGKILLed while its session's container boots (a minute, here): the broker
+    stops making it at once, its container goes within a few seconds (it went only once made, and
+    after its first cell), and its run is recorded cancelled."""
+    _until(lambda: not _sessions(USERS[0]), "the sessions of earlier tests gone")
+    before = len(broker.audit_lines())
+
+    def ran() -> list[dict]:
+        lines = broker.audit_lines()[before:]
+        return [line for line in lines if line["op"] == "run" and line["user"] == USERS[0]]
+
+    kernel = UserKernel(USERS[0], {"JX_BROKER": broker.address})
+    try:
+        kernel.start(f"{SANDBOX} --session slow --image {slow_boot}\nx = 1")
+        _until(lambda: _sessions(USERS[0]), "the session's container made", 60)
+        os.kill(kernel.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        _until(lambda: not _sessions(USERS[0]), "the session's container removed", 10)
+        assert time.monotonic() - killed < 5
+        _until(ran, "its run's audit line")
+        assert ran()[0]["status"] == "cancelled" and ran()[0]["image"] == slow_boot, ran()
+    finally:
+        kernel.client.stop_channels()

@@ -76,6 +76,7 @@ class Submission:
     sink: OutputSink
     environment: BuiltEnv | None = None  # a built runtime env (its python, sys.path additions)
     timeline: Timeline | None = None  # the run's marks: a backend adds its own (sandbox_ready, ray_started)
+    stop: threading.Event | None = None  # set to cancel it before it has started (a session being made stops)
 
 
 @dataclass

@@ -64,14 +64,17 @@ def hold(broker: Broker, identity: Identity, kernel: str, channel: Channel) -> N
 
 
 def end_kernel(broker: Broker, user: str, kernel: str, why: str) -> str:
-    """End ``user``'s sessions of ``kernel`` and cancel its runs going; what was ended, in words."""
+    """End ``user``'s sessions of ``kernel`` and cancel its runs going; what was ended, in words.
+    The runs are told first: a session being made is made under its backend's lock, which the
+    listing of sessions waits for, and its run's cancel stops the making."""
+    with broker.live_lock:
+        runs = [live for live in broker.live.values() if (live.user, live.kernel) == (user, kernel)]
+    for live in runs:
+        live.cancel.set()
     backend = broker.sandboxes.existing(user)
     names = [i["name"] for i in backend.list_sessions()] if backend is not None else []
     sessions = [n for n in names if unscoped(kernel, n) is not None and backend and backend.sessions.end(n, why)]
-    with broker.live_lock:
-        runs = [(run_id, live) for run_id, live in broker.live.items() if (live.user, live.kernel) == (user, kernel)]
-    for _, live in runs:
-        live.cancel.set()
+    for live in runs:
         if live.stop is not None:
             live.stop()
     return f"{len(sessions)} session(s), {len(runs)} run(s)"

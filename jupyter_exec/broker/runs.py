@@ -200,7 +200,8 @@ class _Run:
             if granted and not self._stopping():
                 outcome = self._execute(backend)
         except Exception as error:  # an engine failure, an image missing: the run fails, the broker goes on
-            outcome = Outcome(Status.FAILED, error=wire.failure(error))
+            failure = wire.failure(error)
+            outcome = Outcome(failure.status, error=failure)
         finally:
             if granted and not self._held_by_session(backend):
                 broker.scheduler.leave(self.ticket)
@@ -246,6 +247,7 @@ class _Run:
                 None,
                 self.sink,
                 environment,
+                stop=self.live.cancel,  # a session being made stops being made (its kernel went, a cancel)
             )
             handle = backend.submit(submission)
             self.live.stop = lambda: backend.cancel(handle)

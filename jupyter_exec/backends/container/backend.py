@@ -31,7 +31,7 @@ from jupyter_exec.backends.runs import KillableRun, RunRegistry
 from jupyter_exec.backends.sessions import HoldsSessions, SessionTable, later_request
 from jupyter_exec.config import ExecConfig, application_config
 from jupyter_exec.envs.envspec import EnvSpec
-from jupyter_exec.errors import BackendUnavailableError, PolicyError
+from jupyter_exec.errors import BackendUnavailableError, PolicyError, TaskCancelledError
 from jupyter_exec.extras import install_hint
 from jupyter_exec.hosts import HostList
 from jupyter_exec.monitor import Usage
@@ -313,14 +313,19 @@ class ContainerBackend(HoldsSessions, ExecutorBackend):
         return self.start_cell(cell, lambda: cell.start(request if session.cells == 1 else later_request(submission)))
 
     def _start_session(self, submission: Submission, key: PoolKey) -> ContainerSession:
-        spec = submission.spec
+        """Its container, made, started and ready; ``submission.stop`` set meanwhile (the broker's
+        kernel went) stops it at the next step or while it boots, and removes what was made."""
+        spec, stop = submission.spec, submission.stop
         assert spec.session is not None
         with self._engine_errors(key.image):
             slot = self._make_slot(key, f"session-{spec.session}", session_plan(self._plan(key)))
             gate = None
             try:
                 gate = gate_for(self.name, spec.limits.hosts, slot.folder / "out" / _GATE)  # for the session's life
+                if stop is not None and stop.is_set():
+                    raise TaskCancelledError("cancelled before its sandbox container started")
                 slot.start()
+                slot.wait_ready(stop=stop)
                 session = ContainerSession(spec.session, self.name, spec, slot, self.engine)
             except BaseException:
                 if gate is not None:

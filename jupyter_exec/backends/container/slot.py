@@ -31,11 +31,12 @@ import shutil
 import sys
 import tempfile
 import termios
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from jupyter_exec.errors import NodeFailedError
+from jupyter_exec.errors import NodeFailedError, TaskCancelledError
 from jupyter_exec.runner.protocol import ship_runner
 
 from . import keepers
@@ -49,6 +50,7 @@ LIFELINE_VAR = "JX_LIFELINE"  # where the bootstrap finds the lifeline (see runn
 # open for writing waits for a reader, forever if the kernel died before the container started.
 _COMMAND = "exec python3 -I /jx/bootstrap.py 3 /jx/out/request 3<>/jx/out/protocol 1<>/jx/out/stdout 2<>/jx/out/stderr"
 _WRITTEN = ("protocol", "stdout", "stderr")
+_STOP_LOOK = 0.1  # seconds between looks at a start's stop event while the container boots
 
 
 def gone(error: BaseException) -> bool:
@@ -140,13 +142,17 @@ class Slot:
     def start(self) -> None:
         self.engine.retry(self.container.start, "start the container")
 
-    def wait_ready(self, timeout: float = 60.0) -> bytes:
-        """Block until the bootstrap says ready; the protocol bytes read so far."""
+    def wait_ready(self, timeout: float = 60.0, stop: threading.Event | None = None) -> bytes:
+        """Block until the bootstrap says ready; the protocol bytes read so far. ``stop`` set meanwhile
+        ends the wait (``TaskCancelledError``) within ``_STOP_LOOK`` seconds."""
         deadline = time.monotonic() + timeout
         while b"\n" not in self.ready_bytes:
             left = deadline - time.monotonic()
-            readable, _, _ = select.select([self.protocol_fd], [], [], max(left, 0))
-            chunk = _read(self.protocol_fd) if readable else b""
+            look = max(left, 0) if stop is None else min(max(left, 0), _STOP_LOOK)
+            readable, _, _ = select.select([self.protocol_fd], [], [], look)
+            if stop is not None and stop.is_set():
+                raise TaskCancelledError("cancelled while its sandbox container started")
+            chunk = _read(self.protocol_fd) if readable else None
             if chunk == b"" or left <= 0:
                 raise NodeFailedError(f"the sandbox container did not start: {self._why()}")
             self.ready_bytes += chunk or b""
